@@ -1,0 +1,159 @@
+//! The `emporium` binary's library: the command line, the configuration it
+//! loads, and the wiring of the services into one process.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use kernel::config::{self, Config, ConfigError};
+use platform::app::{self, App};
+use platform::service::ServiceSpec;
+
+/// Every service, in start-up order.
+pub fn services() -> Vec<ServiceSpec> {
+    vec![auth::spec(), catalog::spec(), orders::spec(), search::spec(), notify::spec()]
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "emporium", version, about = "Emporium: a commerce platform in one binary")]
+pub struct Cli {
+    /// Configuration file (default: ./emporium.toml if it exists).
+    #[arg(long, global = true, env = "EMPORIUM_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options that override the configuration for one run.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Overrides {
+    /// Where data files live [env: EMPORIUM_DATA_DIR] [default: ./data]
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Run only these services, e.g. `--services catalog,search` [env: EMPORIUM_SERVICES]
+    #[arg(long, value_delimiter = ',')]
+    pub services: Option<Vec<String>>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the API, the storefront and the console.
+    Serve {
+        /// Address to listen on [env: EMPORIUM_BIND] [default: 127.0.0.1:8080]
+        #[arg(long)]
+        bind: Option<SocketAddr>,
+        #[command(flatten)]
+        overrides: Overrides,
+        /// Load the demo shop (products, shipping, taxes, a discount code).
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Apply pending database migrations and exit.
+    Migrate {
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+    /// Print the effective configuration, secrets masked.
+    Config {
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Start(#[from] app::StartError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("server error: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Loads the configuration: defaults, the file, the environment, then flags.
+pub fn load_config(
+    file: Option<&PathBuf>,
+    overrides: &Overrides,
+    bind: Option<SocketAddr>,
+) -> Result<Config, ConfigError> {
+    let (path, required) = match file {
+        Some(p) => (p.clone(), true),
+        None => (PathBuf::from("emporium.toml"), false),
+    };
+    let mut config = config::load(Some(&path), required, |k| std::env::var(k).ok())?;
+    if let Some(bind) = bind {
+        config.bind = bind;
+    }
+    if let Some(dir) = &overrides.data_dir {
+        config.data_dir = dir.clone();
+    }
+    if let Some(services) = &overrides.services {
+        config.services = services.clone();
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Config { overrides } => {
+            let config = load_config(cli.config.as_ref(), &overrides, None)?;
+            print!("{}", config.to_masked_toml());
+            Ok(())
+        }
+        Command::Migrate { overrides } => {
+            let config = load_config(cli.config.as_ref(), &overrides, None)?;
+            platform::telemetry::init_logging(&config.log);
+            let specs = services();
+            let enabled: Vec<&ServiceSpec> =
+                specs.iter().filter(|s| config.services.iter().any(|n| n == s.name)).collect();
+            let applied = app::migrate_all(&config, &enabled).await?;
+            if applied.is_empty() {
+                println!("migrations: nothing to apply");
+            }
+            for m in applied {
+                println!("applied {m}");
+            }
+            Ok(())
+        }
+        Command::Serve { bind, overrides, demo } => {
+            let config = Arc::new(load_config(cli.config.as_ref(), &overrides, bind)?);
+            platform::telemetry::init_logging(&config.log);
+            let app = App::start(config.clone(), &services(), web::router(), demo).await?;
+            let listener = tokio::net::TcpListener::bind(config.bind)
+                .await
+                .map_err(|source| CliError::Bind { addr: config.bind, source })?;
+            let addr = listener.local_addr().map_err(CliError::Serve)?;
+            tracing::info!(%addr, services = ?config.services, "listening");
+            println!("Emporium is listening on http://{addr}");
+            app.serve(listener, shutdown_signal()).await.map_err(CliError::Serve)
+        }
+    }
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

@@ -1,0 +1,521 @@
+//! Typed configuration: defaults, then `emporium.toml`, then `EMPORIUM_*`
+//! variables. A bad value stops start-up with a message naming its key.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The services of the platform, in start-up order.
+pub const SERVICES: [&str; 5] = ["auth", "catalog", "orders", "search", "notify"];
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the HTTP server listens on.
+    pub bind: SocketAddr,
+    /// Where SQLite files, the search index and local media live.
+    pub data_dir: PathBuf,
+    /// The services this process runs (all by default).
+    pub services: Vec<String>,
+    pub log: LogConfig,
+    pub http: HttpConfig,
+    pub database: DatabaseConfig,
+    pub nats: NatsConfig,
+    pub redis: RedisConfig,
+    pub outbox: OutboxConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `json` (one object per line) or `pretty`.
+    pub format: LogFormat,
+    /// A `tracing` filter, e.g. `info,sqlx=warn`.
+    pub filter: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Largest accepted request body (uploads have their own limits).
+    pub body_limit_bytes: usize,
+    /// How long in-flight requests get to finish on shutdown.
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://…` or `postgres://…`; unset means one SQLite file per service
+    /// under `data_dir`.
+    pub url: Option<String>,
+    pub max_connections: u32,
+    /// Seconds a SQLite writer waits for a lock before giving up.
+    pub busy_timeout_secs: u64,
+    /// Per-service URLs that override `url`.
+    pub services: ServiceUrls,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServiceUrls {
+    pub auth: Option<String>,
+    pub catalog: Option<String>,
+    pub orders: Option<String>,
+    pub search: Option<String>,
+    pub notify: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsConfig {
+    /// `nats://host:4222`; unset means events travel in process.
+    pub url: Option<String>,
+    /// JetStream stream name.
+    pub stream: String,
+    /// Subjects are `<subject_prefix>.<event type>`.
+    pub subject_prefix: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://host:6379`; unset means caches and limits live in process.
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboxConfig {
+    /// How often the relay looks for rows it was not told about.
+    pub poll_interval_ms: u64,
+    pub batch_size: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./data"),
+            services: SERVICES.iter().map(|s| s.to_string()).collect(),
+            log: LogConfig::default(),
+            http: HttpConfig::default(),
+            database: DatabaseConfig::default(),
+            nats: NatsConfig::default(),
+            redis: RedisConfig::default(),
+            outbox: OutboxConfig::default(),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: LogFormat::Json, filter: "info".into() }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self { body_limit_bytes: 1024 * 1024, shutdown_grace_secs: 20 }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self { url: None, max_connections: 10, busy_timeout_secs: 5, services: ServiceUrls::default() }
+    }
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        Self { url: None, stream: "EMPORIUM".into(), subject_prefix: "emporium".into() }
+    }
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        Self { poll_interval_ms: 500, batch_size: 100 }
+    }
+}
+
+impl ServiceUrls {
+    pub fn get(&self, service: &str) -> Option<&String> {
+        match service {
+            "auth" => self.auth.as_ref(),
+            "catalog" => self.catalog.as_ref(),
+            "orders" => self.orders.as_ref(),
+            "search" => self.search.as_ref(),
+            "notify" => self.notify.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+impl Config {
+    /// The database URL a service uses: its own, else the shared one, else a
+    /// SQLite file of its own under `data_dir`.
+    pub fn database_url(&self, service: &str) -> String {
+        self.database
+            .services
+            .get(service)
+            .or(self.database.url.as_ref())
+            .cloned()
+            .unwrap_or_else(|| {
+                format!("sqlite://{}", self.data_dir.join(format!("{service}.db")).display())
+            })
+    }
+
+    /// The effective configuration as TOML, with every secret masked.
+    pub fn to_masked_toml(&self) -> String {
+        let mut shown = self.clone();
+        let mask = |url: &mut Option<String>| {
+            if let Some(u) = url {
+                *u = mask_url(u);
+            }
+        };
+        mask(&mut shown.database.url);
+        mask(&mut shown.database.services.auth);
+        mask(&mut shown.database.services.catalog);
+        mask(&mut shown.database.services.orders);
+        mask(&mut shown.database.services.search);
+        mask(&mut shown.database.services.notify);
+        mask(&mut shown.nats.url);
+        mask(&mut shown.redis.url);
+        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot show: {e}"))
+    }
+}
+
+/// Hides the password (and any token-like user) of a URL: `postgres://u:****@h/db`,
+/// and password-like query parameters.
+pub fn mask_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let (rest, query) = match rest.split_once('?') {
+        Some((r, q)) => (r, Some(q)),
+        None => (rest, None),
+    };
+    let mut masked = match rest.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:****@{host}"),
+            None => format!("{scheme}://****@{host}"),
+        },
+        None => format!("{scheme}://{rest}"),
+    };
+    if let Some(query) = query {
+        let query: Vec<String> = query
+            .split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if ["pass", "token", "secret"].iter().any(|w| k.contains(w)) => {
+                    format!("{k}=****")
+                }
+                _ => kv.to_owned(),
+            })
+            .collect();
+        masked = format!("{masked}?{}", query.join("&"));
+    }
+    masked
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("{var} (config key `{key}`): {message}")]
+    Env { var: String, key: String, message: String },
+    #[error("config key `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Str,
+    Int,
+    List,
+}
+
+/// Each key that can come from the environment, with its variable.
+const ENV_KEYS: &[(&str, &str, Kind)] = &[
+    ("EMPORIUM_BIND", "bind", Kind::Str),
+    ("EMPORIUM_DATA_DIR", "data_dir", Kind::Str),
+    ("EMPORIUM_SERVICES", "services", Kind::List),
+    ("EMPORIUM_LOG_FORMAT", "log.format", Kind::Str),
+    ("EMPORIUM_LOG", "log.filter", Kind::Str),
+    ("EMPORIUM_HTTP_BODY_LIMIT_BYTES", "http.body_limit_bytes", Kind::Int),
+    ("EMPORIUM_HTTP_SHUTDOWN_GRACE_SECS", "http.shutdown_grace_secs", Kind::Int),
+    ("EMPORIUM_DATABASE_URL", "database.url", Kind::Str),
+    ("EMPORIUM_DATABASE_MAX_CONNECTIONS", "database.max_connections", Kind::Int),
+    ("EMPORIUM_DATABASE_BUSY_TIMEOUT_SECS", "database.busy_timeout_secs", Kind::Int),
+    ("EMPORIUM_AUTH_DATABASE_URL", "database.services.auth", Kind::Str),
+    ("EMPORIUM_CATALOG_DATABASE_URL", "database.services.catalog", Kind::Str),
+    ("EMPORIUM_ORDERS_DATABASE_URL", "database.services.orders", Kind::Str),
+    ("EMPORIUM_SEARCH_DATABASE_URL", "database.services.search", Kind::Str),
+    ("EMPORIUM_NOTIFY_DATABASE_URL", "database.services.notify", Kind::Str),
+    ("EMPORIUM_NATS_URL", "nats.url", Kind::Str),
+    ("EMPORIUM_NATS_STREAM", "nats.stream", Kind::Str),
+    ("EMPORIUM_NATS_SUBJECT_PREFIX", "nats.subject_prefix", Kind::Str),
+    ("EMPORIUM_REDIS_URL", "redis.url", Kind::Str),
+    ("EMPORIUM_OUTBOX_POLL_INTERVAL_MS", "outbox.poll_interval_ms", Kind::Int),
+    ("EMPORIUM_OUTBOX_BATCH_SIZE", "outbox.batch_size", Kind::Int),
+];
+
+/// The variables `load` reads, with their keys, for documentation and `--help`.
+pub fn env_keys() -> impl Iterator<Item = (&'static str, &'static str)> {
+    ENV_KEYS.iter().map(|(var, key, _)| (*var, *key))
+}
+
+/// Loads the configuration. `file` is read if it exists (an explicitly named
+/// file must exist); `env` looks up variables (the process environment in
+/// production, a map in tests).
+pub fn load(
+    file: Option<&Path>,
+    file_required: bool,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let mut table = toml::Table::try_from(Config::default())
+        .map_err(|e| ConfigError::Invalid { key: String::new(), message: e.to_string() })?;
+
+    if let Some(path) = file {
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let from_file: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+                    ConfigError::File { path: path.to_owned(), message: e.to_string() }
+                })?;
+                merge(&mut table, from_file);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !file_required => {}
+            Err(e) => {
+                return Err(ConfigError::File { path: path.to_owned(), message: e.to_string() });
+            }
+        }
+    }
+
+    for (var, key, kind) in ENV_KEYS {
+        let Some(raw) = env(var) else { continue };
+        let env_err = |message: String| ConfigError::Env {
+            var: var.to_string(),
+            key: key.to_string(),
+            message,
+        };
+        let value = match kind {
+            Kind::Str => toml::Value::String(raw),
+            Kind::Int => toml::Value::Integer(
+                raw.trim().parse().map_err(|_| env_err(format!("`{raw}` is not a whole number")))?,
+            ),
+            Kind::List => toml::Value::Array(
+                raw.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| toml::Value::String(s.to_owned()))
+                    .collect(),
+            ),
+        };
+        set_path(&mut table, key, value);
+    }
+
+    from_table(table)
+}
+
+/// Deserializes a merged table; a type error names the key at fault.
+fn from_table(table: toml::Table) -> Result<Config, ConfigError> {
+    let json = serde_json::to_value(&table)
+        .map_err(|e| ConfigError::Invalid { key: String::new(), message: e.to_string() })?;
+    let config: Config = serde_path_to_error::deserialize(json).map_err(|e| ConfigError::Invalid {
+        key: e.path().to_string(),
+        message: e.inner().to_string(),
+    })?;
+    config.validate()?;
+    Ok(config)
+}
+
+impl Config {
+    /// Checks what types alone cannot: URL schemes, ranges, service names.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid { key: key.into(), message };
+        for s in &self.services {
+            if !SERVICES.contains(&s.as_str()) {
+                return Err(invalid(
+                    "services",
+                    format!("unknown service `{s}`; known: {}", SERVICES.join(", ")),
+                ));
+            }
+        }
+        if self.services.is_empty() {
+            return Err(invalid("services", "at least one service must run".into()));
+        }
+        let db_urls = std::iter::once(("database.url", &self.database.url)).chain(
+            [
+                ("database.services.auth", &self.database.services.auth),
+                ("database.services.catalog", &self.database.services.catalog),
+                ("database.services.orders", &self.database.services.orders),
+                ("database.services.search", &self.database.services.search),
+                ("database.services.notify", &self.database.services.notify),
+            ],
+        );
+        for (key, url) in db_urls {
+            if let Some(url) = url {
+                check_scheme(key, url, &["sqlite", "postgres", "postgresql"])?;
+            }
+        }
+        if let Some(url) = &self.nats.url {
+            check_scheme("nats.url", url, &["nats", "tls"])?;
+        }
+        if let Some(url) = &self.redis.url {
+            check_scheme("redis.url", url, &["redis", "rediss"])?;
+        }
+        if self.database.max_connections == 0 {
+            return Err(invalid("database.max_connections", "must be at least 1".into()));
+        }
+        if self.http.body_limit_bytes < 1024 {
+            return Err(invalid("http.body_limit_bytes", "must be at least 1024".into()));
+        }
+        if !(1..=10_000).contains(&self.outbox.batch_size) {
+            return Err(invalid("outbox.batch_size", "must be between 1 and 10000".into()));
+        }
+        let token_ok = |s: &str| {
+            !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        };
+        if !token_ok(&self.nats.stream) {
+            return Err(invalid("nats.stream", "letters, digits, - and _ only".into()));
+        }
+        if !self.nats.subject_prefix.split('.').all(token_ok) {
+            return Err(invalid("nats.subject_prefix", "dot-separated letters, digits, - and _".into()));
+        }
+        Ok(())
+    }
+}
+
+fn check_scheme(key: &str, url: &str, schemes: &[&str]) -> Result<(), ConfigError> {
+    let scheme = url.split_once("://").map(|(s, _)| s);
+    match scheme {
+        Some(s) if schemes.contains(&s) => Ok(()),
+        _ => Err(ConfigError::Invalid {
+            key: key.into(),
+            message: format!("`{}` must start with {}://", mask_url(url), schemes.join("://, ")),
+        }),
+    }
+}
+
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+fn set_path(table: &mut toml::Table, path: &str, value: toml::Value) {
+    let mut parts: Vec<&str> = path.split('.').collect();
+    let Some(last) = parts.pop() else { return };
+    let mut node = table;
+    for part in parts {
+        let entry = node
+            .entry(part.to_owned())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        let toml::Value::Table(next) = entry else { return };
+        node = next;
+    }
+    node.insert(last.to_owned(), value);
+}
+
+/// A variable lookup over a fixed map, for tests and tools.
+pub fn env_from(map: BTreeMap<String, String>) -> impl Fn(&str) -> Option<String> {
+    move |k| map.get(k).cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        env_from(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+
+    #[test]
+    fn defaults_load_with_nothing_set() {
+        let c = load(None, false, env(&[])).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.bind.to_string(), "127.0.0.1:8080");
+        assert!(c.database_url("auth").starts_with("sqlite://"));
+        assert!(c.database_url("auth").ends_with("auth.db"));
+    }
+
+    #[test]
+    fn file_then_env_then_validation() {
+        let dir = tempfile_dir();
+        let path = dir.join("emporium.toml");
+        std::fs::write(
+            &path,
+            "bind = \"0.0.0.0:9000\"\n[database]\nmax_connections = 3\nurl = \"postgres://u:pw@db/shop\"\n",
+        )
+        .unwrap();
+        let c = load(Some(&path), true, env(&[("EMPORIUM_BIND", "127.0.0.1:7000")])).unwrap();
+        assert_eq!(c.bind.to_string(), "127.0.0.1:7000", "env wins over file");
+        assert_eq!(c.database.max_connections, 3, "file wins over defaults");
+        assert_eq!(c.database_url("orders"), "postgres://u:pw@db/shop");
+
+        let c = load(
+            Some(&path),
+            true,
+            env(&[("EMPORIUM_CATALOG_DATABASE_URL", "sqlite:///tmp/c.db")]),
+        )
+        .unwrap();
+        assert_eq!(c.database_url("catalog"), "sqlite:///tmp/c.db", "per-service override");
+        assert!(c.to_masked_toml().contains("postgres://u:****@db/shop"));
+        assert!(!c.to_masked_toml().contains("pw@"));
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let e = load(None, false, env(&[("EMPORIUM_BIND", "not-an-address")])).unwrap_err();
+        assert!(e.to_string().contains("bind"), "{e}");
+        let e = load(None, false, env(&[("EMPORIUM_DATABASE_MAX_CONNECTIONS", "ten")])).unwrap_err();
+        assert!(e.to_string().contains("EMPORIUM_DATABASE_MAX_CONNECTIONS"), "{e}");
+        assert!(e.to_string().contains("database.max_connections"), "{e}");
+        let e = load(None, false, env(&[("EMPORIUM_DATABASE_URL", "mysql://x")])).unwrap_err();
+        assert!(e.to_string().contains("database.url"), "{e}");
+        let e = load(None, false, env(&[("EMPORIUM_SERVICES", "auth,shipping")])).unwrap_err();
+        assert!(e.to_string().contains("services") && e.to_string().contains("shipping"), "{e}");
+        let e = load(None, false, env(&[("EMPORIUM_LOG_FORMAT", "xml")])).unwrap_err();
+        assert!(e.to_string().contains("log.format"), "{e}");
+
+        let dir = tempfile_dir();
+        let path = dir.join("emporium.toml");
+        std::fs::write(&path, "[database]\nmax_conections = 3\n").unwrap();
+        let e = load(Some(&path), true, env(&[])).unwrap_err();
+        assert!(e.to_string().contains("max_conections"), "unknown keys are refused: {e}");
+        let e = load(Some(&dir.join("missing.toml")), true, env(&[])).unwrap_err();
+        assert!(matches!(e, ConfigError::File { .. }));
+    }
+
+    #[test]
+    fn urls_are_masked() {
+        assert_eq!(mask_url("redis://:secret@h:6379"), "redis://:****@h:6379");
+        assert_eq!(mask_url("nats://token@h"), "nats://****@h");
+        assert_eq!(mask_url("postgres://h/db"), "postgres://h/db");
+        assert_eq!(mask_url("postgres://h/db?password=x"), "postgres://h/db?password=****");
+        assert_eq!(
+            mask_url("postgres://u@h/db?sslmode=require&password=x"),
+            "postgres://****@h/db?sslmode=require&password=****"
+        );
+    }
+
+    fn tempfile_dir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("emporium-config-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+}

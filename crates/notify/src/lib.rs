@@ -1,0 +1,27 @@
+//! The notify service: email, SMS and merchant webhooks, driven by events.
+//! This is its face: the spec the binary mounts (routes, migrations, consumer).
+
+use platform::migrate::Migrations;
+use platform::service::{BoxError, BoxFuture, Mounted, ServiceContext, ServiceSpec};
+use utoipa_axum::router::OpenApiRouter;
+
+pub const NAME: &str = "notify";
+
+/// This service's own tables, after the platform's.
+pub static MIGRATIONS: Migrations = platform::migrations!("notify", []);
+
+pub fn spec() -> ServiceSpec {
+    ServiceSpec { name: NAME, migrations: &MIGRATIONS, mount, demo: None }
+}
+
+fn mount(_ctx: ServiceContext) -> BoxFuture<'static, Result<Mounted, BoxError>> {
+    Box::pin(async move { Ok(Mounted::routes(OpenApiRouter::new())) })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_migration_file_is_listed() {
+        assert!(platform::migrate::unlisted_files(&super::MIGRATIONS).is_empty());
+    }
+}

@@ -1,0 +1,328 @@
+//! Assembles a process: connects each service's database and migrates it,
+//! connects the bus (and Redis), mounts the services' routes behind the HTTP
+//! core, starts the outbox relays and consumers, and shuts all of it down in
+//! order: stop taking requests, finish the ones in flight, flush the outbox.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Router, middleware};
+use kernel::config::Config;
+use serde::Serialize;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tower_http::catch_panic::CatchPanicLayer;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::bus::{self, BusError, EventBus};
+use crate::db::{Db, DbError, DbOptions};
+use crate::migrate::{self, PLATFORM};
+use crate::outbox::Relay;
+use crate::service::{BoxError, ServiceContext, ServiceSpec};
+use crate::{http, idempotency, telemetry};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("database of {service}: {source}")]
+    Db { service: &'static str, source: DbError },
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error("redis: {0}")]
+    Redis(String),
+    #[error("service {service} failed to start: {source}")]
+    Mount { service: &'static str, source: BoxError },
+    #[error("demo data of {service}: {source}")]
+    Demo { service: &'static str, source: BoxError },
+}
+
+/// The external parts `/readyz` checks.
+#[derive(Clone)]
+struct Readiness {
+    dbs: Vec<(&'static str, Db)>,
+    bus: Arc<dyn EventBus>,
+    redis: Option<redis::aio::ConnectionManager>,
+}
+
+/// A started process: its router and the background work behind it.
+pub struct App {
+    router: Router,
+    config: Arc<Config>,
+    dbs: Vec<(&'static str, Db)>,
+    bus: Arc<dyn EventBus>,
+    shutdown: CancellationToken,
+    relays: Vec<JoinHandle<()>>,
+}
+
+/// Migrates the databases of `specs` without starting anything (`emporium migrate`).
+pub async fn migrate_all(config: &Config, specs: &[&ServiceSpec]) -> Result<Vec<String>, StartError> {
+    let mut applied = Vec::new();
+    for spec in specs {
+        let db = connect_db(config, spec.name).await?;
+        let done = migrate::migrate(&db, &[&PLATFORM, spec.migrations])
+            .await
+            .map_err(|source| StartError::Db { service: spec.name, source })?;
+        applied.extend(done.into_iter().map(|m| format!("{}: {m}", spec.name)));
+        db.close().await;
+    }
+    Ok(applied)
+}
+
+async fn connect_db(config: &Config, service: &'static str) -> Result<Db, StartError> {
+    let options = DbOptions {
+        max_connections: config.database.max_connections,
+        busy_timeout: Duration::from_secs(config.database.busy_timeout_secs),
+    };
+    Db::connect(&config.database_url(service), service, &options)
+        .await
+        .map_err(|source| StartError::Db { service, source })
+}
+
+impl App {
+    /// Starts the services of `specs` that the configuration enables; `pages`
+    /// (the storefront and console) are served beside the API.
+    pub async fn start(
+        config: Arc<Config>,
+        specs: &[ServiceSpec],
+        pages: Router,
+        demo: bool,
+    ) -> Result<App, StartError> {
+        http::set_body_limit(config.http.body_limit_bytes);
+        let shutdown = CancellationToken::new();
+        let bus = bus::connect(&config.nats).await?;
+        let redis = match &config.redis.url {
+            Some(url) => Some(connect_redis(url).await?),
+            None => None,
+        };
+
+        let enabled: Vec<&ServiceSpec> =
+            specs.iter().filter(|s| config.services.iter().any(|n| n == s.name)).collect();
+        let mut api = OpenApiRouter::new();
+        let mut dbs = Vec::new();
+        let mut handlers = Vec::new();
+        let mut contexts = Vec::new();
+        for spec in &enabled {
+            let db = connect_db(&config, spec.name).await?;
+            migrate::migrate(&db, &[&PLATFORM, spec.migrations])
+                .await
+                .map_err(|source| StartError::Db { service: spec.name, source })?;
+            let ctx = ServiceContext {
+                name: spec.name,
+                db: db.clone(),
+                bus: bus.clone(),
+                config: config.clone(),
+                shutdown: shutdown.clone(),
+            };
+            let mounted = (spec.mount)(ctx.clone())
+                .await
+                .map_err(|source| StartError::Mount { service: spec.name, source })?;
+            api = api.merge(mounted.router);
+            handlers.extend(mounted.handler);
+            dbs.push((spec.name, db));
+            contexts.push((*spec, ctx));
+        }
+        for handler in handlers {
+            bus.subscribe(handler, shutdown.clone()).await?;
+        }
+        if demo {
+            for (spec, ctx) in &contexts {
+                if let Some(load) = spec.demo {
+                    load(ctx.clone())
+                        .await
+                        .map_err(|source| StartError::Demo { service: spec.name, source })?;
+                }
+            }
+        }
+        let relays = dbs
+            .iter()
+            .map(|(_, db)| {
+                let relay = Relay::new(
+                    db.clone(),
+                    bus.clone(),
+                    config.outbox.batch_size,
+                    Duration::from_millis(config.outbox.poll_interval_ms),
+                );
+                tokio::spawn(relay.run(shutdown.clone()))
+            })
+            .chain(dbs.iter().map(|(_, db)| tokio::spawn(sweep(db.clone(), shutdown.clone()))))
+            .collect();
+
+        let readiness = Readiness { dbs: dbs.clone(), bus: bus.clone(), redis };
+        let router = assemble(api, pages, readiness, &config);
+        Ok(App { router, config, dbs, bus, shutdown, relays })
+    }
+
+    pub fn router(&self) -> Router {
+        self.router.clone()
+    }
+
+    /// The database of a running service (for tests and tools).
+    pub fn db(&self, service: &str) -> Option<&Db> {
+        self.dbs.iter().find(|(name, _)| *name == service).map(|(_, db)| db)
+    }
+
+    pub fn bus(&self) -> &Arc<dyn EventBus> {
+        &self.bus
+    }
+
+    /// Serves until `signal` completes, lets in-flight requests finish (up to
+    /// the configured grace period), then shuts the background work down.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let stop = CancellationToken::new();
+        let grace = Duration::from_secs(self.config.http.shutdown_grace_secs);
+        let server = axum::serve(listener, self.router.clone().into_make_service())
+            .with_graceful_shutdown(stop.clone().cancelled_owned());
+        let deadline = {
+            let stop = stop.clone();
+            async move {
+                signal.await;
+                tracing::info!("shutting down: no new connections, finishing in-flight requests");
+                stop.cancel();
+                tokio::time::sleep(grace).await;
+            }
+        };
+        tokio::select! {
+            result = server => result?,
+            () = deadline => tracing::warn!(grace_secs = grace.as_secs(), "grace period over; dropping the requests still running"),
+        }
+        self.shutdown().await;
+        Ok(())
+    }
+
+    /// Stops consumers and relays; each relay publishes what is pending first.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        for relay in self.relays {
+            let _ = relay.await;
+        }
+        self.bus.close().await;
+        for (_, db) in &self.dbs {
+            db.close().await;
+        }
+        tracing::info!("stopped");
+    }
+}
+
+/// Removes idempotency records past their retention, every ten minutes.
+async fn sweep(db: Db, shutdown: CancellationToken) {
+    loop {
+        if let Err(e) = idempotency::purge_expired(&db).await {
+            tracing::warn!(service = db.schema(), error = %e, "idempotency sweep failed");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(Duration::from_secs(600)) => {}
+        }
+    }
+}
+
+async fn connect_redis(url: &str) -> Result<redis::aio::ConnectionManager, StartError> {
+    let client = redis::Client::open(url).map_err(|e| StartError::Redis(e.to_string()))?;
+    let connect = redis::aio::ConnectionManager::new(client);
+    tokio::time::timeout(Duration::from_secs(5), connect)
+        .await
+        .map_err(|_| StartError::Redis("connection timed out".into()))?
+        .map_err(|e| StartError::Redis(e.to_string()))
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(info(title = "Emporium", description = "Emporium commerce platform API. \
+    Errors, pagination, idempotency and money follow the API conventions."))]
+struct ApiDoc;
+
+fn assemble(api: OpenApiRouter, pages: Router, readiness: Readiness, config: &Config) -> Router {
+    let core = OpenApiRouter::with_openapi(<ApiDoc as utoipa::OpenApi>::openapi())
+        .routes(routes!(healthz))
+        .merge(OpenApiRouter::new().routes(routes!(readyz)).with_state(readiness))
+        .merge(api);
+    let (router, openapi) = core.split_for_parts();
+    let openapi = Arc::new(openapi);
+    router
+        .route("/metrics", get(metrics))
+        .route(
+            "/api/openapi.json",
+            get(move || {
+                let doc = openapi.clone();
+                async move { axum::Json(doc.as_ref().clone()) }
+            }),
+        )
+        .route("/api/docs", get(|| async { Html(DOCS_PAGE) }))
+        .merge(pages)
+        .fallback(http::not_found)
+        .method_not_allowed_fallback(http::method_not_allowed)
+        .layer(middleware::from_fn(http::track_metrics))
+        .layer(axum::extract::DefaultBodyLimit::max(config.http.body_limit_bytes))
+        .layer(CatchPanicLayer::custom(http::panic_response))
+        .layer(middleware::from_fn(http::shape_errors))
+        .layer(middleware::from_fn(http::request_id))
+}
+
+#[derive(Serialize, ToSchema)]
+struct Health {
+    status: &'static str,
+}
+
+/// The process is alive.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "alive", body = Health)))]
+async fn healthz() -> axum::Json<Health> {
+    axum::Json(Health { status: "ok" })
+}
+
+#[derive(Serialize, ToSchema)]
+struct Ready {
+    /// `ready` or `unavailable`.
+    status: &'static str,
+    /// Each dependency and `ok` or what is wrong with it.
+    checks: BTreeMap<String, String>,
+}
+
+/// The process can serve: its databases answer, and NATS and Redis when configured.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "ready", body = Ready),
+              (status = 503, description = "a dependency is unreachable", body = Ready)))]
+async fn readyz(State(r): State<Readiness>) -> Response {
+    let mut checks = BTreeMap::new();
+    let mut ok = true;
+    let mut record = |name: String, result: Result<(), String>| {
+        ok &= result.is_ok();
+        checks.insert(name, result.err().unwrap_or_else(|| "ok".into()));
+    };
+    for (name, db) in &r.dbs {
+        let result = tokio::time::timeout(Duration::from_secs(2), db.ping()).await;
+        record(format!("database.{name}"), flatten(result.map(|r| r.map_err(|e| e.to_string()))));
+    }
+    let bus = r.bus.check().await.map_err(|e| e.to_string());
+    record(format!("bus.{}", r.bus.kind()), bus);
+    if let Some(mut conn) = r.redis.clone() {
+        let ping = redis::cmd("PING");
+        let result = tokio::time::timeout(Duration::from_secs(2), ping.query_async::<String>(&mut conn)).await;
+        record("redis".into(), flatten(result.map(|r| r.map(|_| ()).map_err(|e| e.to_string()))));
+    }
+    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = Ready { status: if ok { "ready" } else { "unavailable" }, checks };
+    (status, axum::Json(body)).into_response()
+}
+
+fn flatten<E>(r: Result<Result<(), String>, E>) -> Result<(), String> {
+    r.unwrap_or_else(|_| Err("timed out".into()))
+}
+
+async fn metrics() -> Response {
+    let handle = telemetry::metrics_handle();
+    handle.run_upkeep();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response()
+}
+
+const DOCS_PAGE: &str = include_str!("docs.html");

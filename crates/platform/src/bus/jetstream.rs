@@ -1,0 +1,173 @@
+//! The NATS JetStream transport: one durable stream for all events, one
+//! durable pull consumer per service, messages acked only after the handler
+//! applied them. Written for nats-server 2.9 (streams and consumers only).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind, consumer::pull, stream};
+use async_trait::async_trait;
+use futures::StreamExt;
+use kernel::Envelope;
+use tokio_util::sync::CancellationToken;
+
+use super::{BusError, EventBus, EventHandler};
+
+/// How long the server waits for an ack before redelivering.
+const ACK_WAIT: Duration = Duration::from_secs(30);
+/// The pause before a failed event is offered again.
+const RETRY_DELAY: Duration = Duration::from_secs(2);
+
+pub struct JetStreamBus {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    stream: stream::Stream,
+    subject_prefix: String,
+}
+
+impl JetStreamBus {
+    /// Connects and makes sure the stream exists (created on first use).
+    pub async fn connect(url: &str, stream_name: &str, subject_prefix: &str) -> Result<Self, BusError> {
+        let unavailable = |e: &dyn std::fmt::Display| BusError::Unavailable(e.to_string());
+        let client = async_nats::ConnectOptions::new()
+            .connection_timeout(Duration::from_secs(5))
+            .name("emporium")
+            .connect(url)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let js = jetstream::new(client.clone());
+        let stream = js
+            .get_or_create_stream(stream::Config {
+                name: stream_name.to_owned(),
+                subjects: vec![format!("{subject_prefix}.>")],
+                storage: stream::StorageType::File,
+                // JetStream drops a second publish of one event id in this
+                // window (the relay may publish twice after a crash).
+                duplicate_window: Duration::from_secs(120),
+                max_age: Duration::from_secs(7 * 24 * 3600),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| unavailable(&e))?;
+        Ok(Self { client, js, stream, subject_prefix: subject_prefix.to_owned() })
+    }
+
+    fn subject(&self, event_type: &str) -> String {
+        format!("{}.{}", self.subject_prefix, event_type)
+    }
+}
+
+#[async_trait]
+impl EventBus for JetStreamBus {
+    async fn publish(&self, event: &Envelope) -> Result<(), BusError> {
+        let fail = |reason: String| BusError::Publish { event_type: event.event_type.clone(), reason };
+        let payload = serde_json::to_vec(event).map_err(|e| fail(e.to_string()))?;
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", event.id.to_string().as_str());
+        let ack = self
+            .js
+            .publish_with_headers(self.subject(&event.event_type), headers, payload.into())
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        ack.await.map_err(|e| fail(e.to_string()))?;
+        Ok(())
+    }
+
+    async fn subscribe(
+        &self,
+        handler: Arc<dyn EventHandler>,
+        shutdown: CancellationToken,
+    ) -> Result<(), BusError> {
+        let name = handler.consumer().to_owned();
+        let fail = |reason: String| BusError::Subscribe { consumer: name.clone(), reason };
+        let consumer = self
+            .stream
+            .get_or_create_consumer(
+                &name,
+                pull::Config {
+                    durable_name: Some(name.clone()),
+                    filter_subject: format!("{}.>", self.subject_prefix),
+                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                    ack_wait: ACK_WAIT,
+                    max_ack_pending: 256,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let mut messages = consumer.messages().await.map_err(|e| fail(e.to_string()))?;
+        tokio::spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    next = messages.next() => next,
+                };
+                let Some(message) = next else { break };
+                let message = match message {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!(consumer = %name, error = %e, "jetstream delivery error");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                };
+                deliver(handler.as_ref(), &message).await;
+            }
+            tracing::info!(consumer = %name, "jetstream consumer stopped");
+        });
+        Ok(())
+    }
+
+    async fn check(&self) -> Result<(), BusError> {
+        tokio::time::timeout(Duration::from_secs(2), self.client.flush())
+            .await
+            .map_err(|_| BusError::Unavailable("flush timed out".into()))?
+            .map_err(|e| BusError::Unavailable(e.to_string()))
+    }
+
+    fn kind(&self) -> &'static str {
+        "nats"
+    }
+
+    async fn close(&self) {
+        if let Err(e) = self.client.flush().await {
+            tracing::warn!(error = %e, "flushing nats on shutdown failed");
+        }
+    }
+}
+
+/// Applies one message and acks it; a failure asks for redelivery later.
+async fn deliver(handler: &dyn EventHandler, message: &jetstream::Message) {
+    let consumer = handler.consumer().to_owned();
+    let event: Envelope = match serde_json::from_slice(&message.payload) {
+        Ok(e) => e,
+        Err(e) => {
+            // A message no version of us can read would be redelivered
+            // forever; terminate it and say so.
+            tracing::error!(consumer = %consumer, subject = %message.subject, error = %e,
+                "unreadable event terminated");
+            metrics::counter!("events_unreadable_total", "consumer" => consumer).increment(1);
+            let _ = message.ack_with(AckKind::Term).await;
+            return;
+        }
+    };
+    if !handler.interested_in(&event.event_type) {
+        let _ = message.ack().await;
+        return;
+    }
+    match handler.handle(&event).await {
+        Ok(()) => {
+            metrics::counter!("events_handled_total", "consumer" => consumer.clone()).increment(1);
+            if let Err(e) = message.ack().await {
+                // Not fatal: the event is redelivered and the inbox skips it.
+                tracing::warn!(consumer = %consumer, event_id = %event.id, error = %e, "ack failed");
+            }
+        }
+        Err(e) => {
+            tracing::warn!(consumer = %consumer, event_id = %event.id, event_type = %event.event_type,
+                error = %e, "consumer failed; will be redelivered");
+            metrics::counter!("events_handler_failures_total", "consumer" => consumer).increment(1);
+            let _ = message.ack_with(AckKind::Nak(Some(RETRY_DELAY))).await;
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! The event bus: how events leave a service's outbox and reach the services
+//! that consume them. Two transports keep the same promises (see the contract
+//! tests): in process, and NATS JetStream.
+
+mod jetstream;
+mod memory;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use kernel::Envelope;
+use kernel::config::NatsConfig;
+use tokio_util::sync::CancellationToken;
+
+pub use jetstream::JetStreamBus;
+pub use memory::InProcessBus;
+
+/// What a handler returns when it could not apply an event; the event will be
+/// delivered again.
+pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A consumer of events. Each service registers one; its name is the durable
+/// consumer's name, so it must not change between releases.
+#[async_trait]
+pub trait EventHandler: Send + Sync + 'static {
+    fn consumer(&self) -> &str;
+
+    /// Whether this consumer wants events of this type at all.
+    fn interested_in(&self, event_type: &str) -> bool;
+
+    /// Applies the event. It may be called again with the same event (at least
+    /// once delivery): record its id in the same transaction as the effect
+    /// (see [`crate::outbox::begin_once`]).
+    async fn handle(&self, event: &Envelope) -> Result<(), HandlerError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("cannot reach the event bus: {0}")]
+    Unavailable(String),
+    #[error("publishing {event_type} failed: {reason}")]
+    Publish { event_type: String, reason: String },
+    #[error("consumer {consumer} failed on {event_type} ({event_id}): {reason}")]
+    Handler { consumer: String, event_type: String, event_id: String, reason: String },
+    #[error("cannot subscribe {consumer}: {reason}")]
+    Subscribe { consumer: String, reason: String },
+}
+
+/// A transport for events.
+#[async_trait]
+pub trait EventBus: Send + Sync + 'static {
+    /// Returns once the transport has taken responsibility for the event: a
+    /// JetStream ack, or every in-process consumer having applied it.
+    async fn publish(&self, event: &Envelope) -> Result<(), BusError>;
+
+    /// Starts delivering events to `handler` until `shutdown` fires.
+    async fn subscribe(
+        &self,
+        handler: Arc<dyn EventHandler>,
+        shutdown: CancellationToken,
+    ) -> Result<(), BusError>;
+
+    /// Whether the transport is reachable, for `/readyz`.
+    async fn check(&self) -> Result<(), BusError>;
+
+    /// A short name for logs and readiness output.
+    fn kind(&self) -> &'static str;
+
+    /// Flushes what is in flight before the process exits.
+    async fn close(&self) {}
+}
+
+/// The bus the configuration asks for: JetStream when `nats.url` is set,
+/// otherwise in process.
+pub async fn connect(config: &NatsConfig) -> Result<Arc<dyn EventBus>, BusError> {
+    match &config.url {
+        Some(url) => Ok(Arc::new(
+            JetStreamBus::connect(url, &config.stream, &config.subject_prefix).await?,
+        )),
+        None => Ok(Arc::new(InProcessBus::new())),
+    }
+}
+
+#[cfg(test)]
+mod contract;

@@ -1,0 +1,236 @@
+//! Database pools for SQLite and PostgreSQL behind one type, so one query body
+//! serves both; statements that must differ branch on [`Dialect`] in the store.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Postgres, Sqlite, Transaction};
+use tokio::sync::Notify;
+
+/// Runs the same expression against whichever pool is live:
+/// `on_db!(db, pool => sqlx::query(SQL).execute(pool).await.map(|r| r.rows_affected()))`.
+#[macro_export]
+macro_rules! on_db {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db.pool() {
+            $crate::db::Pool::Sqlite($pool) => $body,
+            $crate::db::Pool::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// Runs the same expression inside whichever transaction is live:
+/// `on_tx!(tx, conn => sqlx::query(SQL).execute(conn).await.map(|r| r.rows_affected()))`.
+#[macro_export]
+macro_rules! on_tx {
+    ($tx:expr, $conn:ident => $body:expr) => {
+        match $tx.inner_mut() {
+            $crate::db::TxInner::Sqlite(t) => {
+                let $conn = &mut **t;
+                $body
+            }
+            $crate::db::TxInner::Postgres(t) => {
+                let $conn = &mut **t;
+                $body
+            }
+        }
+    };
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error(transparent)]
+    Sql(#[from] sqlx::Error),
+    #[error("unsupported database url `{0}`: use sqlite:// or postgres://")]
+    UnsupportedUrl(String),
+    #[error("cannot create the data folder {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+    #[error("migration {component}/{name}: {reason}")]
+    Migration { component: String, name: String, reason: String },
+    #[error("stored value is not valid: {0}")]
+    Corrupt(String),
+}
+
+impl DbError {
+    /// A unique or primary-key constraint refused the write.
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self, DbError::Sql(sqlx::Error::Database(e)) if e.is_unique_violation())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone, Debug)]
+pub enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// One service's database: its pool, its name (the PostgreSQL schema), and the
+/// bell its outbox relay listens to.
+#[derive(Clone, Debug)]
+pub struct Db {
+    pool: Pool,
+    schema: Arc<str>,
+    outbox_bell: Arc<Notify>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DbOptions {
+    pub max_connections: u32,
+    pub busy_timeout: Duration,
+}
+
+impl Default for DbOptions {
+    fn default() -> Self {
+        Self { max_connections: 10, busy_timeout: Duration::from_secs(5) }
+    }
+}
+
+impl Db {
+    /// Opens `url` for the service `schema`. SQLite: WAL, foreign keys on, a
+    /// busy timeout, the file and its folder created if missing. PostgreSQL:
+    /// the connection's `search_path` is the service's own schema.
+    pub async fn connect(url: &str, schema: &str, options: &DbOptions) -> Result<Db, DbError> {
+        let pool = if url.starts_with("sqlite:") {
+            let opts = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .foreign_keys(true)
+                .busy_timeout(options.busy_timeout);
+            let path = opts.get_filename();
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|source| DbError::DataDir {
+                    path: dir.display().to_string(),
+                    source,
+                })?;
+            }
+            let pool = SqlitePoolOptions::new()
+                .max_connections(options.max_connections)
+                .min_connections(1)
+                .connect_with(opts)
+                .await?;
+            Pool::Sqlite(pool)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let opts = PgConnectOptions::from_str(url)?
+                .options([("search_path", schema)])
+                .application_name(&format!("emporium-{schema}"));
+            let pool = PgPoolOptions::new()
+                .max_connections(options.max_connections)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(opts)
+                .await?;
+            Pool::Postgres(pool)
+        } else {
+            return Err(DbError::UnsupportedUrl(kernel::config::mask_url(url)));
+        };
+        Ok(Db { pool, schema: schema.into(), outbox_bell: Arc::new(Notify::new()) })
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        match self.pool {
+            Pool::Sqlite(_) => Dialect::Sqlite,
+            Pool::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
+    /// The service this database belongs to (its PostgreSQL schema).
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    pub(crate) fn outbox_bell(&self) -> &Arc<Notify> {
+        &self.outbox_bell
+    }
+
+    /// Starts a write transaction. On SQLite it takes the write lock at once
+    /// (`BEGIN IMMEDIATE`), so concurrent writers queue on the busy timeout
+    /// instead of failing when a read lock cannot be upgraded.
+    pub async fn begin(&self) -> Result<Tx, DbError> {
+        let inner = match &self.pool {
+            Pool::Sqlite(p) => TxInner::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
+            Pool::Postgres(p) => TxInner::Postgres(p.begin().await?),
+        };
+        Ok(Tx { inner, bell: self.outbox_bell.clone(), enqueued: 0 })
+    }
+
+    /// `SELECT 1`, for readiness checks.
+    pub async fn ping(&self) -> Result<(), DbError> {
+        on_db!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        on_db!(self, pool => pool.close().await);
+    }
+}
+
+pub enum TxInner {
+    Sqlite(Transaction<'static, Sqlite>),
+    Postgres(Transaction<'static, Postgres>),
+}
+
+/// A transaction on either database. Events written to the outbox inside it
+/// wake the relay when it commits.
+pub struct Tx {
+    inner: TxInner,
+    bell: Arc<Notify>,
+    enqueued: usize,
+}
+
+impl Tx {
+    pub fn inner_mut(&mut self) -> &mut TxInner {
+        &mut self.inner
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        match self.inner {
+            TxInner::Sqlite(_) => Dialect::Sqlite,
+            TxInner::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
+    pub(crate) fn note_enqueued(&mut self) {
+        self.enqueued += 1;
+    }
+
+    pub async fn commit(self) -> Result<(), DbError> {
+        match self.inner {
+            TxInner::Sqlite(t) => t.commit().await?,
+            TxInner::Postgres(t) => t.commit().await?,
+        }
+        if self.enqueued > 0 {
+            self.bell.notify_one();
+        }
+        Ok(())
+    }
+
+    pub async fn rollback(self) -> Result<(), DbError> {
+        match self.inner {
+            TxInner::Sqlite(t) => t.rollback().await?,
+            TxInner::Postgres(t) => t.rollback().await?,
+        }
+        Ok(())
+    }
+}
+
+/// Milliseconds since the Unix epoch: the portable column type for instants
+/// that the database compares (expiries, locks).
+pub fn now_ms() -> i64 {
+    let now = time::OffsetDateTime::now_utc();
+    (now.unix_timestamp_nanos() / 1_000_000) as i64
+}

@@ -1,0 +1,245 @@
+//! The HTTP core every route shares: a JSON extractor that answers in the
+//! error shape and refuses unknown fields, request ids, per-route metrics,
+//! body limits, JSON 404/405, panics turned into 500s.
+
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequest, MatchedPath, Request};
+use axum::http::{HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use kernel::ApiError;
+use kernel::id::RequestId;
+use serde::de::DeserializeOwned;
+
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// `Json<T>` for request bodies. Errors come in the documented shape: 400 for
+/// malformed JSON or a wrong content type, 422 with `field` for a value that
+/// does not fit, 413 over the body limit. Request types are declared with
+/// `#[serde(deny_unknown_fields)]`, so unknown fields are a 422 too.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Json<T>(pub T);
+
+impl<T, S> FromRequest<S> for Json<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|mime| {
+                let mime = mime.trim();
+                mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+            });
+        if !is_json {
+            return Err(ApiError::bad_request(
+                "unsupported_content_type",
+                "send the body as JSON with `Content-Type: application/json`",
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            use axum::extract::rejection::BytesRejection;
+            match rejection {
+                BytesRejection::FailedToBufferBody(_) if rejection.status().as_u16() == 413 => {
+                    ApiError::payload_too_large(crate::http::body_limit())
+                }
+                other => ApiError::bad_request("unreadable_body", other.body_text()),
+            }
+        })?;
+        parse_json(&bytes).map(Json)
+    }
+}
+
+/// Deserializes JSON, naming the field at fault (`items[0].quantity`).
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    match serde_path_to_error::deserialize(&mut de) {
+        Ok(value) => {
+            de.end().map_err(|e| ApiError::bad_request("malformed_json", e.to_string()))?;
+            Ok(value)
+        }
+        Err(err) => {
+            let path = err.path().to_string();
+            let inner = err.into_inner();
+            use serde_json::error::Category;
+            match inner.classify() {
+                Category::Syntax | Category::Eof | Category::Io => {
+                    Err(ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {inner}")))
+                }
+                Category::Data => {
+                    let message = strip_position(&inner.to_string());
+                    let base = (path != ".").then_some(path);
+                    let field = match (base, unknown_field_name(&message)) {
+                        (Some(b), Some(u)) if b == u || b.ends_with(&format!(".{u}")) => Some(b),
+                        (Some(b), Some(u)) => Some(format!("{b}.{u}")),
+                        (None, u) => u,
+                        (b, None) => b,
+                    };
+                    let error = ApiError::invalid("invalid_field", message);
+                    Err(match field {
+                        Some(f) => error.with_field(f),
+                        None => error,
+                    })
+                }
+            }
+        }
+    }
+}
+
+/// "unknown field `colour`, expected one of …" names the field itself.
+fn unknown_field_name(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("unknown field `")?;
+    Some(rest.split('`').next()?.to_owned())
+}
+
+/// serde_json appends " at line 1 column 12"; the field says where.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+impl<T: serde::Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+static BODY_LIMIT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1024 * 1024);
+
+/// The configured request body limit, for error messages.
+pub fn body_limit() -> usize {
+    BODY_LIMIT.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+pub(crate) fn set_body_limit(limit: usize) {
+    BODY_LIMIT.store(limit, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Keeps a sane incoming `X-Request-Id` or makes one, runs the request in a
+/// span that carries it (so every log line has it), and echoes it back.
+pub async fn request_id(mut request: Request, next: Next) -> Response {
+    let id = request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<RequestId>().ok())
+        .unwrap_or_else(RequestId::generate);
+    request.extensions_mut().insert(id.clone());
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %request.method(),
+        path = %request.uri().path(),
+    );
+    let mut response = {
+        use tracing::Instrument;
+        let started = Instant::now();
+        let response = next.run(request).instrument(span.clone()).await;
+        let status = response.status().as_u16();
+        span.in_scope(|| {
+            tracing::info!(status, latency_ms = started.elapsed().as_secs_f64() * 1000.0, "request finished");
+        });
+        response
+    };
+    if let Ok(value) = HeaderValue::from_str(id.as_str()) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    response
+}
+
+/// Records `http_request_duration_seconds{method,route,status}` per matched
+/// route (the pattern, not the raw path, so ids do not explode the series).
+pub async fn track_metrics(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = request.method().as_str().to_owned();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::histogram!("http_request_duration_seconds", "method" => method.clone(), "route" => route.clone(), "status" => status.clone())
+        .record(started.elapsed().as_secs_f64());
+    metrics::counter!("http_requests_total", "method" => method, "route" => route, "status" => status).increment(1);
+    response
+}
+
+/// Turns the framework's bare 413 into the documented error shape.
+pub async fn shape_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    if response.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE
+        && response.headers().get(header::CONTENT_TYPE).is_none_or(|ct| ct != "application/json")
+    {
+        return ApiError::payload_too_large(body_limit()).into_response();
+    }
+    response
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::not_found("route_not_found", "no such route")
+}
+
+pub async fn method_not_allowed() -> Response {
+    let mut e = ApiError::bad_request("method_not_allowed", "this route does not take that method");
+    e.status = axum::http::StatusCode::METHOD_NOT_ALLOWED;
+    e.into_response()
+}
+
+/// What a panic in a handler becomes: a logged 500, never a dropped connection.
+pub fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> {
+    let detail = err
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "panic".to_owned());
+    ApiError::internal(&format!("handler panicked: {detail}")).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Item {
+        sku: String,
+        quantity: u32,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        items: Vec<Item>,
+    }
+
+    #[test]
+    fn field_errors_name_the_field() {
+        let e = parse_json::<Body>(br#"{"items":[{"sku":"A","quantity":-1}]}"#).unwrap_err();
+        assert_eq!(e.status.as_u16(), 422);
+        assert_eq!(e.field.as_deref(), Some("items[0].quantity"));
+        let e = parse_json::<Body>(br#"{"items":[], "admin": true}"#).unwrap_err();
+        assert_eq!(e.status.as_u16(), 422);
+        assert_eq!(e.field.as_deref(), Some("admin"), "{e}");
+        let e = parse_json::<Body>(br#"{"items":[{"sku":"A","quantity":1,"price":0}]}"#).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("items[0].price"), "{e}");
+        assert!(e.message.contains("price"));
+        let e = parse_json::<Body>(br#"{"items": ["#).unwrap_err();
+        assert_eq!(e.status.as_u16(), 400);
+        assert_eq!(e.code, "malformed_json");
+        let e = parse_json::<Body>(br#"{"items": []} trailing"#).unwrap_err();
+        assert_eq!(e.status.as_u16(), 400);
+    }
+}

@@ -1,0 +1,18 @@
+//! Emporium's infrastructure, shared by every service: database pools and
+//! migrations for SQLite and PostgreSQL, the transactional outbox and its
+//! relay, the event bus (in process, NATS JetStream), idempotency keys, the
+//! HTTP core, and the assembly of a running process.
+
+pub mod app;
+pub mod bus;
+pub mod db;
+pub mod http;
+pub mod idempotency;
+pub mod migrate;
+pub mod outbox;
+pub mod service;
+pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use db::{Db, DbError, Dialect, Tx};

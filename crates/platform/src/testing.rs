@@ -1,0 +1,143 @@
+//! Test support: every test gets its own database (a fresh SQLite file, or a
+//! fresh PostgreSQL database when `EMPORIUM_TEST_DATABASE_URL` is set) and its
+//! own JetStream stream, so tests run in parallel and re-run cleanly.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use kernel::config::Config;
+use sqlx::Connection;
+
+use crate::db::{Db, DbOptions};
+use crate::migrate::{self, Migrations, PLATFORM};
+
+/// The PostgreSQL server tests use, when set (CI sets it).
+pub fn database_url() -> Option<String> {
+    non_empty("EMPORIUM_TEST_DATABASE_URL")
+}
+
+/// The NATS server tests use, when set (CI sets it).
+pub fn nats_url() -> Option<String> {
+    non_empty("EMPORIUM_TEST_NATS_URL")
+}
+
+/// The Redis server tests use, when set (CI sets it).
+pub fn redis_url() -> Option<String> {
+    non_empty("EMPORIUM_TEST_REDIS_URL")
+}
+
+fn non_empty(var: &str) -> Option<String> {
+    std::env::var(var).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// A name no other test run uses: `prefix_<uuid>` in lower case.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
+}
+
+/// Where a test's files live; removed when the test ends.
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+    /// `Some` on PostgreSQL: the URL of the test's own database.
+    pub database_url: Option<String>,
+}
+
+impl Sandbox {
+    /// A fresh folder and, on PostgreSQL, a fresh database.
+    pub async fn new() -> Sandbox {
+        let dir = tempfile::Builder::new()
+            .prefix("emporium-test-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("cannot make a temporary folder: {e}"));
+        let database_url = match database_url() {
+            Some(admin) => Some(create_database(&admin).await),
+            None => None,
+        };
+        Sandbox { dir, database_url }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().to_owned()
+    }
+
+    /// The database URL of `service`: the shared fresh PostgreSQL database, or
+    /// a SQLite file in the sandbox.
+    pub fn url_for(&self, service: &str) -> String {
+        self.database_url.clone().unwrap_or_else(|| {
+            format!("sqlite://{}", self.dir.path().join(format!("{service}.db")).display())
+        })
+    }
+
+    /// Opens (and migrates with the platform tables plus `sets`) the database
+    /// of `service`.
+    pub async fn db(&self, service: &str, sets: &[&Migrations]) -> Db {
+        let db = Db::connect(&self.url_for(service), service, &DbOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("cannot open the test database: {e}"));
+        let mut all: Vec<&Migrations> = vec![&PLATFORM];
+        all.extend_from_slice(sets);
+        migrate::migrate(&db, &all).await.unwrap_or_else(|e| panic!("migration failed: {e}"));
+        db
+    }
+
+    /// A configuration for a whole app in this sandbox, with JetStream (on a
+    /// stream of its own) and Redis when the test environment has them.
+    pub fn config(&self) -> Arc<Config> {
+        let mut config = Config { data_dir: self.data_dir(), ..Config::default() };
+        config.database.url = self.database_url.clone();
+        config.database.max_connections = 5;
+        config.outbox.poll_interval_ms = 100;
+        config.http.shutdown_grace_secs = 5;
+        if let Some(url) = nats_url() {
+            let name = unique("t");
+            config.nats.url = Some(url);
+            config.nats.stream = name.to_uppercase();
+            config.nats.subject_prefix = name;
+        }
+        config.redis.url = redis_url();
+        Arc::new(config)
+    }
+}
+
+/// Creates a database named after a fresh unique id on the server of
+/// `admin_url` and returns its URL. Test databases are named `emporium_t_…`
+/// so a CI run can drop what an interrupted run left behind.
+pub async fn create_database(admin_url: &str) -> String {
+    let name = unique("emporium_t");
+    let mut conn = sqlx::PgConnection::connect(admin_url)
+        .await
+        .unwrap_or_else(|e| panic!("EMPORIUM_TEST_DATABASE_URL is set but unreachable: {e}"));
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("cannot create test database {name}: {e}"));
+    let _ = conn.close().await;
+    replace_database(admin_url, &name)
+}
+
+/// `postgres://u@h:5432/postgres?x=y` with another database name.
+fn replace_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let authority_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let host_part = match base[authority_end..].find('/') {
+        Some(i) => &base[..authority_end + i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{host_part}/{name}?{q}"),
+        None => format!("{host_part}/{name}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn database_names_are_replaced() {
+        assert_eq!(super::replace_database("postgres://u@h:5432/postgres", "x"), "postgres://u@h:5432/x");
+        assert_eq!(super::replace_database("postgres://h", "x"), "postgres://h/x");
+        assert_eq!(super::replace_database("postgres://h/db?sslmode=disable", "x"), "postgres://h/x?sslmode=disable");
+    }
+}
