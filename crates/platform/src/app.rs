@@ -95,6 +95,7 @@ impl App {
         demo: bool,
     ) -> Result<App, StartError> {
         http::set_body_limit(config.http.body_limit_bytes);
+        telemetry::metrics_handle();
         let shutdown = CancellationToken::new();
         let bus = bus::connect(&config.nats).await?;
         let redis = match &config.redis.url {
