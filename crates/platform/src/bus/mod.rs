@@ -81,5 +81,3 @@ pub async fn connect(config: &NatsConfig) -> Result<Arc<dyn EventBus>, BusError>
     }
 }
 
-#[cfg(test)]
-mod contract;

@@ -1,0 +1,125 @@
+//! One contract, every transport: the in-process bus and the JetStream bus
+//! are held to the same promises, through the outbox and relay as services
+//! use them.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use platform::bus::{EventBus, InProcessBus, JetStreamBus};
+use platform::outbox::Relay;
+use platform::testing::{self, Sandbox};
+use support::{EFFECTS, Recorder, commit, event};
+use tokio_util::sync::CancellationToken;
+
+/// A running relay over a fresh producer database.
+struct Rig {
+    _sandbox: Sandbox,
+    producer: platform::Db,
+    consumer_db: platform::Db,
+    bus: Arc<dyn EventBus>,
+    stop: CancellationToken,
+}
+
+impl Rig {
+    async fn new(bus: Arc<dyn EventBus>) -> Rig {
+        let sandbox = Sandbox::new().await;
+        let producer = sandbox.db("orders", &[]).await;
+        let consumer_db = sandbox.db("search", &[&EFFECTS]).await;
+        let stop = CancellationToken::new();
+        tokio::spawn(Relay::new(producer.clone(), bus.clone(), 50, Duration::from_millis(50)).run(stop.clone()));
+        Rig { _sandbox: sandbox, producer, consumer_db, bus, stop }
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+macro_rules! bus_contract_tests {
+    ($transport:ident, $make:expr) => {
+        mod $transport {
+            use super::*;
+
+            async fn rig() -> Option<Rig> {
+                let bus: Option<Arc<dyn EventBus>> = $make.await;
+                match bus {
+                    Some(bus) => Some(Rig::new(bus).await),
+                    None => {
+                        eprintln!("{}: server not configured for this run", stringify!($transport));
+                        None
+                    }
+                }
+            }
+
+            #[tokio::test]
+            async fn delivers_only_what_a_consumer_asked_for_in_order() {
+                let Some(rig) = rig().await else { return };
+                let orders = Recorder::build("notify", "order.*", 0, None);
+                rig.bus.subscribe(orders.clone(), rig.stop.clone()).await.unwrap();
+                let placed = event("order.placed");
+                let other = event("user.registered");
+                let paid = event("order.paid");
+                for e in [&placed, &other, &paid] {
+                    commit(&rig.producer, e).await;
+                }
+                let seen = orders.wait_for(2).await;
+                assert_eq!(seen, vec![placed.id.to_string(), paid.id.to_string()]);
+            }
+
+            #[tokio::test]
+            async fn each_consumer_gets_every_event() {
+                let Some(rig) = rig().await else { return };
+                let a = Recorder::new("search");
+                let b = Recorder::new("notify");
+                rig.bus.subscribe(a.clone(), rig.stop.clone()).await.unwrap();
+                rig.bus.subscribe(b.clone(), rig.stop.clone()).await.unwrap();
+                let e = event("product.created");
+                commit(&rig.producer, &e).await;
+                assert_eq!(a.wait_for(1).await, vec![e.id.to_string()]);
+                assert_eq!(b.wait_for(1).await, vec![e.id.to_string()]);
+            }
+
+            #[tokio::test]
+            async fn a_failed_event_is_delivered_again_and_applied_once() {
+                let Some(rig) = rig().await else { return };
+                let flaky = Recorder::build("search", "*", 1, Some(rig.consumer_db.clone()));
+                rig.bus.subscribe(flaky.clone(), rig.stop.clone()).await.unwrap();
+                let e = event("inventory.changed");
+                commit(&rig.producer, &e).await;
+                let seen = flaky.wait_for(2).await;
+                assert!(seen.len() >= 2 && seen.iter().all(|id| *id == e.id.to_string()), "{seen:?}");
+                assert_eq!(flaky.effects(&e.id.to_string()).await, 1);
+            }
+
+            #[tokio::test]
+            async fn a_stopped_consumer_gets_nothing_more() {
+                let Some(rig) = rig().await else { return };
+                let mine = CancellationToken::new();
+                let r = Recorder::new("search");
+                rig.bus.subscribe(r.clone(), mine.clone()).await.unwrap();
+                let first = event("product.updated");
+                commit(&rig.producer, &first).await;
+                assert_eq!(r.wait_for(1).await.len(), 1);
+                mine.cancel();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                commit(&rig.producer, &event("product.updated")).await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                assert_eq!(r.ids().await, vec![first.id.to_string()]);
+            }
+        }
+    };
+}
+
+bus_contract_tests!(in_process, async { Some(Arc::new(InProcessBus::new()) as Arc<dyn EventBus>) });
+bus_contract_tests!(jetstream, async {
+    let url = testing::nats_url()?;
+    let prefix = testing::unique("t");
+    let bus = JetStreamBus::connect(&url, &prefix.to_uppercase(), &prefix)
+        .await
+        .unwrap_or_else(|e| panic!("EMPORIUM_TEST_NATS_URL is set but: {e}"));
+    Some(Arc::new(bus) as Arc<dyn EventBus>)
+});
