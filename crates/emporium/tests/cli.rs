@@ -1,0 +1,133 @@
+//! The `emporium` command as an operator uses it.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use platform::testing::Sandbox;
+
+fn emporium(sandbox: &Sandbox) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_emporium"));
+    cmd.current_dir(sandbox.dir.path())
+        .env_remove("EMPORIUM_DATABASE_URL")
+        .env_remove("EMPORIUM_NATS_URL")
+        .env_remove("EMPORIUM_REDIS_URL")
+        .env("EMPORIUM_DATA_DIR", sandbox.data_dir())
+        .env("EMPORIUM_LOG", "info");
+    if let Some(url) = &sandbox.database_url {
+        cmd.env("EMPORIUM_DATABASE_URL", url);
+    }
+    cmd
+}
+
+fn text(output: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+#[tokio::test]
+async fn version_and_help() {
+    let sandbox = Sandbox::new().await;
+    let out = emporium(&sandbox).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(text(&out).0.trim(), format!("emporium {}", env!("CARGO_PKG_VERSION")));
+    let out = emporium(&sandbox).args(["serve", "--help"]).output().unwrap();
+    let help = text(&out).0;
+    for flag in ["--bind", "--data-dir", "--services", "--demo"] {
+        assert!(help.contains(flag), "{flag} missing from:\n{help}");
+    }
+}
+
+#[tokio::test]
+async fn config_shows_the_effective_values_with_secrets_masked() {
+    let sandbox = Sandbox::new().await;
+    std::fs::write(sandbox.dir.path().join("emporium.toml"), "[outbox]\nbatch_size = 42\n").unwrap();
+    let out = emporium(&sandbox)
+        .arg("config")
+        .env("EMPORIUM_DATABASE_URL", "postgres://shop:hunter2@db.internal/shop")
+        .env("EMPORIUM_REDIS_URL", "redis://:redispass@cache:6379")
+        .env("EMPORIUM_BIND", "0.0.0.0:9090")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("bind = \"0.0.0.0:9090\""), "{stdout}");
+    assert!(stdout.contains("batch_size = 42"), "the file in the working folder is read: {stdout}");
+    assert!(stdout.contains("postgres://shop:****@db.internal/shop"), "{stdout}");
+    assert!(!stdout.contains("hunter2") && !stdout.contains("redispass"), "{stdout}");
+}
+
+#[tokio::test]
+async fn a_bad_value_stops_start_up_naming_its_key() {
+    let sandbox = Sandbox::new().await;
+    for (var, value, key) in [
+        ("EMPORIUM_BIND", "localhost-ish", "bind"),
+        ("EMPORIUM_DATABASE_MAX_CONNECTIONS", "many", "database.max_connections"),
+        ("EMPORIUM_NATS_URL", "http://nats", "nats.url"),
+        ("EMPORIUM_SERVICES", "catalog,warehouse", "services"),
+    ] {
+        let out = emporium(&sandbox).arg("serve").env(var, value).output().unwrap();
+        let (_, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{var}={value}: {stderr}");
+        assert!(stderr.contains(key), "{var}={value} should name `{key}`: {stderr}");
+    }
+    let out = emporium(&sandbox).args(["--config", "missing.toml", "config"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).1.contains("missing.toml"));
+}
+
+#[tokio::test]
+async fn migrate_is_safe_twice_and_from_two_processes_at_once() {
+    let sandbox = Sandbox::new().await;
+    let children: Vec<_> = (0..2)
+        .map(|_| emporium(&sandbox).arg("migrate").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap())
+        .collect();
+    let mut applied = 0;
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{stdout}\n{stderr}");
+        applied += stdout.lines().filter(|l| l.starts_with("applied ")).count();
+    }
+    assert_eq!(applied, kernel::config::SERVICES.len(), "each service's migrations applied once");
+    let out = emporium(&sandbox).arg("migrate").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(text(&out).0.trim(), "migrations: nothing to apply");
+}
+
+#[tokio::test]
+async fn serve_answers_and_stops_cleanly_on_sigterm() {
+    let sandbox = Sandbox::new().await;
+    let mut child = emporium(&sandbox)
+        .args(["serve", "--bind", "127.0.0.1:0", "--services", "catalog,search"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let addr = line.trim().rsplit("http://").next().unwrap().to_owned();
+
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("database.catalog") && response.contains("database.search"));
+    assert!(!response.contains("database.orders"), "only the chosen services run: {response}");
+
+    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "exit on SIGTERM: {stderr}");
+    assert!(stderr.contains("outbox relay flushed and stopped"), "{stderr}");
+    // Log lines are JSON, and the request's lines carry its request id.
+    let request_line = stderr
+        .lines()
+        .find(|l| l.contains("request finished"))
+        .unwrap_or_else(|| panic!("no request log in {stderr}"));
+    let json: serde_json::Value = serde_json::from_str(request_line).unwrap();
+    assert!(json["span"]["request_id"].as_str().unwrap().starts_with("req_"), "{json}");
+}
