@@ -1,5 +1,6 @@
 //! Graceful shutdown: on the signal the server stops accepting, lets the
 //! requests in flight finish, and the outbox relay publishes what committed.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
 use std::time::Duration;
 

@@ -118,8 +118,8 @@ impl ApiError {
         e
     }
 
-    /// 500. The cause is logged here, inside the request's span (so with its
-    /// request id), and never sent to the client.
+    /// An internal error (500). The cause is logged here, inside the span of the
+    /// request (so with its id), and is never sent to the client.
     pub fn internal(cause: &dyn fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
         Self::new(

@@ -45,6 +45,11 @@ impl Mounted {
 pub struct ServiceSpec {
     pub name: &'static str,
     pub migrations: &'static Migrations,
-    pub mount: fn(ServiceContext) -> BoxFuture<'static, Result<Mounted, BoxError>>,
-    pub demo: Option<fn(ServiceContext) -> BoxFuture<'static, Result<(), BoxError>>>,
+    pub mount: MountFn,
+    pub demo: Option<DemoFn>,
 }
+
+/// Mounts a service: opens what it needs and returns its routes and consumer.
+pub type MountFn = fn(ServiceContext) -> BoxFuture<'static, Result<Mounted, BoxError>>;
+/// Loads a service's part of the demo shop; must be safe to run on every start.
+pub type DemoFn = fn(ServiceContext) -> BoxFuture<'static, Result<(), BoxError>>;

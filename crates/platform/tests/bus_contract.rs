@@ -1,6 +1,7 @@
 //! One contract, every transport: the in-process bus and the JetStream bus
 //! are held to the same promises, through the outbox and relay as services
 //! use them.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
 mod support;
 

@@ -1,5 +1,6 @@
 //! `Idempotency-Key`: concurrent requests with one key run the effect once,
 //! repeats replay the first response, another body with the key is a 409.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
 use std::sync::Arc;
 

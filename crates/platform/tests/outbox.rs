@@ -1,6 +1,7 @@
 //! The transactional outbox: an event is published iff its transaction
 //! committed; a process killed between commit and publish loses nothing;
 //! a redelivered event takes effect once; JetStream works across processes.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
 mod support;
 

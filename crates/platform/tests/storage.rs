@@ -1,5 +1,6 @@
 //! Storage on both databases: pool settings, migrations that are safe to
 //! repeat and to run from several processes at once, dialects that agree.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
 use platform::db::{Db, DbOptions, Dialect};
 use platform::migrate::{self, Migration, Migrations, PLATFORM};

@@ -10,9 +10,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::{BusError, EventBus, EventHandler};
 
+/// A consumer and the token that ends its subscription.
+type Subscription = (Arc<dyn EventHandler>, CancellationToken);
+
 #[derive(Default, Clone)]
 pub struct InProcessBus {
-    handlers: Arc<RwLock<Vec<(Arc<dyn EventHandler>, CancellationToken)>>>,
+    handlers: Arc<RwLock<Vec<Subscription>>>,
 }
 
 impl InProcessBus {

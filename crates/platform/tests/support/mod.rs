@@ -1,5 +1,6 @@
 //! Consumers used by the event tests.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // shared by several test files
+
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
