@@ -26,7 +26,7 @@ use crate::bus::{self, BusError, EventBus};
 use crate::db::{Db, DbError, DbOptions};
 use crate::migrate::{self, PLATFORM};
 use crate::outbox::Relay;
-use crate::service::{BoxError, ServiceContext, ServiceSpec};
+use crate::service::{BoxError, Ports, ServiceContext, ServiceSpec};
 use crate::{http, idempotency, telemetry};
 
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +109,7 @@ impl App {
         let mut dbs = Vec::new();
         let mut handlers = Vec::new();
         let mut contexts = Vec::new();
+        let ports = Ports::default();
         for spec in &enabled {
             let db = connect_db(&config, spec.name).await?;
             migrate::migrate(&db, &[&PLATFORM, spec.migrations])
@@ -120,6 +121,7 @@ impl App {
                 bus: bus.clone(),
                 config: config.clone(),
                 shutdown: shutdown.clone(),
+                ports: ports.clone(),
             };
             let mounted = (spec.mount)(ctx.clone())
                 .await

@@ -2,7 +2,9 @@
 //! database, the bus, the configuration) and what it gives back (its routes,
 //! its event consumer, its demo data).
 
-use std::sync::Arc;
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
 pub use futures::future::BoxFuture;
 use kernel::config::Config;
@@ -24,6 +26,33 @@ pub struct ServiceContext {
     pub config: Arc<Config>,
     /// Fires when the process is shutting down; background loops stop on it.
     pub shutdown: CancellationToken,
+    /// Ports other services provide in this process.
+    pub ports: Ports,
+}
+
+/// The ports services offer each other in one process. A port is a trait
+/// owned by the asking crate (orders owns `InventoryPort`); the owning service
+/// provides its in-process adapter here when it mounts, and the asker looks
+/// it up when it needs it. In the scaled-out shape the binary provides the
+/// HTTP adapter instead, and the asker cannot tell the difference.
+#[derive(Clone, Default)]
+pub struct Ports {
+    by_type: Arc<RwLock<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>>,
+}
+
+impl Ports {
+    /// Offers `port` (usually an `Arc<dyn SomePort>`), replacing any earlier one.
+    pub fn provide<T: ?Sized + Send + Sync + 'static>(&self, port: Arc<T>) {
+        if let Ok(mut map) = self.by_type.write() {
+            map.insert(TypeId::of::<Arc<T>>(), Arc::new(port));
+        }
+    }
+
+    /// The port of type `T`, if a service in this process (or the binary) offers it.
+    pub fn get<T: ?Sized + Send + Sync + 'static>(&self) -> Option<Arc<T>> {
+        let map = self.by_type.read().ok()?;
+        map.get(&TypeId::of::<Arc<T>>())?.downcast_ref::<Arc<T>>().cloned()
+    }
 }
 
 /// What a service gives back once mounted.
@@ -53,3 +82,31 @@ pub struct ServiceSpec {
 pub type MountFn = fn(ServiceContext) -> BoxFuture<'static, Result<Mounted, BoxError>>;
 /// Loads a service's part of the demo shop; must be safe to run on every start.
 pub type DemoFn = fn(ServiceContext) -> BoxFuture<'static, Result<(), BoxError>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    trait Inventory: Send + Sync {
+        fn available(&self, sku: &str) -> i64;
+    }
+
+    struct Fixed(i64);
+
+    impl Inventory for Fixed {
+        fn available(&self, _: &str) -> i64 {
+            self.0
+        }
+    }
+
+    #[test]
+    fn ports_are_found_by_their_trait() {
+        let ports = Ports::default();
+        assert!(ports.get::<dyn Inventory>().is_none());
+        ports.provide::<dyn Inventory>(Arc::new(Fixed(3)));
+        let clone = ports.clone();
+        assert_eq!(clone.get::<dyn Inventory>().map(|p| p.available("A")), Some(3));
+        ports.provide::<dyn Inventory>(Arc::new(Fixed(5)));
+        assert_eq!(clone.get::<dyn Inventory>().map(|p| p.available("A")), Some(5));
+    }
+}

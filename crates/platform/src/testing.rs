@@ -35,11 +35,13 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
 }
 
-/// Where a test's files live; removed when the test ends.
+/// Where a test's files live. When the test ends its folder is removed, and
+/// so are its PostgreSQL database and JetStream streams.
 pub struct Sandbox {
     pub dir: tempfile::TempDir,
     /// `Some` on PostgreSQL: the URL of the test's own database.
     pub database_url: Option<String>,
+    streams: std::sync::Mutex<Vec<String>>,
 }
 
 impl Sandbox {
@@ -53,7 +55,18 @@ impl Sandbox {
             Some(admin) => Some(create_database(&admin).await),
             None => None,
         };
-        Sandbox { dir, database_url }
+        Sandbox { dir, database_url, streams: std::sync::Mutex::new(Vec::new()) }
+    }
+
+    /// A JetStream stream name and subject prefix of this test's own,
+    /// deleted when the sandbox is dropped.
+    pub fn stream(&self) -> (String, String) {
+        let prefix = unique("t");
+        let stream = prefix.to_uppercase();
+        if let Ok(mut streams) = self.streams.lock() {
+            streams.push(stream.clone());
+        }
+        (stream, prefix)
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -89,13 +102,48 @@ impl Sandbox {
         config.outbox.poll_interval_ms = 100;
         config.http.shutdown_grace_secs = 5;
         if let Some(url) = nats_url() {
-            let name = unique("t");
+            let (stream, prefix) = self.stream();
             config.nats.url = Some(url);
-            config.nats.stream = name.to_uppercase();
-            config.nats.subject_prefix = name;
+            config.nats.stream = stream;
+            config.nats.subject_prefix = prefix;
         }
         config.redis.url = redis_url();
         Arc::new(config)
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let streams = self.streams.lock().map(|s| s.clone()).unwrap_or_default();
+        let database = self.database_url.clone();
+        if streams.is_empty() && database.is_none() {
+            return;
+        }
+        // Drop cannot await: clean up on a thread with a runtime of its own.
+        let cleanup = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            rt.block_on(async move {
+                if let (Some(url), false) = (nats_url(), streams.is_empty())
+                    && let Ok(client) = async_nats::connect(url).await
+                {
+                    let js = async_nats::jetstream::new(client);
+                    for stream in streams {
+                        let _ = js.delete_stream(&stream).await;
+                    }
+                }
+                if let (Some(admin), Some(url)) = (database_url(), database) {
+                    let name = url.rsplit('/').next().unwrap_or_default().split('?').next().unwrap_or_default().to_owned();
+                    if name.starts_with("emporium_t_")
+                        && let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await
+                    {
+                        let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                        let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await;
+                        let _ = conn.close().await;
+                    }
+                }
+            });
+        });
+        let _ = cleanup.join();
     }
 }
 

@@ -24,8 +24,7 @@ struct Rig {
 }
 
 impl Rig {
-    async fn new(bus: Arc<dyn EventBus>) -> Rig {
-        let sandbox = Sandbox::new().await;
+    async fn new(sandbox: Sandbox, bus: Arc<dyn EventBus>) -> Rig {
         let producer = sandbox.db("orders", &[]).await;
         let consumer_db = sandbox.db("search", &[&EFFECTS]).await;
         let stop = CancellationToken::new();
@@ -46,9 +45,9 @@ macro_rules! bus_contract_tests {
             use super::*;
 
             async fn rig() -> Option<Rig> {
-                let bus: Option<Arc<dyn EventBus>> = $make.await;
-                match bus {
-                    Some(bus) => Some(Rig::new(bus).await),
+                let sandbox = Sandbox::new().await;
+                match $make(&sandbox).await {
+                    Some(bus) => Some(Rig::new(sandbox, bus).await),
                     None => {
                         eprintln!("{}: server not configured for this run", stringify!($transport));
                         None
@@ -115,12 +114,18 @@ macro_rules! bus_contract_tests {
     };
 }
 
-bus_contract_tests!(in_process, async { Some(Arc::new(InProcessBus::new()) as Arc<dyn EventBus>) });
-bus_contract_tests!(jetstream, async {
+async fn in_process_bus(_: &Sandbox) -> Option<Arc<dyn EventBus>> {
+    Some(Arc::new(InProcessBus::new()))
+}
+
+async fn jetstream_bus(sandbox: &Sandbox) -> Option<Arc<dyn EventBus>> {
     let url = testing::nats_url()?;
-    let prefix = testing::unique("t");
-    let bus = JetStreamBus::connect(&url, &prefix.to_uppercase(), &prefix)
+    let (stream, prefix) = sandbox.stream();
+    let bus = JetStreamBus::connect(&url, &stream, &prefix)
         .await
         .unwrap_or_else(|e| panic!("EMPORIUM_TEST_NATS_URL is set but: {e}"));
-    Some(Arc::new(bus) as Arc<dyn EventBus>)
-});
+    Some(Arc::new(bus))
+}
+
+bus_contract_tests!(in_process, in_process_bus);
+bus_contract_tests!(jetstream, jetstream_bus);

@@ -195,8 +195,7 @@ async fn jetstream_delivers_across_processes() {
         return;
     };
     let sandbox = Sandbox::new().await;
-    let prefix = testing::unique("t");
-    let stream = prefix.to_uppercase();
+    let (stream, prefix) = sandbox.stream();
     let consumer_db = sandbox.db("search", &[&EFFECTS]).await;
     let bus = JetStreamBus::connect(&nats, &stream, &prefix).await.unwrap();
     // Fails once, so the server has to redeliver.
