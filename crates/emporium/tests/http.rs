@@ -178,6 +178,7 @@ async fn metrics_have_latency_histograms_per_route() {
     assert!(body.contains(r#"http_request_duration_seconds_bucket{method="GET",route="/healthz",status="200""#), "{body}");
     assert!(body.contains(r#"route="/readyz""#));
     assert!(body.contains("worker_last_tick_seconds"), "background loops report: {body}");
+    assert!(body.contains(r#"worker_up{worker="outbox_relay_orders"} 1"#), "{body}");
 }
 
 #[tokio::test]

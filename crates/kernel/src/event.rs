@@ -32,7 +32,7 @@ impl Envelope {
             id: EventId::new(),
             event_type: event_type.into(),
             version: 1,
-            occurred_at: OffsetDateTime::now_utc().replace_nanosecond(0).unwrap_or_else(|_| OffsetDateTime::now_utc()),
+            occurred_at: OffsetDateTime::now_utc(),
             aggregate_id: aggregate_id.to_string(),
             data,
         }

@@ -136,10 +136,14 @@ impl App {
         }
         if demo {
             for (spec, ctx) in &contexts {
-                if let Some(load) = spec.demo {
-                    load(ctx.clone())
-                        .await
-                        .map_err(|source| StartError::Demo { service: spec.name, source })?;
+                match spec.demo {
+                    Some(load) => {
+                        load(ctx.clone())
+                            .await
+                            .map_err(|source| StartError::Demo { service: spec.name, source })?;
+                        tracing::info!(service = spec.name, "demo data loaded");
+                    }
+                    None => tracing::info!(service = spec.name, "no demo data for this service"),
                 }
             }
         }
@@ -219,15 +223,21 @@ impl App {
 
 /// Removes idempotency records past their retention, every ten minutes.
 async fn sweep(db: Db, shutdown: CancellationToken) {
+    let worker = format!("idempotency_sweeper_{}", db.schema());
+    let up = metrics::gauge!("worker_up", "worker" => worker.clone());
+    up.set(1.0);
     loop {
-        if let Err(e) = idempotency::purge_expired(&db).await {
-            tracing::warn!(service = db.schema(), error = %e, "idempotency sweep failed");
+        match idempotency::purge_expired(&db).await {
+            Ok(_) => metrics::gauge!("worker_last_tick_seconds", "worker" => worker.clone())
+                .set(time::OffsetDateTime::now_utc().unix_timestamp() as f64),
+            Err(e) => tracing::warn!(service = db.schema(), error = %e, "idempotency sweep failed"),
         }
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(Duration::from_secs(600)) => {}
         }
     }
+    up.set(0.0);
 }
 
 async fn connect_redis(url: &str) -> Result<redis::aio::ConnectionManager, StartError> {

@@ -140,6 +140,8 @@ impl Relay {
     pub async fn run(self, shutdown: CancellationToken) {
         let service = self.db.schema().to_owned();
         let bell = self.db.outbox_bell().clone();
+        let up = metrics::gauge!("worker_up", "worker" => format!("outbox_relay_{service}"));
+        up.set(1.0);
         let mut backoff = Duration::ZERO;
         loop {
             match self.drain().await {
@@ -158,6 +160,7 @@ impl Relay {
                 _ = tokio::time::sleep(wait) => {}
             }
         }
+        up.set(0.0);
         match self.drain().await {
             Ok(n) => tracing::info!(service = %service, published = n, "outbox relay flushed and stopped"),
             Err(e) => tracing::warn!(service = %service, error = %e,

@@ -97,6 +97,8 @@ impl EventBus for JetStreamBus {
             .map_err(|e| fail(e.to_string()))?;
         let mut messages = consumer.messages().await.map_err(|e| fail(e.to_string()))?;
         tokio::spawn(async move {
+            let up = metrics::gauge!("worker_up", "worker" => format!("consumer_{name}"));
+            up.set(1.0);
             loop {
                 let next = tokio::select! {
                     _ = shutdown.cancelled() => break,
@@ -113,6 +115,7 @@ impl EventBus for JetStreamBus {
                 };
                 deliver(handler.as_ref(), &message).await;
             }
+            up.set(0.0);
             tracing::info!(consumer = %name, "jetstream consumer stopped");
         });
         Ok(())
