@@ -19,12 +19,64 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The services this process runs (all by default).
     pub services: Vec<String>,
+    /// The address shoppers and API clients use (`https://shop.example`);
+    /// defaults to `http://<bind>`. It is the token issuer and the base of links.
+    pub public_url: Option<String>,
     pub log: LogConfig,
     pub http: HttpConfig,
     pub database: DatabaseConfig,
     pub nats: NatsConfig,
     pub redis: RedisConfig,
     pub outbox: OutboxConfig,
+    pub auth: AuthConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// The `aud` of access tokens.
+    pub audience: String,
+    pub access_token_ttl_secs: u64,
+    pub refresh_token_ttl_days: u64,
+    /// Argon2id cost; OWASP's recommendation by default (19 MiB, 2 passes, 1 lane).
+    /// Raising them rehashes each password at its next login.
+    pub argon2_memory_kib: u32,
+    pub argon2_iterations: u32,
+    pub argon2_parallelism: u32,
+    /// 32 bytes, base64: encrypts the token signing keys at rest when set.
+    pub key_encryption_key: Option<String>,
+    /// Customers must verify their email before checkout.
+    pub require_verified_email: bool,
+    /// Staff must enrol TOTP before they can sign in.
+    pub staff_mfa_required: bool,
+    /// Failed logins in a row before an account is locked.
+    pub lockout_threshold: u32,
+    /// The first lock's length; each further lock doubles it (capped at a day).
+    pub lockout_base_secs: u64,
+    /// Login attempts allowed per client IP per minute.
+    pub login_attempts_per_ip_per_minute: u32,
+    /// Trust `X-Forwarded-For` for the client IP (behind a proxy you run).
+    pub trust_forwarded_for: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            audience: "emporium".into(),
+            access_token_ttl_secs: 15 * 60,
+            refresh_token_ttl_days: 30,
+            argon2_memory_kib: 19 * 1024,
+            argon2_iterations: 2,
+            argon2_parallelism: 1,
+            key_encryption_key: None,
+            require_verified_email: false,
+            staff_mfa_required: false,
+            lockout_threshold: 5,
+            lockout_base_secs: 60,
+            login_attempts_per_ip_per_minute: 30,
+            trust_forwarded_for: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -107,12 +159,14 @@ impl Default for Config {
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("./data"),
             services: SERVICES.iter().map(|s| s.to_string()).collect(),
+            public_url: None,
             log: LogConfig::default(),
             http: HttpConfig::default(),
             database: DatabaseConfig::default(),
             nats: NatsConfig::default(),
             redis: RedisConfig::default(),
             outbox: OutboxConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -174,6 +228,14 @@ impl Config {
             })
     }
 
+    /// The public base URL, without a trailing slash.
+    pub fn public_url(&self) -> String {
+        match &self.public_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("http://{}", self.bind),
+        }
+    }
+
     /// The effective configuration as TOML, with every secret masked.
     pub fn to_masked_toml(&self) -> String {
         let mut shown = self.clone();
@@ -190,6 +252,9 @@ impl Config {
         mask(&mut shown.database.services.notify);
         mask(&mut shown.nats.url);
         mask(&mut shown.redis.url);
+        if shown.auth.key_encryption_key.is_some() {
+            shown.auth.key_encryption_key = Some("****".into());
+        }
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot show: {e}"))
     }
 }
@@ -238,6 +303,7 @@ pub enum ConfigError {
 enum Kind {
     Str,
     Int,
+    Bool,
     List,
 }
 
@@ -264,6 +330,20 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("EMPORIUM_REDIS_URL", "redis.url", Kind::Str),
     ("EMPORIUM_OUTBOX_POLL_INTERVAL_MS", "outbox.poll_interval_ms", Kind::Int),
     ("EMPORIUM_OUTBOX_BATCH_SIZE", "outbox.batch_size", Kind::Int),
+    ("EMPORIUM_PUBLIC_URL", "public_url", Kind::Str),
+    ("EMPORIUM_AUTH_AUDIENCE", "auth.audience", Kind::Str),
+    ("EMPORIUM_AUTH_ACCESS_TOKEN_TTL_SECS", "auth.access_token_ttl_secs", Kind::Int),
+    ("EMPORIUM_AUTH_REFRESH_TOKEN_TTL_DAYS", "auth.refresh_token_ttl_days", Kind::Int),
+    ("EMPORIUM_AUTH_ARGON2_MEMORY_KIB", "auth.argon2_memory_kib", Kind::Int),
+    ("EMPORIUM_AUTH_ARGON2_ITERATIONS", "auth.argon2_iterations", Kind::Int),
+    ("EMPORIUM_AUTH_ARGON2_PARALLELISM", "auth.argon2_parallelism", Kind::Int),
+    ("EMPORIUM_AUTH_KEY_ENCRYPTION_KEY", "auth.key_encryption_key", Kind::Str),
+    ("EMPORIUM_AUTH_REQUIRE_VERIFIED_EMAIL", "auth.require_verified_email", Kind::Bool),
+    ("EMPORIUM_AUTH_STAFF_MFA_REQUIRED", "auth.staff_mfa_required", Kind::Bool),
+    ("EMPORIUM_AUTH_LOCKOUT_THRESHOLD", "auth.lockout_threshold", Kind::Int),
+    ("EMPORIUM_AUTH_LOCKOUT_BASE_SECS", "auth.lockout_base_secs", Kind::Int),
+    ("EMPORIUM_AUTH_LOGIN_ATTEMPTS_PER_IP_PER_MINUTE", "auth.login_attempts_per_ip_per_minute", Kind::Int),
+    ("EMPORIUM_AUTH_TRUST_FORWARDED_FOR", "auth.trust_forwarded_for", Kind::Bool),
 ];
 
 /// The variables `load` reads, with their keys, for documentation and `--help`.
@@ -309,6 +389,11 @@ pub fn load(
             Kind::Int => toml::Value::Integer(
                 raw.trim().parse().map_err(|_| env_err(format!("`{raw}` is not a whole number")))?,
             ),
+            Kind::Bool => toml::Value::Boolean(match raw.trim() {
+                "1" | "true" | "yes" | "on" => true,
+                "0" | "false" | "no" | "off" => false,
+                _ => return Err(env_err(format!("`{raw}` is not true or false"))),
+            }),
             Kind::List => toml::Value::Array(
                 raw.split(',')
                     .map(str::trim)
@@ -376,6 +461,24 @@ impl Config {
         if self.http.body_limit_bytes < 1024 {
             return Err(invalid("http.body_limit_bytes", "must be at least 1024".into()));
         }
+        let a = &self.auth;
+        if a.argon2_memory_kib < 8 * a.argon2_parallelism.max(1) || a.argon2_iterations == 0 || a.argon2_parallelism == 0 {
+            return Err(invalid("auth.argon2_memory_kib", "Argon2 needs memory >= 8 KiB per lane, and at least 1 pass and 1 lane".into()));
+        }
+        if !(60..=86_400).contains(&a.access_token_ttl_secs) {
+            return Err(invalid("auth.access_token_ttl_secs", "must be between 60 and 86400".into()));
+        }
+        if a.lockout_threshold == 0 {
+            return Err(invalid("auth.lockout_threshold", "must be at least 1".into()));
+        }
+        if let Some(kek) = &a.key_encryption_key
+            && !is_base64_32_bytes(kek)
+        {
+            return Err(invalid("auth.key_encryption_key", "must be 32 bytes, base64-encoded".into()));
+        }
+        if let Some(url) = &self.public_url {
+            check_scheme("public_url", url, &["http", "https"])?;
+        }
         if !(1..=10_000).contains(&self.outbox.batch_size) {
             return Err(invalid("outbox.batch_size", "must be between 1 and 10000".into()));
         }
@@ -390,6 +493,13 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Standard base64 (with or without padding) of exactly 32 bytes.
+fn is_base64_32_bytes(text: &str) -> bool {
+    let t = text.trim().trim_end_matches('=');
+    t.len() == 43
+        && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
 }
 
 fn check_scheme(key: &str, url: &str, schemes: &[&str]) -> Result<(), ConfigError> {

@@ -4,6 +4,7 @@
 //! HTTP core, and the assembly of a running process.
 
 pub mod app;
+pub mod auth;
 pub mod bus;
 pub mod db;
 pub mod http;

@@ -1,0 +1,458 @@
+//! Who is calling: access tokens (EdDSA JWTs issued by the auth service) are
+//! verified here, locally, by every service; the extractors turn a request
+//! into a [`Principal`] and check permissions in one place.
+//!
+//! Only `EdDSA` is accepted: `alg: none`, HMAC (the public key used as a
+//! shared secret) and anything else are refused before a key is looked up.
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use axum::extract::{FromRequestParts, OptionalFromRequestParts};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use kernel::ApiError;
+use kernel::auth::{Claims, Permission, Role};
+use kernel::id::UserId;
+use ring::signature::{ED25519, Ed25519KeyPair, UnparsedPublicKey};
+use serde::Deserialize;
+use tokio::sync::RwLock;
+
+use crate::service::BoxError;
+
+/// Accepted clock difference between issuer and verifier.
+pub const LEEWAY_SECS: i64 = 30;
+/// How long fetched keys are trusted before they are fetched again.
+const KEY_CACHE_TTL: Duration = Duration::from_secs(60);
+/// The least time between two fetches forced by an unknown `kid`, so random
+/// key ids cannot make every request fetch keys.
+const FORCED_REFRESH_GAP: Duration = Duration::from_secs(1);
+
+/// A published verification key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicKey {
+    pub kid: String,
+    /// The raw 32-byte Ed25519 public key.
+    pub ed25519: Vec<u8>,
+}
+
+/// Where the verifier gets the published keys: the auth service in process,
+/// or its JWKS document over HTTP in the scaled-out shape.
+#[async_trait]
+pub trait KeySource: Send + Sync + 'static {
+    async fn public_keys(&self) -> Result<Vec<PublicKey>, BoxError>;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("the token is not a well-formed JWT")]
+    Malformed,
+    #[error("tokens signed with `{0}` are not accepted")]
+    UnsupportedAlgorithm(String),
+    #[error("the token was signed with an unknown key")]
+    UnknownKey,
+    #[error("the token's signature does not match")]
+    BadSignature,
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token is not valid yet")]
+    NotYetValid,
+    #[error("the token was issued by someone else")]
+    WrongIssuer,
+    #[error("the token is meant for another audience")]
+    WrongAudience,
+    #[error("verification keys are unavailable: {0}")]
+    KeysUnavailable(String),
+}
+
+impl From<&TokenError> for ApiError {
+    fn from(e: &TokenError) -> Self {
+        match e {
+            TokenError::Expired => ApiError::unauthenticated("token_expired", e.to_string()),
+            TokenError::Malformed
+            | TokenError::UnsupportedAlgorithm(_)
+            | TokenError::UnknownKey
+            | TokenError::BadSignature
+            | TokenError::NotYetValid
+            | TokenError::WrongIssuer
+            | TokenError::WrongAudience => ApiError::unauthenticated("invalid_token", e.to_string()),
+            TokenError::KeysUnavailable(cause) => ApiError::internal(&format!("verifying a token: {cause}")),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Header {
+    alg: String,
+    kid: Option<String>,
+    #[serde(default)]
+    crit: Option<serde_json::Value>,
+}
+
+struct KeyCache {
+    fetched: Option<Instant>,
+    keys: HashMap<String, Vec<u8>>,
+}
+
+/// Verifies access tokens against the published keys.
+pub struct Verifier {
+    source: Option<Arc<dyn KeySource>>,
+    issuer: String,
+    audience: String,
+    cache: RwLock<KeyCache>,
+}
+
+impl Verifier {
+    pub fn new(source: Option<Arc<dyn KeySource>>, issuer: impl Into<String>, audience: impl Into<String>) -> Self {
+        Self {
+            source,
+            issuer: issuer.into(),
+            audience: audience.into(),
+            cache: RwLock::new(KeyCache { fetched: None, keys: HashMap::new() }),
+        }
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    pub fn audience(&self) -> &str {
+        &self.audience
+    }
+
+    /// Checks signature, algorithm, key, issuer, audience and lifetime.
+    pub async fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        self.verify_at(token, time::OffsetDateTime::now_utc().unix_timestamp()).await
+    }
+
+    pub async fn verify_at(&self, token: &str, now: i64) -> Result<Claims, TokenError> {
+        let mut parts = token.split('.');
+        let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+            return Err(TokenError::Malformed);
+        };
+        let header: Header = decode_json(h)?;
+        if header.alg != "EdDSA" {
+            return Err(TokenError::UnsupportedAlgorithm(header.alg));
+        }
+        if header.crit.is_some() {
+            return Err(TokenError::Malformed); // no extensions are understood
+        }
+        let kid = header.kid.ok_or(TokenError::UnknownKey)?;
+        let signature = URL_SAFE_NO_PAD.decode(s).map_err(|_| TokenError::Malformed)?;
+        let key = self.key(&kid).await?;
+        let signed = &token[..h.len() + 1 + p.len()];
+        UnparsedPublicKey::new(&ED25519, &key)
+            .verify(signed.as_bytes(), &signature)
+            .map_err(|_| TokenError::BadSignature)?;
+        let claims: Claims = decode_json(p)?;
+        if claims.iss != self.issuer {
+            return Err(TokenError::WrongIssuer);
+        }
+        if !claims.aud.contains(&self.audience) {
+            return Err(TokenError::WrongAudience);
+        }
+        if claims.exp + LEEWAY_SECS <= now {
+            return Err(TokenError::Expired);
+        }
+        if claims.iat - LEEWAY_SECS > now {
+            return Err(TokenError::NotYetValid);
+        }
+        Ok(claims)
+    }
+
+    async fn key(&self, kid: &str) -> Result<Vec<u8>, TokenError> {
+        {
+            let cache = self.cache.read().await;
+            let fresh = cache.fetched.is_some_and(|t| t.elapsed() < KEY_CACHE_TTL);
+            if let Some(key) = cache.keys.get(kid).filter(|_| fresh) {
+                return Ok(key.clone());
+            }
+            let recently = cache.fetched.is_some_and(|t| t.elapsed() < FORCED_REFRESH_GAP);
+            if recently {
+                return cache.keys.get(kid).cloned().ok_or(TokenError::UnknownKey);
+            }
+        }
+        let source = self.source.as_ref().ok_or(TokenError::UnknownKey)?;
+        let mut cache = self.cache.write().await;
+        // Another request may have refreshed while this one waited.
+        if !cache.fetched.is_some_and(|t| t.elapsed() < FORCED_REFRESH_GAP) {
+            let keys = source.public_keys().await.map_err(|e| TokenError::KeysUnavailable(e.to_string()))?;
+            cache.keys = keys.into_iter().map(|k| (k.kid, k.ed25519)).collect();
+            cache.fetched = Some(Instant::now());
+        }
+        cache.keys.get(kid).cloned().ok_or(TokenError::UnknownKey)
+    }
+}
+
+fn decode_json<T: serde::de::DeserializeOwned>(part: &str) -> Result<T, TokenError> {
+    let bytes = URL_SAFE_NO_PAD.decode(part).map_err(|_| TokenError::Malformed)?;
+    serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed)
+}
+
+/// Signs `claims` as an EdDSA JWT with `kid` in its header (for the auth service).
+pub fn sign(claims: &Claims, kid: &str, key: &Ed25519KeyPair) -> Result<String, serde_json::Error> {
+    let header = serde_json::json!({"alg": "EdDSA", "typ": "JWT", "kid": kid});
+    let mut token = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header)?);
+    token.push('.');
+    token.push_str(&URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims)?));
+    let signature = key.sign(token.as_bytes());
+    token.push('.');
+    token.push_str(&URL_SAFE_NO_PAD.encode(signature.as_ref()));
+    Ok(token)
+}
+
+/// How a principal proved who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential {
+    AccessToken,
+    ApiKey,
+}
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub user_id: UserId,
+    pub roles: Vec<Role>,
+    pub permissions: Vec<Permission>,
+    /// The token's `jti`, or the API key's id.
+    pub credential_id: String,
+    pub credential: Credential,
+}
+
+impl Principal {
+    pub fn has(&self, permission: Permission) -> bool {
+        self.permissions.contains(&permission)
+    }
+
+    pub fn is_staff(&self) -> bool {
+        self.roles.iter().any(|r| r.is_staff())
+    }
+
+    pub fn require(&self, permission: Permission) -> Result<(), ApiError> {
+        if self.has(permission) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden("missing_permission", format!("this needs the `{permission}` permission")))
+        }
+    }
+}
+
+/// Resolves `sk_…` API keys to principals (provided by the auth service).
+#[async_trait]
+pub trait ApiKeyResolver: Send + Sync + 'static {
+    async fn resolve(&self, secret: &str) -> Result<Option<Principal>, BoxError>;
+}
+
+/// What the extractors need, put in the request extensions by the app.
+#[derive(Clone)]
+pub struct AuthLayer {
+    pub verifier: Arc<Verifier>,
+    pub api_keys: Option<Arc<dyn ApiKeyResolver>>,
+}
+
+async fn authenticate(parts: &Parts) -> Result<Option<Principal>, ApiError> {
+    let Some(value) = parts.headers.get(AUTHORIZATION) else { return Ok(None) };
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::unauthenticated("invalid_token", "the Authorization header is not readable"))?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(str::trim)
+        .ok_or_else(|| ApiError::unauthenticated("invalid_token", "use `Authorization: Bearer <token>`"))?;
+    let layer = parts
+        .extensions
+        .get::<AuthLayer>()
+        .ok_or_else(|| ApiError::internal(&"authentication is not wired into this router"))?;
+    if token.starts_with("sk_") {
+        let resolver = layer
+            .api_keys
+            .as_ref()
+            .ok_or_else(|| ApiError::unauthenticated("invalid_api_key", "API keys are not accepted here"))?;
+        return match resolver.resolve(token).await {
+            Ok(Some(principal)) => Ok(Some(principal)),
+            Ok(None) => Err(ApiError::unauthenticated("invalid_api_key", "this API key is unknown, revoked or expired")),
+            Err(e) => Err(ApiError::internal(&e)),
+        };
+    }
+    let claims = layer.verifier.verify(token).await.map_err(|e| ApiError::from(&e))?;
+    let user_id = UserId::parse(&claims.sub).map_err(|_| ApiError::unauthenticated("invalid_token", "bad subject"))?;
+    Ok(Some(Principal {
+        user_id,
+        roles: claims.roles,
+        permissions: claims.permissions,
+        credential_id: claims.jti,
+        credential: Credential::AccessToken,
+    }))
+}
+
+/// A signed-in caller is required: 401 otherwise.
+impl<S: Send + Sync> FromRequestParts<S> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        authenticate(parts)
+            .await?
+            .ok_or_else(|| ApiError::unauthenticated("missing_token", "sign in: this needs `Authorization: Bearer <token>`"))
+    }
+}
+
+/// Anonymous callers are welcome; a token that is present must still be valid.
+impl<S: Send + Sync> OptionalFromRequestParts<S> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Option<Self>, Self::Rejection> {
+        authenticate(parts).await
+    }
+}
+
+/// A permission, as a type, for [`RequirePermission`].
+pub trait NeedsPermission: Send + Sync + 'static {
+    const PERMISSION: Permission;
+}
+
+/// The permission check every staff route uses:
+/// `async fn handler(RequirePermission(who, ..): RequirePermission<perm::OrdersWrite>)`.
+/// 401 without a valid credential, 403 without the permission.
+pub struct RequirePermission<P: NeedsPermission>(pub Principal, pub PhantomData<P>);
+
+impl<S: Send + Sync, P: NeedsPermission> FromRequestParts<S> for RequirePermission<P> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let principal = <Principal as FromRequestParts<S>>::from_request_parts(parts, state).await?;
+        principal.require(P::PERMISSION)?;
+        Ok(RequirePermission(principal, PhantomData))
+    }
+}
+
+/// One type per permission, for [`RequirePermission`].
+pub mod perm {
+    use super::{NeedsPermission, Permission};
+
+    macro_rules! permissions {
+        ($($name:ident),* $(,)?) => {$(
+            pub struct $name;
+            impl NeedsPermission for $name {
+                const PERMISSION: Permission = Permission::$name;
+            }
+        )*};
+    }
+
+    permissions!(
+        CatalogWrite,
+        InventoryWrite,
+        OrdersRead,
+        OrdersWrite,
+        CustomersRead,
+        CustomersWrite,
+        MarketingWrite,
+        SettingsWrite,
+        StaffManage,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kernel::auth::Audience;
+    use ring::rand::SystemRandom;
+
+    struct Fixed(Vec<PublicKey>);
+
+    #[async_trait]
+    impl KeySource for Fixed {
+        async fn public_keys(&self) -> Result<Vec<PublicKey>, BoxError> {
+            Ok(self.0.clone())
+        }
+    }
+
+    fn keypair() -> Ed25519KeyPair {
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
+        Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap()
+    }
+
+    fn claims(now: i64) -> Claims {
+        Claims {
+            sub: UserId::new().to_string(),
+            roles: vec![Role::Customer],
+            permissions: vec![],
+            iat: now,
+            exp: now + 900,
+            iss: "https://shop.test".into(),
+            aud: Audience::One("emporium".into()),
+            jti: "jti_1".into(),
+        }
+    }
+
+    fn verifier(key: &Ed25519KeyPair) -> Verifier {
+        use ring::signature::KeyPair;
+        let public = PublicKey { kid: "k1".into(), ed25519: key.public_key().as_ref().to_vec() };
+        Verifier::new(Some(Arc::new(Fixed(vec![public]))), "https://shop.test", "emporium")
+    }
+
+    fn now() -> i64 {
+        time::OffsetDateTime::now_utc().unix_timestamp()
+    }
+
+    #[tokio::test]
+    async fn good_tokens_verify_and_bad_ones_do_not() {
+        let key = keypair();
+        let v = verifier(&key);
+        let token = sign(&claims(now()), "k1", &key).unwrap();
+        assert_eq!(v.verify(&token).await.unwrap().jti, "jti_1");
+
+        // Tampered payload.
+        let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+        let mut forged = claims(now());
+        forged.roles = vec![Role::Admin];
+        parts[1] = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&forged).unwrap());
+        assert_eq!(v.verify(&parts.join(".")).await, Err(TokenError::BadSignature));
+
+        // Unknown key id.
+        let other = sign(&claims(now()), "k2", &key).unwrap();
+        assert_eq!(v.verify(&other).await, Err(TokenError::UnknownKey));
+
+        // Expired (beyond the leeway), not yet valid, wrong issuer, wrong audience.
+        let mut c = claims(now() - 2000);
+        c.exp = now() - LEEWAY_SECS - 1;
+        assert_eq!(v.verify(&sign(&c, "k1", &key).unwrap()).await, Err(TokenError::Expired));
+        let mut c = claims(now());
+        c.exp = now() - 5; // inside the leeway: still accepted
+        assert!(v.verify(&sign(&c, "k1", &key).unwrap()).await.is_ok());
+        let c = claims(now() + 3600);
+        assert_eq!(v.verify(&sign(&c, "k1", &key).unwrap()).await, Err(TokenError::NotYetValid));
+        let mut c = claims(now());
+        c.iss = "https://evil.test".into();
+        assert_eq!(v.verify(&sign(&c, "k1", &key).unwrap()).await, Err(TokenError::WrongIssuer));
+        let mut c = claims(now());
+        c.aud = Audience::Many(vec!["other".into()]);
+        assert_eq!(v.verify(&sign(&c, "k1", &key).unwrap()).await, Err(TokenError::WrongAudience));
+    }
+
+    #[tokio::test]
+    async fn none_and_hmac_algorithms_are_refused() {
+        use ring::signature::KeyPair;
+        let key = keypair();
+        let v = verifier(&key);
+        let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims(now())).unwrap());
+        let none = format!("{}.{body}.", URL_SAFE_NO_PAD.encode(br#"{"alg":"none","kid":"k1"}"#));
+        assert_eq!(v.verify(&none).await, Err(TokenError::UnsupportedAlgorithm("none".into())));
+
+        // HS256 keyed with the public key: the classic confusion attack.
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","kid":"k1"}"#);
+        let signing_input = format!("{header}.{body}");
+        let mac_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key.public_key().as_ref());
+        let tag = ring::hmac::sign(&mac_key, signing_input.as_bytes());
+        let hs = format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()));
+        assert_eq!(v.verify(&hs).await, Err(TokenError::UnsupportedAlgorithm("HS256".into())));
+
+        assert_eq!(v.verify("a.b").await, Err(TokenError::Malformed));
+        assert_eq!(v.verify("a.b.c.d").await, Err(TokenError::Malformed));
+    }
+}
