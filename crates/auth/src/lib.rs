@@ -1,21 +1,87 @@
-//! The auth service: who is who: accounts, credentials, tokens, roles, addresses.
-//! This is its face: the spec the binary mounts (routes, migrations, consumer).
+//! The auth service: who is who. Accounts, credentials, access and refresh
+//! tokens, roles and permissions, and the audit log of security events.
+//! This is its face: the spec the binary mounts, and the ports it provides.
 
+mod crypto;
+pub mod domain;
+mod error;
+mod http;
+mod keys;
+mod service;
+mod store;
+
+use std::sync::Arc;
+
+use platform::auth::KeySource;
 use platform::migrate::Migrations;
 use platform::service::{BoxError, BoxFuture, Mounted, ServiceContext, ServiceSpec};
-use utoipa_axum::router::OpenApiRouter;
+
+pub use error::AuthError;
+pub use service::Auth;
 
 pub const NAME: &str = "auth";
 
 /// This service's own tables, after the platform's.
-pub static MIGRATIONS: Migrations = platform::migrations!("auth", []);
+pub static MIGRATIONS: Migrations = platform::migrations!("auth", ["0001_accounts"]);
 
 pub fn spec() -> ServiceSpec {
     ServiceSpec { name: NAME, migrations: &MIGRATIONS, mount, demo: None }
 }
 
-fn mount(_ctx: ServiceContext) -> BoxFuture<'static, Result<Mounted, BoxError>> {
-    Box::pin(async move { Ok(Mounted::routes(OpenApiRouter::new())) })
+/// Builds the service over its database (also used by the CLI).
+pub fn open(ctx: &ServiceContext) -> Result<Auth, BoxError> {
+    let config = ctx.config.clone();
+    let vault = crypto::KeyVault::new(&config.auth)?;
+    let keys = Arc::new(keys::KeyRing::new(ctx.db.clone(), vault, config.auth.access_token_ttl_secs));
+    Ok(Auth {
+        db: ctx.db.clone(),
+        hasher: Arc::new(crypto::PasswordHasher::new(&config.auth)?),
+        keys,
+        ip_limiter: Arc::new(service::IpLimiter::default()),
+        config,
+    })
+}
+
+fn mount(ctx: ServiceContext) -> BoxFuture<'static, Result<Mounted, BoxError>> {
+    Box::pin(async move {
+        let auth = open(&ctx)?;
+        // Make sure a signing key exists before the first request needs it.
+        auth.keys.active().await?;
+        ctx.ports.provide::<dyn KeySource>(auth.keys.clone());
+        Ok(Mounted::routes(http::router(auth)))
+    })
+}
+
+/// Operator commands: the first admin, key rotation.
+pub mod admin {
+    use kernel::auth::Role;
+
+    use crate::domain::{Email, Password};
+    use crate::error::AuthError;
+    use crate::service::Auth;
+
+    /// Creates a (staff) user with a chosen password, verified from the start.
+    pub async fn create_user(auth: &Auth, email: &str, name: &str, password: &str, roles: &[Role]) -> Result<String, AuthError> {
+        let email = Email::parse(email)?;
+        let password = Password::parse(password, &email, "password")?;
+        let hash = auth.hasher.hash(password.expose())?;
+        let user = auth.create_user(&email, name, &hash, roles).await?;
+        let mut tx = auth.db.begin().await?;
+        crate::store::mark_email_verified(&mut tx, &user.id).await?;
+        tx.commit().await?;
+        auth.audit(None, "user_created_by_operator", Some(&user.id), None, serde_json::json!({"roles": roles})).await?;
+        Ok(user.id.to_string())
+    }
+
+    /// Makes a new signing key active; returns its kid.
+    pub async fn rotate_keys(auth: &Auth) -> Result<String, AuthError> {
+        Ok(auth.keys.rotate().await?)
+    }
+
+    /// A random password that meets the policy, for operators who ask for one.
+    pub fn generate_password() -> Result<String, AuthError> {
+        Ok(crate::crypto::random_token(18)?)
+    }
 }
 
 #[cfg(test)]

@@ -107,6 +107,13 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, ErrorType::Conflict, code, message)
     }
 
+    /// 429 with a code of its own (`account_locked`).
+    pub fn too_many(code: impl Into<Cow<'static, str>>, message: impl Into<String>, retry_after_secs: u64) -> Self {
+        let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, ErrorType::RateLimited, code, message);
+        e.retry_after_secs = Some(retry_after_secs.max(1));
+        e
+    }
+
     pub fn rate_limited(retry_after_secs: u64) -> Self {
         let mut e = Self::new(
             StatusCode::TOO_MANY_REQUESTS,

@@ -22,6 +22,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::auth::{ApiKeyResolver, AuthLayer, KeySource, Verifier};
 use crate::bus::{self, BusError, EventBus};
 use crate::db::{Db, DbError, DbOptions};
 use crate::migrate::{self, PLATFORM};
@@ -162,7 +163,17 @@ impl App {
             .collect();
 
         let readiness = Readiness { dbs: dbs.clone(), bus: bus.clone(), redis };
-        let router = assemble(api, pages, readiness, &config);
+        // Tokens are verified locally with the keys the auth service publishes
+        // (in process here; absent when auth runs elsewhere and no source is set).
+        let auth = AuthLayer {
+            verifier: Arc::new(Verifier::new(
+                ports.get::<dyn KeySource>(),
+                config.public_url(),
+                config.auth.audience.clone(),
+            )),
+            api_keys: ports.get::<dyn ApiKeyResolver>(),
+        };
+        let router = assemble(api, pages, readiness, auth, &config);
         Ok(App { router, config, dbs, bus, shutdown, relays })
     }
 
@@ -188,7 +199,8 @@ impl App {
     ) -> std::io::Result<()> {
         let stop = CancellationToken::new();
         let grace = Duration::from_secs(self.config.http.shutdown_grace_secs);
-        let server = axum::serve(listener, self.router.clone().into_make_service())
+        let service = self.router.clone().into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let server = axum::serve(listener, service)
             .with_graceful_shutdown(stop.clone().cancelled_owned());
         let deadline = {
             let stop = stop.clone();
@@ -254,7 +266,7 @@ async fn connect_redis(url: &str) -> Result<redis::aio::ConnectionManager, Start
     Errors, pagination, idempotency and money follow the API conventions."))]
 struct ApiDoc;
 
-fn assemble(api: OpenApiRouter, pages: Router, readiness: Readiness, config: &Config) -> Router {
+fn assemble(api: OpenApiRouter, pages: Router, readiness: Readiness, auth: AuthLayer, config: &Config) -> Router {
     let core = OpenApiRouter::with_openapi(<ApiDoc as utoipa::OpenApi>::openapi())
         .routes(routes!(healthz))
         .merge(OpenApiRouter::new().routes(routes!(readyz)).with_state(readiness))
@@ -274,6 +286,7 @@ fn assemble(api: OpenApiRouter, pages: Router, readiness: Readiness, config: &Co
         .merge(pages)
         .fallback(http::not_found)
         .method_not_allowed_fallback(http::method_not_allowed)
+        .layer(axum::Extension(auth))
         .layer(middleware::from_fn(http::track_metrics))
         .layer(axum::extract::DefaultBodyLimit::max(config.http.body_limit_bytes))
         .layer(CatchPanicLayer::custom(http::panic_response))

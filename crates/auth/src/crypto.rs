@@ -1,0 +1,193 @@
+//! Auth's cryptography: Argon2id password hashes (parameters recorded in the
+//! PHC string, so raising them rehashes at the next login), random opaque
+//! tokens stored only as SHA-256 hashes, and Ed25519 signing keys encrypted
+//! at rest with AES-256-GCM.
+
+use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use kernel::config::AuthConfig;
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use ring::rand::{SecureRandom, SystemRandom};
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CryptoError {
+    #[error("argon2: {0}")]
+    Argon2(String),
+    #[error("the system random source failed")]
+    Random,
+    #[error("a signing key cannot be decrypted: wrong or missing key-encryption key")]
+    Decrypt,
+    #[error("a signing key is encrypted but no key-encryption key is configured")]
+    NoKek,
+}
+
+/// Hashes and checks passwords with the configured Argon2id cost.
+#[derive(Clone)]
+pub struct PasswordHasher {
+    params: Params,
+    /// A hash of a random password, checked when the email is unknown, so
+    /// both failures take the same time.
+    dummy: String,
+}
+
+impl PasswordHasher {
+    pub fn new(config: &AuthConfig) -> Result<Self, CryptoError> {
+        let params = Params::new(config.argon2_memory_kib, config.argon2_iterations, config.argon2_parallelism, None)
+            .map_err(|e| CryptoError::Argon2(e.to_string()))?;
+        let mut hasher = Self { params, dummy: String::new() };
+        hasher.dummy = hasher.hash(&random_token(16)?)?;
+        Ok(hasher)
+    }
+
+    fn argon2(&self) -> Argon2<'_> {
+        Argon2::new(Algorithm::Argon2id, Version::V0x13, self.params.clone())
+    }
+
+    pub fn hash(&self, password: &str) -> Result<String, CryptoError> {
+        let mut salt = [0u8; 16];
+        SystemRandom::new().fill(&mut salt).map_err(|_| CryptoError::Random)?;
+        let salt = SaltString::encode_b64(&salt).map_err(|e| CryptoError::Argon2(e.to_string()))?;
+        self.argon2()
+            .hash_password(password.as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .map_err(|e| CryptoError::Argon2(e.to_string()))
+    }
+
+    /// Whether `password` matches `stored` (a PHC string, whatever its cost).
+    pub fn verify(&self, password: &str, stored: &str) -> bool {
+        let Ok(parsed) = PasswordHash::new(stored) else { return false };
+        // The parameters come from the stored string, not from `self`.
+        Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok()
+    }
+
+    /// Burns the time of one verification, for unknown accounts.
+    pub fn verify_dummy(&self, password: &str) {
+        let _ = self.verify(password, &self.dummy);
+    }
+
+    /// Whether `stored` was made with other parameters than the configured ones.
+    pub fn needs_rehash(&self, stored: &str) -> bool {
+        let Ok(parsed) = PasswordHash::new(stored) else { return true };
+        let Ok(params) = Params::try_from(&parsed) else { return true };
+        parsed.algorithm.as_str() != "argon2id"
+            || params.m_cost() != self.params.m_cost()
+            || params.t_cost() != self.params.t_cost()
+            || params.p_cost() != self.params.p_cost()
+    }
+}
+
+/// `bytes` random bytes as URL-safe base64.
+pub fn random_token(bytes: usize) -> Result<String, CryptoError> {
+    let mut buf = vec![0u8; bytes];
+    SystemRandom::new().fill(&mut buf).map_err(|_| CryptoError::Random)?;
+    Ok(URL_SAFE_NO_PAD.encode(buf))
+}
+
+/// How opaque tokens are stored: SHA-256, hex. The tokens carry 256 random
+/// bits, so a fast hash is enough; a leaked table reveals no usable token.
+pub fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// Encrypts signing keys at rest when a key-encryption key is configured.
+#[derive(Clone)]
+pub struct KeyVault {
+    kek: Option<[u8; 32]>,
+}
+
+impl KeyVault {
+    pub fn new(config: &AuthConfig) -> Result<Self, CryptoError> {
+        let kek = match &config.key_encryption_key {
+            None => None,
+            Some(text) => {
+                let bytes = STANDARD
+                    .decode(text.trim())
+                    .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(text.trim()))
+                    .map_err(|_| CryptoError::Decrypt)?;
+                Some(bytes.try_into().map_err(|_| CryptoError::Decrypt)?)
+            }
+        };
+        Ok(Self { kek })
+    }
+
+    pub fn encrypts(&self) -> bool {
+        self.kek.is_some()
+    }
+
+    /// Returns (stored bytes, encrypted?): nonce ‖ ciphertext ‖ tag, or the plain key.
+    pub fn seal(&self, plain: &[u8], kid: &str) -> Result<(Vec<u8>, bool), CryptoError> {
+        let Some(kek) = &self.kek else { return Ok((plain.to_vec(), false)) };
+        let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, kek).map_err(|_| CryptoError::Decrypt)?);
+        let mut nonce = [0u8; NONCE_LEN];
+        SystemRandom::new().fill(&mut nonce).map_err(|_| CryptoError::Random)?;
+        let mut data = plain.to_vec();
+        // The kid is bound as associated data: a row's key cannot be swapped into another row.
+        key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(kid.as_bytes()), &mut data)
+            .map_err(|_| CryptoError::Decrypt)?;
+        let mut out = nonce.to_vec();
+        out.extend(data);
+        Ok((out, true))
+    }
+
+    pub fn open(&self, stored: &[u8], encrypted: bool, kid: &str) -> Result<Vec<u8>, CryptoError> {
+        if !encrypted {
+            return Ok(stored.to_vec());
+        }
+        let kek = self.kek.as_ref().ok_or(CryptoError::NoKek)?;
+        if stored.len() < NONCE_LEN {
+            return Err(CryptoError::Decrypt);
+        }
+        let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, kek).map_err(|_| CryptoError::Decrypt)?);
+        let (nonce, sealed) = stored.split_at(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| CryptoError::Decrypt)?;
+        let mut data = sealed.to_vec();
+        let plain = key.open_in_place(nonce, Aad::from(kid.as_bytes()), &mut data).map_err(|_| CryptoError::Decrypt)?;
+        Ok(plain.to_vec())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cheap() -> AuthConfig {
+        AuthConfig { argon2_memory_kib: 64, argon2_iterations: 1, ..AuthConfig::default() }
+    }
+
+    #[test]
+    fn passwords_hash_verify_and_know_their_cost() {
+        let hasher = PasswordHasher::new(&cheap()).unwrap();
+        let stored = hasher.hash("correct horse battery").unwrap();
+        assert!(stored.starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "{stored}");
+        assert!(hasher.verify("correct horse battery", &stored));
+        assert!(!hasher.verify("wrong horse battery", &stored));
+        assert!(!hasher.needs_rehash(&stored));
+        let stronger = PasswordHasher::new(&AuthConfig { argon2_memory_kib: 128, ..cheap() }).unwrap();
+        assert!(stronger.needs_rehash(&stored));
+        assert!(stronger.verify("correct horse battery", &stored), "old hashes still verify");
+    }
+
+    #[test]
+    fn keys_are_sealed_and_bound_to_their_kid() {
+        let kek = STANDARD.encode([7u8; 32]);
+        let vault = KeyVault::new(&AuthConfig { key_encryption_key: Some(kek), ..cheap() }).unwrap();
+        let (sealed, encrypted) = vault.seal(b"secret key bytes", "k1").unwrap();
+        assert!(encrypted && !sealed.windows(6).any(|w| w == b"secret"));
+        assert_eq!(vault.open(&sealed, true, "k1").unwrap(), b"secret key bytes");
+        assert!(vault.open(&sealed, true, "k2").is_err());
+        let plain = KeyVault::new(&cheap()).unwrap();
+        assert!(matches!(plain.open(&sealed, true, "k1"), Err(CryptoError::NoKek)));
+        assert_eq!(plain.seal(b"x", "k").unwrap(), (b"x".to_vec(), false));
+    }
+
+    #[test]
+    fn tokens_are_random_and_hashed() {
+        let a = random_token(32).unwrap();
+        assert_ne!(a, random_token(32).unwrap());
+        assert_eq!(a.len(), 43);
+        assert_eq!(token_hash(&a).len(), 64);
+    }
+}

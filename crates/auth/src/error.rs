@@ -1,0 +1,79 @@
+//! Auth's errors and their one mapping to the API error shape.
+
+use kernel::ApiError;
+
+use crate::crypto::CryptoError;
+use crate::domain::Invalid;
+use crate::keys::KeyError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    #[error("an account with this email exists")]
+    EmailTaken,
+    #[error("wrong email or password")]
+    InvalidCredentials,
+    #[error("wrong password")]
+    WrongPassword,
+    #[error("the account is locked")]
+    Locked { retry_after_secs: u64 },
+    #[error("too many attempts")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("the account is disabled")]
+    Disabled,
+    #[error("the link or code is invalid, used or expired")]
+    InvalidOneTimeToken,
+    #[error("the refresh token is invalid or expired")]
+    InvalidRefreshToken,
+    #[error("the refresh token was already used")]
+    RefreshTokenReused,
+    #[error("no such user")]
+    UserNotFound,
+    #[error("you cannot do this to your own account")]
+    NotOnSelf,
+    #[error(transparent)]
+    Store(#[from] platform::DbError),
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error("background task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+impl From<&AuthError> for ApiError {
+    fn from(e: &AuthError) -> Self {
+        match e {
+            AuthError::Invalid(i) => ApiError::invalid(i.code, i.reason.clone()).with_field(i.field),
+            AuthError::EmailTaken => ApiError::conflict("email_taken", e.to_string()).with_field("email"),
+            AuthError::InvalidCredentials => ApiError::unauthenticated("invalid_credentials", e.to_string()),
+            AuthError::WrongPassword => ApiError::forbidden("wrong_password", e.to_string()).with_field("password"),
+            AuthError::Locked { retry_after_secs } => ApiError::too_many(
+                "account_locked",
+                format!("too many failed sign-ins; try again in {retry_after_secs} s"),
+                *retry_after_secs,
+            ),
+            AuthError::RateLimited { retry_after_secs } => ApiError::rate_limited(*retry_after_secs),
+            AuthError::Disabled => ApiError::forbidden("account_disabled", e.to_string()),
+            AuthError::InvalidOneTimeToken => ApiError::invalid("invalid_token", e.to_string()).with_field("token"),
+            AuthError::InvalidRefreshToken => ApiError::unauthenticated("invalid_refresh_token", e.to_string()),
+            AuthError::RefreshTokenReused => ApiError::unauthenticated(
+                "refresh_token_reused",
+                "this refresh token was already used; every session of its family is signed out",
+            ),
+            AuthError::UserNotFound => ApiError::not_found("user_not_found", e.to_string()),
+            AuthError::NotOnSelf => ApiError::conflict("not_on_self", e.to_string()),
+            AuthError::Store(cause) => ApiError::internal(cause),
+            AuthError::Crypto(cause) => ApiError::internal(cause),
+            AuthError::Keys(cause) => ApiError::internal(cause),
+            AuthError::Join(cause) => ApiError::internal(cause),
+        }
+    }
+}
+
+impl axum::response::IntoResponse for AuthError {
+    fn into_response(self) -> axum::response::Response {
+        ApiError::from(&self).into_response()
+    }
+}

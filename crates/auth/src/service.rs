@@ -1,0 +1,422 @@
+//! Auth's use cases: each is one transaction or a short sequence of store
+//! calls around the rules of `domain.rs`. Handlers call exactly one of these.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use kernel::Envelope;
+use kernel::auth::{Audience, Claims, Role, permissions_of};
+use kernel::config::Config;
+use kernel::id::UserId;
+use platform::db::{Db, now_ms};
+use platform::outbox;
+use serde_json::json;
+
+use crate::crypto::{PasswordHasher, random_token, token_hash};
+use crate::domain::{self, Email, Password};
+use crate::error::AuthError;
+use crate::keys::KeyRing;
+use crate::store::{self, AuditEntry, NewUser, Purpose, User};
+
+const VERIFY_EMAIL_TTL_MS: i64 = 48 * 3600 * 1000;
+const RESET_PASSWORD_TTL_MS: i64 = 3600 * 1000;
+
+/// Everything the use cases need.
+#[derive(Clone)]
+pub struct Auth {
+    pub db: Db,
+    pub config: Arc<Config>,
+    pub hasher: Arc<PasswordHasher>,
+    pub keys: Arc<KeyRing>,
+    pub ip_limiter: Arc<IpLimiter>,
+}
+
+/// Tokens handed out at login and refresh.
+pub struct Tokens {
+    pub access_token: String,
+    pub expires_in: u64,
+    pub refresh_token: String,
+}
+
+impl Auth {
+    async fn hash(&self, password: &str) -> Result<String, AuthError> {
+        let hasher = self.hasher.clone();
+        let password = password.to_owned();
+        Ok(tokio::task::spawn_blocking(move || hasher.hash(&password)).await??)
+    }
+
+    async fn verify(&self, password: &str, stored: Option<String>) -> Result<bool, AuthError> {
+        let hasher = self.hasher.clone();
+        let password = password.to_owned();
+        Ok(tokio::task::spawn_blocking(move || match stored {
+            Some(stored) => hasher.verify(&password, &stored),
+            None => {
+                hasher.verify_dummy(&password);
+                false
+            }
+        })
+        .await?)
+    }
+
+    /// Creates a customer account and asks for its email to be verified.
+    pub async fn register(&self, email: &str, password: &str, name: &str) -> Result<User, AuthError> {
+        let email = Email::parse(email)?;
+        let password = Password::parse(password, &email, "password")?;
+        let name = domain::parse_name(name)?;
+        if store::user_by_email(&self.db, email.as_str()).await?.is_some() {
+            return Err(AuthError::EmailTaken);
+        }
+        let hash = self.hash(password.expose()).await?;
+        self.create_user(&email, &name, &hash, &[Role::Customer]).await
+    }
+
+    /// Writes a new account, its verification token and its events in one transaction.
+    pub async fn create_user(&self, email: &Email, name: &str, hash: &str, roles: &[Role]) -> Result<User, AuthError> {
+        let id = UserId::new();
+        let mut tx = self.db.begin().await?;
+        let inserted = store::insert_user(&mut tx, &NewUser { id, email: email.as_str(), name, password_hash: hash, roles }).await;
+        match inserted {
+            Err(e) if e.is_unique_violation() => return Err(AuthError::EmailTaken),
+            other => other?,
+        }
+        outbox::enqueue(
+            &mut tx,
+            &Envelope::new("user.registered", id, json!({"user_id": id, "email": email.as_str(), "name": name})),
+        )
+        .await?;
+        self.request_verification(&mut tx, &id, email.as_str(), name).await?;
+        tx.commit().await?;
+        store::user_by_id(&self.db, &id).await?.ok_or(AuthError::UserNotFound)
+    }
+
+    async fn request_verification(
+        &self,
+        tx: &mut platform::Tx,
+        id: &UserId,
+        email: &str,
+        name: &str,
+    ) -> Result<(), AuthError> {
+        let token = random_token(32)?;
+        let expires = now_ms() + VERIFY_EMAIL_TTL_MS;
+        store::insert_one_time_token(tx, &token_hash(&token), id, Purpose::VerifyEmail, email, expires).await?;
+        let url = format!("{}/account/verify-email?token={token}", self.config.public_url());
+        outbox::enqueue(
+            tx,
+            &Envelope::new(
+                "user.email_verification_requested",
+                id,
+                json!({"user_id": id, "email": email, "name": name, "token": token, "url": url,
+                       "expires_at_ms": expires}),
+            ),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Signs in. Unknown email and wrong password fail alike, and take alike long.
+    pub async fn login(&self, email: &str, password: &str, ip: &str) -> Result<(User, Tokens), AuthError> {
+        if let Some(retry_after_secs) = self.ip_limiter.hit(ip, self.config.auth.login_attempts_per_ip_per_minute) {
+            return Err(AuthError::RateLimited { retry_after_secs });
+        }
+        let user = match Email::parse(email) {
+            Ok(email) => store::user_by_email(&self.db, email.as_str()).await?,
+            Err(_) => None,
+        };
+        let Some(user) = user else {
+            self.verify(password, None).await?;
+            self.audit(None, "login_failed", None, Some(ip), json!({"reason": "unknown_email"})).await?;
+            return Err(AuthError::InvalidCredentials);
+        };
+        let now = now_ms();
+        if let Some(until) = user.locked_until_ms.filter(|u| *u > now) {
+            return Err(AuthError::Locked { retry_after_secs: ((until - now) as u64).div_ceil(1000) });
+        }
+        if !self.verify(password, user.password_hash.clone()).await? {
+            let base = self.config.auth.lockout_base_secs;
+            let locked = store::record_failed_login(&self.db, &user.id, self.config.auth.lockout_threshold, |n| {
+                (domain::lock_duration_secs(base, n) * 1000) as i64
+            })
+            .await?;
+            self.audit(None, "login_failed", Some(&user.id), Some(ip), json!({"reason": "wrong_password"})).await?;
+            if let Some(until) = locked {
+                self.audit(None, "account_locked", Some(&user.id), Some(ip), json!({"until_ms": until})).await?;
+            }
+            return Err(AuthError::InvalidCredentials);
+        }
+        if user.disabled_at.is_some() {
+            return Err(AuthError::Disabled);
+        }
+        store::record_successful_login(&self.db, &user.id).await?;
+        if let Some(stored) = &user.password_hash
+            && self.hasher.needs_rehash(stored)
+        {
+            let rehashed = self.hash(password).await?;
+            store::set_password_hash(&self.db, &user.id, &rehashed).await?;
+        }
+        let family = format!("fam_{}", random_token(12)?);
+        let tokens = self.issue(&user, &family).await?;
+        Ok((user, tokens))
+    }
+
+    /// An access token for `user` and the next refresh token of `family`.
+    async fn issue(&self, user: &User, family: &str) -> Result<Tokens, AuthError> {
+        let key = self.keys.active().await?;
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let ttl = self.config.auth.access_token_ttl_secs;
+        let claims = Claims {
+            sub: user.id.to_string(),
+            roles: user.roles.clone(),
+            permissions: permissions_of(&user.roles),
+            iat: now,
+            exp: now + ttl as i64,
+            iss: self.config.public_url(),
+            aud: Audience::One(self.config.auth.audience.clone()),
+            jti: random_token(16)?,
+        };
+        let access_token = platform::auth::sign(&claims, &key.kid, &key.pair)
+            .map_err(|e| platform::DbError::Corrupt(e.to_string()))?;
+        let refresh_token = random_token(32)?;
+        let expires = now_ms() + (self.config.auth.refresh_token_ttl_days * 86_400_000) as i64;
+        store::insert_refresh_token(&self.db, family, &user.id, &token_hash(&refresh_token), expires).await?;
+        Ok(Tokens { access_token, expires_in: ttl, refresh_token })
+    }
+
+    /// Trades a refresh token for new tokens. A token used twice revokes its family.
+    pub async fn refresh(&self, refresh_token: &str) -> Result<Tokens, AuthError> {
+        let stored = store::refresh_token_by_hash(&self.db, &token_hash(refresh_token))
+            .await?
+            .ok_or(AuthError::InvalidRefreshToken)?;
+        if stored.revoked_at_ms.is_some() {
+            return Err(AuthError::InvalidRefreshToken);
+        }
+        if stored.used_at_ms.is_some() || !store::use_refresh_token(&self.db, &stored.id).await? {
+            store::revoke_family(&self.db, &stored.family_id).await?;
+            self.audit(None, "refresh_token_reused", Some(&stored.user_id), None, json!({"family": stored.family_id}))
+                .await?;
+            return Err(AuthError::RefreshTokenReused);
+        }
+        if stored.expires_at_ms <= now_ms() {
+            return Err(AuthError::InvalidRefreshToken);
+        }
+        let user = store::user_by_id(&self.db, &stored.user_id).await?.ok_or(AuthError::InvalidRefreshToken)?;
+        if user.disabled_at.is_some() {
+            store::revoke_family(&self.db, &stored.family_id).await?;
+            return Err(AuthError::Disabled);
+        }
+        self.issue(&user, &stored.family_id).await
+    }
+
+    /// Signs out the session the refresh token belongs to.
+    pub async fn logout(&self, refresh_token: &str) -> Result<(), AuthError> {
+        if let Some(stored) = store::refresh_token_by_hash(&self.db, &token_hash(refresh_token)).await? {
+            store::revoke_family(&self.db, &stored.family_id).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn logout_all(&self, user: &UserId) -> Result<(), AuthError> {
+        store::revoke_all_refresh_tokens(&self.db, user).await?;
+        Ok(())
+    }
+
+    pub async fn verify_email(&self, token: &str) -> Result<(), AuthError> {
+        let mut tx = self.db.begin().await?;
+        let (user_id, email) = store::consume_one_time_token(&mut tx, &token_hash(token), Purpose::VerifyEmail)
+            .await?
+            .ok_or(AuthError::InvalidOneTimeToken)?;
+        let user = store::user_by_id(&self.db, &user_id).await?.ok_or(AuthError::InvalidOneTimeToken)?;
+        // A link sent to an address the account no longer has proves nothing.
+        if user.email != email {
+            return Err(AuthError::InvalidOneTimeToken);
+        }
+        store::mark_email_verified(&mut tx, &user_id).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Mails a reset link to a known address; says nothing either way.
+    pub async fn forgot_password(&self, email: &str) -> Result<(), AuthError> {
+        let Ok(email) = Email::parse(email) else { return Ok(()) };
+        let Some(user) = store::user_by_email(&self.db, email.as_str()).await? else { return Ok(()) };
+        if user.disabled_at.is_some() {
+            return Ok(());
+        }
+        let token = random_token(32)?;
+        let expires = now_ms() + RESET_PASSWORD_TTL_MS;
+        let mut tx = self.db.begin().await?;
+        store::insert_one_time_token(&mut tx, &token_hash(&token), &user.id, Purpose::ResetPassword, &user.email, expires)
+            .await?;
+        let url = format!("{}/account/reset-password?token={token}", self.config.public_url());
+        outbox::enqueue(
+            &mut tx,
+            &Envelope::new(
+                "user.password_reset_requested",
+                user.id,
+                json!({"user_id": user.id, "email": user.email, "name": user.name, "token": token, "url": url,
+                       "expires_at_ms": expires}),
+            ),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Sets a new password with a mailed token; signs out every session.
+    pub async fn reset_password(&self, token: &str, password: &str) -> Result<(), AuthError> {
+        let mut tx = self.db.begin().await?;
+        let (user_id, _) = store::consume_one_time_token(&mut tx, &token_hash(token), Purpose::ResetPassword)
+            .await?
+            .ok_or(AuthError::InvalidOneTimeToken)?;
+        let user = store::user_by_id(&self.db, &user_id).await?.ok_or(AuthError::InvalidOneTimeToken)?;
+        let email = Email::parse(&user.email)?;
+        let password = Password::parse(password, &email, "password")?;
+        tx.commit().await?;
+        let hash = self.hash(password.expose()).await?;
+        store::set_password_hash(&self.db, &user_id, &hash).await?;
+        store::record_successful_login(&self.db, &user_id).await?; // a reset also lifts a lock
+        store::revoke_all_refresh_tokens(&self.db, &user_id).await?;
+        self.audit(Some(&user_id), "password_reset", Some(&user_id), None, json!({})).await?;
+        Ok(())
+    }
+
+    /// Changes the password of a signed-in user; other sessions are signed out.
+    pub async fn change_password(&self, user_id: &UserId, current: &str, new: &str) -> Result<(), AuthError> {
+        let user = store::user_by_id(&self.db, user_id).await?.ok_or(AuthError::UserNotFound)?;
+        if !self.verify(current, user.password_hash.clone()).await? {
+            return Err(AuthError::WrongPassword);
+        }
+        let email = Email::parse(&user.email)?;
+        let password = Password::parse(new, &email, "new_password")?;
+        let hash = self.hash(password.expose()).await?;
+        store::set_password_hash(&self.db, user_id, &hash).await?;
+        store::revoke_all_refresh_tokens(&self.db, user_id).await?;
+        self.audit(Some(user_id), "password_changed", Some(user_id), None, json!({})).await?;
+        Ok(())
+    }
+
+    pub async fn user(&self, id: &UserId) -> Result<User, AuthError> {
+        store::user_by_id(&self.db, id).await?.ok_or(AuthError::UserNotFound)
+    }
+
+    /// Updates the profile; a new email must be verified again.
+    pub async fn update_profile(&self, id: &UserId, change: ProfileUpdate) -> Result<User, AuthError> {
+        let user = self.user(id).await?;
+        let name = change.name.as_deref().map(domain::parse_name).transpose()?;
+        let phone = match &change.phone {
+            Some(Some(p)) => Some(Some(domain::parse_phone(p)?)),
+            Some(None) => Some(None),
+            None => None,
+        };
+        let locale = match &change.locale {
+            Some(Some(l)) => Some(Some(domain::parse_locale(l)?)),
+            Some(None) => Some(None),
+            None => None,
+        };
+        let email = change.email.as_deref().map(Email::parse).transpose()?.filter(|e| e.as_str() != user.email);
+        let mut tx = self.db.begin().await?;
+        let result = store::update_profile(
+            &mut tx,
+            id,
+            &store::ProfileChange {
+                name: name.as_deref(),
+                phone: phone.as_ref().map(|p| p.as_deref()),
+                locale: locale.as_ref().map(|l| l.as_deref()),
+                email: email.as_ref().map(Email::as_str),
+            },
+        )
+        .await;
+        match result {
+            Err(e) if e.is_unique_violation() => return Err(AuthError::EmailTaken),
+            other => other?,
+        }
+        if let Some(email) = &email {
+            let name = name.as_deref().unwrap_or(&user.name);
+            self.request_verification(&mut tx, id, email.as_str(), name).await?;
+        }
+        tx.commit().await?;
+        self.user(id).await
+    }
+
+    /// Staff: changes roles or disables an account. Disabling signs it out.
+    pub async fn administer(
+        &self,
+        actor: &UserId,
+        target: &UserId,
+        roles: Option<Vec<Role>>,
+        disabled: Option<bool>,
+    ) -> Result<User, AuthError> {
+        let before = self.user(target).await?;
+        if actor == target && (disabled == Some(true) || roles.as_ref().is_some_and(|r| !r.contains(&Role::Admin))) {
+            return Err(AuthError::NotOnSelf);
+        }
+        let roles = roles.map(|mut r| {
+            r.sort();
+            r.dedup();
+            if r.is_empty() {
+                r.push(Role::Customer);
+            }
+            r
+        });
+        store::set_roles_and_status(&self.db, target, roles.as_deref(), disabled).await?;
+        if let Some(roles) = &roles
+            && *roles != before.roles
+        {
+            self.audit(Some(actor), "roles_changed", Some(target), None, json!({"from": before.roles, "to": roles}))
+                .await?;
+        }
+        if let Some(disabled) = disabled {
+            if disabled {
+                store::revoke_all_refresh_tokens(&self.db, target).await?;
+            }
+            let action = if disabled { "user_disabled" } else { "user_enabled" };
+            self.audit(Some(actor), action, Some(target), None, json!({})).await?;
+        }
+        self.user(target).await
+    }
+
+    pub async fn audit(
+        &self,
+        actor: Option<&UserId>,
+        action: &str,
+        subject: Option<&UserId>,
+        ip: Option<&str>,
+        detail: serde_json::Value,
+    ) -> Result<(), AuthError> {
+        store::audit(&self.db, AuditEntry { actor, action, subject, ip, detail }).await?;
+        Ok(())
+    }
+}
+
+/// A partial profile update: `None` leaves a field alone, `Some(None)` clears it.
+#[derive(Default)]
+pub struct ProfileUpdate {
+    pub name: Option<String>,
+    pub phone: Option<Option<String>>,
+    pub locale: Option<Option<String>>,
+    pub email: Option<String>,
+}
+
+/// Login attempts per client address per minute, in process. (Replicas each
+/// count their own; the per-account lock lives in the database and is shared.)
+#[derive(Default)]
+pub struct IpLimiter {
+    windows: Mutex<HashMap<String, (i64, u32)>>,
+}
+
+impl IpLimiter {
+    /// Counts an attempt; returns the seconds to wait if over `per_minute`.
+    pub fn hit(&self, ip: &str, per_minute: u32) -> Option<u64> {
+        let now = now_ms();
+        let minute = now / 60_000;
+        let Ok(mut windows) = self.windows.lock() else { return None };
+        if windows.len() > 100_000 {
+            windows.retain(|_, (m, _)| *m == minute);
+        }
+        let entry = windows.entry(ip.to_owned()).or_insert((minute, 0));
+        if entry.0 != minute {
+            *entry = (minute, 0);
+        }
+        entry.1 += 1;
+        (entry.1 > per_minute).then(|| ((minute + 1) * 60_000 - now).max(1000) as u64 / 1000)
+    }
+}

@@ -1,0 +1,422 @@
+//! Every SQL statement of the auth service.
+
+use kernel::auth::Role;
+use kernel::id::UserId;
+use platform::db::{Db, DbError, Tx, now_ms};
+use platform::{on_db, on_tx};
+use time::OffsetDateTime;
+
+/// An account as stored.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: UserId,
+    pub email: String,
+    pub email_verified_at: Option<OffsetDateTime>,
+    pub name: String,
+    pub phone: Option<String>,
+    pub locale: Option<String>,
+    pub password_hash: Option<String>,
+    pub roles: Vec<Role>,
+    pub disabled_at: Option<OffsetDateTime>,
+    pub failed_logins: i32,
+    pub lockouts: i32,
+    pub locked_until_ms: Option<i64>,
+    pub totp_secret: Option<String>,
+    pub totp_enabled_at: Option<OffsetDateTime>,
+    pub created_at: OffsetDateTime,
+}
+
+const USER_COLUMNS: &str = "id, email, email_verified_at, name, phone, locale, password_hash, roles, \
+    disabled_at, failed_logins, lockouts, locked_until_ms, totp_secret, totp_enabled_at, created_at";
+
+type UserTuple = (
+    String,
+    String,
+    Option<OffsetDateTime>,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    String,
+    Option<OffsetDateTime>,
+    i32,
+    i32,
+    Option<i64>,
+    Option<String>,
+    Option<OffsetDateTime>,
+    OffsetDateTime,
+);
+
+fn user_from(t: UserTuple) -> Result<User, DbError> {
+    let id = UserId::parse(&t.0).map_err(|e| DbError::Corrupt(e.to_string()))?;
+    Ok(User {
+        id,
+        email: t.1,
+        email_verified_at: t.2,
+        name: t.3,
+        phone: t.4,
+        locale: t.5,
+        password_hash: t.6,
+        roles: parse_roles(&t.7),
+        disabled_at: t.8,
+        failed_logins: t.9,
+        lockouts: t.10,
+        locked_until_ms: t.11,
+        totp_secret: t.12,
+        totp_enabled_at: t.13,
+        created_at: t.14,
+    })
+}
+
+pub fn parse_roles(text: &str) -> Vec<Role> {
+    let mut roles: Vec<Role> = text.split(',').filter_map(|r| Role::parse(r.trim())).collect();
+    if roles.is_empty() {
+        roles.push(Role::Customer);
+    }
+    roles
+}
+
+pub fn roles_text(roles: &[Role]) -> String {
+    roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(",")
+}
+
+pub struct NewUser<'a> {
+    pub id: UserId,
+    pub email: &'a str,
+    pub name: &'a str,
+    pub password_hash: &'a str,
+    pub roles: &'a [Role],
+}
+
+pub async fn insert_user(tx: &mut Tx, user: &NewUser<'_>) -> Result<(), DbError> {
+    let now = OffsetDateTime::now_utc();
+    on_tx!(tx, conn => sqlx::query(
+        "INSERT INTO users (id, email, name, password_hash, roles, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $6)")
+        .bind(user.id.to_string()).bind(user.email).bind(user.name).bind(user.password_hash)
+        .bind(roles_text(user.roles)).bind(now)
+        .execute(conn).await.map(|_| ()))?;
+    Ok(())
+}
+
+pub async fn user_by_email(db: &Db, email: &str) -> Result<Option<User>, DbError> {
+    let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE email = $1");
+    let row: Option<UserTuple> = on_db!(db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(email).fetch_optional(pool).await)?;
+    row.map(user_from).transpose()
+}
+
+pub async fn user_by_id(db: &Db, id: &UserId) -> Result<Option<User>, DbError> {
+    let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
+    let row: Option<UserTuple> =
+        on_db!(db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id.to_string()).fetch_optional(pool).await)?;
+    row.map(user_from).transpose()
+}
+
+/// Users in id order after `after`, optionally filtered, `limit + 1` of them.
+pub async fn list_users(
+    db: &Db,
+    email_contains: Option<&str>,
+    role: Option<Role>,
+    after: Option<&str>,
+    limit: u32,
+) -> Result<Vec<User>, DbError> {
+    // Roles are stored comma-separated; wrapping both sides in commas makes
+    // the match exact.
+    let sql = format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE ($1 IS NULL OR email LIKE $1) \
+         AND ($2 IS NULL OR (',' || roles || ',') LIKE $2) AND ($3 IS NULL OR id > $3) \
+         ORDER BY id LIMIT $4"
+    );
+    let pattern = email_contains.map(|e| format!("%{}%", e.to_lowercase().replace(['%', '_'], "")));
+    let role = role.map(|r| format!("%,{},%", r.as_str()));
+    let rows: Vec<UserTuple> = on_db!(db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(pattern).bind(role).bind(after).bind(i64::from(limit) + 1)
+        .fetch_all(pool).await)?;
+    rows.into_iter().map(user_from).collect()
+}
+
+/// Counts a failed login; locks the account for `lock_ms` once `threshold`
+/// failures in a row are reached. Returns the lock's end if it locked now.
+pub async fn record_failed_login(
+    db: &Db,
+    id: &UserId,
+    threshold: u32,
+    lock_ms: impl Fn(u32) -> i64,
+) -> Result<Option<i64>, DbError> {
+    let (failed, lockouts): (i32, i32) = on_db!(db, pool => sqlx::query_as(
+        "UPDATE users SET failed_logins = failed_logins + 1 WHERE id = $1 RETURNING failed_logins, lockouts")
+        .bind(id.to_string()).fetch_one(pool).await)?;
+    if failed < threshold as i32 {
+        return Ok(None);
+    }
+    let until = now_ms() + lock_ms(lockouts.max(0) as u32);
+    on_db!(db, pool => sqlx::query(
+        "UPDATE users SET failed_logins = 0, lockouts = lockouts + 1, locked_until_ms = $1 WHERE id = $2")
+        .bind(until).bind(id.to_string()).execute(pool).await.map(|_| ()))?;
+    Ok(Some(until))
+}
+
+pub async fn record_successful_login(db: &Db, id: &UserId) -> Result<(), DbError> {
+    on_db!(db, pool => sqlx::query(
+        "UPDATE users SET failed_logins = 0, lockouts = 0, locked_until_ms = NULL WHERE id = $1")
+        .bind(id.to_string()).execute(pool).await.map(|_| ()))?;
+    Ok(())
+}
+
+pub async fn set_password_hash(db: &Db, id: &UserId, hash: &str) -> Result<(), DbError> {
+    on_db!(db, pool => sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3")
+        .bind(hash).bind(OffsetDateTime::now_utc()).bind(id.to_string()).execute(pool).await.map(|_| ()))?;
+    Ok(())
+}
+
+pub struct ProfileChange<'a> {
+    pub name: Option<&'a str>,
+    pub phone: Option<Option<&'a str>>,
+    pub locale: Option<Option<&'a str>>,
+    /// A new email address: it becomes unverified.
+    pub email: Option<&'a str>,
+}
+
+pub async fn update_profile(tx: &mut Tx, id: &UserId, change: &ProfileChange<'_>) -> Result<(), DbError> {
+    let now = OffsetDateTime::now_utc();
+    let id = id.to_string();
+    if let Some(name) = change.name {
+        on_tx!(tx, c => sqlx::query("UPDATE users SET name = $1, updated_at = $2 WHERE id = $3")
+            .bind(name).bind(now).bind(&id).execute(c).await.map(|_| ()))?;
+    }
+    if let Some(phone) = change.phone {
+        on_tx!(tx, c => sqlx::query("UPDATE users SET phone = $1, updated_at = $2 WHERE id = $3")
+            .bind(phone).bind(now).bind(&id).execute(c).await.map(|_| ()))?;
+    }
+    if let Some(locale) = change.locale {
+        on_tx!(tx, c => sqlx::query("UPDATE users SET locale = $1, updated_at = $2 WHERE id = $3")
+            .bind(locale).bind(now).bind(&id).execute(c).await.map(|_| ()))?;
+    }
+    if let Some(email) = change.email {
+        on_tx!(tx, c => sqlx::query(
+            "UPDATE users SET email = $1, email_verified_at = NULL, updated_at = $2 WHERE id = $3")
+            .bind(email).bind(now).bind(&id).execute(c).await.map(|_| ()))?;
+    }
+    Ok(())
+}
+
+pub async fn set_roles_and_status(
+    db: &Db,
+    id: &UserId,
+    roles: Option<&[Role]>,
+    disabled: Option<bool>,
+) -> Result<(), DbError> {
+    let now = OffsetDateTime::now_utc();
+    if let Some(roles) = roles {
+        on_db!(db, pool => sqlx::query("UPDATE users SET roles = $1, updated_at = $2 WHERE id = $3")
+            .bind(roles_text(roles)).bind(now).bind(id.to_string()).execute(pool).await.map(|_| ()))?;
+    }
+    if let Some(disabled) = disabled {
+        let at = disabled.then_some(now);
+        on_db!(db, pool => sqlx::query("UPDATE users SET disabled_at = $1, updated_at = $2 WHERE id = $3")
+            .bind(at).bind(now).bind(id.to_string()).execute(pool).await.map(|_| ()))?;
+    }
+    Ok(())
+}
+
+pub async fn mark_email_verified(tx: &mut Tx, id: &UserId) -> Result<(), DbError> {
+    on_tx!(tx, c => sqlx::query("UPDATE users SET email_verified_at = $1 WHERE id = $2 AND email_verified_at IS NULL")
+        .bind(OffsetDateTime::now_utc()).bind(id.to_string()).execute(c).await.map(|_| ()))?;
+    Ok(())
+}
+
+// Refresh tokens
+
+pub struct RefreshToken {
+    pub id: String,
+    pub family_id: String,
+    pub user_id: UserId,
+    pub expires_at_ms: i64,
+    pub used_at_ms: Option<i64>,
+    pub revoked_at_ms: Option<i64>,
+}
+
+pub async fn insert_refresh_token(
+    db: &Db,
+    family_id: &str,
+    user_id: &UserId,
+    token_hash: &str,
+    expires_at_ms: i64,
+) -> Result<(), DbError> {
+    let id = format!("rt_{}", kernel::id::encode_base32(kernel::id::Uuid::now_v7().as_u128()));
+    on_db!(db, pool => sqlx::query(
+        "INSERT INTO refresh_tokens (id, family_id, user_id, token_hash, created_at, expires_at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6)")
+        .bind(id).bind(family_id).bind(user_id.to_string()).bind(token_hash)
+        .bind(OffsetDateTime::now_utc()).bind(expires_at_ms)
+        .execute(pool).await.map(|_| ()))?;
+    Ok(())
+}
+
+pub async fn refresh_token_by_hash(db: &Db, token_hash: &str) -> Result<Option<RefreshToken>, DbError> {
+    let row: Option<(String, String, String, i64, Option<i64>, Option<i64>)> = on_db!(db, pool => sqlx::query_as(
+        "SELECT id, family_id, user_id, expires_at_ms, used_at_ms, revoked_at_ms FROM refresh_tokens WHERE token_hash = $1")
+        .bind(token_hash).fetch_optional(pool).await)?;
+    row.map(|(id, family_id, user_id, expires_at_ms, used_at_ms, revoked_at_ms)| {
+        Ok(RefreshToken {
+            id,
+            family_id,
+            user_id: UserId::parse(&user_id).map_err(|e| DbError::Corrupt(e.to_string()))?,
+            expires_at_ms,
+            used_at_ms,
+            revoked_at_ms,
+        })
+    })
+    .transpose()
+}
+
+/// Uses a refresh token up; false if it was used or revoked meanwhile (a
+/// concurrent refresh with the same token).
+pub async fn use_refresh_token(db: &Db, id: &str) -> Result<bool, DbError> {
+    let n = on_db!(db, pool => sqlx::query(
+        "UPDATE refresh_tokens SET used_at_ms = $1 WHERE id = $2 AND used_at_ms IS NULL AND revoked_at_ms IS NULL")
+        .bind(now_ms()).bind(id).execute(pool).await.map(|r| r.rows_affected()))?;
+    Ok(n == 1)
+}
+
+pub async fn revoke_family(db: &Db, family_id: &str) -> Result<u64, DbError> {
+    let n = on_db!(db, pool => sqlx::query(
+        "UPDATE refresh_tokens SET revoked_at_ms = $1 WHERE family_id = $2 AND revoked_at_ms IS NULL")
+        .bind(now_ms()).bind(family_id).execute(pool).await.map(|r| r.rows_affected()))?;
+    Ok(n)
+}
+
+pub async fn revoke_all_refresh_tokens(db: &Db, user_id: &UserId) -> Result<u64, DbError> {
+    let n = on_db!(db, pool => sqlx::query(
+        "UPDATE refresh_tokens SET revoked_at_ms = $1 WHERE user_id = $2 AND revoked_at_ms IS NULL")
+        .bind(now_ms()).bind(user_id.to_string()).execute(pool).await.map(|r| r.rows_affected()))?;
+    Ok(n)
+}
+
+// Single-use tokens
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    VerifyEmail,
+    ResetPassword,
+}
+
+impl Purpose {
+    fn as_str(self) -> &'static str {
+        match self {
+            Purpose::VerifyEmail => "verify_email",
+            Purpose::ResetPassword => "reset_password",
+        }
+    }
+}
+
+pub async fn insert_one_time_token(
+    tx: &mut Tx,
+    token_hash: &str,
+    user_id: &UserId,
+    purpose: Purpose,
+    email: &str,
+    expires_at_ms: i64,
+) -> Result<(), DbError> {
+    on_tx!(tx, c => sqlx::query(
+        "INSERT INTO one_time_tokens (token_hash, user_id, purpose, email, expires_at_ms, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)")
+        .bind(token_hash).bind(user_id.to_string()).bind(purpose.as_str()).bind(email)
+        .bind(expires_at_ms).bind(OffsetDateTime::now_utc())
+        .execute(c).await.map(|_| ()))?;
+    Ok(())
+}
+
+/// Uses a single-use token up, atomically; returns its user and the email it
+/// was sent to, or `None` if it is unknown, used, expired or for another purpose.
+pub async fn consume_one_time_token(
+    tx: &mut Tx,
+    token_hash: &str,
+    purpose: Purpose,
+) -> Result<Option<(UserId, String)>, DbError> {
+    let now = now_ms();
+    let row: Option<(String, String)> = on_tx!(tx, c => sqlx::query_as(
+        "UPDATE one_time_tokens SET used_at_ms = $1 \
+         WHERE token_hash = $2 AND purpose = $3 AND used_at_ms IS NULL AND expires_at_ms > $1 \
+         RETURNING user_id, email")
+        .bind(now).bind(token_hash).bind(purpose.as_str()).fetch_optional(c).await)?;
+    row.map(|(u, e)| Ok((UserId::parse(&u).map_err(|err| DbError::Corrupt(err.to_string()))?, e))).transpose()
+}
+
+// Signing keys
+
+pub struct StoredKey {
+    pub kid: String,
+    pub private_key: Vec<u8>,
+    pub encrypted: bool,
+    pub public_key: Vec<u8>,
+    pub created_at_ms: i64,
+    pub retired_at_ms: Option<i64>,
+}
+
+pub async fn insert_signing_key(db: &Db, key: &StoredKey) -> Result<(), DbError> {
+    on_db!(db, pool => sqlx::query(
+        "INSERT INTO signing_keys (kid, algorithm, private_key, encrypted, public_key, created_at_ms) \
+         VALUES ($1, 'EdDSA', $2, $3, $4, $5)")
+        .bind(&key.kid).bind(&key.private_key).bind(key.encrypted).bind(&key.public_key).bind(key.created_at_ms)
+        .execute(pool).await.map(|_| ()))?;
+    Ok(())
+}
+
+/// Keys not retired, and keys retired after `published_since_ms`, newest first.
+pub async fn published_keys(db: &Db, published_since_ms: i64) -> Result<Vec<StoredKey>, DbError> {
+    let rows: Vec<(String, Vec<u8>, bool, Vec<u8>, i64, Option<i64>)> = on_db!(db, pool => sqlx::query_as(
+        "SELECT kid, private_key, encrypted, public_key, created_at_ms, retired_at_ms FROM signing_keys \
+         WHERE retired_at_ms IS NULL OR retired_at_ms > $1 ORDER BY created_at_ms DESC, kid DESC")
+        .bind(published_since_ms).fetch_all(pool).await)?;
+    Ok(rows
+        .into_iter()
+        .map(|(kid, private_key, encrypted, public_key, created_at_ms, retired_at_ms)| StoredKey {
+            kid,
+            private_key,
+            encrypted,
+            public_key,
+            created_at_ms,
+            retired_at_ms,
+        })
+        .collect())
+}
+
+/// Retires every active key except `keep`.
+pub async fn retire_keys_except(db: &Db, keep: &str) -> Result<u64, DbError> {
+    let n = on_db!(db, pool => sqlx::query(
+        "UPDATE signing_keys SET retired_at_ms = $1 WHERE retired_at_ms IS NULL AND kid <> $2")
+        .bind(now_ms()).bind(keep).execute(pool).await.map(|r| r.rows_affected()))?;
+    Ok(n)
+}
+
+// Audit log
+
+pub struct AuditEntry<'a> {
+    pub actor: Option<&'a UserId>,
+    pub action: &'a str,
+    pub subject: Option<&'a UserId>,
+    pub ip: Option<&'a str>,
+    pub detail: serde_json::Value,
+}
+
+pub async fn audit(db: &Db, entry: AuditEntry<'_>) -> Result<(), DbError> {
+    let id = format!("aud_{}", kernel::id::encode_base32(kernel::id::Uuid::now_v7().as_u128()));
+    on_db!(db, pool => sqlx::query(
+        "INSERT INTO audit_log (id, at, actor_id, action, subject_id, ip, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+        .bind(id).bind(OffsetDateTime::now_utc())
+        .bind(entry.actor.map(|a| a.to_string())).bind(entry.action)
+        .bind(entry.subject.map(|s| s.to_string())).bind(entry.ip).bind(entry.detail.to_string())
+        .execute(pool).await.map(|_| ()))?;
+    Ok(())
+}
+
+pub type AuditRow = (String, OffsetDateTime, Option<String>, String, Option<String>, Option<String>, String);
+
+pub async fn audit_entries(db: &Db, after: Option<&str>, limit: u32) -> Result<Vec<AuditRow>, DbError> {
+    let rows: Vec<AuditRow> = on_db!(db, pool => sqlx::query_as(
+        "SELECT id, at, actor_id, action, subject_id, ip, detail FROM audit_log \
+         WHERE ($1 IS NULL OR id < $1) ORDER BY id DESC LIMIT $2")
+        .bind(after).bind(i64::from(limit) + 1).fetch_all(pool).await)?;
+    Ok(rows)
+}
