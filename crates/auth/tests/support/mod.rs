@@ -18,7 +18,7 @@ use tower::ServiceExt;
 pub const PASSWORD: &str = "correct horse battery";
 
 pub struct TestApp {
-    pub sandbox: Sandbox,
+    pub sandbox: Arc<Sandbox>,
     pub app: App,
     pub config: Arc<Config>,
 }
@@ -47,7 +47,13 @@ impl TestApp {
         tune(&mut config);
         let config = Arc::new(config);
         let app = App::start(config.clone(), &[auth::spec()], axum::Router::new(), false).await.unwrap();
-        TestApp { sandbox, app, config }
+        TestApp { sandbox: Arc::new(sandbox), app, config }
+    }
+
+    /// Another process on the same databases (or this one after a restart).
+    pub async fn with_same(other: &TestApp) -> TestApp {
+        let app = App::start(other.config.clone(), &[auth::spec()], axum::Router::new(), false).await.unwrap();
+        TestApp { sandbox: other.sandbox.clone(), app, config: other.config.clone() }
     }
 
     pub async fn send(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> Response {
