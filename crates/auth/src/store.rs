@@ -254,7 +254,8 @@ pub async fn insert_refresh_token(
 }
 
 pub async fn refresh_token_by_hash(db: &Db, token_hash: &str) -> Result<Option<RefreshToken>, DbError> {
-    let row: Option<(String, String, String, i64, Option<i64>, Option<i64>)> = on_db!(db, pool => sqlx::query_as(
+    type Row = (String, String, String, i64, Option<i64>, Option<i64>);
+    let row: Option<Row> = on_db!(db, pool => sqlx::query_as(
         "SELECT id, family_id, user_id, expires_at_ms, used_at_ms, revoked_at_ms FROM refresh_tokens WHERE token_hash = $1")
         .bind(token_hash).fetch_optional(pool).await)?;
     row.map(|(id, family_id, user_id, expires_at_ms, used_at_ms, revoked_at_ms)| {
@@ -365,7 +366,8 @@ pub async fn insert_signing_key(db: &Db, key: &StoredKey) -> Result<(), DbError>
 
 /// Keys not retired, and keys retired after `published_since_ms`, newest first.
 pub async fn published_keys(db: &Db, published_since_ms: i64) -> Result<Vec<StoredKey>, DbError> {
-    let rows: Vec<(String, Vec<u8>, bool, Vec<u8>, i64, Option<i64>)> = on_db!(db, pool => sqlx::query_as(
+    type Row = (String, Vec<u8>, bool, Vec<u8>, i64, Option<i64>);
+    let rows: Vec<Row> = on_db!(db, pool => sqlx::query_as(
         "SELECT kid, private_key, encrypted, public_key, created_at_ms, retired_at_ms FROM signing_keys \
          WHERE retired_at_ms IS NULL OR retired_at_ms > $1 ORDER BY created_at_ms DESC, kid DESC")
         .bind(published_since_ms).fetch_all(pool).await)?;

@@ -59,6 +59,44 @@ pub enum Command {
         #[command(flatten)]
         overrides: Overrides,
     },
+    /// Manage user accounts.
+    Users {
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
+    /// Manage the access-token signing keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Create a user (e.g. the first admin); works while a server runs.
+    Create {
+        #[arg(long)]
+        email: String,
+        /// customer, admin, catalog_manager, order_manager or support (repeatable).
+        #[arg(long = "role", default_value = "customer")]
+        roles: Vec<String>,
+        #[arg(long, default_value = "Administrator")]
+        name: String,
+        /// Read the password from standard input; otherwise one is generated and printed once.
+        #[arg(long)]
+        password_stdin: bool,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Make a new signing key active; the old ones stay published until their tokens expire.
+    Rotate {
+        #[command(flatten)]
+        overrides: Overrides,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +109,12 @@ pub enum CliError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("server error: {0}")]
     Serve(std::io::Error),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Auth(#[from] auth::AuthError),
+    #[error("{0}")]
+    Service(platform::service::BoxError),
 }
 
 /// Loads the configuration: defaults, the file, the environment, then flags.
@@ -119,6 +163,35 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             }
             Ok(())
         }
+        Command::Users { command: UsersCommand::Create { email, roles, name, password_stdin, overrides } } => {
+            let config = Arc::new(load_config(cli.config.as_ref(), &overrides, None)?);
+            let roles = roles
+                .iter()
+                .map(|r| kernel::auth::Role::parse(r).ok_or_else(|| CliError::Usage(format!("unknown role `{r}`"))))
+                .collect::<Result<Vec<_>, _>>()?;
+            let (password, generated) = if password_stdin {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line).map_err(|e| CliError::Usage(e.to_string()))?;
+                (line.trim_end_matches(['\r', '\n']).to_owned(), false)
+            } else {
+                (auth::admin::generate_password()?, true)
+            };
+            let auth = open_auth(config).await?;
+            let id = auth::admin::create_user(&auth, &email, &name, &password, &roles).await?;
+            println!("created {id} ({email})");
+            if generated {
+                println!("password: {password}");
+                println!("(shown once; store it now)");
+            }
+            Ok(())
+        }
+        Command::Keys { command: KeysCommand::Rotate { overrides } } => {
+            let config = Arc::new(load_config(cli.config.as_ref(), &overrides, None)?);
+            let auth = open_auth(config).await?;
+            let kid = auth::admin::rotate_keys(&auth).await?;
+            println!("new signing key {kid} is active; earlier keys stay published until their tokens expire");
+            Ok(())
+        }
         Command::Serve { bind, overrides, demo } => {
             let config = Arc::new(load_config(cli.config.as_ref(), &overrides, bind)?);
             platform::telemetry::init_logging(&config.log);
@@ -132,6 +205,11 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             app.serve(listener, shutdown_signal()).await.map_err(CliError::Serve)
         }
     }
+}
+
+async fn open_auth(config: Arc<Config>) -> Result<auth::Auth, CliError> {
+    let ctx = app::open_service(config, &auth::spec()).await?;
+    auth::open(&ctx).map_err(CliError::Service)
 }
 
 /// Ctrl-C or SIGTERM.

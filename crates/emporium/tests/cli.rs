@@ -89,7 +89,11 @@ async fn migrate_is_safe_twice_and_from_two_processes_at_once() {
         assert!(out.status.success(), "{stdout}\n{stderr}");
         applied += stdout.lines().filter(|l| l.starts_with("applied ")).count();
     }
-    assert_eq!(applied, kernel::config::SERVICES.len(), "each service's migrations applied once");
+    let expected: usize = emporium::services()
+        .iter()
+        .map(|s| platform::migrate::PLATFORM.sqlite.len() + s.migrations.sqlite.len())
+        .sum();
+    assert_eq!(applied, expected, "each service's migrations applied once");
     let out = emporium(&sandbox).arg("migrate").output().unwrap();
     assert!(out.status.success());
     assert_eq!(text(&out).0.trim(), "migrations: nothing to apply");
@@ -131,4 +135,73 @@ async fn serve_answers_and_stops_cleanly_on_sigterm() {
         .unwrap_or_else(|| panic!("no request log in {stderr}"));
     let json: serde_json::Value = serde_json::from_str(request_line).unwrap();
     assert!(json["span"]["request_id"].as_str().unwrap().starts_with("req_"), "{json}");
+}
+
+/// Sends one HTTP/1.1 request and returns (status line, body).
+fn http(addr: &str, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (String, String) {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let body = body.unwrap_or("");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (head.lines().next().unwrap_or_default().to_owned(), body.to_owned())
+}
+
+#[tokio::test]
+async fn the_first_admin_is_created_from_the_command_line_while_the_server_runs() {
+    let sandbox = Sandbox::new().await;
+    let mut server = emporium(&sandbox)
+        .args(["serve", "--bind", "127.0.0.1:0", "--services", "auth"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(server.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let addr = line.trim().rsplit("http://").next().unwrap().to_owned();
+
+    let mut create = emporium(&sandbox)
+        .args(["users", "create", "--email", "root@example.com", "--role", "admin", "--password-stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    create.stdin.take().unwrap().write_all(b"an operator passphrase\n").unwrap();
+    let out = create.wait_with_output().unwrap();
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert!(text(&out).0.starts_with("created usr_"), "{}", text(&out).0);
+
+    let again = emporium(&sandbox)
+        .args(["users", "create", "--email", "ROOT@example.com", "--role", "admin"])
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(2));
+    assert!(text(&again).1.contains("exists"), "{}", text(&again).1);
+    let generated = emporium(&sandbox).args(["users", "create", "--email", "ops@example.com", "--role", "support"]).output().unwrap();
+    assert!(text(&generated).0.contains("password: "), "a password is generated and shown once");
+    let bad_role = emporium(&sandbox).args(["users", "create", "--email", "x@example.com", "--role", "wizard"]).output().unwrap();
+    assert_eq!(bad_role.status.code(), Some(2));
+
+    let (status, body) = http(&addr, "POST", "/api/v1/auth/login", None, Some(r#"{"email":"root@example.com","password":"an operator passphrase"}"#));
+    assert!(status.contains("200"), "{status} {body}");
+    let token = serde_json::from_str::<serde_json::Value>(&body).unwrap()["access_token"].as_str().unwrap().to_owned();
+    let (status, body) = http(&addr, "GET", "/api/v1/admin/users", Some(&token), None);
+    assert!(status.contains("200"), "{status} {body}");
+
+    let rotated = emporium(&sandbox).args(["keys", "rotate"]).output().unwrap();
+    assert!(rotated.status.success() && text(&rotated).0.starts_with("new signing key"), "{:?}", text(&rotated));
+    let (status, _) = http(&addr, "GET", "/api/v1/me", Some(&token), None);
+    assert!(status.contains("200"), "tokens from the old key still verify: {status}");
+
+    Command::new("kill").args(["-TERM", &server.id().to_string()]).status().unwrap();
+    assert!(server.wait().unwrap().success());
 }

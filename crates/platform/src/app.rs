@@ -76,6 +76,24 @@ pub async fn migrate_all(config: &Config, specs: &[&ServiceSpec]) -> Result<Vec<
     Ok(applied)
 }
 
+/// Opens one service's database, migrated, for a command-line tool. Events it
+/// writes wait in the outbox for the relay of a running server (or the next
+/// start) to publish them.
+pub async fn open_service(config: Arc<Config>, spec: &ServiceSpec) -> Result<ServiceContext, StartError> {
+    let db = connect_db(&config, spec.name).await?;
+    migrate::migrate(&db, &[&PLATFORM, spec.migrations])
+        .await
+        .map_err(|source| StartError::Db { service: spec.name, source })?;
+    Ok(ServiceContext {
+        name: spec.name,
+        db,
+        bus: Arc::new(bus::InProcessBus::new()),
+        config,
+        shutdown: CancellationToken::new(),
+        ports: Ports::default(),
+    })
+}
+
 async fn connect_db(config: &Config, service: &'static str) -> Result<Db, StartError> {
     let options = DbOptions {
         max_connections: config.database.max_connections,

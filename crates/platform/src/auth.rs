@@ -180,7 +180,7 @@ impl Verifier {
         let source = self.source.as_ref().ok_or(TokenError::UnknownKey)?;
         let mut cache = self.cache.write().await;
         // Another request may have refreshed while this one waited.
-        if !cache.fetched.is_some_and(|t| t.elapsed() < FORCED_REFRESH_GAP) {
+        if cache.fetched.is_none_or(|t| t.elapsed() >= FORCED_REFRESH_GAP) {
             let keys = source.public_keys().await.map_err(|e| TokenError::KeysUnavailable(e.to_string()))?;
             cache.keys = keys.into_iter().map(|k| (k.kid, k.ed25519)).collect();
             cache.fetched = Some(Instant::now());
