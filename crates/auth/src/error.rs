@@ -22,6 +22,14 @@ pub enum AuthError {
     RateLimited { retry_after_secs: u64 },
     #[error("the account is disabled")]
     Disabled,
+    #[error("this account needs a TOTP code or recovery code")]
+    MfaRequired,
+    #[error("the code is wrong, used or expired")]
+    InvalidMfaCode,
+    #[error("TOTP is already on")]
+    MfaAlreadyEnabled,
+    #[error("start TOTP enrolment first")]
+    MfaNotStarted,
     #[error("the link or code is invalid, used or expired")]
     InvalidOneTimeToken,
     #[error("the refresh token is invalid or expired")]
@@ -56,6 +64,10 @@ impl From<&AuthError> for ApiError {
             ),
             AuthError::RateLimited { retry_after_secs } => ApiError::rate_limited(*retry_after_secs),
             AuthError::Disabled => ApiError::forbidden("account_disabled", e.to_string()),
+            AuthError::MfaRequired => ApiError::unauthenticated("mfa_required", e.to_string()).with_field("totp_code"),
+            AuthError::InvalidMfaCode => ApiError::unauthenticated("invalid_mfa_code", e.to_string()).with_field("totp_code"),
+            AuthError::MfaAlreadyEnabled => ApiError::conflict("mfa_already_enabled", e.to_string()),
+            AuthError::MfaNotStarted => ApiError::conflict("mfa_not_started", e.to_string()),
             AuthError::InvalidOneTimeToken => ApiError::invalid("invalid_token", e.to_string()).with_field("token"),
             AuthError::InvalidRefreshToken => ApiError::unauthenticated("invalid_refresh_token", e.to_string()),
             AuthError::RefreshTokenReused => ApiError::unauthenticated(

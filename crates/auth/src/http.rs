@@ -35,6 +35,8 @@ pub fn router(auth: Auth) -> OpenApiRouter {
         .routes(routes!(reset_password))
         .routes(routes!(change_password))
         .routes(routes!(me, update_me))
+        .routes(routes!(start_totp, disable_totp))
+        .routes(routes!(confirm_totp))
         .routes(routes!(jwks))
         .routes(routes!(openid_configuration))
         .routes(routes!(admin_list_users))
@@ -101,6 +103,8 @@ async fn register(State(auth): State<Auth>, Json(body): Json<RegisterRequest>) -
 pub struct LoginRequest {
     pub email: String,
     pub password: String,
+    /// The current TOTP code, or a recovery code, when MFA is on.
+    pub totp_code: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -160,7 +164,7 @@ async fn login(
     ClientIp(ip): ClientIp,
     Json(body): Json<LoginRequest>,
 ) -> Result<Json<TokenResponse>, AuthError> {
-    let (_, tokens) = auth.login(&body.email, &body.password, &ip).await?;
+    let (_, tokens) = auth.login(&body.email, &body.password, body.totp_code.as_deref(), &ip).await?;
     Ok(Json(tokens.into()))
 }
 
@@ -433,4 +437,61 @@ async fn admin_audit(
         })
         .collect();
     Ok(Json(Page::from_rows(views, page.limit, |a| a.id.clone())))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TotpEnrolmentView {
+    /// Base32 secret to type into an authenticator app.
+    pub secret: String,
+    /// `otpauth://` URI to show as a QR code.
+    pub otpauth_uri: String,
+}
+
+/// Start TOTP enrolment; confirm it with a first code.
+#[utoipa::path(post, path = "/api/v1/me/mfa/totp", tag = "me",
+    responses((status = 200, body = TotpEnrolmentView), (status = 409, body = ErrorBody)))]
+async fn start_totp(State(auth): State<Auth>, who: Principal) -> Result<Json<TotpEnrolmentView>, AuthError> {
+    let e = auth.start_totp(&who.user_id).await?;
+    Ok(Json(TotpEnrolmentView { secret: e.secret, otpauth_uri: e.uri }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CodeRequest {
+    pub code: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RecoveryCodes {
+    /// Each works once in place of a TOTP code. Shown only now.
+    pub recovery_codes: Vec<String>,
+}
+
+/// Turn TOTP on with a code from the authenticator; returns recovery codes.
+#[utoipa::path(post, path = "/api/v1/me/mfa/totp/confirm", tag = "me", request_body = CodeRequest,
+    responses((status = 200, body = RecoveryCodes), (status = 401, body = ErrorBody)))]
+async fn confirm_totp(
+    State(auth): State<Auth>,
+    who: Principal,
+    Json(body): Json<CodeRequest>,
+) -> Result<Json<RecoveryCodes>, AuthError> {
+    Ok(Json(RecoveryCodes { recovery_codes: auth.confirm_totp(&who.user_id, &body.code).await? }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordRequest {
+    pub password: String,
+}
+
+/// Turn TOTP off (needs the password).
+#[utoipa::path(delete, path = "/api/v1/me/mfa/totp", tag = "me", request_body = PasswordRequest,
+    responses((status = 204, description = "off"), (status = 403, body = ErrorBody)))]
+async fn disable_totp(
+    State(auth): State<Auth>,
+    who: Principal,
+    Json(body): Json<PasswordRequest>,
+) -> Result<StatusCode, AuthError> {
+    auth.disable_totp(&who.user_id, &body.password).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

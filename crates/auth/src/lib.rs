@@ -22,7 +22,7 @@ pub use service::Auth;
 pub const NAME: &str = "auth";
 
 /// This service's own tables, after the platform's.
-pub static MIGRATIONS: Migrations = platform::migrations!("auth", ["0001_accounts"]);
+pub static MIGRATIONS: Migrations = platform::migrations!("auth", ["0001_accounts", "0002_mfa"]);
 
 pub fn spec() -> ServiceSpec {
     ServiceSpec { name: NAME, migrations: &MIGRATIONS, mount, demo: None }
@@ -32,11 +32,12 @@ pub fn spec() -> ServiceSpec {
 pub fn open(ctx: &ServiceContext) -> Result<Auth, BoxError> {
     let config = ctx.config.clone();
     let vault = crypto::KeyVault::new(&config.auth)?;
-    let keys = Arc::new(keys::KeyRing::new(ctx.db.clone(), vault, config.auth.access_token_ttl_secs));
+    let keys = Arc::new(keys::KeyRing::new(ctx.db.clone(), vault.clone(), config.auth.access_token_ttl_secs));
     Ok(Auth {
         db: ctx.db.clone(),
         hasher: Arc::new(crypto::PasswordHasher::new(&config.auth)?),
         keys,
+        vault,
         ip_limiter: Arc::new(service::IpLimiter::default()),
         config,
     })

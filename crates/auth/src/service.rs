@@ -12,7 +12,7 @@ use platform::db::{Db, now_ms};
 use platform::outbox;
 use serde_json::json;
 
-use crate::crypto::{PasswordHasher, random_token, token_hash};
+use crate::crypto::{self, KeyVault, PasswordHasher, random_token, token_hash};
 use crate::domain::{self, Email, Password};
 use crate::error::AuthError;
 use crate::keys::KeyRing;
@@ -28,7 +28,16 @@ pub struct Auth {
     pub config: Arc<Config>,
     pub hasher: Arc<PasswordHasher>,
     pub keys: Arc<KeyRing>,
+    pub vault: KeyVault,
     pub ip_limiter: Arc<IpLimiter>,
+}
+
+/// What a user gets when TOTP enrolment starts.
+pub struct TotpEnrolment {
+    /// Base32, for typing into an authenticator.
+    pub secret: String,
+    /// `otpauth://` URI, for a QR code.
+    pub uri: String,
 }
 
 /// Tokens handed out at login and refresh.
@@ -114,7 +123,14 @@ impl Auth {
     }
 
     /// Signs in. Unknown email and wrong password fail alike, and take alike long.
-    pub async fn login(&self, email: &str, password: &str, ip: &str) -> Result<(User, Tokens), AuthError> {
+    /// With TOTP on, `totp_code` (or a recovery code) is required too.
+    pub async fn login(
+        &self,
+        email: &str,
+        password: &str,
+        totp_code: Option<&str>,
+        ip: &str,
+    ) -> Result<(User, Tokens), AuthError> {
         if let Some(retry_after_secs) = self.ip_limiter.hit(ip, self.config.auth.login_attempts_per_ip_per_minute) {
             return Err(AuthError::RateLimited { retry_after_secs });
         }
@@ -146,6 +162,18 @@ impl Auth {
         if user.disabled_at.is_some() {
             return Err(AuthError::Disabled);
         }
+        if user.totp_enabled_at.is_some() {
+            let code = totp_code.ok_or(AuthError::MfaRequired)?;
+            if !self.second_factor(&user, code).await? {
+                let base = self.config.auth.lockout_base_secs;
+                store::record_failed_login(&self.db, &user.id, self.config.auth.lockout_threshold, |n| {
+                    (domain::lock_duration_secs(base, n) * 1000) as i64
+                })
+                .await?;
+                self.audit(None, "login_failed", Some(&user.id), Some(ip), json!({"reason": "wrong_mfa_code"})).await?;
+                return Err(AuthError::InvalidMfaCode);
+            }
+        }
         store::record_successful_login(&self.db, &user.id).await?;
         if let Some(stored) = &user.password_hash
             && self.hasher.needs_rehash(stored)
@@ -158,15 +186,120 @@ impl Auth {
         Ok((user, tokens))
     }
 
+    /// Checks a TOTP code (each step once) or uses up a recovery code.
+    async fn second_factor(&self, user: &User, code: &str) -> Result<bool, AuthError> {
+        let code: String = code.chars().filter(|c| !c.is_whitespace() && *c != '-').collect();
+        if code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()) {
+            let secret = self.totp_secret(user)?;
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            return match crypto::totp_match(&secret, &code, now) {
+                Some(step) => Ok(store::accept_totp_step(&self.db, &user.id, step as i64).await?),
+                None => Ok(false),
+            };
+        }
+        let used = store::use_recovery_code(&self.db, &user.id, &token_hash(&code.to_uppercase())).await?;
+        if used {
+            self.audit(Some(&user.id), "recovery_code_used", Some(&user.id), None, json!({})).await?;
+        }
+        Ok(used)
+    }
+
+    fn totp_secret(&self, user: &User) -> Result<Vec<u8>, AuthError> {
+        let stored = user.totp_secret.as_deref().ok_or(AuthError::MfaNotStarted)?;
+        let aad = format!("totp:{}", user.id);
+        let secret = match stored.split_once(':') {
+            Some(("enc", b64)) => {
+                use base64::Engine;
+                let sealed = base64::engine::general_purpose::STANDARD.decode(b64).map_err(|_| crypto::CryptoError::Decrypt)?;
+                self.vault.open(&sealed, true, &aad)?
+            }
+            Some(("raw", b32)) => crypto::base32_decode(b32).ok_or(crypto::CryptoError::Decrypt)?,
+            _ => return Err(crypto::CryptoError::Decrypt.into()),
+        };
+        Ok(secret)
+    }
+
+    /// Starts TOTP enrolment: a new secret, pending until confirmed with a code.
+    pub async fn start_totp(&self, id: &UserId) -> Result<TotpEnrolment, AuthError> {
+        let user = self.user(id).await?;
+        if user.totp_enabled_at.is_some() {
+            return Err(AuthError::MfaAlreadyEnabled);
+        }
+        let mut secret = [0u8; 20];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret).map_err(|_| crypto::CryptoError::Random)?;
+        let stored = if self.vault.encrypts() {
+            use base64::Engine;
+            let (sealed, _) = self.vault.seal(&secret, &format!("totp:{id}"))?;
+            format!("enc:{}", base64::engine::general_purpose::STANDARD.encode(sealed))
+        } else {
+            format!("raw:{}", crypto::base32_encode(&secret))
+        };
+        if !store::set_pending_totp(&self.db, id, &stored).await? {
+            return Err(AuthError::MfaAlreadyEnabled);
+        }
+        let b32 = crypto::base32_encode(&secret);
+        let issuer = "Emporium";
+        let uri = format!(
+            "otpauth://totp/{issuer}:{}?secret={b32}&issuer={issuer}&algorithm=SHA1&digits=6&period=30",
+            percent_encode(&user.email)
+        );
+        Ok(TotpEnrolment { secret: b32, uri })
+    }
+
+    /// Confirms enrolment with a first code; returns ten one-time recovery codes.
+    pub async fn confirm_totp(&self, id: &UserId, code: &str) -> Result<Vec<String>, AuthError> {
+        let user = self.user(id).await?;
+        if user.totp_enabled_at.is_some() {
+            return Err(AuthError::MfaAlreadyEnabled);
+        }
+        let secret = self.totp_secret(&user)?;
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let step = crypto::totp_match(&secret, code.trim(), now).ok_or(AuthError::InvalidMfaCode)?;
+        let mut codes = Vec::with_capacity(10);
+        for _ in 0..10 {
+            let mut raw = [0u8; 7];
+            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut raw).map_err(|_| crypto::CryptoError::Random)?;
+            let text: String = crypto::base32_encode(&raw).chars().take(10).collect();
+            codes.push(text);
+        }
+        let hashes: Vec<String> = codes.iter().map(|c| token_hash(c)).collect();
+        let mut tx = self.db.begin().await?;
+        if !store::enable_totp(&mut tx, id, step as i64, &hashes).await? {
+            return Err(AuthError::MfaAlreadyEnabled);
+        }
+        tx.commit().await?;
+        self.audit(Some(id), "mfa_enabled", Some(id), None, json!({"method": "totp"})).await?;
+        Ok(codes.into_iter().map(|c| format!("{}-{}", &c[..5], &c[5..])).collect())
+    }
+
+    /// Turns TOTP off; needs the password.
+    pub async fn disable_totp(&self, id: &UserId, password: &str) -> Result<(), AuthError> {
+        let user = self.user(id).await?;
+        if !self.verify(password, user.password_hash.clone()).await? {
+            return Err(AuthError::WrongPassword);
+        }
+        let mut tx = self.db.begin().await?;
+        store::disable_totp(&mut tx, id).await?;
+        tx.commit().await?;
+        self.audit(Some(id), "mfa_disabled", Some(id), None, json!({"method": "totp"})).await?;
+        Ok(())
+    }
+
     /// An access token for `user` and the next refresh token of `family`.
     async fn issue(&self, user: &User, family: &str) -> Result<Tokens, AuthError> {
         let key = self.keys.active().await?;
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let ttl = self.config.auth.access_token_ttl_secs;
+        // Where staff must use MFA, a staff account without it signs in with
+        // no permissions: enough to enrol, not enough to act.
+        let must_enrol = self.config.auth.staff_mfa_required
+            && user.roles.iter().any(|r| r.is_staff())
+            && user.totp_enabled_at.is_none();
+        let permissions = if must_enrol { Vec::new() } else { permissions_of(&user.roles) };
         let claims = Claims {
             sub: user.id.to_string(),
             roles: user.roles.clone(),
-            permissions: permissions_of(&user.roles),
+            permissions,
             iat: now,
             exp: now + ttl as i64,
             iss: self.config.public_url(),
@@ -385,6 +518,16 @@ impl Auth {
         store::audit(&self.db, AuditEntry { actor, action, subject, ip, detail }).await?;
         Ok(())
     }
+}
+
+/// Percent-encodes what is not unreserved (RFC 3986), for the otpauth label.
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// A partial profile update: `None` leaves a field alone, `Some(None)` clears it.

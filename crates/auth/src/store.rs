@@ -422,3 +422,55 @@ pub async fn audit_entries(db: &Db, after: Option<&str>, limit: u32) -> Result<V
         .bind(after).bind(i64::from(limit) + 1).fetch_all(pool).await)?;
     Ok(rows)
 }
+
+// Multi-factor authentication
+
+/// Stores a secret awaiting confirmation; false if TOTP is already on.
+pub async fn set_pending_totp(db: &Db, id: &UserId, secret: &str) -> Result<bool, DbError> {
+    let n = on_db!(db, pool => sqlx::query(
+        "UPDATE users SET totp_secret = $1, totp_last_step = NULL WHERE id = $2 AND totp_enabled_at IS NULL")
+        .bind(secret).bind(id.to_string()).execute(pool).await.map(|r| r.rows_affected()))?;
+    Ok(n == 1)
+}
+
+pub async fn enable_totp(tx: &mut Tx, id: &UserId, step: i64, recovery_hashes: &[String]) -> Result<bool, DbError> {
+    let n = on_tx!(tx, c => sqlx::query(
+        "UPDATE users SET totp_enabled_at = $1, totp_last_step = $2 \
+         WHERE id = $3 AND totp_enabled_at IS NULL AND totp_secret IS NOT NULL")
+        .bind(OffsetDateTime::now_utc()).bind(step).bind(id.to_string())
+        .execute(c).await.map(|r| r.rows_affected()))?;
+    if n != 1 {
+        return Ok(false);
+    }
+    on_tx!(tx, c => sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1")
+        .bind(id.to_string()).execute(c).await.map(|_| ()))?;
+    for hash in recovery_hashes {
+        on_tx!(tx, c => sqlx::query("INSERT INTO recovery_codes (user_id, code_hash) VALUES ($1, $2)")
+            .bind(id.to_string()).bind(hash).execute(c).await.map(|_| ()))?;
+    }
+    Ok(true)
+}
+
+/// Accepts a TOTP step once: a code seen before (or an older one) is refused.
+pub async fn accept_totp_step(db: &Db, id: &UserId, step: i64) -> Result<bool, DbError> {
+    let n = on_db!(db, pool => sqlx::query(
+        "UPDATE users SET totp_last_step = $1 WHERE id = $2 AND (totp_last_step IS NULL OR totp_last_step < $1)")
+        .bind(step).bind(id.to_string()).execute(pool).await.map(|r| r.rows_affected()))?;
+    Ok(n == 1)
+}
+
+pub async fn use_recovery_code(db: &Db, id: &UserId, code_hash: &str) -> Result<bool, DbError> {
+    let n = on_db!(db, pool => sqlx::query(
+        "UPDATE recovery_codes SET used_at_ms = $1 WHERE user_id = $2 AND code_hash = $3 AND used_at_ms IS NULL")
+        .bind(now_ms()).bind(id.to_string()).bind(code_hash).execute(pool).await.map(|r| r.rows_affected()))?;
+    Ok(n == 1)
+}
+
+pub async fn disable_totp(tx: &mut Tx, id: &UserId) -> Result<(), DbError> {
+    on_tx!(tx, c => sqlx::query(
+        "UPDATE users SET totp_secret = NULL, totp_enabled_at = NULL, totp_last_step = NULL WHERE id = $1")
+        .bind(id.to_string()).execute(c).await.map(|_| ()))?;
+    on_tx!(tx, c => sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1")
+        .bind(id.to_string()).execute(c).await.map(|_| ()))?;
+    Ok(())
+}
