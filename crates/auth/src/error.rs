@@ -38,6 +38,8 @@ pub enum AuthError {
     RefreshTokenReused,
     #[error("no such user")]
     UserNotFound,
+    #[error("no such address")]
+    AddressNotFound,
     #[error("you cannot do this to your own account")]
     NotOnSelf,
     #[error(transparent)]
@@ -75,6 +77,7 @@ impl From<&AuthError> for ApiError {
                 "this refresh token was already used; every session of its family is signed out",
             ),
             AuthError::UserNotFound => ApiError::not_found("user_not_found", e.to_string()),
+            AuthError::AddressNotFound => ApiError::not_found("address_not_found", e.to_string()),
             AuthError::NotOnSelf => ApiError::conflict("not_on_self", e.to_string()),
             AuthError::Store(cause) => ApiError::internal(cause),
             AuthError::Crypto(cause) => ApiError::internal(cause),

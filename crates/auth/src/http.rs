@@ -20,7 +20,7 @@ use utoipa_axum::routes;
 
 use crate::error::AuthError;
 use crate::keys::Jwks;
-use crate::service::{Auth, ProfileUpdate, Tokens};
+use crate::service::{AddressPatch, Auth, ProfileUpdate, Tokens};
 use crate::store::{self, User};
 
 pub fn router(auth: Auth) -> OpenApiRouter {
@@ -34,8 +34,11 @@ pub fn router(auth: Auth) -> OpenApiRouter {
         .routes(routes!(forgot_password))
         .routes(routes!(reset_password))
         .routes(routes!(change_password))
-        .routes(routes!(me, update_me))
+        .routes(routes!(me, update_me, delete_me))
         .routes(routes!(start_totp, disable_totp))
+        .routes(routes!(list_addresses, create_address))
+        .routes(routes!(update_address, delete_address))
+        .routes(routes!(export_me))
         .routes(routes!(confirm_totp))
         .routes(routes!(jwks))
         .routes(routes!(openid_configuration))
@@ -493,5 +496,126 @@ async fn disable_totp(
     Json(body): Json<PasswordRequest>,
 ) -> Result<StatusCode, AuthError> {
     auth.disable_totp(&who.user_id, &body.password).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AddressView {
+    pub id: String,
+    #[serde(flatten)]
+    pub address: kernel::address::Address,
+    pub default_shipping: bool,
+    pub default_billing: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+}
+
+impl From<store::StoredAddress> for AddressView {
+    fn from(a: store::StoredAddress) -> Self {
+        AddressView {
+            id: a.id,
+            address: a.address,
+            default_shipping: a.default_shipping,
+            default_billing: a.default_billing,
+            created_at: a.created_at,
+        }
+    }
+}
+
+/// An address to add (all required fields) or the fields to change.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddressRequest {
+    pub name: Option<String>,
+    pub line1: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub line2: Option<Option<String>>,
+    pub city: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub region: Option<Option<String>>,
+    pub postal_code: Option<String>,
+    /// ISO 3166-1 alpha-2.
+    pub country: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub phone: Option<Option<String>>,
+    pub default_shipping: Option<bool>,
+    pub default_billing: Option<bool>,
+}
+
+impl From<AddressRequest> for AddressPatch {
+    fn from(r: AddressRequest) -> Self {
+        AddressPatch {
+            name: r.name,
+            line1: r.line1,
+            line2: r.line2,
+            city: r.city,
+            region: r.region,
+            postal_code: r.postal_code,
+            country: r.country,
+            phone: r.phone,
+            default_shipping: r.default_shipping,
+            default_billing: r.default_billing,
+        }
+    }
+}
+
+/// The signed-in user's addresses.
+#[utoipa::path(get, path = "/api/v1/me/addresses", tag = "me",
+    responses((status = 200, body = Vec<AddressView>), (status = 401, body = ErrorBody)))]
+async fn list_addresses(State(auth): State<Auth>, who: Principal) -> Result<Json<Vec<AddressView>>, AuthError> {
+    Ok(Json(auth.addresses(&who.user_id).await?.into_iter().map(AddressView::from).collect()))
+}
+
+/// Add an address; the first one becomes the default for shipping and billing.
+#[utoipa::path(post, path = "/api/v1/me/addresses", tag = "me", request_body = AddressRequest,
+    responses((status = 201, body = AddressView), (status = 422, body = ErrorBody)))]
+async fn create_address(
+    State(auth): State<Auth>,
+    who: Principal,
+    Json(body): Json<AddressRequest>,
+) -> Result<impl IntoResponse, AuthError> {
+    let saved = auth.save_address(&who.user_id, None, body.into()).await?;
+    Ok((StatusCode::CREATED, Json(AddressView::from(saved))))
+}
+
+/// Change an address.
+#[utoipa::path(patch, path = "/api/v1/me/addresses/{id}", tag = "me", params(("id" = String, Path)),
+    request_body = AddressRequest,
+    responses((status = 200, body = AddressView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn update_address(
+    State(auth): State<Auth>,
+    who: Principal,
+    Path(id): Path<String>,
+    Json(body): Json<AddressRequest>,
+) -> Result<Json<AddressView>, AuthError> {
+    Ok(Json(auth.save_address(&who.user_id, Some(&id), body.into()).await?.into()))
+}
+
+/// Remove an address.
+#[utoipa::path(delete, path = "/api/v1/me/addresses/{id}", tag = "me", params(("id" = String, Path)),
+    responses((status = 204, description = "removed"), (status = 404, body = ErrorBody)))]
+async fn delete_address(State(auth): State<Auth>, who: Principal, Path(id): Path<String>) -> Result<StatusCode, AuthError> {
+    auth.delete_address(&who.user_id, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Everything the platform holds about the signed-in user, as one JSON document.
+#[utoipa::path(get, path = "/api/v1/me/export", tag = "me",
+    responses((status = 200, description = "the export", body = serde_json::Value), (status = 401, body = ErrorBody)))]
+async fn export_me(State(auth): State<Auth>, who: Principal) -> Result<impl IntoResponse, AuthError> {
+    let doc = auth.export(&who.user_id).await?;
+    Ok(([(header::CONTENT_DISPOSITION, "attachment; filename=\"emporium-export.json\"")], Json(doc)))
+}
+
+/// Delete the account (needs the password): personal data is erased, every
+/// session ends, and the other services anonymise their copies.
+#[utoipa::path(delete, path = "/api/v1/me", tag = "me", request_body = PasswordRequest,
+    responses((status = 204, description = "erased"), (status = 403, body = ErrorBody)))]
+async fn delete_me(State(auth): State<Auth>, who: Principal, Json(body): Json<PasswordRequest>) -> Result<StatusCode, AuthError> {
+    auth.delete_account(&who.user_id, &body.password).await?;
     Ok(StatusCode::NO_CONTENT)
 }

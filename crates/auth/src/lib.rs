@@ -22,7 +22,7 @@ pub use service::Auth;
 pub const NAME: &str = "auth";
 
 /// This service's own tables, after the platform's.
-pub static MIGRATIONS: Migrations = platform::migrations!("auth", ["0001_accounts", "0002_mfa"]);
+pub static MIGRATIONS: Migrations = platform::migrations!("auth", ["0001_accounts", "0002_mfa", "0003_addresses"]);
 
 pub fn spec() -> ServiceSpec {
     ServiceSpec { name: NAME, migrations: &MIGRATIONS, mount, demo: None }
@@ -39,6 +39,7 @@ pub fn open(ctx: &ServiceContext) -> Result<Auth, BoxError> {
         keys,
         vault,
         ip_limiter: Arc::new(service::IpLimiter::default()),
+        personal_data: ctx.ports.get::<platform::service::PersonalDataSources>(),
         config,
     })
 }

@@ -30,6 +30,8 @@ pub struct Auth {
     pub keys: Arc<KeyRing>,
     pub vault: KeyVault,
     pub ip_limiter: Arc<IpLimiter>,
+    /// Other services' parts of a data export.
+    pub personal_data: Option<Arc<platform::service::PersonalDataSources>>,
 }
 
 /// What a user gets when TOTP enrolment starts.
@@ -507,6 +509,108 @@ impl Auth {
         self.user(target).await
     }
 
+    pub async fn addresses(&self, user: &UserId) -> Result<Vec<store::StoredAddress>, AuthError> {
+        Ok(store::addresses(&self.db, user).await?)
+    }
+
+    /// Adds an address or changes one; `patch` is merged over what is stored.
+    pub async fn save_address(
+        &self,
+        user: &UserId,
+        id: Option<&str>,
+        patch: AddressPatch,
+    ) -> Result<store::StoredAddress, AuthError> {
+        let existing = match id {
+            Some(id) => Some(store::address(&self.db, user, id).await?.ok_or(AuthError::AddressNotFound)?),
+            None => None,
+        };
+        let base = existing.clone().map(|e| e.address);
+        let pick = |new: Option<String>, old: Option<String>, field: &'static str| {
+            new.or(old).ok_or(AuthError::Invalid(domain::Invalid {
+                field,
+                code: "missing_field",
+                reason: "required".into(),
+            }))
+        };
+        let address = kernel::address::Address {
+            name: pick(patch.name, base.as_ref().map(|b| b.name.clone()), "name")?,
+            line1: pick(patch.line1, base.as_ref().map(|b| b.line1.clone()), "line1")?,
+            line2: patch.line2.unwrap_or_else(|| base.as_ref().and_then(|b| b.line2.clone())),
+            city: pick(patch.city, base.as_ref().map(|b| b.city.clone()), "city")?,
+            region: patch.region.unwrap_or_else(|| base.as_ref().and_then(|b| b.region.clone())),
+            postal_code: pick(patch.postal_code, base.as_ref().map(|b| b.postal_code.clone()), "postal_code")?,
+            country: pick(patch.country, base.as_ref().map(|b| b.country.clone()), "country")?,
+            phone: patch.phone.unwrap_or_else(|| base.as_ref().and_then(|b| b.phone.clone())),
+        }
+        .normalise()
+        .map_err(|e| domain::Invalid { field: e.field, code: "invalid_address", reason: e.reason.into() })?;
+        let first = existing.is_none() && store::addresses(&self.db, user).await?.is_empty();
+        let saved = store::StoredAddress {
+            id: existing.as_ref().map_or_else(|| format!("adr_{}", kernel::id::encode_base32(kernel::id::Uuid::now_v7().as_u128())), |e| e.id.clone()),
+            address,
+            // The first address is the default of both kinds.
+            default_shipping: patch.default_shipping.unwrap_or(first || existing.as_ref().is_some_and(|e| e.default_shipping)),
+            default_billing: patch.default_billing.unwrap_or(first || existing.as_ref().is_some_and(|e| e.default_billing)),
+            created_at: existing.map_or_else(time::OffsetDateTime::now_utc, |e| e.created_at),
+        };
+        let mut tx = self.db.begin().await?;
+        if !store::save_address(&mut tx, user, &saved).await? {
+            return Err(AuthError::AddressNotFound);
+        }
+        tx.commit().await?;
+        Ok(saved)
+    }
+
+    pub async fn delete_address(&self, user: &UserId, id: &str) -> Result<(), AuthError> {
+        if store::delete_address(&self.db, user, id).await? { Ok(()) } else { Err(AuthError::AddressNotFound) }
+    }
+
+    /// Everything the platform holds about `user`: auth's part and every other
+    /// service's, through the personal-data port.
+    pub async fn export(&self, user_id: &UserId) -> Result<serde_json::Value, AuthError> {
+        let user = self.user(user_id).await?;
+        let addresses = self.addresses(user_id).await?;
+        let audit = store::audit_about(&self.db, user_id).await?;
+        let mut services = serde_json::Map::new();
+        for source in self.personal_data.as_ref().map(|p| p.all()).unwrap_or_default() {
+            let part = source.export(user_id).await.map_err(|e| platform::DbError::Corrupt(e.to_string()))?;
+            services.insert(source.service().to_owned(), part);
+        }
+        let ts = |t: time::OffsetDateTime| t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+        Ok(json!({
+            "generated_at": ts(time::OffsetDateTime::now_utc()),
+            "account": {
+                "id": user.id, "email": user.email, "email_verified_at": user.email_verified_at.map(ts),
+                "name": user.name, "phone": user.phone, "locale": user.locale, "roles": user.roles,
+                "mfa_enabled": user.totp_enabled_at.is_some(), "created_at": ts(user.created_at),
+            },
+            "addresses": addresses.iter().map(|a| json!({
+                "id": a.id, "address": a.address, "default_shipping": a.default_shipping,
+                "default_billing": a.default_billing, "created_at": ts(a.created_at),
+            })).collect::<Vec<_>>(),
+            "security_events": audit.iter().map(|(id, at, actor, action, _, ip, detail)| json!({
+                "id": id, "at": ts(*at), "actor_id": actor, "action": action, "ip": ip,
+                "detail": serde_json::from_str::<serde_json::Value>(detail).unwrap_or_default(),
+            })).collect::<Vec<_>>(),
+            "services": services,
+        }))
+    }
+
+    /// Erases the account's personal data (needs the password) and tells the
+    /// other services (`user.deleted`) to anonymise their copies.
+    pub async fn delete_account(&self, user_id: &UserId, password: &str) -> Result<(), AuthError> {
+        let user = self.user(user_id).await?;
+        if !self.verify(password, user.password_hash.clone()).await? {
+            return Err(AuthError::WrongPassword);
+        }
+        let mut tx = self.db.begin().await?;
+        store::erase_user(&mut tx, user_id).await?;
+        outbox::enqueue(&mut tx, &Envelope::new("user.deleted", user_id, json!({"user_id": user_id}))).await?;
+        tx.commit().await?;
+        self.audit(Some(user_id), "account_deleted", Some(user_id), None, json!({})).await?;
+        Ok(())
+    }
+
     pub async fn audit(
         &self,
         actor: Option<&UserId>,
@@ -528,6 +632,22 @@ fn percent_encode(text: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// Address fields to set; absent ones keep their stored value. For the
+/// optional lines, `Some(None)` clears.
+#[derive(Default)]
+pub struct AddressPatch {
+    pub name: Option<String>,
+    pub line1: Option<String>,
+    pub line2: Option<Option<String>>,
+    pub city: Option<String>,
+    pub region: Option<Option<String>>,
+    pub postal_code: Option<String>,
+    pub country: Option<String>,
+    pub phone: Option<Option<String>>,
+    pub default_shipping: Option<bool>,
+    pub default_billing: Option<bool>,
 }
 
 /// A partial profile update: `None` leaves a field alone, `Some(None)` clears it.

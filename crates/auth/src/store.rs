@@ -474,3 +474,128 @@ pub async fn disable_totp(tx: &mut Tx, id: &UserId) -> Result<(), DbError> {
         .bind(id.to_string()).execute(c).await.map(|_| ()))?;
     Ok(())
 }
+
+// Addresses
+
+#[derive(Debug, Clone)]
+pub struct StoredAddress {
+    pub id: String,
+    pub address: kernel::address::Address,
+    pub default_shipping: bool,
+    pub default_billing: bool,
+    pub created_at: OffsetDateTime,
+}
+
+type AddressTuple = (
+    String,
+    String,
+    String,
+    Option<String>,
+    String,
+    Option<String>,
+    String,
+    String,
+    Option<String>,
+    bool,
+    bool,
+    OffsetDateTime,
+);
+
+const ADDRESS_COLUMNS: &str = "id, name, line1, line2, city, region, postal_code, country, phone, \
+    is_default_shipping, is_default_billing, created_at";
+
+fn address_from(t: AddressTuple) -> StoredAddress {
+    StoredAddress {
+        id: t.0,
+        address: kernel::address::Address {
+            name: t.1,
+            line1: t.2,
+            line2: t.3,
+            city: t.4,
+            region: t.5,
+            postal_code: t.6,
+            country: t.7,
+            phone: t.8,
+        },
+        default_shipping: t.9,
+        default_billing: t.10,
+        created_at: t.11,
+    }
+}
+
+pub async fn addresses(db: &Db, user: &UserId) -> Result<Vec<StoredAddress>, DbError> {
+    let sql = format!("SELECT {ADDRESS_COLUMNS} FROM addresses WHERE user_id = $1 ORDER BY id");
+    let rows: Vec<AddressTuple> =
+        on_db!(db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(user.to_string()).fetch_all(pool).await)?;
+    Ok(rows.into_iter().map(address_from).collect())
+}
+
+pub async fn address(db: &Db, user: &UserId, id: &str) -> Result<Option<StoredAddress>, DbError> {
+    let sql = format!("SELECT {ADDRESS_COLUMNS} FROM addresses WHERE user_id = $1 AND id = $2");
+    let row: Option<AddressTuple> = on_db!(db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(user.to_string()).bind(id).fetch_optional(pool).await)?;
+    Ok(row.map(address_from))
+}
+
+/// Inserts or replaces an address of `user` (the id is checked against the owner).
+pub async fn save_address(tx: &mut Tx, user: &UserId, a: &StoredAddress) -> Result<bool, DbError> {
+    let x = &a.address;
+    let n = on_tx!(tx, c => sqlx::query(
+        "INSERT INTO addresses (id, user_id, name, line1, line2, city, region, postal_code, country, phone, \
+         is_default_shipping, is_default_billing, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+         ON CONFLICT (id) DO UPDATE SET name = $3, line1 = $4, line2 = $5, city = $6, region = $7, \
+         postal_code = $8, country = $9, phone = $10, is_default_shipping = $11, is_default_billing = $12 \
+         WHERE addresses.user_id = $2")
+        .bind(&a.id).bind(user.to_string()).bind(&x.name).bind(&x.line1).bind(&x.line2).bind(&x.city)
+        .bind(&x.region).bind(&x.postal_code).bind(&x.country).bind(&x.phone)
+        .bind(a.default_shipping).bind(a.default_billing).bind(a.created_at)
+        .execute(c).await.map(|r| r.rows_affected()))?;
+    if a.default_shipping {
+        on_tx!(tx, c => sqlx::query("UPDATE addresses SET is_default_shipping = FALSE WHERE user_id = $1 AND id <> $2")
+            .bind(user.to_string()).bind(&a.id).execute(c).await.map(|_| ()))?;
+    }
+    if a.default_billing {
+        on_tx!(tx, c => sqlx::query("UPDATE addresses SET is_default_billing = FALSE WHERE user_id = $1 AND id <> $2")
+            .bind(user.to_string()).bind(&a.id).execute(c).await.map(|_| ()))?;
+    }
+    Ok(n == 1)
+}
+
+pub async fn delete_address(db: &Db, user: &UserId, id: &str) -> Result<bool, DbError> {
+    let n = on_db!(db, pool => sqlx::query("DELETE FROM addresses WHERE user_id = $1 AND id = $2")
+        .bind(user.to_string()).bind(id).execute(pool).await.map(|r| r.rows_affected()))?;
+    Ok(n == 1)
+}
+
+/// The audit entries about `user`, oldest first, for their data export.
+pub async fn audit_about(db: &Db, user: &UserId) -> Result<Vec<AuditRow>, DbError> {
+    let rows: Vec<AuditRow> = on_db!(db, pool => sqlx::query_as(
+        "SELECT id, at, actor_id, action, subject_id, ip, detail FROM audit_log WHERE subject_id = $1 ORDER BY id")
+        .bind(user.to_string()).fetch_all(pool).await)?;
+    Ok(rows)
+}
+
+/// Erases the personal data of an account, keeping a tombstone row so ids in
+/// other services' records still point somewhere.
+pub async fn erase_user(tx: &mut Tx, user: &UserId) -> Result<(), DbError> {
+    let id = user.to_string();
+    let now = OffsetDateTime::now_utc();
+    on_tx!(tx, c => sqlx::query(
+        "UPDATE users SET email = $1, email_verified_at = NULL, name = 'Deleted user', phone = NULL, locale = NULL, \
+         password_hash = NULL, roles = 'customer', disabled_at = $2, totp_secret = NULL, totp_enabled_at = NULL, \
+         totp_last_step = NULL, updated_at = $2 WHERE id = $3")
+        .bind(format!("deleted+{id}@invalid")).bind(now).bind(&id).execute(c).await.map(|_| ()))?;
+    for sql in [
+        "DELETE FROM addresses WHERE user_id = $1",
+        "DELETE FROM recovery_codes WHERE user_id = $1",
+        "DELETE FROM one_time_tokens WHERE user_id = $1",
+        "DELETE FROM refresh_tokens WHERE user_id = $1",
+    ] {
+        on_tx!(tx, c => sqlx::query(sql).bind(&id).execute(c).await.map(|_| ()))?;
+    }
+    // Security records stay, without the addresses they were made from.
+    on_tx!(tx, c => sqlx::query("UPDATE audit_log SET ip = NULL WHERE subject_id = $1 OR actor_id = $1")
+        .bind(&id).execute(c).await.map(|_| ()))?;
+    Ok(())
+}

@@ -2,6 +2,7 @@
 //! shape, the event envelope, cursor pages and the typed configuration.
 //! It does no I/O of its own.
 
+pub mod address;
 pub mod auth;
 pub mod config;
 pub mod error;

@@ -27,7 +27,7 @@ use crate::bus::{self, BusError, EventBus};
 use crate::db::{Db, DbError, DbOptions};
 use crate::migrate::{self, PLATFORM};
 use crate::outbox::Relay;
-use crate::service::{BoxError, Ports, ServiceContext, ServiceSpec};
+use crate::service::{BoxError, PersonalDataSources, Ports, ServiceContext, ServiceSpec};
 use crate::{http, idempotency, telemetry};
 
 #[derive(Debug, thiserror::Error)]
@@ -129,6 +129,7 @@ impl App {
         let mut handlers = Vec::new();
         let mut contexts = Vec::new();
         let ports = Ports::default();
+        ports.provide(Arc::new(PersonalDataSources::default()));
         for spec in &enabled {
             let db = connect_db(&config, spec.name).await?;
             migrate::migrate(&db, &[&PLATFORM, spec.migrations])

@@ -110,3 +110,31 @@ mod tests {
         assert_eq!(clone.get::<dyn Inventory>().map(|p| p.available("A")), Some(5));
     }
 }
+
+/// A service's part of a user's data export (the right of access). Each
+/// service that keeps personal data adds one to [`PersonalDataSources`];
+/// erasure travels the other way, as the `user.deleted` event.
+#[async_trait::async_trait]
+pub trait PersonalData: Send + Sync + 'static {
+    /// The key this service's part appears under in the export.
+    fn service(&self) -> &'static str;
+    async fn export(&self, user: &kernel::id::UserId) -> Result<serde_json::Value, BoxError>;
+}
+
+/// Every [`PersonalData`] source in this process (a port of its own).
+#[derive(Clone, Default)]
+pub struct PersonalDataSources {
+    sources: Arc<RwLock<Vec<Arc<dyn PersonalData>>>>,
+}
+
+impl PersonalDataSources {
+    pub fn add(&self, source: Arc<dyn PersonalData>) {
+        if let Ok(mut all) = self.sources.write() {
+            all.push(source);
+        }
+    }
+
+    pub fn all(&self) -> Vec<Arc<dyn PersonalData>> {
+        self.sources.read().map(|s| s.clone()).unwrap_or_default()
+    }
+}
