@@ -40,6 +40,10 @@ pub enum AuthError {
     UserNotFound,
     #[error("no such address")]
     AddressNotFound,
+    #[error("no such API key")]
+    ApiKeyNotFound,
+    #[error("you cannot grant `{0}`, which you do not have")]
+    CannotGrant(kernel::auth::Permission),
     #[error("you cannot do this to your own account")]
     NotOnSelf,
     #[error(transparent)]
@@ -78,6 +82,8 @@ impl From<&AuthError> for ApiError {
             ),
             AuthError::UserNotFound => ApiError::not_found("user_not_found", e.to_string()),
             AuthError::AddressNotFound => ApiError::not_found("address_not_found", e.to_string()),
+            AuthError::ApiKeyNotFound => ApiError::not_found("api_key_not_found", e.to_string()),
+            AuthError::CannotGrant(_) => ApiError::forbidden("cannot_grant", e.to_string()).with_field("permissions"),
             AuthError::NotOnSelf => ApiError::conflict("not_on_self", e.to_string()),
             AuthError::Store(cause) => ApiError::internal(cause),
             AuthError::Crypto(cause) => ApiError::internal(cause),

@@ -39,6 +39,8 @@ pub fn router(auth: Auth) -> OpenApiRouter {
         .routes(routes!(list_addresses, create_address))
         .routes(routes!(update_address, delete_address))
         .routes(routes!(export_me))
+        .routes(routes!(list_api_keys, create_api_key))
+        .routes(routes!(revoke_api_key))
         .routes(routes!(confirm_totp))
         .routes(routes!(jwks))
         .routes(routes!(openid_configuration))
@@ -617,5 +619,91 @@ async fn export_me(State(auth): State<Auth>, who: Principal) -> Result<impl Into
     responses((status = 204, description = "erased"), (status = 403, body = ErrorBody)))]
 async fn delete_me(State(auth): State<Auth>, who: Principal, Json(body): Json<PasswordRequest>) -> Result<StatusCode, AuthError> {
     auth.delete_account(&who.user_id, &body.password).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ApiKeyView {
+    pub id: String,
+    pub name: String,
+    /// The first characters of the key, to recognise it.
+    pub prefix: String,
+    pub permissions: Vec<kernel::auth::Permission>,
+    pub created_by: String,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub last_used_at: Option<OffsetDateTime>,
+    pub revoked: bool,
+    /// The key itself: present only in the response that created it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+impl From<store::ApiKey> for ApiKeyView {
+    fn from(k: store::ApiKey) -> Self {
+        ApiKeyView {
+            id: k.id,
+            name: k.name,
+            prefix: k.prefix,
+            permissions: k.permissions,
+            created_by: k.created_by.to_string(),
+            created_at: k.created_at,
+            expires_at: k.expires_at,
+            last_used_at: k.last_used_at,
+            revoked: k.revoked_at.is_some(),
+            key: None,
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApiKey {
+    pub name: String,
+    pub permissions: Vec<kernel::auth::Permission>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+/// Staff: API keys (`staff:manage`).
+#[utoipa::path(get, path = "/api/v1/admin/api-keys", tag = "admin",
+    responses((status = 200, body = Vec<ApiKeyView>), (status = 403, body = ErrorBody)))]
+async fn list_api_keys(
+    State(auth): State<Auth>,
+    _: RequirePermission<perm::StaffManage>,
+) -> Result<Json<Vec<ApiKeyView>>, AuthError> {
+    Ok(Json(auth.api_keys().await?.into_iter().map(ApiKeyView::from).collect()))
+}
+
+/// Staff: create an API key (`staff:manage`). The key is in this response only.
+#[utoipa::path(post, path = "/api/v1/admin/api-keys", tag = "admin", request_body = CreateApiKey,
+    responses((status = 201, body = ApiKeyView), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn create_api_key(
+    State(auth): State<Auth>,
+    RequirePermission(who, ..): RequirePermission<perm::StaffManage>,
+    Json(body): Json<CreateApiKey>,
+) -> Result<impl IntoResponse, AuthError> {
+    let (key, secret) = auth.create_api_key(&who, &body.name, body.permissions, body.expires_at).await?;
+    let mut view = ApiKeyView::from(key);
+    view.key = Some(secret);
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+/// Staff: revoke an API key (`staff:manage`).
+#[utoipa::path(delete, path = "/api/v1/admin/api-keys/{id}", tag = "admin", params(("id" = String, Path)),
+    responses((status = 204, description = "revoked"), (status = 404, body = ErrorBody)))]
+async fn revoke_api_key(
+    State(auth): State<Auth>,
+    RequirePermission(who, ..): RequirePermission<perm::StaffManage>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, AuthError> {
+    auth.revoke_api_key(&who.user_id, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

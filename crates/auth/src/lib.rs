@@ -22,7 +22,7 @@ pub use service::Auth;
 pub const NAME: &str = "auth";
 
 /// This service's own tables, after the platform's.
-pub static MIGRATIONS: Migrations = platform::migrations!("auth", ["0001_accounts", "0002_mfa", "0003_addresses"]);
+pub static MIGRATIONS: Migrations = platform::migrations!("auth", ["0001_accounts", "0002_mfa", "0003_addresses", "0004_api_keys"]);
 
 pub fn spec() -> ServiceSpec {
     ServiceSpec { name: NAME, migrations: &MIGRATIONS, mount, demo: None }
@@ -50,6 +50,7 @@ fn mount(ctx: ServiceContext) -> BoxFuture<'static, Result<Mounted, BoxError>> {
         // Make sure a signing key exists before the first request needs it.
         auth.keys.active().await?;
         ctx.ports.provide::<dyn KeySource>(auth.keys.clone());
+        ctx.ports.provide::<dyn platform::auth::ApiKeyResolver>(Arc::new(service::ApiKeys(auth.clone())));
         Ok(Mounted::routes(http::router(auth)))
     })
 }

@@ -611,6 +611,85 @@ impl Auth {
         Ok(())
     }
 
+    /// Creates an API key with `permissions`, which must all be the creator's
+    /// own. Returns the key and its secret, shown this once.
+    pub async fn create_api_key(
+        &self,
+        creator: &platform::auth::Principal,
+        name: &str,
+        permissions: Vec<kernel::auth::Permission>,
+        expires_at: Option<time::OffsetDateTime>,
+    ) -> Result<(store::ApiKey, String), AuthError> {
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > 100 {
+            return Err(domain::Invalid { field: "name", code: "invalid_name", reason: "1 to 100 characters".into() }.into());
+        }
+        if permissions.is_empty() {
+            return Err(domain::Invalid { field: "permissions", code: "no_permissions", reason: "name at least one".into() }.into());
+        }
+        if let Some(p) = permissions.iter().find(|p| !creator.has(**p)) {
+            return Err(AuthError::CannotGrant(*p));
+        }
+        if expires_at.is_some_and(|t| t <= time::OffsetDateTime::now_utc()) {
+            return Err(domain::Invalid { field: "expires_at", code: "in_the_past", reason: "must be in the future".into() }.into());
+        }
+        let secret = format!("sk_{}", random_token(32)?);
+        let mut permissions = permissions;
+        permissions.sort();
+        permissions.dedup();
+        let key = store::ApiKey {
+            id: format!("key_{}", kernel::id::encode_base32(kernel::id::Uuid::now_v7().as_u128())),
+            name: name.to_owned(),
+            prefix: secret.chars().take(10).collect(),
+            permissions,
+            created_by: creator.user_id,
+            created_at: time::OffsetDateTime::now_utc(),
+            expires_at,
+            last_used_at: None,
+            revoked_at: None,
+        };
+        store::insert_api_key(&self.db, &key, &token_hash(&secret)).await?;
+        self.audit(Some(&creator.user_id), "api_key_created", None, None, json!({"key": key.id, "permissions": key.permissions}))
+            .await?;
+        Ok((key, secret))
+    }
+
+    pub async fn api_keys(&self) -> Result<Vec<store::ApiKey>, AuthError> {
+        Ok(store::api_keys(&self.db).await?)
+    }
+
+    pub async fn revoke_api_key(&self, actor: &UserId, id: &str) -> Result<(), AuthError> {
+        if !store::revoke_api_key(&self.db, id).await? {
+            return Err(AuthError::ApiKeyNotFound);
+        }
+        self.audit(Some(actor), "api_key_revoked", None, None, json!({"key": id})).await
+    }
+
+    /// The principal of an `sk_…` key, if it is known, live, and its creator
+    /// is still enabled.
+    pub async fn resolve_api_key(&self, secret: &str) -> Result<Option<platform::auth::Principal>, AuthError> {
+        let Some(key) = store::api_key_by_hash(&self.db, &token_hash(secret)).await? else { return Ok(None) };
+        let now = time::OffsetDateTime::now_utc();
+        if key.revoked_at.is_some() || key.expires_at.is_some_and(|t| t <= now) {
+            return Ok(None);
+        }
+        let creator = store::user_by_id(&self.db, &key.created_by).await?;
+        if creator.is_none_or(|c| c.disabled_at.is_some()) {
+            return Ok(None);
+        }
+        // Last use is kept to the minute: no write on every request.
+        if key.last_used_at.is_none_or(|t| now - t > time::Duration::minutes(1)) {
+            store::touch_api_key(&self.db, &key.id, now).await?;
+        }
+        Ok(Some(platform::auth::Principal {
+            user_id: key.created_by,
+            roles: Vec::new(),
+            permissions: key.permissions,
+            credential_id: key.id,
+            credential: platform::auth::Credential::ApiKey,
+        }))
+    }
+
     pub async fn audit(
         &self,
         actor: Option<&UserId>,
@@ -681,5 +760,15 @@ impl IpLimiter {
         }
         entry.1 += 1;
         (entry.1 > per_minute).then(|| ((minute + 1) * 60_000 - now).max(1000) as u64 / 1000)
+    }
+}
+
+/// The port other services use to accept API keys.
+pub struct ApiKeys(pub Auth);
+
+#[async_trait::async_trait]
+impl platform::auth::ApiKeyResolver for ApiKeys {
+    async fn resolve(&self, secret: &str) -> Result<Option<platform::auth::Principal>, platform::service::BoxError> {
+        Ok(self.0.resolve_api_key(secret).await?)
     }
 }

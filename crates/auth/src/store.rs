@@ -599,3 +599,82 @@ pub async fn erase_user(tx: &mut Tx, user: &UserId) -> Result<(), DbError> {
         .bind(&id).execute(c).await.map(|_| ()))?;
     Ok(())
 }
+
+// API keys
+
+#[derive(Debug, Clone)]
+pub struct ApiKey {
+    pub id: String,
+    pub name: String,
+    pub prefix: String,
+    pub permissions: Vec<kernel::auth::Permission>,
+    pub created_by: UserId,
+    pub created_at: OffsetDateTime,
+    pub expires_at: Option<OffsetDateTime>,
+    pub last_used_at: Option<OffsetDateTime>,
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+type ApiKeyTuple = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    OffsetDateTime,
+    Option<OffsetDateTime>,
+    Option<OffsetDateTime>,
+    Option<OffsetDateTime>,
+);
+
+const API_KEY_COLUMNS: &str = "id, name, prefix, permissions, created_by, created_at, expires_at, last_used_at, revoked_at";
+
+fn api_key_from(t: ApiKeyTuple) -> Result<ApiKey, DbError> {
+    Ok(ApiKey {
+        id: t.0,
+        name: t.1,
+        prefix: t.2,
+        permissions: t.3.split(',').filter_map(kernel::auth::Permission::parse).collect(),
+        created_by: UserId::parse(&t.4).map_err(|e| DbError::Corrupt(e.to_string()))?,
+        created_at: t.5,
+        expires_at: t.6,
+        last_used_at: t.7,
+        revoked_at: t.8,
+    })
+}
+
+pub async fn insert_api_key(db: &Db, key: &ApiKey, secret_hash: &str) -> Result<(), DbError> {
+    let permissions: Vec<&str> = key.permissions.iter().map(|p| p.as_str()).collect();
+    on_db!(db, pool => sqlx::query(
+        "INSERT INTO api_keys (id, name, prefix, secret_hash, permissions, created_by, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+        .bind(&key.id).bind(&key.name).bind(&key.prefix).bind(secret_hash).bind(permissions.join(","))
+        .bind(key.created_by.to_string()).bind(key.created_at).bind(key.expires_at)
+        .execute(pool).await.map(|_| ()))?;
+    Ok(())
+}
+
+pub async fn api_keys(db: &Db) -> Result<Vec<ApiKey>, DbError> {
+    let sql = format!("SELECT {API_KEY_COLUMNS} FROM api_keys ORDER BY id DESC");
+    let rows: Vec<ApiKeyTuple> = on_db!(db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(pool).await)?;
+    rows.into_iter().map(api_key_from).collect()
+}
+
+pub async fn api_key_by_hash(db: &Db, secret_hash: &str) -> Result<Option<ApiKey>, DbError> {
+    let sql = format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE secret_hash = $1");
+    let row: Option<ApiKeyTuple> =
+        on_db!(db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(secret_hash).fetch_optional(pool).await)?;
+    row.map(api_key_from).transpose()
+}
+
+pub async fn touch_api_key(db: &Db, id: &str, at: OffsetDateTime) -> Result<(), DbError> {
+    on_db!(db, pool => sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE id = $2")
+        .bind(at).bind(id).execute(pool).await.map(|_| ()))?;
+    Ok(())
+}
+
+pub async fn revoke_api_key(db: &Db, id: &str) -> Result<bool, DbError> {
+    let n = on_db!(db, pool => sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+        .bind(OffsetDateTime::now_utc()).bind(id).execute(pool).await.map(|r| r.rows_affected()))?;
+    Ok(n == 1)
+}

@@ -188,3 +188,36 @@ async fn staff_routes_check_permissions() {
     assert!(actions.contains(&"roles_changed") && actions.contains(&"user_disabled"), "{actions:?}");
     assert_eq!(t.get("/api/v1/admin/audit", &support).await.status, StatusCode::FORBIDDEN);
 }
+
+#[tokio::test]
+async fn api_keys_carry_exactly_their_permissions() {
+    let t = TestApp::new().await;
+    let admin = t.staff("ops@example.com", Role::Admin).await;
+    let support = t.staff("desk@example.com", Role::Support).await;
+    let made = t.send("POST", "/api/v1/admin/api-keys", Some(&admin), Some(json!({"name": "ERP sync", "permissions": ["customers:read"]}))).await;
+    assert_eq!(made.status, StatusCode::CREATED, "{}", made.body);
+    let key = made.body["key"].as_str().unwrap().to_owned();
+    assert!(key.starts_with("sk_"));
+    let id = made.body["id"].as_str().unwrap().to_owned();
+
+    assert_eq!(t.get("/api/v1/admin/users", &key).await.status, StatusCode::OK, "customers:read works");
+    let denied = t.get("/api/v1/admin/audit", &key).await;
+    assert_eq!(denied.status, StatusCode::FORBIDDEN, "staff:manage is not in the key");
+    assert_eq!(t.get("/api/v1/admin/users", "sk_not_a_key").await.code(), "invalid_api_key");
+
+    let listed = t.get("/api/v1/admin/api-keys", &admin).await;
+    let entry = listed.body.as_array().unwrap().iter().find(|k| k["id"] == id.as_str()).unwrap().clone();
+    assert!(entry.get("key").is_none(), "the secret is never shown again");
+    assert!(entry["last_used_at"].is_string(), "{entry}");
+    assert!(key.starts_with(entry["prefix"].as_str().unwrap()));
+
+    assert_eq!(t.send("POST", "/api/v1/admin/api-keys", Some(&support), Some(json!({"name": "x", "permissions": ["customers:read"]}))).await.status, StatusCode::FORBIDDEN);
+    let past = t.send("POST", "/api/v1/admin/api-keys", Some(&admin), Some(json!({"name": "old", "permissions": ["orders:read"], "expires_at": "2020-01-01T00:00:00Z"}))).await;
+    assert_eq!(past.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let unknown = t.send("POST", "/api/v1/admin/api-keys", Some(&admin), Some(json!({"name": "x", "permissions": ["root:all"]}))).await;
+    assert_eq!(unknown.status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    assert_eq!(t.send("DELETE", &format!("/api/v1/admin/api-keys/{id}"), Some(&admin), None).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(t.get("/api/v1/admin/users", &key).await.status, StatusCode::UNAUTHORIZED, "revoked keys stop working");
+    assert_eq!(t.send("DELETE", &format!("/api/v1/admin/api-keys/{id}"), Some(&admin), None).await.status, StatusCode::NOT_FOUND);
+}
