@@ -57,6 +57,9 @@ pub struct AuthConfig {
     pub login_attempts_per_ip_per_minute: u32,
     /// Trust `X-Forwarded-For` for the client IP (behind a proxy you run).
     pub trust_forwarded_for: bool,
+    /// Where processes without the auth service fetch the token keys
+    /// (`http://auth.internal:8080/.well-known/jwks.json`).
+    pub jwks_url: Option<String>,
 }
 
 impl Default for AuthConfig {
@@ -75,6 +78,7 @@ impl Default for AuthConfig {
             lockout_base_secs: 60,
             login_attempts_per_ip_per_minute: 30,
             trust_forwarded_for: false,
+            jwks_url: None,
         }
     }
 }
@@ -344,6 +348,7 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("EMPORIUM_AUTH_LOCKOUT_BASE_SECS", "auth.lockout_base_secs", Kind::Int),
     ("EMPORIUM_AUTH_LOGIN_ATTEMPTS_PER_IP_PER_MINUTE", "auth.login_attempts_per_ip_per_minute", Kind::Int),
     ("EMPORIUM_AUTH_TRUST_FORWARDED_FOR", "auth.trust_forwarded_for", Kind::Bool),
+    ("EMPORIUM_AUTH_JWKS_URL", "auth.jwks_url", Kind::Str),
 ];
 
 /// The variables `load` reads, with their keys, for documentation and `--help`.
@@ -475,6 +480,9 @@ impl Config {
             && !is_base64_32_bytes(kek)
         {
             return Err(invalid("auth.key_encryption_key", "must be 32 bytes, base64-encoded".into()));
+        }
+        if let Some(url) = &a.jwks_url {
+            check_scheme("auth.jwks_url", url, &["http"])?;
         }
         if let Some(url) = &self.public_url {
             check_scheme("public_url", url, &["http", "https"])?;

@@ -22,7 +22,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::{ApiKeyResolver, AuthLayer, KeySource, Verifier};
+use crate::auth::{ApiKeyResolver, AuthLayer, HttpKeySource, KeySource, Verifier};
 use crate::bus::{self, BusError, EventBus};
 use crate::db::{Db, DbError, DbOptions};
 use crate::migrate::{self, PLATFORM};
@@ -184,9 +184,16 @@ impl App {
         let readiness = Readiness { dbs: dbs.clone(), bus: bus.clone(), redis };
         // Tokens are verified locally with the keys the auth service publishes
         // (in process here; absent when auth runs elsewhere and no source is set).
+        let key_source = ports.get::<dyn KeySource>().or_else(|| {
+            let url = config.auth.jwks_url.as_ref()?;
+            Some(Arc::new(HttpKeySource::new(url.clone())) as Arc<dyn KeySource>)
+        });
+        if key_source.is_none() {
+            tracing::warn!("auth is not in this process and auth.jwks_url is unset: signed-in requests will be refused");
+        }
         let auth = AuthLayer {
             verifier: Arc::new(Verifier::new(
-                ports.get::<dyn KeySource>(),
+                key_source,
                 config.public_url(),
                 config.auth.audience.clone(),
             )),

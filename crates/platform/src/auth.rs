@@ -206,6 +206,70 @@ pub fn sign(claims: &Claims, kid: &str, key: &Ed25519KeyPair) -> Result<String, 
     Ok(token)
 }
 
+/// Fetches the published keys from the auth service's JWKS document, for
+/// processes that do not run auth themselves (the scaled-out shape).
+pub struct HttpKeySource {
+    url: String,
+}
+
+impl HttpKeySource {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self { url: url.into() }
+    }
+}
+
+#[async_trait]
+impl KeySource for HttpKeySource {
+    async fn public_keys(&self) -> Result<Vec<PublicKey>, BoxError> {
+        use http_body_util::BodyExt;
+        let uri: axum::http::Uri = self.url.parse()?;
+        let host = uri.authority().ok_or("the JWKS URL has no host")?.clone();
+        let port = host.port_u16().unwrap_or(80);
+        let stream = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::net::TcpStream::connect((host.host(), port)),
+        )
+        .await??;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        let request = axum::http::Request::get(path)
+            .header("host", host.as_str())
+            .body(http_body_util::Empty::<bytes::Bytes>::new())?;
+        let response = tokio::time::timeout(Duration::from_secs(5), sender.send_request(request)).await??;
+        if !response.status().is_success() {
+            return Err(format!("JWKS answered {}", response.status()).into());
+        }
+        let body = response.into_body().collect().await?.to_bytes();
+        parse_jwks(&body)
+    }
+}
+
+/// The Ed25519 keys of a JWKS document; other key types are skipped.
+pub fn parse_jwks(body: &[u8]) -> Result<Vec<PublicKey>, BoxError> {
+    #[derive(Deserialize)]
+    struct Jwks {
+        keys: Vec<Jwk>,
+    }
+    #[derive(Deserialize)]
+    struct Jwk {
+        kty: String,
+        crv: Option<String>,
+        kid: Option<String>,
+        x: Option<String>,
+    }
+    let doc: Jwks = serde_json::from_slice(body)?;
+    Ok(doc
+        .keys
+        .into_iter()
+        .filter(|k| k.kty == "OKP" && k.crv.as_deref() == Some("Ed25519"))
+        .filter_map(|k| {
+            let ed25519 = URL_SAFE_NO_PAD.decode(k.x?).ok().filter(|b| b.len() == 32)?;
+            Some(PublicKey { kid: k.kid?, ed25519 })
+        })
+        .collect())
+}
+
 /// How a principal proved who it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Credential {
