@@ -307,6 +307,7 @@ impl Auth {
             iss: self.config.public_url(),
             aud: Audience::One(self.config.auth.audience.clone()),
             jti: random_token(16)?,
+            email_verified: user.email_verified_at.is_some(),
         };
         let access_token = platform::auth::sign(&claims, &key.kid, &key.pair)
             .map_err(|e| platform::DbError::Corrupt(e.to_string()))?;
@@ -687,6 +688,7 @@ impl Auth {
             permissions: key.permissions,
             credential_id: key.id,
             credential: platform::auth::Credential::ApiKey,
+            email_verified: false,
         }))
     }
 

@@ -98,6 +98,14 @@ async fn email_verification_with_the_mailed_token() {
     assert_eq!((bad.status, bad.code()), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_token"));
     assert_eq!(t.post("/api/v1/auth/verify-email", json!({"token": mailed})).await.status, StatusCode::NO_CONTENT);
     assert_eq!(t.get("/api/v1/me", &token).await.body["email_verified"], true);
+    let claims = |token: &str| -> serde_json::Value {
+        use base64::Engine;
+        let part = token.split('.').nth(1).unwrap();
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
+    };
+    assert_eq!(claims(&token)["email_verified"], false, "issued before verification");
+    let fresh = t.login("fay@example.com", PASSWORD).await;
+    assert_eq!(claims(fresh.body["access_token"].as_str().unwrap())["email_verified"], true);
     let again = t.post("/api/v1/auth/verify-email", json!({"token": mailed})).await;
     assert_eq!(again.status, StatusCode::UNPROCESSABLE_ENTITY, "single use");
 }

@@ -140,6 +140,10 @@ pub struct Claims {
     /// One audience or several, as JWT allows.
     pub aud: Audience,
     pub jti: String,
+    /// Whether the email address was verified when the token was issued
+    /// (a refresh after verifying brings it up to date).
+    #[serde(default)]
+    pub email_verified: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

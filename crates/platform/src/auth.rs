@@ -286,9 +286,21 @@ pub struct Principal {
     /// The token's `jti`, or the API key's id.
     pub credential_id: String,
     pub credential: Credential,
+    pub email_verified: bool,
 }
 
 impl Principal {
+    /// For shops that require a verified email (before checkout, say).
+    pub fn require_verified_email(&self, required: bool) -> Result<(), ApiError> {
+        if required && !self.email_verified && self.credential == Credential::AccessToken {
+            return Err(ApiError::forbidden(
+                "email_not_verified",
+                "verify your email address first (then refresh your token)",
+            ));
+        }
+        Ok(())
+    }
+
     pub fn has(&self, permission: Permission) -> bool {
         self.permissions.contains(&permission)
     }
@@ -352,6 +364,7 @@ async fn authenticate(parts: &Parts) -> Result<Option<Principal>, ApiError> {
         permissions: claims.permissions,
         credential_id: claims.jti,
         credential: Credential::AccessToken,
+        email_verified: claims.email_verified,
     }))
 }
 
@@ -451,6 +464,7 @@ mod tests {
             iss: "https://shop.test".into(),
             aud: Audience::One("emporium".into()),
             jti: "jti_1".into(),
+            email_verified: false,
         }
     }
 
