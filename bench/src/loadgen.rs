@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::Parser;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 
@@ -24,6 +24,14 @@ struct Args {
     /// Seconds of load before measuring (connections, caches, allocator warm up).
     #[arg(long, default_value_t = 2)]
     warmup: u64,
+    #[arg(long, default_value = "GET")]
+    method: String,
+    /// A JSON request body (sent with `content-type: application/json`).
+    #[arg(long)]
+    body: Option<String>,
+    /// Extra request headers, `name: value` (repeatable).
+    #[arg(long = "header")]
+    headers: Vec<String>,
 }
 
 #[derive(serde::Serialize)]
@@ -44,15 +52,31 @@ struct Target {
     addr: String,
     host: String,
     path: String,
+    method: hyper::Method,
+    body: Option<Bytes>,
+    headers: Vec<(String, String)>,
 }
 
-fn parse(url: &str) -> Result<Target, String> {
-    let rest = url.strip_prefix("http://").ok_or("only http:// URLs")?;
+fn parse(args: &Args) -> Result<Target, String> {
+    let rest = args.url.strip_prefix("http://").ok_or("only http:// URLs")?;
     let (host, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    Ok(Target { addr: host.to_owned(), host: host.to_owned(), path: path.to_owned() })
+    let method = args.method.parse::<hyper::Method>().map_err(|e| e.to_string())?;
+    let headers = args
+        .headers
+        .iter()
+        .map(|h| h.split_once(':').map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned())).ok_or(format!("bad header {h}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Target {
+        addr: host.to_owned(),
+        host: host.to_owned(),
+        path: path.to_owned(),
+        method,
+        body: args.body.clone().map(Bytes::from),
+        headers,
+    })
 }
 
 /// One connection's loop; returns the latencies (µs) measured after `measure_from`.
@@ -72,10 +96,18 @@ async fn connection(target: std::sync::Arc<Target>, measure_from: Instant, until
         };
         tokio::spawn(conn);
         while Instant::now() < until {
-            let Ok(request) = Request::get(target.path.as_str())
-                .header("host", target.host.as_str())
-                .body(Empty::<Bytes>::new())
-            else {
+            let mut builder = Request::builder()
+                .method(target.method.clone())
+                .uri(target.path.as_str())
+                .header("host", target.host.as_str());
+            for (name, value) in &target.headers {
+                builder = builder.header(name.as_str(), value.as_str());
+            }
+            if target.body.is_some() {
+                builder = builder.header("content-type", "application/json");
+            }
+            let body = target.body.clone().unwrap_or_default();
+            let Ok(request) = builder.body(Full::new(body)) else {
                 errors += 1;
                 break 'reconnect;
             };
@@ -114,7 +146,7 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
 #[tokio::main]
 async fn main() -> Result<(), String> {
     let args = Args::parse();
-    let target = std::sync::Arc::new(parse(&args.url)?);
+    let target = std::sync::Arc::new(parse(&args)?);
     let start = Instant::now();
     let measure_from = start + Duration::from_secs(args.warmup);
     let until = measure_from + Duration::from_secs(args.seconds);

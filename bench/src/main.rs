@@ -42,21 +42,50 @@ struct Measured {
     peak_rss_kib: u64,
 }
 
-/// A server under test, started fresh for each run.
-struct Server {
-    name: &'static str,
-    command: Vec<String>,
+/// What a scenario sends to Emporium.
+struct Call {
+    method: &'static str,
     path: &'static str,
+    /// Sign in the bench user first and send the access token.
+    signed_in: bool,
+    /// Send the bench user's credentials as the JSON body.
+    login_body: bool,
 }
 
-/// One scenario: the same request against Emporium and against the reference.
+/// What a scenario compares Emporium with.
+enum Reference {
+    /// The bare axum server, `GET <path>`.
+    Server(&'static str),
+    /// Raw Argon2id verifications at the configured parameters.
+    Argon2,
+}
+
 struct Scenario {
     name: &'static str,
-    emporium_path: &'static str,
-    reference_path: &'static str,
+    call: Call,
+    reference: Reference,
 }
 
-const SCENARIOS: &[Scenario] = &[Scenario { name: "healthz", emporium_path: "/healthz", reference_path: "/healthz" }];
+const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "healthz",
+        call: Call { method: "GET", path: "/healthz", signed_in: false, login_body: false },
+        reference: Reference::Server("/healthz"),
+    },
+    Scenario {
+        name: "login",
+        call: Call { method: "POST", path: "/api/v1/auth/login", signed_in: false, login_body: true },
+        reference: Reference::Argon2,
+    },
+    Scenario {
+        name: "me",
+        call: Call { method: "GET", path: "/api/v1/me", signed_in: true, login_body: false },
+        reference: Reference::Server("/healthz"),
+    },
+];
+
+const BENCH_EMAIL: &str = "bench@example.com";
+const BENCH_PASSWORD: &str = "bench passphrase 123";
 
 fn main() -> Result<(), String> {
     let args = Args::parse();
@@ -66,76 +95,140 @@ fn main() -> Result<(), String> {
         .map(Path::to_path_buf)
         .ok_or("no folder for the binaries")?;
     let pin = which("taskset");
-    let data = std::env::temp_dir().join(format!("emporium-bench-{}", std::process::id()));
     let mut rows = Vec::new();
     for scenario in SCENARIOS {
-        let servers = [
-            Server {
-                name: "reference",
-                command: vec![dir.join("bench-ref").display().to_string()],
-                path: scenario.reference_path,
-            },
-            Server {
-                name: "emporium",
-                command: vec![
-                    dir.join("emporium").display().to_string(),
-                    "serve".into(),
-                    "--bind".into(),
-                    "127.0.0.1:0".into(),
-                    "--data-dir".into(),
-                    data.display().to_string(),
-                ],
-                path: scenario.emporium_path,
-            },
-        ];
-        let mut results: Vec<Vec<Measured>> = servers.iter().map(|_| Vec::new()).collect();
-        // Alternate the servers round by round, so drift in the machine's
-        // state affects both alike.
+        let reference_name = match scenario.reference {
+            Reference::Server(_) => "reference",
+            Reference::Argon2 => "argon2id (raw)",
+        };
+        let mut reference_runs = Vec::new();
+        let mut emporium_runs = Vec::new();
+        // Alternate round by round, so drift in the machine's state affects both alike.
         for round in 0..args.rounds {
-            for (i, server) in servers.iter().enumerate() {
-                eprintln!("{} / {} / round {}", scenario.name, server.name, round + 1);
-                results[i].push(measure(server, &dir, &args, pin)?);
-            }
+            eprintln!("{} / {reference_name} / round {}", scenario.name, round + 1);
+            reference_runs.push(measure_reference(&scenario.reference, &dir, &args, pin)?);
+            eprintln!("{} / emporium / round {}", scenario.name, round + 1);
+            emporium_runs.push(measure_emporium(&scenario.call, &dir, &args, pin)?);
         }
-        let medians: Vec<Measured> = results.into_iter().map(median).collect();
-        rows.push((scenario.name, servers.iter().map(|s| s.name).collect::<Vec<_>>(), medians));
+        rows.push((scenario.name, vec![reference_name, "emporium"], vec![median(reference_runs), median(emporium_runs)]));
     }
-    let _ = std::fs::remove_dir_all(&data);
     let report = render(&args, pin, &rows);
     std::fs::write(&args.out, &report).map_err(|e| format!("{}: {e}", args.out.display()))?;
     println!("{report}");
     Ok(())
 }
 
-fn measure(server: &Server, dir: &Path, args: &Args, pin: bool) -> Result<Measured, String> {
-    let mut child = spawn(&server.command, pin.then_some("0"), true)?;
+fn measure_reference(reference: &Reference, dir: &Path, args: &Args, pin: bool) -> Result<Measured, String> {
+    match reference {
+        Reference::Server(path) => {
+            let command = vec![dir.join("bench-ref").display().to_string()];
+            let mut child = spawn(&command, pin.then_some("0"), true, &[])?;
+            let result = (|| {
+                let addr = read_address(&mut child)?;
+                let load = run_load(dir, args, pin, &format!("http://{addr}{path}"), "GET", None, None)?;
+                Ok(Measured { load, peak_rss_kib: peak_rss_kib(child.id()).ok_or("no RSS")? })
+            })();
+            stop(child);
+            result
+        }
+        Reference::Argon2 => {
+            let command = vec![dir.join("argon2-ref").display().to_string(), "--seconds".into(), args.seconds.to_string()];
+            let out = spawn(&command, pin.then_some("0"), false, &[])?.wait_with_output().map_err(|e| e.to_string())?;
+            let load: Load = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+            Ok(Measured { load, peak_rss_kib: 0 })
+        }
+    }
+}
+
+fn measure_emporium(call: &Call, dir: &Path, args: &Args, pin: bool) -> Result<Measured, String> {
+    let data = std::env::temp_dir().join(format!("emporium-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    let command = vec![
+        dir.join("emporium").display().to_string(),
+        "serve".into(),
+        "--bind".into(),
+        "127.0.0.1:0".into(),
+        "--data-dir".into(),
+        data.display().to_string(),
+    ];
+    // The per-address login limit would stop a load generator on one address.
+    let env = [("EMPORIUM_AUTH_LOGIN_ATTEMPTS_PER_IP_PER_MINUTE", "1000000000")];
+    let mut child = spawn(&command, pin.then_some("0"), true, &env)?;
     let result = (|| {
         let addr = read_address(&mut child)?;
-        let loadgen = vec![
-            dir.join("loadgen").display().to_string(),
-            "--url".into(),
-            format!("http://{addr}{}", server.path),
-            "--connections".into(),
-            args.connections.to_string(),
-            "--seconds".into(),
-            args.seconds.to_string(),
-        ];
-        let out = spawn(&loadgen, pin.then_some("1"), false)?
-            .wait_with_output()
-            .map_err(|e| e.to_string())?;
-        if !out.status.success() {
-            return Err(format!("loadgen failed: {}", String::from_utf8_lossy(&out.stderr)));
-        }
-        let load: Load = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
-        let peak_rss_kib = peak_rss_kib(child.id()).ok_or("cannot read the server's peak RSS")?;
-        Ok(Measured { load, peak_rss_kib })
+        let credentials = format!(r#"{{"email":"{BENCH_EMAIL}","password":"{BENCH_PASSWORD}"}}"#);
+        let token = if call.signed_in || call.login_body {
+            let register = format!(r#"{{"email":"{BENCH_EMAIL}","password":"{BENCH_PASSWORD}","name":"Bench"}}"#);
+            http_post(&addr, "/api/v1/auth/register", &register)?;
+            let tokens: serde_json::Value =
+                serde_json::from_str(&http_post(&addr, "/api/v1/auth/login", &credentials)?).map_err(|e| e.to_string())?;
+            tokens["access_token"].as_str().map(str::to_owned)
+        } else {
+            None
+        };
+        let auth = if call.signed_in { token.map(|t| format!("authorization: Bearer {t}")) } else { None };
+        let body = call.login_body.then_some(credentials.as_str());
+        let load = run_load(dir, args, pin, &format!("http://{addr}{}", call.path), call.method, body, auth.as_deref())?;
+        Ok(Measured { load, peak_rss_kib: peak_rss_kib(child.id()).ok_or("no RSS")? })
     })();
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    let _ = child.wait();
+    stop(child);
+    let _ = std::fs::remove_dir_all(&data);
     result
 }
 
-fn spawn(command: &[String], cpu: Option<&str>, quiet_stderr: bool) -> Result<Child, String> {
+fn run_load(
+    dir: &Path,
+    args: &Args,
+    pin: bool,
+    url: &str,
+    method: &str,
+    body: Option<&str>,
+    header: Option<&str>,
+) -> Result<Load, String> {
+    let mut loadgen = vec![
+        dir.join("loadgen").display().to_string(),
+        "--url".into(),
+        url.to_owned(),
+        "--method".into(),
+        method.to_owned(),
+        "--connections".into(),
+        args.connections.to_string(),
+        "--seconds".into(),
+        args.seconds.to_string(),
+    ];
+    if let Some(body) = body {
+        loadgen.extend(["--body".to_owned(), body.to_owned()]);
+    }
+    if let Some(header) = header {
+        loadgen.extend(["--header".to_owned(), header.to_owned()]);
+    }
+    let out = spawn(&loadgen, pin.then_some("1"), false, &[])?.wait_with_output().map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!("loadgen failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+}
+
+fn stop(mut child: Child) {
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = child.wait();
+}
+
+/// A one-off `POST` with a JSON body; returns the response body.
+fn http_post(addr: &str, path: &str, body: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).map_err(|e| e.to_string())?;
+    Ok(response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
+}
+
+fn spawn(command: &[String], cpu: Option<&str>, quiet_stderr: bool, env: &[(&str, &str)]) -> Result<Child, String> {
     let mut cmd = match cpu {
         Some(cpu) => {
             let mut c = Command::new("taskset");
@@ -149,6 +242,7 @@ fn spawn(command: &[String], cpu: Option<&str>, quiet_stderr: bool) -> Result<Ch
             c
         }
     };
+    cmd.envs(env.iter().copied());
     cmd.stdout(Stdio::piped()).stderr(if quiet_stderr { Stdio::null() } else { Stdio::piped() });
     cmd.spawn().map_err(|e| format!("{}: {e}", command.join(" ")))
 }
@@ -233,20 +327,25 @@ fn render(args: &Args, pinned: bool, rows: &[(&str, Vec<&str>, Vec<Measured>)]) 
     for (scenario, names, measured) in rows {
         let reference = &measured[0];
         for (name, m) in names.iter().zip(measured) {
-            let ratio = |a: f64, b: f64| if b > 0.0 { format!("{:.2}", a / b) } else { "-".into() };
+            let ratio = |a: f64, b: f64| if b > 0.0 && a > 0.0 { format!("{:.2}", a / b) } else { "-".into() };
+            let or_dash = |v: f64, digits: usize| if v > 0.0 { format!("{v:.digits$}") } else { "-".into() };
             out += &format!(
-                "| {scenario} | {name} | {} | {:.0} | {:.3} | {:.3} | {} | {:.1} | {} | {} | {} |\n",
+                "| {scenario} | {name} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} |\n",
                 m.load.requests,
                 m.load.rps,
-                m.load.p50_ms,
-                m.load.p99_ms,
+                or_dash(m.load.p50_ms, 3),
+                or_dash(m.load.p99_ms, 3),
                 m.load.errors,
-                m.peak_rss_kib as f64 / 1024.0,
+                or_dash(m.peak_rss_kib as f64 / 1024.0, 1),
                 ratio(m.load.rps, reference.load.rps),
                 ratio(m.load.p99_ms, reference.load.p99_ms),
                 ratio(m.peak_rss_kib as f64, reference.peak_rss_kib as f64),
             );
         }
     }
+    out += "\nReferences: `healthz` and `me` against the bare axum server's fixed JSON route (so `me`'s ratio \
+            is the whole cost of routing, token verification and a database read); `login` against raw \
+            Argon2id verifications per second at the configured parameters on one core (the target is at \
+            least 0.90).\n";
     out
 }
