@@ -24,7 +24,7 @@ fn main() -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
     let salt = SaltString::encode_b64(b"emporium-bench-salt").map_err(|e| e.to_string())?;
-    let stored = argon.hash_password(b"bench passphrase 123", &salt).map_err(|e| e.to_string())?.to_string();
+    let stored = argon.hash_password(b"load test passphrase 9", &salt).map_err(|e| e.to_string())?.to_string();
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let threads: Vec<_> = (0..args.threads)
         .map(|_| {
@@ -33,7 +33,7 @@ fn main() -> Result<(), String> {
                 let mut n = 0u64;
                 let Ok(parsed) = PasswordHash::new(&stored) else { return 0 };
                 while Instant::now() < deadline {
-                    if Argon2::default().verify_password(b"bench passphrase 123", &parsed).is_ok() {
+                    if Argon2::default().verify_password(b"load test passphrase 9", &parsed).is_ok() {
                         n += 1;
                     }
                 }

@@ -85,7 +85,7 @@ const SCENARIOS: &[Scenario] = &[
 ];
 
 const BENCH_EMAIL: &str = "bench@example.com";
-const BENCH_PASSWORD: &str = "bench passphrase 123";
+const BENCH_PASSWORD: &str = "load test passphrase 9";
 
 fn main() -> Result<(), String> {
     let args = Args::parse();

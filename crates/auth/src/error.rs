@@ -54,6 +54,8 @@ pub enum AuthError {
     Keys(#[from] KeyError),
     #[error("background task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error("the service is shutting down")]
+    Busy,
 }
 
 impl From<&AuthError> for ApiError {
@@ -89,6 +91,7 @@ impl From<&AuthError> for ApiError {
             AuthError::Crypto(cause) => ApiError::internal(cause),
             AuthError::Keys(cause) => ApiError::internal(cause),
             AuthError::Join(cause) => ApiError::internal(cause),
+            AuthError::Busy => ApiError::internal(&"password hashing is unavailable"),
         }
     }
 }

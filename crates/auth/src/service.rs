@@ -32,6 +32,9 @@ pub struct Auth {
     pub ip_limiter: Arc<IpLimiter>,
     /// Other services' parts of a data export.
     pub personal_data: Option<Arc<platform::service::PersonalDataSources>>,
+    /// Password hashing runs at most one per core: each takes the configured
+    /// memory, and more at once would only queue on the CPU while using it.
+    pub hash_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// What a user gets when TOTP enrolment starts.
@@ -51,12 +54,14 @@ pub struct Tokens {
 
 impl Auth {
     async fn hash(&self, password: &str) -> Result<String, AuthError> {
+        let _slot = self.hash_slots.acquire().await.map_err(|_| AuthError::Busy)?;
         let hasher = self.hasher.clone();
         let password = password.to_owned();
         Ok(tokio::task::spawn_blocking(move || hasher.hash(&password)).await??)
     }
 
     async fn verify(&self, password: &str, stored: Option<String>) -> Result<bool, AuthError> {
+        let _slot = self.hash_slots.acquire().await.map_err(|_| AuthError::Busy)?;
         let hasher = self.hasher.clone();
         let password = password.to_owned();
         Ok(tokio::task::spawn_blocking(move || match stored {
@@ -176,7 +181,10 @@ impl Auth {
                 return Err(AuthError::InvalidMfaCode);
             }
         }
-        store::record_successful_login(&self.db, &user.id).await?;
+        // Only an account with failures on record needs the write.
+        if user.failed_logins > 0 || user.lockouts > 0 || user.locked_until_ms.is_some() {
+            store::record_successful_login(&self.db, &user.id).await?;
+        }
         if let Some(stored) = &user.password_hash
             && self.hasher.needs_rehash(stored)
         {
