@@ -79,6 +79,63 @@ impl PasswordHasher {
     }
 }
 
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Long-lived threads, one per core, that compute password hashes. Each hash
+/// takes the configured memory: a fixed set of threads bounds the memory in
+/// use and reuses it hash after hash (fresh blocking threads would each
+/// fault in their own), and hashes beyond the cores wait their turn instead
+/// of slowing each other down.
+pub struct HashPool {
+    jobs: std::sync::Mutex<std::sync::mpsc::Sender<Job>>,
+}
+
+impl HashPool {
+    /// The process-wide pool (hashing is CPU-bound: one pool for all users).
+    pub fn shared() -> std::sync::Arc<HashPool> {
+        static POOL: std::sync::OnceLock<std::sync::Arc<HashPool>> = std::sync::OnceLock::new();
+        POOL.get_or_init(|| {
+            let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+            std::sync::Arc::new(HashPool::new(threads))
+        })
+        .clone()
+    }
+
+    pub fn new(threads: usize) -> HashPool {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+        for i in 0..threads.max(1) {
+            let rx = rx.clone();
+            let spawned = std::thread::Builder::new().name(format!("password-hash-{i}")).spawn(move || {
+                loop {
+                    let job = match rx.lock() {
+                        Ok(guard) => guard.recv(),
+                        Err(_) => return,
+                    };
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return, // the pool is gone
+                    }
+                }
+            });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start a password-hash thread");
+            }
+        }
+        HashPool { jobs: std::sync::Mutex::new(tx) }
+    }
+
+    /// Runs `work` on a pool thread; `None` if the pool has stopped.
+    pub async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+        let (done, result) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = done.send(work());
+        });
+        self.jobs.lock().ok()?.send(job).ok()?;
+        result.await.ok()
+    }
+}
+
 /// `bytes` random bytes as URL-safe base64.
 pub fn random_token(bytes: usize) -> Result<String, CryptoError> {
     let mut buf = vec![0u8; bytes];

@@ -40,9 +40,7 @@ pub fn open(ctx: &ServiceContext) -> Result<Auth, BoxError> {
         vault,
         ip_limiter: Arc::new(service::IpLimiter::default()),
         personal_data: ctx.ports.get::<platform::service::PersonalDataSources>(),
-        hash_slots: Arc::new(tokio::sync::Semaphore::new(
-            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
-        )),
+        hash_pool: crypto::HashPool::shared(),
         config,
     })
 }

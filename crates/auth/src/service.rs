@@ -32,9 +32,8 @@ pub struct Auth {
     pub ip_limiter: Arc<IpLimiter>,
     /// Other services' parts of a data export.
     pub personal_data: Option<Arc<platform::service::PersonalDataSources>>,
-    /// Password hashing runs at most one per core: each takes the configured
-    /// memory, and more at once would only queue on the CPU while using it.
-    pub hash_slots: Arc<tokio::sync::Semaphore>,
+    /// Where password hashes are computed (one thread per core).
+    pub hash_pool: Arc<crypto::HashPool>,
 }
 
 /// What a user gets when TOTP enrolment starts.
@@ -54,24 +53,24 @@ pub struct Tokens {
 
 impl Auth {
     async fn hash(&self, password: &str) -> Result<String, AuthError> {
-        let _slot = self.hash_slots.acquire().await.map_err(|_| AuthError::Busy)?;
         let hasher = self.hasher.clone();
         let password = password.to_owned();
-        Ok(tokio::task::spawn_blocking(move || hasher.hash(&password)).await??)
+        self.hash_pool.run(move || hasher.hash(&password)).await.ok_or(AuthError::Busy)?.map_err(AuthError::from)
     }
 
     async fn verify(&self, password: &str, stored: Option<String>) -> Result<bool, AuthError> {
-        let _slot = self.hash_slots.acquire().await.map_err(|_| AuthError::Busy)?;
         let hasher = self.hasher.clone();
         let password = password.to_owned();
-        Ok(tokio::task::spawn_blocking(move || match stored {
-            Some(stored) => hasher.verify(&password, &stored),
-            None => {
-                hasher.verify_dummy(&password);
-                false
-            }
-        })
-        .await?)
+        self.hash_pool
+            .run(move || match stored {
+                Some(stored) => hasher.verify(&password, &stored),
+                None => {
+                    hasher.verify_dummy(&password);
+                    false
+                }
+            })
+            .await
+            .ok_or(AuthError::Busy)
     }
 
     /// Creates a customer account and asks for its email to be verified.

@@ -99,12 +99,19 @@ struct KeyCache {
     keys: HashMap<String, Vec<u8>>,
 }
 
+/// How many verified tokens are remembered; past it the memory starts over.
+const VERIFIED_CAPACITY: usize = 10_000;
+
 /// Verifies access tokens against the published keys.
 pub struct Verifier {
     source: Option<Arc<dyn KeySource>>,
     issuer: String,
     audience: String,
     cache: RwLock<KeyCache>,
+    /// Tokens already verified (by SHA-256), with their claims: a client
+    /// sends the same token for its whole life, and the signature check is
+    /// the expensive part. Lifetime checks still run on every request.
+    verified: std::sync::Mutex<HashMap<[u8; 32], Claims>>,
 }
 
 impl Verifier {
@@ -114,6 +121,7 @@ impl Verifier {
             issuer: issuer.into(),
             audience: audience.into(),
             cache: RwLock::new(KeyCache { fetched: None, keys: HashMap::new() }),
+            verified: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -131,6 +139,33 @@ impl Verifier {
     }
 
     pub async fn verify_at(&self, token: &str, now: i64) -> Result<Claims, TokenError> {
+        use sha2::Digest;
+        let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        let known = self.verified.lock().ok().and_then(|m| m.get(&digest).cloned());
+        let claims = match known {
+            Some(claims) => claims,
+            None => {
+                let claims = self.verify_signed(token).await?;
+                if let Ok(mut m) = self.verified.lock() {
+                    if m.len() >= VERIFIED_CAPACITY {
+                        m.clear();
+                    }
+                    m.insert(digest, claims.clone());
+                }
+                claims
+            }
+        };
+        if claims.exp + LEEWAY_SECS <= now {
+            return Err(TokenError::Expired);
+        }
+        if claims.iat - LEEWAY_SECS > now {
+            return Err(TokenError::NotYetValid);
+        }
+        Ok(claims)
+    }
+
+    /// Everything but the lifetime: signature, algorithm, key, issuer, audience.
+    async fn verify_signed(&self, token: &str) -> Result<Claims, TokenError> {
         let mut parts = token.split('.');
         let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
             return Err(TokenError::Malformed);
@@ -155,12 +190,6 @@ impl Verifier {
         }
         if !claims.aud.contains(&self.audience) {
             return Err(TokenError::WrongAudience);
-        }
-        if claims.exp + LEEWAY_SECS <= now {
-            return Err(TokenError::Expired);
-        }
-        if claims.iat - LEEWAY_SECS > now {
-            return Err(TokenError::NotYetValid);
         }
         Ok(claims)
     }
@@ -484,6 +513,9 @@ mod tests {
         let v = verifier(&key);
         let token = sign(&claims(now()), "k1", &key).unwrap();
         assert_eq!(v.verify(&token).await.unwrap().jti, "jti_1");
+        assert_eq!(v.verify(&token).await.unwrap().jti, "jti_1", "again, from the verified cache");
+        let later = now() + 900 + LEEWAY_SECS + 1;
+        assert_eq!(v.verify_at(&token, later).await, Err(TokenError::Expired), "a remembered token still expires");
 
         // Tampered payload.
         let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
