@@ -154,15 +154,7 @@ impl Auth {
             return Err(AuthError::Locked { retry_after_secs: ((until - now) as u64).div_ceil(1000) });
         }
         if !self.verify(password, user.password_hash.clone()).await? {
-            let base = self.config.auth.lockout_base_secs;
-            let locked = store::record_failed_login(&self.db, &user.id, self.config.auth.lockout_threshold, |n| {
-                (domain::lock_duration_secs(base, n) * 1000) as i64
-            })
-            .await?;
-            self.audit(None, "login_failed", Some(&user.id), Some(ip), json!({"reason": "wrong_password"})).await?;
-            if let Some(until) = locked {
-                self.audit(None, "account_locked", Some(&user.id), Some(ip), json!({"until_ms": until})).await?;
-            }
+            self.count_failure(&user, ip, "wrong_password").await?;
             return Err(AuthError::InvalidCredentials);
         }
         if user.disabled_at.is_some() {
@@ -171,12 +163,7 @@ impl Auth {
         if user.totp_enabled_at.is_some() {
             let code = totp_code.ok_or(AuthError::MfaRequired)?;
             if !self.second_factor(&user, code).await? {
-                let base = self.config.auth.lockout_base_secs;
-                store::record_failed_login(&self.db, &user.id, self.config.auth.lockout_threshold, |n| {
-                    (domain::lock_duration_secs(base, n) * 1000) as i64
-                })
-                .await?;
-                self.audit(None, "login_failed", Some(&user.id), Some(ip), json!({"reason": "wrong_mfa_code"})).await?;
+                self.count_failure(&user, ip, "wrong_mfa_code").await?;
                 return Err(AuthError::InvalidMfaCode);
             }
         }
@@ -193,6 +180,25 @@ impl Auth {
         let family = format!("fam_{}", random_token(12)?);
         let tokens = self.issue(&user, &family).await?;
         Ok((user, tokens))
+    }
+
+    /// Counts a failed sign-in towards the lock, and records it.
+    async fn count_failure(&self, user: &User, ip: &str, reason: &str) -> Result<(), AuthError> {
+        let base = self.config.auth.lockout_base_secs;
+        let locked = store::record_failed_login(&self.db, &user.id, self.config.auth.lockout_threshold, |n| {
+            (domain::lock_duration_secs(base, n) * 1000) as i64
+        })
+        .await?;
+        self.audit(None, "login_failed", Some(&user.id), Some(ip), json!({"reason": reason})).await?;
+        if let Some(until) = locked {
+            self.audit(None, "account_locked", Some(&user.id), Some(ip), json!({"until_ms": until})).await?;
+        }
+        Ok(())
+    }
+
+    /// For actions a signed-in user confirms with their password.
+    async fn confirm_password(&self, user: &User, password: &str) -> Result<(), AuthError> {
+        if self.verify(password, user.password_hash.clone()).await? { Ok(()) } else { Err(AuthError::WrongPassword) }
     }
 
     /// Checks a TOTP code (each step once) or uses up a recovery code.
@@ -284,9 +290,7 @@ impl Auth {
     /// Turns TOTP off; needs the password.
     pub async fn disable_totp(&self, id: &UserId, password: &str) -> Result<(), AuthError> {
         let user = self.user(id).await?;
-        if !self.verify(password, user.password_hash.clone()).await? {
-            return Err(AuthError::WrongPassword);
-        }
+        self.confirm_password(&user, password).await?;
         let mut tx = self.db.begin().await?;
         store::disable_totp(&mut tx, id).await?;
         tx.commit().await?;
@@ -424,10 +428,8 @@ impl Auth {
 
     /// Changes the password of a signed-in user; other sessions are signed out.
     pub async fn change_password(&self, user_id: &UserId, current: &str, new: &str) -> Result<(), AuthError> {
-        let user = store::user_by_id(&self.db, user_id).await?.ok_or(AuthError::UserNotFound)?;
-        if !self.verify(current, user.password_hash.clone()).await? {
-            return Err(AuthError::WrongPassword);
-        }
+        let user = self.user(user_id).await?;
+        self.confirm_password(&user, current).await?;
         let email = Email::parse(&user.email)?;
         let password = Password::parse(new, &email, "new_password")?;
         let hash = self.hash(password.expose()).await?;
@@ -608,9 +610,7 @@ impl Auth {
     /// other services (`user.deleted`) to anonymise their copies.
     pub async fn delete_account(&self, user_id: &UserId, password: &str) -> Result<(), AuthError> {
         let user = self.user(user_id).await?;
-        if !self.verify(password, user.password_hash.clone()).await? {
-            return Err(AuthError::WrongPassword);
-        }
+        self.confirm_password(&user, password).await?;
         let mut tx = self.db.begin().await?;
         store::erase_user(&mut tx, user_id).await?;
         outbox::enqueue(&mut tx, &Envelope::new("user.deleted", user_id, json!({"user_id": user_id}))).await?;

@@ -99,11 +99,11 @@ async fn migrate_is_safe_twice_and_from_two_processes_at_once() {
     assert_eq!(text(&out).0.trim(), "migrations: nothing to apply");
 }
 
-#[tokio::test]
-async fn serve_answers_and_stops_cleanly_on_sigterm() {
-    let sandbox = Sandbox::new().await;
-    let mut child = emporium(&sandbox)
-        .args(["serve", "--bind", "127.0.0.1:0", "--services", "catalog,search"])
+/// Starts `emporium serve` for `services` on a free port; returns the child
+/// (its stderr piped) and the address it printed.
+fn serve(sandbox: &Sandbox, services: &str) -> (std::process::Child, String) {
+    let mut child = emporium(sandbox)
+        .args(["serve", "--bind", "127.0.0.1:0", "--services", services])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -112,6 +112,13 @@ async fn serve_answers_and_stops_cleanly_on_sigterm() {
     let mut line = String::new();
     stdout.read_line(&mut line).unwrap();
     let addr = line.trim().rsplit("http://").next().unwrap().to_owned();
+    (child, addr)
+}
+
+#[tokio::test]
+async fn serve_answers_and_stops_cleanly_on_sigterm() {
+    let sandbox = Sandbox::new().await;
+    let (child, addr) = serve(&sandbox, "catalog,search");
 
     let mut stream = std::net::TcpStream::connect(&addr).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -157,16 +164,9 @@ fn http(addr: &str, method: &str, path: &str, token: Option<&str>, body: Option<
 #[tokio::test]
 async fn the_first_admin_is_created_from_the_command_line_while_the_server_runs() {
     let sandbox = Sandbox::new().await;
-    let mut server = emporium(&sandbox)
-        .args(["serve", "--bind", "127.0.0.1:0", "--services", "auth"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(server.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    let addr = line.trim().rsplit("http://").next().unwrap().to_owned();
+    let (mut server, addr) = serve(&sandbox, "auth");
+    let logs = server.stderr.take().unwrap();
+    std::thread::spawn(move || std::io::copy(&mut BufReader::new(logs), &mut std::io::sink()));
 
     let mut create = emporium(&sandbox)
         .args(["users", "create", "--email", "root@example.com", "--role", "admin", "--password-stdin"])
