@@ -221,3 +221,24 @@ async fn api_keys_carry_exactly_their_permissions() {
     assert_eq!(t.get("/api/v1/admin/users", &key).await.status, StatusCode::UNAUTHORIZED, "revoked keys stop working");
     assert_eq!(t.send("DELETE", &format!("/api/v1/admin/api-keys/{id}"), Some(&admin), None).await.status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn signing_keys_are_encrypted_at_rest_when_a_key_is_configured() {
+    use base64::engine::general_purpose::STANDARD;
+    let kek = STANDARD.encode([42u8; 32]);
+    let t = TestApp::with(|c| c.auth.key_encryption_key = Some(kek.clone())).await;
+    let (token, _) = t.customer("kay@example.com").await;
+    assert_eq!(t.get("/api/v1/me", &token).await.status, StatusCode::OK);
+    let db = t.app.db("auth").unwrap();
+    let (private, encrypted): (Vec<u8>, bool) = platform::on_db!(db, pool => sqlx::query_as(
+        "SELECT private_key, encrypted FROM signing_keys LIMIT 1").fetch_one(pool).await).unwrap();
+    assert!(encrypted);
+    assert!(ring::signature::Ed25519KeyPair::from_pkcs8(&private).is_err(), "the stored bytes are not a usable key");
+
+    // Without the key, the service cannot sign: it refuses to start rather
+    // than mint tokens with a new, unexpected key.
+    let mut config = (*t.config).clone();
+    config.auth.key_encryption_key = None;
+    let result = platform::app::App::start(std::sync::Arc::new(config), &[auth::spec()], axum::Router::new(), false).await;
+    assert!(result.is_err(), "starting without the key-encryption key fails");
+}
