@@ -1,21 +1,43 @@
-//! The catalog service: what is sold and how many are left: products, variants, categories, prices, media, inventory.
-//! This is its face: the spec the binary mounts (routes, migrations, consumer).
+//! The catalog service: what is sold and how many are left. Products and
+//! variants with prices, stock per SKU with a ledger, and the reservation
+//! port checkout uses. This is its face: the spec the binary mounts.
+
+pub mod domain;
+mod error;
+mod http;
+pub mod inventory;
+mod products;
+mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use platform::migrate::Migrations;
 use platform::service::{BoxError, BoxFuture, Mounted, ServiceContext, ServiceSpec};
-use utoipa_axum::router::OpenApiRouter;
+
+pub use error::CatalogError;
+pub use inventory::{Inventory, Line, Reservation};
 
 pub const NAME: &str = "catalog";
 
 /// This service's own tables, after the platform's.
-pub static MIGRATIONS: Migrations = platform::migrations!("catalog", []);
+pub static MIGRATIONS: Migrations = platform::migrations!("catalog", ["0001_catalog"]);
+
+/// How long a reservation holds stock unless checkout commits it.
+pub const RESERVATION_TTL: Duration = Duration::from_secs(15 * 60);
 
 pub fn spec() -> ServiceSpec {
     ServiceSpec { name: NAME, migrations: &MIGRATIONS, mount, demo: None }
 }
 
-fn mount(_ctx: ServiceContext) -> BoxFuture<'static, Result<Mounted, BoxError>> {
-    Box::pin(async move { Ok(Mounted::routes(OpenApiRouter::new())) })
+fn mount(ctx: ServiceContext) -> BoxFuture<'static, Result<Mounted, BoxError>> {
+    Box::pin(async move {
+        let inventory = Inventory { db: ctx.db.clone(), reservation_ttl: RESERVATION_TTL };
+        tokio::spawn(inventory.clone().sweep(Duration::from_secs(30), ctx.shutdown.clone()));
+        // Checkout finds the reservation port here (in process).
+        ctx.ports.provide(Arc::new(inventory.clone()));
+        Ok(Mounted::routes(http::router(http::Catalog { inventory })))
+    })
 }
 
 #[cfg(test)]

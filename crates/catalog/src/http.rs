@@ -1,0 +1,431 @@
+//! The catalog's routes and their request and response types.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use kernel::error::ErrorBody;
+use kernel::money::{Currency, Money};
+use kernel::page::{Page, PageParams};
+use platform::auth::{RequirePermission, perm};
+use platform::http::Json;
+use serde::{Deserialize, Deserializer, Serialize};
+use time::OffsetDateTime;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::domain::Status;
+use crate::error::CatalogError;
+use crate::inventory::Inventory;
+use crate::products::{self, Change, ListFilter, NewProduct, NewVariantInput, Product};
+use crate::store;
+
+#[derive(Clone)]
+pub struct Catalog {
+    pub inventory: Inventory,
+}
+
+pub fn router(catalog: Catalog) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(list_products))
+        .routes(routes!(get_product))
+        .routes(routes!(admin_list_products, create_product))
+        .routes(routes!(admin_get_product, update_product))
+        .routes(routes!(inventory_levels))
+        .routes(routes!(adjust_inventory))
+        .routes(routes!(set_inventory))
+        .routes(routes!(inventory_history))
+        .with_state(catalog)
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct VariantView {
+    pub id: String,
+    pub sku: String,
+    pub title: String,
+    /// Price per currency.
+    pub prices: BTreeMap<String, Money>,
+    pub in_stock: bool,
+    /// Staff only: units on hand, held for orders, and free to sell.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_hand: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reserved: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub available: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub low_stock_threshold: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ProductView {
+    pub id: String,
+    pub slug: String,
+    pub title: String,
+    pub description: String,
+    pub status: Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub brand: Option<String>,
+    pub tags: Vec<String>,
+    pub variants: Vec<VariantView>,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: OffsetDateTime,
+}
+
+fn view(p: Product, staff: bool) -> ProductView {
+    ProductView {
+        variants: p
+            .variants
+            .into_iter()
+            .map(|v| {
+                let available = v.on_hand - v.reserved;
+                VariantView {
+                    id: v.id,
+                    sku: v.sku,
+                    title: v.title,
+                    prices: v
+                        .prices
+                        .into_iter()
+                        .filter_map(|(c, a)| Some((c.clone(), Money::new(a, Currency::parse(&c).ok()?))))
+                        .collect(),
+                    in_stock: !v.track_inventory || available > 0,
+                    on_hand: staff.then_some(v.on_hand),
+                    reserved: staff.then_some(v.reserved),
+                    available: staff.then_some(available),
+                    low_stock_threshold: staff.then_some(v.low_stock_threshold),
+                }
+            })
+            .collect(),
+        id: p.row.id,
+        slug: p.row.slug,
+        title: p.row.title,
+        description: p.row.description,
+        status: Status::parse(&p.row.status).unwrap_or(Status::Draft),
+        brand: p.row.brand,
+        tags: p.row.tags,
+        created_at: p.row.created_at,
+        updated_at: p.row.updated_at,
+    }
+}
+
+fn page(products: Vec<Product>, limit: u32, staff: bool) -> Page<ProductView> {
+    let page = Page::from_rows(products, limit, |p| p.row.id.clone());
+    Page { data: page.data.into_iter().map(|p| view(p, staff)).collect(), has_more: page.has_more, next_cursor: page.next_cursor }
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct ProductFilter {
+    pub brand: Option<String>,
+    pub tag: Option<String>,
+}
+
+/// Active products, oldest first.
+#[utoipa::path(get, path = "/api/v1/products", tag = "catalog", params(ProductFilter, PageParams),
+    responses((status = 200, body = Page<ProductView>)))]
+async fn list_products(
+    State(c): State<Catalog>,
+    Query(filter): Query<ProductFilter>,
+    Query(params): Query<PageParams>,
+) -> Result<Json<Page<ProductView>>, kernel::ApiError> {
+    let p = params.parse()?;
+    let f = ListFilter { status: Some("active"), brand: filter.brand.as_deref(), tag: filter.tag.as_deref() };
+    let rows = products::list(&c.inventory.db, &f, p.after.as_deref(), p.limit).await.map_err(|e| kernel::ApiError::from(&e))?;
+    Ok(Json(page(rows, p.limit, false)))
+}
+
+/// An active product by id or slug.
+#[utoipa::path(get, path = "/api/v1/products/{id_or_slug}", tag = "catalog", params(("id_or_slug" = String, Path)),
+    responses((status = 200, body = ProductView), (status = 404, body = ErrorBody)))]
+async fn get_product(State(c): State<Catalog>, Path(id): Path<String>) -> Result<Json<ProductView>, CatalogError> {
+    Ok(Json(view(products::find(&c.inventory.db, &id, false).await?, false)))
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct AdminProductFilter {
+    pub status: Option<Status>,
+    pub brand: Option<String>,
+    pub tag: Option<String>,
+}
+
+/// Staff: products in any status (`catalog:write`).
+#[utoipa::path(get, path = "/api/v1/admin/products", tag = "admin", params(AdminProductFilter, PageParams),
+    responses((status = 200, body = Page<ProductView>), (status = 403, body = ErrorBody)))]
+async fn admin_list_products(
+    State(c): State<Catalog>,
+    _: RequirePermission<perm::CatalogWrite>,
+    Query(filter): Query<AdminProductFilter>,
+    Query(params): Query<PageParams>,
+) -> Result<Json<Page<ProductView>>, kernel::ApiError> {
+    let p = params.parse()?;
+    let f = ListFilter { status: filter.status.map(Status::as_str), brand: filter.brand.as_deref(), tag: filter.tag.as_deref() };
+    let rows = products::list(&c.inventory.db, &f, p.after.as_deref(), p.limit).await.map_err(|e| kernel::ApiError::from(&e))?;
+    Ok(Json(page(rows, p.limit, true)))
+}
+
+fn default_track() -> bool {
+    true
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VariantRequest {
+    pub sku: String,
+    pub title: Option<String>,
+    /// Minor units per ISO 4217 currency, e.g. `{"USD": 1999, "EUR": 1899}`.
+    pub prices: BTreeMap<String, i64>,
+    #[serde(default = "default_track")]
+    pub track_inventory: bool,
+    /// `inventory.low_stock` fires when available falls to this (default 5).
+    pub low_stock_threshold: Option<i64>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateProduct {
+    pub title: String,
+    /// Made from the title when absent.
+    pub slug: Option<String>,
+    #[serde(default)]
+    pub description: String,
+    /// `draft` by default.
+    pub status: Option<Status>,
+    pub brand: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    pub variants: Vec<VariantRequest>,
+}
+
+/// Staff: create a product with its variants (`catalog:write`).
+#[utoipa::path(post, path = "/api/v1/admin/products", tag = "admin", request_body = CreateProduct,
+    responses((status = 201, body = ProductView), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn create_product(
+    State(c): State<Catalog>,
+    _: RequirePermission<perm::CatalogWrite>,
+    Json(body): Json<CreateProduct>,
+) -> Result<impl IntoResponse, CatalogError> {
+    let input = NewProduct {
+        title: body.title,
+        slug: body.slug,
+        description: body.description,
+        status: body.status.unwrap_or(Status::Draft),
+        brand: body.brand,
+        tags: body.tags,
+        variants: body
+            .variants
+            .into_iter()
+            .map(|v| NewVariantInput {
+                sku: v.sku,
+                title: v.title,
+                prices: v.prices,
+                track_inventory: v.track_inventory,
+                low_stock_threshold: v.low_stock_threshold,
+            })
+            .collect(),
+    };
+    let product = products::create(&c.inventory.db, input).await?;
+    Ok((StatusCode::CREATED, Json(view(product, true))))
+}
+
+/// Staff: a product in any status (`catalog:write`).
+#[utoipa::path(get, path = "/api/v1/admin/products/{id}", tag = "admin", params(("id" = String, Path)),
+    responses((status = 200, body = ProductView), (status = 404, body = ErrorBody)))]
+async fn admin_get_product(
+    State(c): State<Catalog>,
+    _: RequirePermission<perm::CatalogWrite>,
+    Path(id): Path<String>,
+) -> Result<Json<ProductView>, CatalogError> {
+    Ok(Json(view(products::find(&c.inventory.db, &id, true).await?, true)))
+}
+
+fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateProduct {
+    pub slug: Option<String>,
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub status: Option<Status>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub brand: Option<Option<String>>,
+    pub tags: Option<Vec<String>>,
+}
+
+/// Staff: change a product (`catalog:write`); archive it with `status: archived`.
+#[utoipa::path(patch, path = "/api/v1/admin/products/{id}", tag = "admin", params(("id" = String, Path)),
+    request_body = UpdateProduct,
+    responses((status = 200, body = ProductView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn update_product(
+    State(c): State<Catalog>,
+    _: RequirePermission<perm::CatalogWrite>,
+    Path(id): Path<String>,
+    Json(b): Json<UpdateProduct>,
+) -> Result<Json<ProductView>, CatalogError> {
+    let change = Change { slug: b.slug, title: b.title, description: b.description, status: b.status, brand: b.brand, tags: b.tags };
+    Ok(Json(view(products::update(&c.inventory.db, &id, change).await?, true)))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LevelView {
+    pub sku: String,
+    pub location: String,
+    pub on_hand: i64,
+    pub reserved: i64,
+    pub available: i64,
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct SkuQuery {
+    pub sku: String,
+}
+
+/// Staff: stock of a SKU per location (`inventory:write`).
+#[utoipa::path(get, path = "/api/v1/admin/inventory", tag = "admin", params(SkuQuery),
+    responses((status = 200, body = Vec<LevelView>), (status = 404, body = ErrorBody)))]
+async fn inventory_levels(
+    State(c): State<Catalog>,
+    _: RequirePermission<perm::InventoryWrite>,
+    Query(q): Query<SkuQuery>,
+) -> Result<Json<Vec<LevelView>>, CatalogError> {
+    let sku = crate::domain::Sku::parse(&q.sku, "sku")?;
+    let levels = store::levels(&c.inventory.db, sku.as_str()).await?;
+    if levels.is_empty() {
+        return Err(CatalogError::UnknownSku(sku.as_str().to_owned()));
+    }
+    Ok(Json(
+        levels
+            .into_iter()
+            .map(|(location, on_hand, reserved)| LevelView {
+                sku: sku.as_str().to_owned(),
+                location,
+                on_hand,
+                reserved,
+                available: on_hand - reserved,
+            })
+            .collect(),
+    ))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AdjustmentReason {
+    Received,
+    Damaged,
+    Correction,
+    Returned,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Adjustment {
+    pub sku: String,
+    /// Only the default location exists so far.
+    pub location: Option<String>,
+    pub delta: i64,
+    pub reason: AdjustmentReason,
+}
+
+fn check_location(location: Option<&str>) -> Result<(), CatalogError> {
+    match location {
+        None | Some(store::DEFAULT_LOCATION) => Ok(()),
+        Some(_) => Err(crate::domain::invalid("location", "unknown_location", "unknown stock location").into()),
+    }
+}
+
+fn level_view(sku: &str, (on_hand, reserved): (i64, i64)) -> LevelView {
+    LevelView { sku: sku.to_uppercase(), location: store::DEFAULT_LOCATION.into(), on_hand, reserved, available: on_hand - reserved }
+}
+
+/// Staff: record received, damaged, corrected or returned units (`inventory:write`).
+#[utoipa::path(post, path = "/api/v1/admin/inventory/adjustments", tag = "admin", request_body = Adjustment,
+    responses((status = 200, body = LevelView), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn adjust_inventory(
+    State(c): State<Catalog>,
+    RequirePermission(who, ..): RequirePermission<perm::InventoryWrite>,
+    Json(b): Json<Adjustment>,
+) -> Result<Json<LevelView>, CatalogError> {
+    check_location(b.location.as_deref())?;
+    let reason = match b.reason {
+        AdjustmentReason::Received => "received",
+        AdjustmentReason::Damaged => "damaged",
+        AdjustmentReason::Correction => "correction",
+        AdjustmentReason::Returned => "returned",
+    };
+    let level = c.inventory.adjust(&b.sku, b.delta, reason, &who.user_id.to_string()).await?;
+    Ok(Json(level_view(&b.sku, level)))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Stocktake {
+    pub on_hand: i64,
+    pub location: Option<String>,
+}
+
+/// Staff: set the counted stock of a SKU (`inventory:write`).
+#[utoipa::path(put, path = "/api/v1/admin/inventory/{sku}", tag = "admin", params(("sku" = String, Path)),
+    request_body = Stocktake, responses((status = 200, body = LevelView), (status = 409, body = ErrorBody)))]
+async fn set_inventory(
+    State(c): State<Catalog>,
+    RequirePermission(who, ..): RequirePermission<perm::InventoryWrite>,
+    Path(sku): Path<String>,
+    Json(b): Json<Stocktake>,
+) -> Result<Json<LevelView>, CatalogError> {
+    check_location(b.location.as_deref())?;
+    let level = c.inventory.set_count(&sku, b.on_hand, &who.user_id.to_string()).await?;
+    Ok(Json(level_view(&sku, level)))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LedgerView {
+    pub id: String,
+    pub location: String,
+    pub delta: i64,
+    pub on_hand_after: i64,
+    pub reason: String,
+    pub actor_id: Option<String>,
+    /// The order, for sales.
+    pub reference: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub at: OffsetDateTime,
+}
+
+/// Staff: every stock change of a SKU, newest first (`inventory:write`).
+#[utoipa::path(get, path = "/api/v1/admin/inventory/{sku}/history", tag = "admin",
+    params(("sku" = String, Path), PageParams), responses((status = 200, body = Page<LedgerView>)))]
+async fn inventory_history(
+    State(c): State<Catalog>,
+    _: RequirePermission<perm::InventoryWrite>,
+    Path(sku): Path<String>,
+    Query(params): Query<PageParams>,
+) -> Result<Json<Page<LedgerView>>, kernel::ApiError> {
+    let p = params.parse()?;
+    let sku = crate::domain::Sku::parse(&sku, "sku").map_err(|e| kernel::ApiError::from(&CatalogError::from(e)))?;
+    let rows = store::ledger(&c.inventory.db, sku.as_str(), p.after.as_deref(), p.limit)
+        .await
+        .map_err(|e| kernel::ApiError::from(&CatalogError::from(e)))?;
+    let views: Vec<LedgerView> = rows
+        .into_iter()
+        .map(|(id, location, delta, on_hand_after, reason, actor_id, reference, at)| LedgerView {
+            id,
+            location,
+            delta,
+            on_hand_after,
+            reason,
+            actor_id,
+            reference,
+            at,
+        })
+        .collect();
+    Ok(Json(Page::from_rows(views, p.limit, |v| v.id.clone())))
+}

@@ -1,0 +1,255 @@
+//! Stock: levels per SKU and location, the ledger of every change, and the
+//! reservation port checkout uses (reserve → commit or release), with a
+//! sweeper that releases reservations nobody committed in time.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use kernel::Envelope;
+use platform::db::{Db, Tx, now_ms};
+use platform::outbox;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::{self, Sku};
+use crate::error::CatalogError;
+use crate::store::{self, DEFAULT_LOCATION, LedgerEntry};
+
+/// One line to hold: this many of this SKU.
+#[derive(Debug, Clone)]
+pub struct Line {
+    pub sku: String,
+    pub quantity: i64,
+}
+
+/// A reservation as checkout sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    pub order_id: String,
+    pub state: String,
+    pub expires_at_ms: i64,
+    pub lines: Vec<(String, i64)>,
+}
+
+/// The catalog's stock, for staff routes and for checkout (in process; an
+/// HTTP adapter serves the scaled-out shape).
+#[derive(Clone)]
+pub struct Inventory {
+    pub db: Db,
+    pub reservation_ttl: Duration,
+}
+
+impl Inventory {
+    /// Holds every line or none. Calling it again for the same order returns
+    /// the first reservation (idempotent on the order id).
+    pub async fn reserve(&self, order_id: &str, lines: &[Line]) -> Result<Reservation, CatalogError> {
+        // One entry per SKU, in a fixed order, so concurrent reservations
+        // lock rows in the same order.
+        let mut wanted: BTreeMap<Sku, i64> = BTreeMap::new();
+        for (i, line) in lines.iter().enumerate() {
+            let sku = Sku::parse(&line.sku, &format!("lines[{i}].sku"))?;
+            let q = domain::parse_quantity(line.quantity, &format!("lines[{i}].quantity"))?;
+            *wanted.entry(sku).or_default() += q;
+        }
+        if wanted.is_empty() {
+            return Err(domain::invalid("lines", "no_lines", "reserve at least one line").into());
+        }
+        let expires = now_ms() + self.reservation_ttl.as_millis() as i64;
+        let mut tx = self.db.begin().await?;
+        if store::reservation_state(&mut tx, order_id).await?.is_some() || !store::insert_reservation(&mut tx, order_id, expires).await? {
+            tx.rollback().await?;
+            return self.reservation(order_id).await;
+        }
+        for (sku, quantity) in &wanted {
+            let (track, threshold) = store::stock_rules(&mut tx, sku.as_str())
+                .await?
+                .ok_or_else(|| CatalogError::UnknownSku(sku.as_str().to_owned()))?;
+            if !track {
+                store::insert_reservation_line(&mut tx, order_id, sku.as_str(), DEFAULT_LOCATION, *quantity).await?;
+                continue;
+            }
+            let Some((on_hand, reserved)) = store::hold(&mut tx, sku.as_str(), DEFAULT_LOCATION, *quantity).await? else {
+                let available = store::level_in(&mut tx, sku.as_str(), DEFAULT_LOCATION)
+                    .await?
+                    .map_or(0, |(h, r)| h - r);
+                tx.rollback().await?;
+                return Err(CatalogError::OutOfStock { sku: sku.as_str().to_owned(), available: available.max(0) });
+            };
+            store::insert_reservation_line(&mut tx, order_id, sku.as_str(), DEFAULT_LOCATION, *quantity).await?;
+            announce(&mut tx, sku.as_str(), on_hand, reserved, on_hand - reserved + quantity, threshold).await?;
+        }
+        tx.commit().await?;
+        self.reservation(order_id).await
+    }
+
+    pub async fn reservation(&self, order_id: &str) -> Result<Reservation, CatalogError> {
+        let mut tx = self.db.begin().await?;
+        let (state, expires_at_ms) = store::reservation_state(&mut tx, order_id)
+            .await?
+            .ok_or_else(|| CatalogError::ReservationNotFound(order_id.to_owned()))?;
+        let lines = store::reservation_lines(&mut tx, order_id).await?;
+        tx.rollback().await?;
+        Ok(Reservation {
+            order_id: order_id.to_owned(),
+            state,
+            expires_at_ms,
+            lines: lines.into_iter().map(|(sku, _, q)| (sku, q)).collect(),
+        })
+    }
+
+    /// The order was paid: the held units leave the shelf. Idempotent.
+    pub async fn commit(&self, order_id: &str) -> Result<(), CatalogError> {
+        let mut tx = self.db.begin().await?;
+        let state = store::reservation_state(&mut tx, order_id).await?;
+        match state.as_ref().map(|s| s.0.as_str()) {
+            None => return Err(CatalogError::ReservationNotFound(order_id.to_owned())),
+            Some("committed") => return Ok(()),
+            Some("released") => return Err(CatalogError::ReservationReleased(order_id.to_owned())),
+            Some(_) => {}
+        }
+        if !store::settle_reservation(&mut tx, order_id, "committed").await? {
+            return Err(CatalogError::Contention);
+        }
+        for (sku, location, quantity) in store::reservation_lines(&mut tx, order_id).await? {
+            let Some((track, threshold)) = store::stock_rules(&mut tx, &sku).await? else { continue };
+            if !track {
+                continue;
+            }
+            let (on_hand, reserved) = store::ship(&mut tx, &sku, &location, quantity).await?.ok_or(CatalogError::Contention)?;
+            store::record(&mut tx, &LedgerEntry {
+                sku: &sku,
+                location: &location,
+                delta: -quantity,
+                on_hand_after: on_hand,
+                reason: "sold",
+                actor: None,
+                reference: Some(order_id),
+            })
+            .await?;
+            // Available does not change when held units ship.
+            announce(&mut tx, &sku, on_hand, reserved, on_hand - reserved, threshold).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The order will not be paid: held units become available again. Idempotent.
+    pub async fn release(&self, order_id: &str) -> Result<(), CatalogError> {
+        let mut tx = self.db.begin().await?;
+        if !store::settle_reservation(&mut tx, order_id, "released").await? {
+            return match store::reservation_state(&mut tx, order_id).await? {
+                None => Err(CatalogError::ReservationNotFound(order_id.to_owned())),
+                Some((s, _)) if s == "committed" => Err(CatalogError::Contention),
+                Some(_) => Ok(()),
+            };
+        }
+        for (sku, location, quantity) in store::reservation_lines(&mut tx, order_id).await? {
+            let Some((track, threshold)) = store::stock_rules(&mut tx, &sku).await? else { continue };
+            if !track {
+                continue;
+            }
+            let (on_hand, reserved) = store::unhold(&mut tx, &sku, &location, quantity).await?.ok_or(CatalogError::Contention)?;
+            announce(&mut tx, &sku, on_hand, reserved, on_hand - reserved - quantity, threshold).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Staff: received, damaged, returned or corrected units.
+    pub async fn adjust(&self, sku: &str, delta: i64, reason: &str, actor: &str) -> Result<(i64, i64), CatalogError> {
+        let sku = Sku::parse(sku, "sku")?;
+        if delta == 0 || delta.abs() > 1_000_000_000 {
+            return Err(domain::invalid("delta", "invalid_delta", "a non-zero number of units").into());
+        }
+        let mut tx = self.db.begin().await?;
+        let (_, threshold) = store::stock_rules(&mut tx, sku.as_str())
+            .await?
+            .ok_or_else(|| CatalogError::UnknownSku(sku.as_str().to_owned()))?;
+        let Some((on_hand, reserved)) = store::adjust(&mut tx, sku.as_str(), DEFAULT_LOCATION, delta).await? else {
+            let reserved = store::level_in(&mut tx, sku.as_str(), DEFAULT_LOCATION).await?.map_or(0, |l| l.1);
+            return Err(CatalogError::BelowReserved { reserved });
+        };
+        store::record(&mut tx, &LedgerEntry {
+            sku: sku.as_str(),
+            location: DEFAULT_LOCATION,
+            delta,
+            on_hand_after: on_hand,
+            reason,
+            actor: Some(actor),
+            reference: None,
+        })
+        .await?;
+        announce(&mut tx, sku.as_str(), on_hand, reserved, on_hand - reserved - delta, threshold).await?;
+        tx.commit().await?;
+        Ok((on_hand, reserved))
+    }
+
+    /// Staff: a stocktake sets the count; the difference goes in the ledger.
+    pub async fn set_count(&self, sku: &str, on_hand: i64, actor: &str) -> Result<(i64, i64), CatalogError> {
+        if !(0..=1_000_000_000).contains(&on_hand) {
+            return Err(domain::invalid("on_hand", "invalid_count", "0 or more units").into());
+        }
+        let parsed = Sku::parse(sku, "sku")?;
+        let current = store::levels(&self.db, parsed.as_str()).await?;
+        let Some((_, before, _)) = current.into_iter().find(|l| l.0 == DEFAULT_LOCATION) else {
+            return Err(CatalogError::UnknownSku(parsed.as_str().to_owned()));
+        };
+        if on_hand == before {
+            let levels = store::levels(&self.db, parsed.as_str()).await?;
+            return Ok(levels.first().map_or((0, 0), |l| (l.1, l.2)));
+        }
+        self.adjust(parsed.as_str(), on_hand - before, "stocktake", actor).await
+    }
+
+    /// Releases reservations past their time, until `shutdown`.
+    pub async fn sweep(self, every: Duration, shutdown: CancellationToken) {
+        let up = metrics::gauge!("worker_up", "worker" => "reservation_sweeper");
+        up.set(1.0);
+        loop {
+            match self.release_expired().await {
+                Ok(n) if n > 0 => tracing::info!(released = n, "released expired reservations"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "reservation sweep failed"),
+            }
+            metrics::gauge!("worker_last_tick_seconds", "worker" => "reservation_sweeper")
+                .set(time::OffsetDateTime::now_utc().unix_timestamp() as f64);
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
+        up.set(0.0);
+    }
+
+    pub async fn release_expired(&self) -> Result<usize, CatalogError> {
+        let expired = store::expired_reservations(&self.db, now_ms(), 500).await?;
+        for order in &expired {
+            self.release(order).await?;
+        }
+        Ok(expired.len())
+    }
+}
+
+/// Writes `inventory.changed`, and `low_stock` / `back_in_stock` when
+/// available crossed a line, in the transaction of the change.
+async fn announce(
+    tx: &mut Tx,
+    sku: &str,
+    on_hand: i64,
+    reserved: i64,
+    available_before: i64,
+    threshold: i64,
+) -> Result<(), CatalogError> {
+    let available = on_hand - reserved;
+    let data = json!({"sku": sku, "location": DEFAULT_LOCATION, "on_hand": on_hand, "reserved": reserved,
+                      "available": available});
+    outbox::enqueue(tx, &Envelope::new("inventory.changed", sku, data.clone())).await?;
+    let signals = domain::stock_signals(available_before, available, threshold);
+    if signals.low_stock {
+        outbox::enqueue(tx, &Envelope::new("inventory.low_stock", sku, data.clone())).await?;
+    }
+    if signals.back_in_stock {
+        outbox::enqueue(tx, &Envelope::new("inventory.back_in_stock", sku, data)).await?;
+    }
+    Ok(())
+}

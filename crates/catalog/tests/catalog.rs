@@ -1,0 +1,261 @@
+//! Products, stock and reservations through the routes and the port.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use catalog::{CatalogError, Inventory, Line};
+use http_body_util::BodyExt;
+use kernel::auth::Role;
+use platform::app::App;
+use platform::on_db;
+use platform::service::ServiceContext;
+use platform::testing::Sandbox;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+struct TestApp {
+    _sandbox: Sandbox,
+    app: App,
+    config: Arc<kernel::config::Config>,
+}
+
+impl TestApp {
+    async fn new() -> TestApp {
+        let sandbox = Sandbox::new().await;
+        let mut config = (*sandbox.config()).clone();
+        config.services = vec!["auth".into(), "catalog".into()];
+        let config = Arc::new(config);
+        let app = App::start(config.clone(), &[auth::spec(), catalog::spec()], axum::Router::new(), false).await.unwrap();
+        TestApp { _sandbox: sandbox, app, config }
+    }
+
+    async fn send(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+        let mut r = Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            r = r.header("authorization", format!("Bearer {t}"));
+        }
+        let r = match body {
+            Some(b) => r.header("content-type", "application/json").body(Body::from(b.to_string())),
+            None => r.body(Body::empty()),
+        }
+        .unwrap();
+        let response = self.app.router().oneshot(r).await.unwrap();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    async fn user(&self, email: &str, role: Role) -> String {
+        let ctx = ServiceContext {
+            name: "auth",
+            db: self.app.db("auth").unwrap().clone(),
+            bus: self.app.bus().clone(),
+            config: self.config.clone(),
+            shutdown: Default::default(),
+            ports: Default::default(),
+        };
+        let auth = auth::open(&ctx).unwrap();
+        auth::admin::create_user(&auth, email, "Person", "a long passphrase", &[role]).await.unwrap();
+        let (_, body) = self.send("POST", "/api/v1/auth/login", None, Some(json!({"email": email, "password": "a long passphrase"}))).await;
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+
+    fn inventory(&self) -> Inventory {
+        Inventory { db: self.app.db("catalog").unwrap().clone(), reservation_ttl: std::time::Duration::from_secs(900) }
+    }
+
+    async fn events(&self, event_type: &str) -> i64 {
+        let db = self.app.db("catalog").unwrap();
+        on_db!(db, pool => sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE event_type = $1")
+            .bind(event_type).fetch_one(pool).await).unwrap()
+    }
+}
+
+fn tee(sku: &str) -> Value {
+    json!({"title": "Organic Cotton Tee", "brand": "Northwind", "tags": ["Shirts", "organic"], "status": "active",
+           "variants": [{"sku": sku, "title": "M", "prices": {"USD": 2500, "EUR": 2300}, "low_stock_threshold": 3}]})
+}
+
+#[tokio::test]
+async fn products_are_managed_by_staff_and_shown_when_active() {
+    let t = TestApp::new().await;
+    let staff = t.user("cm@example.com", Role::CatalogManager).await;
+    let customer = t.user("c@example.com", Role::Customer).await;
+
+    assert_eq!(t.send("POST", "/api/v1/admin/products", None, Some(tee("TEE-M"))).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(t.send("POST", "/api/v1/admin/products", Some(&customer), Some(tee("TEE-M"))).await.0, StatusCode::FORBIDDEN);
+    let (status, created) = t.send("POST", "/api/v1/admin/products", Some(&staff), Some(tee("tee-m"))).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert!(created["id"].as_str().unwrap().starts_with("prod_"));
+    assert_eq!(created["slug"], "organic-cotton-tee");
+    assert_eq!(created["tags"], json!(["shirts", "organic"]));
+    assert_eq!(created["variants"][0]["sku"], "TEE-M");
+    assert_eq!(created["variants"][0]["prices"]["USD"], json!({"amount": 2500, "currency": "USD"}));
+    assert_eq!(created["variants"][0]["in_stock"], false);
+
+    let (status, again) = t.send("POST", "/api/v1/admin/products", Some(&staff), Some(tee("TEE-M"))).await;
+    assert_eq!((status, again["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("sku_taken")));
+    let mut second = tee("TEE-L");
+    second["status"] = json!("draft");
+    let (_, draft) = t.send("POST", "/api/v1/admin/products", Some(&staff), Some(second)).await;
+    assert_eq!(draft["slug"], "organic-cotton-tee-2", "slugs stay unique");
+
+    let mut bad = tee("TEE-X");
+    bad["variants"][0]["prices"] = json!({"US": 100});
+    let (status, err) = t.send("POST", "/api/v1/admin/products", Some(&staff), Some(bad)).await;
+    assert_eq!((status, err["error"]["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("variants[0].prices.US")));
+    let mut bad = tee("TEE-Y");
+    bad["variants"] = json!([]);
+    assert_eq!(t.send("POST", "/api/v1/admin/products", Some(&staff), Some(bad)).await.1["error"]["field"], "variants");
+
+    let (_, list) = t.send("GET", "/api/v1/products", None, None).await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 1, "drafts are not public");
+    assert!(list["data"][0]["variants"][0].get("on_hand").is_none(), "stock figures are for staff");
+    let draft_id = draft["id"].as_str().unwrap();
+    assert_eq!(t.send("GET", &format!("/api/v1/products/{draft_id}"), None, None).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(t.send("GET", &format!("/api/v1/admin/products/{draft_id}"), Some(&staff), None).await.0, StatusCode::OK);
+    let (status, by_slug) = t.send("GET", "/api/v1/products/organic-cotton-tee", None, None).await;
+    assert_eq!((status, by_slug["title"].as_str()), (StatusCode::OK, Some("Organic Cotton Tee")));
+    assert_eq!(t.send("GET", "/api/v1/products?tag=organic&brand=Northwind", None, None).await.1["data"].as_array().unwrap().len(), 1);
+    assert_eq!(t.send("GET", "/api/v1/products?tag=hats", None, None).await.1["data"].as_array().unwrap().len(), 0);
+
+    let (status, live) = t.send("PATCH", &format!("/api/v1/admin/products/{draft_id}"), Some(&staff), Some(json!({"status": "active", "title": "Tee, large"}))).await;
+    assert_eq!((status, live["status"].as_str()), (StatusCode::OK, Some("active")));
+    let (_, page) = t.send("GET", "/api/v1/products?limit=1", None, None).await;
+    assert_eq!(page["has_more"], true);
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let (_, rest) = t.send("GET", &format!("/api/v1/products?limit=1&starting_after={cursor}"), None, None).await;
+    assert_eq!(rest["data"][0]["title"], "Tee, large");
+    let (status, clash) = t.send("PATCH", &format!("/api/v1/admin/products/{draft_id}"), Some(&staff), Some(json!({"slug": "organic-cotton-tee"}))).await;
+    assert_eq!((status, clash["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("slug_taken")));
+    assert_eq!(t.events("product.created").await, 2);
+}
+
+#[tokio::test]
+async fn stock_changes_are_recorded_and_guarded() {
+    let t = TestApp::new().await;
+    let staff = t.user("inv@example.com", Role::OrderManager).await;
+    let cm = t.user("cm@example.com", Role::CatalogManager).await;
+    t.send("POST", "/api/v1/admin/products", Some(&cm), Some(tee("MUG-1"))).await;
+
+    let (status, level) = t.send("POST", "/api/v1/admin/inventory/adjustments", Some(&staff), Some(json!({"sku": "mug-1", "delta": 10, "reason": "received"}))).await;
+    assert_eq!((status, level["available"].as_i64()), (StatusCode::OK, Some(10)), "{level}");
+    assert_eq!(t.events("inventory.back_in_stock").await, 1);
+    let (_, product) = t.send("GET", "/api/v1/products/organic-cotton-tee", None, None).await;
+    assert_eq!(product["variants"][0]["in_stock"], true);
+
+    t.inventory().reserve("ord_a", &[Line { sku: "MUG-1".into(), quantity: 6 }]).await.unwrap();
+    assert_eq!(t.events("inventory.low_stock").await, 0, "4 left, threshold 3");
+    let (status, err) = t.send("POST", "/api/v1/admin/inventory/adjustments", Some(&staff), Some(json!({"sku": "MUG-1", "delta": -5, "reason": "damaged"}))).await;
+    assert_eq!((status, err["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("below_reserved")));
+    let (status, level) = t.send("PUT", "/api/v1/admin/inventory/MUG-1", Some(&staff), Some(json!({"on_hand": 7}))).await;
+    assert_eq!((status, level["available"].as_i64()), (StatusCode::OK, Some(1)));
+    assert_eq!(t.events("inventory.low_stock").await, 1, "available fell to the threshold or below");
+
+    let (_, history) = t.send("GET", "/api/v1/admin/inventory/MUG-1/history", Some(&staff), None).await;
+    let reasons: Vec<&str> = history["data"].as_array().unwrap().iter().map(|e| e["reason"].as_str().unwrap()).collect();
+    assert_eq!(reasons, vec!["stocktake", "received"]);
+    assert_eq!(history["data"][0]["delta"], -3);
+    let (_, levels) = t.send("GET", "/api/v1/admin/inventory?sku=MUG-1", Some(&staff), None).await;
+    assert_eq!(levels[0]["reserved"], 6);
+
+    assert_eq!(t.send("POST", "/api/v1/admin/inventory/adjustments", Some(&cm), Some(json!({"sku": "MUG-1", "delta": 1, "reason": "received"}))).await.0, StatusCode::OK, "catalog managers hold inventory:write");
+    let customer = t.user("c@example.com", Role::Customer).await;
+    assert_eq!(t.send("GET", "/api/v1/admin/inventory?sku=MUG-1", Some(&customer), None).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(t.send("GET", "/api/v1/admin/inventory?sku=NOPE", Some(&staff), None).await.0, StatusCode::NOT_FOUND);
+    let (status, err) = t.send("POST", "/api/v1/admin/inventory/adjustments", Some(&staff), Some(json!({"sku": "MUG-1", "delta": 1, "reason": "stolen"}))).await;
+    assert_eq!((status, err["error"]["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("reason")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reservation_storm_never_oversells() {
+    let t = TestApp::new().await;
+    let cm = t.user("cm@example.com", Role::CatalogManager).await;
+    t.send("POST", "/api/v1/admin/products", Some(&cm), Some(tee("LAST-ONE"))).await;
+    let inv = t.inventory();
+    inv.adjust("LAST-ONE", 10, "received", "test").await.unwrap();
+
+    let barrier = Arc::new(tokio::sync::Barrier::new(24));
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let (inv, barrier) = (inv.clone(), barrier.clone());
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            inv.reserve(&format!("ord_{i}"), &[Line { sku: "LAST-ONE".into(), quantity: 1 }]).await
+        }));
+    }
+    let mut held = Vec::new();
+    for (i, task) in tasks.into_iter().enumerate() {
+        match task.await.unwrap() {
+            Ok(_) => held.push(i),
+            Err(CatalogError::OutOfStock { available, .. }) => assert_eq!(available, 0),
+            Err(e) => panic!("unexpected: {e}"),
+        }
+    }
+    assert_eq!(held.len(), 10, "exactly the stock was sold");
+
+    // Commit half, release the rest: what was received is accounted for.
+    for (n, i) in held.iter().enumerate() {
+        if n % 2 == 0 {
+            inv.commit(&format!("ord_{i}")).await.unwrap();
+            inv.commit(&format!("ord_{i}")).await.unwrap(); // idempotent
+        } else {
+            inv.release(&format!("ord_{i}")).await.unwrap();
+            inv.release(&format!("ord_{i}")).await.unwrap();
+        }
+    }
+    let db = t.app.db("catalog").unwrap();
+    let (on_hand, reserved): (i64, i64) = on_db!(db, pool => sqlx::query_as(
+        "SELECT on_hand, reserved FROM inventory_levels WHERE sku = 'LAST-ONE'").fetch_one(pool).await).unwrap();
+    let sold: i64 = on_db!(db, pool => sqlx::query_scalar(
+        "SELECT CAST(COALESCE(SUM(-delta), 0) AS BIGINT) FROM inventory_ledger WHERE sku = 'LAST-ONE' AND reason = 'sold'").fetch_one(pool).await).unwrap();
+    assert_eq!((on_hand, reserved, sold), (5, 0, 5));
+    assert_eq!(sold + (on_hand - reserved) + reserved, 10, "committed + available + reserved = received");
+    let released = inv.commit(&format!("ord_{}", held[1])).await;
+    assert!(matches!(released, Err(CatalogError::ReservationReleased(_))));
+}
+
+#[tokio::test]
+async fn reservations_are_all_or_nothing_idempotent_and_expire() {
+    let t = TestApp::new().await;
+    let cm = t.user("cm@example.com", Role::CatalogManager).await;
+    t.send("POST", "/api/v1/admin/products", Some(&cm), Some(tee("A-1"))).await;
+    let mut other = tee("B-1");
+    other["title"] = json!("Other");
+    t.send("POST", "/api/v1/admin/products", Some(&cm), Some(other)).await;
+    let mut inv = t.inventory();
+    inv.adjust("A-1", 5, "received", "test").await.unwrap();
+    inv.adjust("B-1", 1, "received", "test").await.unwrap();
+
+    let lines = [Line { sku: "A-1".into(), quantity: 2 }, Line { sku: "b-1".into(), quantity: 2 }];
+    match inv.reserve("ord_x", &lines).await {
+        Err(CatalogError::OutOfStock { sku, available }) => assert_eq!((sku.as_str(), available), ("B-1", 1)),
+        other => panic!("expected out of stock, got {other:?}"),
+    }
+    let level = |sku: &'static str| {
+        let db = t.app.db("catalog").unwrap().clone();
+        async move {
+            let r: (i64,) = on_db!(db, pool => sqlx::query_as("SELECT reserved FROM inventory_levels WHERE sku = $1")
+                .bind(sku).fetch_one(pool).await).unwrap();
+            r.0
+        }
+    };
+    assert_eq!(level("A-1").await, 0, "nothing held when one line fails");
+
+    let lines = [Line { sku: "A-1".into(), quantity: 1 }, Line { sku: "A-1".into(), quantity: 1 }, Line { sku: "B-1".into(), quantity: 1 }];
+    let first = inv.reserve("ord_y", &lines).await.unwrap();
+    assert_eq!(first.lines, vec![("A-1".to_owned(), 2), ("B-1".to_owned(), 1)]);
+    let again = inv.reserve("ord_y", &lines).await.unwrap();
+    assert_eq!(first, again);
+    assert_eq!(level("A-1").await, 2, "the second call held nothing more");
+    assert!(matches!(inv.reserve("ord_z", &[Line { sku: "NOPE".into(), quantity: 1 }]).await, Err(CatalogError::UnknownSku(_))));
+
+    inv.reservation_ttl = std::time::Duration::ZERO;
+    inv.reserve("ord_late", &[Line { sku: "A-1".into(), quantity: 3 }]).await.unwrap();
+    assert_eq!(level("A-1").await, 5);
+    assert_eq!(inv.release_expired().await.unwrap(), 1, "only the expired one");
+    assert_eq!(level("A-1").await, 2);
+    assert_eq!(inv.reservation("ord_late").await.unwrap().state, "released");
+}
