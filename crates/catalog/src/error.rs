@@ -10,6 +10,10 @@ pub enum CatalogError {
     Invalid(#[from] Invalid),
     #[error("no such product")]
     ProductNotFound,
+    #[error("no such category")]
+    CategoryNotFound,
+    #[error("the category has sub-categories; move or delete them first")]
+    CategoryHasChildren,
     #[error("no variant has SKU {0}")]
     UnknownSku(String),
     #[error("SKU {0} exists already")]
@@ -35,6 +39,8 @@ impl From<&CatalogError> for ApiError {
         match e {
             CatalogError::Invalid(i) => ApiError::invalid(i.code, i.reason.clone()).with_field(i.field.clone()),
             CatalogError::ProductNotFound => ApiError::not_found("product_not_found", e.to_string()),
+            CatalogError::CategoryNotFound => ApiError::not_found("category_not_found", e.to_string()),
+            CatalogError::CategoryHasChildren => ApiError::conflict("category_has_children", e.to_string()),
             CatalogError::UnknownSku(_) => ApiError::not_found("sku_not_found", e.to_string()),
             CatalogError::SkuTaken(_) => ApiError::conflict("sku_taken", e.to_string()),
             CatalogError::SlugTaken(_) => ApiError::conflict("slug_taken", e.to_string()).with_field("slug"),

@@ -30,6 +30,9 @@ pub struct Catalog {
 pub fn router(catalog: Catalog) -> OpenApiRouter {
     OpenApiRouter::new()
         .routes(routes!(list_products))
+        .routes(routes!(category_tree))
+        .routes(routes!(create_category))
+        .routes(routes!(update_category, delete_category))
         .routes(routes!(get_product))
         .routes(routes!(admin_list_products, create_product))
         .routes(routes!(admin_get_product, update_product))
@@ -47,6 +50,13 @@ pub struct VariantView {
     pub title: String,
     /// Price per currency.
     pub prices: BTreeMap<String, Money>,
+    /// The "was" price per currency, where one is set.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub compare_at_prices: BTreeMap<String, Money>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub barcode: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight_grams: Option<i64>,
     pub in_stock: bool,
     /// Staff only: units on hand, held for orders, and free to sell.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -69,6 +79,14 @@ pub struct ProductView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub brand: Option<String>,
     pub tags: Vec<String>,
+    pub categories: Vec<CategoryRef>,
+    /// Free-form attributes, e.g. `{"material": "cotton"}`.
+    #[schema(value_type = Object)]
+    pub attributes: serde_json::Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seo_title: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seo_description: Option<String>,
     pub variants: Vec<VariantView>,
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
@@ -78,8 +96,29 @@ pub struct ProductView {
     pub updated_at: OffsetDateTime,
 }
 
+#[derive(Serialize, ToSchema)]
+pub struct CategoryRef {
+    pub id: String,
+    pub slug: String,
+    pub name: String,
+}
+
+fn money(prices: &[store::Price], compare: bool) -> BTreeMap<String, Money> {
+    prices
+        .iter()
+        .filter_map(|(c, amount, compare_at)| {
+            let value = if compare { (*compare_at)? } else { *amount };
+            Some((c.clone(), Money::new(value, Currency::parse(c).ok()?)))
+        })
+        .collect()
+}
+
 fn view(p: Product, staff: bool) -> ProductView {
     ProductView {
+        categories: p.categories.into_iter().map(|c| CategoryRef { id: c.id, slug: c.slug, name: c.name }).collect(),
+        attributes: serde_json::from_str(&p.row.attributes).unwrap_or_else(|_| serde_json::json!({})),
+        seo_title: p.row.seo_title,
+        seo_description: p.row.seo_description,
         variants: p
             .variants
             .into_iter()
@@ -89,11 +128,10 @@ fn view(p: Product, staff: bool) -> ProductView {
                     id: v.id,
                     sku: v.sku,
                     title: v.title,
-                    prices: v
-                        .prices
-                        .into_iter()
-                        .filter_map(|(c, a)| Some((c.clone(), Money::new(a, Currency::parse(&c).ok()?))))
-                        .collect(),
+                    prices: money(&v.prices, false),
+                    compare_at_prices: money(&v.prices, true),
+                    barcode: v.barcode,
+                    weight_grams: v.weight_grams,
                     in_stock: !v.track_inventory || available > 0,
                     on_hand: staff.then_some(v.on_hand),
                     reserved: staff.then_some(v.reserved),
@@ -114,18 +152,70 @@ fn view(p: Product, staff: bool) -> ProductView {
     }
 }
 
-fn page(products: Vec<Product>, limit: u32, staff: bool) -> Page<ProductView> {
-    let page = Page::from_rows(products, limit, |p| p.row.id.clone());
-    Page { data: page.data.into_iter().map(|p| view(p, staff)).collect(), has_more: page.has_more, next_cursor: page.next_cursor }
+fn page(products: Vec<(String, Product)>, limit: u32, staff: bool) -> Page<ProductView> {
+    let page = Page::from_rows(products, limit, |(key, _)| key.clone());
+    Page { data: page.data.into_iter().map(|(_, p)| view(p, staff)).collect(), has_more: page.has_more, next_cursor: page.next_cursor }
+}
+
+#[derive(Deserialize, Clone, Copy, Default, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SortOrder {
+    #[default]
+    Newest,
+    Oldest,
+    Title,
+    PriceAsc,
+    PriceDesc,
+}
+
+impl From<SortOrder> for store::Sort {
+    fn from(s: SortOrder) -> Self {
+        match s {
+            SortOrder::Newest => store::Sort::Newest,
+            SortOrder::Oldest => store::Sort::Oldest,
+            SortOrder::Title => store::Sort::Title,
+            SortOrder::PriceAsc => store::Sort::PriceAsc,
+            SortOrder::PriceDesc => store::Sort::PriceDesc,
+        }
+    }
 }
 
 #[derive(Deserialize, IntoParams)]
 pub struct ProductFilter {
     pub brand: Option<String>,
     pub tag: Option<String>,
+    /// A category id or slug: its products and those of its sub-categories.
+    pub category: Option<String>,
+    /// Currency of the price filter and price sorts (default USD).
+    pub currency: Option<String>,
+    /// Minor units.
+    pub min_price: Option<i64>,
+    pub max_price: Option<i64>,
+    /// Only products with a variant that can be bought now.
+    #[serde(default)]
+    pub in_stock: bool,
+    /// `newest` (default), `oldest`, `title`, `price_asc`, `price_desc`.
+    #[serde(default)]
+    pub sort: SortOrder,
 }
 
-/// Active products, oldest first.
+impl ProductFilter {
+    fn list_filter(&self, status: Option<&'static str>) -> ListFilter<'_> {
+        ListFilter {
+            status,
+            brand: self.brand.as_deref(),
+            tag: self.tag.as_deref(),
+            category: self.category.as_deref(),
+            currency: self.currency.as_deref(),
+            min_price: self.min_price,
+            max_price: self.max_price,
+            in_stock: self.in_stock,
+            sort: self.sort.into(),
+        }
+    }
+}
+
+/// Active products: filtered, sorted, in cursor pages.
 #[utoipa::path(get, path = "/api/v1/products", tag = "catalog", params(ProductFilter, PageParams),
     responses((status = 200, body = Page<ProductView>)))]
 async fn list_products(
@@ -134,7 +224,7 @@ async fn list_products(
     Query(params): Query<PageParams>,
 ) -> Result<Json<Page<ProductView>>, kernel::ApiError> {
     let p = params.parse()?;
-    let f = ListFilter { status: Some("active"), brand: filter.brand.as_deref(), tag: filter.tag.as_deref() };
+    let f = filter.list_filter(Some("active"));
     let rows = products::list(&c.inventory.db, &f, p.after.as_deref(), p.limit).await.map_err(|e| kernel::ApiError::from(&e))?;
     Ok(Json(page(rows, p.limit, false)))
 }
@@ -149,21 +239,20 @@ async fn get_product(State(c): State<Catalog>, Path(id): Path<String>) -> Result
 #[derive(Deserialize, IntoParams)]
 pub struct AdminProductFilter {
     pub status: Option<Status>,
-    pub brand: Option<String>,
-    pub tag: Option<String>,
 }
 
 /// Staff: products in any status (`catalog:write`).
-#[utoipa::path(get, path = "/api/v1/admin/products", tag = "admin", params(AdminProductFilter, PageParams),
+#[utoipa::path(get, path = "/api/v1/admin/products", tag = "admin", params(AdminProductFilter, ProductFilter, PageParams),
     responses((status = 200, body = Page<ProductView>), (status = 403, body = ErrorBody)))]
 async fn admin_list_products(
     State(c): State<Catalog>,
     _: RequirePermission<perm::CatalogWrite>,
-    Query(filter): Query<AdminProductFilter>,
+    Query(status): Query<AdminProductFilter>,
+    Query(filter): Query<ProductFilter>,
     Query(params): Query<PageParams>,
 ) -> Result<Json<Page<ProductView>>, kernel::ApiError> {
     let p = params.parse()?;
-    let f = ListFilter { status: filter.status.map(Status::as_str), brand: filter.brand.as_deref(), tag: filter.tag.as_deref() };
+    let f = filter.list_filter(status.status.map(Status::as_str));
     let rows = products::list(&c.inventory.db, &f, p.after.as_deref(), p.limit).await.map_err(|e| kernel::ApiError::from(&e))?;
     Ok(Json(page(rows, p.limit, true)))
 }
@@ -179,6 +268,11 @@ pub struct VariantRequest {
     pub title: Option<String>,
     /// Minor units per ISO 4217 currency, e.g. `{"USD": 1999, "EUR": 1899}`.
     pub prices: BTreeMap<String, i64>,
+    /// "Was" prices, per currency that has a price.
+    #[serde(default)]
+    pub compare_at_prices: BTreeMap<String, i64>,
+    pub barcode: Option<String>,
+    pub weight_grams: Option<i64>,
     #[serde(default = "default_track")]
     pub track_inventory: bool,
     /// `inventory.low_stock` fires when available falls to this (default 5).
@@ -198,6 +292,13 @@ pub struct CreateProduct {
     pub brand: Option<String>,
     #[serde(default)]
     pub tags: Vec<String>,
+    /// Category ids or slugs.
+    #[serde(default)]
+    pub categories: Vec<String>,
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+    pub seo_title: Option<String>,
+    pub seo_description: Option<String>,
     pub variants: Vec<VariantRequest>,
 }
 
@@ -216,6 +317,10 @@ async fn create_product(
         status: body.status.unwrap_or(Status::Draft),
         brand: body.brand,
         tags: body.tags,
+        categories: body.categories,
+        attributes: body.attributes,
+        seo_title: body.seo_title,
+        seo_description: body.seo_description,
         variants: body
             .variants
             .into_iter()
@@ -223,6 +328,9 @@ async fn create_product(
                 sku: v.sku,
                 title: v.title,
                 prices: v.prices,
+                compare_at_prices: v.compare_at_prices,
+                barcode: v.barcode,
+                weight_grams: v.weight_grams,
                 track_inventory: v.track_inventory,
                 low_stock_threshold: v.low_stock_threshold,
             })
@@ -258,6 +366,15 @@ pub struct UpdateProduct {
     #[schema(value_type = Option<String>)]
     pub brand: Option<Option<String>>,
     pub tags: Option<Vec<String>>,
+    /// Category ids or slugs; replaces the product's categories.
+    pub categories: Option<Vec<String>>,
+    pub attributes: Option<BTreeMap<String, String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub seo_title: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub seo_description: Option<Option<String>>,
 }
 
 /// Staff: change a product (`catalog:write`); archive it with `status: archived`.
@@ -270,7 +387,18 @@ async fn update_product(
     Path(id): Path<String>,
     Json(b): Json<UpdateProduct>,
 ) -> Result<Json<ProductView>, CatalogError> {
-    let change = Change { slug: b.slug, title: b.title, description: b.description, status: b.status, brand: b.brand, tags: b.tags };
+    let change = Change {
+        slug: b.slug,
+        title: b.title,
+        description: b.description,
+        status: b.status,
+        brand: b.brand,
+        tags: b.tags,
+        categories: b.categories,
+        attributes: b.attributes,
+        seo_title: b.seo_title,
+        seo_description: b.seo_description,
+    };
     Ok(Json(view(products::update(&c.inventory.db, &id, change).await?, true)))
 }
 
@@ -428,4 +556,81 @@ async fn inventory_history(
         })
         .collect();
     Ok(Json(Page::from_rows(views, p.limit, |v| v.id.clone())))
+}
+
+/// The category tree.
+#[utoipa::path(get, path = "/api/v1/categories", tag = "catalog",
+    responses((status = 200, body = Vec<crate::categories::Node>)))]
+async fn category_tree(State(c): State<Catalog>) -> Result<Json<Vec<crate::categories::Node>>, CatalogError> {
+    Ok(Json(crate::categories::tree(&store::categories(&c.inventory.db).await?)))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CategoryRequest {
+    pub name: Option<String>,
+    /// Made from the name when absent.
+    pub slug: Option<String>,
+    /// The parent category; `null` for the top level.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub parent_id: Option<Option<String>>,
+    pub position: Option<i32>,
+}
+
+impl From<CategoryRequest> for crate::categories::CategoryInput {
+    fn from(r: CategoryRequest) -> Self {
+        crate::categories::CategoryInput { name: r.name, slug: r.slug, parent_id: r.parent_id, position: r.position }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CategoryView {
+    pub id: String,
+    pub parent_id: Option<String>,
+    pub slug: String,
+    pub name: String,
+    pub position: i32,
+}
+
+impl From<store::CategoryRow> for CategoryView {
+    fn from(c: store::CategoryRow) -> Self {
+        CategoryView { id: c.id, parent_id: c.parent_id, slug: c.slug, name: c.name, position: c.position }
+    }
+}
+
+/// Staff: add a category (`catalog:write`).
+#[utoipa::path(post, path = "/api/v1/admin/categories", tag = "admin", request_body = CategoryRequest,
+    responses((status = 201, body = CategoryView), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn create_category(
+    State(c): State<Catalog>,
+    _: RequirePermission<perm::CatalogWrite>,
+    Json(b): Json<CategoryRequest>,
+) -> Result<impl IntoResponse, CatalogError> {
+    let row = crate::categories::create(&c.inventory.db, b.into()).await?;
+    Ok((StatusCode::CREATED, Json(CategoryView::from(row))))
+}
+
+/// Staff: rename, move or reorder a category (`catalog:write`).
+#[utoipa::path(patch, path = "/api/v1/admin/categories/{id}", tag = "admin", params(("id" = String, Path)),
+    request_body = CategoryRequest, responses((status = 200, body = CategoryView), (status = 404, body = ErrorBody)))]
+async fn update_category(
+    State(c): State<Catalog>,
+    _: RequirePermission<perm::CatalogWrite>,
+    Path(id): Path<String>,
+    Json(b): Json<CategoryRequest>,
+) -> Result<Json<CategoryView>, CatalogError> {
+    Ok(Json(crate::categories::update(&c.inventory.db, &id, b.into()).await?.into()))
+}
+
+/// Staff: remove a category without sub-categories (`catalog:write`).
+#[utoipa::path(delete, path = "/api/v1/admin/categories/{id}", tag = "admin", params(("id" = String, Path)),
+    responses((status = 204, description = "removed"), (status = 409, body = ErrorBody)))]
+async fn delete_category(
+    State(c): State<Catalog>,
+    _: RequirePermission<perm::CatalogWrite>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, CatalogError> {
+    crate::categories::delete(&c.inventory.db, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

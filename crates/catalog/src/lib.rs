@@ -2,6 +2,7 @@
 //! variants with prices, stock per SKU with a ledger, and the reservation
 //! port checkout uses. This is its face: the spec the binary mounts.
 
+mod categories;
 pub mod domain;
 mod error;
 mod http;
@@ -21,7 +22,7 @@ pub use inventory::{Inventory, Line, Reservation};
 pub const NAME: &str = "catalog";
 
 /// This service's own tables, after the platform's.
-pub static MIGRATIONS: Migrations = platform::migrations!("catalog", ["0001_catalog"]);
+pub static MIGRATIONS: Migrations = platform::migrations!("catalog", ["0001_catalog", "0002_categories"]);
 
 /// How long a reservation holds stock unless checkout commits it.
 pub const RESERVATION_TTL: Duration = Duration::from_secs(15 * 60);

@@ -1,17 +1,18 @@
-//! Products and their variants: creating, changing, finding.
+//! Products and their variants: creating, changing, finding, listing.
 
 use std::collections::BTreeMap;
 
 use kernel::Envelope;
 use kernel::id::{ProductId, VariantId};
-use platform::db::Db;
+use platform::db::{Db, Tx};
 use platform::outbox;
 use serde_json::json;
 use time::OffsetDateTime;
 
+use crate::categories;
 use crate::domain::{self, Sku, Status};
 use crate::error::CatalogError;
-use crate::store::{self, NewVariant, ProductChange, ProductRow, VariantRow};
+use crate::store::{self, CategoryRow, NewVariant, Price, ProductChange, ProductQuery, ProductRow, Sort, VariantRow};
 
 pub struct NewProduct {
     pub title: String,
@@ -20,6 +21,10 @@ pub struct NewProduct {
     pub status: Status,
     pub brand: Option<String>,
     pub tags: Vec<String>,
+    pub categories: Vec<String>,
+    pub attributes: BTreeMap<String, String>,
+    pub seo_title: Option<String>,
+    pub seo_description: Option<String>,
     pub variants: Vec<NewVariantInput>,
 }
 
@@ -27,14 +32,18 @@ pub struct NewVariantInput {
     pub sku: String,
     pub title: Option<String>,
     pub prices: BTreeMap<String, i64>,
+    pub compare_at_prices: BTreeMap<String, i64>,
+    pub barcode: Option<String>,
+    pub weight_grams: Option<i64>,
     pub track_inventory: bool,
     pub low_stock_threshold: Option<i64>,
 }
 
-/// A product with its variants.
+/// A product with its variants and categories.
 pub struct Product {
     pub row: ProductRow,
     pub variants: Vec<VariantRow>,
+    pub categories: Vec<CategoryRow>,
 }
 
 fn clean_tags(tags: &[String]) -> Result<Vec<String>, CatalogError> {
@@ -51,50 +60,106 @@ fn clean_tags(tags: &[String]) -> Result<Vec<String>, CatalogError> {
     Ok(out)
 }
 
+fn clean_attributes(attributes: &BTreeMap<String, String>) -> Result<String, CatalogError> {
+    for (k, v) in attributes {
+        if k.trim().is_empty() || k.len() > 50 || v.len() > 500 {
+            return Err(domain::invalid(format!("attributes.{k}"), "invalid_attribute", "names up to 50, values up to 500 characters").into());
+        }
+    }
+    let cleaned: BTreeMap<String, String> =
+        attributes.iter().map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_owned())).collect();
+    Ok(serde_json::to_string(&cleaned).unwrap_or_else(|_| "{}".into()))
+}
+
+fn optional_text(value: Option<String>, field: &str, max: usize) -> Result<Option<String>, CatalogError> {
+    match value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()) {
+        Some(v) if v.chars().count() > max => Err(domain::invalid(field, "too_long", format!("at most {max} characters")).into()),
+        other => Ok(other),
+    }
+}
+
+/// Checks category ids exist; returns them without repeats.
+async fn known_categories(db: &Db, ids: &[String]) -> Result<Vec<String>, CatalogError> {
+    let all = store::categories(db).await?;
+    let mut out = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let found = all.iter().find(|c| &c.id == id || &c.slug == id).ok_or_else(|| {
+            CatalogError::from(domain::invalid(format!("categories[{i}]"), "unknown_category", "no such category"))
+        })?;
+        if !out.contains(&found.id) {
+            out.push(found.id.clone());
+        }
+    }
+    Ok(out)
+}
+
+fn parse_variant_prices(v: &NewVariantInput, i: usize) -> Result<Vec<Price>, CatalogError> {
+    let field = format!("variants[{i}].prices");
+    let prices = domain::parse_prices(&v.prices, &field)?;
+    let compare = if v.compare_at_prices.is_empty() {
+        Vec::new()
+    } else {
+        domain::parse_prices(&v.compare_at_prices, &format!("variants[{i}].compare_at_prices"))?
+    };
+    if let Some((c, _)) = compare.iter().find(|(c, _)| !prices.iter().any(|(p, _)| p == c)) {
+        return Err(domain::invalid(format!("variants[{i}].compare_at_prices.{c}"), "no_price", "set a price in this currency first").into());
+    }
+    Ok(prices
+        .into_iter()
+        .map(|(c, a)| (c.to_string(), a, compare.iter().find(|(cc, _)| *cc == c).map(|(_, x)| *x)))
+        .collect())
+}
+
+async fn unique_slug(tx: &mut Tx, wanted: Option<&str>, title: &str) -> Result<String, CatalogError> {
+    match wanted {
+        Some(s) => {
+            let s = domain::parse_slug(s)?;
+            if store::slug_taken(tx, &s).await? {
+                return Err(CatalogError::SlugTaken(s));
+            }
+            Ok(s)
+        }
+        None => {
+            let base = domain::slugify(title);
+            let mut candidate = base.clone();
+            let mut n = 2;
+            while store::slug_taken(tx, &candidate).await? {
+                candidate = format!("{base}-{n}");
+                n += 1;
+            }
+            Ok(candidate)
+        }
+    }
+}
+
 pub async fn create(db: &Db, input: NewProduct) -> Result<Product, CatalogError> {
     let title = domain::parse_title(&input.title, "title")?;
     let tags = clean_tags(&input.tags)?;
+    let attributes = clean_attributes(&input.attributes)?;
+    let seo_title = optional_text(input.seo_title, "seo_title", 200)?;
+    let seo_description = optional_text(input.seo_description, "seo_description", 500)?;
+    let categories = known_categories(db, &input.categories).await?;
     if input.variants.is_empty() {
         return Err(domain::invalid("variants", "no_variants", "a product has at least one variant").into());
     }
-    let mut variants = Vec::new();
+    let mut variants: Vec<(Sku, String, Vec<Price>, &NewVariantInput)> = Vec::new();
     for (i, v) in input.variants.iter().enumerate() {
         let sku = Sku::parse(&v.sku, &format!("variants[{i}].sku"))?;
-        if variants.iter().any(|(s, ..): &(Sku, String, Vec<(String, i64)>, bool, i64)| *s == sku) {
+        if variants.iter().any(|(s, ..)| *s == sku) {
             return Err(domain::invalid(format!("variants[{i}].sku"), "duplicate_sku", "each variant needs its own SKU").into());
         }
         let vtitle = match &v.title {
             Some(t) => domain::parse_title(t, &format!("variants[{i}].title"))?,
             None => "Default".to_owned(),
         };
-        let prices = domain::parse_prices(&v.prices, &format!("variants[{i}].prices"))?
-            .into_iter()
-            .map(|(c, a)| (c.to_string(), a))
-            .collect();
-        let threshold = v.low_stock_threshold.unwrap_or(5).clamp(0, 1_000_000);
-        variants.push((sku, vtitle, prices, v.track_inventory, threshold));
+        if v.weight_grams.is_some_and(|w| !(0..=1_000_000_000).contains(&w)) {
+            return Err(domain::invalid(format!("variants[{i}].weight_grams"), "invalid_weight", "grams, 0 or more").into());
+        }
+        variants.push((sku, vtitle, parse_variant_prices(v, i)?, v));
     }
     let id = ProductId::new().to_string();
     let mut tx = db.begin().await?;
-    let slug = match &input.slug {
-        Some(s) => {
-            let s = domain::parse_slug(s)?;
-            if store::slug_taken(&mut tx, &s).await? {
-                return Err(CatalogError::SlugTaken(s));
-            }
-            s
-        }
-        None => {
-            let base = domain::slugify(&title);
-            let mut candidate = base.clone();
-            let mut n = 2;
-            while store::slug_taken(&mut tx, &candidate).await? {
-                candidate = format!("{base}-{n}");
-                n += 1;
-            }
-            candidate
-        }
-    };
+    let slug = unique_slug(&mut tx, input.slug.as_deref(), &title).await?;
     let now = OffsetDateTime::now_utc();
     let row = ProductRow {
         id: id.clone(),
@@ -104,19 +169,24 @@ pub async fn create(db: &Db, input: NewProduct) -> Result<Product, CatalogError>
         status: input.status.as_str().to_owned(),
         brand: input.brand.map(|b| b.trim().to_owned()).filter(|b| !b.is_empty()),
         tags,
+        seo_title,
+        seo_description,
+        attributes,
         created_at: now,
         updated_at: now,
     };
     store::insert_product(&mut tx, &row).await?;
-    for (position, (sku, vtitle, prices, track, threshold)) in variants.iter().enumerate() {
+    for (position, (sku, vtitle, prices, v)) in variants.iter().enumerate() {
         let vid = VariantId::new().to_string();
         let inserted = store::insert_variant(&mut tx, &NewVariant {
             id: &vid,
             product_id: &id,
             sku: sku.as_str(),
             title: vtitle,
-            track_inventory: *track,
-            low_stock_threshold: *threshold,
+            barcode: v.barcode.as_deref().map(str::trim).filter(|b| !b.is_empty()),
+            weight_grams: v.weight_grams,
+            track_inventory: v.track_inventory,
+            low_stock_threshold: v.low_stock_threshold.unwrap_or(5).clamp(0, 1_000_000),
             position: position as i32,
             prices,
         })
@@ -126,6 +196,7 @@ pub async fn create(db: &Db, input: NewProduct) -> Result<Product, CatalogError>
             other => other?,
         }
     }
+    store::set_product_categories(&mut tx, &id, &categories).await?;
     outbox::enqueue(&mut tx, &Envelope::new("product.created", &id, json!({"product_id": id, "status": row.status}))).await?;
     tx.commit().await?;
     find(db, &id, true).await
@@ -137,28 +208,79 @@ pub async fn find(db: &Db, id_or_slug: &str, staff: bool) -> Result<Product, Cat
     if !staff && row.status != "active" {
         return Err(CatalogError::ProductNotFound);
     }
-    let variants = store::variants(db, std::slice::from_ref(&row.id)).await?;
-    Ok(Product { row, variants })
+    let mut all = assemble(db, vec![row]).await?;
+    all.pop().ok_or(CatalogError::ProductNotFound)
+}
+
+/// Attaches variants and categories to product rows (two queries for all).
+async fn assemble(db: &Db, rows: Vec<ProductRow>) -> Result<Vec<Product>, CatalogError> {
+    let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+    let mut variants = store::variants(db, &ids).await?;
+    let links = store::product_categories(db, &ids).await?;
+    let all_categories = if links.is_empty() { Vec::new() } else { store::categories(db).await? };
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let mine: Vec<VariantRow> = variants.extract_if(.., |v| v.product_id == row.id).collect();
+            let categories = links
+                .iter()
+                .filter(|(p, _)| *p == row.id)
+                .filter_map(|(_, c)| all_categories.iter().find(|x| &x.id == c).cloned())
+                .collect();
+            Product { row, variants: mine, categories }
+        })
+        .collect())
 }
 
 pub struct ListFilter<'a> {
     pub status: Option<&'a str>,
     pub brand: Option<&'a str>,
     pub tag: Option<&'a str>,
+    /// A category id or slug; products in it or below it.
+    pub category: Option<&'a str>,
+    pub currency: Option<&'a str>,
+    pub min_price: Option<i64>,
+    pub max_price: Option<i64>,
+    pub in_stock: bool,
+    pub sort: Sort,
 }
 
-/// A page of products (`limit + 1` rows, for the page builder) with variants.
-pub async fn list(db: &Db, filter: &ListFilter<'_>, after: Option<&str>, limit: u32) -> Result<Vec<Product>, CatalogError> {
-    let rows = store::products(db, filter.status, filter.brand, filter.tag, after, limit).await?;
-    let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
-    let mut variants = store::variants(db, &ids).await?;
-    Ok(rows
-        .into_iter()
-        .map(|row| {
-            let mine: Vec<VariantRow> = variants.extract_if(.., |v| v.product_id == row.id).collect();
-            Product { row, variants: mine }
-        })
-        .collect())
+/// A page of products: `limit + 1` of them with their cursors.
+pub async fn list(db: &Db, f: &ListFilter<'_>, after: Option<&str>, limit: u32) -> Result<Vec<(String, Product)>, CatalogError> {
+    let categories = match f.category {
+        Some(c) => {
+            let all = store::categories(db).await?;
+            let root = all.iter().find(|x| x.id == c || x.slug == c).ok_or(CatalogError::CategoryNotFound)?;
+            Some(categories::descendants(&all, &root.id))
+        }
+        None => None,
+    };
+    let currency = match f.currency {
+        Some(c) => kernel::money::Currency::parse(c)
+            .map_err(|_| domain::invalid("currency", "invalid_currency", "an ISO 4217 code"))?
+            .to_string(),
+        None => "USD".to_owned(),
+    };
+    if f.min_price.is_some_and(|p| p < 0) || f.max_price.is_some_and(|p| p < 0) {
+        return Err(domain::invalid("min_price", "invalid_amount", "minor units, 0 or more").into());
+    }
+    let listed = store::products(db, &ProductQuery {
+        status: f.status,
+        brand: f.brand,
+        tag: f.tag,
+        categories: categories.as_deref(),
+        currency: &currency,
+        min_price: f.min_price,
+        max_price: f.max_price,
+        in_stock: f.in_stock,
+        sort: f.sort,
+        after,
+        limit,
+    })
+    .await?;
+    let keys: Vec<String> = listed.iter().map(|l| l.key.clone()).collect();
+    let products = assemble(db, listed.into_iter().map(|l| l.row).collect()).await?;
+    Ok(keys.into_iter().zip(products).collect())
 }
 
 pub struct Change {
@@ -168,18 +290,31 @@ pub struct Change {
     pub status: Option<Status>,
     pub brand: Option<Option<String>>,
     pub tags: Option<Vec<String>>,
+    pub categories: Option<Vec<String>>,
+    pub attributes: Option<BTreeMap<String, String>>,
+    pub seo_title: Option<Option<String>>,
+    pub seo_description: Option<Option<String>>,
 }
 
 pub async fn update(db: &Db, id: &str, change: Change) -> Result<Product, CatalogError> {
+    let existing = store::product(db, id).await?.ok_or(CatalogError::ProductNotFound)?;
+    let id = existing.id.as_str();
     let title = change.title.as_deref().map(|t| domain::parse_title(t, "title")).transpose()?;
     let slug = change.slug.as_deref().map(domain::parse_slug).transpose()?;
     let tags = change.tags.as_deref().map(clean_tags).transpose()?;
-    let mut tx = db.begin().await?;
+    let attributes = change.attributes.as_ref().map(clean_attributes).transpose()?;
+    let seo_title = change.seo_title.map(|t| optional_text(t, "seo_title", 200)).transpose()?;
+    let seo_description = change.seo_description.map(|t| optional_text(t, "seo_description", 500)).transpose()?;
+    let categories = match &change.categories {
+        Some(c) => Some(known_categories(db, c).await?),
+        None => None,
+    };
     if let Some(s) = &slug
         && store::product(db, s).await?.is_some_and(|p| p.id != id)
     {
         return Err(CatalogError::SlugTaken(s.clone()));
     }
+    let mut tx = db.begin().await?;
     let updated = store::update_product(&mut tx, id, &ProductChange {
         slug: slug.as_deref(),
         title: title.as_deref(),
@@ -187,6 +322,9 @@ pub async fn update(db: &Db, id: &str, change: Change) -> Result<Product, Catalo
         status: change.status.map(Status::as_str),
         brand: change.brand.as_ref().map(|b| b.as_deref()),
         tags: tags.as_deref(),
+        seo_title: seo_title.as_ref().map(|t| t.as_deref()),
+        seo_description: seo_description.as_ref().map(|t| t.as_deref()),
+        attributes: attributes.as_deref(),
     })
     .await;
     match updated {
@@ -194,6 +332,9 @@ pub async fn update(db: &Db, id: &str, change: Change) -> Result<Product, Catalo
         Ok(false) => return Err(CatalogError::ProductNotFound),
         Err(e) if e.is_unique_violation() => return Err(CatalogError::SlugTaken(slug.unwrap_or_default())),
         Err(e) => return Err(e.into()),
+    }
+    if let Some(categories) = &categories {
+        store::set_product_categories(&mut tx, id, categories).await?;
     }
     outbox::enqueue(&mut tx, &Envelope::new("product.updated", id, json!({"product_id": id}))).await?;
     tx.commit().await?;

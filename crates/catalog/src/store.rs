@@ -15,12 +15,30 @@ pub struct ProductRow {
     pub status: String,
     pub brand: Option<String>,
     pub tags: Vec<String>,
+    pub seo_title: Option<String>,
+    pub seo_description: Option<String>,
+    /// A JSON object of string values.
+    pub attributes: String,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
 }
 
-type ProductTuple = (String, String, String, String, String, Option<String>, String, OffsetDateTime, OffsetDateTime);
-const PRODUCT_COLUMNS: &str = "id, slug, title, description, status, brand, tags, created_at, updated_at";
+type ProductTuple = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    String,
+    Option<String>,
+    Option<String>,
+    String,
+    OffsetDateTime,
+    OffsetDateTime,
+);
+const PRODUCT_COLUMNS: &str =
+    "id, slug, title, description, status, brand, tags, seo_title, seo_description, attributes, created_at, updated_at";
 
 fn product_from(t: ProductTuple) -> ProductRow {
     ProductRow {
@@ -31,10 +49,16 @@ fn product_from(t: ProductTuple) -> ProductRow {
         status: t.4,
         brand: t.5,
         tags: t.6.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
-        created_at: t.7,
-        updated_at: t.8,
+        seo_title: t.7,
+        seo_description: t.8,
+        attributes: t.9,
+        created_at: t.10,
+        updated_at: t.11,
     }
 }
+
+/// A price in one currency: amount and optional compare-at amount.
+pub type Price = (String, i64, Option<i64>);
 
 #[derive(Debug, Clone)]
 pub struct VariantRow {
@@ -42,9 +66,11 @@ pub struct VariantRow {
     pub product_id: String,
     pub sku: String,
     pub title: String,
+    pub barcode: Option<String>,
+    pub weight_grams: Option<i64>,
     pub track_inventory: bool,
     pub low_stock_threshold: i64,
-    pub prices: Vec<(String, i64)>,
+    pub prices: Vec<Price>,
     pub on_hand: i64,
     pub reserved: i64,
 }
@@ -57,10 +83,10 @@ pub async fn slug_taken(tx: &mut Tx, slug: &str) -> Result<bool, DbError> {
 
 pub async fn insert_product(tx: &mut Tx, p: &ProductRow) -> Result<(), DbError> {
     on_tx!(tx, c => sqlx::query(
-        "INSERT INTO products (id, slug, title, description, status, brand, tags, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)")
+        "INSERT INTO products (id, slug, title, description, status, brand, tags, seo_title, seo_description, \
+         attributes, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)")
         .bind(&p.id).bind(&p.slug).bind(&p.title).bind(&p.description).bind(&p.status).bind(&p.brand)
-        .bind(p.tags.join(",")).bind(p.created_at)
+        .bind(p.tags.join(",")).bind(&p.seo_title).bind(&p.seo_description).bind(&p.attributes).bind(p.created_at)
         .execute(c).await.map(|_| ()))?;
     Ok(())
 }
@@ -70,28 +96,39 @@ pub struct NewVariant<'a> {
     pub product_id: &'a str,
     pub sku: &'a str,
     pub title: &'a str,
+    pub barcode: Option<&'a str>,
+    pub weight_grams: Option<i64>,
     pub track_inventory: bool,
     pub low_stock_threshold: i64,
     pub position: i32,
-    pub prices: &'a [(String, i64)],
+    pub prices: &'a [Price],
 }
 
 /// A variant, its prices, and an empty stock level at the default location.
 pub async fn insert_variant(tx: &mut Tx, v: &NewVariant<'_>) -> Result<(), DbError> {
     on_tx!(tx, c => sqlx::query(
-        "INSERT INTO variants (id, product_id, sku, title, track_inventory, low_stock_threshold, position) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)")
-        .bind(v.id).bind(v.product_id).bind(v.sku).bind(v.title).bind(v.track_inventory)
-        .bind(v.low_stock_threshold).bind(v.position)
+        "INSERT INTO variants (id, product_id, sku, title, barcode, weight_grams, track_inventory, \
+         low_stock_threshold, position) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+        .bind(v.id).bind(v.product_id).bind(v.sku).bind(v.title).bind(v.barcode).bind(v.weight_grams)
+        .bind(v.track_inventory).bind(v.low_stock_threshold).bind(v.position)
         .execute(c).await.map(|_| ()))?;
-    for (currency, amount) in v.prices {
-        on_tx!(tx, c => sqlx::query("INSERT INTO variant_prices (variant_id, currency, amount) VALUES ($1, $2, $3)")
-            .bind(v.id).bind(currency).bind(amount).execute(c).await.map(|_| ()))?;
-    }
+    set_prices(tx, v.id, v.prices).await?;
     on_tx!(tx, c => sqlx::query(
         "INSERT INTO inventory_levels (sku, location_id, on_hand, reserved) VALUES ($1, $2, 0, 0) \
          ON CONFLICT (sku, location_id) DO NOTHING")
         .bind(v.sku).bind(DEFAULT_LOCATION).execute(c).await.map(|_| ()))?;
+    Ok(())
+}
+
+/// Replaces a variant's prices.
+pub async fn set_prices(tx: &mut Tx, variant: &str, prices: &[Price]) -> Result<(), DbError> {
+    on_tx!(tx, c => sqlx::query("DELETE FROM variant_prices WHERE variant_id = $1")
+        .bind(variant).execute(c).await.map(|_| ()))?;
+    for (currency, amount, compare_at) in prices {
+        on_tx!(tx, c => sqlx::query(
+            "INSERT INTO variant_prices (variant_id, currency, amount, compare_at) VALUES ($1, $2, $3, $4)")
+            .bind(variant).bind(currency).bind(amount).bind(compare_at).execute(c).await.map(|_| ()))?;
+    }
     Ok(())
 }
 
@@ -102,24 +139,168 @@ pub async fn product(db: &Db, id_or_slug: &str) -> Result<Option<ProductRow>, Db
     Ok(row.map(product_from))
 }
 
-/// Products in id order after `after`, `limit + 1` of them.
-pub async fn products(
-    db: &Db,
-    status: Option<&str>,
-    brand: Option<&str>,
-    tag: Option<&str>,
-    after: Option<&str>,
-    limit: u32,
-) -> Result<Vec<ProductRow>, DbError> {
+/// How a product list is ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sort {
+    Oldest,
+    Newest,
+    Title,
+    PriceAsc,
+    PriceDesc,
+}
+
+/// What a product list asks for. `after` is the sort key of the last item
+/// seen (from [`ListedProduct::key`]).
+pub struct ProductQuery<'a> {
+    pub status: Option<&'a str>,
+    pub brand: Option<&'a str>,
+    pub tag: Option<&'a str>,
+    /// Products in any of these categories.
+    pub categories: Option<&'a [String]>,
+    /// The currency of price filters and price sorts.
+    pub currency: &'a str,
+    pub min_price: Option<i64>,
+    pub max_price: Option<i64>,
+    pub in_stock: bool,
+    pub sort: Sort,
+    pub after: Option<&'a str>,
+    pub limit: u32,
+}
+
+pub struct ListedProduct {
+    pub row: ProductRow,
+    /// The cursor of this row under the query's sort.
+    pub key: String,
+}
+
+enum Bind {
+    Text(String),
+    Int(i64),
+}
+
+/// Products matching `q`, in its order, `limit + 1` of them. The SQL is
+/// assembled from fixed fragments; every value is bound.
+pub async fn products(db: &Db, q: &ProductQuery<'_>) -> Result<Vec<ListedProduct>, DbError> {
+    let mut binds: Vec<Bind> = Vec::new();
+    let next = |b: Bind, binds: &mut Vec<Bind>| {
+        binds.push(b);
+        format!("${}", binds.len())
+    };
+    let mut filters = String::new();
+    if let Some(status) = q.status {
+        filters += &format!(" AND p.status = {}", next(Bind::Text(status.into()), &mut binds));
+    }
+    if let Some(brand) = q.brand {
+        filters += &format!(" AND p.brand = {}", next(Bind::Text(brand.into()), &mut binds));
+    }
+    if let Some(tag) = q.tag {
+        let pattern = format!("%,{},%", tag.to_lowercase().replace(['%', '_', ','], ""));
+        filters += &format!(" AND (',' || p.tags || ',') LIKE {}", next(Bind::Text(pattern), &mut binds));
+    }
+    if let Some(categories) = q.categories {
+        let list: Vec<String> = categories.iter().map(|c| next(Bind::Text(c.clone()), &mut binds)).collect();
+        let list = if list.is_empty() { "NULL".to_owned() } else { list.join(", ") };
+        filters += &format!(
+            " AND EXISTS (SELECT 1 FROM product_categories pc WHERE pc.product_id = p.id AND pc.category_id IN ({list}))"
+        );
+    }
+    if q.min_price.is_some() || q.max_price.is_some() {
+        let currency = next(Bind::Text(q.currency.into()), &mut binds);
+        let min = next(Bind::Int(q.min_price.unwrap_or(0)), &mut binds);
+        let max = next(Bind::Int(q.max_price.unwrap_or(i64::MAX)), &mut binds);
+        filters += &format!(
+            " AND EXISTS (SELECT 1 FROM variants v JOIN variant_prices vp ON vp.variant_id = v.id \
+             WHERE v.product_id = p.id AND vp.currency = {currency} AND vp.amount >= {min} AND vp.amount <= {max})"
+        );
+    }
+    if q.in_stock {
+        filters += &format!(
+            " AND EXISTS (SELECT 1 FROM variants v LEFT JOIN inventory_levels l ON l.sku = v.sku \
+             AND l.location_id = '{DEFAULT_LOCATION}' WHERE v.product_id = p.id \
+             AND (v.track_inventory = FALSE OR l.on_hand - l.reserved > 0))"
+        );
+    }
+    let key = match q.sort {
+        Sort::Oldest | Sort::Newest => "p.id".to_owned(),
+        Sort::Title => "p.title".to_owned(),
+        Sort::PriceAsc | Sort::PriceDesc => {
+            let currency = next(Bind::Text(q.currency.into()), &mut binds);
+            format!(
+                "(SELECT MIN(vp.amount) FROM variants v JOIN variant_prices vp ON vp.variant_id = v.id \
+                 WHERE v.product_id = p.id AND vp.currency = {currency})"
+            )
+        }
+    };
+    let (direction, op) = match q.sort {
+        Sort::Newest | Sort::PriceDesc => ("DESC", "<"),
+        Sort::Oldest | Sort::Title | Sort::PriceAsc => ("ASC", ">"),
+    };
+    let mut cursor = String::new();
+    if let Some(after) = q.after {
+        let (k, id) = after.split_once('\u{1f}').unwrap_or((after, after));
+        let k_bind = match q.sort {
+            Sort::PriceAsc | Sort::PriceDesc => Bind::Int(k.parse().unwrap_or(0)),
+            _ => Bind::Text(k.to_owned()),
+        };
+        match q.sort {
+            Sort::Oldest | Sort::Newest => {
+                cursor = format!(" AND x.id {op} {}", next(Bind::Text(id.to_owned()), &mut binds));
+            }
+            _ => {
+                let k1 = next(k_bind, &mut binds);
+                let k2 = next(
+                    match q.sort {
+                        Sort::PriceAsc | Sort::PriceDesc => Bind::Int(k.parse().unwrap_or(0)),
+                        _ => Bind::Text(k.to_owned()),
+                    },
+                    &mut binds,
+                );
+                let i = next(Bind::Text(id.to_owned()), &mut binds);
+                cursor = format!(" AND (x.k {op} {k1} OR (x.k = {k2} AND x.id {op} {i}))");
+            }
+        }
+    }
+    let limit = next(Bind::Int(i64::from(q.limit) + 1), &mut binds);
+    let inner_cols = PRODUCT_COLUMNS.split(", ").map(|c| format!("p.{c}")).collect::<Vec<_>>().join(", ");
     let sql = format!(
-        "SELECT {PRODUCT_COLUMNS} FROM products WHERE ($1 IS NULL OR status = $1) AND ($2 IS NULL OR brand = $2) \
-         AND ($3 IS NULL OR (',' || tags || ',') LIKE $3) AND ($4 IS NULL OR id > $4) ORDER BY id LIMIT $5"
+        "SELECT {PRODUCT_COLUMNS}, CAST(k AS TEXT) FROM (SELECT {inner_cols}, {key} AS k FROM products p WHERE 1 = 1{filters}) x \
+         WHERE x.k IS NOT NULL{cursor} ORDER BY x.k {direction}, x.id {direction} LIMIT {limit}"
     );
-    let tag = tag.map(|t| format!("%,{},%", t.replace(['%', '_', ','], "")));
-    let rows: Vec<ProductTuple> = on_db!(db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(status).bind(brand).bind(tag).bind(after).bind(i64::from(limit) + 1)
-        .fetch_all(pool).await)?;
-    Ok(rows.into_iter().map(product_from).collect())
+    type Row = (
+        String,
+        String,
+        String,
+        String,
+        String,
+        Option<String>,
+        String,
+        Option<String>,
+        Option<String>,
+        String,
+        OffsetDateTime,
+        OffsetDateTime,
+        String,
+    );
+    let rows: Vec<Row> = on_db!(db, pool => {
+        let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()));
+        for b in &binds {
+            query = match b {
+                Bind::Text(t) => query.bind(t.clone()),
+                Bind::Int(i) => query.bind(*i),
+            };
+        }
+        query.fetch_all(pool).await
+    })?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let key = match q.sort {
+                Sort::Oldest | Sort::Newest => r.0.clone(),
+                _ => format!("{}\u{1f}{}", r.12, r.0),
+            };
+            ListedProduct { row: product_from((r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7, r.8, r.9, r.10, r.11)), key }
+        })
+        .collect())
 }
 
 pub struct ProductChange<'a> {
@@ -129,6 +310,9 @@ pub struct ProductChange<'a> {
     pub status: Option<&'a str>,
     pub brand: Option<Option<&'a str>>,
     pub tags: Option<&'a [String]>,
+    pub seo_title: Option<Option<&'a str>>,
+    pub seo_description: Option<Option<&'a str>>,
+    pub attributes: Option<&'a str>,
 }
 
 pub async fn update_product(tx: &mut Tx, id: &str, ch: &ProductChange<'_>) -> Result<bool, DbError> {
@@ -136,10 +320,16 @@ pub async fn update_product(tx: &mut Tx, id: &str, ch: &ProductChange<'_>) -> Re
     let n = on_tx!(tx, c => sqlx::query(
         "UPDATE products SET slug = COALESCE($1, slug), title = COALESCE($2, title), \
          description = COALESCE($3, description), status = COALESCE($4, status), \
-         brand = CASE WHEN $5 THEN $6 ELSE brand END, tags = COALESCE($7, tags), updated_at = $8 WHERE id = $9")
+         brand = CASE WHEN $5 THEN $6 ELSE brand END, tags = COALESCE($7, tags), updated_at = $8, \
+         seo_title = CASE WHEN $10 THEN $11 ELSE seo_title END, \
+         seo_description = CASE WHEN $12 THEN $13 ELSE seo_description END, \
+         attributes = COALESCE($14, attributes) WHERE id = $9")
         .bind(ch.slug).bind(ch.title).bind(ch.description).bind(ch.status)
         .bind(ch.brand.is_some()).bind(ch.brand.flatten())
         .bind(ch.tags.map(|t| t.join(","))).bind(now).bind(id)
+        .bind(ch.seo_title.is_some()).bind(ch.seo_title.flatten())
+        .bind(ch.seo_description.is_some()).bind(ch.seo_description.flatten())
+        .bind(ch.attributes)
         .execute(c).await.map(|r| r.rows_affected()))?;
     Ok(n == 1)
 }
@@ -152,13 +342,13 @@ pub async fn variants(db: &Db, product_ids: &[String]) -> Result<Vec<VariantRow>
     // Ids are generated by us (prefixed base32), but bind them anyway.
     let placeholders: Vec<String> = (1..=product_ids.len()).map(|i| format!("${i}")).collect();
     let sql = format!(
-        "SELECT v.id, v.product_id, v.sku, v.title, v.track_inventory, v.low_stock_threshold, \
-         COALESCE(l.on_hand, 0), COALESCE(l.reserved, 0) FROM variants v \
+        "SELECT v.id, v.product_id, v.sku, v.title, v.barcode, v.weight_grams, v.track_inventory, \
+         v.low_stock_threshold, COALESCE(l.on_hand, 0), COALESCE(l.reserved, 0) FROM variants v \
          LEFT JOIN inventory_levels l ON l.sku = v.sku AND l.location_id = '{DEFAULT_LOCATION}' \
          WHERE v.product_id IN ({}) ORDER BY v.product_id, v.position, v.id",
         placeholders.join(", ")
     );
-    type Row = (String, String, String, String, bool, i64, i64, i64);
+    type Row = (String, String, String, String, Option<String>, Option<i64>, bool, i64, i64, i64);
     let rows: Vec<Row> = on_db!(db, pool => {
         let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()));
         for id in product_ids {
@@ -167,11 +357,11 @@ pub async fn variants(db: &Db, product_ids: &[String]) -> Result<Vec<VariantRow>
         q.fetch_all(pool).await
     })?;
     let price_sql = format!(
-        "SELECT p.variant_id, p.currency, p.amount FROM variant_prices p JOIN variants v ON v.id = p.variant_id \
+        "SELECT p.variant_id, p.currency, p.amount, p.compare_at FROM variant_prices p JOIN variants v ON v.id = p.variant_id \
          WHERE v.product_id IN ({}) ORDER BY p.currency",
         placeholders.join(", ")
     );
-    let prices: Vec<(String, String, i64)> = on_db!(db, pool => {
+    let prices: Vec<(String, String, i64, Option<i64>)> = on_db!(db, pool => {
         let mut q = sqlx::query_as(sqlx::AssertSqlSafe(price_sql.clone()));
         for id in product_ids {
             q = q.bind(id);
@@ -180,12 +370,14 @@ pub async fn variants(db: &Db, product_ids: &[String]) -> Result<Vec<VariantRow>
     })?;
     Ok(rows
         .into_iter()
-        .map(|(id, product_id, sku, title, track_inventory, low_stock_threshold, on_hand, reserved)| VariantRow {
-            prices: prices.iter().filter(|p| p.0 == id).map(|p| (p.1.clone(), p.2)).collect(),
+        .map(|(id, product_id, sku, title, barcode, weight_grams, track_inventory, low_stock_threshold, on_hand, reserved)| VariantRow {
+            prices: prices.iter().filter(|p| p.0 == id).map(|p| (p.1.clone(), p.2, p.3)).collect(),
             id,
             product_id,
             sku,
             title,
+            barcode,
+            weight_grams,
             track_inventory,
             low_stock_threshold,
             on_hand,
@@ -330,5 +522,78 @@ pub async fn expired_reservations(db: &Db, now_ms: i64, limit: i64) -> Result<Ve
     let rows: Vec<String> = on_db!(db, pool => sqlx::query_scalar(
         "SELECT order_id FROM reservations WHERE state = 'held' AND expires_at_ms <= $1 ORDER BY expires_at_ms LIMIT $2")
         .bind(now_ms).bind(limit).fetch_all(pool).await)?;
+    Ok(rows)
+}
+
+// Categories
+
+#[derive(Debug, Clone)]
+pub struct CategoryRow {
+    pub id: String,
+    pub parent_id: Option<String>,
+    pub slug: String,
+    pub name: String,
+    pub position: i32,
+}
+
+pub async fn categories(db: &Db) -> Result<Vec<CategoryRow>, DbError> {
+    let rows: Vec<(String, Option<String>, String, String, i32)> = on_db!(db, pool => sqlx::query_as(
+        "SELECT id, parent_id, slug, name, position FROM categories ORDER BY position, name, id")
+        .fetch_all(pool).await)?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, parent_id, slug, name, position)| CategoryRow { id, parent_id, slug, name, position })
+        .collect())
+}
+
+pub async fn insert_category(db: &Db, c: &CategoryRow) -> Result<(), DbError> {
+    on_db!(db, pool => sqlx::query(
+        "INSERT INTO categories (id, parent_id, slug, name, position, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
+        .bind(&c.id).bind(&c.parent_id).bind(&c.slug).bind(&c.name).bind(c.position).bind(OffsetDateTime::now_utc())
+        .execute(pool).await.map(|_| ()))?;
+    Ok(())
+}
+
+pub async fn update_category(db: &Db, c: &CategoryRow) -> Result<bool, DbError> {
+    let n = on_db!(db, pool => sqlx::query(
+        "UPDATE categories SET parent_id = $1, slug = $2, name = $3, position = $4 WHERE id = $5")
+        .bind(&c.parent_id).bind(&c.slug).bind(&c.name).bind(c.position).bind(&c.id)
+        .execute(pool).await.map(|r| r.rows_affected()))?;
+    Ok(n == 1)
+}
+
+pub async fn delete_category(db: &Db, id: &str) -> Result<bool, DbError> {
+    let n = on_db!(db, pool => sqlx::query("DELETE FROM categories WHERE id = $1")
+        .bind(id).execute(pool).await.map(|r| r.rows_affected()))?;
+    Ok(n == 1)
+}
+
+pub async fn set_product_categories(tx: &mut Tx, product: &str, categories: &[String]) -> Result<(), DbError> {
+    on_tx!(tx, c => sqlx::query("DELETE FROM product_categories WHERE product_id = $1")
+        .bind(product).execute(c).await.map(|_| ()))?;
+    for category in categories {
+        on_tx!(tx, c => sqlx::query("INSERT INTO product_categories (product_id, category_id) VALUES ($1, $2)")
+            .bind(product).bind(category).execute(c).await.map(|_| ()))?;
+    }
+    Ok(())
+}
+
+/// (product_id, category_id) pairs for `product_ids`.
+pub async fn product_categories(db: &Db, product_ids: &[String]) -> Result<Vec<(String, String)>, DbError> {
+    if product_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let placeholders: Vec<String> = (1..=product_ids.len()).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "SELECT product_id, category_id FROM product_categories WHERE product_id IN ({}) ORDER BY category_id",
+        placeholders.join(", ")
+    );
+    let rows: Vec<(String, String)> = on_db!(db, pool => {
+        let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()));
+        for id in product_ids {
+            q = q.bind(id);
+        }
+        q.fetch_all(pool).await
+    })?;
     Ok(rows)
 }

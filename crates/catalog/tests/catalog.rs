@@ -123,10 +123,10 @@ async fn products_are_managed_by_staff_and_shown_when_active() {
 
     let (status, live) = t.send("PATCH", &format!("/api/v1/admin/products/{draft_id}"), Some(&staff), Some(json!({"status": "active", "title": "Tee, large"}))).await;
     assert_eq!((status, live["status"].as_str()), (StatusCode::OK, Some("active")));
-    let (_, page) = t.send("GET", "/api/v1/products?limit=1", None, None).await;
+    let (_, page) = t.send("GET", "/api/v1/products?limit=1&sort=oldest", None, None).await;
     assert_eq!(page["has_more"], true);
     let cursor = page["next_cursor"].as_str().unwrap();
-    let (_, rest) = t.send("GET", &format!("/api/v1/products?limit=1&starting_after={cursor}"), None, None).await;
+    let (_, rest) = t.send("GET", &format!("/api/v1/products?limit=1&sort=oldest&starting_after={cursor}"), None, None).await;
     assert_eq!(rest["data"][0]["title"], "Tee, large");
     let (status, clash) = t.send("PATCH", &format!("/api/v1/admin/products/{draft_id}"), Some(&staff), Some(json!({"slug": "organic-cotton-tee"}))).await;
     assert_eq!((status, clash["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("slug_taken")));
@@ -258,4 +258,68 @@ async fn reservations_are_all_or_nothing_idempotent_and_expire() {
     assert_eq!(inv.release_expired().await.unwrap(), 1, "only the expired one");
     assert_eq!(level("A-1").await, 2);
     assert_eq!(inv.reservation("ord_late").await.unwrap().state, "released");
+}
+
+#[tokio::test]
+async fn categories_filters_and_sorts() {
+    let t = TestApp::new().await;
+    let cm = t.user("cm@example.com", Role::CatalogManager).await;
+    let cat = |body: Value| t.send("POST", "/api/v1/admin/categories", Some(&cm), Some(body));
+    let (status, men) = cat(json!({"name": "Men"})).await;
+    assert_eq!((status, men["slug"].as_str()), (StatusCode::CREATED, Some("men")));
+    let men_id = men["id"].as_str().unwrap().to_owned();
+    assert!(men_id.starts_with("cat_"));
+    let (_, shirts) = cat(json!({"name": "Shirts", "parent_id": men_id})).await;
+    let shirts_id = shirts["id"].as_str().unwrap().to_owned();
+    let (_, women) = cat(json!({"name": "Women", "position": 1})).await;
+    assert_eq!(cat(json!({"name": "Men"})).await.0, StatusCode::CONFLICT, "slugs are unique");
+    assert_eq!(cat(json!({"name": "X", "parent_id": "cat_nope"})).await.1["error"]["field"], "parent_id");
+
+    let (_, tree) = t.send("GET", "/api/v1/categories", None, None).await;
+    assert_eq!(tree[0]["slug"], "men");
+    assert_eq!(tree[0]["children"][0]["slug"], "shirts");
+    assert_eq!(tree[1]["slug"], "women");
+    let cycle = t.send("PATCH", &format!("/api/v1/admin/categories/{men_id}"), Some(&cm), Some(json!({"parent_id": shirts_id}))).await;
+    assert_eq!(cycle.1["error"]["code"], "category_cycle");
+    assert_eq!(t.send("DELETE", &format!("/api/v1/admin/categories/{men_id}"), Some(&cm), None).await.0, StatusCode::CONFLICT);
+
+    let product = |title: &str, sku: &str, usd: i64, cats: Value| {
+        json!({"title": title, "status": "active", "categories": cats, "attributes": {"Material": "cotton"},
+               "variants": [{"sku": sku, "prices": {"USD": usd}, "compare_at_prices": {"USD": usd + 500}}]})
+    };
+    let (status, oxford) = t.send("POST", "/api/v1/admin/products", Some(&cm), Some(product("Oxford Shirt", "OX-1", 4500, json!(["shirts"])))).await;
+    assert_eq!(status, StatusCode::CREATED, "{oxford}");
+    assert_eq!(oxford["categories"][0]["slug"], "shirts");
+    assert_eq!(oxford["attributes"]["material"], "cotton");
+    assert_eq!(oxford["variants"][0]["compare_at_prices"]["USD"]["amount"], 5000);
+    t.send("POST", "/api/v1/admin/products", Some(&cm), Some(product("Belt", "BELT-1", 2000, json!([men_id])))).await;
+    t.send("POST", "/api/v1/admin/products", Some(&cm), Some(product("Dress", "DR-1", 9000, json!([women["id"]])))).await;
+    let bad = t.send("POST", "/api/v1/admin/products", Some(&cm), Some(product("Hat", "HAT-1", 100, json!(["nope"])))).await;
+    assert_eq!(bad.1["error"]["field"], "categories[0]");
+
+    let titles = |v: &Value| -> Vec<String> { v["data"].as_array().unwrap().iter().map(|p| p["title"].as_str().unwrap().to_owned()).collect() };
+    let (_, men_all) = t.send("GET", "/api/v1/products?category=men&sort=title", None, None).await;
+    assert_eq!(titles(&men_all), vec!["Belt", "Oxford Shirt"], "a category includes its sub-categories");
+    let (_, cheap_first) = t.send("GET", "/api/v1/products?sort=price_asc", None, None).await;
+    assert_eq!(titles(&cheap_first), vec!["Belt", "Oxford Shirt", "Dress"]);
+    let (_, dear_first) = t.send("GET", "/api/v1/products?sort=price_desc&limit=2", None, None).await;
+    assert_eq!(titles(&dear_first), vec!["Dress", "Oxford Shirt"]);
+    let cursor = dear_first["next_cursor"].as_str().unwrap();
+    let (_, rest) = t.send("GET", &format!("/api/v1/products?sort=price_desc&limit=2&starting_after={cursor}"), None, None).await;
+    assert_eq!(titles(&rest), vec!["Belt"]);
+    let (_, band) = t.send("GET", "/api/v1/products?min_price=3000&max_price=5000&currency=USD", None, None).await;
+    assert_eq!(titles(&band), vec!["Oxford Shirt"]);
+    let (_, newest) = t.send("GET", "/api/v1/products", None, None).await;
+    assert_eq!(titles(&newest), vec!["Dress", "Belt", "Oxford Shirt"]);
+    let (_, none_in_stock) = t.send("GET", "/api/v1/products?in_stock=true", None, None).await;
+    assert!(titles(&none_in_stock).is_empty());
+    t.inventory().adjust("BELT-1", 3, "received", "test").await.unwrap();
+    let (_, in_stock) = t.send("GET", "/api/v1/products?in_stock=true", None, None).await;
+    assert_eq!(titles(&in_stock), vec!["Belt"]);
+    assert_eq!(t.send("GET", "/api/v1/products?category=nope", None, None).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(t.send("GET", "/api/v1/products?currency=usd&min_price=1", None, None).await.0, StatusCode::UNPROCESSABLE_ENTITY);
+
+    let (_, moved) = t.send("PATCH", &format!("/api/v1/admin/products/{}", oxford["id"].as_str().unwrap()), Some(&cm),
+        Some(json!({"categories": [women["id"]], "seo_title": "Oxford shirt in organic cotton"}))).await;
+    assert_eq!((moved["categories"][0]["slug"].as_str(), moved["seo_title"].as_str()), (Some("women"), Some("Oxford shirt in organic cotton")));
 }
