@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
 use kernel::error::ErrorBody;
 use kernel::money::{Currency, Money};
 use kernel::page::{Page, PageParams};
@@ -16,6 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::cache::ResponseCache;
 use crate::domain::Status;
 use crate::error::CatalogError;
 use crate::inventory::Inventory;
@@ -25,6 +26,41 @@ use crate::store;
 #[derive(Clone)]
 pub struct Catalog {
     pub inventory: Inventory,
+    pub cache: std::sync::Arc<ResponseCache>,
+}
+
+/// Public, cacheable JSON: served from the cache when the catalog has not
+/// changed, with a strong `ETag`; `If-None-Match` gets a 304.
+async fn cached<F, Fut, T>(c: &Catalog, uri: &Uri, headers: &HeaderMap, build: F) -> Result<Response, CatalogError>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<T, CatalogError>>,
+    T: Serialize,
+{
+    let key = uri.path_and_query().map_or_else(|| uri.path().to_owned(), |p| p.as_str().to_owned());
+    let entry = match c.cache.get(&key) {
+        Some(hit) => hit,
+        None => {
+            let generation = c.cache.generation();
+            let value = build().await?;
+            let body = serde_json::to_vec(&value).map_err(|e| platform::DbError::Corrupt(e.to_string()))?;
+            c.cache.put(key, generation, body.into())
+        }
+    };
+    let cache_control = (header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=60, stale-while-revalidate=300"));
+    let etag = HeaderValue::from_str(&entry.etag).map_err(|e| platform::DbError::Corrupt(e.to_string()))?;
+    let matches = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == entry.etag || t.trim() == "*"));
+    if matches {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag), cache_control]).into_response());
+    }
+    Ok((
+        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json")), (header::ETAG, etag), cache_control],
+        entry.body,
+    )
+        .into_response())
 }
 
 pub fn router(catalog: Catalog) -> OpenApiRouter {
@@ -220,20 +256,31 @@ impl ProductFilter {
     responses((status = 200, body = Page<ProductView>)))]
 async fn list_products(
     State(c): State<Catalog>,
+    uri: Uri,
+    headers: HeaderMap,
     Query(filter): Query<ProductFilter>,
     Query(params): Query<PageParams>,
-) -> Result<Json<Page<ProductView>>, kernel::ApiError> {
+) -> Result<Response, kernel::ApiError> {
     let p = params.parse()?;
-    let f = filter.list_filter(Some("active"));
-    let rows = products::list(&c.inventory.db, &f, p.after.as_deref(), p.limit).await.map_err(|e| kernel::ApiError::from(&e))?;
-    Ok(Json(page(rows, p.limit, false)))
+    let result = cached(&c, &uri, &headers, || async {
+        let f = filter.list_filter(Some("active"));
+        let rows = products::list(&c.inventory.db, &f, p.after.as_deref(), p.limit).await?;
+        Ok(page(rows, p.limit, false))
+    })
+    .await;
+    result.map_err(|e| kernel::ApiError::from(&e))
 }
 
 /// An active product by id or slug.
 #[utoipa::path(get, path = "/api/v1/products/{id_or_slug}", tag = "catalog", params(("id_or_slug" = String, Path)),
     responses((status = 200, body = ProductView), (status = 404, body = ErrorBody)))]
-async fn get_product(State(c): State<Catalog>, Path(id): Path<String>) -> Result<Json<ProductView>, CatalogError> {
-    Ok(Json(view(products::find(&c.inventory.db, &id, false).await?, false)))
+async fn get_product(
+    State(c): State<Catalog>,
+    uri: Uri,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, CatalogError> {
+    cached(&c, &uri, &headers, || async { Ok(view(products::find(&c.inventory.db, &id, false).await?, false)) }).await
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -337,6 +384,7 @@ async fn create_product(
             .collect(),
     };
     let product = products::create(&c.inventory.db, input).await?;
+    c.cache.invalidate();
     Ok((StatusCode::CREATED, Json(view(product, true))))
 }
 
@@ -399,7 +447,9 @@ async fn update_product(
         seo_title: b.seo_title,
         seo_description: b.seo_description,
     };
-    Ok(Json(view(products::update(&c.inventory.db, &id, change).await?, true)))
+    let product = products::update(&c.inventory.db, &id, change).await?;
+    c.cache.invalidate();
+    Ok(Json(view(product, true)))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -561,8 +611,8 @@ async fn inventory_history(
 /// The category tree.
 #[utoipa::path(get, path = "/api/v1/categories", tag = "catalog",
     responses((status = 200, body = Vec<crate::categories::Node>)))]
-async fn category_tree(State(c): State<Catalog>) -> Result<Json<Vec<crate::categories::Node>>, CatalogError> {
-    Ok(Json(crate::categories::tree(&store::categories(&c.inventory.db).await?)))
+async fn category_tree(State(c): State<Catalog>, uri: Uri, headers: HeaderMap) -> Result<Response, CatalogError> {
+    cached(&c, &uri, &headers, || async { Ok(crate::categories::tree(&store::categories(&c.inventory.db).await?)) }).await
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -608,6 +658,7 @@ async fn create_category(
     Json(b): Json<CategoryRequest>,
 ) -> Result<impl IntoResponse, CatalogError> {
     let row = crate::categories::create(&c.inventory.db, b.into()).await?;
+    c.cache.invalidate();
     Ok((StatusCode::CREATED, Json(CategoryView::from(row))))
 }
 
@@ -620,7 +671,9 @@ async fn update_category(
     Path(id): Path<String>,
     Json(b): Json<CategoryRequest>,
 ) -> Result<Json<CategoryView>, CatalogError> {
-    Ok(Json(crate::categories::update(&c.inventory.db, &id, b.into()).await?.into()))
+    let row = crate::categories::update(&c.inventory.db, &id, b.into()).await?;
+    c.cache.invalidate();
+    Ok(Json(row.into()))
 }
 
 /// Staff: remove a category without sub-categories (`catalog:write`).
@@ -632,5 +685,6 @@ async fn delete_category(
     Path(id): Path<String>,
 ) -> Result<StatusCode, CatalogError> {
     crate::categories::delete(&c.inventory.db, &id).await?;
+    c.cache.invalidate();
     Ok(StatusCode::NO_CONTENT)
 }

@@ -15,6 +15,14 @@ use crate::domain::{self, Sku};
 use crate::error::CatalogError;
 use crate::store::{self, DEFAULT_LOCATION, LedgerEntry};
 
+impl Inventory {
+    fn changed(&self) {
+        if let Some(cache) = &self.cache {
+            cache.invalidate();
+        }
+    }
+}
+
 /// One line to hold: this many of this SKU.
 #[derive(Debug, Clone)]
 pub struct Line {
@@ -37,6 +45,8 @@ pub struct Reservation {
 pub struct Inventory {
     pub db: Db,
     pub reservation_ttl: Duration,
+    /// Told about every stock change (in-stock flags are in public pages).
+    pub cache: Option<std::sync::Arc<crate::cache::ResponseCache>>,
 }
 
 impl Inventory {
@@ -79,6 +89,7 @@ impl Inventory {
             announce(&mut tx, sku.as_str(), on_hand, reserved, on_hand - reserved + quantity, threshold).await?;
         }
         tx.commit().await?;
+        self.changed();
         self.reservation(order_id).await
     }
 
@@ -130,6 +141,7 @@ impl Inventory {
             announce(&mut tx, &sku, on_hand, reserved, on_hand - reserved, threshold).await?;
         }
         tx.commit().await?;
+        self.changed();
         Ok(())
     }
 
@@ -152,6 +164,7 @@ impl Inventory {
             announce(&mut tx, &sku, on_hand, reserved, on_hand - reserved - quantity, threshold).await?;
         }
         tx.commit().await?;
+        self.changed();
         Ok(())
     }
 
@@ -181,6 +194,7 @@ impl Inventory {
         .await?;
         announce(&mut tx, sku.as_str(), on_hand, reserved, on_hand - reserved - delta, threshold).await?;
         tx.commit().await?;
+        self.changed();
         Ok((on_hand, reserved))
     }
 

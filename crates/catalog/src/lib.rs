@@ -2,6 +2,7 @@
 //! variants with prices, stock per SKU with a ledger, and the reservation
 //! port checkout uses. This is its face: the spec the binary mounts.
 
+mod cache;
 mod categories;
 pub mod domain;
 mod error;
@@ -33,11 +34,12 @@ pub fn spec() -> ServiceSpec {
 
 fn mount(ctx: ServiceContext) -> BoxFuture<'static, Result<Mounted, BoxError>> {
     Box::pin(async move {
-        let inventory = Inventory { db: ctx.db.clone(), reservation_ttl: RESERVATION_TTL };
+        let cache = Arc::new(cache::ResponseCache::new(ctx.config.catalog.cache));
+        let inventory = Inventory { db: ctx.db.clone(), reservation_ttl: RESERVATION_TTL, cache: Some(cache.clone()) };
         tokio::spawn(inventory.clone().sweep(Duration::from_secs(30), ctx.shutdown.clone()));
         // Checkout finds the reservation port here (in process).
         ctx.ports.provide(Arc::new(inventory.clone()));
-        Ok(Mounted::routes(http::router(http::Catalog { inventory })))
+        Ok(Mounted::routes(http::router(http::Catalog { inventory, cache })))
     })
 }
 

@@ -62,8 +62,9 @@ impl TestApp {
         body["access_token"].as_str().unwrap().to_owned()
     }
 
+    /// The running service's reservation port, as checkout finds it.
     fn inventory(&self) -> Inventory {
-        Inventory { db: self.app.db("catalog").unwrap().clone(), reservation_ttl: std::time::Duration::from_secs(900) }
+        (*self.app.ports().get::<Inventory>().unwrap()).clone()
     }
 
     async fn events(&self, event_type: &str) -> i64 {
@@ -322,4 +323,39 @@ async fn categories_filters_and_sorts() {
     let (_, moved) = t.send("PATCH", &format!("/api/v1/admin/products/{}", oxford["id"].as_str().unwrap()), Some(&cm),
         Some(json!({"categories": [women["id"]], "seo_title": "Oxford shirt in organic cotton"}))).await;
     assert_eq!((moved["categories"][0]["slug"].as_str(), moved["seo_title"].as_str()), (Some("women"), Some("Oxford shirt in organic cotton")));
+}
+
+#[tokio::test]
+async fn public_pages_carry_etags_and_change_when_the_catalog_does() {
+    let t = TestApp::new().await;
+    let cm = t.user("cm@example.com", Role::CatalogManager).await;
+    let (_, created) = t.send("POST", "/api/v1/admin/products", Some(&cm), Some(tee("ET-1"))).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let get = |etag: Option<String>| {
+        let mut r = Request::get(format!("/api/v1/products/{id}"));
+        if let Some(e) = etag {
+            r = r.header("if-none-match", e);
+        }
+        let router = t.app.router();
+        async move { router.oneshot(r.body(Body::empty()).unwrap()).await.unwrap() }
+    };
+    let first = get(None).await;
+    assert_eq!(first.status(), StatusCode::OK);
+    assert!(first.headers()["cache-control"].to_str().unwrap().contains("max-age"));
+    let etag = first.headers()["etag"].to_str().unwrap().to_owned();
+    let again = get(Some(etag.clone())).await;
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(again.headers()["etag"].to_str().unwrap(), etag);
+
+    // A stock change shows at once (in_stock flips), with a new ETag.
+    t.inventory().adjust("ET-1", 2, "received", "test").await.unwrap();
+    let changed = get(Some(etag.clone())).await;
+    assert_eq!(changed.status(), StatusCode::OK);
+    assert_ne!(changed.headers()["etag"].to_str().unwrap(), etag);
+    let body: Value = serde_json::from_slice(&changed.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(body["variants"][0]["in_stock"], true);
+
+    t.send("PATCH", &format!("/api/v1/admin/products/{id}"), Some(&cm), Some(json!({"title": "Renamed Tee"}))).await;
+    let (_, fresh) = t.send("GET", &format!("/api/v1/products/{id}"), None, None).await;
+    assert_eq!(fresh["title"], "Renamed Tee", "writes invalidate the cache");
 }

@@ -29,6 +29,20 @@ pub struct Config {
     pub redis: RedisConfig,
     pub outbox: OutboxConfig,
     pub auth: AuthConfig,
+    pub catalog: CatalogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CatalogConfig {
+    /// Remember public catalog responses until the catalog changes.
+    pub cache: bool,
+}
+
+impl Default for CatalogConfig {
+    fn default() -> Self {
+        Self { cache: true }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -171,6 +185,7 @@ impl Default for Config {
             redis: RedisConfig::default(),
             outbox: OutboxConfig::default(),
             auth: AuthConfig::default(),
+            catalog: CatalogConfig::default(),
         }
     }
 }
@@ -349,6 +364,7 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("EMPORIUM_AUTH_LOGIN_ATTEMPTS_PER_IP_PER_MINUTE", "auth.login_attempts_per_ip_per_minute", Kind::Int),
     ("EMPORIUM_AUTH_TRUST_FORWARDED_FOR", "auth.trust_forwarded_for", Kind::Bool),
     ("EMPORIUM_AUTH_JWKS_URL", "auth.jwks_url", Kind::Str),
+    ("EMPORIUM_CATALOG_CACHE", "catalog.cache", Kind::Bool),
 ];
 
 /// The variables `load` reads, with their keys, for documentation and `--help`.

@@ -60,6 +60,7 @@ pub struct App {
     bus: Arc<dyn EventBus>,
     shutdown: CancellationToken,
     relays: Vec<JoinHandle<()>>,
+    ports: Ports,
 }
 
 /// Migrates the databases of `specs` without starting anything (`emporium migrate`).
@@ -200,7 +201,7 @@ impl App {
             api_keys: ports.get::<dyn ApiKeyResolver>(),
         };
         let router = assemble(api, pages, readiness, auth, &config);
-        Ok(App { router, config, dbs, bus, shutdown, relays })
+        Ok(App { router, config, dbs, bus, shutdown, relays, ports })
     }
 
     pub fn router(&self) -> Router {
@@ -214,6 +215,11 @@ impl App {
 
     pub fn bus(&self) -> &Arc<dyn EventBus> {
         &self.bus
+    }
+
+    /// The ports the running services provide (for tests and tools).
+    pub fn ports(&self) -> &Ports {
+        &self.ports
     }
 
     /// Serves until `signal` completes, lets in-flight requests finish (up to
