@@ -4,6 +4,7 @@
 
 mod cache;
 mod categories;
+pub mod demo;
 pub mod domain;
 mod error;
 mod http;
@@ -29,7 +30,7 @@ pub static MIGRATIONS: Migrations = platform::migrations!("catalog", ["0001_cata
 pub const RESERVATION_TTL: Duration = Duration::from_secs(15 * 60);
 
 pub fn spec() -> ServiceSpec {
-    ServiceSpec { name: NAME, migrations: &MIGRATIONS, mount, demo: None }
+    ServiceSpec { name: NAME, migrations: &MIGRATIONS, mount, demo: Some(load_demo) }
 }
 
 fn mount(ctx: ServiceContext) -> BoxFuture<'static, Result<Mounted, BoxError>> {
@@ -40,6 +41,21 @@ fn mount(ctx: ServiceContext) -> BoxFuture<'static, Result<Mounted, BoxError>> {
         // Checkout finds the reservation port here (in process).
         ctx.ports.provide(Arc::new(inventory.clone()));
         Ok(Mounted::routes(http::router(http::Catalog { inventory, cache })))
+    })
+}
+
+fn load_demo(ctx: ServiceContext) -> BoxFuture<'static, Result<(), BoxError>> {
+    Box::pin(async move {
+        let made = demo::load_demo(&ctx.db).await?;
+        if made > 0 {
+            tracing::info!(products = made, "demo catalog loaded");
+        }
+        if let Some(inventory) = ctx.ports.get::<Inventory>()
+            && let Some(cache) = &inventory.cache
+        {
+            cache.invalidate();
+        }
+        Ok(())
     })
 }
 

@@ -359,3 +359,32 @@ async fn public_pages_carry_etags_and_change_when_the_catalog_does() {
     let (_, fresh) = t.send("GET", &format!("/api/v1/products/{id}"), None, None).await;
     assert_eq!(fresh["title"], "Renamed Tee", "writes invalidate the cache");
 }
+
+#[tokio::test]
+async fn the_demo_catalog_loads_once() {
+    let sandbox = Sandbox::new().await;
+    let mut config = (*sandbox.config()).clone();
+    config.services = vec!["catalog".into()];
+    let config = Arc::new(config);
+    let app = App::start(config.clone(), &[catalog::spec()], axum::Router::new(), true).await.unwrap();
+    let db = app.db("catalog").unwrap().clone();
+    let count = |db: platform::Db| async move {
+        let n: i64 = on_db!(db, pool => sqlx::query_scalar("SELECT COUNT(*) FROM products WHERE status = 'active'").fetch_one(pool).await).unwrap();
+        n
+    };
+    assert!(count(db.clone()).await >= 200);
+    let (_, tree) = {
+        let r = app.router().oneshot(Request::get("/api/v1/categories").body(Body::empty()).unwrap()).await.unwrap();
+        (r.status(), serde_json::from_slice::<Value>(&r.into_body().collect().await.unwrap().to_bytes()).unwrap())
+    };
+    assert_eq!(tree.as_array().unwrap().len(), 4);
+    let r = app.router().oneshot(Request::get("/api/v1/products?category=shirts&in_stock=true&sort=price_asc").body(Body::empty()).unwrap()).await.unwrap();
+    let page: Value = serde_json::from_slice(&r.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert!(!page["data"].as_array().unwrap().is_empty());
+    let sold_out: i64 = on_db!(db, pool => sqlx::query_scalar("SELECT COUNT(*) FROM inventory_levels WHERE on_hand = 0").fetch_one(pool).await).unwrap();
+    assert!(sold_out > 0, "some variants are out of stock, for the storefront to show");
+    let before = count(db.clone()).await;
+    drop(app);
+    let again = App::start(config, &[catalog::spec()], axum::Router::new(), true).await.unwrap();
+    assert_eq!(count(again.db("catalog").unwrap().clone()).await, before, "loading twice adds nothing");
+}

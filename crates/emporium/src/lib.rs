@@ -59,6 +59,17 @@ pub enum Command {
         #[command(flatten)]
         overrides: Overrides,
     },
+    /// Fill the catalog: the demo shop, or a synthetic catalog for benchmarks.
+    Seed {
+        /// The demo catalog (skipped if the shop has products already).
+        #[arg(long, conflicts_with = "products")]
+        demo: bool,
+        /// This many synthetic products, added to what is there.
+        #[arg(long)]
+        products: Option<usize>,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
     /// Manage user accounts.
     Users {
         #[command(subcommand)]
@@ -183,6 +194,18 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 println!("password: {password}");
                 println!("(shown once; store it now)");
             }
+            Ok(())
+        }
+        Command::Seed { demo, products, overrides } => {
+            let config = Arc::new(load_config(cli.config.as_ref(), &overrides, None)?);
+            let ctx = app::open_service(config, &catalog::spec()).await?;
+            let made = match (demo, products) {
+                (_, Some(n)) => catalog::demo::generate(&ctx.db, n, false).await,
+                (true, None) => catalog::demo::load_demo(&ctx.db).await,
+                (false, None) => return Err(CliError::Usage("say --demo or --products N".into())),
+            }
+            .map_err(|e| CliError::Service(Box::new(e)))?;
+            println!("added {made} products");
             Ok(())
         }
         Command::Keys { command: KeysCommand::Rotate { overrides } } => {
