@@ -45,12 +45,26 @@ struct Measured {
 /// What a scenario sends to Emporium.
 struct Call {
     method: &'static str,
+    /// `{product}` is replaced by the slug of the first listed product.
     path: &'static str,
     /// Sign in the bench user first and send the access token.
     signed_in: bool,
     /// Send the bench user's credentials as the JSON body.
     login_body: bool,
+    /// The catalog the server starts with.
+    catalog: Seed,
+    /// Serve public catalog pages from the response cache.
+    cache: bool,
 }
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Seed {
+    Empty,
+    Demo,
+    Products(usize),
+}
+
+const PLAIN: Call = Call { method: "GET", path: "/healthz", signed_in: false, login_body: false, catalog: Seed::Empty, cache: true };
 
 /// What a scenario compares Emporium with.
 enum Reference {
@@ -67,19 +81,30 @@ struct Scenario {
 }
 
 const SCENARIOS: &[Scenario] = &[
-    Scenario {
-        name: "healthz",
-        call: Call { method: "GET", path: "/healthz", signed_in: false, login_body: false },
-        reference: Reference::Server("/healthz"),
-    },
+    Scenario { name: "healthz", call: PLAIN, reference: Reference::Server("/healthz") },
     Scenario {
         name: "login",
-        call: Call { method: "POST", path: "/api/v1/auth/login", signed_in: false, login_body: true },
+        call: Call { method: "POST", path: "/api/v1/auth/login", login_body: true, ..PLAIN },
         reference: Reference::Argon2,
     },
     Scenario {
         name: "me",
-        call: Call { method: "GET", path: "/api/v1/me", signed_in: true, login_body: false },
+        call: Call { path: "/api/v1/me", signed_in: true, ..PLAIN },
+        reference: Reference::Server("/healthz"),
+    },
+    Scenario {
+        name: "product detail (cached)",
+        call: Call { path: "/api/v1/products/{product}", catalog: Seed::Demo, ..PLAIN },
+        reference: Reference::Server("/healthz"),
+    },
+    Scenario {
+        name: "product detail (cache off)",
+        call: Call { path: "/api/v1/products/{product}", catalog: Seed::Demo, cache: false, ..PLAIN },
+        reference: Reference::Server("/healthz"),
+    },
+    Scenario {
+        name: "category page, 20 of 100k (cache off)",
+        call: Call { path: "/api/v1/products?category=shirts&limit=20", catalog: Seed::Products(100_000), cache: false, ..PLAIN },
         reference: Reference::Server("/healthz"),
     },
 ];
@@ -112,7 +137,20 @@ fn main() -> Result<(), String> {
         }
         rows.push((scenario.name, vec![reference_name, "emporium"], vec![median(reference_runs), median(emporium_runs)]));
     }
-    let report = render(&args, pin, &rows);
+    for seed in SCENARIOS.iter().map(|s| s.call.catalog) {
+        let _ = std::fs::remove_dir_all(data_path(seed));
+    }
+    let mut report = render(&args, pin, &rows);
+    eprintln!("reservation storm");
+    let storm = vec![dir.join("storm").display().to_string(), "--stock".into(), "5000".into(), "--tasks".into(), "64".into()];
+    let out = spawn(&storm, pin.then_some("0"), false, &[])?.wait_with_output().map_err(|e| e.to_string())?;
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("storm: {e}: {}", String::from_utf8_lossy(&out.stderr)))?;
+    report += &format!(
+        "\nReservation storm (one SKU, 5,000 units, 64 concurrent tasks reserving one unit each until it is gone, \
+         SQLite, one core): **{} reservations/s**, {} held of {} — oversold: **{}**.\n",
+        result["per_second"], result["reservations"], result["stock"], result["oversold"]
+    );
     std::fs::write(&args.out, &report).map_err(|e| format!("{}: {e}", args.out.display()))?;
     println!("{report}");
     Ok(())
@@ -140,9 +178,51 @@ fn measure_reference(reference: &Reference, dir: &Path, args: &Args, pin: bool) 
     }
 }
 
+/// A data folder holding the scenario's catalog, seeded once and reused by
+/// every round (a 100k catalog takes a while to make).
+fn data_path(seed: Seed) -> PathBuf {
+    let name = match seed {
+        Seed::Empty => "empty".to_owned(),
+        Seed::Demo => "demo".to_owned(),
+        Seed::Products(n) => format!("products-{n}"),
+    };
+    std::env::temp_dir().join(format!("emporium-bench-{}-{name}", std::process::id()))
+}
+
+fn data_dir(seed: Seed, dir: &Path) -> Result<PathBuf, String> {
+    let data = data_path(seed);
+    if data.exists() {
+        return Ok(data);
+    }
+    let emporium = dir.join("emporium").display().to_string();
+    let seed_args: Vec<String> = match seed {
+        Seed::Empty => return Ok(data),
+        Seed::Demo => vec!["--demo".into()],
+        Seed::Products(n) => vec!["--products".into(), n.to_string()],
+    };
+    eprintln!("seeding {}", data.display());
+    let mut command = vec![emporium, "seed".into(), "--data-dir".into(), data.display().to_string()];
+    command.extend(seed_args);
+    let out = spawn(&command, None, false, &[("EMPORIUM_LOG", "warn")])?.wait_with_output().map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!("seeding failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok(data)
+}
+
+/// A one-off `GET`; returns the response body.
+fn http_get(addr: &str, path: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).map_err(|e| e.to_string())?;
+    Ok(response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
+}
+
 fn measure_emporium(call: &Call, dir: &Path, args: &Args, pin: bool) -> Result<Measured, String> {
-    let data = std::env::temp_dir().join(format!("emporium-bench-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&data);
+    let data = data_dir(call.catalog, dir)?;
     let command = vec![
         dir.join("emporium").display().to_string(),
         "serve".into(),
@@ -152,14 +232,26 @@ fn measure_emporium(call: &Call, dir: &Path, args: &Args, pin: bool) -> Result<M
         data.display().to_string(),
     ];
     // The per-address login limit would stop a load generator on one address.
-    let env = [("EMPORIUM_AUTH_LOGIN_ATTEMPTS_PER_IP_PER_MINUTE", "1000000000")];
+    let env = [
+        ("EMPORIUM_AUTH_LOGIN_ATTEMPTS_PER_IP_PER_MINUTE", "1000000000"),
+        ("EMPORIUM_CATALOG_CACHE", if call.cache { "true" } else { "false" }),
+    ];
     let mut child = spawn(&command, pin.then_some("0"), true, &env)?;
     let result = (|| {
         let addr = read_address(&mut child)?;
         let credentials = format!(r#"{{"email":"{BENCH_EMAIL}","password":"{BENCH_PASSWORD}"}}"#);
+        let path = if call.path.contains("{product}") {
+            let list: serde_json::Value =
+                serde_json::from_str(&http_get(&addr, "/api/v1/products?limit=1")?).map_err(|e| e.to_string())?;
+            let slug = list["data"][0]["slug"].as_str().ok_or("the catalog is empty")?.to_owned();
+            call.path.replace("{product}", &slug)
+        } else {
+            call.path.to_owned()
+        };
         let token = if call.signed_in || call.login_body {
             let register = format!(r#"{{"email":"{BENCH_EMAIL}","password":"{BENCH_PASSWORD}","name":"Bench"}}"#);
-            http_post(&addr, "/api/v1/auth/register", &register)?;
+            // The data folder is kept between rounds: the user may exist.
+            let _ = http_post(&addr, "/api/v1/auth/register", &register);
             let tokens: serde_json::Value =
                 serde_json::from_str(&http_post(&addr, "/api/v1/auth/login", &credentials)?).map_err(|e| e.to_string())?;
             tokens["access_token"].as_str().map(str::to_owned)
@@ -168,11 +260,10 @@ fn measure_emporium(call: &Call, dir: &Path, args: &Args, pin: bool) -> Result<M
         };
         let auth = if call.signed_in { token.map(|t| format!("authorization: Bearer {t}")) } else { None };
         let body = call.login_body.then_some(credentials.as_str());
-        let load = run_load(dir, args, pin, &format!("http://{addr}{}", call.path), call.method, body, auth.as_deref())?;
+        let load = run_load(dir, args, pin, &format!("http://{addr}{path}"), call.method, body, auth.as_deref())?;
         Ok(Measured { load, peak_rss_kib: peak_rss_kib(child.id()).ok_or("no RSS")? })
     })();
     stop(child);
-    let _ = std::fs::remove_dir_all(&data);
     result
 }
 
