@@ -12,6 +12,10 @@ pub enum CatalogError {
     ProductNotFound,
     #[error("no such category")]
     CategoryNotFound,
+    #[error("this was ordered; archive it instead (status: archived)")]
+    ProductWasOrdered,
+    #[error("a product keeps at least one variant")]
+    LastVariant,
     #[error("the category has sub-categories; move or delete them first")]
     CategoryHasChildren,
     #[error("no variant has SKU {0}")]
@@ -40,6 +44,8 @@ impl From<&CatalogError> for ApiError {
             CatalogError::Invalid(i) => ApiError::invalid(i.code, i.reason.clone()).with_field(i.field.clone()),
             CatalogError::ProductNotFound => ApiError::not_found("product_not_found", e.to_string()),
             CatalogError::CategoryNotFound => ApiError::not_found("category_not_found", e.to_string()),
+            CatalogError::ProductWasOrdered => ApiError::conflict("was_ordered", e.to_string()),
+            CatalogError::LastVariant => ApiError::conflict("last_variant", e.to_string()),
             CatalogError::CategoryHasChildren => ApiError::conflict("category_has_children", e.to_string()),
             CatalogError::UnknownSku(_) => ApiError::not_found("sku_not_found", e.to_string()),
             CatalogError::SkuTaken(_) => ApiError::conflict("sku_taken", e.to_string()),

@@ -71,7 +71,10 @@ pub fn router(catalog: Catalog) -> OpenApiRouter {
         .routes(routes!(update_category, delete_category))
         .routes(routes!(get_product))
         .routes(routes!(admin_list_products, create_product))
-        .routes(routes!(admin_get_product, update_product))
+        .routes(routes!(admin_get_product, update_product, delete_product))
+        .routes(routes!(add_variant))
+        .routes(routes!(update_variant, delete_variant))
+        .routes(routes!(bulk_prices))
         .routes(routes!(inventory_levels))
         .routes(routes!(adjust_inventory))
         .routes(routes!(set_inventory))
@@ -687,4 +690,127 @@ async fn delete_category(
     crate::categories::delete(&c.inventory.db, &id).await?;
     c.cache.invalidate();
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Staff: delete a product that was never ordered (`catalog:write`); archive the others.
+#[utoipa::path(delete, path = "/api/v1/admin/products/{id}", tag = "admin", params(("id" = String, Path)),
+    responses((status = 204, description = "deleted"), (status = 409, body = ErrorBody)))]
+async fn delete_product(
+    State(c): State<Catalog>,
+    _: RequirePermission<perm::CatalogWrite>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, CatalogError> {
+    products::delete(&c.inventory.db, &id).await?;
+    c.cache.invalidate();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Staff: add a variant to a product (`catalog:write`).
+#[utoipa::path(post, path = "/api/v1/admin/products/{id}/variants", tag = "admin", params(("id" = String, Path)),
+    request_body = VariantRequest, responses((status = 201, body = ProductView), (status = 409, body = ErrorBody)))]
+async fn add_variant(
+    State(c): State<Catalog>,
+    _: RequirePermission<perm::CatalogWrite>,
+    Path(id): Path<String>,
+    Json(v): Json<VariantRequest>,
+) -> Result<impl IntoResponse, CatalogError> {
+    let input = NewVariantInput {
+        sku: v.sku,
+        title: v.title,
+        prices: v.prices,
+        compare_at_prices: v.compare_at_prices,
+        barcode: v.barcode,
+        weight_grams: v.weight_grams,
+        track_inventory: v.track_inventory,
+        low_stock_threshold: v.low_stock_threshold,
+    };
+    let product = products::add_variant(&c.inventory.db, &id, input).await?;
+    c.cache.invalidate();
+    Ok((StatusCode::CREATED, Json(view(product, true))))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VariantUpdate {
+    pub title: Option<String>,
+    /// Replaces every price of the variant.
+    pub prices: Option<BTreeMap<String, i64>>,
+    #[serde(default)]
+    pub compare_at_prices: BTreeMap<String, i64>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub barcode: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<i64>)]
+    pub weight_grams: Option<Option<i64>>,
+    pub track_inventory: Option<bool>,
+    pub low_stock_threshold: Option<i64>,
+}
+
+/// Staff: change a variant (`catalog:write`).
+#[utoipa::path(patch, path = "/api/v1/admin/variants/{sku}", tag = "admin", params(("sku" = String, Path)),
+    request_body = VariantUpdate, responses((status = 200, body = ProductView), (status = 404, body = ErrorBody)))]
+async fn update_variant(
+    State(c): State<Catalog>,
+    _: RequirePermission<perm::CatalogWrite>,
+    Path(sku): Path<String>,
+    Json(v): Json<VariantUpdate>,
+) -> Result<Json<ProductView>, CatalogError> {
+    let patch = products::VariantPatch {
+        title: v.title,
+        prices: v.prices,
+        compare_at_prices: v.compare_at_prices,
+        barcode: v.barcode,
+        weight_grams: v.weight_grams,
+        track_inventory: v.track_inventory,
+        low_stock_threshold: v.low_stock_threshold,
+    };
+    let product = products::update_variant(&c.inventory.db, &sku, patch).await?;
+    c.cache.invalidate();
+    Ok(Json(view(product, true)))
+}
+
+/// Staff: remove a variant that was never ordered (`catalog:write`).
+#[utoipa::path(delete, path = "/api/v1/admin/variants/{sku}", tag = "admin", params(("sku" = String, Path)),
+    responses((status = 204, description = "removed"), (status = 409, body = ErrorBody)))]
+async fn delete_variant(
+    State(c): State<Catalog>,
+    _: RequirePermission<perm::CatalogWrite>,
+    Path(sku): Path<String>,
+) -> Result<StatusCode, CatalogError> {
+    products::delete_variant(&c.inventory.db, &sku).await?;
+    c.cache.invalidate();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PriceUpdate {
+    pub sku: String,
+    pub prices: BTreeMap<String, i64>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkPrices {
+    pub updates: Vec<PriceUpdate>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BulkResult {
+    pub updated: usize,
+}
+
+/// Staff: set the prices of many variants at once, all or none (`catalog:write`).
+#[utoipa::path(post, path = "/api/v1/admin/prices/bulk", tag = "admin", request_body = BulkPrices,
+    responses((status = 200, body = BulkResult), (status = 422, body = ErrorBody)))]
+async fn bulk_prices(
+    State(c): State<Catalog>,
+    _: RequirePermission<perm::CatalogWrite>,
+    Json(b): Json<BulkPrices>,
+) -> Result<Json<BulkResult>, CatalogError> {
+    let updates: Vec<(String, BTreeMap<String, i64>)> = b.updates.into_iter().map(|u| (u.sku, u.prices)).collect();
+    let updated = products::bulk_prices(&c.inventory.db, &updates).await?;
+    c.cache.invalidate();
+    Ok(Json(BulkResult { updated }))
 }

@@ -7,6 +7,7 @@ mod categories;
 pub mod demo;
 pub mod domain;
 mod error;
+mod events;
 mod http;
 pub mod inventory;
 mod products;
@@ -40,7 +41,8 @@ fn mount(ctx: ServiceContext) -> BoxFuture<'static, Result<Mounted, BoxError>> {
         tokio::spawn(inventory.clone().sweep(Duration::from_secs(30), ctx.shutdown.clone()));
         // Checkout finds the reservation port here (in process).
         ctx.ports.provide(Arc::new(inventory.clone()));
-        Ok(Mounted::routes(http::router(http::Catalog { inventory, cache })))
+        let consumer = Arc::new(events::Consumer { inventory: inventory.clone() });
+        Ok(Mounted { router: http::router(http::Catalog { inventory, cache }), handler: Some(consumer) })
     })
 }
 

@@ -340,3 +340,142 @@ pub async fn update(db: &Db, id: &str, change: Change) -> Result<Product, Catalo
     tx.commit().await?;
     find(db, id, true).await
 }
+
+/// Deletes a product that was never ordered; one that was must be archived.
+pub async fn delete(db: &Db, id: &str) -> Result<(), CatalogError> {
+    let row = store::product(db, id).await?.ok_or(CatalogError::ProductNotFound)?;
+    if store::product_was_ordered(db, &row.id).await? {
+        return Err(CatalogError::ProductWasOrdered);
+    }
+    let mut tx = db.begin().await?;
+    if !store::delete_product(&mut tx, &row.id).await? {
+        return Err(CatalogError::ProductNotFound);
+    }
+    outbox::enqueue(&mut tx, &Envelope::new("product.deleted", &row.id, json!({"product_id": row.id}))).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Adds a variant to a product.
+pub async fn add_variant(db: &Db, product: &str, input: NewVariantInput) -> Result<Product, CatalogError> {
+    let row = store::product(db, product).await?.ok_or(CatalogError::ProductNotFound)?;
+    let sku = Sku::parse(&input.sku, "sku")?;
+    let title = domain::parse_title(input.title.as_deref().unwrap_or("Default"), "title")?;
+    let prices = parse_variant_prices(&input, 0)?;
+    let mut tx = db.begin().await?;
+    let position = store::variant_count(&mut tx, &row.id).await? as i32;
+    let inserted = store::insert_variant(&mut tx, &NewVariant {
+        id: &VariantId::new().to_string(),
+        product_id: &row.id,
+        sku: sku.as_str(),
+        title: &title,
+        barcode: input.barcode.as_deref(),
+        weight_grams: input.weight_grams,
+        track_inventory: input.track_inventory,
+        low_stock_threshold: input.low_stock_threshold.unwrap_or(5).clamp(0, 1_000_000),
+        position,
+        prices: &prices,
+    })
+    .await;
+    match inserted {
+        Err(e) if e.is_unique_violation() => return Err(CatalogError::SkuTaken(sku.as_str().to_owned())),
+        other => other?,
+    }
+    outbox::enqueue(&mut tx, &Envelope::new("product.updated", &row.id, json!({"product_id": row.id}))).await?;
+    tx.commit().await?;
+    find(db, &row.id, true).await
+}
+
+/// What can change on a variant; prices, when given, replace the old ones.
+pub struct VariantPatch {
+    pub title: Option<String>,
+    pub prices: Option<BTreeMap<String, i64>>,
+    pub compare_at_prices: BTreeMap<String, i64>,
+    pub barcode: Option<Option<String>>,
+    pub weight_grams: Option<Option<i64>>,
+    pub track_inventory: Option<bool>,
+    pub low_stock_threshold: Option<i64>,
+}
+
+pub async fn update_variant(db: &Db, sku: &str, patch: VariantPatch) -> Result<Product, CatalogError> {
+    let sku = Sku::parse(sku, "sku")?;
+    let title = patch.title.as_deref().map(|t| domain::parse_title(t, "title")).transpose()?;
+    let prices = match &patch.prices {
+        Some(p) => Some(parse_variant_prices(
+            &NewVariantInput {
+                sku: sku.as_str().to_owned(),
+                title: None,
+                prices: p.clone(),
+                compare_at_prices: patch.compare_at_prices.clone(),
+                barcode: None,
+                weight_grams: None,
+                track_inventory: true,
+                low_stock_threshold: None,
+            },
+            0,
+        )?),
+        None => None,
+    };
+    let mut tx = db.begin().await?;
+    let (variant, product) = store::variant_ids(&mut tx, sku.as_str()).await?.ok_or_else(|| CatalogError::UnknownSku(sku.as_str().to_owned()))?;
+    store::update_variant(&mut tx, sku.as_str(), &store::VariantChange {
+        title: title.as_deref(),
+        barcode: patch.barcode.as_ref().map(|b| b.as_deref()),
+        weight_grams: patch.weight_grams,
+        track_inventory: patch.track_inventory,
+        low_stock_threshold: patch.low_stock_threshold.map(|t| t.clamp(0, 1_000_000)),
+    })
+    .await?;
+    if let Some(prices) = &prices {
+        store::set_prices(&mut tx, &variant, prices).await?;
+    }
+    outbox::enqueue(&mut tx, &Envelope::new("product.updated", &product, json!({"product_id": product}))).await?;
+    tx.commit().await?;
+    find(db, &product, true).await
+}
+
+/// Removes a variant that was never ordered and is not the product's last.
+pub async fn delete_variant(db: &Db, sku: &str) -> Result<(), CatalogError> {
+    let sku = Sku::parse(sku, "sku")?;
+    let mut tx = db.begin().await?;
+    let (_, product) = store::variant_ids(&mut tx, sku.as_str()).await?.ok_or_else(|| CatalogError::UnknownSku(sku.as_str().to_owned()))?;
+    if store::variant_count(&mut tx, &product).await? <= 1 {
+        return Err(CatalogError::LastVariant);
+    }
+    if store::sku_was_ordered(&mut tx, sku.as_str()).await? {
+        return Err(CatalogError::ProductWasOrdered);
+    }
+    store::delete_variant(&mut tx, sku.as_str()).await?;
+    outbox::enqueue(&mut tx, &Envelope::new("product.updated", &product, json!({"product_id": product}))).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Sets the prices of many variants at once: all of them or none.
+pub async fn bulk_prices(db: &Db, updates: &[(String, BTreeMap<String, i64>)]) -> Result<usize, CatalogError> {
+    let mut parsed = Vec::new();
+    for (i, (sku, prices)) in updates.iter().enumerate() {
+        let sku = Sku::parse(sku, &format!("updates[{i}].sku"))?;
+        let prices: Vec<Price> = domain::parse_prices(prices, &format!("updates[{i}].prices"))?
+            .into_iter()
+            .map(|(c, a)| (c.to_string(), a, None))
+            .collect();
+        parsed.push((i, sku, prices));
+    }
+    let mut tx = db.begin().await?;
+    let mut products = Vec::new();
+    for (i, sku, prices) in &parsed {
+        let (variant, product) = store::variant_ids(&mut tx, sku.as_str())
+            .await?
+            .ok_or_else(|| CatalogError::from(domain::invalid(format!("updates[{i}].sku"), "unknown_sku", "no variant has this SKU")))?;
+        store::set_prices(&mut tx, &variant, prices).await?;
+        if !products.contains(&product) {
+            products.push(product);
+        }
+    }
+    for product in &products {
+        outbox::enqueue(&mut tx, &Envelope::new("product.updated", product, json!({"product_id": product}))).await?;
+    }
+    tx.commit().await?;
+    Ok(parsed.len())
+}

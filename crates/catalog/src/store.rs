@@ -597,3 +597,67 @@ pub async fn product_categories(db: &Db, product_ids: &[String]) -> Result<Vec<(
     })?;
     Ok(rows)
 }
+
+/// Whether any variant of the product was ever reserved for an order.
+pub async fn product_was_ordered(db: &Db, product: &str) -> Result<bool, DbError> {
+    let n: i64 = on_db!(db, pool => sqlx::query_scalar(
+        "SELECT COUNT(*) FROM reservation_lines r JOIN variants v ON v.sku = r.sku WHERE v.product_id = $1")
+        .bind(product).fetch_one(pool).await)?;
+    Ok(n > 0)
+}
+
+pub async fn delete_product(tx: &mut Tx, product: &str) -> Result<bool, DbError> {
+    // Stock rows are keyed by SKU, not by product: remove them with it.
+    on_tx!(tx, c => sqlx::query(
+        "DELETE FROM inventory_levels WHERE sku IN (SELECT sku FROM variants WHERE product_id = $1)")
+        .bind(product).execute(c).await.map(|_| ()))?;
+    let n = on_tx!(tx, c => sqlx::query("DELETE FROM products WHERE id = $1")
+        .bind(product).execute(c).await.map(|r| r.rows_affected()))?;
+    Ok(n == 1)
+}
+
+pub struct VariantChange<'a> {
+    pub title: Option<&'a str>,
+    pub barcode: Option<Option<&'a str>>,
+    pub weight_grams: Option<Option<i64>>,
+    pub track_inventory: Option<bool>,
+    pub low_stock_threshold: Option<i64>,
+}
+
+pub async fn update_variant(tx: &mut Tx, sku: &str, ch: &VariantChange<'_>) -> Result<Option<String>, DbError> {
+    let id: Option<String> = on_tx!(tx, c => sqlx::query_scalar(
+        "UPDATE variants SET title = COALESCE($1, title), barcode = CASE WHEN $2 THEN $3 ELSE barcode END, \
+         weight_grams = CASE WHEN $4 THEN $5 ELSE weight_grams END, \
+         track_inventory = COALESCE($6, track_inventory), low_stock_threshold = COALESCE($7, low_stock_threshold) \
+         WHERE sku = $8 RETURNING id")
+        .bind(ch.title).bind(ch.barcode.is_some()).bind(ch.barcode.flatten())
+        .bind(ch.weight_grams.is_some()).bind(ch.weight_grams.flatten())
+        .bind(ch.track_inventory).bind(ch.low_stock_threshold).bind(sku)
+        .fetch_optional(c).await)?;
+    Ok(id)
+}
+
+/// (variant id, product id) of a SKU.
+pub async fn variant_ids(tx: &mut Tx, sku: &str) -> Result<Option<(String, String)>, DbError> {
+    let row: Option<(String, String)> = on_tx!(tx, c => sqlx::query_as("SELECT id, product_id FROM variants WHERE sku = $1")
+        .bind(sku).fetch_optional(c).await)?;
+    Ok(row)
+}
+
+pub async fn variant_count(tx: &mut Tx, product: &str) -> Result<i64, DbError> {
+    let n: i64 = on_tx!(tx, c => sqlx::query_scalar("SELECT COUNT(*) FROM variants WHERE product_id = $1")
+        .bind(product).fetch_one(c).await)?;
+    Ok(n)
+}
+
+pub async fn delete_variant(tx: &mut Tx, sku: &str) -> Result<(), DbError> {
+    on_tx!(tx, c => sqlx::query("DELETE FROM inventory_levels WHERE sku = $1").bind(sku).execute(c).await.map(|_| ()))?;
+    on_tx!(tx, c => sqlx::query("DELETE FROM variants WHERE sku = $1").bind(sku).execute(c).await.map(|_| ()))?;
+    Ok(())
+}
+
+pub async fn sku_was_ordered(tx: &mut Tx, sku: &str) -> Result<bool, DbError> {
+    let n: i64 = on_tx!(tx, c => sqlx::query_scalar("SELECT COUNT(*) FROM reservation_lines WHERE sku = $1")
+        .bind(sku).fetch_one(c).await)?;
+    Ok(n > 0)
+}

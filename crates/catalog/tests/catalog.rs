@@ -388,3 +388,78 @@ async fn the_demo_catalog_loads_once() {
     let again = App::start(config, &[catalog::spec()], axum::Router::new(), true).await.unwrap();
     assert_eq!(count(again.db("catalog").unwrap().clone()).await, before, "loading twice adds nothing");
 }
+
+#[tokio::test]
+async fn variants_prices_and_deletion() {
+    let t = TestApp::new().await;
+    let cm = t.user("cm@example.com", Role::CatalogManager).await;
+    let (_, p) = t.send("POST", "/api/v1/admin/products", Some(&cm), Some(tee("V-M"))).await;
+    let id = p["id"].as_str().unwrap().to_owned();
+    let (status, with_l) = t.send("POST", &format!("/api/v1/admin/products/{id}/variants"), Some(&cm),
+        Some(json!({"sku": "V-L", "title": "L", "prices": {"USD": 2700}}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{with_l}");
+    assert_eq!(with_l["variants"].as_array().unwrap().len(), 2);
+    let (status, _) = t.send("POST", &format!("/api/v1/admin/products/{id}/variants"), Some(&cm),
+        Some(json!({"sku": "V-L", "prices": {"USD": 1}}))).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+
+    let (status, changed) = t.send("PATCH", "/api/v1/admin/variants/v-l", Some(&cm),
+        Some(json!({"prices": {"USD": 2900, "GBP": 2300}, "compare_at_prices": {"USD": 3500}, "barcode": "0123456789012"}))).await;
+    assert_eq!(status, StatusCode::OK, "{changed}");
+    let large = changed["variants"].as_array().unwrap().iter().find(|v| v["sku"] == "V-L").unwrap().clone();
+    assert_eq!(large["prices"]["GBP"]["amount"], 2300);
+    assert_eq!(large["compare_at_prices"]["USD"]["amount"], 3500);
+    assert_eq!(large["barcode"], "0123456789012");
+
+    let (status, bulk) = t.send("POST", "/api/v1/admin/prices/bulk", Some(&cm),
+        Some(json!({"updates": [{"sku": "V-M", "prices": {"USD": 2000}}, {"sku": "NOPE", "prices": {"USD": 1}}]}))).await;
+    assert_eq!((status, bulk["error"]["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("updates[1].sku")));
+    let (_, unchanged) = t.send("GET", &format!("/api/v1/admin/products/{id}"), Some(&cm), None).await;
+    assert_eq!(unchanged["variants"][0]["prices"]["USD"]["amount"], 2500, "all or none");
+    let (status, bulk) = t.send("POST", "/api/v1/admin/prices/bulk", Some(&cm),
+        Some(json!({"updates": [{"sku": "V-M", "prices": {"USD": 2000}}, {"sku": "V-L", "prices": {"USD": 2100}}]}))).await;
+    assert_eq!((status, bulk["updated"].as_u64()), (StatusCode::OK, Some(2)));
+
+    assert_eq!(t.send("DELETE", "/api/v1/admin/variants/V-L", Some(&cm), None).await.0, StatusCode::NO_CONTENT);
+    let (status, last) = t.send("DELETE", "/api/v1/admin/variants/V-M", Some(&cm), None).await;
+    assert_eq!((status, last["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("last_variant")));
+
+    // Ordered products are archived, not deleted.
+    t.inventory().adjust("V-M", 1, "received", "test").await.unwrap();
+    t.inventory().reserve("ord_keep", &[Line { sku: "V-M".into(), quantity: 1 }]).await.unwrap();
+    let (status, kept) = t.send("DELETE", &format!("/api/v1/admin/products/{id}"), Some(&cm), None).await;
+    assert_eq!((status, kept["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("was_ordered")));
+    let (_, fresh) = t.send("POST", "/api/v1/admin/products", Some(&cm), Some(json!({"title": "Gone", "variants": [{"sku": "GONE-1", "prices": {"USD": 1}}]}))).await;
+    let gone = fresh["id"].as_str().unwrap();
+    assert_eq!(t.send("DELETE", &format!("/api/v1/admin/products/{gone}"), Some(&cm), None).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(t.send("GET", &format!("/api/v1/admin/products/{gone}"), Some(&cm), None).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(t.events("product.deleted").await, 1);
+}
+
+#[tokio::test]
+async fn a_cancelled_order_gives_its_stock_back() {
+    let t = TestApp::new().await;
+    let cm = t.user("cm@example.com", Role::CatalogManager).await;
+    t.send("POST", "/api/v1/admin/products", Some(&cm), Some(tee("C-1"))).await;
+    let inv = t.inventory();
+    inv.adjust("C-1", 4, "received", "test").await.unwrap();
+    inv.reserve("ord_cancel", &[Line { sku: "C-1".into(), quantity: 3 }]).await.unwrap();
+    let event = kernel::Envelope::new("order.cancelled", "ord_cancel", json!({"order_id": "ord_cancel"}));
+    t.app.bus().publish(&event).await.unwrap();
+    t.app.bus().publish(&event).await.unwrap(); // redelivered: no second effect
+    let reservation = inv.reservation("ord_cancel").await;
+    if platform::testing::nats_url().is_some() {
+        // Over JetStream delivery is asynchronous: wait for it.
+        for _ in 0..100 {
+            if inv.reservation("ord_cancel").await.unwrap().state == "released" {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    } else {
+        assert_eq!(reservation.unwrap().state, "released");
+    }
+    assert_eq!(inv.reservation("ord_cancel").await.unwrap().state, "released");
+    let (_, levels) = t.send("GET", "/api/v1/admin/inventory?sku=C-1", Some(&t.user("o@example.com", Role::OrderManager).await), None).await;
+    assert_eq!(levels[0]["available"], 4);
+}

@@ -1,0 +1,43 @@
+//! What the catalog does when other services speak: a cancelled order gives
+//! its held stock back.
+
+use async_trait::async_trait;
+use kernel::Envelope;
+use platform::bus::{EventHandler, HandlerError};
+use platform::outbox;
+
+use crate::error::CatalogError;
+use crate::inventory::Inventory;
+
+pub struct Consumer {
+    pub inventory: Inventory,
+}
+
+#[async_trait]
+impl EventHandler for Consumer {
+    fn consumer(&self) -> &str {
+        "catalog"
+    }
+
+    fn interested_in(&self, event_type: &str) -> bool {
+        event_type == "order.cancelled"
+    }
+
+    async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
+        let Some(order) = event.data.get("order_id").and_then(|v| v.as_str()) else {
+            tracing::warn!(event_id = %event.id, "order.cancelled without an order_id; ignored");
+            return Ok(());
+        };
+        // Releasing is idempotent, so it runs in its own transaction first and
+        // the inbox mark follows (one SQLite writer at a time: never nest them).
+        match self.inventory.release(order).await {
+            Ok(()) | Err(CatalogError::ReservationNotFound(_)) => {}
+            Err(e) => return Err(Box::new(e)),
+        }
+        if let Some(tx) = outbox::begin_once(&self.inventory.db, "catalog", &event.id).await? {
+            tx.commit().await?;
+        }
+        tracing::info!(event_id = %event.id, order_id = order, "released the stock of a cancelled order");
+        Ok(())
+    }
+}
