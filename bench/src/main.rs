@@ -26,6 +26,12 @@ struct Args {
     /// Where to write the report.
     #[arg(long, default_value = "bench/RESULTS.md")]
     out: PathBuf,
+    /// Run only scenarios whose name contains one of these (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Skip the reservation storm.
+    #[arg(long)]
+    no_storm: bool,
 }
 
 #[derive(serde::Deserialize, Clone)]
@@ -121,7 +127,8 @@ fn main() -> Result<(), String> {
         .ok_or("no folder for the binaries")?;
     let pin = which("taskset");
     let mut rows = Vec::new();
-    for scenario in SCENARIOS {
+    let chosen = SCENARIOS.iter().filter(|s| args.only.is_empty() || args.only.iter().any(|o| s.name.contains(o.as_str())));
+    for scenario in chosen {
         let reference_name = match scenario.reference {
             Reference::Server(_) => "reference",
             Reference::Argon2 => "argon2id (raw)",
@@ -141,6 +148,11 @@ fn main() -> Result<(), String> {
         let _ = std::fs::remove_dir_all(data_path(seed));
     }
     let mut report = render(&args, pin, &rows);
+    if args.no_storm {
+        std::fs::write(&args.out, &report).map_err(|e| format!("{}: {e}", args.out.display()))?;
+        println!("{report}");
+        return Ok(());
+    }
     eprintln!("reservation storm");
     let storm = vec![dir.join("storm").display().to_string(), "--stock".into(), "5000".into(), "--tasks".into(), "64".into()];
     let out = spawn(&storm, pin.then_some("0"), false, &[])?.wait_with_output().map_err(|e| e.to_string())?;

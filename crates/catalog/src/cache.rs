@@ -13,20 +13,27 @@ const CAPACITY: usize = 10_000;
 #[derive(Clone)]
 pub struct Cached {
     pub body: bytes::Bytes,
-    /// A strong validator, quoted: `"3f2a…"`.
-    pub etag: String,
+    /// A strong validator, quoted: `"3f2a…"`, ready to send.
+    pub etag: axum::http::HeaderValue,
 }
 
-#[derive(Default)]
 pub struct ResponseCache {
     generation: AtomicU64,
     entries: Mutex<HashMap<String, (u64, Cached)>>,
     enabled: bool,
+    hits: metrics::Counter,
+    misses: metrics::Counter,
 }
 
 impl ResponseCache {
     pub fn new(enabled: bool) -> Self {
-        Self { enabled, ..Self::default() }
+        Self {
+            generation: AtomicU64::new(0),
+            entries: Mutex::new(HashMap::new()),
+            enabled,
+            hits: metrics::counter!("catalog_cache_total", "result" => "hit"),
+            misses: metrics::counter!("catalog_cache_total", "result" => "miss"),
+        }
     }
 
     /// The catalog changed: everything remembered is stale.
@@ -41,7 +48,7 @@ impl ResponseCache {
         let generation = self.generation.load(Ordering::SeqCst);
         let entries = self.entries.lock().ok()?;
         let hit = entries.get(key).filter(|(g, _)| *g == generation).map(|(_, c)| c.clone());
-        metrics::counter!("catalog_cache_total", "result" => if hit.is_some() { "hit" } else { "miss" }).increment(1);
+        if hit.is_some() { &self.hits } else { &self.misses }.increment(1);
         hit
     }
 
@@ -66,8 +73,10 @@ impl ResponseCache {
     }
 }
 
-pub fn etag(body: &[u8]) -> String {
-    format!("\"{}\"", hex::encode(&Sha256::digest(body)[..16]))
+pub fn etag(body: &[u8]) -> axum::http::HeaderValue {
+    let text = format!("\"{}\"", hex::encode(&Sha256::digest(body)[..16]));
+    // Quotes and hex digits are always a valid header value.
+    axum::http::HeaderValue::from_str(&text).unwrap_or_else(|_| axum::http::HeaderValue::from_static("\"\""))
 }
 
 #[cfg(test)]

@@ -48,11 +48,11 @@ where
         }
     };
     let cache_control = (header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=60, stale-while-revalidate=300"));
-    let etag = HeaderValue::from_str(&entry.etag).map_err(|e| platform::DbError::Corrupt(e.to_string()))?;
+    let etag = entry.etag;
     let matches = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == entry.etag || t.trim() == "*"));
+        .is_some_and(|v| v.split(',').any(|t| t.trim().as_bytes() == etag.as_bytes() || t.trim() == "*"));
     if matches {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag), cache_control]).into_response());
     }
