@@ -12,7 +12,7 @@ use kernel::id::UserId;
 use kernel::page::{Page, PageParams};
 use platform::auth::{Principal, RequirePermission, perm};
 use platform::http::Json;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -271,21 +271,16 @@ async fn me(State(auth): State<Auth>, who: Principal) -> Result<Json<UserView>, 
     Ok(Json(auth.user(&who.user_id).await?.into()))
 }
 
-/// `Some(None)` for an explicit `null`, `None` for an absent field.
-fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
-}
-
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateMeRequest {
     pub name: Option<String>,
     /// E.164; `null` removes it.
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "platform::http::nullable")]
     #[schema(value_type = Option<String>)]
     pub phone: Option<Option<String>>,
     /// A language tag; `null` removes it.
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "platform::http::nullable")]
     #[schema(value_type = Option<String>)]
     pub locale: Option<Option<String>>,
     /// A new address must be verified again.
@@ -531,17 +526,17 @@ impl From<store::StoredAddress> for AddressView {
 pub struct AddressRequest {
     pub name: Option<String>,
     pub line1: Option<String>,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "platform::http::nullable")]
     #[schema(value_type = Option<String>)]
     pub line2: Option<Option<String>>,
     pub city: Option<String>,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "platform::http::nullable")]
     #[schema(value_type = Option<String>)]
     pub region: Option<Option<String>>,
     pub postal_code: Option<String>,
     /// ISO 3166-1 alpha-2.
     pub country: Option<String>,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "platform::http::nullable")]
     #[schema(value_type = Option<String>)]
     pub phone: Option<Option<String>>,
     pub default_shipping: Option<bool>,

@@ -10,7 +10,7 @@ use kernel::money::{Currency, Money};
 use kernel::page::{Page, PageParams};
 use platform::auth::{RequirePermission, perm};
 use platform::http::Json;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -402,10 +402,6 @@ async fn admin_get_product(
     Ok(Json(view(products::find(&c.inventory.db, &id, true).await?, true)))
 }
 
-fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
-}
-
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateProduct {
@@ -413,17 +409,17 @@ pub struct UpdateProduct {
     pub title: Option<String>,
     pub description: Option<String>,
     pub status: Option<Status>,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "platform::http::nullable")]
     #[schema(value_type = Option<String>)]
     pub brand: Option<Option<String>>,
     pub tags: Option<Vec<String>>,
     /// Category ids or slugs; replaces the product's categories.
     pub categories: Option<Vec<String>>,
     pub attributes: Option<BTreeMap<String, String>>,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "platform::http::nullable")]
     #[schema(value_type = Option<String>)]
     pub seo_title: Option<Option<String>>,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "platform::http::nullable")]
     #[schema(value_type = Option<String>)]
     pub seo_description: Option<Option<String>>,
 }
@@ -625,7 +621,7 @@ pub struct CategoryRequest {
     /// Made from the name when absent.
     pub slug: Option<String>,
     /// The parent category; `null` for the top level.
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "platform::http::nullable")]
     #[schema(value_type = Option<String>)]
     pub parent_id: Option<Option<String>>,
     pub position: Option<i32>,
@@ -737,10 +733,10 @@ pub struct VariantUpdate {
     pub prices: Option<BTreeMap<String, i64>>,
     #[serde(default)]
     pub compare_at_prices: BTreeMap<String, i64>,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "platform::http::nullable")]
     #[schema(value_type = Option<String>)]
     pub barcode: Option<Option<String>>,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "platform::http::nullable")]
     #[schema(value_type = Option<i64>)]
     pub weight_grams: Option<Option<i64>>,
     pub track_inventory: Option<bool>,

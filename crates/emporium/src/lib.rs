@@ -161,7 +161,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Migrate { overrides } => {
             let config = load_config(cli.config.as_ref(), &overrides, None)?;
-            let _logs = platform::telemetry::init_logging(&config.log);
+            platform::telemetry::init_logging(&config.log);
             let specs = services();
             let enabled: Vec<&ServiceSpec> =
                 specs.iter().filter(|s| config.services.iter().any(|n| n == s.name)).collect();
@@ -217,7 +217,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Serve { bind, overrides, demo } => {
             let config = Arc::new(load_config(cli.config.as_ref(), &overrides, bind)?);
-            let _logs = platform::telemetry::init_logging(&config.log);
+            platform::telemetry::init_logging(&config.log);
             let app = App::start(config.clone(), &services(), web::router(), demo).await?;
             let listener = tokio::net::TcpListener::bind(config.bind)
                 .await

@@ -114,6 +114,17 @@ impl<T: serde::Serialize> IntoResponse for Json<T> {
     }
 }
 
+/// For PATCH bodies: `Some(None)` for an explicit `null` (clear the field),
+/// `None` for an absent one (leave it). Use with
+/// `#[serde(default, deserialize_with = "platform::http::nullable")]`.
+pub fn nullable<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    <Option<T> as serde::Deserialize>::deserialize(d).map(Some)
+}
+
 static BODY_LIMIT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1024 * 1024);
 
 /// The configured request body limit, for error messages.
