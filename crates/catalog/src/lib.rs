@@ -9,6 +9,7 @@ pub mod domain;
 mod error;
 mod events;
 mod http;
+mod internal;
 pub mod inventory;
 mod products;
 mod store;
@@ -42,7 +43,12 @@ fn mount(ctx: ServiceContext) -> BoxFuture<'static, Result<Mounted, BoxError>> {
         // Checkout finds the reservation port here (in process).
         ctx.ports.provide(Arc::new(inventory.clone()));
         let consumer = Arc::new(events::Consumer { inventory: inventory.clone() });
-        Ok(Mounted { router: http::router(http::Catalog { inventory, cache }), handler: Some(consumer) })
+        let internal = internal::router(internal::Internal {
+            inventory: inventory.clone(),
+            token: ctx.config.catalog.service_token.as_deref().map(Arc::from),
+        });
+        let router = http::router(http::Catalog { inventory, cache }).merge(internal);
+        Ok(Mounted { router, handler: Some(consumer) })
     })
 }
 

@@ -21,11 +21,14 @@ struct TestApp {
     config: Arc<kernel::config::Config>,
 }
 
+const SERVICE_TOKEN: &str = "a-service-token-of-at-least-32-characters";
+
 impl TestApp {
     async fn new() -> TestApp {
         let sandbox = Sandbox::new().await;
         let mut config = (*sandbox.config()).clone();
         config.services = vec!["auth".into(), "catalog".into()];
+        config.catalog.service_token = Some(SERVICE_TOKEN.into());
         let config = Arc::new(config);
         let app = App::start(config.clone(), &[auth::spec(), catalog::spec()], axum::Router::new(), false).await.unwrap();
         TestApp { _sandbox: sandbox, app, config }
@@ -462,4 +465,42 @@ async fn a_cancelled_order_gives_its_stock_back() {
     assert_eq!(inv.reservation("ord_cancel").await.unwrap().state, "released");
     let (_, levels) = t.send("GET", "/api/v1/admin/inventory?sku=C-1", Some(&t.user("o@example.com", Role::OrderManager).await), None).await;
     assert_eq!(levels[0]["available"], 4);
+}
+
+#[tokio::test]
+async fn the_reservation_port_over_http_needs_the_service_token() {
+    let t = TestApp::new().await;
+    let cm = t.user("cm@example.com", Role::CatalogManager).await;
+    t.send("POST", "/api/v1/admin/products", Some(&cm), Some(tee("H-1"))).await;
+    t.inventory().adjust("H-1", 2, "received", "test").await.unwrap();
+    let body = json!({"order_id": "ord_http", "lines": [{"sku": "H-1", "quantity": 2}]});
+
+    assert_eq!(t.send("POST", "/internal/v1/reservations", None, Some(body.clone())).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(t.send("POST", "/internal/v1/reservations", Some(&cm), Some(body.clone())).await.0, StatusCode::UNAUTHORIZED,
+        "a user's token is not the service token");
+    let (status, held) = t.send("POST", "/internal/v1/reservations", Some(SERVICE_TOKEN), Some(body.clone())).await;
+    assert_eq!(status, StatusCode::CREATED, "{held}");
+    assert_eq!((held["state"].as_str(), held["lines"][0]["quantity"].as_i64()), (Some("held"), Some(2)));
+    let (status, again) = t.send("POST", "/internal/v1/reservations", Some(SERVICE_TOKEN), Some(body)).await;
+    assert_eq!((status, again["state"].as_str()), (StatusCode::CREATED, Some("held")), "idempotent on the order id");
+    let (status, none_left) = t.send("POST", "/internal/v1/reservations", Some(SERVICE_TOKEN),
+        Some(json!({"order_id": "ord_late", "lines": [{"sku": "H-1", "quantity": 1}]}))).await;
+    assert_eq!((status, none_left["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("out_of_stock")));
+
+    assert_eq!(t.send("POST", "/internal/v1/reservations/ord_http/commit", Some(SERVICE_TOKEN), None).await.0, StatusCode::NO_CONTENT);
+    let (_, committed) = t.send("GET", "/internal/v1/reservations/ord_http", Some(SERVICE_TOKEN), None).await;
+    assert_eq!(committed["state"], "committed");
+    let (status, _) = t.send("POST", "/internal/v1/reservations/ord_http/release", Some(SERVICE_TOKEN), None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "a committed reservation cannot be released");
+    assert_eq!(t.send("GET", "/internal/v1/reservations/ord_nope", Some(SERVICE_TOKEN), None).await.0, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn internal_routes_are_closed_without_a_token() {
+    let sandbox = Sandbox::new().await;
+    let mut config = (*sandbox.config()).clone();
+    config.services = vec!["catalog".into()];
+    let app = App::start(Arc::new(config), &[catalog::spec()], axum::Router::new(), false).await.unwrap();
+    let r = app.router().oneshot(Request::get("/internal/v1/reservations/ord_1").header("authorization", "Bearer x").body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }

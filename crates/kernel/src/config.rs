@@ -37,11 +37,14 @@ pub struct Config {
 pub struct CatalogConfig {
     /// Remember public catalog responses until the catalog changes.
     pub cache: bool,
+    /// The bearer token other services present on `/internal/v1/…` (the
+    /// reservation port over HTTP); unset means those routes are closed.
+    pub service_token: Option<String>,
 }
 
 impl Default for CatalogConfig {
     fn default() -> Self {
-        Self { cache: true }
+        Self { cache: true, service_token: None }
     }
 }
 
@@ -274,6 +277,9 @@ impl Config {
         if shown.auth.key_encryption_key.is_some() {
             shown.auth.key_encryption_key = Some("****".into());
         }
+        if shown.catalog.service_token.is_some() {
+            shown.catalog.service_token = Some("****".into());
+        }
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot show: {e}"))
     }
 }
@@ -365,6 +371,7 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("EMPORIUM_AUTH_TRUST_FORWARDED_FOR", "auth.trust_forwarded_for", Kind::Bool),
     ("EMPORIUM_AUTH_JWKS_URL", "auth.jwks_url", Kind::Str),
     ("EMPORIUM_CATALOG_CACHE", "catalog.cache", Kind::Bool),
+    ("EMPORIUM_CATALOG_SERVICE_TOKEN", "catalog.service_token", Kind::Str),
 ];
 
 /// The variables `load` reads, with their keys, for documentation and `--help`.
@@ -499,6 +506,9 @@ impl Config {
         }
         if let Some(url) = &a.jwks_url {
             check_scheme("auth.jwks_url", url, &["http"])?;
+        }
+        if self.catalog.service_token.as_ref().is_some_and(|t| t.len() < 32) {
+            return Err(invalid("catalog.service_token", "use at least 32 characters".into()));
         }
         if let Some(url) = &self.public_url {
             check_scheme("public_url", url, &["http", "https"])?;

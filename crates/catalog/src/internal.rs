@@ -1,0 +1,145 @@
+//! The reservation port over HTTP, for checkout in another process:
+//! `/internal/v1/reservations`, guarded by a service token from the
+//! configuration (closed when none is set).
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::StatusCode;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use axum::response::IntoResponse;
+use kernel::ApiError;
+use kernel::error::ErrorBody;
+use platform::http::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::error::CatalogError;
+use crate::inventory::{Inventory, Line, Reservation};
+
+#[derive(Clone)]
+pub struct Internal {
+    pub inventory: Inventory,
+    pub token: Option<Arc<str>>,
+}
+
+pub fn router(internal: Internal) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(reserve))
+        .routes(routes!(get_reservation))
+        .routes(routes!(commit))
+        .routes(routes!(release))
+        .with_state(internal)
+}
+
+/// A caller holding the service token.
+pub struct Service;
+
+impl FromRequestParts<Internal> for Service {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Internal) -> Result<Self, Self::Rejection> {
+        let Some(expected) = &state.token else {
+            return Err(ApiError::not_found("route_not_found", "no such route"));
+        };
+        let presented = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        // Compare without stopping at the first difference.
+        let same = presented.len() == expected.len()
+            && presented.bytes().zip(expected.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+        if same { Ok(Service) } else { Err(ApiError::unauthenticated("invalid_service_token", "this needs the service token")) }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LineRequest {
+    pub sku: String,
+    pub quantity: i64,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReserveRequest {
+    /// Reserving again with the same order id returns the first reservation.
+    pub order_id: String,
+    pub lines: Vec<LineRequest>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ReservationView {
+    pub order_id: String,
+    /// `held`, `committed` or `released`.
+    pub state: String,
+    pub expires_at_ms: i64,
+    pub lines: Vec<ReservedLine>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ReservedLine {
+    pub sku: String,
+    pub quantity: i64,
+}
+
+impl From<Reservation> for ReservationView {
+    fn from(r: Reservation) -> Self {
+        ReservationView {
+            order_id: r.order_id,
+            state: r.state,
+            expires_at_ms: r.expires_at_ms,
+            lines: r.lines.into_iter().map(|(sku, quantity)| ReservedLine { sku, quantity }).collect(),
+        }
+    }
+}
+
+fn order_id(raw: &str) -> Result<&str, CatalogError> {
+    let ok = (1..=64).contains(&raw.len()) && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok { Ok(raw) } else { Err(crate::domain::invalid("order_id", "invalid_order_id", "1-64 letters, digits, _ and -").into()) }
+}
+
+/// Hold every line or none (409 `out_of_stock` names the SKU).
+#[utoipa::path(post, path = "/internal/v1/reservations", tag = "internal", request_body = ReserveRequest,
+    responses((status = 201, body = ReservationView), (status = 409, body = ErrorBody), (status = 401, body = ErrorBody)))]
+async fn reserve(
+    State(s): State<Internal>,
+    _: Service,
+    Json(b): Json<ReserveRequest>,
+) -> Result<impl IntoResponse, CatalogError> {
+    let lines: Vec<Line> = b.lines.into_iter().map(|l| Line { sku: l.sku, quantity: l.quantity }).collect();
+    let reservation = s.inventory.reserve(order_id(&b.order_id)?, &lines).await?;
+    Ok((StatusCode::CREATED, Json(ReservationView::from(reservation))))
+}
+
+/// A reservation.
+#[utoipa::path(get, path = "/internal/v1/reservations/{order_id}", tag = "internal", params(("order_id" = String, Path)),
+    responses((status = 200, body = ReservationView), (status = 404, body = ErrorBody)))]
+async fn get_reservation(
+    State(s): State<Internal>,
+    _: Service,
+    Path(order): Path<String>,
+) -> Result<Json<ReservationView>, CatalogError> {
+    Ok(Json(s.inventory.reservation(order_id(&order)?).await?.into()))
+}
+
+/// The order was paid: the held units leave the shelf.
+#[utoipa::path(post, path = "/internal/v1/reservations/{order_id}/commit", tag = "internal", params(("order_id" = String, Path)),
+    responses((status = 204, description = "committed"), (status = 409, body = ErrorBody)))]
+async fn commit(State(s): State<Internal>, _: Service, Path(order): Path<String>) -> Result<StatusCode, CatalogError> {
+    s.inventory.commit(order_id(&order)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The order will not be paid: the held units are available again.
+#[utoipa::path(post, path = "/internal/v1/reservations/{order_id}/release", tag = "internal", params(("order_id" = String, Path)),
+    responses((status = 204, description = "released"), (status = 404, body = ErrorBody)))]
+async fn release(State(s): State<Internal>, _: Service, Path(order): Path<String>) -> Result<StatusCode, CatalogError> {
+    s.inventory.release(order_id(&order)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
