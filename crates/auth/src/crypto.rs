@@ -311,12 +311,7 @@ pub fn totp_match(secret: &[u8], code: &str, unix_secs: i64) -> Option<u64> {
     let now = totp_step(unix_secs);
     [now, now.saturating_sub(1), now + 1]
         .into_iter()
-        .find(|step| same_bytes(totp_code(secret, *step).as_bytes(), code.as_bytes()))
-}
-
-/// Compares without stopping at the first difference.
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        .find(|step| platform::auth::constant_time_eq(totp_code(secret, *step).as_bytes(), code.as_bytes()))
 }
 
 #[cfg(test)]

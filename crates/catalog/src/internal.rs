@@ -51,10 +51,7 @@ impl FromRequestParts<Internal> for Service {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or_default();
-        // Compare without stopping at the first difference.
-        let same = presented.len() == expected.len()
-            && presented.bytes().zip(expected.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
-        if same { Ok(Service) } else { Err(ApiError::unauthenticated("invalid_service_token", "this needs the service token")) }
+        if platform::auth::constant_time_eq(presented.as_bytes(), expected.as_bytes()) { Ok(Service) } else { Err(ApiError::unauthenticated("invalid_service_token", "this needs the service token")) }
     }
 }
 
