@@ -40,7 +40,7 @@ async fn main() -> Result<(), String> {
     let sku: String = on_db!(db, pool => sqlx::query_scalar("SELECT sku FROM variants ORDER BY id DESC LIMIT 1").fetch_one(pool).await)
         .map_err(|e| e.to_string())?;
     let inventory = Inventory { db: db.clone(), reservation_ttl: Duration::from_secs(900), cache: None };
-    inventory.set_count(&sku, args.stock, "storm").await.map_err(|e| e.to_string())?;
+    inventory.set_count(&sku, None, args.stock, "stocktake", "storm").await.map_err(|e| e.to_string())?;
 
     let held = Arc::new(AtomicU64::new(0));
     let refused = Arc::new(AtomicU64::new(0));

@@ -9,6 +9,7 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use crate::error::CatalogError;
+use crate::media::MediaStore;
 use crate::store::{self, CategoryRow, LedgerEntry, NewVariant, ProductRow, DEFAULT_LOCATION};
 
 /// A sub-category: its name, the nouns of its products, whether they come in sizes.
@@ -45,8 +46,12 @@ impl Lcg {
     }
 }
 
-/// Loads the demo catalog unless the shop has products already.
-pub async fn load_demo(db: &Db) -> Result<usize, CatalogError> {
+/// A stored placeholder picture: (original key, width, thumbnails).
+type Picture = (String, u32, Vec<(u32, String)>);
+
+/// Loads the demo catalog unless the shop has products already, with a
+/// generated placeholder picture per sub-category when `media` is given.
+pub async fn load_demo(db: &Db, media: Option<&MediaStore>) -> Result<usize, CatalogError> {
     if !store::products(db, &store::ProductQuery {
         status: None, brand: None, tag: None, categories: None, currency: "USD", min_price: None,
         max_price: None, in_stock: false, sort: store::Sort::Oldest, after: None, limit: 1,
@@ -56,13 +61,24 @@ pub async fn load_demo(db: &Db) -> Result<usize, CatalogError> {
     {
         return Ok(0);
     }
-    generate(db, 240, true).await
+    let mut pictures = Vec::new();
+    if let Some(media) = media {
+        let subs = TREE.iter().flat_map(|(_, subs)| subs.iter());
+        for (i, (name, _, _)) in subs.enumerate() {
+            pictures.push(crate::media::store_placeholder(media, &crate::domain::slugify(name), i as u32 * 45).await?);
+        }
+    }
+    generate_with(db, 240, true, &pictures).await
 }
 
 /// Adds `count` active products (with categories, 1–4 variants, USD and EUR
 /// prices, stock) and returns how many were made. Writes in batches; events
 /// are written only for the demo (a benchmark catalog does not announce).
 pub async fn generate(db: &Db, count: usize, announce: bool) -> Result<usize, CatalogError> {
+    generate_with(db, count, announce, &[]).await
+}
+
+async fn generate_with(db: &Db, count: usize, announce: bool, pictures: &[Picture]) -> Result<usize, CatalogError> {
     let categories = ensure_categories(db).await?;
     let subs: Vec<(&CategoryRow, &[&str], bool)> = TREE
         .iter()
@@ -75,7 +91,8 @@ pub async fn generate(db: &Db, count: usize, announce: bool) -> Result<usize, Ca
     while made < count {
         let mut tx = db.begin().await?;
         for _ in 0..(count - made).min(500) {
-            let (category, nouns, sized) = subs[made % subs.len()];
+            let sub = made % subs.len();
+            let (category, nouns, sized) = subs[sub];
             let title = format!("{} {} {}", rng.pick(ADJECTIVES), rng.pick(MATERIALS), rng.pick(nouns));
             let id = ProductId::new().to_string();
             let now = OffsetDateTime::now_utc();
@@ -90,17 +107,36 @@ pub async fn generate(db: &Db, count: usize, announce: bool) -> Result<usize, Ca
                 seo_title: None,
                 seo_description: None,
                 attributes: json!({"material": rng.pick(MATERIALS).to_lowercase()}).to_string(),
+                options: if sized { json!([{"name": "Size", "values": SIZES}]).to_string() } else { "[]".into() },
                 created_at: now,
                 updated_at: now,
             };
             store::insert_product(&mut tx, &row).await?;
             store::set_product_categories(&mut tx, &id, std::slice::from_ref(&category.id)).await?;
+            if let Some((key, width, thumbnails)) = pictures.get(sub) {
+                store::insert_media(&mut tx, &store::MediaRow {
+                    id: format!("med_{}", kernel::id::encode_base32(kernel::id::Uuid::now_v7().as_u128()).to_lowercase()),
+                    product_id: id.clone(),
+                    object_key: Some(key.clone()),
+                    source_url: None,
+                    content_type: Some("image/png".into()),
+                    alt: title.clone(),
+                    position: 0,
+                    width: Some(*width as i32),
+                    height: Some(*width as i32),
+                    byte_size: None,
+                    thumbnails: thumbnails.clone(),
+                    created_at: now,
+                })
+                .await?;
+            }
             let base = 900 + (rng.next() % 120) as i64 * 100 + 99;
             let sizes: &[&str] = if sized { SIZES } else { &["One size"] };
             for (position, size) in sizes.iter().enumerate() {
                 let sku = format!("D{}-{made:06}-{}", &run[20..], if sized { *size } else { "OS" }).to_uppercase();
                 let prices = vec![("USD".to_owned(), base, None), ("EUR".to_owned(), base * 92 / 100, None)];
-                let vtitle = size.to_string();
+                let vtitle = if sized { size.to_string() } else { "Default".to_owned() };
+                let values = if sized { json!([size]).to_string() } else { "[]".to_owned() };
                 store::insert_variant(&mut tx, &NewVariant {
                     id: &VariantId::new().to_string(),
                     product_id: &id,
@@ -108,7 +144,9 @@ pub async fn generate(db: &Db, count: usize, announce: bool) -> Result<usize, Ca
                     title: &vtitle,
                     barcode: None,
                     weight_grams: Some(150 + (rng.next() % 900) as i64),
+                    option_values: &values,
                     track_inventory: true,
+                    allow_backorder: false,
                     low_stock_threshold: 3,
                     position: position as i32,
                     prices: &prices,

@@ -114,6 +114,73 @@ pub fn parse_quantity(raw: i64, field: &str) -> Result<i64, Invalid> {
     Ok(raw)
 }
 
+/// An option a product declares, e.g. Size with S, M, L. A variant takes
+/// one value of each of its product's options.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProductOption {
+    pub name: String,
+    pub values: Vec<String>,
+}
+
+/// At most three options (as in Shopify's format), with distinct names and
+/// distinct values; names and values are trimmed.
+pub fn parse_options(raw: &[ProductOption]) -> Result<Vec<ProductOption>, Invalid> {
+    if raw.len() > 3 {
+        return Err(invalid("options", "too_many_options", "at most 3 options"));
+    }
+    let mut out: Vec<ProductOption> = Vec::new();
+    for (i, option) in raw.iter().enumerate() {
+        let name = option.name.trim();
+        if name.is_empty() || name.chars().count() > 50 || name.chars().any(char::is_control) {
+            return Err(invalid(format!("options[{i}].name"), "invalid_option", "1 to 50 characters"));
+        }
+        if out.iter().any(|o| o.name.eq_ignore_ascii_case(name)) {
+            return Err(invalid(format!("options[{i}].name"), "duplicate_option", "each option needs its own name"));
+        }
+        if option.values.is_empty() || option.values.len() > 100 {
+            return Err(invalid(format!("options[{i}].values"), "invalid_option_values", "1 to 100 values"));
+        }
+        let mut values: Vec<String> = Vec::new();
+        for (j, value) in option.values.iter().enumerate() {
+            let value = value.trim();
+            if value.is_empty() || value.chars().count() > 100 || value.chars().any(char::is_control) {
+                return Err(invalid(format!("options[{i}].values[{j}]"), "invalid_option_value", "1 to 100 characters"));
+            }
+            if values.iter().any(|v| v.eq_ignore_ascii_case(value)) {
+                return Err(invalid(format!("options[{i}].values[{j}]"), "duplicate_option_value", "values differ"));
+            }
+            values.push(value.to_owned());
+        }
+        out.push(ProductOption { name: name.to_owned(), values });
+    }
+    Ok(out)
+}
+
+/// A variant's option values, one per option and among its declared values
+/// (matched without regard to case, returned as declared).
+pub fn parse_option_values(options: &[ProductOption], raw: &[String], field: &str) -> Result<Vec<String>, Invalid> {
+    if raw.len() != options.len() {
+        let reason = format!("one value for each option ({})", options.len());
+        return Err(invalid(field, "option_values_mismatch", reason));
+    }
+    options
+        .iter()
+        .zip(raw)
+        .enumerate()
+        .map(|(i, (option, value))| {
+            option.values.iter().find(|v| v.eq_ignore_ascii_case(value.trim())).cloned().ok_or_else(|| {
+                invalid(format!("{field}[{i}]"), "unknown_option_value", format!("one of {}: {}", option.name, option.values.join(", ")))
+            })
+        })
+        .collect()
+}
+
+/// The name of a variant shoppers see: `M / Red`, or `Default`.
+pub fn variant_title(values: &[String]) -> String {
+    if values.is_empty() { "Default".to_owned() } else { values.join(" / ") }
+}
+
 /// What a change of available stock means for shoppers and staff.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StockSignals {
@@ -155,6 +222,24 @@ mod tests {
         neg.insert("EUR".to_owned(), -1);
         assert_eq!(parse_prices(&neg, "variants[0].prices").unwrap_err().code, "invalid_amount");
         assert!(parse_prices(&BTreeMap::new(), "prices").is_err());
+    }
+
+    #[test]
+    fn options() {
+        let size = ProductOption { name: " Size ".into(), values: vec!["S".into(), "M".into()] };
+        let colour = ProductOption { name: "Colour".into(), values: vec!["Red".into()] };
+        let parsed = parse_options(&[size.clone(), colour]).unwrap();
+        assert_eq!(parsed[0].name, "Size");
+        assert_eq!(parse_option_values(&parsed, &["m".into(), "RED".into()], "v").unwrap(), vec!["M", "Red"]);
+        assert_eq!(parse_option_values(&parsed, &["XL".into(), "Red".into()], "v").unwrap_err().field, "v[0]");
+        assert_eq!(parse_option_values(&parsed, &["S".into()], "v").unwrap_err().code, "option_values_mismatch");
+        assert_eq!(parse_options(&[size.clone(), size.clone()]).unwrap_err().code, "duplicate_option");
+        let four = vec![size; 4];
+        assert_eq!(parse_options(&four).unwrap_err().code, "too_many_options");
+        let repeated = ProductOption { name: "Size".into(), values: vec!["S".into(), "s".into()] };
+        assert_eq!(parse_options(&[repeated]).unwrap_err().code, "duplicate_option_value");
+        assert_eq!(variant_title(&["M".into(), "Red".into()]), "M / Red");
+        assert_eq!(variant_title(&[]), "Default");
     }
 
     #[test]

@@ -34,6 +34,16 @@ pub enum CatalogError {
     ReservationNotFound(String),
     #[error("the stock changed meanwhile; try again")]
     Contention,
+    #[error("no such picture")]
+    MediaNotFound,
+    #[error("no such stock location")]
+    LocationNotFound,
+    #[error("the location is the default or still holds stock")]
+    LocationInUse,
+    #[error("larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("media store: {0}")]
+    Media(String),
     #[error(transparent)]
     Store(#[from] platform::DbError),
 }
@@ -55,6 +65,11 @@ impl From<&CatalogError> for ApiError {
             CatalogError::ReservationReleased(_) => ApiError::conflict("reservation_released", e.to_string()),
             CatalogError::ReservationNotFound(_) => ApiError::not_found("reservation_not_found", e.to_string()),
             CatalogError::Contention => ApiError::conflict("contention", e.to_string()),
+            CatalogError::MediaNotFound => ApiError::not_found("media_not_found", e.to_string()),
+            CatalogError::LocationNotFound => ApiError::not_found("location_not_found", e.to_string()),
+            CatalogError::LocationInUse => ApiError::conflict("location_in_use", e.to_string()),
+            CatalogError::TooLarge(limit) => ApiError::payload_too_large(*limit).with_field("file"),
+            CatalogError::Media(cause) => ApiError::internal(cause),
             CatalogError::Store(cause) => ApiError::internal(cause),
         }
     }

@@ -17,7 +17,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::cache::ResponseCache;
-use crate::domain::Status;
+use crate::domain::{ProductOption, Status};
 use crate::error::CatalogError;
 use crate::inventory::Inventory;
 use crate::products::{self, Change, ListFilter, NewProduct, NewVariantInput, Product};
@@ -27,6 +27,7 @@ use crate::store;
 pub struct Catalog {
     pub inventory: Inventory,
     pub cache: std::sync::Arc<ResponseCache>,
+    pub media: crate::media::MediaStore,
 }
 
 /// Public, cacheable JSON: served from the cache when the catalog has not
@@ -64,6 +65,8 @@ where
 }
 
 pub fn router(catalog: Catalog) -> OpenApiRouter {
+    // The picture and the multipart framing around it.
+    let upload_limit = catalog.media.max_upload_bytes + 64 * 1024;
     OpenApiRouter::new()
         .routes(routes!(list_products))
         .routes(routes!(category_tree))
@@ -79,6 +82,14 @@ pub fn router(catalog: Catalog) -> OpenApiRouter {
         .routes(routes!(adjust_inventory))
         .routes(routes!(set_inventory))
         .routes(routes!(inventory_history))
+        .routes(routes!(list_locations, create_location))
+        .routes(routes!(rename_location, delete_location))
+        .routes({
+            let (schemas, paths, method) = routes!(upload_media);
+            (schemas, paths, method.layer(axum::extract::DefaultBodyLimit::max(upload_limit)))
+        })
+        .routes(routes!(update_media, delete_media))
+        .route("/media/{*key}", axum::routing::get(serve_media))
         .with_state(catalog)
 }
 
@@ -87,6 +98,8 @@ pub struct VariantView {
     pub id: String,
     pub sku: String,
     pub title: String,
+    /// One value per option of the product, in its order.
+    pub option_values: Vec<String>,
     /// Price per currency.
     pub prices: BTreeMap<String, Money>,
     /// The "was" price per currency, where one is set.
@@ -96,14 +109,20 @@ pub struct VariantView {
     pub barcode: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub weight_grams: Option<i64>,
+    /// Can be bought now: in stock, not tracked, or open to backorders.
     pub in_stock: bool,
-    /// Staff only: units on hand, held for orders, and free to sell.
+    /// Units free to sell over all locations, for "only 3 left"; absent when
+    /// stock is not tracked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub available: Option<i64>,
+    pub track_inventory: bool,
+    /// Sells on when nothing is available; the units arrive later.
+    pub allow_backorder: bool,
+    /// Staff only: units on hand and held for orders, over all locations.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub on_hand: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reserved: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub available: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub low_stock_threshold: Option<i64>,
 }
@@ -113,7 +132,10 @@ pub struct ProductView {
     pub id: String,
     pub slug: String,
     pub title: String,
+    /// Markdown, as written.
     pub description: String,
+    /// The description rendered to HTML that is safe to show as is.
+    pub description_html: String,
     pub status: Status,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub brand: Option<String>,
@@ -126,7 +148,11 @@ pub struct ProductView {
     pub seo_title: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seo_description: Option<String>,
+    /// e.g. `[{"name": "Size", "values": ["S", "M", "L"]}]`; empty for a
+    /// product with one default variant.
+    pub options: Vec<ProductOption>,
     pub variants: Vec<VariantView>,
+    pub media: Vec<crate::media::MediaView>,
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: OffsetDateTime,
@@ -158,6 +184,8 @@ fn view(p: Product, staff: bool) -> ProductView {
         attributes: serde_json::from_str(&p.row.attributes).unwrap_or_else(|_| serde_json::json!({})),
         seo_title: p.row.seo_title,
         seo_description: p.row.seo_description,
+        options: serde_json::from_str(&p.row.options).unwrap_or_default(),
+        media: p.media.into_iter().map(crate::media::MediaView::from).collect(),
         variants: p
             .variants
             .into_iter()
@@ -167,14 +195,17 @@ fn view(p: Product, staff: bool) -> ProductView {
                     id: v.id,
                     sku: v.sku,
                     title: v.title,
+                    option_values: v.option_values,
                     prices: money(&v.prices, false),
                     compare_at_prices: money(&v.prices, true),
                     barcode: v.barcode,
                     weight_grams: v.weight_grams,
-                    in_stock: !v.track_inventory || available > 0,
+                    in_stock: !v.track_inventory || v.allow_backorder || available > 0,
+                    available: v.track_inventory.then_some(available),
+                    track_inventory: v.track_inventory,
+                    allow_backorder: v.allow_backorder,
                     on_hand: staff.then_some(v.on_hand),
                     reserved: staff.then_some(v.reserved),
-                    available: staff.then_some(available),
                     low_stock_threshold: staff.then_some(v.low_stock_threshold),
                 }
             })
@@ -182,6 +213,7 @@ fn view(p: Product, staff: bool) -> ProductView {
         id: p.row.id,
         slug: p.row.slug,
         title: p.row.title,
+        description_html: crate::markdown::render(&p.row.description),
         description: p.row.description,
         status: Status::parse(&p.row.status).unwrap_or(Status::Draft),
         brand: p.row.brand,
@@ -323,10 +355,34 @@ pub struct VariantRequest {
     pub compare_at_prices: BTreeMap<String, i64>,
     pub barcode: Option<String>,
     pub weight_grams: Option<i64>,
+    /// One value per option of the product, in its order (none when the
+    /// product has no options).
+    #[serde(default)]
+    pub option_values: Vec<String>,
     #[serde(default = "default_track")]
     pub track_inventory: bool,
+    /// Keep selling when nothing is available (default false).
+    #[serde(default)]
+    pub allow_backorder: bool,
     /// `inventory.low_stock` fires when available falls to this (default 5).
     pub low_stock_threshold: Option<i64>,
+}
+
+impl From<VariantRequest> for NewVariantInput {
+    fn from(v: VariantRequest) -> Self {
+        NewVariantInput {
+            sku: v.sku,
+            title: v.title,
+            prices: v.prices,
+            compare_at_prices: v.compare_at_prices,
+            barcode: v.barcode,
+            weight_grams: v.weight_grams,
+            option_values: v.option_values,
+            track_inventory: v.track_inventory,
+            allow_backorder: v.allow_backorder,
+            low_stock_threshold: v.low_stock_threshold,
+        }
+    }
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -349,6 +405,9 @@ pub struct CreateProduct {
     pub attributes: BTreeMap<String, String>,
     pub seo_title: Option<String>,
     pub seo_description: Option<String>,
+    /// Up to 3, e.g. `[{"name": "Size", "values": ["S", "M"]}]`.
+    #[serde(default)]
+    pub options: Vec<ProductOption>,
     pub variants: Vec<VariantRequest>,
 }
 
@@ -371,20 +430,8 @@ async fn create_product(
         attributes: body.attributes,
         seo_title: body.seo_title,
         seo_description: body.seo_description,
-        variants: body
-            .variants
-            .into_iter()
-            .map(|v| NewVariantInput {
-                sku: v.sku,
-                title: v.title,
-                prices: v.prices,
-                compare_at_prices: v.compare_at_prices,
-                barcode: v.barcode,
-                weight_grams: v.weight_grams,
-                track_inventory: v.track_inventory,
-                low_stock_threshold: v.low_stock_threshold,
-            })
-            .collect(),
+        options: body.options,
+        variants: body.variants.into_iter().map(NewVariantInput::from).collect(),
     };
     let product = products::create(&c.inventory.db, input).await?;
     c.cache.invalidate();
@@ -422,6 +469,8 @@ pub struct UpdateProduct {
     #[serde(default, deserialize_with = "platform::http::nullable")]
     #[schema(value_type = Option<String>)]
     pub seo_description: Option<Option<String>>,
+    /// Replaces the options; each variant's values must still be offered.
+    pub options: Option<Vec<ProductOption>>,
 }
 
 /// Staff: change a product (`catalog:write`); archive it with `status: archived`.
@@ -445,6 +494,7 @@ async fn update_product(
         attributes: b.attributes,
         seo_title: b.seo_title,
         seo_description: b.seo_description,
+        options: b.options,
     };
     let product = products::update(&c.inventory.db, &id, change).await?;
     c.cache.invalidate();
@@ -505,21 +555,20 @@ pub enum AdjustmentReason {
 #[serde(deny_unknown_fields)]
 pub struct Adjustment {
     pub sku: String,
-    /// Only the default location exists so far.
+    /// A stock location id; the default location when absent.
     pub location: Option<String>,
     pub delta: i64,
     pub reason: AdjustmentReason,
 }
 
-fn check_location(location: Option<&str>) -> Result<(), CatalogError> {
-    match location {
-        None | Some(store::DEFAULT_LOCATION) => Ok(()),
-        Some(_) => Err(crate::domain::invalid("location", "unknown_location", "unknown stock location").into()),
+fn level_view(sku: &str, location: Option<&str>, (on_hand, reserved): (i64, i64)) -> LevelView {
+    LevelView {
+        sku: sku.trim().to_uppercase(),
+        location: location.unwrap_or(store::DEFAULT_LOCATION).to_owned(),
+        on_hand,
+        reserved,
+        available: on_hand - reserved,
     }
-}
-
-fn level_view(sku: &str, (on_hand, reserved): (i64, i64)) -> LevelView {
-    LevelView { sku: sku.to_uppercase(), location: store::DEFAULT_LOCATION.into(), on_hand, reserved, available: on_hand - reserved }
 }
 
 /// Staff: record received, damaged, corrected or returned units (`inventory:write`).
@@ -530,15 +579,14 @@ async fn adjust_inventory(
     RequirePermission(who, ..): RequirePermission<perm::InventoryWrite>,
     Json(b): Json<Adjustment>,
 ) -> Result<Json<LevelView>, CatalogError> {
-    check_location(b.location.as_deref())?;
     let reason = match b.reason {
         AdjustmentReason::Received => "received",
         AdjustmentReason::Damaged => "damaged",
         AdjustmentReason::Correction => "correction",
         AdjustmentReason::Returned => "returned",
     };
-    let level = c.inventory.adjust(&b.sku, b.delta, reason, &who.user_id.to_string()).await?;
-    Ok(Json(level_view(&b.sku, level)))
+    let level = c.inventory.adjust(&b.sku, b.location.as_deref(), b.delta, reason, &who.user_id.to_string()).await?;
+    Ok(Json(level_view(&b.sku, b.location.as_deref(), level)))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -557,9 +605,8 @@ async fn set_inventory(
     Path(sku): Path<String>,
     Json(b): Json<Stocktake>,
 ) -> Result<Json<LevelView>, CatalogError> {
-    check_location(b.location.as_deref())?;
-    let level = c.inventory.set_count(&sku, b.on_hand, &who.user_id.to_string()).await?;
-    Ok(Json(level_view(&sku, level)))
+    let level = c.inventory.set_count(&sku, b.location.as_deref(), b.on_hand, "stocktake", &who.user_id.to_string()).await?;
+    Ok(Json(level_view(&sku, b.location.as_deref(), level)))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -710,17 +757,7 @@ async fn add_variant(
     Path(id): Path<String>,
     Json(v): Json<VariantRequest>,
 ) -> Result<impl IntoResponse, CatalogError> {
-    let input = NewVariantInput {
-        sku: v.sku,
-        title: v.title,
-        prices: v.prices,
-        compare_at_prices: v.compare_at_prices,
-        barcode: v.barcode,
-        weight_grams: v.weight_grams,
-        track_inventory: v.track_inventory,
-        low_stock_threshold: v.low_stock_threshold,
-    };
-    let product = products::add_variant(&c.inventory.db, &id, input).await?;
+    let product = products::add_variant(&c.inventory.db, &id, v.into()).await?;
     c.cache.invalidate();
     Ok((StatusCode::CREATED, Json(view(product, true))))
 }
@@ -740,7 +777,9 @@ pub struct VariantUpdate {
     #[schema(value_type = Option<i64>)]
     pub weight_grams: Option<Option<i64>>,
     pub track_inventory: Option<bool>,
+    pub allow_backorder: Option<bool>,
     pub low_stock_threshold: Option<i64>,
+    pub option_values: Option<Vec<String>>,
 }
 
 /// Staff: change a variant (`catalog:write`).
@@ -759,7 +798,9 @@ async fn update_variant(
         barcode: v.barcode,
         weight_grams: v.weight_grams,
         track_inventory: v.track_inventory,
+        allow_backorder: v.allow_backorder,
         low_stock_threshold: v.low_stock_threshold,
+        option_values: v.option_values,
     };
     let product = products::update_variant(&c.inventory.db, &sku, patch).await?;
     c.cache.invalidate();
@@ -809,4 +850,189 @@ async fn bulk_prices(
     let updated = products::bulk_prices(&c.inventory.db, &updates).await?;
     c.cache.invalidate();
     Ok(Json(BulkResult { updated }))
+}
+
+// Stock locations
+
+#[derive(Serialize, ToSchema)]
+pub struct LocationView {
+    pub id: String,
+    pub name: String,
+    pub is_default: bool,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LocationRequest {
+    pub name: String,
+}
+
+fn location_name(raw: &str) -> Result<String, CatalogError> {
+    Ok(crate::domain::parse_title(raw, "name")?)
+}
+
+/// Staff: the stock locations, the default first (`inventory:write`).
+#[utoipa::path(get, path = "/api/v1/admin/stock-locations", tag = "admin",
+    responses((status = 200, body = Vec<LocationView>)))]
+async fn list_locations(
+    State(c): State<Catalog>,
+    _: RequirePermission<perm::InventoryWrite>,
+) -> Result<Json<Vec<LocationView>>, CatalogError> {
+    let all = store::locations(&c.inventory.db).await?;
+    Ok(Json(all.into_iter().map(|l| LocationView { id: l.id, name: l.name, is_default: l.is_default }).collect()))
+}
+
+/// Staff: add a stock location (`inventory:write`).
+#[utoipa::path(post, path = "/api/v1/admin/stock-locations", tag = "admin", request_body = LocationRequest,
+    responses((status = 201, body = LocationView), (status = 422, body = ErrorBody)))]
+async fn create_location(
+    State(c): State<Catalog>,
+    _: RequirePermission<perm::InventoryWrite>,
+    Json(b): Json<LocationRequest>,
+) -> Result<impl IntoResponse, CatalogError> {
+    let name = location_name(&b.name)?;
+    let id = format!("loc_{}", kernel::id::encode_base32(kernel::id::Uuid::now_v7().as_u128()).to_lowercase());
+    store::insert_location(&c.inventory.db, &id, &name).await?;
+    Ok((StatusCode::CREATED, Json(LocationView { id, name, is_default: false })))
+}
+
+/// Staff: rename a stock location (`inventory:write`).
+#[utoipa::path(patch, path = "/api/v1/admin/stock-locations/{id}", tag = "admin", params(("id" = String, Path)),
+    request_body = LocationRequest, responses((status = 200, body = LocationView), (status = 404, body = ErrorBody)))]
+async fn rename_location(
+    State(c): State<Catalog>,
+    _: RequirePermission<perm::InventoryWrite>,
+    Path(id): Path<String>,
+    Json(b): Json<LocationRequest>,
+) -> Result<Json<LocationView>, CatalogError> {
+    let name = location_name(&b.name)?;
+    if !store::rename_location(&c.inventory.db, &id, &name).await? {
+        return Err(CatalogError::LocationNotFound);
+    }
+    let all = store::locations(&c.inventory.db).await?;
+    let l = all.into_iter().find(|l| l.id == id).ok_or(CatalogError::LocationNotFound)?;
+    Ok(Json(LocationView { id: l.id, name: l.name, is_default: l.is_default }))
+}
+
+/// Staff: remove a stock location that holds nothing (`inventory:write`).
+#[utoipa::path(delete, path = "/api/v1/admin/stock-locations/{id}", tag = "admin", params(("id" = String, Path)),
+    responses((status = 204, description = "removed"), (status = 409, body = ErrorBody)))]
+async fn delete_location(
+    State(c): State<Catalog>,
+    _: RequirePermission<perm::InventoryWrite>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, CatalogError> {
+    let mut tx = c.inventory.db.begin().await?;
+    if !store::location_exists(&mut tx, &id).await? {
+        return Err(CatalogError::LocationNotFound);
+    }
+    if !store::delete_location(&mut tx, &id).await? {
+        return Err(CatalogError::LocationInUse);
+    }
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// Media
+
+/// A picture upload: the `file` part, and optional `alt` text.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct MediaUpload {
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+    alt: Option<String>,
+}
+
+/// Staff: upload a picture of a product (`catalog:write`): JPEG, PNG or
+/// WebP, recognised by content; thumbnails are made at once.
+#[utoipa::path(post, path = "/api/v1/admin/products/{id}/media", tag = "admin", params(("id" = String, Path)),
+    request_body(content = MediaUpload, content_type = "multipart/form-data"),
+    responses((status = 201, body = crate::media::MediaView), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn upload_media(
+    State(c): State<Catalog>,
+    _: RequirePermission<perm::CatalogWrite>,
+    Path(id): Path<String>,
+    mut form: axum::extract::Multipart,
+) -> Result<impl IntoResponse, CatalogError> {
+    let bad_form = |reason: String| CatalogError::from(crate::domain::invalid("file", "invalid_form", reason));
+    let mut file: Option<bytes::Bytes> = None;
+    let mut alt = String::new();
+    while let Some(field) = form.next_field().await.map_err(|e| bad_form(e.body_text()))? {
+        match field.name() {
+            Some("file") => {
+                let data = field.bytes().await.map_err(|e| match e.status() {
+                    StatusCode::PAYLOAD_TOO_LARGE => CatalogError::TooLarge(c.media.max_upload_bytes),
+                    _ => bad_form(e.body_text()),
+                })?;
+                file = Some(data);
+            }
+            Some("alt") => alt = field.text().await.map_err(|e| bad_form(e.body_text()))?,
+            other => {
+                let name = other.unwrap_or("").to_owned();
+                return Err(crate::domain::invalid(name, "unknown_field", "only `file` and `alt`").into());
+            }
+        }
+    }
+    let file = file.ok_or_else(|| bad_form("a `file` part with the picture".into()))?;
+    let saved = crate::media::upload(&c.inventory.db, &c.media, &id, file, &alt).await?;
+    c.cache.invalidate();
+    Ok((StatusCode::CREATED, Json(crate::media::MediaView::from(saved))))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MediaChange {
+    pub alt: Option<String>,
+    /// The new place in the product's order, from 0.
+    pub position: Option<i32>,
+}
+
+/// Staff: change a picture's alt text or place (`catalog:write`).
+#[utoipa::path(patch, path = "/api/v1/admin/products/{id}/media/{media_id}", tag = "admin",
+    params(("id" = String, Path), ("media_id" = String, Path)), request_body = MediaChange,
+    responses((status = 200, body = ProductView), (status = 404, body = ErrorBody)))]
+async fn update_media(
+    State(c): State<Catalog>,
+    _: RequirePermission<perm::CatalogWrite>,
+    Path((id, media_id)): Path<(String, String)>,
+    Json(b): Json<MediaChange>,
+) -> Result<Json<ProductView>, CatalogError> {
+    crate::media::update(&c.inventory.db, &id, &media_id, b.alt.as_deref(), b.position).await?;
+    c.cache.invalidate();
+    Ok(Json(view(products::find(&c.inventory.db, &id, true).await?, true)))
+}
+
+/// Staff: remove a picture (`catalog:write`).
+#[utoipa::path(delete, path = "/api/v1/admin/products/{id}/media/{media_id}", tag = "admin",
+    params(("id" = String, Path), ("media_id" = String, Path)),
+    responses((status = 204, description = "removed"), (status = 404, body = ErrorBody)))]
+async fn delete_media(
+    State(c): State<Catalog>,
+    _: RequirePermission<perm::CatalogWrite>,
+    Path((id, media_id)): Path<(String, String)>,
+) -> Result<StatusCode, CatalogError> {
+    crate::media::delete(&c.inventory.db, &c.media, &id, &media_id).await?;
+    c.cache.invalidate();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A stored picture. Keys never change for new content, so it may be
+/// cached for a year.
+async fn serve_media(State(c): State<Catalog>, Path(key): Path<String>) -> Result<Response, CatalogError> {
+    if !crate::media::valid_key(&key) {
+        return Err(CatalogError::MediaNotFound);
+    }
+    let Some(body) = c.media.get(&key).await? else {
+        return Err(CatalogError::MediaNotFound);
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(crate::media::content_type_of(&key))),
+            (header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable")),
+            (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+        ],
+        body,
+    )
+        .into_response())
 }

@@ -70,23 +70,32 @@ impl Inventory {
             tx.rollback().await?;
             return self.reservation(order_id).await;
         }
+        let locations = store::location_order(&mut tx).await?;
         for (sku, quantity) in &wanted {
-            let (track, threshold) = store::stock_rules(&mut tx, sku.as_str())
-                .await?
-                .ok_or_else(|| CatalogError::UnknownSku(sku.as_str().to_owned()))?;
-            if !track {
-                store::insert_reservation_line(&mut tx, order_id, sku.as_str(), DEFAULT_LOCATION, *quantity).await?;
+            let sku = sku.as_str();
+            let rules = store::stock_rules(&mut tx, sku).await?.ok_or_else(|| CatalogError::UnknownSku(sku.to_owned()))?;
+            if !rules.track {
+                store::insert_reservation_line(&mut tx, order_id, sku, DEFAULT_LOCATION, *quantity).await?;
                 continue;
             }
-            let Some((on_hand, reserved)) = store::hold(&mut tx, sku.as_str(), DEFAULT_LOCATION, *quantity).await? else {
-                let available = store::level_in(&mut tx, sku.as_str(), DEFAULT_LOCATION)
-                    .await?
-                    .map_or(0, |(h, r)| h - r);
+            let before = store::available(&mut tx, sku).await?;
+            // The first location that has them all: one conditional update each.
+            let mut held = None;
+            for location in &locations {
+                if let Some(level) = store::hold(&mut tx, sku, location, *quantity).await? {
+                    held = Some((location.as_str(), level));
+                    break;
+                }
+            }
+            if held.is_none() && rules.backorder {
+                held = store::hold_backorder(&mut tx, sku, DEFAULT_LOCATION, *quantity).await?.map(|l| (DEFAULT_LOCATION, l));
+            }
+            let Some((location, (on_hand, reserved))) = held else {
                 tx.rollback().await?;
-                return Err(CatalogError::OutOfStock { sku: sku.as_str().to_owned(), available: available.max(0) });
+                return Err(CatalogError::OutOfStock { sku: sku.to_owned(), available: before.max(0) });
             };
-            store::insert_reservation_line(&mut tx, order_id, sku.as_str(), DEFAULT_LOCATION, *quantity).await?;
-            announce(&mut tx, sku.as_str(), on_hand, reserved, on_hand - reserved + quantity, threshold).await?;
+            store::insert_reservation_line(&mut tx, order_id, sku, location, *quantity).await?;
+            announce(&mut tx, sku, location, on_hand, reserved, before, rules.threshold).await?;
         }
         tx.commit().await?;
         self.changed();
@@ -122,11 +131,13 @@ impl Inventory {
             return Err(CatalogError::Contention);
         }
         for (sku, location, quantity) in store::reservation_lines(&mut tx, order_id).await? {
-            let Some((track, threshold)) = store::stock_rules(&mut tx, &sku).await? else { continue };
-            if !track {
+            let Some(rules) = store::stock_rules(&mut tx, &sku).await? else { continue };
+            if !rules.track {
                 continue;
             }
-            let (on_hand, reserved) = store::ship(&mut tx, &sku, &location, quantity).await?.ok_or(CatalogError::Contention)?;
+            let before = store::available(&mut tx, &sku).await?;
+            let (on_hand, reserved) =
+                store::ship(&mut tx, &sku, &location, quantity, rules.backorder).await?.ok_or(CatalogError::Contention)?;
             store::record(&mut tx, &LedgerEntry {
                 sku: &sku,
                 location: &location,
@@ -137,8 +148,7 @@ impl Inventory {
                 reference: Some(order_id),
             })
             .await?;
-            // Available does not change when held units ship.
-            announce(&mut tx, &sku, on_hand, reserved, on_hand - reserved, threshold).await?;
+            announce(&mut tx, &sku, &location, on_hand, reserved, before, rules.threshold).await?;
         }
         tx.commit().await?;
         self.changed();
@@ -156,35 +166,49 @@ impl Inventory {
             };
         }
         for (sku, location, quantity) in store::reservation_lines(&mut tx, order_id).await? {
-            let Some((track, threshold)) = store::stock_rules(&mut tx, &sku).await? else { continue };
-            if !track {
+            let Some(rules) = store::stock_rules(&mut tx, &sku).await? else { continue };
+            if !rules.track {
                 continue;
             }
+            let before = store::available(&mut tx, &sku).await?;
             let (on_hand, reserved) = store::unhold(&mut tx, &sku, &location, quantity).await?.ok_or(CatalogError::Contention)?;
-            announce(&mut tx, &sku, on_hand, reserved, on_hand - reserved - quantity, threshold).await?;
+            announce(&mut tx, &sku, &location, on_hand, reserved, before, rules.threshold).await?;
         }
         tx.commit().await?;
         self.changed();
         Ok(())
     }
 
-    /// Staff: received, damaged, returned or corrected units.
-    pub async fn adjust(&self, sku: &str, delta: i64, reason: &str, actor: &str) -> Result<(i64, i64), CatalogError> {
+    /// Staff: received, damaged, returned or corrected units at a location
+    /// (the default one when `None`).
+    pub async fn adjust(
+        &self,
+        sku: &str,
+        location: Option<&str>,
+        delta: i64,
+        reason: &str,
+        actor: &str,
+    ) -> Result<(i64, i64), CatalogError> {
         let sku = Sku::parse(sku, "sku")?;
         if delta == 0 || delta.abs() > 1_000_000_000 {
             return Err(domain::invalid("delta", "invalid_delta", "a non-zero number of units").into());
         }
+        let location = location.unwrap_or(DEFAULT_LOCATION);
         let mut tx = self.db.begin().await?;
-        let (_, threshold) = store::stock_rules(&mut tx, sku.as_str())
+        if !store::location_exists(&mut tx, location).await? {
+            return Err(domain::invalid("location", "unknown_location", "no such stock location").into());
+        }
+        let rules = store::stock_rules(&mut tx, sku.as_str())
             .await?
             .ok_or_else(|| CatalogError::UnknownSku(sku.as_str().to_owned()))?;
-        let Some((on_hand, reserved)) = store::adjust(&mut tx, sku.as_str(), DEFAULT_LOCATION, delta).await? else {
-            let reserved = store::level_in(&mut tx, sku.as_str(), DEFAULT_LOCATION).await?.map_or(0, |l| l.1);
+        let before = store::available(&mut tx, sku.as_str()).await?;
+        let Some((on_hand, reserved)) = store::adjust(&mut tx, sku.as_str(), location, delta).await? else {
+            let reserved = store::level_in(&mut tx, sku.as_str(), location).await?.map_or(0, |l| l.1);
             return Err(CatalogError::BelowReserved { reserved });
         };
         store::record(&mut tx, &LedgerEntry {
             sku: sku.as_str(),
-            location: DEFAULT_LOCATION,
+            location,
             delta,
             on_hand_after: on_hand,
             reason,
@@ -192,27 +216,36 @@ impl Inventory {
             reference: None,
         })
         .await?;
-        announce(&mut tx, sku.as_str(), on_hand, reserved, on_hand - reserved - delta, threshold).await?;
+        announce(&mut tx, sku.as_str(), location, on_hand, reserved, before, rules.threshold).await?;
         tx.commit().await?;
         self.changed();
         Ok((on_hand, reserved))
     }
 
-    /// Staff: a stocktake sets the count; the difference goes in the ledger.
-    pub async fn set_count(&self, sku: &str, on_hand: i64, actor: &str) -> Result<(i64, i64), CatalogError> {
+    /// Staff: a stocktake sets the count at a location; the difference goes
+    /// in the ledger (under `reason`, `stocktake` from the API).
+    pub async fn set_count(
+        &self,
+        sku: &str,
+        location: Option<&str>,
+        on_hand: i64,
+        reason: &str,
+        actor: &str,
+    ) -> Result<(i64, i64), CatalogError> {
         if !(0..=1_000_000_000).contains(&on_hand) {
             return Err(domain::invalid("on_hand", "invalid_count", "0 or more units").into());
         }
         let parsed = Sku::parse(sku, "sku")?;
+        let location = location.unwrap_or(DEFAULT_LOCATION);
         let current = store::levels(&self.db, parsed.as_str()).await?;
-        let Some((_, before, _)) = current.into_iter().find(|l| l.0 == DEFAULT_LOCATION) else {
+        if current.is_empty() {
             return Err(CatalogError::UnknownSku(parsed.as_str().to_owned()));
-        };
-        if on_hand == before {
-            let levels = store::levels(&self.db, parsed.as_str()).await?;
-            return Ok(levels.first().map_or((0, 0), |l| (l.1, l.2)));
         }
-        self.adjust(parsed.as_str(), on_hand - before, "stocktake", actor).await
+        let now = current.iter().find(|l| l.0 == location).map_or((0, 0), |l| (l.1, l.2));
+        if on_hand == now.0 {
+            return Ok(now);
+        }
+        self.adjust(parsed.as_str(), Some(location), on_hand - now.0, reason, actor).await
     }
 
     /// Releases reservations past their time, until `shutdown`.
@@ -244,18 +277,20 @@ impl Inventory {
     }
 }
 
-/// Writes `inventory.changed`, and `low_stock` / `back_in_stock` when
-/// available crossed a line, in the transaction of the change.
+/// Writes `inventory.changed` (the level at `location`, and what is
+/// available over all locations), and `low_stock` / `back_in_stock` when
+/// the total available crossed a line, in the transaction of the change.
 async fn announce(
     tx: &mut Tx,
     sku: &str,
+    location: &str,
     on_hand: i64,
     reserved: i64,
     available_before: i64,
     threshold: i64,
 ) -> Result<(), CatalogError> {
-    let available = on_hand - reserved;
-    let data = json!({"sku": sku, "location": DEFAULT_LOCATION, "on_hand": on_hand, "reserved": reserved,
+    let available = store::available(tx, sku).await?;
+    let data = json!({"sku": sku, "location": location, "on_hand": on_hand, "reserved": reserved,
                       "available": available});
     outbox::enqueue(tx, &Envelope::new("inventory.changed", sku, data.clone())).await?;
     let signals = domain::stock_signals(available_before, available, threshold);

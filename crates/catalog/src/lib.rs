@@ -11,6 +11,8 @@ mod events;
 mod http;
 mod internal;
 pub mod inventory;
+mod markdown;
+pub mod media;
 mod products;
 mod store;
 
@@ -26,7 +28,7 @@ pub use inventory::{Inventory, Line, Reservation};
 pub const NAME: &str = "catalog";
 
 /// This service's own tables, after the platform's.
-pub static MIGRATIONS: Migrations = platform::migrations!("catalog", ["0001_catalog", "0002_categories"]);
+pub static MIGRATIONS: Migrations = platform::migrations!("catalog", ["0001_catalog", "0002_categories", "0003_options_locations_media"]);
 
 /// How long a reservation holds stock unless checkout commits it.
 pub const RESERVATION_TTL: Duration = Duration::from_secs(15 * 60);
@@ -47,14 +49,17 @@ fn mount(ctx: ServiceContext) -> BoxFuture<'static, Result<Mounted, BoxError>> {
             inventory: inventory.clone(),
             token: ctx.config.catalog.service_token.as_deref().map(Arc::from),
         });
-        let router = http::router(http::Catalog { inventory, cache }).merge(internal);
+        let media = media::MediaStore::from_config(&ctx.config)?;
+        ctx.ports.provide(Arc::new(media.clone()));
+        let router = http::router(http::Catalog { inventory, cache, media }).merge(internal);
         Ok(Mounted { router, handler: Some(consumer) })
     })
 }
 
 fn load_demo(ctx: ServiceContext) -> BoxFuture<'static, Result<(), BoxError>> {
     Box::pin(async move {
-        let made = demo::load_demo(&ctx.db).await?;
+        let media = ctx.ports.get::<media::MediaStore>();
+        let made = demo::load_demo(&ctx.db, media.as_deref()).await?;
         if made > 0 {
             tracing::info!(products = made, "demo catalog loaded");
         }

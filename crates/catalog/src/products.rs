@@ -10,7 +10,7 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use crate::categories;
-use crate::domain::{self, Sku, Status};
+use crate::domain::{self, ProductOption, Sku, Status};
 use crate::error::CatalogError;
 use crate::store::{self, CategoryRow, NewVariant, Price, ProductChange, ProductQuery, ProductRow, Sort, VariantRow};
 
@@ -25,6 +25,9 @@ pub struct NewProduct {
     pub attributes: BTreeMap<String, String>,
     pub seo_title: Option<String>,
     pub seo_description: Option<String>,
+    /// Without options a product has one variant; with them, one variant per
+    /// combination offered.
+    pub options: Vec<ProductOption>,
     pub variants: Vec<NewVariantInput>,
 }
 
@@ -35,7 +38,10 @@ pub struct NewVariantInput {
     pub compare_at_prices: BTreeMap<String, i64>,
     pub barcode: Option<String>,
     pub weight_grams: Option<i64>,
+    /// One value per option of the product, in its order.
+    pub option_values: Vec<String>,
     pub track_inventory: bool,
+    pub allow_backorder: bool,
     pub low_stock_threshold: Option<i64>,
 }
 
@@ -44,6 +50,7 @@ pub struct Product {
     pub row: ProductRow,
     pub variants: Vec<VariantRow>,
     pub categories: Vec<CategoryRow>,
+    pub media: Vec<store::MediaRow>,
 }
 
 fn clean_tags(tags: &[String]) -> Result<Vec<String>, CatalogError> {
@@ -110,6 +117,33 @@ fn parse_variant_prices(v: &NewVariantInput, i: usize) -> Result<Vec<Price>, Cat
         .collect())
 }
 
+fn options_json(options: &[ProductOption]) -> String {
+    serde_json::to_string(options).unwrap_or_else(|_| "[]".into())
+}
+
+fn values_json(values: &[String]) -> String {
+    serde_json::to_string(values).unwrap_or_else(|_| "[]".into())
+}
+
+/// A variant's option values, checked against the product's options and
+/// against the combinations other variants already take.
+fn variant_values(
+    options: &[ProductOption],
+    raw: &[String],
+    field: &str,
+    taken: &[Vec<String>],
+) -> Result<Vec<String>, CatalogError> {
+    if options.is_empty() && !raw.is_empty() {
+        return Err(domain::invalid(field, "no_options", "the product declares no options").into());
+    }
+    let values = domain::parse_option_values(options, raw, field)?;
+    if taken.contains(&values) {
+        let reason = format!("another variant is already {}", domain::variant_title(&values));
+        return Err(domain::invalid(field, "duplicate_combination", reason).into());
+    }
+    Ok(values)
+}
+
 async fn unique_slug(tx: &mut Tx, wanted: Option<&str>, title: &str) -> Result<String, CatalogError> {
     match wanted {
         Some(s) => {
@@ -139,23 +173,31 @@ pub async fn create(db: &Db, input: NewProduct) -> Result<Product, CatalogError>
     let seo_title = optional_text(input.seo_title, "seo_title", 200)?;
     let seo_description = optional_text(input.seo_description, "seo_description", 500)?;
     let categories = known_categories(db, &input.categories).await?;
+    let options = domain::parse_options(&input.options)?;
     if input.variants.is_empty() {
         return Err(domain::invalid("variants", "no_variants", "a product has at least one variant").into());
     }
-    let mut variants: Vec<(Sku, String, Vec<Price>, &NewVariantInput)> = Vec::new();
+    if options.is_empty() && input.variants.len() > 1 {
+        return Err(domain::invalid("options", "options_required", "declare options to offer more than one variant").into());
+    }
+    let mut variants: Vec<(Sku, String, Vec<Price>, &NewVariantInput, String)> = Vec::new();
+    let mut combinations: Vec<Vec<String>> = Vec::new();
     for (i, v) in input.variants.iter().enumerate() {
         let sku = Sku::parse(&v.sku, &format!("variants[{i}].sku"))?;
         if variants.iter().any(|(s, ..)| *s == sku) {
             return Err(domain::invalid(format!("variants[{i}].sku"), "duplicate_sku", "each variant needs its own SKU").into());
         }
+        let values = variant_values(&options, &v.option_values, &format!("variants[{i}].option_values"), &combinations)?;
         let vtitle = match &v.title {
             Some(t) => domain::parse_title(t, &format!("variants[{i}].title"))?,
-            None => "Default".to_owned(),
+            None => domain::variant_title(&values),
         };
+        let values_text = values_json(&values);
+        combinations.push(values);
         if v.weight_grams.is_some_and(|w| !(0..=1_000_000_000).contains(&w)) {
             return Err(domain::invalid(format!("variants[{i}].weight_grams"), "invalid_weight", "grams, 0 or more").into());
         }
-        variants.push((sku, vtitle, parse_variant_prices(v, i)?, v));
+        variants.push((sku, vtitle, parse_variant_prices(v, i)?, v, values_text));
     }
     let id = ProductId::new().to_string();
     let mut tx = db.begin().await?;
@@ -172,11 +214,12 @@ pub async fn create(db: &Db, input: NewProduct) -> Result<Product, CatalogError>
         seo_title,
         seo_description,
         attributes,
+        options: options_json(&options),
         created_at: now,
         updated_at: now,
     };
     store::insert_product(&mut tx, &row).await?;
-    for (position, (sku, vtitle, prices, v)) in variants.iter().enumerate() {
+    for (position, (sku, vtitle, prices, v, values)) in variants.iter().enumerate() {
         let vid = VariantId::new().to_string();
         let inserted = store::insert_variant(&mut tx, &NewVariant {
             id: &vid,
@@ -185,7 +228,9 @@ pub async fn create(db: &Db, input: NewProduct) -> Result<Product, CatalogError>
             title: vtitle,
             barcode: v.barcode.as_deref().map(str::trim).filter(|b| !b.is_empty()),
             weight_grams: v.weight_grams,
+            option_values: values,
             track_inventory: v.track_inventory,
+            allow_backorder: v.allow_backorder,
             low_stock_threshold: v.low_stock_threshold.unwrap_or(5).clamp(0, 1_000_000),
             position: position as i32,
             prices,
@@ -217,6 +262,7 @@ async fn assemble(db: &Db, rows: Vec<ProductRow>) -> Result<Vec<Product>, Catalo
     let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
     let mut variants = store::variants(db, &ids).await?;
     let links = store::product_categories(db, &ids).await?;
+    let mut media = store::media(db, &ids).await?;
     let all_categories = if links.is_empty() { Vec::new() } else { store::categories(db).await? };
     Ok(rows
         .into_iter()
@@ -227,7 +273,8 @@ async fn assemble(db: &Db, rows: Vec<ProductRow>) -> Result<Vec<Product>, Catalo
                 .filter(|(p, _)| *p == row.id)
                 .filter_map(|(_, c)| all_categories.iter().find(|x| &x.id == c).cloned())
                 .collect();
-            Product { row, variants: mine, categories }
+            let pictures = media.extract_if(.., |m| m.product_id == row.id).collect();
+            Product { row, variants: mine, categories, media: pictures }
         })
         .collect())
 }
@@ -294,6 +341,8 @@ pub struct Change {
     pub attributes: Option<BTreeMap<String, String>>,
     pub seo_title: Option<Option<String>>,
     pub seo_description: Option<Option<String>>,
+    /// Replaces the options; every variant's values must still fit them.
+    pub options: Option<Vec<ProductOption>>,
 }
 
 pub async fn update(db: &Db, id: &str, change: Change) -> Result<Product, CatalogError> {
@@ -314,7 +363,35 @@ pub async fn update(db: &Db, id: &str, change: Change) -> Result<Product, Catalo
     {
         return Err(CatalogError::SlugTaken(s.clone()));
     }
+    let options = change.options.as_deref().map(domain::parse_options).transpose()?;
     let mut tx = db.begin().await?;
+    if let Some(options) = &options {
+        let existing = store::option_values_of(&mut tx, id).await?;
+        if options.is_empty() && existing.len() > 1 {
+            return Err(domain::invalid("options", "options_required", "this product has several variants").into());
+        }
+        // The one default variant of a product without options takes the
+        // first value of each new option.
+        let first: Vec<String> = options.iter().filter_map(|o| o.values.first().cloned()).collect();
+        for (sku, values) in &existing {
+            if values.is_empty() && !options.is_empty() && existing.len() == 1 {
+                let values = values_json(&first);
+                let change = store::VariantChange { option_values: Some(&values), title: Some(&domain::variant_title(&first)), ..Default::default() };
+                store::update_variant(&mut tx, sku, &change).await?;
+            } else if !options.is_empty() {
+                domain::parse_option_values(options, values, "options").map_err(|_| {
+                    domain::invalid("options", "options_mismatch", format!("variant {sku} has values these options do not offer"))
+                })?;
+            }
+        }
+        if options.is_empty() {
+            for (sku, _) in &existing {
+                let change = store::VariantChange { option_values: Some("[]"), title: Some("Default"), ..Default::default() };
+                store::update_variant(&mut tx, sku, &change).await?;
+            }
+        }
+    }
+    let options_text = options.as_deref().map(options_json);
     let updated = store::update_product(&mut tx, id, &ProductChange {
         slug: slug.as_deref(),
         title: title.as_deref(),
@@ -325,6 +402,7 @@ pub async fn update(db: &Db, id: &str, change: Change) -> Result<Product, Catalo
         seo_title: seo_title.as_ref().map(|t| t.as_deref()),
         seo_description: seo_description.as_ref().map(|t| t.as_deref()),
         attributes: attributes.as_deref(),
+        options: options_text.as_deref(),
     })
     .await;
     match updated {
@@ -359,10 +437,19 @@ pub async fn delete(db: &Db, id: &str) -> Result<(), CatalogError> {
 /// Adds a variant to a product.
 pub async fn add_variant(db: &Db, product: &str, input: NewVariantInput) -> Result<Product, CatalogError> {
     let row = store::product(db, product).await?.ok_or(CatalogError::ProductNotFound)?;
+    let options: Vec<ProductOption> = serde_json::from_str(&row.options).unwrap_or_default();
+    if options.is_empty() {
+        return Err(domain::invalid("option_values", "options_required", "declare the product's options first").into());
+    }
     let sku = Sku::parse(&input.sku, "sku")?;
-    let title = domain::parse_title(input.title.as_deref().unwrap_or("Default"), "title")?;
     let prices = parse_variant_prices(&input, 0)?;
     let mut tx = db.begin().await?;
+    let taken: Vec<Vec<String>> = store::option_values_of(&mut tx, &row.id).await?.into_iter().map(|(_, v)| v).collect();
+    let values = variant_values(&options, &input.option_values, "option_values", &taken)?;
+    let title = match &input.title {
+        Some(t) => domain::parse_title(t, "title")?,
+        None => domain::variant_title(&values),
+    };
     let position = store::variant_count(&mut tx, &row.id).await? as i32;
     let inserted = store::insert_variant(&mut tx, &NewVariant {
         id: &VariantId::new().to_string(),
@@ -371,7 +458,9 @@ pub async fn add_variant(db: &Db, product: &str, input: NewVariantInput) -> Resu
         title: &title,
         barcode: input.barcode.as_deref(),
         weight_grams: input.weight_grams,
+        option_values: &values_json(&values),
         track_inventory: input.track_inventory,
+        allow_backorder: input.allow_backorder,
         low_stock_threshold: input.low_stock_threshold.unwrap_or(5).clamp(0, 1_000_000),
         position,
         prices: &prices,
@@ -394,7 +483,9 @@ pub struct VariantPatch {
     pub barcode: Option<Option<String>>,
     pub weight_grams: Option<Option<i64>>,
     pub track_inventory: Option<bool>,
+    pub allow_backorder: Option<bool>,
     pub low_stock_threshold: Option<i64>,
+    pub option_values: Option<Vec<String>>,
 }
 
 pub async fn update_variant(db: &Db, sku: &str, patch: VariantPatch) -> Result<Product, CatalogError> {
@@ -409,7 +500,9 @@ pub async fn update_variant(db: &Db, sku: &str, patch: VariantPatch) -> Result<P
                 compare_at_prices: patch.compare_at_prices.clone(),
                 barcode: None,
                 weight_grams: None,
+                option_values: Vec::new(),
                 track_inventory: true,
+                allow_backorder: false,
                 low_stock_threshold: None,
             },
             0,
@@ -418,12 +511,28 @@ pub async fn update_variant(db: &Db, sku: &str, patch: VariantPatch) -> Result<P
     };
     let mut tx = db.begin().await?;
     let (variant, product) = store::variant_ids(&mut tx, sku.as_str()).await?.ok_or_else(|| CatalogError::UnknownSku(sku.as_str().to_owned()))?;
+    let values = match &patch.option_values {
+        Some(raw) => {
+            let row = store::product(db, &product).await?.ok_or(CatalogError::ProductNotFound)?;
+            let options: Vec<ProductOption> = serde_json::from_str(&row.options).unwrap_or_default();
+            let taken: Vec<Vec<String>> = store::option_values_of(&mut tx, &product)
+                .await?
+                .into_iter()
+                .filter(|(s, _)| s != sku.as_str())
+                .map(|(_, v)| v)
+                .collect();
+            Some(values_json(&variant_values(&options, raw, "option_values", &taken)?))
+        }
+        None => None,
+    };
     store::update_variant(&mut tx, sku.as_str(), &store::VariantChange {
         title: title.as_deref(),
         barcode: patch.barcode.as_ref().map(|b| b.as_deref()),
         weight_grams: patch.weight_grams,
         track_inventory: patch.track_inventory,
+        allow_backorder: patch.allow_backorder,
         low_stock_threshold: patch.low_stock_threshold.map(|t| t.clamp(0, 1_000_000)),
+        option_values: values.as_deref(),
     })
     .await?;
     if let Some(prices) = &prices {

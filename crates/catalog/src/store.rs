@@ -19,6 +19,8 @@ pub struct ProductRow {
     pub seo_description: Option<String>,
     /// A JSON object of string values.
     pub attributes: String,
+    /// A JSON array of [`crate::domain::ProductOption`].
+    pub options: String,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
 }
@@ -34,11 +36,12 @@ type ProductTuple = (
     Option<String>,
     Option<String>,
     String,
+    String,
     OffsetDateTime,
     OffsetDateTime,
 );
 const PRODUCT_COLUMNS: &str =
-    "id, slug, title, description, status, brand, tags, seo_title, seo_description, attributes, created_at, updated_at";
+    "id, slug, title, description, status, brand, tags, seo_title, seo_description, attributes, options, created_at, updated_at";
 
 fn product_from(t: ProductTuple) -> ProductRow {
     ProductRow {
@@ -52,8 +55,9 @@ fn product_from(t: ProductTuple) -> ProductRow {
         seo_title: t.7,
         seo_description: t.8,
         attributes: t.9,
-        created_at: t.10,
-        updated_at: t.11,
+        options: t.10,
+        created_at: t.11,
+        updated_at: t.12,
     }
 }
 
@@ -68,9 +72,12 @@ pub struct VariantRow {
     pub title: String,
     pub barcode: Option<String>,
     pub weight_grams: Option<i64>,
+    pub option_values: Vec<String>,
     pub track_inventory: bool,
+    pub allow_backorder: bool,
     pub low_stock_threshold: i64,
     pub prices: Vec<Price>,
+    /// Summed over stock locations.
     pub on_hand: i64,
     pub reserved: i64,
 }
@@ -84,9 +91,10 @@ pub async fn slug_taken(tx: &mut Tx, slug: &str) -> Result<bool, DbError> {
 pub async fn insert_product(tx: &mut Tx, p: &ProductRow) -> Result<(), DbError> {
     on_tx!(tx, c => sqlx::query(
         "INSERT INTO products (id, slug, title, description, status, brand, tags, seo_title, seo_description, \
-         attributes, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)")
+         attributes, options, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $12, $11, $11)")
         .bind(&p.id).bind(&p.slug).bind(&p.title).bind(&p.description).bind(&p.status).bind(&p.brand)
         .bind(p.tags.join(",")).bind(&p.seo_title).bind(&p.seo_description).bind(&p.attributes).bind(p.created_at)
+        .bind(&p.options)
         .execute(c).await.map(|_| ()))?;
     Ok(())
 }
@@ -98,7 +106,10 @@ pub struct NewVariant<'a> {
     pub title: &'a str,
     pub barcode: Option<&'a str>,
     pub weight_grams: Option<i64>,
+    /// A JSON array of strings.
+    pub option_values: &'a str,
     pub track_inventory: bool,
+    pub allow_backorder: bool,
     pub low_stock_threshold: i64,
     pub position: i32,
     pub prices: &'a [Price],
@@ -108,9 +119,11 @@ pub struct NewVariant<'a> {
 pub async fn insert_variant(tx: &mut Tx, v: &NewVariant<'_>) -> Result<(), DbError> {
     on_tx!(tx, c => sqlx::query(
         "INSERT INTO variants (id, product_id, sku, title, barcode, weight_grams, track_inventory, \
-         low_stock_threshold, position) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+         low_stock_threshold, position, option_values, allow_backorder) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)")
         .bind(v.id).bind(v.product_id).bind(v.sku).bind(v.title).bind(v.barcode).bind(v.weight_grams)
-        .bind(v.track_inventory).bind(v.low_stock_threshold).bind(v.position)
+        .bind(v.track_inventory).bind(v.low_stock_threshold).bind(v.position).bind(v.option_values)
+        .bind(v.allow_backorder)
         .execute(c).await.map(|_| ()))?;
     set_prices(tx, v.id, v.prices).await?;
     on_tx!(tx, c => sqlx::query(
@@ -215,9 +228,9 @@ pub async fn products(db: &Db, q: &ProductQuery<'_>) -> Result<Vec<ListedProduct
     }
     if q.in_stock {
         filters += &format!(
-            " AND EXISTS (SELECT 1 FROM variants v LEFT JOIN inventory_levels l ON l.sku = v.sku \
-             AND l.location_id = '{DEFAULT_LOCATION}' WHERE v.product_id = p.id \
-             AND (v.track_inventory = FALSE OR l.on_hand - l.reserved > 0))"
+            " AND EXISTS (SELECT 1 FROM variants v WHERE v.product_id = p.id \
+             AND (v.track_inventory = FALSE OR v.allow_backorder = TRUE OR EXISTS (SELECT 1 FROM inventory_levels l \
+             WHERE l.sku = v.sku AND l.on_hand - l.reserved > 0)))"
         );
     }
     let key = match q.sort {
@@ -277,6 +290,7 @@ pub async fn products(db: &Db, q: &ProductQuery<'_>) -> Result<Vec<ListedProduct
         Option<String>,
         Option<String>,
         String,
+        String,
         OffsetDateTime,
         OffsetDateTime,
         String,
@@ -296,9 +310,9 @@ pub async fn products(db: &Db, q: &ProductQuery<'_>) -> Result<Vec<ListedProduct
         .map(|r| {
             let key = match q.sort {
                 Sort::Oldest | Sort::Newest => r.0.clone(),
-                _ => format!("{}\u{1f}{}", r.12, r.0),
+                _ => format!("{}\u{1f}{}", r.13, r.0),
             };
-            ListedProduct { row: product_from((r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7, r.8, r.9, r.10, r.11)), key }
+            ListedProduct { row: product_from((r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7, r.8, r.9, r.10, r.11, r.12)), key }
         })
         .collect())
 }
@@ -313,6 +327,7 @@ pub struct ProductChange<'a> {
     pub seo_title: Option<Option<&'a str>>,
     pub seo_description: Option<Option<&'a str>>,
     pub attributes: Option<&'a str>,
+    pub options: Option<&'a str>,
 }
 
 pub async fn update_product(tx: &mut Tx, id: &str, ch: &ProductChange<'_>) -> Result<bool, DbError> {
@@ -323,13 +338,13 @@ pub async fn update_product(tx: &mut Tx, id: &str, ch: &ProductChange<'_>) -> Re
          brand = CASE WHEN $5 THEN $6 ELSE brand END, tags = COALESCE($7, tags), updated_at = $8, \
          seo_title = CASE WHEN $10 THEN $11 ELSE seo_title END, \
          seo_description = CASE WHEN $12 THEN $13 ELSE seo_description END, \
-         attributes = COALESCE($14, attributes) WHERE id = $9")
+         attributes = COALESCE($14, attributes), options = COALESCE($15, options) WHERE id = $9")
         .bind(ch.slug).bind(ch.title).bind(ch.description).bind(ch.status)
         .bind(ch.brand.is_some()).bind(ch.brand.flatten())
         .bind(ch.tags.map(|t| t.join(","))).bind(now).bind(id)
         .bind(ch.seo_title.is_some()).bind(ch.seo_title.flatten())
         .bind(ch.seo_description.is_some()).bind(ch.seo_description.flatten())
-        .bind(ch.attributes)
+        .bind(ch.attributes).bind(ch.options)
         .execute(c).await.map(|r| r.rows_affected()))?;
     Ok(n == 1)
 }
@@ -343,12 +358,14 @@ pub async fn variants(db: &Db, product_ids: &[String]) -> Result<Vec<VariantRow>
     let placeholders: Vec<String> = (1..=product_ids.len()).map(|i| format!("${i}")).collect();
     let sql = format!(
         "SELECT v.id, v.product_id, v.sku, v.title, v.barcode, v.weight_grams, v.track_inventory, \
-         v.low_stock_threshold, COALESCE(l.on_hand, 0), COALESCE(l.reserved, 0) FROM variants v \
-         LEFT JOIN inventory_levels l ON l.sku = v.sku AND l.location_id = '{DEFAULT_LOCATION}' \
+         v.low_stock_threshold, \
+         CAST(COALESCE((SELECT SUM(l.on_hand) FROM inventory_levels l WHERE l.sku = v.sku), 0) AS BIGINT), \
+         CAST(COALESCE((SELECT SUM(l.reserved) FROM inventory_levels l WHERE l.sku = v.sku), 0) AS BIGINT), \
+         v.option_values, v.allow_backorder FROM variants v \
          WHERE v.product_id IN ({}) ORDER BY v.product_id, v.position, v.id",
         placeholders.join(", ")
     );
-    type Row = (String, String, String, String, Option<String>, Option<i64>, bool, i64, i64, i64);
+    type Row = (String, String, String, String, Option<String>, Option<i64>, bool, i64, i64, i64, String, bool);
     let rows: Vec<Row> = on_db!(db, pool => {
         let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()));
         for id in product_ids {
@@ -370,7 +387,7 @@ pub async fn variants(db: &Db, product_ids: &[String]) -> Result<Vec<VariantRow>
     })?;
     Ok(rows
         .into_iter()
-        .map(|(id, product_id, sku, title, barcode, weight_grams, track_inventory, low_stock_threshold, on_hand, reserved)| VariantRow {
+        .map(|(id, product_id, sku, title, barcode, weight_grams, track_inventory, low_stock_threshold, on_hand, reserved, values, allow_backorder)| VariantRow {
             prices: prices.iter().filter(|p| p.0 == id).map(|p| (p.1.clone(), p.2, p.3)).collect(),
             id,
             product_id,
@@ -378,7 +395,9 @@ pub async fn variants(db: &Db, product_ids: &[String]) -> Result<Vec<VariantRow>
             title,
             barcode,
             weight_grams,
+            option_values: serde_json::from_str(&values).unwrap_or_default(),
             track_inventory,
+            allow_backorder,
             low_stock_threshold,
             on_hand,
             reserved,
@@ -388,19 +407,107 @@ pub async fn variants(db: &Db, product_ids: &[String]) -> Result<Vec<VariantRow>
 
 // Inventory
 
-/// (track_inventory, low_stock_threshold) of a SKU's variant.
-pub async fn stock_rules(tx: &mut Tx, sku: &str) -> Result<Option<(bool, i64)>, DbError> {
-    let row: Option<(bool, i64)> = on_tx!(tx, c => sqlx::query_as(
-        "SELECT track_inventory, low_stock_threshold FROM variants WHERE sku = $1")
+/// How a SKU's stock is kept.
+#[derive(Debug, Clone, Copy)]
+pub struct StockRules {
+    pub track: bool,
+    pub backorder: bool,
+    pub threshold: i64,
+}
+
+pub async fn stock_rules(tx: &mut Tx, sku: &str) -> Result<Option<StockRules>, DbError> {
+    let row: Option<(bool, bool, i64)> = on_tx!(tx, c => sqlx::query_as(
+        "SELECT track_inventory, allow_backorder, low_stock_threshold FROM variants WHERE sku = $1")
         .bind(sku).fetch_optional(c).await)?;
+    Ok(row.map(|(track, backorder, threshold)| StockRules { track, backorder, threshold }))
+}
+
+/// (location, on_hand, reserved) of a SKU at each location it has a level at.
+pub async fn levels(db: &Db, sku: &str) -> Result<Vec<(String, i64, i64)>, DbError> {
+    let rows: Vec<(String, i64, i64)> = on_db!(db, pool => sqlx::query_as(
+        "SELECT l.location_id, l.on_hand, l.reserved FROM inventory_levels l \
+         JOIN stock_locations s ON s.id = l.location_id WHERE l.sku = $1 \
+         ORDER BY s.is_default DESC, s.name, s.id")
+        .bind(sku).fetch_all(pool).await)?;
+    Ok(rows)
+}
+
+/// Available units of a SKU over all locations.
+pub async fn available(tx: &mut Tx, sku: &str) -> Result<i64, DbError> {
+    let n: Option<i64> = on_tx!(tx, c => sqlx::query_scalar(
+        "SELECT CAST(SUM(on_hand - reserved) AS BIGINT) FROM inventory_levels WHERE sku = $1")
+        .bind(sku).fetch_one(c).await)?;
+    Ok(n.unwrap_or(0))
+}
+
+/// Locations in the order reservations try them: the default first.
+pub async fn location_order(tx: &mut Tx) -> Result<Vec<String>, DbError> {
+    let rows: Vec<String> = on_tx!(tx, c => sqlx::query_scalar(
+        "SELECT id FROM stock_locations ORDER BY is_default DESC, name, id").fetch_all(c).await)?;
+    Ok(rows)
+}
+
+/// Makes sure a SKU has a level (of zero) at a location.
+pub async fn ensure_level(tx: &mut Tx, sku: &str, location: &str) -> Result<(), DbError> {
+    on_tx!(tx, c => sqlx::query(
+        "INSERT INTO inventory_levels (sku, location_id, on_hand, reserved) VALUES ($1, $2, 0, 0) \
+         ON CONFLICT (sku, location_id) DO NOTHING")
+        .bind(sku).bind(location).execute(c).await.map(|_| ()))?;
+    Ok(())
+}
+
+/// Holds units whether or not they are on hand (a backorder).
+pub async fn hold_backorder(tx: &mut Tx, sku: &str, location: &str, quantity: i64) -> Result<Option<(i64, i64)>, DbError> {
+    ensure_level(tx, sku, location).await?;
+    let row: Option<(i64, i64)> = on_tx!(tx, c => sqlx::query_as(
+        "UPDATE inventory_levels SET reserved = reserved + $1 WHERE sku = $2 AND location_id = $3 \
+         RETURNING on_hand, reserved")
+        .bind(quantity).bind(sku).bind(location).fetch_optional(c).await)?;
     Ok(row)
 }
 
-pub async fn levels(db: &Db, sku: &str) -> Result<Vec<(String, i64, i64)>, DbError> {
-    let rows: Vec<(String, i64, i64)> = on_db!(db, pool => sqlx::query_as(
-        "SELECT location_id, on_hand, reserved FROM inventory_levels WHERE sku = $1 ORDER BY location_id")
-        .bind(sku).fetch_all(pool).await)?;
-    Ok(rows)
+// Stock locations
+
+#[derive(Debug, Clone)]
+pub struct LocationRow {
+    pub id: String,
+    pub name: String,
+    pub is_default: bool,
+}
+
+pub async fn locations(db: &Db) -> Result<Vec<LocationRow>, DbError> {
+    let rows: Vec<(String, String, bool)> = on_db!(db, pool => sqlx::query_as(
+        "SELECT id, name, is_default FROM stock_locations ORDER BY is_default DESC, name, id").fetch_all(pool).await)?;
+    Ok(rows.into_iter().map(|(id, name, is_default)| LocationRow { id, name, is_default }).collect())
+}
+
+pub async fn location_exists(tx: &mut Tx, id: &str) -> Result<bool, DbError> {
+    let n: i64 = on_tx!(tx, c => sqlx::query_scalar("SELECT COUNT(*) FROM stock_locations WHERE id = $1")
+        .bind(id).fetch_one(c).await)?;
+    Ok(n > 0)
+}
+
+pub async fn insert_location(db: &Db, id: &str, name: &str) -> Result<(), DbError> {
+    on_db!(db, pool => sqlx::query("INSERT INTO stock_locations (id, name, is_default, created_at) VALUES ($1, $2, FALSE, $3)")
+        .bind(id).bind(name).bind(OffsetDateTime::now_utc()).execute(pool).await.map(|_| ()))?;
+    Ok(())
+}
+
+pub async fn rename_location(db: &Db, id: &str, name: &str) -> Result<bool, DbError> {
+    let n = on_db!(db, pool => sqlx::query("UPDATE stock_locations SET name = $1 WHERE id = $2")
+        .bind(name).bind(id).execute(pool).await.map(|r| r.rows_affected()))?;
+    Ok(n == 1)
+}
+
+/// Removes a location that is not the default and holds no stock.
+pub async fn delete_location(tx: &mut Tx, id: &str) -> Result<bool, DbError> {
+    on_tx!(tx, c => sqlx::query("DELETE FROM inventory_levels WHERE location_id = $1 AND on_hand = 0 AND reserved = 0")
+        .bind(id).execute(c).await.map(|_| ()))?;
+    let n = on_tx!(tx, c => sqlx::query(
+        "DELETE FROM stock_locations WHERE id = $1 AND is_default = FALSE \
+         AND NOT EXISTS (SELECT 1 FROM inventory_levels WHERE location_id = $1)")
+        .bind(id).execute(c).await.map(|r| r.rows_affected()))?;
+    Ok(n == 1)
 }
 
 pub async fn level_in(tx: &mut Tx, sku: &str, location: &str) -> Result<Option<(i64, i64)>, DbError> {
@@ -421,12 +528,13 @@ pub async fn hold(tx: &mut Tx, sku: &str, location: &str, quantity: i64) -> Resu
     Ok(row)
 }
 
-/// Held units leave: on hand and reserved both drop.
-pub async fn ship(tx: &mut Tx, sku: &str, location: &str, quantity: i64) -> Result<Option<(i64, i64)>, DbError> {
+/// Held units leave: on hand and reserved both drop (below zero on hand
+/// only for a backorder).
+pub async fn ship(tx: &mut Tx, sku: &str, location: &str, quantity: i64, backorder: bool) -> Result<Option<(i64, i64)>, DbError> {
     let row: Option<(i64, i64)> = on_tx!(tx, c => sqlx::query_as(
         "UPDATE inventory_levels SET on_hand = on_hand - $1, reserved = reserved - $1 \
-         WHERE sku = $2 AND location_id = $3 AND reserved >= $1 AND on_hand >= $1 RETURNING on_hand, reserved")
-        .bind(quantity).bind(sku).bind(location).fetch_optional(c).await)?;
+         WHERE sku = $2 AND location_id = $3 AND reserved >= $1 AND ($4 OR on_hand >= $1) RETURNING on_hand, reserved")
+        .bind(quantity).bind(sku).bind(location).bind(backorder).fetch_optional(c).await)?;
     Ok(row)
 }
 
@@ -439,11 +547,13 @@ pub async fn unhold(tx: &mut Tx, sku: &str, location: &str, quantity: i64) -> Re
     Ok(row)
 }
 
-/// Adds `delta` to on hand, never below what is reserved.
+/// Adds `delta` to on hand; units taken away never leave less on hand than
+/// is reserved (units received always count, even against a backorder).
 pub async fn adjust(tx: &mut Tx, sku: &str, location: &str, delta: i64) -> Result<Option<(i64, i64)>, DbError> {
+    ensure_level(tx, sku, location).await?;
     let row: Option<(i64, i64)> = on_tx!(tx, c => sqlx::query_as(
         "UPDATE inventory_levels SET on_hand = on_hand + $1 \
-         WHERE sku = $2 AND location_id = $3 AND on_hand + $1 >= reserved RETURNING on_hand, reserved")
+         WHERE sku = $2 AND location_id = $3 AND ($1 > 0 OR on_hand + $1 >= reserved) RETURNING on_hand, reserved")
         .bind(delta).bind(sku).bind(location).fetch_optional(c).await)?;
     Ok(row)
 }
@@ -616,25 +726,38 @@ pub async fn delete_product(tx: &mut Tx, product: &str) -> Result<bool, DbError>
     Ok(n == 1)
 }
 
+#[derive(Default)]
 pub struct VariantChange<'a> {
     pub title: Option<&'a str>,
     pub barcode: Option<Option<&'a str>>,
     pub weight_grams: Option<Option<i64>>,
     pub track_inventory: Option<bool>,
+    pub allow_backorder: Option<bool>,
     pub low_stock_threshold: Option<i64>,
+    /// A JSON array of strings.
+    pub option_values: Option<&'a str>,
 }
 
 pub async fn update_variant(tx: &mut Tx, sku: &str, ch: &VariantChange<'_>) -> Result<Option<String>, DbError> {
     let id: Option<String> = on_tx!(tx, c => sqlx::query_scalar(
         "UPDATE variants SET title = COALESCE($1, title), barcode = CASE WHEN $2 THEN $3 ELSE barcode END, \
          weight_grams = CASE WHEN $4 THEN $5 ELSE weight_grams END, \
-         track_inventory = COALESCE($6, track_inventory), low_stock_threshold = COALESCE($7, low_stock_threshold) \
+         track_inventory = COALESCE($6, track_inventory), low_stock_threshold = COALESCE($7, low_stock_threshold), \
+         allow_backorder = COALESCE($9, allow_backorder), option_values = COALESCE($10, option_values) \
          WHERE sku = $8 RETURNING id")
         .bind(ch.title).bind(ch.barcode.is_some()).bind(ch.barcode.flatten())
         .bind(ch.weight_grams.is_some()).bind(ch.weight_grams.flatten())
-        .bind(ch.track_inventory).bind(ch.low_stock_threshold).bind(sku)
+        .bind(ch.track_inventory).bind(ch.low_stock_threshold).bind(sku).bind(ch.allow_backorder).bind(ch.option_values)
         .fetch_optional(c).await)?;
     Ok(id)
+}
+
+/// The option values of each variant of a product.
+pub async fn option_values_of(tx: &mut Tx, product: &str) -> Result<Vec<(String, Vec<String>)>, DbError> {
+    let rows: Vec<(String, String)> = on_tx!(tx, c => sqlx::query_as(
+        "SELECT sku, option_values FROM variants WHERE product_id = $1 ORDER BY position, id")
+        .bind(product).fetch_all(c).await)?;
+    Ok(rows.into_iter().map(|(sku, v)| (sku, serde_json::from_str(&v).unwrap_or_default())).collect())
 }
 
 /// (variant id, product id) of a SKU.
@@ -660,4 +783,130 @@ pub async fn sku_was_ordered(tx: &mut Tx, sku: &str) -> Result<bool, DbError> {
     let n: i64 = on_tx!(tx, c => sqlx::query_scalar("SELECT COUNT(*) FROM reservation_lines WHERE sku = $1")
         .bind(sku).fetch_one(c).await)?;
     Ok(n > 0)
+}
+
+// Media
+
+#[derive(Debug, Clone)]
+pub struct MediaRow {
+    pub id: String,
+    pub product_id: String,
+    pub object_key: Option<String>,
+    pub source_url: Option<String>,
+    pub content_type: Option<String>,
+    pub alt: String,
+    pub position: i32,
+    pub width: Option<i32>,
+    pub height: Option<i32>,
+    pub byte_size: Option<i64>,
+    /// (width, object key), narrowest first.
+    pub thumbnails: Vec<(u32, String)>,
+    pub created_at: OffsetDateTime,
+}
+
+type MediaTuple = (
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    String,
+    i32,
+    Option<i32>,
+    Option<i32>,
+    Option<i64>,
+    String,
+    OffsetDateTime,
+);
+const MEDIA_COLUMNS: &str =
+    "id, product_id, object_key, source_url, content_type, alt, position, width, height, byte_size, thumbnails, created_at";
+
+fn media_from(t: MediaTuple) -> MediaRow {
+    MediaRow {
+        id: t.0,
+        product_id: t.1,
+        object_key: t.2,
+        source_url: t.3,
+        content_type: t.4,
+        alt: t.5,
+        position: t.6,
+        width: t.7,
+        height: t.8,
+        byte_size: t.9,
+        thumbnails: serde_json::from_str(&t.10).unwrap_or_default(),
+        created_at: t.11,
+    }
+}
+
+/// Inserts a picture last in its product's order; returns it as stored.
+pub async fn insert_media(tx: &mut Tx, m: &MediaRow) -> Result<MediaRow, DbError> {
+    let position: i32 = on_tx!(tx, c => sqlx::query_scalar(
+        "SELECT CAST(COALESCE(MAX(position) + 1, 0) AS INTEGER) FROM product_media WHERE product_id = $1")
+        .bind(&m.product_id).fetch_one(c).await)?;
+    let thumbnails = serde_json::to_string(&m.thumbnails).unwrap_or_else(|_| "[]".into());
+    on_tx!(tx, c => sqlx::query(
+        "INSERT INTO product_media (id, product_id, object_key, source_url, content_type, alt, position, width, height, \
+         byte_size, thumbnails, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")
+        .bind(&m.id).bind(&m.product_id).bind(&m.object_key).bind(&m.source_url).bind(&m.content_type).bind(&m.alt)
+        .bind(position).bind(m.width).bind(m.height).bind(m.byte_size).bind(&thumbnails).bind(m.created_at)
+        .execute(c).await.map(|_| ()))?;
+    Ok(MediaRow { position, ..m.clone() })
+}
+
+pub async fn media_of(tx: &mut Tx, product: &str) -> Result<Vec<MediaRow>, DbError> {
+    let sql = format!("SELECT {MEDIA_COLUMNS} FROM product_media WHERE product_id = $1 ORDER BY position, id");
+    let rows: Vec<MediaTuple> =
+        on_tx!(tx, c => sqlx::query_as(sqlx::AssertSqlSafe(sql.clone())).bind(product).fetch_all(c).await)?;
+    Ok(rows.into_iter().map(media_from).collect())
+}
+
+/// The pictures of `product_ids`, each product's in order.
+pub async fn media(db: &Db, product_ids: &[String]) -> Result<Vec<MediaRow>, DbError> {
+    if product_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let placeholders: Vec<String> = (1..=product_ids.len()).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "SELECT {MEDIA_COLUMNS} FROM product_media WHERE product_id IN ({}) ORDER BY product_id, position, id",
+        placeholders.join(", ")
+    );
+    let rows: Vec<MediaTuple> = on_db!(db, pool => {
+        let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()));
+        for id in product_ids {
+            q = q.bind(id);
+        }
+        q.fetch_all(pool).await
+    })?;
+    Ok(rows.into_iter().map(media_from).collect())
+}
+
+pub async fn media_url_known(tx: &mut Tx, product: &str, url: &str) -> Result<bool, DbError> {
+    let n: i64 = on_tx!(tx, c => sqlx::query_scalar(
+        "SELECT COUNT(*) FROM product_media WHERE product_id = $1 AND source_url = $2")
+        .bind(product).bind(url).fetch_one(c).await)?;
+    Ok(n > 0)
+}
+
+pub async fn set_media_alt(tx: &mut Tx, id: &str, alt: &str) -> Result<(), DbError> {
+    on_tx!(tx, c => sqlx::query("UPDATE product_media SET alt = $1 WHERE id = $2")
+        .bind(alt).bind(id).execute(c).await.map(|_| ()))?;
+    Ok(())
+}
+
+pub async fn set_media_position(tx: &mut Tx, id: &str, position: i32) -> Result<(), DbError> {
+    on_tx!(tx, c => sqlx::query("UPDATE product_media SET position = $1 WHERE id = $2")
+        .bind(position).bind(id).execute(c).await.map(|_| ()))?;
+    Ok(())
+}
+
+pub async fn delete_media(tx: &mut Tx, id: &str) -> Result<(), DbError> {
+    on_tx!(tx, c => sqlx::query("DELETE FROM product_media WHERE id = $1").bind(id).execute(c).await.map(|_| ()))?;
+    Ok(())
+}
+
+/// Marks a product changed (its pictures changed) and tells subscribers.
+pub async fn touch_product(tx: &mut Tx, product: &str) -> Result<(), DbError> {
+    on_tx!(tx, c => sqlx::query("UPDATE products SET updated_at = $1 WHERE id = $2")
+        .bind(OffsetDateTime::now_utc()).bind(product).execute(c).await.map(|_| ()))?;
+    Ok(())
 }

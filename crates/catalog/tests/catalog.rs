@@ -179,7 +179,7 @@ async fn a_reservation_storm_never_oversells() {
     let cm = t.user("cm@example.com", Role::CatalogManager).await;
     t.send("POST", "/api/v1/admin/products", Some(&cm), Some(tee("LAST-ONE"))).await;
     let inv = t.inventory();
-    inv.adjust("LAST-ONE", 10, "received", "test").await.unwrap();
+    inv.adjust("LAST-ONE", None, 10, "received", "test").await.unwrap();
 
     let barrier = Arc::new(tokio::sync::Barrier::new(24));
     let mut tasks = Vec::new();
@@ -230,8 +230,8 @@ async fn reservations_are_all_or_nothing_idempotent_and_expire() {
     other["title"] = json!("Other");
     t.send("POST", "/api/v1/admin/products", Some(&cm), Some(other)).await;
     let mut inv = t.inventory();
-    inv.adjust("A-1", 5, "received", "test").await.unwrap();
-    inv.adjust("B-1", 1, "received", "test").await.unwrap();
+    inv.adjust("A-1", None, 5, "received", "test").await.unwrap();
+    inv.adjust("B-1", None, 1, "received", "test").await.unwrap();
 
     let lines = [Line { sku: "A-1".into(), quantity: 2 }, Line { sku: "b-1".into(), quantity: 2 }];
     match inv.reserve("ord_x", &lines).await {
@@ -317,7 +317,7 @@ async fn categories_filters_and_sorts() {
     assert_eq!(titles(&newest), vec!["Dress", "Belt", "Oxford Shirt"]);
     let (_, none_in_stock) = t.send("GET", "/api/v1/products?in_stock=true", None, None).await;
     assert!(titles(&none_in_stock).is_empty());
-    t.inventory().adjust("BELT-1", 3, "received", "test").await.unwrap();
+    t.inventory().adjust("BELT-1", None, 3, "received", "test").await.unwrap();
     let (_, in_stock) = t.send("GET", "/api/v1/products?in_stock=true", None, None).await;
     assert_eq!(titles(&in_stock), vec!["Belt"]);
     assert_eq!(t.send("GET", "/api/v1/products?category=nope", None, None).await.0, StatusCode::NOT_FOUND);
@@ -351,7 +351,7 @@ async fn public_pages_carry_etags_and_change_when_the_catalog_does() {
     assert_eq!(again.headers()["etag"].to_str().unwrap(), etag);
 
     // A stock change shows at once (in_stock flips), with a new ETag.
-    t.inventory().adjust("ET-1", 2, "received", "test").await.unwrap();
+    t.inventory().adjust("ET-1", None, 2, "received", "test").await.unwrap();
     let changed = get(Some(etag.clone())).await;
     assert_eq!(changed.status(), StatusCode::OK);
     assert_ne!(changed.headers()["etag"].to_str().unwrap(), etag);
@@ -398,13 +398,33 @@ async fn variants_prices_and_deletion() {
     let cm = t.user("cm@example.com", Role::CatalogManager).await;
     let (_, p) = t.send("POST", "/api/v1/admin/products", Some(&cm), Some(tee("V-M"))).await;
     let id = p["id"].as_str().unwrap().to_owned();
+    // Without options a product has one default variant.
+    let (status, err) = t.send("POST", &format!("/api/v1/admin/products/{id}/variants"), Some(&cm),
+        Some(json!({"sku": "V-L", "prices": {"USD": 2700}}))).await;
+    assert_eq!((status, err["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("options_required")));
+    let (status, sized) = t.send("PATCH", &format!("/api/v1/admin/products/{id}"), Some(&cm),
+        Some(json!({"options": [{"name": "Size", "values": ["M", "L", "XL"]}]}))).await;
+    assert_eq!(status, StatusCode::OK, "{sized}");
+    assert_eq!(sized["variants"][0]["option_values"], json!(["M"]), "the default variant takes the first values");
     let (status, with_l) = t.send("POST", &format!("/api/v1/admin/products/{id}/variants"), Some(&cm),
-        Some(json!({"sku": "V-L", "title": "L", "prices": {"USD": 2700}}))).await;
+        Some(json!({"sku": "V-L", "option_values": ["l"], "prices": {"USD": 2700}}))).await;
     assert_eq!(status, StatusCode::CREATED, "{with_l}");
     assert_eq!(with_l["variants"].as_array().unwrap().len(), 2);
+    assert_eq!(with_l["variants"][1]["title"], "L");
+    assert_eq!(with_l["variants"][1]["option_values"], json!(["L"]));
+    let (status, err) = t.send("POST", &format!("/api/v1/admin/products/{id}/variants"), Some(&cm),
+        Some(json!({"sku": "V-L2", "option_values": ["L"], "prices": {"USD": 1}}))).await;
+    assert_eq!((status, err["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("duplicate_combination")));
+    let (status, err) = t.send("POST", &format!("/api/v1/admin/products/{id}/variants"), Some(&cm),
+        Some(json!({"sku": "V-XL", "option_values": ["XXL"], "prices": {"USD": 1}}))).await;
+    assert_eq!((status, err["error"]["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("option_values[0]")));
     let (status, _) = t.send("POST", &format!("/api/v1/admin/products/{id}/variants"), Some(&cm),
-        Some(json!({"sku": "V-L", "prices": {"USD": 1}}))).await;
+        Some(json!({"sku": "V-L", "option_values": ["XL"], "prices": {"USD": 1}}))).await;
     assert_eq!(status, StatusCode::CONFLICT);
+    let (status, err) = t.send("PATCH", &format!("/api/v1/admin/products/{id}"), Some(&cm),
+        Some(json!({"options": [{"name": "Size", "values": ["S", "M"]}]}))).await;
+    assert_eq!((status, err["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("options_mismatch")),
+        "V-L is L, which these options no longer offer");
 
     let (status, changed) = t.send("PATCH", "/api/v1/admin/variants/v-l", Some(&cm),
         Some(json!({"prices": {"USD": 2900, "GBP": 2300}, "compare_at_prices": {"USD": 3500}, "barcode": "0123456789012"}))).await;
@@ -428,7 +448,7 @@ async fn variants_prices_and_deletion() {
     assert_eq!((status, last["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("last_variant")));
 
     // Ordered products are archived, not deleted.
-    t.inventory().adjust("V-M", 1, "received", "test").await.unwrap();
+    t.inventory().adjust("V-M", None, 1, "received", "test").await.unwrap();
     t.inventory().reserve("ord_keep", &[Line { sku: "V-M".into(), quantity: 1 }]).await.unwrap();
     let (status, kept) = t.send("DELETE", &format!("/api/v1/admin/products/{id}"), Some(&cm), None).await;
     assert_eq!((status, kept["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("was_ordered")));
@@ -445,7 +465,7 @@ async fn a_cancelled_order_gives_its_stock_back() {
     let cm = t.user("cm@example.com", Role::CatalogManager).await;
     t.send("POST", "/api/v1/admin/products", Some(&cm), Some(tee("C-1"))).await;
     let inv = t.inventory();
-    inv.adjust("C-1", 4, "received", "test").await.unwrap();
+    inv.adjust("C-1", None, 4, "received", "test").await.unwrap();
     inv.reserve("ord_cancel", &[Line { sku: "C-1".into(), quantity: 3 }]).await.unwrap();
     let event = kernel::Envelope::new("order.cancelled", "ord_cancel", json!({"order_id": "ord_cancel"}));
     t.app.bus().publish(&event).await.unwrap();
@@ -472,7 +492,7 @@ async fn the_reservation_port_over_http_needs_the_service_token() {
     let t = TestApp::new().await;
     let cm = t.user("cm@example.com", Role::CatalogManager).await;
     t.send("POST", "/api/v1/admin/products", Some(&cm), Some(tee("H-1"))).await;
-    t.inventory().adjust("H-1", 2, "received", "test").await.unwrap();
+    t.inventory().adjust("H-1", None, 2, "received", "test").await.unwrap();
     let body = json!({"order_id": "ord_http", "lines": [{"sku": "H-1", "quantity": 2}]});
 
     assert_eq!(t.send("POST", "/internal/v1/reservations", None, Some(body.clone())).await.0, StatusCode::UNAUTHORIZED);

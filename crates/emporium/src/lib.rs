@@ -198,10 +198,11 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Seed { demo, products, overrides } => {
             let config = Arc::new(load_config(cli.config.as_ref(), &overrides, None)?);
-            let ctx = app::open_service(config, &catalog::spec()).await?;
+            let ctx = app::open_service(config.clone(), &catalog::spec()).await?;
+            let media = catalog::media::MediaStore::from_config(&config).map_err(|e| CliError::Service(Box::new(e)))?;
             let made = match (demo, products) {
                 (_, Some(n)) => catalog::demo::generate(&ctx.db, n, false).await,
-                (true, None) => catalog::demo::load_demo(&ctx.db).await,
+                (true, None) => catalog::demo::load_demo(&ctx.db, Some(&media)).await,
                 (false, None) => return Err(CliError::Usage("say --demo or --products N".into())),
             }
             .map_err(|e| CliError::Service(Box::new(e)))?;

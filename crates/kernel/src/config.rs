@@ -30,6 +30,43 @@ pub struct Config {
     pub outbox: OutboxConfig,
     pub auth: AuthConfig,
     pub catalog: CatalogConfig,
+    pub media: MediaConfig,
+}
+
+/// Where product pictures live: a local folder, or an S3-compatible bucket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    /// `local` (a folder, `dir`) or `s3`.
+    pub store: String,
+    /// The folder of the local store; `<data_dir>/media` when unset.
+    pub dir: Option<PathBuf>,
+    /// The largest upload accepted.
+    pub max_upload_bytes: usize,
+    pub s3_bucket: Option<String>,
+    /// For S3-compatible stores (MinIO, R2, …); AWS when unset.
+    pub s3_endpoint: Option<String>,
+    pub s3_region: String,
+    pub s3_access_key_id: Option<String>,
+    pub s3_secret_access_key: Option<String>,
+    /// Allow a plain-HTTP endpoint (a store on the same network).
+    pub s3_allow_http: bool,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            store: "local".into(),
+            dir: None,
+            max_upload_bytes: 10 * 1024 * 1024,
+            s3_bucket: None,
+            s3_endpoint: None,
+            s3_region: "us-east-1".into(),
+            s3_access_key_id: None,
+            s3_secret_access_key: None,
+            s3_allow_http: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -189,6 +226,7 @@ impl Default for Config {
             outbox: OutboxConfig::default(),
             auth: AuthConfig::default(),
             catalog: CatalogConfig::default(),
+            media: MediaConfig::default(),
         }
     }
 }
@@ -276,6 +314,9 @@ impl Config {
         mask(&mut shown.redis.url);
         if shown.auth.key_encryption_key.is_some() {
             shown.auth.key_encryption_key = Some("****".into());
+        }
+        if shown.media.s3_secret_access_key.is_some() {
+            shown.media.s3_secret_access_key = Some("****".into());
         }
         if shown.catalog.service_token.is_some() {
             shown.catalog.service_token = Some("****".into());
@@ -372,6 +413,15 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("EMPORIUM_AUTH_JWKS_URL", "auth.jwks_url", Kind::Str),
     ("EMPORIUM_CATALOG_CACHE", "catalog.cache", Kind::Bool),
     ("EMPORIUM_CATALOG_SERVICE_TOKEN", "catalog.service_token", Kind::Str),
+    ("EMPORIUM_MEDIA_STORE", "media.store", Kind::Str),
+    ("EMPORIUM_MEDIA_DIR", "media.dir", Kind::Str),
+    ("EMPORIUM_MEDIA_MAX_UPLOAD_BYTES", "media.max_upload_bytes", Kind::Int),
+    ("EMPORIUM_MEDIA_S3_BUCKET", "media.s3_bucket", Kind::Str),
+    ("EMPORIUM_MEDIA_S3_ENDPOINT", "media.s3_endpoint", Kind::Str),
+    ("EMPORIUM_MEDIA_S3_REGION", "media.s3_region", Kind::Str),
+    ("EMPORIUM_MEDIA_S3_ACCESS_KEY_ID", "media.s3_access_key_id", Kind::Str),
+    ("EMPORIUM_MEDIA_S3_SECRET_ACCESS_KEY", "media.s3_secret_access_key", Kind::Str),
+    ("EMPORIUM_MEDIA_S3_ALLOW_HTTP", "media.s3_allow_http", Kind::Bool),
 ];
 
 /// The variables `load` reads, with their keys, for documentation and `--help`.
@@ -506,6 +556,17 @@ impl Config {
         }
         if let Some(url) = &a.jwks_url {
             check_scheme("auth.jwks_url", url, &["http"])?;
+        }
+        match self.media.store.as_str() {
+            "local" => {}
+            "s3" if self.media.s3_bucket.is_none() => {
+                return Err(invalid("media.s3_bucket", "the s3 store needs a bucket".into()));
+            }
+            "s3" => {}
+            other => return Err(invalid("media.store", format!("`{other}` is not `local` or `s3`"))),
+        }
+        if self.media.max_upload_bytes < 1024 {
+            return Err(invalid("media.max_upload_bytes", "at least 1024".into()));
         }
         if self.catalog.service_token.as_ref().is_some_and(|t| t.len() < 32) {
             return Err(invalid("catalog.service_token", "use at least 32 characters".into()));

@@ -16,6 +16,8 @@ pub enum MoneyError {
     BadCurrency,
     #[error("cannot combine {0} with {1}")]
     CurrencyMismatch(Currency, Currency),
+    #[error("an amount is a plain decimal with at most the currency's minor digits")]
+    BadAmount,
     #[error("amount out of range")]
     Overflow,
 }
@@ -26,6 +28,43 @@ impl Currency {
             &[a, b, c] if [a, b, c].iter().all(u8::is_ascii_uppercase) => Ok(Self([a, b, c])),
             _ => Err(MoneyError::BadCurrency),
         }
+    }
+
+    /// Digits after the decimal point in the currency's usual notation
+    /// (ISO 4217): 0 for JPY, 3 for KWD, 2 for most.
+    pub fn minor_digits(&self) -> u32 {
+        match self.as_str() {
+            "BIF" | "CLP" | "DJF" | "GNF" | "ISK" | "JPY" | "KMF" | "KRW" | "PYG" | "RWF" | "UGX" | "UYI" | "VND"
+            | "VUV" | "XAF" | "XOF" | "XPF" => 0,
+            "BHD" | "IQD" | "JOD" | "KWD" | "LYD" | "OMR" | "TND" => 3,
+            _ => 2,
+        }
+    }
+
+    /// `"19.99"` → 1999 minor units; refuses more digits than the currency
+    /// has, signs, and anything that is not a plain decimal.
+    pub fn parse_decimal(&self, text: &str) -> Result<i64, MoneyError> {
+        let text = text.trim();
+        let digits = self.minor_digits() as usize;
+        let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
+        let plain = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+        if whole.is_empty() || !plain(whole) || !plain(frac) || frac.len() > digits || whole.len() > 15 {
+            return Err(MoneyError::BadAmount);
+        }
+        let frac: String = format!("{frac:0<digits$}");
+        format!("{whole}{frac}").parse().map_err(|_| MoneyError::BadAmount)
+    }
+
+    /// 1999 minor units → `"19.99"`.
+    pub fn format_decimal(&self, amount: i64) -> String {
+        let digits = self.minor_digits();
+        if digits == 0 {
+            return amount.to_string();
+        }
+        let scale = 10_i64.pow(digits);
+        let sign = if amount < 0 { "-" } else { "" };
+        let abs = amount.unsigned_abs();
+        format!("{sign}{}.{:0width$}", abs / scale as u64, abs % scale as u64, width = digits as usize)
     }
 
     pub fn as_str(&self) -> &str {
@@ -104,6 +143,36 @@ mod tests {
             match Money::new(a, usd).checked_add(Money::new(b, usd)) {
                 Ok(sum) => prop_assert_eq!(sum.amount as i128, a as i128 + b as i128),
                 Err(e) => prop_assert_eq!(e, MoneyError::Overflow),
+            }
+        }
+    }
+
+    #[test]
+    fn decimals() {
+        let usd = Currency::parse("USD").unwrap();
+        let jpy = Currency::parse("JPY").unwrap();
+        assert_eq!(usd.parse_decimal("19.99"), Ok(1999));
+        assert_eq!(usd.parse_decimal("19.9"), Ok(1990));
+        assert_eq!(usd.parse_decimal("19"), Ok(1900));
+        assert_eq!(usd.parse_decimal("0.5"), Ok(50));
+        assert!(usd.parse_decimal("19.999").is_err());
+        assert!(usd.parse_decimal("-1").is_err());
+        assert!(usd.parse_decimal("1e3").is_err());
+        assert!(usd.parse_decimal("").is_err());
+        assert!(usd.parse_decimal(".5").is_err());
+        assert_eq!(jpy.parse_decimal("1200"), Ok(1200));
+        assert!(jpy.parse_decimal("12.5").is_err());
+        assert_eq!(usd.format_decimal(1999), "19.99");
+        assert_eq!(usd.format_decimal(5), "0.05");
+        assert_eq!(jpy.format_decimal(1200), "1200");
+    }
+
+    proptest! {
+        #[test]
+        fn decimals_round_trip(a in 0_i64..1_000_000_000_000) {
+            for code in ["USD", "JPY", "KWD"] {
+                let c = Currency::parse(code).unwrap();
+                prop_assert_eq!(c.parse_decimal(&c.format_decimal(a)), Ok(a));
             }
         }
     }
