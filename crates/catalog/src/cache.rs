@@ -1,12 +1,23 @@
 //! Public responses, remembered until the catalog changes. Every write of
 //! the catalog (products, categories, stock) moves the generation on, which
 //! makes every remembered response stale at once: simple and always right.
+//!
+//! With Redis configured, a change is also published on a channel every
+//! replica listens to, so a write on one replica makes the others forget
+//! too. Bodies stay in each process; only the news of a change travels.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use futures::StreamExt;
 use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// The Redis channel replicas announce catalog changes on.
+const CHANNEL: &str = "emporium:catalog:changed";
 
 const CAPACITY: usize = 10_000;
 
@@ -21,6 +32,10 @@ pub struct ResponseCache {
     generation: AtomicU64,
     entries: Mutex<HashMap<String, (u64, Cached)>>,
     enabled: bool,
+    /// Set when changes are shared through Redis.
+    broadcast: Mutex<Option<mpsc::UnboundedSender<()>>>,
+    /// This process's name on the channel, to skip its own news.
+    origin: String,
     hits: metrics::Counter,
     misses: metrics::Counter,
 }
@@ -31,14 +46,94 @@ impl ResponseCache {
             generation: AtomicU64::new(0),
             entries: Mutex::new(HashMap::new()),
             enabled,
+            broadcast: Mutex::new(None),
+            origin: kernel::id::encode_base32(kernel::id::Uuid::now_v7().as_u128()),
             hits: metrics::counter!("catalog_cache_total", "result" => "hit"),
             misses: metrics::counter!("catalog_cache_total", "result" => "miss"),
         }
     }
 
-    /// The catalog changed: everything remembered is stale.
+    /// The catalog changed: everything remembered is stale, here and (with
+    /// Redis) on every replica.
     pub fn invalidate(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
+        if let Ok(guard) = self.broadcast.lock()
+            && let Some(tx) = guard.as_ref()
+        {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Shares changes with other replicas through Redis until `shutdown`:
+    /// publishes this process's changes and forgets on theirs. A lost
+    /// connection is retried; on reconnecting everything is forgotten once,
+    /// since news may have been missed meanwhile.
+    pub fn share_through_redis(self: &Arc<Self>, url: &str, shutdown: CancellationToken) -> Result<(), redis::RedisError> {
+        let client = redis::Client::open(url)?;
+        let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+        if let Ok(mut guard) = self.broadcast.lock() {
+            *guard = Some(tx);
+        }
+        let publisher = client.clone();
+        let origin = self.origin.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let mut conn: Option<redis::aio::MultiplexedConnection> = None;
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    got = rx.recv() => if got.is_none() { break },
+                }
+                // Many changes at once travel as one message.
+                while rx.try_recv().is_ok() {}
+                if conn.is_none() {
+                    conn = publisher.get_multiplexed_async_connection().await.ok();
+                }
+                let Some(c) = conn.as_mut() else {
+                    tracing::warn!("redis unreachable; other replicas learn of this change when it is back");
+                    continue;
+                };
+                let sent: Result<i64, _> = redis::cmd("PUBLISH").arg(CHANNEL).arg(&origin).query_async(c).await;
+                if let Err(e) = sent {
+                    tracing::warn!(error = %e, "could not announce a catalog change");
+                    conn = None;
+                }
+            }
+        });
+        let cache = Arc::clone(self);
+        tokio::spawn(async move {
+            loop {
+                match client.get_async_pubsub().await {
+                    Ok(mut pubsub) => match pubsub.subscribe(CHANNEL).await {
+                        Ok(()) => {
+                            cache.generation.fetch_add(1, Ordering::SeqCst);
+                            let mut messages = pubsub.on_message();
+                            loop {
+                                tokio::select! {
+                                    _ = shutdown.cancelled() => return,
+                                    m = messages.next() => match m {
+                                        Some(m) => {
+                                            let from: String = m.get_payload().unwrap_or_default();
+                                            if from != cache.origin {
+                                                cache.generation.fetch_add(1, Ordering::SeqCst);
+                                            }
+                                        }
+                                        None => break,
+                                    },
+                                }
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "could not subscribe to catalog changes"),
+                    },
+                    Err(e) => tracing::warn!(error = %e, "redis unreachable for catalog changes"),
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        });
+        Ok(())
     }
 
     pub fn get(&self, key: &str) -> Option<Cached> {

@@ -1,5 +1,7 @@
-//! What the catalog does when other services speak: a cancelled order gives
-//! its held stock back.
+//! What the catalog does when events arrive: a cancelled order gives its
+//! held stock back, and news of the catalog's own changes (written by
+//! another process, such as an import from the command line) makes the
+//! response cache forget.
 
 use async_trait::async_trait;
 use kernel::Envelope;
@@ -20,10 +22,14 @@ impl EventHandler for Consumer {
     }
 
     fn interested_in(&self, event_type: &str) -> bool {
-        event_type == "order.cancelled"
+        event_type == "order.cancelled" || event_type.starts_with("product.") || event_type.starts_with("inventory.")
     }
 
     async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
+        if event.event_type != "order.cancelled" {
+            self.inventory.changed();
+            return Ok(());
+        }
         let Some(order) = event.data.get("order_id").and_then(|v| v.as_str()) else {
             tracing::warn!(event_id = %event.id, "order.cancelled without an order_id; ignored");
             return Ok(());

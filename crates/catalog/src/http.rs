@@ -28,6 +28,8 @@ pub struct Catalog {
     pub inventory: Inventory,
     pub cache: std::sync::Arc<ResponseCache>,
     pub media: crate::media::MediaStore,
+    /// The shop's address, for absolute links in exports.
+    pub public_url: std::sync::Arc<str>,
 }
 
 /// Public, cacheable JSON: served from the cache when the catalog has not
@@ -89,6 +91,11 @@ pub fn router(catalog: Catalog) -> OpenApiRouter {
             (schemas, paths, method.layer(axum::extract::DefaultBodyLimit::max(upload_limit)))
         })
         .routes(routes!(update_media, delete_media))
+        .routes({
+            let (schemas, paths, method) = routes!(import_products);
+            (schemas, paths, method.layer(axum::extract::DefaultBodyLimit::max(IMPORT_LIMIT)))
+        })
+        .routes(routes!(export_products))
         .route("/media/{*key}", axum::routing::get(serve_media))
         .with_state(catalog)
 }
@@ -955,26 +962,26 @@ async fn upload_media(
     Path(id): Path<String>,
     mut form: axum::extract::Multipart,
 ) -> Result<impl IntoResponse, CatalogError> {
-    let bad_form = |reason: String| CatalogError::from(crate::domain::invalid("file", "invalid_form", reason));
+    let limit = c.media.max_upload_bytes;
+    let bad_form = |e: axum::extract::multipart::MultipartError| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => CatalogError::TooLarge(limit),
+        _ => CatalogError::from(crate::domain::invalid("file", "invalid_form", e.body_text())),
+    };
     let mut file: Option<bytes::Bytes> = None;
     let mut alt = String::new();
-    while let Some(field) = form.next_field().await.map_err(|e| bad_form(e.body_text()))? {
+    while let Some(field) = form.next_field().await.map_err(bad_form)? {
         match field.name() {
             Some("file") => {
-                let data = field.bytes().await.map_err(|e| match e.status() {
-                    StatusCode::PAYLOAD_TOO_LARGE => CatalogError::TooLarge(c.media.max_upload_bytes),
-                    _ => bad_form(e.body_text()),
-                })?;
-                file = Some(data);
+                file = Some(field.bytes().await.map_err(bad_form)?);
             }
-            Some("alt") => alt = field.text().await.map_err(|e| bad_form(e.body_text()))?,
+            Some("alt") => alt = field.text().await.map_err(bad_form)?,
             other => {
                 let name = other.unwrap_or("").to_owned();
                 return Err(crate::domain::invalid(name, "unknown_field", "only `file` and `alt`").into());
             }
         }
     }
-    let file = file.ok_or_else(|| bad_form("a `file` part with the picture".into()))?;
+    let file = file.ok_or_else(|| crate::domain::invalid("file", "missing_file", "a `file` part with the picture"))?;
     let saved = crate::media::upload(&c.inventory.db, &c.media, &id, file, &alt).await?;
     c.cache.invalidate();
     Ok((StatusCode::CREATED, Json(crate::media::MediaView::from(saved))))
@@ -1033,6 +1040,60 @@ async fn serve_media(State(c): State<Catalog>, Path(key): Path<String>) -> Resul
             (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
         ],
         body,
+    )
+        .into_response())
+}
+
+// Import and export
+
+/// The largest CSV file the import route reads.
+const IMPORT_LIMIT: usize = 32 * 1024 * 1024;
+
+#[derive(Deserialize, IntoParams)]
+pub struct CurrencyParam {
+    /// The currency of the file's prices (default USD).
+    pub currency: Option<String>,
+}
+
+fn currency_param(p: &CurrencyParam) -> Result<Currency, CatalogError> {
+    let code = p.currency.as_deref().unwrap_or("USD");
+    Ok(Currency::parse(code).map_err(|_| crate::domain::invalid("currency", "invalid_currency", "an ISO 4217 code"))?)
+}
+
+/// Staff: import products from a Shopify product CSV sent as the body
+/// (`catalog:write`). Bad rows are reported with their line; the rest go in.
+#[utoipa::path(post, path = "/api/v1/admin/products/import", tag = "admin", params(CurrencyParam),
+    request_body(content = String, content_type = "text/csv"),
+    responses((status = 200, body = crate::shopify::ImportReport), (status = 422, body = ErrorBody)))]
+async fn import_products(
+    State(c): State<Catalog>,
+    RequirePermission(who, ..): RequirePermission<perm::CatalogWrite>,
+    Query(q): Query<CurrencyParam>,
+    body: bytes::Bytes,
+) -> Result<Json<crate::shopify::ImportReport>, CatalogError> {
+    let currency = currency_param(&q)?;
+    let report = crate::shopify::import(&c.inventory, body.as_ref(), currency, &who.user_id.to_string(), &|_, _| {}).await?;
+    c.cache.invalidate();
+    Ok(Json(report))
+}
+
+/// Staff: every product as a Shopify product CSV (`catalog:write`).
+#[utoipa::path(get, path = "/api/v1/admin/products/export", tag = "admin", params(CurrencyParam),
+    responses((status = 200, content_type = "text/csv", body = String)))]
+async fn export_products(
+    State(c): State<Catalog>,
+    _: RequirePermission<perm::CatalogWrite>,
+    Query(q): Query<CurrencyParam>,
+) -> Result<Response, CatalogError> {
+    let currency = currency_param(&q)?;
+    let mut out = Vec::new();
+    crate::shopify::export(&c.inventory.db, &mut out, currency, &c.public_url).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8")),
+            (header::CONTENT_DISPOSITION, HeaderValue::from_static("attachment; filename=\"products.csv\"")),
+        ],
+        out,
     )
         .into_response())
 }

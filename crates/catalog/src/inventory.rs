@@ -16,7 +16,8 @@ use crate::error::CatalogError;
 use crate::store::{self, DEFAULT_LOCATION, LedgerEntry};
 
 impl Inventory {
-    fn changed(&self) {
+    /// Stock or products changed: remembered public responses are stale.
+    pub(crate) fn changed(&self) {
         if let Some(cache) = &self.cache {
             cache.invalidate();
         }

@@ -14,6 +14,7 @@ pub mod inventory;
 mod markdown;
 pub mod media;
 mod products;
+pub mod shopify;
 mod store;
 
 use std::sync::Arc;
@@ -40,6 +41,9 @@ pub fn spec() -> ServiceSpec {
 fn mount(ctx: ServiceContext) -> BoxFuture<'static, Result<Mounted, BoxError>> {
     Box::pin(async move {
         let cache = Arc::new(cache::ResponseCache::new(ctx.config.catalog.cache));
+        if let Some(url) = &ctx.config.redis.url {
+            cache.share_through_redis(url, ctx.shutdown.clone())?;
+        }
         let inventory = Inventory { db: ctx.db.clone(), reservation_ttl: RESERVATION_TTL, cache: Some(cache.clone()) };
         tokio::spawn(inventory.clone().sweep(Duration::from_secs(30), ctx.shutdown.clone()));
         // Checkout finds the reservation port here (in process).
@@ -51,7 +55,7 @@ fn mount(ctx: ServiceContext) -> BoxFuture<'static, Result<Mounted, BoxError>> {
         });
         let media = media::MediaStore::from_config(&ctx.config)?;
         ctx.ports.provide(Arc::new(media.clone()));
-        let router = http::router(http::Catalog { inventory, cache, media }).merge(internal);
+        let router = http::router(http::Catalog { inventory, cache, media, public_url: ctx.config.public_url().into() }).merge(internal);
         Ok(Mounted { router, handler: Some(consumer) })
     })
 }

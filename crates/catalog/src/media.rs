@@ -258,14 +258,17 @@ async fn changed(tx: &mut platform::db::Tx, product: &str) -> Result<(), Catalog
 }
 
 /// Records the address of a picture kept elsewhere (an import whose images
-/// are not downloaded), once per product and address.
-pub async fn record_url(tx: &mut platform::db::Tx, product: &str, url: &str, alt: &str) -> Result<(), CatalogError> {
+/// are not downloaded), once per product and address; true if it was new.
+/// An address of one of the product's own stored pictures (an export of
+/// this shop) is already there.
+pub async fn record_url(tx: &mut platform::db::Tx, product: &str, url: &str, alt: &str) -> Result<bool, CatalogError> {
     let url = url.trim();
-    if !(url.starts_with("https://") || url.starts_with("http://")) || url.len() > 2000 {
+    if !(url.starts_with("https://") || url.starts_with("http://")) || url.len() > 2000 || url.chars().any(char::is_whitespace) {
         return Err(domain::invalid("image_src", "invalid_url", "an http(s) address").into());
     }
-    if store::media_url_known(tx, product, url).await? {
-        return Ok(());
+    let own_key = url.split_once("/media/").map(|(_, key)| key);
+    if store::media_known(tx, product, url, own_key).await? {
+        return Ok(false);
     }
     let new = MediaRow {
         id: format!("med_{}", kernel::id::encode_base32(kernel::id::Uuid::now_v7().as_u128()).to_lowercase()),
@@ -282,7 +285,7 @@ pub async fn record_url(tx: &mut platform::db::Tx, product: &str, url: &str, alt
         created_at: OffsetDateTime::now_utc(),
     };
     store::insert_media(tx, &new).await?;
-    Ok(())
+    Ok(true)
 }
 
 /// Changes a picture's alt text or its place in the product's order.

@@ -880,11 +880,32 @@ pub async fn media(db: &Db, product_ids: &[String]) -> Result<Vec<MediaRow>, DbE
     Ok(rows.into_iter().map(media_from).collect())
 }
 
-pub async fn media_url_known(tx: &mut Tx, product: &str, url: &str) -> Result<bool, DbError> {
+/// Whether the product has a picture from this address, or stored under this key.
+pub async fn media_known(tx: &mut Tx, product: &str, url: &str, key: Option<&str>) -> Result<bool, DbError> {
     let n: i64 = on_tx!(tx, c => sqlx::query_scalar(
-        "SELECT COUNT(*) FROM product_media WHERE product_id = $1 AND source_url = $2")
-        .bind(product).bind(url).fetch_one(c).await)?;
+        "SELECT COUNT(*) FROM product_media WHERE product_id = $1 AND (source_url = $2 OR object_key = $3)")
+        .bind(product).bind(url).bind(key).fetch_one(c).await)?;
     Ok(n > 0)
+}
+
+/// On hand at the default location, per SKU.
+pub async fn default_on_hand(db: &Db, skus: &[String]) -> Result<std::collections::BTreeMap<String, i64>, DbError> {
+    if skus.is_empty() {
+        return Ok(Default::default());
+    }
+    let placeholders: Vec<String> = (2..=skus.len() + 1).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "SELECT sku, on_hand FROM inventory_levels WHERE location_id = $1 AND sku IN ({})",
+        placeholders.join(", ")
+    );
+    let rows: Vec<(String, i64)> = on_db!(db, pool => {
+        let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone())).bind(DEFAULT_LOCATION);
+        for sku in skus {
+            q = q.bind(sku);
+        }
+        q.fetch_all(pool).await
+    })?;
+    Ok(rows.into_iter().collect())
 }
 
 pub async fn set_media_alt(tx: &mut Tx, id: &str, alt: &str) -> Result<(), DbError> {

@@ -524,3 +524,323 @@ async fn internal_routes_are_closed_without_a_token() {
     let r = app.router().oneshot(Request::get("/internal/v1/reservations/ord_1").header("authorization", "Bearer x").body(Body::empty()).unwrap()).await.unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
+
+impl TestApp {
+    async fn send_raw(&self, method: &str, path: &str, token: Option<&str>, content_type: &str, body: Vec<u8>) -> (StatusCode, Vec<u8>, axum::http::HeaderMap) {
+        let mut r = Request::builder().method(method).uri(path).header("content-type", content_type);
+        if let Some(t) = token {
+            r = r.header("authorization", format!("Bearer {t}"));
+        }
+        let response = self.app.router().oneshot(r.body(Body::from(body)).unwrap()).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        (status, response.into_body().collect().await.unwrap().to_bytes().to_vec(), headers)
+    }
+
+    async fn get_raw(&self, path: &str) -> (StatusCode, Vec<u8>, axum::http::HeaderMap) {
+        let response = self.app.router().oneshot(Request::get(path).body(Body::empty()).unwrap()).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        (status, response.into_body().collect().await.unwrap().to_bytes().to_vec(), headers)
+    }
+}
+
+fn multipart(parts: &[(&str, Option<&str>, &[u8])]) -> (String, Vec<u8>) {
+    let boundary = "emporium-test-boundary";
+    let mut body = Vec::new();
+    for (name, filename, data) in parts {
+        body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        match filename {
+            Some(f) => body.extend_from_slice(
+                format!("Content-Disposition: form-data; name=\"{name}\"; filename=\"{f}\"\r\nContent-Type: image/png\r\n\r\n").as_bytes()),
+            None => body.extend_from_slice(format!("Content-Disposition: form-data; name=\"{name}\"\r\n\r\n").as_bytes()),
+        }
+        body.extend_from_slice(data);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+#[tokio::test]
+async fn options_backorders_and_stock_locations() {
+    let t = TestApp::new().await;
+    let staff = t.user("ops@example.com", Role::Admin).await;
+    let (status, p) = t.send("POST", "/api/v1/admin/products", Some(&staff), Some(json!({
+        "title": "Rain Jacket", "status": "active",
+        "options": [{"name": "Size", "values": ["S", "M"]}, {"name": "Colour", "values": ["Red"]}],
+        "variants": [
+            {"sku": "RJ-S", "option_values": ["S", "Red"], "prices": {"USD": 9000}},
+            {"sku": "RJ-M", "option_values": ["M", "Red"], "prices": {"USD": 9000}, "allow_backorder": true}
+        ]}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{p}");
+    assert_eq!(p["options"][1], json!({"name": "Colour", "values": ["Red"]}));
+    assert_eq!(p["variants"][0]["title"], "S / Red");
+    assert_eq!(p["variants"][0]["in_stock"], false);
+    assert_eq!(p["variants"][1]["in_stock"], true, "open to backorders");
+    let (status, err) = t.send("POST", "/api/v1/admin/products", Some(&staff), Some(json!({
+        "title": "Two defaults", "variants": [{"sku": "TD-1", "prices": {"USD": 1}}, {"sku": "TD-2", "prices": {"USD": 1}}]}))).await;
+    assert_eq!((status, err["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("options_required")));
+
+    // A second location; stock there is sold when the default has none.
+    let (status, loc) = t.send("POST", "/api/v1/admin/stock-locations", Some(&staff), Some(json!({"name": "Warehouse B"}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{loc}");
+    let b = loc["id"].as_str().unwrap().to_owned();
+    let (status, level) = t.send("POST", "/api/v1/admin/inventory/adjustments", Some(&staff),
+        Some(json!({"sku": "RJ-S", "location": b, "delta": 5, "reason": "received"}))).await;
+    assert_eq!((status, level["location"].as_str(), level["on_hand"].as_i64()), (StatusCode::OK, Some(b.as_str()), Some(5)));
+    let (status, err) = t.send("POST", "/api/v1/admin/inventory/adjustments", Some(&staff),
+        Some(json!({"sku": "RJ-S", "location": "loc_nowhere", "delta": 5, "reason": "received"}))).await;
+    assert_eq!((status, err["error"]["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("location")));
+    let (_, levels) = t.send("GET", "/api/v1/admin/inventory?sku=rj-s", Some(&staff), None).await;
+    assert_eq!(levels.as_array().unwrap().len(), 2, "{levels}");
+    let inv = t.inventory();
+    inv.reserve("ord_loc", &[Line { sku: "RJ-S".into(), quantity: 3 }]).await.unwrap();
+    let err = inv.reserve("ord_loc2", &[Line { sku: "RJ-S".into(), quantity: 3 }]).await.unwrap_err();
+    assert!(matches!(err, CatalogError::OutOfStock { available: 2, .. }), "{err:?}");
+    inv.commit("ord_loc").await.unwrap();
+    let (_, levels) = t.send("GET", "/api/v1/admin/inventory?sku=RJ-S", Some(&staff), None).await;
+    let at_b = levels.as_array().unwrap().iter().find(|l| l["location"] == b.as_str()).unwrap().clone();
+    assert_eq!((at_b["on_hand"].as_i64(), at_b["reserved"].as_i64()), (Some(2), Some(0)));
+    let (status, _) = t.send("DELETE", &format!("/api/v1/admin/stock-locations/{b}"), Some(&staff), None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "it holds stock");
+    let (status, _) = t.send("DELETE", "/api/v1/admin/stock-locations/loc_default", Some(&staff), None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "the default stays");
+    let (status, renamed) = t.send("PATCH", &format!("/api/v1/admin/stock-locations/{b}"), Some(&staff), Some(json!({"name": "Depot"}))).await;
+    assert_eq!((status, renamed["name"].as_str()), (StatusCode::OK, Some("Depot")));
+
+    // Backorders sell past zero; the units arrive later.
+    inv.adjust("RJ-M", None, 1, "received", "test").await.unwrap();
+    inv.reserve("ord_bo", &[Line { sku: "RJ-M".into(), quantity: 4 }]).await.unwrap();
+    inv.commit("ord_bo").await.unwrap();
+    let (_, levels) = t.send("GET", "/api/v1/admin/inventory?sku=RJ-M", Some(&staff), None).await;
+    assert_eq!(levels[0]["on_hand"], -3, "three units are owed");
+    let (_, shown) = t.send("GET", "/api/v1/products/rain-jacket", None, None).await;
+    assert_eq!((shown["variants"][1]["in_stock"].as_bool(), shown["variants"][1]["available"].as_i64()), (Some(true), Some(-3)));
+    assert!(shown["variants"][1].get("on_hand").is_none(), "stock figures beyond available are for staff");
+    inv.adjust("RJ-M", None, 5, "received", "test").await.unwrap();
+    let (_, history) = t.send("GET", "/api/v1/admin/inventory/RJ-M/history", Some(&staff), None).await;
+    let reasons: Vec<&str> = history["data"].as_array().unwrap().iter().map(|e| e["reason"].as_str().unwrap()).collect();
+    assert_eq!(reasons, vec!["received", "sold", "received"]);
+}
+
+#[tokio::test]
+async fn descriptions_are_rendered_safely() {
+    let t = TestApp::new().await;
+    let staff = t.user("cm@example.com", Role::CatalogManager).await;
+    let (status, p) = t.send("POST", "/api/v1/admin/products", Some(&staff), Some(json!({
+        "title": "Mug", "status": "active",
+        "description": "A **big** mug.\n\n<script>alert(1)</script>\n\n[shop](javascript:alert(2))",
+        "variants": [{"sku": "MUG-1", "prices": {"USD": 1200}}]}))).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let html = p["description_html"].as_str().unwrap();
+    assert!(html.contains("<strong>big</strong>"), "{html}");
+    assert!(!html.contains("<script") && !html.contains("javascript:"), "{html}");
+    assert!(p["description"].as_str().unwrap().contains("**big**"), "the Markdown is kept as written");
+}
+
+#[tokio::test]
+async fn pictures_are_uploaded_checked_and_served() {
+    let t = TestApp::new().await;
+    let staff = t.user("cm@example.com", Role::CatalogManager).await;
+    let customer = t.user("c@example.com", Role::Customer).await;
+    let (_, p) = t.send("POST", "/api/v1/admin/products", Some(&staff), Some(tee("PIC-1"))).await;
+    let id = p["id"].as_str().unwrap().to_owned();
+    let png = catalog::media::placeholder(30, 1200).unwrap();
+    let path = format!("/api/v1/admin/products/{id}/media");
+
+    let (ct, body) = multipart(&[("file", Some("tee.png"), &png), ("alt", None, b"The tee, folded")]);
+    let (status, _, _) = t.send_raw("POST", &path, Some(&customer), &ct, body.clone()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, created, _) = t.send_raw("POST", &path, Some(&staff), &ct, body).await;
+    let created: Value = serde_json::from_slice(&created).unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!((created["width"].as_i64(), created["alt"].as_str()), (Some(1200), Some("The tee, folded")));
+    let widths: Vec<i64> = created["thumbnails"].as_array().unwrap().iter().map(|t| t["width"].as_i64().unwrap()).collect();
+    assert_eq!(widths, vec![160, 480, 960]);
+
+    let (status, bytes, headers) = t.get_raw(created["url"].as_str().unwrap()).await;
+    assert_eq!((status, headers["content-type"].to_str().unwrap()), (StatusCode::OK, "image/png"));
+    assert!(headers["cache-control"].to_str().unwrap().contains("immutable"));
+    assert_eq!(bytes, png, "the original, as uploaded");
+    let (status, thumb, _) = t.get_raw(created["thumbnails"][0]["url"].as_str().unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    let decoded = image::load_from_memory(&thumb).unwrap();
+    assert_eq!((decoded.width(), decoded.height()), (160, 160));
+    assert_eq!(t.get_raw("/media/products/nothing/here.png").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(t.get_raw("/media/../../etc/passwd").await.0, StatusCode::NOT_FOUND);
+
+    // Checked by content, not by name.
+    let (ct, body) = multipart(&[("file", Some("evil.png"), b"<svg onload=alert(1)></svg>")]);
+    let (status, err, _) = t.send_raw("POST", &path, Some(&staff), &ct, body).await;
+    let err: Value = serde_json::from_slice(&err).unwrap();
+    assert_eq!((status, err["error"]["code"].as_str(), err["error"]["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("unsupported_media_type"), Some("file")));
+    let (ct, body) = multipart(&[("alt", None, b"no file")]);
+    assert_eq!(t.send_raw("POST", &path, Some(&staff), &ct, body).await.0, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // A second picture, moved first, with new alt text.
+    let small = catalog::media::placeholder(200, 100).unwrap();
+    let (ct, body) = multipart(&[("file", Some("x.bin"), &small)]);
+    let (status, second, _) = t.send_raw("POST", &path, Some(&staff), &ct, body).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let second: Value = serde_json::from_slice(&second).unwrap();
+    assert_eq!(second["thumbnails"], json!([]), "never wider than the original");
+    let second_id = second["id"].as_str().unwrap();
+    let (status, moved) = t.send("PATCH", &format!("{path}/{second_id}"), Some(&staff), Some(json!({"position": 0, "alt": "Detail"}))).await;
+    assert_eq!(status, StatusCode::OK, "{moved}");
+    assert_eq!(moved["media"][0]["id"], second_id);
+    assert_eq!(moved["media"][0]["alt"], "Detail");
+    assert_eq!(moved["media"][1]["id"], created["id"]);
+
+    let first_id = created["id"].as_str().unwrap();
+    assert_eq!(t.send("DELETE", &format!("{path}/{first_id}"), Some(&staff), None).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(t.get_raw(created["url"].as_str().unwrap()).await.0, StatusCode::NOT_FOUND, "its files are gone");
+    assert_eq!(t.send("DELETE", &format!("{path}/{first_id}"), Some(&staff), None).await.0, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn uploads_over_the_limit_are_refused() {
+    let sandbox = Sandbox::new().await;
+    let mut config = (*sandbox.config()).clone();
+    config.services = vec!["auth".into(), "catalog".into()];
+    config.media.max_upload_bytes = 20_000;
+    let config = Arc::new(config);
+    let app = App::start(config.clone(), &[auth::spec(), catalog::spec()], axum::Router::new(), false).await.unwrap();
+    let t = TestApp { _sandbox: sandbox, app, config };
+    let staff = t.user("cm@example.com", Role::CatalogManager).await;
+    let (_, p) = t.send("POST", "/api/v1/admin/products", Some(&staff), Some(tee("BIG-1"))).await;
+    let id = p["id"].as_str().unwrap();
+    let big = catalog::media::placeholder(10, 400).unwrap();
+    assert!(big.len() > 20_000, "{}", big.len());
+    let (ct, body) = multipart(&[("file", Some("big.png"), &big)]);
+    let (status, err, _) = t.send_raw("POST", &format!("/api/v1/admin/products/{id}/media"), Some(&staff), &ct, body).await;
+    let err: Value = serde_json::from_slice(&err).unwrap();
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{err}");
+    assert_eq!(err["error"]["type"], "invalid_request");
+}
+
+const SHOPIFY_CSV: &[u8] = include_bytes!("fixtures/shopify_products.csv");
+
+#[tokio::test]
+async fn a_shopify_csv_imports_with_bad_rows_reported_and_round_trips() {
+    let t = TestApp::new().await;
+    let staff = t.user("cm@example.com", Role::CatalogManager).await;
+    let customer = t.user("c@example.com", Role::Customer).await;
+    let path = "/api/v1/admin/products/import";
+    assert_eq!(t.send_raw("POST", path, Some(&customer), "text/csv", SHOPIFY_CSV.to_vec()).await.0, StatusCode::FORBIDDEN);
+    let (status, report, _) = t.send_raw("POST", path, Some(&staff), "text/csv", SHOPIFY_CSV.to_vec()).await;
+    let report: Value = serde_json::from_slice(&report).unwrap();
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!((report["rows"].as_u64(), report["products_created"].as_u64()), (Some(13), Some(4)), "{report}");
+    let errors: Vec<(u64, Option<&str>)> = report["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["line"].as_u64().unwrap(), e["column"].as_str()))
+        .collect();
+    assert_eq!(errors, vec![
+        (4, Some("Variant Inventory Qty")),
+        (5, Some("Variant Price")),
+        (6, Some("Variant SKU")),
+        (9, Some("Variant Inventory Qty")),
+        (11, Some("Title")),
+        (12, Some("Handle")),
+        (14, Some("Image Src")),
+    ], "{report}");
+
+    let (_, shirt) = t.send("GET", "/api/v1/products/ocean-blue-shirt", None, None).await;
+    assert_eq!(shirt["options"], json!([{"name": "Size", "values": ["xs", "s"]}, {"name": "Color", "values": ["Blue"]}]));
+    assert_eq!(shirt["variants"].as_array().unwrap().len(), 2);
+    assert_eq!(shirt["variants"][1]["prices"]["USD"]["amount"], 5000);
+    assert_eq!(shirt["variants"][1]["compare_at_prices"]["USD"]["amount"], 6000);
+    assert_eq!(shirt["variants"][1]["barcode"], "123456789012");
+    assert_eq!(shirt["variants"][0]["available"], 50);
+    assert_eq!(shirt["brand"], "partners-demo");
+    assert_eq!(shirt["attributes"]["type"], "Shirts");
+    assert_eq!(shirt["categories"][0]["name"], "Shirts");
+    assert_eq!(shirt["tags"], json!(["men", "summer"]));
+    assert_eq!(shirt["seo_title"], "Ocean Blue Shirt | Partners");
+    assert_eq!(shirt["media"].as_array().unwrap().len(), 2, "image addresses are recorded");
+    assert_eq!(shirt["media"][0]["url"], "https://burst.shopifycdn.com/photos/man-adjusts-blue-tuxedo-bowtie_925x.jpg");
+    let (_, top) = t.send("GET", "/api/v1/products/classic-varsity-top", None, None).await;
+    assert!(!top["description_html"].as_str().unwrap().contains("<script"));
+    assert_eq!(top["variants"][0]["allow_backorder"], true);
+    assert_eq!(top["variants"][1]["track_inventory"], false, "no inventory tracker");
+    assert_eq!(top["variants"][1]["weight_grams"], 250);
+    assert_eq!(t.send("GET", "/api/v1/products/gift-card", None, None).await.0, StatusCode::NOT_FOUND, "drafts stay hidden");
+    let (_, tree) = t.send("GET", "/api/v1/categories", None, None).await;
+    assert_eq!(tree[0]["name"], "Apparel & Accessories");
+    let (_, history) = t.send("GET", "/api/v1/admin/inventory/OBS-XS-BLUE/history", Some(&staff), None).await;
+    assert_eq!(history["data"][0]["reason"], "import");
+
+    // The same file again updates; nothing is doubled.
+    let (_, again, _) = t.send_raw("POST", path, Some(&staff), "text/csv", SHOPIFY_CSV.to_vec()).await;
+    let again: Value = serde_json::from_slice(&again).unwrap();
+    assert_eq!((again["products_created"].as_u64(), again["products_updated"].as_u64(), again["images_recorded"].as_u64()),
+        (Some(0), Some(4), Some(0)), "{again}");
+    let (_, all) = t.send("GET", "/api/v1/admin/products?limit=100", Some(&staff), None).await;
+    assert_eq!(all["data"].as_array().unwrap().len(), 4);
+
+    // Export, import into an empty shop, export again: the same file.
+    let (status, exported, headers) = t.get_raw_as("/api/v1/admin/products/export", &staff).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers["content-type"].to_str().unwrap().starts_with("text/csv"));
+    let other = TestApp::new().await;
+    let staff2 = other.user("cm@example.com", Role::CatalogManager).await;
+    let (status, report, _) = other.send_raw("POST", path, Some(&staff2), "text/csv", exported.clone()).await;
+    let report: Value = serde_json::from_slice(&report).unwrap();
+    assert_eq!((status, report["errors"].as_array().unwrap().len()), (StatusCode::OK, 0), "{report}");
+    let (_, second, _) = other.get_raw_as("/api/v1/admin/products/export", &staff2).await;
+    assert_eq!(String::from_utf8(second).unwrap(), String::from_utf8(exported).unwrap());
+
+    let (status, err, _) = t.send_raw("POST", path, Some(&staff), "text/csv", b"Name,Price\nx,1\n".to_vec()).await;
+    let err: Value = serde_json::from_slice(&err).unwrap();
+    assert_eq!((status, err["error"]["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("file")));
+}
+
+impl TestApp {
+    async fn get_raw_as(&self, path: &str, token: &str) -> (StatusCode, Vec<u8>, axum::http::HeaderMap) {
+        let r = Request::get(path).header("authorization", format!("Bearer {token}")).body(Body::empty()).unwrap();
+        let response = self.app.router().oneshot(r).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        (status, response.into_body().collect().await.unwrap().to_bytes().to_vec(), headers)
+    }
+}
+
+#[tokio::test]
+async fn replicas_forget_together_through_redis() {
+    let Some(_) = platform::testing::redis_url() else {
+        eprintln!("EMPORIUM_TEST_REDIS_URL unset: the shared cache is checked in the run with Redis");
+        return;
+    };
+    let t = TestApp::new().await;
+    // A second replica of the catalog over the same database.
+    let replica = App::start(t.config.clone(), &[auth::spec(), catalog::spec()], axum::Router::new(), false).await.unwrap();
+    let staff = t.user("cm@example.com", Role::CatalogManager).await;
+    let mut body = tee("RED-1");
+    body["status"] = json!("active");
+    let (_, p) = t.send("POST", "/api/v1/admin/products", Some(&staff), Some(body)).await;
+    let url = format!("/api/v1/products/{}", p["id"].as_str().unwrap());
+    let get = |app: &App| {
+        let router = app.router();
+        let url = url.clone();
+        async move {
+            let response = router.oneshot(Request::get(url).body(Body::empty()).unwrap()).await.unwrap();
+            let bytes = response.into_body().collect().await.unwrap().to_bytes();
+            serde_json::from_slice::<Value>(&bytes).unwrap()
+        }
+    };
+    assert_eq!(get(&replica).await["title"], "Organic Cotton Tee", "the replica has it cached now");
+    t.send("PATCH", &format!("/api/v1/admin/products/{}", p["id"].as_str().unwrap()), Some(&staff), Some(json!({"title": "Renamed"}))).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        if get(&replica).await["title"] == "Renamed" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the replica kept the old product");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    replica.shutdown().await;
+}

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use kernel::config::{self, Config, ConfigError};
+use kernel::money::Currency;
 use platform::app::{self, App};
 use platform::service::ServiceSpec;
 
@@ -70,6 +71,16 @@ pub enum Command {
         #[command(flatten)]
         overrides: Overrides,
     },
+    /// Import products from a Shopify product CSV (bad rows are reported, the rest go in).
+    Import {
+        #[command(subcommand)]
+        command: ImportCommand,
+    },
+    /// Export products as a Shopify product CSV.
+    Export {
+        #[command(subcommand)]
+        command: ExportCommand,
+    },
     /// Manage user accounts.
     Users {
         #[command(subcommand)]
@@ -96,6 +107,34 @@ pub enum UsersCommand {
         /// Read the password from standard input; otherwise one is generated and printed once.
         #[arg(long)]
         password_stdin: bool,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImportCommand {
+    /// Products, variants, stock and image addresses; importing again updates.
+    Products {
+        /// The CSV file (Shopify's product format).
+        file: PathBuf,
+        /// The currency of the file's prices.
+        #[arg(long, default_value = "USD")]
+        currency: String,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExportCommand {
+    /// Every product, in any status.
+    Products {
+        /// Where to write the CSV.
+        file: PathBuf,
+        /// The currency of the prices written.
+        #[arg(long, default_value = "USD")]
+        currency: String,
         #[command(flatten)]
         overrides: Overrides,
     },
@@ -207,6 +246,50 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             }
             .map_err(|e| CliError::Service(Box::new(e)))?;
             println!("added {made} products");
+            Ok(())
+        }
+        Command::Import { command: ImportCommand::Products { file, currency, overrides } } => {
+            let config = Arc::new(load_config(cli.config.as_ref(), &overrides, None)?);
+            let currency = Currency::parse(&currency).map_err(|_| CliError::Usage(format!("`{currency}` is not an ISO 4217 code")))?;
+            let input = std::fs::File::open(&file).map_err(|e| CliError::Usage(format!("{}: {e}", file.display())))?;
+            let ctx = app::open_service(config, &catalog::spec()).await?;
+            let inventory = catalog::Inventory { db: ctx.db.clone(), reservation_ttl: catalog::RESERVATION_TTL, cache: None };
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} products ({eta} left)")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            let progress = |done: usize, total: usize| {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            };
+            let report = catalog::shopify::import(&inventory, std::io::BufReader::new(input), currency, "cli", &progress)
+                .await
+                .map_err(|e| CliError::Service(Box::new(e)))?;
+            bar.finish_and_clear();
+            println!(
+                "{} rows: {} products created, {} updated; {} variants created, {} updated; {} image addresses recorded",
+                report.rows, report.products_created, report.products_updated, report.variants_created,
+                report.variants_updated, report.images_recorded
+            );
+            for e in &report.errors {
+                let column = e.column.as_deref().map(|c| format!(" [{c}]")).unwrap_or_default();
+                println!("line {} ({}){column}: {}", e.line, e.handle, e.reason);
+            }
+            if !report.errors.is_empty() {
+                println!("{} rows skipped", report.errors.len());
+            }
+            Ok(())
+        }
+        Command::Export { command: ExportCommand::Products { file, currency, overrides } } => {
+            let config = Arc::new(load_config(cli.config.as_ref(), &overrides, None)?);
+            let currency = Currency::parse(&currency).map_err(|_| CliError::Usage(format!("`{currency}` is not an ISO 4217 code")))?;
+            let ctx = app::open_service(config.clone(), &catalog::spec()).await?;
+            let out = std::fs::File::create(&file).map_err(|e| CliError::Usage(format!("{}: {e}", file.display())))?;
+            let count = catalog::shopify::export(&ctx.db, std::io::BufWriter::new(out), currency, &config.public_url())
+                .await
+                .map_err(|e| CliError::Service(Box::new(e)))?;
+            println!("exported {count} products to {}", file.display());
             Ok(())
         }
         Command::Keys { command: KeysCommand::Rotate { overrides } } => {

@@ -205,3 +205,33 @@ async fn the_first_admin_is_created_from_the_command_line_while_the_server_runs(
     Command::new("kill").args(["-TERM", &server.id().to_string()]).status().unwrap();
     assert!(server.wait().unwrap().success());
 }
+
+#[tokio::test]
+async fn products_import_and_export_from_the_command_line() {
+    let sandbox = Sandbox::new().await;
+    let file = sandbox.dir.path().join("shopify.csv");
+    std::fs::write(&file, include_bytes!("../../catalog/tests/fixtures/shopify_products.csv")).unwrap();
+    let out = emporium(&sandbox).args(["import", "products"]).arg(&file).output().unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("13 rows: 4 products created, 0 updated"), "{stdout}");
+    assert!(stdout.contains("line 5 (ocean-blue-shirt) [Variant Price]: `fifty` is not an amount in USD"), "{stdout}");
+    assert!(stdout.contains("7 rows skipped"), "{stdout}");
+
+    let again = emporium(&sandbox).args(["import", "products"]).arg(&file).output().unwrap();
+    assert!(text(&again).0.contains("0 products created, 4 updated"), "{}", text(&again).0);
+
+    let exported = sandbox.dir.path().join("out.csv");
+    let out = emporium(&sandbox).args(["export", "products"]).arg(&exported).output().unwrap();
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert!(text(&out).0.contains("exported 4 products"));
+    let csv = std::fs::read_to_string(&exported).unwrap();
+    assert!(csv.starts_with("Handle,Title,Body (HTML),Vendor"), "{csv}");
+    assert!(csv.contains("ocean-blue-shirt,Ocean Blue Shirt"), "{csv}");
+
+    let out = emporium(&sandbox).args(["import", "products", "missing.csv"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out).1.contains("missing.csv"), "{:?}", text(&out));
+    let out = emporium(&sandbox).args(["export", "products", "x.csv", "--currency", "dollars"]).output().unwrap();
+    assert!(!out.status.success());
+}
