@@ -92,8 +92,10 @@ impl Inventory {
                 held = store::hold_backorder(&mut tx, sku, DEFAULT_LOCATION, *quantity).await?.map(|l| (DEFAULT_LOCATION, l));
             }
             let Some((location, (on_hand, reserved))) = held else {
+                // What is left now, after the holds that won.
+                let available = store::available(&mut tx, sku).await?;
                 tx.rollback().await?;
-                return Err(CatalogError::OutOfStock { sku: sku.to_owned(), available: before.max(0) });
+                return Err(CatalogError::OutOfStock { sku: sku.to_owned(), available: available.max(0) });
             };
             store::insert_reservation_line(&mut tx, order_id, sku, location, *quantity).await?;
             announce(&mut tx, sku, location, on_hand, reserved, before, rules.threshold).await?;

@@ -227,11 +227,9 @@ pub async fn products(db: &Db, q: &ProductQuery<'_>) -> Result<Vec<ListedProduct
         );
     }
     if q.in_stock {
-        filters += &format!(
-            " AND EXISTS (SELECT 1 FROM variants v WHERE v.product_id = p.id \
+        filters += " AND EXISTS (SELECT 1 FROM variants v WHERE v.product_id = p.id \
              AND (v.track_inventory = FALSE OR v.allow_backorder = TRUE OR EXISTS (SELECT 1 FROM inventory_levels l \
-             WHERE l.sku = v.sku AND l.on_hand - l.reserved > 0)))"
-        );
+             WHERE l.sku = v.sku AND l.on_hand - l.reserved > 0)))";
     }
     let key = match q.sort {
         Sort::Oldest | Sort::Newest => "p.id".to_owned(),
