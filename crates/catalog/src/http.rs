@@ -23,8 +23,26 @@ use crate::inventory::Inventory;
 use crate::products::{self, Change, ListFilter, NewProduct, NewVariantInput, Product};
 use crate::store;
 
+/// The routes' state: one shared value, so that a request clones one
+/// pointer rather than every handle inside.
 #[derive(Clone)]
-pub struct Catalog {
+pub struct Catalog(std::sync::Arc<Parts>);
+
+impl Catalog {
+    pub fn new(parts: Parts) -> Catalog {
+        Catalog(std::sync::Arc::new(parts))
+    }
+}
+
+impl std::ops::Deref for Catalog {
+    type Target = Parts;
+
+    fn deref(&self) -> &Parts {
+        &self.0
+    }
+}
+
+pub struct Parts {
     pub inventory: Inventory,
     pub cache: std::sync::Arc<ResponseCache>,
     pub media: crate::media::MediaStore,

@@ -3,7 +3,9 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = emporium::Cli::parse();
-    match emporium::run(cli).await {
+    let result = emporium::run(cli).await;
+    platform::telemetry::flush_logs();
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("emporium: {e}");

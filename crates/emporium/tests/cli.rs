@@ -135,13 +135,15 @@ async fn serve_answers_and_stops_cleanly_on_sigterm() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "exit on SIGTERM: {stderr}");
     assert!(stderr.contains("outbox relay flushed and stopped"), "{stderr}");
-    // Log lines are JSON, and the request's lines carry its request id.
+    // Log lines are JSON; the access line carries the request id, status and path.
     let request_line = stderr
         .lines()
         .find(|l| l.contains("request finished"))
         .unwrap_or_else(|| panic!("no request log in {stderr}"));
     let json: serde_json::Value = serde_json::from_str(request_line).unwrap();
-    assert!(json["span"]["request_id"].as_str().unwrap().starts_with("req_"), "{json}");
+    assert!(json["request_id"].as_str().unwrap().starts_with("req_"), "{json}");
+    assert_eq!((json["status"].as_u64(), json["path"].as_str(), json["level"].as_str()), (Some(200), Some("/readyz"), Some("INFO")));
+    assert!(json["timestamp"].as_str().unwrap().ends_with('Z'), "{json}");
 }
 
 /// Sends one HTTP/1.1 request and returns (status line, body).

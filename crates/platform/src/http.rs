@@ -146,20 +146,15 @@ pub async fn request_id(mut request: Request, next: Next) -> Response {
         .and_then(|v| v.parse::<RequestId>().ok())
         .unwrap_or_else(RequestId::generate);
     request.extensions_mut().insert(id.clone());
-    let span = tracing::info_span!(
-        "request",
-        request_id = %id,
-        method = %request.method(),
-        path = %request.uri().path(),
-    );
+    let span = tracing::info_span!("request", request_id = id.as_str());
     let mut response = {
         use tracing::Instrument;
         let started = Instant::now();
-        let response = next.run(request).instrument(span.clone()).await;
+        let method = method_label(request.method());
+        let path = request.uri().path().to_owned();
+        let response = next.run(request).instrument(span).await;
         let status = response.status().as_u16();
-        span.in_scope(|| {
-            tracing::info!(status, latency_ms = started.elapsed().as_secs_f64() * 1000.0, "request finished");
-        });
+        crate::telemetry::access_log(id.as_str(), method, &path, status, started.elapsed().as_secs_f64() * 1000.0);
         response
     };
     if let Ok(value) = HeaderValue::from_str(id.as_str()) {
@@ -172,17 +167,32 @@ pub async fn request_id(mut request: Request, next: Next) -> Response {
 /// route (the pattern, not the raw path, so ids do not explode the series).
 /// The histogram's `_count` is the request counter.
 pub async fn track_metrics(request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let route = request.extensions().get::<MatchedPath>().cloned();
     let method = method_label(request.method());
     let started = Instant::now();
     let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route, "status" => status)
-        .record(started.elapsed().as_secs_f64());
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    latency_histogram(method, route, response.status().as_u16()).record(started.elapsed().as_secs_f64());
     response
+}
+
+/// The histogram of one (method, route, status), looked up once and then
+/// kept: the recorder's own lookup builds and hashes the labels each time.
+fn latency_histogram(method: &'static str, route: &str, status: u16) -> metrics::Histogram {
+    type Handles = std::collections::HashMap<(&'static str, u16), std::collections::HashMap<String, metrics::Histogram>>;
+    static HANDLES: std::sync::OnceLock<std::sync::RwLock<Handles>> = std::sync::OnceLock::new();
+    let handles = HANDLES.get_or_init(Default::default);
+    if let Ok(known) = handles.read()
+        && let Some(h) = known.get(&(method, status)).and_then(|by_route| by_route.get(route))
+    {
+        return h.clone();
+    }
+    let h = metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route.to_owned(),
+        "status" => status.to_string());
+    if let Ok(mut known) = handles.write() {
+        known.entry((method, status)).or_default().insert(route.to_owned(), h.clone());
+    }
+    h
 }
 
 /// Methods as static labels: no allocation per request, and no unbounded
