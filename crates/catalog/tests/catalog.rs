@@ -844,3 +844,62 @@ async fn replicas_forget_together_through_redis() {
     }
     replica.shutdown().await;
 }
+
+/// Creates a bucket on an S3-compatible server (path-style, unsigned, as
+/// local test servers accept).
+fn create_bucket(endpoint: &str, bucket: &str) {
+    use std::io::{Read, Write};
+    let host = endpoint.trim_start_matches("http://").trim_end_matches('/');
+    let mut stream = std::net::TcpStream::connect(host).unwrap();
+    write!(stream, "PUT /{bucket} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+}
+
+#[tokio::test]
+async fn pictures_can_live_in_an_s3_bucket() {
+    let Some(endpoint) = platform::testing::s3_url() else {
+        eprintln!("EMPORIUM_TEST_S3_URL unset: the S3 store is checked in the run with an S3-compatible server");
+        return;
+    };
+    let bucket = platform::testing::unique("emporium-t").to_lowercase().replace('_', "-");
+    create_bucket(&endpoint, &bucket);
+    let sandbox = Sandbox::new().await;
+    let mut config = (*sandbox.config()).clone();
+    config.services = vec!["auth".into(), "catalog".into()];
+    config.media.store = "s3".into();
+    config.media.s3_bucket = Some(bucket.clone());
+    config.media.s3_endpoint = Some(endpoint.clone());
+    config.media.s3_allow_http = true;
+    config.media.s3_access_key_id = Some("test".into());
+    config.media.s3_secret_access_key = Some("test".into());
+    let config = Arc::new(config);
+    let app = App::start(config.clone(), &[auth::spec(), catalog::spec()], axum::Router::new(), false).await.unwrap();
+    let t = TestApp { _sandbox: sandbox, app, config };
+    let staff = t.user("cm@example.com", Role::CatalogManager).await;
+    let (_, p) = t.send("POST", "/api/v1/admin/products", Some(&staff), Some(tee("S3-1"))).await;
+    let id = p["id"].as_str().unwrap().to_owned();
+    let png = catalog::media::placeholder(120, 500).unwrap();
+    let (ct, body) = multipart(&[("file", Some("p.png"), &png)]);
+    let (status, created, _) = t.send_raw("POST", &format!("/api/v1/admin/products/{id}/media"), Some(&staff), &ct, body).await;
+    let created: Value = serde_json::from_slice(&created).unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let (status, bytes, _) = t.get_raw(created["url"].as_str().unwrap()).await;
+    assert_eq!((status, bytes == png), (StatusCode::OK, true), "served from the bucket");
+    // The object is in the bucket, under the key of its address.
+    let key = created["url"].as_str().unwrap().trim_start_matches("/media/");
+    let listing = {
+        use std::io::{Read, Write};
+        let host = endpoint.trim_start_matches("http://").trim_end_matches('/');
+        let mut stream = std::net::TcpStream::connect(host).unwrap();
+        write!(stream, "GET /{bucket}?list-type=2 HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
+    };
+    assert!(listing.contains(key), "{listing}");
+    let media_id = created["id"].as_str().unwrap();
+    assert_eq!(t.send("DELETE", &format!("/api/v1/admin/products/{id}/media/{media_id}"), Some(&staff), None).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(t.get_raw(created["url"].as_str().unwrap()).await.0, StatusCode::NOT_FOUND);
+}

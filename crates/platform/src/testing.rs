@@ -22,6 +22,11 @@ pub fn nats_url() -> Option<String> {
 }
 
 /// The Redis server tests use, when set (CI sets it).
+/// An S3-compatible server for object-store tests (path-style, any keys).
+pub fn s3_url() -> Option<String> {
+    non_empty("EMPORIUM_TEST_S3_URL")
+}
+
 pub fn redis_url() -> Option<String> {
     non_empty("EMPORIUM_TEST_REDIS_URL")
 }
