@@ -384,6 +384,18 @@ async fn the_demo_catalog_loads_once() {
     let r = app.router().oneshot(Request::get("/api/v1/products?category=shirts&in_stock=true&sort=price_asc").body(Body::empty()).unwrap()).await.unwrap();
     let page: Value = serde_json::from_slice(&r.into_body().collect().await.unwrap().to_bytes()).unwrap();
     assert!(!page["data"].as_array().unwrap().is_empty());
+    // Every demo product has a generated picture, served with thumbnails.
+    let shirt = &page["data"][0];
+    assert_eq!(shirt["options"][0]["name"], "Size");
+    let picture = &shirt["media"][0];
+    assert_eq!(picture["alt"], shirt["title"]);
+    let r = app.router().oneshot(Request::get(picture["url"].as_str().unwrap()).body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let png = r.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(image::load_from_memory(&png).unwrap().width(), 600);
+    let thumb = picture["thumbnails"][0]["url"].as_str().unwrap();
+    let r = app.router().oneshot(Request::get(thumb).body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
     let sold_out: i64 = on_db!(db, pool => sqlx::query_scalar("SELECT COUNT(*) FROM inventory_levels WHERE on_hand = 0").fetch_one(pool).await).unwrap();
     assert!(sold_out > 0, "some variants are out of stock, for the storefront to show");
     let before = count(db.clone()).await;
