@@ -115,7 +115,7 @@ async fn generate_with(db: &Db, count: usize, announce: bool, pictures: &[Pictur
             store::set_product_categories(&mut tx, &id, std::slice::from_ref(&category.id)).await?;
             if let Some((key, width, thumbnails)) = pictures.get(sub) {
                 store::insert_media(&mut tx, &store::MediaRow {
-                    id: format!("med_{}", kernel::id::encode_base32(kernel::id::Uuid::now_v7().as_u128()).to_lowercase()),
+                    id: kernel::id::MediaId::new().to_string(),
                     product_id: id.clone(),
                     object_key: Some(key.clone()),
                     source_url: None,

@@ -916,7 +916,7 @@ async fn create_location(
     Json(b): Json<LocationRequest>,
 ) -> Result<impl IntoResponse, CatalogError> {
     let name = location_name(&b.name)?;
-    let id = format!("loc_{}", kernel::id::encode_base32(kernel::id::Uuid::now_v7().as_u128()).to_lowercase());
+    let id = kernel::id::LocationId::new().to_string();
     store::insert_location(&c.inventory.db, &id, &name).await?;
     Ok((StatusCode::CREATED, Json(LocationView { id, name, is_default: false })))
 }

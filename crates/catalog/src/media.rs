@@ -218,8 +218,8 @@ pub async fn upload(db: &Db, media: &MediaStore, product: &str, bytes: Bytes, al
     let processed = tokio::task::spawn_blocking(move || process(&data))
         .await
         .map_err(|e| CatalogError::Media(e.to_string()))??;
-    let id = format!("med_{}", kernel::id::encode_base32(kernel::id::Uuid::now_v7().as_u128()).to_lowercase());
-    let prefix = format!("products/{}/{id}", row.id.to_lowercase());
+    let id = kernel::id::MediaId::new().to_string();
+    let prefix = format!("products/{}/{id}", row.id);
     let original = format!("{prefix}/original.{}", processed.kind.extension());
     media.put(&original, bytes.to_vec()).await?;
     let mut thumbs = Vec::new();
@@ -271,7 +271,7 @@ pub async fn record_url(tx: &mut platform::db::Tx, product: &str, url: &str, alt
         return Ok(false);
     }
     let new = MediaRow {
-        id: format!("med_{}", kernel::id::encode_base32(kernel::id::Uuid::now_v7().as_u128()).to_lowercase()),
+        id: kernel::id::MediaId::new().to_string(),
         product_id: product.to_owned(),
         object_key: None,
         source_url: Some(url.to_owned()),

@@ -567,7 +567,7 @@ pub struct LedgerEntry<'a> {
 }
 
 pub async fn record(tx: &mut Tx, e: &LedgerEntry<'_>) -> Result<(), DbError> {
-    let id = format!("inv_{}", kernel::id::encode_base32(kernel::id::Uuid::now_v7().as_u128()));
+    let id = kernel::id::LedgerEntryId::new().to_string();
     on_tx!(tx, c => sqlx::query(
         "INSERT INTO inventory_ledger (id, sku, location_id, delta, on_hand_after, reason, actor_id, reference, at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
