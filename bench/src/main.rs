@@ -12,7 +12,7 @@ use std::time::Duration;
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(about = "Emporium benchmark runner (see bench/README.md)")]
+#[command(about = "Emporium benchmark runner (see the Benchmarks section of README.md)")]
 struct Args {
     /// Seconds of measured load per run.
     #[arg(long, default_value_t = 10)]

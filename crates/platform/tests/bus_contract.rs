@@ -92,7 +92,7 @@ macro_rules! bus_contract_tests {
                 commit(&rig.producer, &e).await;
                 let seen = flaky.wait_for(2).await;
                 assert!(seen.len() >= 2 && seen.iter().all(|id| *id == e.id.to_string()), "{seen:?}");
-                assert_eq!(flaky.effects(&e.id.to_string()).await, 1);
+                assert_eq!(flaky.settled_effects(&e.id.to_string()).await, 1);
             }
 
             #[tokio::test]

@@ -213,7 +213,7 @@ async fn jetstream_delivers_across_processes() {
 
     let seen = recorder.wait_for(2).await;
     assert_eq!(seen, vec![id.clone(), id.clone()], "delivered, failed, redelivered");
-    assert_eq!(recorder.effects(&id).await, 1);
+    assert_eq!(recorder.settled_effects(&id).await, 1);
 }
 
 #[tokio::test]

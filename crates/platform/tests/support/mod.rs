@@ -63,6 +63,18 @@ impl Recorder {
         self.ids().await
     }
 
+    /// Waits until the event's effect is committed (a delivery is seen
+    /// before its transaction commits), then counts the effects.
+    pub async fn settled_effects(&self, event_id: &str) -> i64 {
+        for _ in 0..400 {
+            if self.effects(event_id).await > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        self.effects(event_id).await
+    }
+
     pub async fn effects(&self, event_id: &str) -> i64 {
         let Some(db) = self.db.as_ref() else { return -1 };
         on_db!(db, pool => sqlx::query_scalar("SELECT COUNT(*) FROM effects WHERE event_id = $1")
