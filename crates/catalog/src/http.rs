@@ -84,6 +84,14 @@ where
         .into_response())
 }
 
+/// A route that takes larger bodies than the server-wide limit.
+fn body_limit(
+    (schemas, paths, method): utoipa_axum::router::UtoipaMethodRouter<Catalog>,
+    bytes: usize,
+) -> utoipa_axum::router::UtoipaMethodRouter<Catalog> {
+    (schemas, paths, method.layer(axum::extract::DefaultBodyLimit::max(bytes)))
+}
+
 pub fn router(catalog: Catalog) -> OpenApiRouter {
     // The picture and the multipart framing around it.
     let upload_limit = catalog.media.max_upload_bytes + 64 * 1024;
@@ -104,15 +112,9 @@ pub fn router(catalog: Catalog) -> OpenApiRouter {
         .routes(routes!(inventory_history))
         .routes(routes!(list_locations, create_location))
         .routes(routes!(rename_location, delete_location))
-        .routes({
-            let (schemas, paths, method) = routes!(upload_media);
-            (schemas, paths, method.layer(axum::extract::DefaultBodyLimit::max(upload_limit)))
-        })
+        .routes(body_limit(routes!(upload_media), upload_limit))
         .routes(routes!(update_media, delete_media))
-        .routes({
-            let (schemas, paths, method) = routes!(import_products);
-            (schemas, paths, method.layer(axum::extract::DefaultBodyLimit::max(IMPORT_LIMIT)))
-        })
+        .routes(body_limit(routes!(import_products), IMPORT_LIMIT))
         .routes(routes!(export_products))
         .route("/media/{*key}", axum::routing::get(serve_media))
         .with_state(catalog)

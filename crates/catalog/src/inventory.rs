@@ -79,7 +79,6 @@ impl Inventory {
                 store::insert_reservation_line(&mut tx, order_id, sku, DEFAULT_LOCATION, *quantity).await?;
                 continue;
             }
-            let before = store::available(&mut tx, sku).await?;
             // The first location that has them all: one conditional update each.
             let mut held = None;
             for location in &locations {
@@ -98,7 +97,7 @@ impl Inventory {
                 return Err(CatalogError::OutOfStock { sku: sku.to_owned(), available: available.max(0) });
             };
             store::insert_reservation_line(&mut tx, order_id, sku, location, *quantity).await?;
-            announce(&mut tx, sku, location, on_hand, reserved, before, rules.threshold).await?;
+            announce(&mut tx, sku, location, on_hand, reserved, -quantity, rules.threshold).await?;
         }
         tx.commit().await?;
         self.changed();
@@ -138,7 +137,6 @@ impl Inventory {
             if !rules.track {
                 continue;
             }
-            let before = store::available(&mut tx, &sku).await?;
             let (on_hand, reserved) =
                 store::ship(&mut tx, &sku, &location, quantity, rules.backorder).await?.ok_or(CatalogError::Contention)?;
             store::record(&mut tx, &LedgerEntry {
@@ -151,7 +149,8 @@ impl Inventory {
                 reference: Some(order_id),
             })
             .await?;
-            announce(&mut tx, &sku, &location, on_hand, reserved, before, rules.threshold).await?;
+            // Available does not change when held units ship.
+            announce(&mut tx, &sku, &location, on_hand, reserved, 0, rules.threshold).await?;
         }
         tx.commit().await?;
         self.changed();
@@ -173,9 +172,8 @@ impl Inventory {
             if !rules.track {
                 continue;
             }
-            let before = store::available(&mut tx, &sku).await?;
             let (on_hand, reserved) = store::unhold(&mut tx, &sku, &location, quantity).await?.ok_or(CatalogError::Contention)?;
-            announce(&mut tx, &sku, &location, on_hand, reserved, before, rules.threshold).await?;
+            announce(&mut tx, &sku, &location, on_hand, reserved, quantity, rules.threshold).await?;
         }
         tx.commit().await?;
         self.changed();
@@ -204,7 +202,6 @@ impl Inventory {
         let rules = store::stock_rules(&mut tx, sku.as_str())
             .await?
             .ok_or_else(|| CatalogError::UnknownSku(sku.as_str().to_owned()))?;
-        let before = store::available(&mut tx, sku.as_str()).await?;
         let Some((on_hand, reserved)) = store::adjust(&mut tx, sku.as_str(), location, delta).await? else {
             let reserved = store::level_in(&mut tx, sku.as_str(), location).await?.map_or(0, |l| l.1);
             return Err(CatalogError::BelowReserved { reserved });
@@ -219,7 +216,7 @@ impl Inventory {
             reference: None,
         })
         .await?;
-        announce(&mut tx, sku.as_str(), location, on_hand, reserved, before, rules.threshold).await?;
+        announce(&mut tx, sku.as_str(), location, on_hand, reserved, delta, rules.threshold).await?;
         tx.commit().await?;
         self.changed();
         Ok((on_hand, reserved))
@@ -283,16 +280,19 @@ impl Inventory {
 /// Writes `inventory.changed` (the level at `location`, and what is
 /// available over all locations), and `low_stock` / `back_in_stock` when
 /// the total available crossed a line, in the transaction of the change.
+/// `change` is how far the change moved available: available is read once,
+/// after it, and what it was before follows.
 async fn announce(
     tx: &mut Tx,
     sku: &str,
     location: &str,
     on_hand: i64,
     reserved: i64,
-    available_before: i64,
+    change: i64,
     threshold: i64,
 ) -> Result<(), CatalogError> {
     let available = store::available(tx, sku).await?;
+    let available_before = available - change;
     let data = json!({"sku": sku, "location": location, "on_hand": on_hand, "reserved": reserved,
                       "available": available});
     outbox::enqueue(tx, &Envelope::new("inventory.changed", sku, data.clone())).await?;

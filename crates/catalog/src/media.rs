@@ -119,6 +119,13 @@ fn encode(image: &DynamicImage) -> Result<(u32, &'static str, Vec<u8>), CatalogE
     }
 }
 
+/// A picture as stored: what it is, and the keys of it and its thumbnails.
+struct Stored {
+    picture: Processed,
+    original: String,
+    thumbnails: Vec<(u32, String)>,
+}
+
 /// Where pictures are kept.
 #[derive(Clone)]
 pub struct MediaStore {
@@ -153,6 +160,23 @@ impl MediaStore {
             }
         };
         Ok(MediaStore { store, max_upload_bytes: m.max_upload_bytes })
+    }
+
+    /// Checks a picture, makes its thumbnails, and stores all of them under
+    /// `prefix`: `original.<ext>` and `w<width>.<ext>`.
+    async fn keep(&self, prefix: &str, bytes: Bytes) -> Result<Stored, CatalogError> {
+        let data = bytes.clone();
+        let mut picture =
+            tokio::task::spawn_blocking(move || process(&data)).await.map_err(|e| CatalogError::Media(e.to_string()))??;
+        let original = format!("{prefix}/original.{}", picture.kind.extension());
+        self.put(&original, bytes.to_vec()).await?;
+        let mut thumbnails = Vec::new();
+        for (width, ext, data) in std::mem::take(&mut picture.thumbnails) {
+            let key = format!("{prefix}/w{width}.{ext}");
+            self.put(&key, data).await?;
+            thumbnails.push((width, key));
+        }
+        Ok(Stored { picture, original, thumbnails })
     }
 
     async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), CatalogError> {
@@ -214,20 +238,10 @@ pub async fn upload(db: &Db, media: &MediaStore, product: &str, bytes: Bytes, al
     if bytes.len() > media.max_upload_bytes {
         return Err(CatalogError::TooLarge(media.max_upload_bytes));
     }
-    let data = bytes.clone();
-    let processed = tokio::task::spawn_blocking(move || process(&data))
-        .await
-        .map_err(|e| CatalogError::Media(e.to_string()))??;
     let id = kernel::id::MediaId::new().to_string();
-    let prefix = format!("products/{}/{id}", row.id);
-    let original = format!("{prefix}/original.{}", processed.kind.extension());
-    media.put(&original, bytes.to_vec()).await?;
-    let mut thumbs = Vec::new();
-    for (width, ext, data) in processed.thumbnails {
-        let key = format!("{prefix}/w{width}.{ext}");
-        media.put(&key, data).await?;
-        thumbs.push((width, key));
-    }
+    let stored = media.keep(&format!("products/{}/{id}", row.id), bytes.clone()).await?;
+    let (original, thumbs) = (stored.original, stored.thumbnails);
+    let processed = stored.picture;
     let new = MediaRow {
         id,
         product_id: row.id.clone(),
@@ -405,18 +419,8 @@ fn hue_to_rgb(hue: u32) -> (u8, u8, u8) {
 /// returns (original key, width, thumbnails) for media rows to point at.
 pub async fn store_placeholder(media: &MediaStore, name: &str, hue: u32) -> Result<(String, u32, Vec<(u32, String)>), CatalogError> {
     let png = tokio::task::spawn_blocking(move || placeholder(hue, 600)).await.map_err(|e| CatalogError::Media(e.to_string()))??;
-    let data = png.clone();
-    let processed =
-        tokio::task::spawn_blocking(move || process(&data)).await.map_err(|e| CatalogError::Media(e.to_string()))??;
-    let original = format!("demo/{name}/original.png");
-    media.put(&original, png).await?;
-    let mut thumbs = Vec::new();
-    for (width, ext, data) in processed.thumbnails {
-        let key = format!("demo/{name}/w{width}.{ext}");
-        media.put(&key, data).await?;
-        thumbs.push((width, key));
-    }
-    Ok((original, processed.width, thumbs))
+    let stored = media.keep(&format!("demo/{name}"), Bytes::from(png)).await?;
+    Ok((stored.original, stored.picture.width, stored.thumbnails))
 }
 
 #[cfg(test)]

@@ -330,6 +330,7 @@ pub async fn list(db: &Db, f: &ListFilter<'_>, after: Option<&str>, limit: u32) 
     Ok(keys.into_iter().zip(products).collect())
 }
 
+#[derive(Clone, Default)]
 pub struct Change {
     pub slug: Option<String>,
     pub title: Option<String>,

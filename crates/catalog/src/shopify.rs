@@ -372,7 +372,7 @@ async fn import_group(
                 }
             } else if !options.is_empty() {
                 let merged = merge_options(&p.options, &options);
-                let change = Change { options: Some(merged), ..empty_change() };
+                let change = Change { options: Some(merged), ..Change::default() };
                 if let Err(e) = products::update(db, &p.id, change).await {
                     report.errors.push(error(first, &handle, None, describe(&e)));
                     return Ok(());
@@ -417,22 +417,6 @@ fn describe(e: &CatalogError) -> String {
     match e {
         CatalogError::Invalid(i) => i.reason.clone(),
         other => other.to_string(),
-    }
-}
-
-fn empty_change() -> Change {
-    Change {
-        slug: None,
-        title: None,
-        description: None,
-        status: None,
-        brand: None,
-        tags: None,
-        categories: None,
-        attributes: None,
-        seo_title: None,
-        seo_description: None,
-        options: None,
     }
 }
 
@@ -556,12 +540,14 @@ async fn create_product(
         }
         l.price.is_some()
     });
+    // The product's own fields (and its category path) are the same on every try.
+    let change = change_from(db, row, None).await?;
     loop {
         if lines.is_empty() {
             report.errors.push(error(row, handle, Some("Variant SKU"), "no valid variant for this product"));
             return Ok(None);
         }
-        let change = change_from(db, row, None).await?;
+        let change = change.clone();
         let input = NewProduct {
             title: change.title.unwrap_or_default(),
             slug: Some(handle.to_owned()),

@@ -549,8 +549,12 @@ impl TestApp {
         (status, response.into_body().collect().await.unwrap().to_bytes().to_vec(), headers)
     }
 
-    async fn get_raw(&self, path: &str) -> (StatusCode, Vec<u8>, axum::http::HeaderMap) {
-        let response = self.app.router().oneshot(Request::get(path).body(Body::empty()).unwrap()).await.unwrap();
+    async fn get_raw(&self, path: &str, token: Option<&str>) -> (StatusCode, Vec<u8>, axum::http::HeaderMap) {
+        let mut r = Request::get(path);
+        if let Some(t) = token {
+            r = r.header("authorization", format!("Bearer {t}"));
+        }
+        let response = self.app.router().oneshot(r.body(Body::empty()).unwrap()).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();
         (status, response.into_body().collect().await.unwrap().to_bytes().to_vec(), headers)
@@ -671,16 +675,16 @@ async fn pictures_are_uploaded_checked_and_served() {
     let widths: Vec<i64> = created["thumbnails"].as_array().unwrap().iter().map(|t| t["width"].as_i64().unwrap()).collect();
     assert_eq!(widths, vec![160, 480, 960]);
 
-    let (status, bytes, headers) = t.get_raw(created["url"].as_str().unwrap()).await;
+    let (status, bytes, headers) = t.get_raw(created["url"].as_str().unwrap(), None).await;
     assert_eq!((status, headers["content-type"].to_str().unwrap()), (StatusCode::OK, "image/png"));
     assert!(headers["cache-control"].to_str().unwrap().contains("immutable"));
     assert_eq!(bytes, png, "the original, as uploaded");
-    let (status, thumb, _) = t.get_raw(created["thumbnails"][0]["url"].as_str().unwrap()).await;
+    let (status, thumb, _) = t.get_raw(created["thumbnails"][0]["url"].as_str().unwrap(), None).await;
     assert_eq!(status, StatusCode::OK);
     let decoded = image::load_from_memory(&thumb).unwrap();
     assert_eq!((decoded.width(), decoded.height()), (160, 160));
-    assert_eq!(t.get_raw("/media/products/nothing/here.png").await.0, StatusCode::NOT_FOUND);
-    assert_eq!(t.get_raw("/media/../../etc/passwd").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(t.get_raw("/media/products/nothing/here.png", None).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(t.get_raw("/media/../../etc/passwd", None).await.0, StatusCode::NOT_FOUND);
 
     // Checked by content, not by name.
     let (ct, body) = multipart(&[("file", Some("evil.png"), b"<svg onload=alert(1)></svg>")]);
@@ -707,7 +711,7 @@ async fn pictures_are_uploaded_checked_and_served() {
 
     let first_id = created["id"].as_str().unwrap();
     assert_eq!(t.send("DELETE", &format!("{path}/{first_id}"), Some(&staff), None).await.0, StatusCode::NO_CONTENT);
-    assert_eq!(t.get_raw(created["url"].as_str().unwrap()).await.0, StatusCode::NOT_FOUND, "its files are gone");
+    assert_eq!(t.get_raw(created["url"].as_str().unwrap(), None).await.0, StatusCode::NOT_FOUND, "its files are gone");
     assert_eq!(t.send("DELETE", &format!("{path}/{first_id}"), Some(&staff), None).await.0, StatusCode::NOT_FOUND);
 }
 
@@ -795,7 +799,7 @@ async fn a_shopify_csv_imports_with_bad_rows_reported_and_round_trips() {
     assert_eq!(all["data"].as_array().unwrap().len(), 4);
 
     // Export, import into an empty shop, export again: the same file.
-    let (status, exported, headers) = t.get_raw_as("/api/v1/admin/products/export", &staff).await;
+    let (status, exported, headers) = t.get_raw("/api/v1/admin/products/export", Some(&staff)).await;
     assert_eq!(status, StatusCode::OK);
     assert!(headers["content-type"].to_str().unwrap().starts_with("text/csv"));
     let other = TestApp::new().await;
@@ -803,22 +807,12 @@ async fn a_shopify_csv_imports_with_bad_rows_reported_and_round_trips() {
     let (status, report, _) = other.send_raw("POST", path, Some(&staff2), "text/csv", exported.clone()).await;
     let report: Value = serde_json::from_slice(&report).unwrap();
     assert_eq!((status, report["errors"].as_array().unwrap().len()), (StatusCode::OK, 0), "{report}");
-    let (_, second, _) = other.get_raw_as("/api/v1/admin/products/export", &staff2).await;
+    let (_, second, _) = other.get_raw("/api/v1/admin/products/export", Some(&staff2)).await;
     assert_eq!(String::from_utf8(second).unwrap(), String::from_utf8(exported).unwrap());
 
     let (status, err, _) = t.send_raw("POST", path, Some(&staff), "text/csv", b"Name,Price\nx,1\n".to_vec()).await;
     let err: Value = serde_json::from_slice(&err).unwrap();
     assert_eq!((status, err["error"]["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("file")));
-}
-
-impl TestApp {
-    async fn get_raw_as(&self, path: &str, token: &str) -> (StatusCode, Vec<u8>, axum::http::HeaderMap) {
-        let r = Request::get(path).header("authorization", format!("Bearer {token}")).body(Body::empty()).unwrap();
-        let response = self.app.router().oneshot(r).await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        (status, response.into_body().collect().await.unwrap().to_bytes().to_vec(), headers)
-    }
 }
 
 #[tokio::test]
@@ -897,7 +891,7 @@ async fn pictures_can_live_in_an_s3_bucket() {
     let (status, created, _) = t.send_raw("POST", &format!("/api/v1/admin/products/{id}/media"), Some(&staff), &ct, body).await;
     let created: Value = serde_json::from_slice(&created).unwrap();
     assert_eq!(status, StatusCode::CREATED, "{created}");
-    let (status, bytes, _) = t.get_raw(created["url"].as_str().unwrap()).await;
+    let (status, bytes, _) = t.get_raw(created["url"].as_str().unwrap(), None).await;
     assert_eq!((status, bytes == png), (StatusCode::OK, true), "served from the bucket");
     // The object is in the bucket, under the key of its address.
     let key = created["url"].as_str().unwrap().trim_start_matches("/media/");
@@ -913,5 +907,5 @@ async fn pictures_can_live_in_an_s3_bucket() {
     assert!(listing.contains(key), "{listing}");
     let media_id = created["id"].as_str().unwrap();
     assert_eq!(t.send("DELETE", &format!("/api/v1/admin/products/{id}/media/{media_id}"), Some(&staff), None).await.0, StatusCode::NO_CONTENT);
-    assert_eq!(t.get_raw(created["url"].as_str().unwrap()).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(t.get_raw(created["url"].as_str().unwrap(), None).await.0, StatusCode::NOT_FOUND);
 }
