@@ -30,7 +30,9 @@ impl EventHandler for Consumer {
             self.inventory.changed();
             return Ok(());
         }
-        let Some(order) = event.data.get("order_id").and_then(|v| v.as_str()) else {
+        // The order's latest reservation (one per payment attempt), or the order id.
+        let key = event.data.get("reservation").or_else(|| event.data.get("order_id"));
+        let Some(order) = key.and_then(|v| v.as_str()) else {
             tracing::warn!(event_id = %event.id, "order.cancelled without an order_id; ignored");
             return Ok(());
         };
@@ -38,6 +40,10 @@ impl EventHandler for Consumer {
         // the inbox mark follows (one SQLite writer at a time: never nest them).
         match self.inventory.release(order).await {
             Ok(()) | Err(CatalogError::ReservationNotFound(_)) => {}
+            // A paid order's stock has left the shelf; the orders service
+            // restocks what it refunds, so there is nothing to release.
+            Err(CatalogError::Contention)
+                if self.inventory.reservation(order).await.is_ok_and(|r| r.state == "committed") => {}
             Err(e) => return Err(Box::new(e)),
         }
         if let Some(tx) = outbox::begin_once(&self.inventory.db, "catalog", &event.id).await? {

@@ -18,7 +18,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::CatalogError;
-use crate::inventory::{Inventory, Line, Reservation};
+use crate::inventory::{Inventory, Line, Offer, Reservation};
 
 #[derive(Clone)]
 pub struct Internal {
@@ -32,6 +32,8 @@ pub fn router(internal: Internal) -> OpenApiRouter {
         .routes(routes!(get_reservation))
         .routes(routes!(commit))
         .routes(routes!(release))
+        .routes(routes!(offers))
+        .routes(routes!(restock))
         .with_state(internal)
 }
 
@@ -138,5 +140,44 @@ async fn commit(State(s): State<Internal>, _: Service, Path(order): Path<String>
     responses((status = 204, description = "released"), (status = 404, body = ErrorBody)))]
 async fn release(State(s): State<Internal>, _: Service, Path(order): Path<String>) -> Result<StatusCode, CatalogError> {
     s.inventory.release(order_id(&order)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OffersRequest {
+    pub currency: String,
+    pub skus: Vec<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct OffersResponse {
+    pub data: Vec<Offer>,
+}
+
+/// What checkout needs to know about SKUs, priced in a currency.
+#[utoipa::path(post, path = "/internal/v1/offers", tag = "internal", request_body = OffersRequest,
+    responses((status = 200, body = OffersResponse), (status = 401, body = ErrorBody)))]
+async fn offers(State(s): State<Internal>, _: Service, Json(b): Json<OffersRequest>) -> Result<Json<OffersResponse>, CatalogError> {
+    if b.skus.len() > 500 {
+        return Err(crate::domain::invalid("skus", "too_many", "at most 500 SKUs").into());
+    }
+    Ok(Json(OffersResponse { data: s.inventory.offers(&b.skus, &b.currency).await? }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestockRequest {
+    pub sku: String,
+    pub quantity: i64,
+    /// Restocking twice with one reference counts once.
+    pub reference: String,
+}
+
+/// Sold units come back to the shelf (a refund or a cancellation).
+#[utoipa::path(post, path = "/internal/v1/restocks", tag = "internal", request_body = RestockRequest,
+    responses((status = 204, description = "restocked"), (status = 401, body = ErrorBody)))]
+async fn restock(State(s): State<Internal>, _: Service, Json(b): Json<RestockRequest>) -> Result<StatusCode, CatalogError> {
+    s.inventory.restock(&b.sku, b.quantity, order_id(&b.reference)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }

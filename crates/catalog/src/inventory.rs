@@ -40,6 +40,24 @@ pub struct Reservation {
     pub lines: Vec<(String, i64)>,
 }
 
+/// A SKU as checkout sees it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Offer {
+    pub sku: String,
+    pub variant_id: String,
+    pub product_id: String,
+    pub title: String,
+    pub variant_title: String,
+    pub category_ids: Vec<String>,
+    /// The product is active (drafts and archived products cannot be bought).
+    pub purchasable: bool,
+    pub weight_grams: i64,
+    /// Units that can be sold now; `None` when stock is not counted or backorders are allowed.
+    pub available: Option<i64>,
+    /// The price in the asked currency; `None` when it has none.
+    pub price: Option<i64>,
+}
+
 /// The catalog's stock, for staff routes and for checkout (in process; an
 /// HTTP adapter serves the scaled-out shape).
 #[derive(Clone)]
@@ -246,6 +264,61 @@ impl Inventory {
             return Ok(now);
         }
         self.adjust(parsed.as_str(), Some(location), on_hand - now.0, reason, actor).await
+    }
+
+    /// What checkout needs to know about `skus`, priced in `currency`
+    /// (unknown SKUs are left out).
+    pub async fn offers(&self, skus: &[String], currency: &str) -> Result<Vec<Offer>, CatalogError> {
+        let rows = store::offers(&self.db, skus, currency).await?;
+        let products: Vec<String> = rows.iter().map(|r| r.2.clone()).collect();
+        let categories = store::product_categories(&self.db, &products).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(sku, variant_id, product_id, title, variant_title, status, weight_grams, track, backorder, available, price)| Offer {
+                category_ids: categories.iter().filter(|c| c.0 == product_id).map(|c| c.1.clone()).collect(),
+                sku,
+                variant_id,
+                product_id,
+                title,
+                variant_title,
+                purchasable: status == "active",
+                weight_grams,
+                available: (track && !backorder).then_some(available.max(0)),
+                price,
+            })
+            .collect())
+    }
+
+    /// Units come back to the shelf (a refund or cancellation with restock):
+    /// received at the default location, recorded in the ledger under
+    /// `reference`. Idempotent on (`sku`, `reference`): a retry does not count twice.
+    pub async fn restock(&self, sku: &str, quantity: i64, reference: &str) -> Result<(), CatalogError> {
+        let parsed = Sku::parse(sku, "sku")?;
+        let q = domain::parse_quantity(quantity, "quantity")?;
+        let mut tx = self.db.begin().await?;
+        let rules = store::stock_rules(&mut tx, parsed.as_str())
+            .await?
+            .ok_or_else(|| CatalogError::UnknownSku(parsed.as_str().to_owned()))?;
+        if !rules.track || store::ledger_has(&mut tx, parsed.as_str(), reference, "restocked").await? {
+            tx.rollback().await?;
+            return Ok(());
+        }
+        let (on_hand, reserved) =
+            store::adjust(&mut tx, parsed.as_str(), DEFAULT_LOCATION, q).await?.ok_or(CatalogError::Contention)?;
+        store::record(&mut tx, &LedgerEntry {
+            sku: parsed.as_str(),
+            location: DEFAULT_LOCATION,
+            delta: q,
+            on_hand_after: on_hand,
+            reason: "restocked",
+            actor: None,
+            reference: Some(reference),
+        })
+        .await?;
+        announce(&mut tx, parsed.as_str(), DEFAULT_LOCATION, on_hand, reserved, q, rules.threshold).await?;
+        tx.commit().await?;
+        self.changed();
+        Ok(())
     }
 
     /// Releases reservations past their time, until `shutdown`.

@@ -24,7 +24,7 @@ use platform::migrate::Migrations;
 use platform::service::{BoxError, BoxFuture, Mounted, ServiceContext, ServiceSpec};
 
 pub use error::CatalogError;
-pub use inventory::{Inventory, Line, Reservation};
+pub use inventory::{Inventory, Line, Offer, Reservation};
 
 pub const NAME: &str = "catalog";
 

@@ -929,3 +929,40 @@ pub async fn touch_product(tx: &mut Tx, product: &str) -> Result<(), DbError> {
         .bind(OffsetDateTime::now_utc()).bind(product).execute(c).await.map(|_| ()))?;
     Ok(())
 }
+
+// Offers: what checkout reads about SKUs.
+
+/// (sku, variant id, product id, product title, variant title, product status,
+/// grams, tracked, backorder, available, price in the currency).
+pub type OfferRow = (String, String, String, String, String, String, i64, bool, bool, i64, Option<i64>);
+
+pub async fn offers(db: &Db, skus: &[String], currency: &str) -> Result<Vec<OfferRow>, DbError> {
+    if skus.is_empty() {
+        return Ok(Vec::new());
+    }
+    let placeholders: Vec<String> = (2..=skus.len() + 1).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "SELECT v.sku, v.id, v.product_id, p.title, v.title, p.status, CAST(COALESCE(v.weight_grams, 0) AS BIGINT), \
+         v.track_inventory, v.allow_backorder, \
+         CAST(COALESCE((SELECT SUM(l.on_hand - l.reserved) FROM inventory_levels l WHERE l.sku = v.sku), 0) AS BIGINT), \
+         (SELECT pr.amount FROM variant_prices pr WHERE pr.variant_id = v.id AND pr.currency = $1) \
+         FROM variants v JOIN products p ON p.id = v.product_id WHERE v.sku IN ({})",
+        placeholders.join(", ")
+    );
+    let rows: Vec<OfferRow> = on_db!(db, pool => {
+        let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone())).bind(currency);
+        for sku in skus {
+            q = q.bind(sku);
+        }
+        q.fetch_all(pool).await
+    })?;
+    Ok(rows)
+}
+
+/// Whether the ledger already holds a change of `sku` for `reference` with `reason`.
+pub async fn ledger_has(tx: &mut Tx, sku: &str, reference: &str, reason: &str) -> Result<bool, DbError> {
+    let n: i64 = on_tx!(tx, c => sqlx::query_scalar(
+        "SELECT COUNT(*) FROM inventory_ledger WHERE sku = $1 AND reference = $2 AND reason = $3")
+        .bind(sku).bind(reference).bind(reason).fetch_one(c).await)?;
+    Ok(n > 0)
+}

@@ -11,6 +11,15 @@ use kernel::money::Currency;
 use platform::app::{self, App};
 use platform::service::ServiceSpec;
 
+pub mod ports;
+
+/// Starts the services the configuration enables and wires their ports.
+pub async fn start(config: Arc<Config>, pages: axum::Router, demo: bool) -> Result<App, app::StartError> {
+    let app = App::start(config.clone(), &services(), pages, demo).await?;
+    ports::wire(app.ports(), &config);
+    Ok(app)
+}
+
 /// Every service, in start-up order.
 pub fn services() -> Vec<ServiceSpec> {
     vec![auth::spec(), catalog::spec(), orders::spec(), search::spec(), notify::spec()]
@@ -302,7 +311,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Serve { bind, overrides, demo } => {
             let config = Arc::new(load_config(cli.config.as_ref(), &overrides, bind)?);
             platform::telemetry::init_logging(&config.log);
-            let app = App::start(config.clone(), &services(), web::router(), demo).await?;
+            let app = start(config.clone(), web::router(), demo).await?;
             let listener = tokio::net::TcpListener::bind(config.bind)
                 .await
                 .map_err(|source| CliError::Bind { addr: config.bind, source })?;

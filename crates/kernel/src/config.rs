@@ -31,6 +31,56 @@ pub struct Config {
     pub auth: AuthConfig,
     pub catalog: CatalogConfig,
     pub media: MediaConfig,
+    pub orders: OrdersConfig,
+}
+
+/// How the shop sells: its currency, taxes, payments and returns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OrdersConfig {
+    /// The currency carts are priced in (ISO 4217).
+    pub currency: String,
+    /// Catalog prices include tax (EU style) rather than exclude it (US style).
+    pub prices_include_tax: bool,
+    /// `on_authorise` (charge at checkout) or `on_fulfilment` (hold the
+    /// amount at checkout, charge when the first parcel ships).
+    pub capture: String,
+    /// Days after delivery (or fulfilment) during which a customer may ask to return items.
+    pub return_window_days: u32,
+    /// An order still waiting for payment this long is cancelled and its stock released.
+    pub payment_timeout_mins: u64,
+    /// A checkout untouched this long is presumed interrupted (a crash) and
+    /// the reconciler completes or rolls it back.
+    pub reconcile_after_secs: u64,
+    /// The Stripe secret key (`sk_test_…`); Stripe is offered when set.
+    pub stripe_secret_key: Option<String>,
+    /// The Stripe publishable key, for Stripe Elements in the storefront.
+    pub stripe_publishable_key: Option<String>,
+    /// The signing secret of the Stripe webhook endpoint (`whsec_…`).
+    pub stripe_webhook_secret: Option<String>,
+    /// Stripe's API base URL (a local stand-in in tests).
+    pub stripe_api_base: String,
+    /// Where processes without the catalog reach it (`http://catalog.internal:8080`);
+    /// they present `catalog.service_token`.
+    pub catalog_url: Option<String>,
+}
+
+impl Default for OrdersConfig {
+    fn default() -> Self {
+        Self {
+            currency: "USD".into(),
+            prices_include_tax: false,
+            capture: "on_authorise".into(),
+            return_window_days: 30,
+            payment_timeout_mins: 60,
+            reconcile_after_secs: 60,
+            stripe_secret_key: None,
+            stripe_publishable_key: None,
+            stripe_webhook_secret: None,
+            stripe_api_base: "https://api.stripe.com".into(),
+            catalog_url: None,
+        }
+    }
 }
 
 /// Where product pictures live: a local folder, or an S3-compatible bucket.
@@ -227,6 +277,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             catalog: CatalogConfig::default(),
             media: MediaConfig::default(),
+            orders: OrdersConfig::default(),
         }
     }
 }
@@ -317,6 +368,11 @@ impl Config {
         }
         if shown.media.s3_secret_access_key.is_some() {
             shown.media.s3_secret_access_key = Some("****".into());
+        }
+        for secret in [&mut shown.orders.stripe_secret_key, &mut shown.orders.stripe_webhook_secret] {
+            if secret.is_some() {
+                *secret = Some("****".into());
+            }
         }
         if shown.catalog.service_token.is_some() {
             shown.catalog.service_token = Some("****".into());
@@ -422,6 +478,17 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("EMPORIUM_MEDIA_S3_ACCESS_KEY_ID", "media.s3_access_key_id", Kind::Str),
     ("EMPORIUM_MEDIA_S3_SECRET_ACCESS_KEY", "media.s3_secret_access_key", Kind::Str),
     ("EMPORIUM_MEDIA_S3_ALLOW_HTTP", "media.s3_allow_http", Kind::Bool),
+    ("EMPORIUM_ORDERS_CURRENCY", "orders.currency", Kind::Str),
+    ("EMPORIUM_ORDERS_PRICES_INCLUDE_TAX", "orders.prices_include_tax", Kind::Bool),
+    ("EMPORIUM_ORDERS_CAPTURE", "orders.capture", Kind::Str),
+    ("EMPORIUM_ORDERS_RETURN_WINDOW_DAYS", "orders.return_window_days", Kind::Int),
+    ("EMPORIUM_ORDERS_PAYMENT_TIMEOUT_MINS", "orders.payment_timeout_mins", Kind::Int),
+    ("EMPORIUM_ORDERS_RECONCILE_AFTER_SECS", "orders.reconcile_after_secs", Kind::Int),
+    ("EMPORIUM_STRIPE_SECRET_KEY", "orders.stripe_secret_key", Kind::Str),
+    ("EMPORIUM_STRIPE_PUBLISHABLE_KEY", "orders.stripe_publishable_key", Kind::Str),
+    ("EMPORIUM_STRIPE_WEBHOOK_SECRET", "orders.stripe_webhook_secret", Kind::Str),
+    ("EMPORIUM_STRIPE_API_BASE", "orders.stripe_api_base", Kind::Str),
+    ("EMPORIUM_ORDERS_CATALOG_URL", "orders.catalog_url", Kind::Str),
 ];
 
 /// The variables `load` reads, with their keys, for documentation and `--help`.
@@ -556,6 +623,20 @@ impl Config {
         }
         if let Some(url) = &a.jwks_url {
             check_scheme("auth.jwks_url", url, &["http"])?;
+        }
+        let o = &self.orders;
+        if crate::money::Currency::parse(&o.currency).is_err() {
+            return Err(invalid("orders.currency", format!("`{}` is not an ISO 4217 code", o.currency)));
+        }
+        if !["on_authorise", "on_fulfilment"].contains(&o.capture.as_str()) {
+            return Err(invalid("orders.capture", format!("`{}` is not `on_authorise` or `on_fulfilment`", o.capture)));
+        }
+        if o.payment_timeout_mins == 0 {
+            return Err(invalid("orders.payment_timeout_mins", "must be at least 1".into()));
+        }
+        check_scheme("orders.stripe_api_base", &o.stripe_api_base, &["https", "http"])?;
+        if let Some(url) = &o.catalog_url {
+            check_scheme("orders.catalog_url", url, &["http", "https"])?;
         }
         match self.media.store.as_str() {
             "local" => {}

@@ -142,6 +142,11 @@ define_id!(FulfilmentId, "ful");
 define_id!(RefundId, "ref");
 define_id!(NotificationId, "ntf");
 define_id!(WebhookId, "whk");
+define_id!(CartItemId, "item");
+define_id!(DiscountId, "disc");
+define_id!(ShippingMethodId, "ship");
+define_id!(TaxRateId, "tax");
+define_id!(ReturnId, "ret");
 
 /// A request id as sent in `X-Request-Id`: kept when the client sent a sane one.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -23,6 +23,9 @@ pub enum MoneyError {
 }
 
 impl Currency {
+    /// ISO 4217's code for "no currency".
+    pub const XXX: Currency = Currency(*b"XXX");
+
     pub fn parse(text: &str) -> Result<Self, MoneyError> {
         match text.as_bytes() {
             &[a, b, c] if [a, b, c].iter().all(u8::is_ascii_uppercase) => Ok(Self([a, b, c])),

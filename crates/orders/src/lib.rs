@@ -1,21 +1,95 @@
-//! The orders service: carts, discounts, shipping, taxes, checkout, payments, fulfilment, refunds.
-//! This is its face: the spec the binary mounts (routes, migrations, consumer).
+//! The orders service: carts, discounts, shipping, taxes, checkout,
+//! payments, fulfilment, refunds and returns. This is its face: the spec the
+//! binary mounts, and the catalog port it needs.
 
+mod admin;
+mod carts;
+pub mod domain;
+mod demo;
+mod error;
+mod events;
+pub mod gateway;
+mod http;
+pub mod service;
+mod store;
+pub mod stripe;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
 use platform::migrate::Migrations;
 use platform::service::{BoxError, BoxFuture, Mounted, ServiceContext, ServiceSpec};
-use utoipa_axum::router::OpenApiRouter;
+use serde::{Deserialize, Serialize};
+
+pub use error::OrdersError;
+pub use service::Orders;
 
 pub const NAME: &str = "orders";
 
 /// This service's own tables, after the platform's.
-pub static MIGRATIONS: Migrations = platform::migrations!("orders", []);
+pub static MIGRATIONS: Migrations = platform::migrations!("orders", ["0001_orders"]);
 
-pub fn spec() -> ServiceSpec {
-    ServiceSpec { name: NAME, migrations: &MIGRATIONS, mount, demo: None }
+/// A SKU as checkout needs it: what it is called, what it costs in a
+/// currency, what it weighs, where it is filed and whether it can be sold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Offer {
+    pub sku: String,
+    pub variant_id: String,
+    pub product_id: String,
+    pub title: String,
+    pub variant_title: String,
+    pub category_ids: Vec<String>,
+    pub purchasable: bool,
+    pub weight_grams: i64,
+    /// Units that can be sold now; `None` when stock is not counted or backorders are allowed.
+    pub available: Option<i64>,
+    pub price: Option<i64>,
 }
 
-fn mount(_ctx: ServiceContext) -> BoxFuture<'static, Result<Mounted, BoxError>> {
-    Box::pin(async move { Ok(Mounted::routes(OpenApiRouter::new())) })
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PortError {
+    #[error("only {available} of {sku} left")]
+    OutOfStock { sku: String, available: i64 },
+    #[error("no product has the SKU {0}")]
+    UnknownSku(String),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// What orders asks of the catalog. The binary provides an in-process
+/// adapter (all-in-one) or one over the catalog's internal HTTP routes.
+/// Every call is idempotent on its key.
+#[async_trait]
+pub trait CatalogPort: Send + Sync + 'static {
+    async fn offers(&self, skus: &[String], currency: &str) -> Result<Vec<Offer>, PortError>;
+    /// Holds every line or none, under `key`.
+    async fn reserve(&self, key: &str, lines: &[(String, i64)]) -> Result<(), PortError>;
+    async fn commit(&self, key: &str) -> Result<(), PortError>;
+    async fn release(&self, key: &str) -> Result<(), PortError>;
+    /// Puts sold units back on the shelf (refund or cancellation), once per `reference`.
+    async fn restock(&self, sku: &str, quantity: i64, reference: &str) -> Result<(), PortError>;
+}
+
+pub fn spec() -> ServiceSpec {
+    ServiceSpec { name: NAME, migrations: &MIGRATIONS, mount, demo: Some(load_demo) }
+}
+
+fn mount(ctx: ServiceContext) -> BoxFuture<'static, Result<Mounted, BoxError>> {
+    Box::pin(async move {
+        let orders = Orders::new(ctx.db.clone(), ctx.ports.clone(), &ctx.config)?;
+        ctx.ports.provide(Arc::new(orders.clone()));
+        tokio::spawn(orders.clone().run_reconciler(Duration::from_secs(10), ctx.shutdown.clone()));
+        let router = http::router(orders.clone()).merge(admin::router(orders.clone()));
+        Ok(Mounted { router, handler: Some(Arc::new(events::Consumer { orders })) })
+    })
+}
+
+fn load_demo(ctx: ServiceContext) -> BoxFuture<'static, Result<(), BoxError>> {
+    Box::pin(async move {
+        demo::load(&ctx.db, &ctx.config.orders.currency).await?;
+        Ok(())
+    })
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ pub mod app;
 pub mod auth;
 pub mod bus;
 pub mod db;
+pub mod fault;
 pub mod http;
 pub mod idempotency;
 pub mod migrate;

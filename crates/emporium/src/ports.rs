@@ -1,0 +1,170 @@
+//! The wiring of ports between services: in one process, orders reaches the
+//! catalog's inventory directly; in the scaled-out shape, over the catalog's
+//! internal HTTP routes with the service token. Orders cannot tell which.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use catalog::{CatalogError, Inventory, Line};
+use kernel::config::Config;
+use orders::{CatalogPort, Offer, PortError};
+use platform::service::Ports;
+use serde_json::{Value, json};
+
+/// Offers orders its catalog port: the in-process adapter when the catalog
+/// runs here, else the HTTP one when `orders.catalog_url` is set.
+pub fn wire(ports: &Ports, config: &Config) {
+    if let Some(inventory) = ports.get::<Inventory>() {
+        ports.provide::<dyn CatalogPort>(Arc::new(InProcess((*inventory).clone())));
+    } else if let (Some(url), Some(token)) = (&config.orders.catalog_url, &config.catalog.service_token) {
+        match Http::new(url, token) {
+            Ok(http) => ports.provide::<dyn CatalogPort>(Arc::new(http)),
+            Err(e) => tracing::error!(error = %e, "cannot reach the catalog over HTTP"),
+        }
+    } else if config.services.iter().any(|s| s == "orders") {
+        tracing::warn!("orders runs without the catalog and orders.catalog_url (with catalog.service_token) is unset: checkout will fail");
+    }
+}
+
+pub struct InProcess(pub Inventory);
+
+fn port_error(e: CatalogError) -> PortError {
+    match e {
+        CatalogError::OutOfStock { sku, available } => PortError::OutOfStock { sku, available },
+        CatalogError::UnknownSku(sku) => PortError::UnknownSku(sku),
+        other => PortError::Unavailable(other.to_string()),
+    }
+}
+
+#[async_trait]
+impl CatalogPort for InProcess {
+    async fn offers(&self, skus: &[String], currency: &str) -> Result<Vec<Offer>, PortError> {
+        let offers = self.0.offers(skus, currency).await.map_err(port_error)?;
+        Ok(offers
+            .into_iter()
+            .map(|o| Offer {
+                sku: o.sku,
+                variant_id: o.variant_id,
+                product_id: o.product_id,
+                title: o.title,
+                variant_title: o.variant_title,
+                category_ids: o.category_ids,
+                purchasable: o.purchasable,
+                weight_grams: o.weight_grams,
+                available: o.available,
+                price: o.price,
+            })
+            .collect())
+    }
+
+    async fn reserve(&self, key: &str, lines: &[(String, i64)]) -> Result<(), PortError> {
+        let lines: Vec<Line> = lines.iter().map(|(sku, quantity)| Line { sku: sku.clone(), quantity: *quantity }).collect();
+        let held = self.0.reserve(key, &lines).await.map_err(port_error)?;
+        // Reserving again under a key returns the first reservation: one
+        // released since (it expired) holds nothing.
+        if held.state == "released" {
+            return Err(PortError::Unavailable(format!("the reservation {key} was released")));
+        }
+        Ok(())
+    }
+
+    async fn commit(&self, key: &str) -> Result<(), PortError> {
+        self.0.commit(key).await.map_err(port_error)
+    }
+
+    async fn release(&self, key: &str) -> Result<(), PortError> {
+        match self.0.release(key).await {
+            Ok(()) | Err(CatalogError::ReservationNotFound(_)) => Ok(()),
+            Err(e) => Err(port_error(e)),
+        }
+    }
+
+    async fn restock(&self, sku: &str, quantity: i64, reference: &str) -> Result<(), PortError> {
+        self.0.restock(sku, quantity, reference).await.map_err(port_error)
+    }
+}
+
+/// The catalog's internal routes, with the service token.
+pub struct Http {
+    client: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Http {
+    pub fn new(base: &str, token: &str) -> Result<Http, reqwest::Error> {
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+        Ok(Http { client, base: base.trim_end_matches('/').to_owned(), token: token.to_owned() })
+    }
+
+    async fn post(&self, path: &str, body: Option<Value>) -> Result<(u16, Value), PortError> {
+        let mut request = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header("authorization", format!("Bearer {}", self.token));
+        if let Some(body) = body {
+            request = request.header("content-type", "application/json").body(body.to_string());
+        }
+        let response = request.send().await.map_err(|e| PortError::Unavailable(format!("catalog: {e}")))?;
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.map_err(|e| PortError::Unavailable(format!("catalog: {e}")))?;
+        let value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
+        Ok((status, value))
+    }
+
+    fn failure(status: u16, body: &Value) -> PortError {
+        let code = body["error"]["code"].as_str().unwrap_or_default();
+        PortError::Unavailable(format!("catalog answered {status} {code}"))
+    }
+}
+
+#[async_trait]
+impl CatalogPort for Http {
+    async fn offers(&self, skus: &[String], currency: &str) -> Result<Vec<Offer>, PortError> {
+        let (status, body) = self.post("/internal/v1/offers", Some(json!({"currency": currency, "skus": skus}))).await?;
+        if status != 200 {
+            return Err(Self::failure(status, &body));
+        }
+        serde_json::from_value(body["data"].clone()).map_err(|e| PortError::Unavailable(format!("catalog offers: {e}")))
+    }
+
+    async fn reserve(&self, key: &str, lines: &[(String, i64)]) -> Result<(), PortError> {
+        let lines: Vec<Value> = lines.iter().map(|(sku, q)| json!({"sku": sku, "quantity": q})).collect();
+        let (status, body) = self.post("/internal/v1/reservations", Some(json!({"order_id": key, "lines": lines}))).await?;
+        match (status, body["error"]["code"].as_str()) {
+            (201, _) if body["state"] == "released" => Err(PortError::Unavailable(format!("the reservation {key} was released"))),
+            (201, _) => Ok(()),
+            (409, Some("out_of_stock")) => {
+                // Name the line that ran short, with what is left of it now.
+                let skus: Vec<String> = lines.iter().filter_map(|l| l["sku"].as_str().map(str::to_owned)).collect();
+                let offers = self.offers(&skus, "XXX").await?;
+                let short = lines.iter().find_map(|l| {
+                    let offer = offers.iter().find(|o| Some(o.sku.as_str()) == l["sku"].as_str())?;
+                    let available = offer.available?;
+                    (available < l["quantity"].as_i64().unwrap_or(0)).then(|| (offer.sku.clone(), available))
+                });
+                let (sku, available) = short.unwrap_or_else(|| (skus.first().cloned().unwrap_or_default(), 0));
+                Err(PortError::OutOfStock { sku, available })
+            }
+            (404, Some("sku_not_found")) => Err(PortError::UnknownSku(body["error"]["message"].as_str().unwrap_or_default().to_owned())),
+            _ => Err(Self::failure(status, &body)),
+        }
+    }
+
+    async fn commit(&self, key: &str) -> Result<(), PortError> {
+        let (status, body) = self.post(&format!("/internal/v1/reservations/{key}/commit"), None).await?;
+        if status == 204 { Ok(()) } else { Err(Self::failure(status, &body)) }
+    }
+
+    async fn release(&self, key: &str) -> Result<(), PortError> {
+        let (status, body) = self.post(&format!("/internal/v1/reservations/{key}/release"), None).await?;
+        if status == 204 || status == 404 { Ok(()) } else { Err(Self::failure(status, &body)) }
+    }
+
+    async fn restock(&self, sku: &str, quantity: i64, reference: &str) -> Result<(), PortError> {
+        let (status, body) =
+            self.post("/internal/v1/restocks", Some(json!({"sku": sku, "quantity": quantity, "reference": reference}))).await?;
+        if status == 204 { Ok(()) } else { Err(Self::failure(status, &body)) }
+    }
+}

@@ -1,0 +1,505 @@
+//! Carts, checkout, payments and what follows, through the routes of a
+//! whole shop (auth, catalog and orders in one process).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use kernel::auth::Role;
+use platform::app::App;
+use platform::on_db;
+use platform::service::ServiceContext;
+use platform::testing::Sandbox;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+struct Shop {
+    _sandbox: Sandbox,
+    app: App,
+    config: Arc<kernel::config::Config>,
+    staff: String,
+}
+
+#[derive(Clone, Default)]
+struct Who {
+    token: Option<String>,
+    secret: Option<String>,
+    idempotency_key: Option<String>,
+}
+
+fn address(country: &str, region: Option<&str>) -> Value {
+    json!({"name": "Ada Lovelace", "line1": "1 Market St", "city": "San Francisco", "region": region,
+           "postal_code": "94105", "country": country, "phone": "+14155550123"})
+}
+
+impl Shop {
+    async fn new() -> Shop {
+        Shop::with(|_| {}).await
+    }
+
+    async fn with(tune: impl FnOnce(&mut kernel::config::Config)) -> Shop {
+        let sandbox = Sandbox::new().await;
+        let mut config = (*sandbox.config()).clone();
+        config.services = vec!["auth".into(), "catalog".into(), "orders".into()];
+        tune(&mut config);
+        let config = Arc::new(config);
+        let app = emporium::start(config.clone(), axum::Router::new(), false).await.unwrap();
+        let mut shop = Shop { _sandbox: sandbox, app, config, staff: String::new() };
+        shop.staff = shop.user("admin@example.com", Role::Admin).await;
+        // The rules a shop sets up: shipping to the US, California's tax.
+        let (s, _) = shop.send("POST", "/api/v1/admin/shipping-methods", &shop.as_staff(), Some(json!({
+            "name": "Ground", "countries": ["US"], "currency": "USD",
+            "weight_bands": [{"up_to_grams": 1000, "amount": 500}, {"up_to_grams": 10000, "amount": 900}],
+            "free_above": 20000, "min_days": 3, "max_days": 5}))).await;
+        assert_eq!(s, StatusCode::CREATED);
+        let (s, _) = shop.send("POST", "/api/v1/admin/tax-rates", &shop.as_staff(), Some(json!({
+            "country": "US", "region": "CA", "name": "California", "rate_bp": 725, "shipping_taxable": false}))).await;
+        assert_eq!(s, StatusCode::CREATED);
+        shop
+    }
+
+    fn as_staff(&self) -> Who {
+        Who { token: Some(self.staff.clone()), ..Who::default() }
+    }
+
+    async fn send(&self, method: &str, path: &str, who: &Who, body: Option<Value>) -> (StatusCode, Value) {
+        let (status, _, body) = self.send_full(method, path, who, body).await;
+        (status, body)
+    }
+
+    async fn send_full(&self, method: &str, path: &str, who: &Who, body: Option<Value>) -> (StatusCode, axum::http::HeaderMap, Value) {
+        let mut r = Request::builder().method(method).uri(path);
+        if let Some(t) = &who.token {
+            r = r.header("authorization", format!("Bearer {t}"));
+        }
+        if let Some(s) = &who.secret {
+            r = r.header("x-cart-secret", s);
+        }
+        if let Some(k) = &who.idempotency_key {
+            r = r.header("idempotency-key", k);
+        }
+        let r = match body {
+            Some(b) => r.header("content-type", "application/json").body(Body::from(b.to_string())),
+            None => r.body(Body::empty()),
+        }
+        .unwrap();
+        let response = self.app.router().oneshot(r).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (status, headers, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    async fn user(&self, email: &str, role: Role) -> String {
+        let ctx = ServiceContext {
+            name: "auth",
+            db: self.app.db("auth").unwrap().clone(),
+            bus: self.app.bus().clone(),
+            config: self.config.clone(),
+            shutdown: Default::default(),
+            ports: Default::default(),
+        };
+        let auth = auth::open(&ctx).unwrap();
+        auth::admin::create_user(&auth, email, "Person", "a long passphrase", &[role]).await.unwrap();
+        let (_, body) = self.send("POST", "/api/v1/auth/login", &Who::default(), Some(json!({"email": email, "password": "a long passphrase"}))).await;
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// A product with one SKU at `price` cents and `stock` units on hand.
+    async fn product(&self, sku: &str, price: i64, stock: i64) -> String {
+        let (s, p) = self.send("POST", "/api/v1/admin/products", &self.as_staff(), Some(json!({
+            "title": format!("Product {sku}"), "status": "active",
+            "variants": [{"sku": sku, "prices": {"USD": price}, "weight_grams": 400}]}))).await;
+        assert_eq!(s, StatusCode::CREATED, "{p}");
+        let (s, _) = self.send("PUT", &format!("/api/v1/admin/inventory/{sku}"), &self.as_staff(), Some(json!({"on_hand": stock}))).await;
+        assert_eq!(s, StatusCode::OK);
+        p["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn available(&self, sku: &str) -> (i64, i64) {
+        let (_, body) = self.send("GET", &format!("/api/v1/admin/inventory?sku={sku}"), &self.as_staff(), None).await;
+        let levels = body.as_array().cloned().unwrap_or_default();
+        let on_hand = levels.iter().map(|l| l["on_hand"].as_i64().unwrap()).sum();
+        let reserved = levels.iter().map(|l| l["reserved"].as_i64().unwrap()).sum();
+        (on_hand, reserved)
+    }
+
+    /// A guest cart with `items`, an email, a Californian address and the ground method.
+    async fn ready_cart(&self, items: &[(&str, i64)], who: Option<&Who>) -> (String, Who) {
+        let base = who.cloned().unwrap_or_default();
+        let (s, cart) = self.send("POST", "/api/v1/carts", &base, None).await;
+        assert!(s.is_success(), "{cart}");
+        let id = cart["id"].as_str().unwrap().to_owned();
+        let who = Who { secret: cart["secret"].as_str().map(str::to_owned).or(base.secret.clone()), ..base };
+        for (sku, q) in items {
+            let (s, body) = self.send("POST", &format!("/api/v1/carts/{id}/items"), &who, Some(json!({"sku": sku, "quantity": q}))).await;
+            assert_eq!(s, StatusCode::OK, "{body}");
+        }
+        self.send("PUT", &format!("/api/v1/carts/{id}/email"), &who, Some(json!({"email": "Ada@Example.com"}))).await;
+        let (s, body) = self.send("PUT", &format!("/api/v1/carts/{id}/shipping-address"), &who, Some(address("US", Some("CA")))).await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        let (_, options) = self.send("GET", &format!("/api/v1/carts/{id}/shipping-options"), &who, None).await;
+        let method = options["data"][0]["id"].as_str().unwrap().to_owned();
+        let (s, body) = self.send("PUT", &format!("/api/v1/carts/{id}/shipping-method"), &who, Some(json!({"id": method}))).await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        (id, who)
+    }
+
+    async fn checkout(&self, cart: &str, who: &Who, token: &str) -> (StatusCode, Value) {
+        self.send("POST", &format!("/api/v1/carts/{cart}/checkout"), who, Some(json!({"payment": {"provider": "test", "token": token}}))).await
+    }
+
+    async fn count(&self, service: &str, sql: &str) -> i64 {
+        let db = self.app.db(service).unwrap();
+        let sql = sql.to_owned();
+        on_db!(db, pool => sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql)).fetch_one(pool).await).unwrap()
+    }
+}
+
+#[tokio::test]
+async fn a_guest_checks_out_and_pays() {
+    let shop = Shop::new().await;
+    shop.product("MUG-1", 1250, 5).await;
+    let (cart, who) = shop.ready_cart(&[("mug-1", 2)], None).await;
+
+    let (_, view) = shop.send("GET", &format!("/api/v1/carts/{cart}"), &who, None).await;
+    // 2 × 12.50 = 25.00; 800 g ships for 5.00 (untaxed in CA); 7.25 % of 25.00 = 1.8125 → 1.81.
+    assert_eq!(view["totals"]["subtotal"]["amount"], 2500);
+    assert_eq!(view["totals"]["shipping"]["amount"], 500);
+    assert_eq!(view["totals"]["tax"]["amount"], 181);
+    assert_eq!(view["totals"]["total"]["amount"], 3181);
+    assert_eq!(view["email"], "ada@example.com");
+    assert!(view.get("secret").is_none(), "the secret is shown once");
+    let stranger = Who::default();
+    assert_eq!(shop.send("GET", &format!("/api/v1/carts/{cart}"), &stranger, None).await.0, StatusCode::NOT_FOUND);
+
+    let paying = Who { idempotency_key: Some("checkout-1".into()), ..who.clone() };
+    let (status, headers, order) = shop
+        .send_full("POST", &format!("/api/v1/carts/{cart}/checkout"), &paying, Some(json!({"payment": {"provider": "test", "token": "tok_visa"}})))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{order}");
+    assert!(headers.get("idempotent-replayed").is_none());
+    assert_eq!(order["status"], "paid");
+    assert_eq!(order["number"], 1001);
+    assert_eq!(order["captured"]["amount"], 3181);
+    assert_eq!(order["lines"][0]["title"], "Product MUG-1", "a snapshot of what was bought");
+    assert_eq!(order["shipping_address"]["country"], "US");
+    let kinds: Vec<&str> = order["timeline"].as_array().unwrap().iter().map(|t| t["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["placed", "paid"]);
+    assert_eq!(shop.available("MUG-1").await, (3, 0), "sold units leave the shelf");
+
+    let (status, headers, again) = shop
+        .send_full("POST", &format!("/api/v1/carts/{cart}/checkout"), &paying, Some(json!({"payment": {"provider": "test", "token": "tok_visa"}})))
+        .await;
+    assert_eq!((status, headers.get("idempotent-replayed").is_some()), (StatusCode::CREATED, true));
+    assert_eq!(again["id"], order["id"]);
+    let other_key = Who { idempotency_key: Some("checkout-2".into()), ..who.clone() };
+    let (status, err) = shop.checkout(&cart, &other_key, "tok_visa").await;
+    assert_eq!((status, err["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("order_already_paid")));
+    assert_eq!(shop.count("orders", "SELECT COUNT(*) FROM test_gateway_charges").await, 1, "charged once");
+
+    let id = order["id"].as_str().unwrap();
+    let token = order["lookup_token"].as_str().unwrap();
+    assert_eq!(shop.send("GET", &format!("/api/v1/orders/{id}"), &stranger, None).await.0, StatusCode::NOT_FOUND);
+    let (status, seen) = shop.send("GET", &format!("/api/v1/orders/{id}?token={token}"), &stranger, None).await;
+    assert_eq!((status, seen["number"].as_i64()), (StatusCode::OK, Some(1001)));
+    assert!(seen.get("lookup_token").is_none());
+    assert_eq!(shop.send("GET", "/api/v1/orders/prod_01J0000000000000000000000", &stranger, None).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(shop.count("orders", "SELECT COUNT(*) FROM outbox WHERE event_type IN ('order.placed', 'order.paid')").await, 2);
+}
+
+#[tokio::test]
+async fn every_test_card_behaves_as_documented() {
+    let shop = Shop::new().await;
+    shop.product("TEE-1", 2000, 3).await;
+    for (token, code) in [("tok_chargeDeclined", "card_declined"), ("tok_insufficientFunds", "insufficient_funds"), ("tok_expiredCard", "expired_card")] {
+        let (cart, who) = shop.ready_cart(&[("TEE-1", 2)], None).await;
+        let (status, err) = shop.checkout(&cart, &who, token).await;
+        assert_eq!(status, StatusCode::PAYMENT_REQUIRED, "{err}");
+        assert_eq!(err["error"]["type"], "payment_failed");
+        assert_eq!(err["error"]["code"], code);
+        assert_eq!(shop.available("TEE-1").await, (3, 0), "a declined card gives the stock back");
+        // Another card on the same order.
+        let (status, order) = shop.checkout(&cart, &who, "tok_visa").await;
+        assert_eq!((status, order["status"].as_str()), (StatusCode::CREATED, Some("paid")), "{order}");
+        assert_eq!(order["payments"].as_array().unwrap().len(), 2);
+        assert_eq!(order["payments"][0]["failure_code"], code);
+        let id = order["id"].as_str().unwrap();
+        let (status, _) = shop.send("POST", &format!("/api/v1/admin/orders/{id}/cancel"), &shop.as_staff(), Some(json!({}))).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(shop.available("TEE-1").await, (3, 0), "cancelling a paid order restocks it");
+    }
+
+    let (cart, who) = shop.ready_cart(&[("TEE-1", 1)], None).await;
+    let (status, order) = shop.checkout(&cart, &who, "tok_processingError").await;
+    assert_eq!((status, order["status"].as_str()), (StatusCode::CREATED, Some("paid")), "a transient error is retried: {order}");
+
+    let (cart, who) = shop.ready_cart(&[("TEE-1", 1)], None).await;
+    let (status, order) = shop.checkout(&cart, &who, "tok_requires_action").await;
+    assert_eq!((status, order["status"].as_str()), (StatusCode::CREATED, Some("pending_payment")), "{order}");
+    let url = order["next_action"].as_str().unwrap();
+    let path = url.split_once("/test-gateway").map(|(_, p)| format!("/test-gateway{p}")).unwrap();
+    assert_eq!(shop.available("TEE-1").await, (2, 1), "held while the shopper confirms");
+    let page = shop.app.router().oneshot(Request::get(&path).body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let (status, _) = shop.send("POST", &format!("{path}&action=approve"), &Who::default(), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let id = order["id"].as_str().unwrap();
+    let (_, order) = shop.send("GET", &format!("/api/v1/orders/{id}?token={}", order["lookup_token"].as_str().unwrap()), &Who::default(), None).await;
+    assert_eq!(order["status"], "paid");
+    assert_eq!(shop.available("TEE-1").await, (1, 0));
+
+    let (cart, who) = shop.ready_cart(&[("TEE-1", 1)], None).await;
+    let (status, err) = shop.checkout(&cart, &who, "tok_unknown").await;
+    assert_eq!((status, err["error"]["code"].as_str()), (StatusCode::PAYMENT_REQUIRED, Some("invalid_token")));
+    let (status, err) = shop.send("POST", &format!("/api/v1/carts/{cart}/checkout"), &who, Some(json!({"payment": {"provider": "bitcoin", "token": "x"}}))).await;
+    assert_eq!((status, err["error"]["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("payment.provider")));
+}
+
+#[tokio::test]
+async fn concurrent_retries_of_one_checkout_make_one_order_and_one_charge() {
+    let shop = Arc::new(Shop::new().await);
+    shop.product("LAMP-1", 4500, 10).await;
+    let (cart, who) = shop.ready_cart(&[("LAMP-1", 1)], None).await;
+    let barrier = Arc::new(tokio::sync::Barrier::new(12));
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let (shop, barrier, cart) = (shop.clone(), barrier.clone(), cart.clone());
+        // Most retry with one key; a few are a second click with a new key.
+        let key = if i < 8 { "one-key".to_owned() } else { format!("other-{i}") };
+        let who = Who { idempotency_key: Some(key), ..who.clone() };
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            shop.checkout(&cart, &who, "tok_visa").await
+        }));
+    }
+    let mut ids = std::collections::BTreeSet::new();
+    for t in tasks {
+        let (status, body) = t.await.unwrap();
+        if status == StatusCode::CREATED {
+            ids.insert(body["id"].as_str().unwrap().to_owned());
+        } else {
+            assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        }
+    }
+    assert_eq!(ids.len(), 1, "one order");
+    assert_eq!(shop.count("orders", "SELECT COUNT(*) FROM orders").await, 1);
+    assert_eq!(shop.count("orders", "SELECT COUNT(*) FROM test_gateway_charges").await, 1, "one charge");
+    assert_eq!(shop.available("LAMP-1").await, (9, 0));
+}
+
+async fn make_code(shop: &Shop, body: Value) -> Value {
+    let (status, code) = shop.send("POST", "/api/v1/admin/discounts", &shop.as_staff(), Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{code}");
+    code
+}
+
+#[tokio::test]
+async fn discount_limits_hold_under_concurrency() {
+    let shop = Arc::new(Shop::new().await);
+    shop.product("SOCK-1", 1000, 100).await;
+    let code = make_code(&shop, json!({"code": "three", "kind": "percentage", "percent_off": 20, "usage_limit": 3})).await;
+    assert_eq!(code["code"], "THREE");
+    let mut carts = Vec::new();
+    for _ in 0..8 {
+        let (cart, who) = shop.ready_cart(&[("SOCK-1", 1)], None).await;
+        let (status, view) = shop.send("POST", &format!("/api/v1/carts/{cart}/discounts"), &who, Some(json!({"code": "three"}))).await;
+        assert_eq!(status, StatusCode::OK, "{view}");
+        assert_eq!(view["totals"]["discount"]["amount"], 200);
+        carts.push((cart, who));
+    }
+    let barrier = Arc::new(tokio::sync::Barrier::new(carts.len()));
+    let tasks: Vec<_> = carts
+        .into_iter()
+        .map(|(cart, who)| {
+            let (shop, barrier) = (shop.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                shop.checkout(&cart, &who, "tok_visa").await
+            })
+        })
+        .collect();
+    let mut paid = 0;
+    for t in tasks {
+        let (status, body) = t.await.unwrap();
+        match status {
+            StatusCode::CREATED => paid += 1,
+            _ => assert_eq!(body["error"]["code"], "discount_exhausted", "{body}"),
+        }
+    }
+    assert_eq!(paid, 3, "never more than the limit");
+    assert_eq!(shop.count("orders", "SELECT times_used FROM discounts WHERE code = 'THREE'").await, 3);
+    assert_eq!(shop.available("SOCK-1").await, (97, 0), "refused checkouts hold nothing");
+
+    // Once per customer.
+    make_code(&shop, json!({"code": "ONCE", "kind": "fixed", "amount_off": 300, "currency": "USD", "per_customer_limit": 1})).await;
+    let alice = Who { token: Some(shop.user("alice@example.com", Role::Customer).await), ..Who::default() };
+    for expected in [StatusCode::CREATED, StatusCode::CONFLICT] {
+        let (cart, who) = shop.ready_cart(&[("SOCK-1", 1)], Some(&alice)).await;
+        shop.send("POST", &format!("/api/v1/carts/{cart}/discounts"), &who, Some(json!({"code": "once"}))).await;
+        let (status, body) = shop.checkout(&cart, &who, "tok_visa").await;
+        assert_eq!(status, expected, "{body}");
+    }
+    let (status, err) = shop.send("POST", "/api/v1/admin/discounts", &shop.as_staff(), Some(json!({"code": "ONCE", "kind": "percentage", "percent_off": 5}))).await;
+    assert_eq!((status, err["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("code_taken")));
+    let (cart, who) = shop.ready_cart(&[("SOCK-1", 1)], None).await;
+    make_code(&shop, json!({"code": "BIGSPEND", "kind": "percentage", "percent_off": 10, "min_subtotal": 5000})).await;
+    let (status, err) = shop.send("POST", &format!("/api/v1/carts/{cart}/discounts"), &who, Some(json!({"code": "BIGSPEND"}))).await;
+    assert_eq!((status, err["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("discount_minimum_not_met")));
+}
+
+#[tokio::test]
+async fn a_changed_price_is_shown_before_it_is_charged() {
+    let shop = Shop::new().await;
+    shop.product("BAG-1", 3000, 5).await;
+    let (cart, who) = shop.ready_cart(&[("BAG-1", 1)], None).await;
+    let (s, body) = shop.send("PATCH", "/api/v1/admin/variants/BAG-1", &shop.as_staff(), Some(json!({"prices": {"USD": 3500}}))).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let (_, view) = shop.send("GET", &format!("/api/v1/carts/{cart}"), &who, None).await;
+    assert_eq!(view["notices"][0]["code"], "price_changed");
+    assert_eq!(view["items"][0]["unit_price"]["amount"], 3500);
+    let (status, err) = shop.checkout(&cart, &who, "tok_visa").await;
+    assert_eq!((status, err["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("price_changed")));
+    let (status, order) = shop.checkout(&cart, &who, "tok_visa").await;
+    assert_eq!(status, StatusCode::CREATED, "{order}");
+    assert_eq!(order["lines"][0]["unit_price"]["amount"], 3500);
+
+    let (cart, who) = shop.ready_cart(&[("BAG-1", 5)], None).await;
+    let (_, view) = shop.send("GET", &format!("/api/v1/carts/{cart}"), &who, None).await;
+    assert_eq!(view["notices"][0]["code"], "out_of_stock");
+    let (status, err) = shop.checkout(&cart, &who, "tok_visa").await;
+    assert_eq!((status, err["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("out_of_stock")));
+}
+
+#[tokio::test]
+async fn orders_are_fulfilled_refunded_returned_and_cancelled_by_the_rules() {
+    let shop = Shop::new().await;
+    shop.product("CUP-1", 1000, 10).await;
+    shop.product("PLATE-1", 2000, 10).await;
+    let bob = Who { token: Some(shop.user("bob@example.com", Role::Customer).await), ..Who::default() };
+    let (cart, who) = shop.ready_cart(&[("CUP-1", 2), ("PLATE-1", 1)], Some(&bob)).await;
+    let (status, order) = shop.checkout(&cart, &who, "tok_visa").await;
+    assert_eq!(status, StatusCode::CREATED, "{order}");
+    let id = order["id"].as_str().unwrap().to_owned();
+    let total = order["totals"]["total"]["amount"].as_i64().unwrap();
+
+    let (_, mine) = shop.send("GET", "/api/v1/orders", &bob, None).await;
+    assert_eq!(mine["data"][0]["id"], id.as_str());
+    let eve = Who { token: Some(shop.user("eve@example.com", Role::Customer).await), ..Who::default() };
+    assert_eq!(shop.send("GET", &format!("/api/v1/orders/{id}"), &eve, None).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(shop.send("GET", "/api/v1/orders", &eve, None).await.1["data"], json!([]));
+    assert_eq!(shop.send("GET", "/api/v1/admin/orders", &eve, None).await.0, StatusCode::FORBIDDEN);
+    let support = Who { token: Some(shop.user("support@example.com", Role::Support).await), ..Who::default() };
+    assert_eq!(shop.send("GET", &format!("/api/v1/admin/orders/{id}"), &support, None).await.0, StatusCode::OK);
+    let (status, _) = shop.send("POST", &format!("/api/v1/admin/orders/{id}/fulfilments"), &support, Some(json!({}))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "orders:read is not orders:write");
+
+    let (status, err) = shop.send("POST", &format!("/api/v1/orders/{id}/returns"), &bob, Some(json!({"items": [{"sku": "CUP-1", "quantity": 1}], "reason": "chipped"}))).await;
+    assert_eq!((status, err["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("not_returnable")));
+    let (status, o) = shop.send("POST", &format!("/api/v1/admin/orders/{id}/fulfilments"), &shop.as_staff(), Some(json!({
+        "items": [{"sku": "CUP-1", "quantity": 2}], "carrier": "UPS", "tracking_number": "1Z999", "tracking_url": "https://ups.example/1Z999"}))).await;
+    assert_eq!((status, o["status"].as_str()), (StatusCode::CREATED, Some("partially_fulfilled")), "{o}");
+    let (status, err) = shop.send("POST", &format!("/api/v1/orders/{id}/cancel"), &bob, None).await;
+    assert_eq!((status, err["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("order_not_cancellable")));
+    let (status, err) = shop.send("POST", &format!("/api/v1/admin/orders/{id}/fulfilments"), &shop.as_staff(), Some(json!({"items": [{"sku": "CUP-1", "quantity": 1}]}))).await;
+    assert_eq!((status, err["error"]["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("items[0].quantity")));
+    let (_, o) = shop.send("POST", &format!("/api/v1/admin/orders/{id}/fulfilments"), &shop.as_staff(), Some(json!({"carrier": "UPS"}))).await;
+    assert_eq!(o["status"], "fulfilled");
+    let (_, o) = shop.send("POST", &format!("/api/v1/admin/orders/{id}/delivered"), &shop.as_staff(), None).await;
+    assert_eq!(o["status"], "delivered");
+    assert_eq!(o["fulfilments"][0]["tracking_number"], "1Z999");
+    shop.send("POST", &format!("/api/v1/admin/orders/{id}/notes"), &shop.as_staff(), Some(json!({"text": "called the customer"}))).await;
+    let (_, seen) = shop.send("GET", &format!("/api/v1/orders/{id}"), &bob, None).await;
+    assert!(seen["timeline"].as_array().unwrap().iter().all(|t| t["kind"] != "note"), "notes are for staff");
+
+    // A return: requested, approved, received, refunded with restock.
+    let (status, ret) = shop.send("POST", &format!("/api/v1/orders/{id}/returns"), &bob, Some(json!({"items": [{"sku": "CUP-1", "quantity": 1}], "reason": "chipped"}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{ret}");
+    let rid = ret["id"].as_str().unwrap();
+    let (status, _) = shop.send("POST", &format!("/api/v1/admin/returns/{rid}/receive"), &shop.as_staff(), None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "approve first");
+    for step in ["approve", "receive"] {
+        let (status, r) = shop.send("POST", &format!("/api/v1/admin/returns/{rid}/{step}"), &shop.as_staff(), None).await;
+        assert_eq!(status, StatusCode::OK, "{r}");
+    }
+    let (status, r) = shop.send("POST", &format!("/api/v1/admin/returns/{rid}/refund"), &shop.as_staff(), Some(json!({"restock": true}))).await;
+    assert_eq!((status, r["status"].as_str()), (StatusCode::OK, Some("refunded")), "{r}");
+    assert_eq!(shop.available("CUP-1").await, (9, 0), "the returned cup is back on the shelf");
+    let (_, o) = shop.send("GET", &format!("/api/v1/admin/orders/{id}"), &shop.as_staff(), None).await;
+    assert_eq!(o["status"], "partially_refunded");
+    let refunded = o["refunded"]["amount"].as_i64().unwrap();
+    assert_eq!(refunded, o["lines"][0]["total"]["amount"].as_i64().unwrap() / 2);
+
+    // Refunds never exceed what was captured, and replay under their key.
+    let staff_key = Who { idempotency_key: Some("refund-1".into()), ..shop.as_staff() };
+    let (status, err) = shop.send("POST", &format!("/api/v1/admin/orders/{id}/refunds"), &staff_key, Some(json!({"amount": total, "reason": "goodwill"}))).await;
+    assert_eq!((status, err["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("refund_exceeds_captured")));
+    let staff_key = Who { idempotency_key: Some("refund-2".into()), ..shop.as_staff() };
+    let rest = total - refunded;
+    for _ in 0..2 {
+        let (status, r) = shop.send("POST", &format!("/api/v1/admin/orders/{id}/refunds"), &staff_key, Some(json!({"amount": rest, "reason": "goodwill"}))).await;
+        assert_eq!((status, r["order"]["status"].as_str()), (StatusCode::CREATED, Some("refunded")), "{r}");
+    }
+    assert_eq!(shop.count("orders", "SELECT COUNT(*) FROM refunds WHERE status = 'succeeded'").await, 2);
+    assert_eq!(shop.count("orders", "SELECT COUNT(*) FROM outbox WHERE event_type = 'order.refunded'").await, 2);
+
+    // Before anything ships, the customer may cancel: stock and money go back.
+    let (cart, who) = shop.ready_cart(&[("PLATE-1", 2)], Some(&bob)).await;
+    let (_, order) = shop.checkout(&cart, &who, "tok_visa").await;
+    let id = order["id"].as_str().unwrap();
+    assert_eq!(shop.available("PLATE-1").await, (7, 0));
+    let (status, o) = shop.send("POST", &format!("/api/v1/orders/{id}/cancel"), &bob, None).await;
+    assert_eq!((status, o["status"].as_str()), (StatusCode::OK, Some("cancelled")), "{o}");
+    assert_eq!(o["refunded"], o["captured"]);
+    assert_eq!(shop.available("PLATE-1").await, (9, 0));
+    assert_eq!(shop.send("POST", &format!("/api/v1/admin/orders/{id}/delivered"), &shop.as_staff(), None).await.0, StatusCode::CONFLICT);
+    let (_, list) = shop.send("GET", "/api/v1/admin/orders?status=cancelled", &shop.as_staff(), None).await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 1);
+    let (status, _) = shop.send("GET", "/api/v1/admin/orders?status=lost", &shop.as_staff(), None).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+#[tokio::test]
+async fn a_guest_cart_joins_the_customers_cart_at_sign_in() {
+    let shop = Shop::new().await;
+    shop.product("PEN-1", 300, 50).await;
+    shop.product("INK-1", 700, 50).await;
+    let carol = Who { token: Some(shop.user("carol@example.com", Role::Customer).await), ..Who::default() };
+    let (status, mine) = shop.send("POST", "/api/v1/carts", &carol, None).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert!(mine.get("secret").is_none());
+    let mine_id = mine["id"].as_str().unwrap();
+    shop.send("POST", &format!("/api/v1/carts/{mine_id}/items"), &carol, Some(json!({"sku": "PEN-1", "quantity": 1}))).await;
+    assert_eq!(shop.send("POST", "/api/v1/carts", &carol, None).await.1["id"], mine_id, "one open cart per customer");
+
+    let (_, guest) = shop.send("POST", "/api/v1/carts", &Who::default(), None).await;
+    let gid = guest["id"].as_str().unwrap();
+    let gwho = Who { secret: guest["secret"].as_str().map(str::to_owned), ..Who::default() };
+    shop.send("POST", &format!("/api/v1/carts/{gid}/items"), &gwho, Some(json!({"sku": "PEN-1", "quantity": 2}))).await;
+    shop.send("POST", &format!("/api/v1/carts/{gid}/items"), &gwho, Some(json!({"sku": "INK-1", "quantity": 1}))).await;
+    let wrong = Who { secret: Some("not-the-secret".into()), ..Who::default() };
+    assert_eq!(shop.send("GET", &format!("/api/v1/carts/{gid}"), &wrong, None).await.0, StatusCode::NOT_FOUND);
+
+    let claiming = Who { token: carol.token.clone(), secret: gwho.secret.clone(), ..Who::default() };
+    let (status, merged) = shop.send("POST", &format!("/api/v1/carts/{gid}/claim"), &claiming, None).await;
+    assert_eq!(status, StatusCode::OK, "{merged}");
+    assert_eq!(merged["id"], mine_id);
+    let quantities: Vec<(String, i64)> = merged["items"].as_array().unwrap().iter().map(|i| (i["sku"].as_str().unwrap().to_owned(), i["quantity"].as_i64().unwrap())).collect();
+    assert_eq!(quantities, vec![("PEN-1".to_owned(), 3), ("INK-1".to_owned(), 1)]);
+    assert_eq!(shop.send("GET", &format!("/api/v1/carts/{gid}"), &gwho, None).await.1["status"], "merged");
+    assert_eq!(shop.send("POST", &format!("/api/v1/carts/{gid}/items"), &gwho, Some(json!({"sku": "PEN-1", "quantity": 1}))).await.0, StatusCode::CONFLICT);
+
+    let (status, err) = shop.send("POST", &format!("/api/v1/carts/{mine_id}/items"), &carol, Some(json!({"sku": "NOPE-1", "quantity": 1}))).await;
+    assert_eq!((status, err["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("unknown_sku")));
+    let (status, err) = shop.send("POST", &format!("/api/v1/carts/{mine_id}/items"), &carol, Some(json!({"sku": "PEN-1", "quantity": 0}))).await;
+    assert_eq!((status, err["error"]["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("quantity")));
+    let (status, err) = shop.send("PUT", &format!("/api/v1/carts/{mine_id}/shipping-address"), &carol, Some(address("XX", None))).await;
+    assert_eq!((status, err["error"]["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("country")));
+    let (status, err) = shop.send("POST", &format!("/api/v1/carts/{mine_id}/checkout"), &carol, Some(json!({"payment": {"provider": "test", "token": "tok_visa"}}))).await;
+    assert_eq!((status, err["error"]["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("email")));
+    shop.send("PUT", &format!("/api/v1/carts/{mine_id}/shipping-address"), &carol, Some(address("DE", None))).await;
+    let (_, options) = shop.send("GET", &format!("/api/v1/carts/{mine_id}/shipping-options"), &carol, None).await;
+    assert_eq!(options["data"], json!([]), "nothing ships to Germany here");
+}

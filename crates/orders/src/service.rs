@@ -1,0 +1,978 @@
+//! Turning a cart into a paid order and following it to the door: checkout
+//! (reserve → order → authorise → paid → commit), payment retries,
+//! cancellation, fulfilment, refunds and returns, and the reconciler that
+//! finishes or rolls back whatever a crash interrupted. Every step that
+//! talks to another system is idempotent, so repeating it is always safe.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kernel::Envelope;
+use kernel::config::{Config, OrdersConfig};
+use kernel::id::{FulfilmentId, OrderId, PaymentId, RefundId, ReturnId};
+use platform::db::{Db, now_ms};
+use platform::fault;
+use platform::outbox;
+use platform::service::Ports;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::carts::{Access, Priced, hash_secret, new_secret};
+use crate::domain::{self, Status};
+use crate::error::OrdersError;
+use crate::gateway::{Charge, GatewayError, Outcome, PaymentGateway, TestGateway};
+use crate::store::{self, LineCount, LineRow, OrderRow, PaymentRow, RefundRow, UseOutcome};
+use crate::{CatalogPort, PortError};
+
+/// The orders service's state, shared by routes and background work.
+#[derive(Clone)]
+pub struct Orders {
+    pub(crate) db: Db,
+    pub(crate) ports: Ports,
+    pub(crate) settings: Arc<OrdersConfig>,
+    pub(crate) gateways: Arc<Vec<Arc<dyn PaymentGateway>>>,
+    pub(crate) test_gateway: TestGateway,
+}
+
+/// One unit count per SKU of an order, as staff and customers send them.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ItemCount {
+    pub sku: String,
+    pub quantity: i64,
+}
+
+/// What a checkout answered.
+pub struct Placed {
+    pub order: OrderRow,
+    /// Shown once, to reach a guest order (and in the receipt email).
+    pub lookup_token: Option<String>,
+    /// The shopper must confirm the payment here first.
+    pub next_action: Option<String>,
+}
+
+fn reservation_key(order: &str, attempt: i64) -> String {
+    if attempt <= 1 { order.to_owned() } else { format!("{order}-{attempt}") }
+}
+
+fn capture_now(mode: &str) -> bool {
+    mode == "on_authorise"
+}
+
+impl Orders {
+    pub fn new(db: Db, ports: Ports, config: &Config) -> Result<Orders, GatewayError> {
+        let test_gateway = TestGateway::new(db.clone(), config.public_url());
+        let mut gateways: Vec<Arc<dyn PaymentGateway>> = vec![Arc::new(test_gateway.clone())];
+        if let Some(key) = &config.orders.stripe_secret_key {
+            gateways.push(Arc::new(crate::stripe::StripeGateway::new(
+                key.clone(),
+                config.orders.stripe_webhook_secret.clone(),
+                config.orders.stripe_api_base.clone(),
+            )?));
+        }
+        Ok(Orders { db, ports, settings: Arc::new(config.orders.clone()), gateways: Arc::new(gateways), test_gateway })
+    }
+
+    pub(crate) fn catalog(&self) -> Result<Arc<dyn CatalogPort>, OrdersError> {
+        self.ports
+            .get::<dyn CatalogPort>()
+            .ok_or_else(|| OrdersError::Catalog("no catalog in this process and orders.catalog_url is unset".into()))
+    }
+
+    pub(crate) fn gateway(&self, name: &str) -> Result<Arc<dyn PaymentGateway>, OrdersError> {
+        self.gateways.iter().find(|g| g.name() == name).cloned().ok_or_else(|| OrdersError::UnknownProvider(name.to_owned()))
+    }
+
+    pub fn providers(&self) -> Vec<&'static str> {
+        self.gateways.iter().map(|g| g.name()).collect()
+    }
+
+    // Checkout
+
+    /// Checks a priced cart can become an order; a price the shopper has
+    /// not seen is acknowledged (so the next try goes through) and refused.
+    async fn ready(&self, priced: &Priced) -> Result<(), OrdersError> {
+        if priced.items.is_empty() {
+            return Err(OrdersError::EmptyCart);
+        }
+        for item in &priced.items {
+            let sku = &item.item.sku;
+            let offer = item.offer.as_ref().ok_or_else(|| OrdersError::UnknownSku(sku.clone()))?;
+            if !offer.purchasable {
+                return Err(OrdersError::NotPurchasable(sku.clone()));
+            }
+            if item.price.is_none() {
+                return Err(OrdersError::NoPrice(sku.clone()));
+            }
+        }
+        let changed: Vec<(String, Option<i64>)> = priced
+            .items
+            .iter()
+            .filter(|i| i.item.seen_price.is_some() && i.item.seen_price != i.price)
+            .map(|i| (i.item.sku.clone(), i.price))
+            .collect();
+        if !changed.is_empty() {
+            store::acknowledge_prices(&self.db, &priced.cart.id, &changed).await?;
+            let skus: Vec<&str> = changed.iter().map(|c| c.0.as_str()).collect();
+            return Err(OrdersError::PriceChanged(skus.join(", ")));
+        }
+        if priced.cart.email.is_none() {
+            return Err(OrdersError::Missing { field: "email", what: "an email address" });
+        }
+        if priced.shipping_address.is_none() {
+            return Err(OrdersError::Missing { field: "shipping_address", what: "a shipping address" });
+        }
+        if priced.method.is_none() {
+            return Err(OrdersError::Missing { field: "shipping_method", what: "a shipping method" });
+        }
+        if priced.shipping_quote.is_none() {
+            return Err(OrdersError::ShippingUnavailable);
+        }
+        if let Some(code) = &priced.cart.discount_code
+            && priced.discount.is_none()
+        {
+            let refusal = priced.notices.iter().find(|n| n.code == "discount_removed").map(|n| n.message.clone());
+            return Err(OrdersError::Conflict("discount_removed", refusal.unwrap_or_else(|| format!("{code} no longer applies"))));
+        }
+        Ok(())
+    }
+
+    /// The whole checkout of a cart (or a new payment attempt on its order).
+    pub async fn checkout(&self, cart_id: &str, access: &Access, provider: &str, token: &str) -> Result<Placed, OrdersError> {
+        let cart = self.cart_for(cart_id, access).await?;
+        let gateway = self.gateway(provider)?;
+        let token = token.trim();
+        if token.is_empty() || token.len() > 255 {
+            return Err(domain::invalid("payment.token", "invalid_token", "a payment token from the provider").into());
+        }
+        match cart.status.as_str() {
+            "open" => {}
+            "ordered" => {
+                let order_id = cart.order_id.clone().ok_or(OrdersError::CartClosed)?;
+                return self.pay_again(&order_id, gateway, token).await;
+            }
+            _ => return Err(OrdersError::CartClosed),
+        }
+        let priced = self.price(cart).await?;
+        self.ready(&priced).await?;
+
+        let order_id = OrderId::new().to_string();
+        let lines: Vec<(String, i64)> = priced.items.iter().map(|i| (i.item.sku.clone(), i.item.quantity)).collect();
+        self.catalog()?.reserve(&order_id, &lines).await?;
+        fault::point("checkout.reserved");
+        let lookup_token = new_secret();
+        let created = self.create_order(&priced, &order_id, &lookup_token, gateway.name(), token).await;
+        let (order, payment) = match created {
+            Ok(done) => done,
+            Err(e) => {
+                if let Err(release) = self.catalog()?.release(&order_id).await {
+                    tracing::warn!(order_id, error = %release, "releasing the stock of an order not created failed; the sweeper will");
+                }
+                return Err(e);
+            }
+        };
+        fault::point("checkout.placed");
+        let next_action = self.authorise(&order, &payment, gateway.as_ref(), token).await?;
+        let order = store::order(&self.db, &order.id).await?.ok_or(OrdersError::OrderNotFound)?;
+        Ok(Placed { order, lookup_token: Some(lookup_token), next_action })
+    }
+
+    /// Writes the order, its lines, its first payment attempt, the code's
+    /// use and the `order.placed` event, and closes the cart: all or nothing.
+    async fn create_order(&self, p: &Priced, id: &str, lookup: &str, provider: &str, token: &str) -> Result<(OrderRow, PaymentRow), OrdersError> {
+        let cart = &p.cart;
+        let email = cart.email.clone();
+        let customer_key = cart.user_id.clone().or_else(|| email.clone()).unwrap_or_default();
+        let method = p.method.as_ref().map(|m| {
+            json!({"id": m.method.id, "name": m.method.name, "amount": p.totals.shipping,
+                   "min_days": m.method.min_days, "max_days": m.method.max_days})
+            .to_string()
+        });
+        let billing = cart.billing_address.clone().or_else(|| cart.shipping_address.clone());
+        let mut tx = self.db.begin().await?;
+        let now = now_ms();
+        let mut order = OrderRow {
+            id: id.to_owned(),
+            number: store::next_order_number(&mut tx).await?,
+            cart_id: cart.id.clone(),
+            user_id: cart.user_id.clone(),
+            email,
+            lookup_hash: hash_secret(lookup),
+            status: Status::PendingPayment,
+            currency: cart.currency.clone(),
+            subtotal: p.totals.subtotal,
+            discount_total: p.totals.discount,
+            shipping_total: p.totals.shipping,
+            tax_total: p.totals.tax,
+            total: p.totals.total,
+            prices_include_tax: self.settings.prices_include_tax,
+            shipping_address: cart.shipping_address.clone(),
+            billing_address: billing,
+            shipping_method: method,
+            discount_id: p.discount.as_ref().map(|d| d.id.clone()),
+            discount_code: p.discount.as_ref().map(|d| d.rule.code.clone()),
+            customer_key,
+            capture_mode: self.settings.capture.clone(),
+            attempt: 1,
+            stock: "held".into(),
+            captured: 0,
+            refunded: 0,
+            placed_ms: now,
+            paid_ms: None,
+            updated_ms: now,
+        };
+        if !store::close_cart(&mut tx, &cart.id, id).await? {
+            tx.rollback().await?;
+            return Err(OrdersError::Conflict("checkout_in_progress", "this cart is being checked out by another request".into()));
+        }
+        store::insert_order(&mut tx, &order).await?;
+        let mut event_lines = Vec::new();
+        for (n, (item, t)) in p.items.iter().zip(&p.totals.lines).enumerate() {
+            let offer = item.offer.as_ref().ok_or_else(|| OrdersError::UnknownSku(item.item.sku.clone()))?;
+            let line = LineRow {
+                line_no: n as i64 + 1,
+                sku: item.item.sku.clone(),
+                product_id: offer.product_id.clone(),
+                variant_id: offer.variant_id.clone(),
+                title: offer.title.clone(),
+                variant_title: offer.variant_title.clone(),
+                unit_price: item.price.unwrap_or(0),
+                quantity: item.item.quantity,
+                discount: t.discount,
+                tax: t.tax,
+                total: t.total,
+                fulfilled: 0,
+                returned: 0,
+                refunded: 0,
+            };
+            store::insert_line(&mut tx, id, &line).await?;
+            event_lines.push(json!({"sku": line.sku, "product_id": line.product_id, "title": line.title,
+                "variant_title": line.variant_title, "quantity": line.quantity, "unit_price": line.unit_price, "total": line.total}));
+        }
+        if let Some(d) = &p.discount {
+            match store::use_discount(&mut tx, &d.id, &order.customer_key, d.per_customer_limit).await? {
+                UseOutcome::Taken => {}
+                UseOutcome::Exhausted => {
+                    tx.rollback().await?;
+                    return Err(OrdersError::CodeRefused(domain::Refusal::Exhausted));
+                }
+                UseOutcome::CustomerLimit => {
+                    tx.rollback().await?;
+                    return Err(OrdersError::CodeLimitReached);
+                }
+            }
+        }
+        let payment = PaymentRow {
+            id: PaymentId::new().to_string(),
+            order_id: id.to_owned(),
+            attempt: 1,
+            provider: provider.to_owned(),
+            provider_ref: None,
+            token: Some(token.to_owned()),
+            status: "pending".into(),
+            amount: order.total,
+            captured: 0,
+            refunded: 0,
+            failure_code: None,
+            failure_message: None,
+            next_action_url: None,
+        };
+        store::insert_payment(&mut tx, &payment).await?;
+        store::record(&mut tx, id, "placed", order.user_id.as_deref(), &json!({"number": order.number, "total": order.total})).await?;
+        let data = json!({"order_id": id, "number": order.number, "email": order.email, "user_id": order.user_id,
+            "currency": order.currency, "subtotal": order.subtotal, "discount": order.discount_total,
+            "shipping": order.shipping_total, "tax": order.tax_total, "total": order.total,
+            "lookup_token": lookup, "lines": event_lines,
+            "shipping_address": p.shipping_address});
+        outbox::enqueue(&mut tx, &Envelope::new("order.placed", id, data)).await?;
+        tx.commit().await?;
+        order.status = Status::PendingPayment;
+        Ok((order, payment))
+    }
+
+    /// Asks the gateway, retrying what is worth retrying, and records the
+    /// answer. Returns the confirmation URL when the shopper must act.
+    async fn authorise(&self, order: &OrderRow, payment: &PaymentRow, gateway: &dyn PaymentGateway, token: &str) -> Result<Option<String>, OrdersError> {
+        let charge = Charge {
+            payment_id: &payment.id,
+            order_id: &order.id,
+            order_number: order.number,
+            amount: order.total,
+            currency: &order.currency,
+            token,
+            capture: capture_now(&order.capture_mode),
+            return_url: "",
+        };
+        let mut delay = Duration::from_millis(100);
+        let mut tries = 0;
+        let outcome = loop {
+            tries += 1;
+            match gateway.authorise(&charge).await {
+                Ok(outcome) => break outcome,
+                Err(GatewayError::Unavailable(why)) if tries < 3 => {
+                    tracing::warn!(order_id = %order.id, payment_id = %payment.id, error = %why, "payment provider unavailable; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 4;
+                }
+                Err(GatewayError::Unavailable(why)) => {
+                    break Outcome::Declined { reference: None, code: "processing_error".into(), message: format!("The payment could not be processed: {why}") };
+                }
+                Err(GatewayError::Refused { code, message }) => break Outcome::Declined { reference: None, code, message },
+                Err(e) => return Err(e.into()),
+            }
+        };
+        fault::point("checkout.authorised");
+        self.apply_outcome(&order.id, &payment.id, outcome).await
+    }
+
+    /// Records a gateway's answer about one payment attempt (from checkout,
+    /// a confirmation, a webhook or the reconciler). Idempotent.
+    pub async fn apply_outcome(&self, order_id: &str, payment_id: &str, outcome: Outcome) -> Result<Option<String>, OrdersError> {
+        let order = store::order(&self.db, order_id).await?.ok_or(OrdersError::OrderNotFound)?;
+        let mut payment = store::payments(&self.db, order_id)
+            .await?
+            .into_iter()
+            .find(|p| p.id == payment_id)
+            .ok_or(OrdersError::NotFound("payment"))?;
+        let key = reservation_key(&order.id, payment.attempt);
+        if matches!(payment.status.as_str(), "captured" | "authorized" | "failed" | "voided") {
+            // Settled before (a repeated webhook): only finish the stock step.
+            self.settle_stock(&order.id).await?;
+            return match payment.status.as_str() {
+                "failed" => Err(OrdersError::PaymentDeclined {
+                    code: payment.failure_code.unwrap_or_else(|| "card_declined".into()),
+                    message: payment.failure_message.unwrap_or_else(|| "The payment was declined.".into()),
+                }),
+                _ => Ok(None),
+            };
+        }
+        match outcome {
+            Outcome::Authorised { reference, captured } => {
+                payment.provider_ref = Some(reference);
+                payment.status = if captured { "captured" } else { "authorized" }.into();
+                payment.captured = if captured { payment.amount } else { 0 };
+                let mut tx = self.db.begin().await?;
+                store::settle_payment(&mut tx, &payment).await?;
+                if store::mark_paid(&mut tx, &order.id, payment.captured).await? {
+                    store::record(&mut tx, &order.id, "paid", None, &json!({"payment_id": payment.id, "captured": payment.captured})).await?;
+                    let data = json!({"order_id": order.id, "number": order.number, "email": order.email,
+                        "user_id": order.user_id, "total": order.total, "currency": order.currency,
+                        "captured": payment.captured, "lines": self.event_lines(&order.id).await?});
+                    outbox::enqueue(&mut tx, &Envelope::new("order.paid", &order.id, data)).await?;
+                }
+                tx.commit().await?;
+                metrics::counter!("orders_paid_total").increment(1);
+                fault::point("checkout.paid");
+                self.settle_stock(&order.id).await?;
+                Ok(None)
+            }
+            Outcome::RequiresAction { reference, url } => {
+                payment.provider_ref = Some(reference);
+                payment.status = "requires_action".into();
+                payment.next_action_url = Some(url.clone());
+                let mut tx = self.db.begin().await?;
+                store::settle_payment(&mut tx, &payment).await?;
+                store::record(&mut tx, &order.id, "payment_action_required", None, &json!({"payment_id": payment.id})).await?;
+                tx.commit().await?;
+                Ok(Some(url))
+            }
+            Outcome::Declined { reference, code, message } => {
+                payment.provider_ref = reference;
+                payment.status = "failed".into();
+                payment.failure_code = Some(code.clone());
+                payment.failure_message = Some(message.clone());
+                let mut tx = self.db.begin().await?;
+                store::settle_payment(&mut tx, &payment).await?;
+                if store::set_status(&mut tx, &order.id, Status::PendingPayment, Status::PaymentFailed).await? {
+                    store::record(&mut tx, &order.id, "payment_failed", None, &json!({"payment_id": payment.id, "code": code})).await?;
+                }
+                tx.commit().await?;
+                metrics::counter!("payments_failed_total", "code" => code.clone()).increment(1);
+                self.release_stock(&order.id, &key, payment.attempt).await?;
+                Err(OrdersError::PaymentDeclined { code, message })
+            }
+        }
+    }
+
+    async fn event_lines(&self, order: &str) -> Result<Vec<serde_json::Value>, OrdersError> {
+        Ok(store::lines(&self.db, order)
+            .await?
+            .into_iter()
+            .map(|l| json!({"sku": l.sku, "product_id": l.product_id, "title": l.title, "variant_title": l.variant_title,
+                            "quantity": l.quantity, "unit_price": l.unit_price, "total": l.total}))
+            .collect())
+    }
+
+    /// A paid order's held stock leaves the shelf; a failed or cancelled
+    /// one's comes back. Safe to repeat.
+    pub(crate) async fn settle_stock(&self, order_id: &str) -> Result<(), OrdersError> {
+        let order = store::order(&self.db, order_id).await?.ok_or(OrdersError::OrderNotFound)?;
+        if order.stock != "held" {
+            return Ok(());
+        }
+        let key = reservation_key(&order.id, order.attempt);
+        if order.status.is_paid() || order.status == Status::PartiallyFulfilled || order.status == Status::Fulfilled {
+            self.catalog()?.commit(&key).await?;
+            let mut tx = self.db.begin().await?;
+            store::set_stock(&mut tx, &order.id, order.attempt, "committed").await?;
+            tx.commit().await?;
+        } else if matches!(order.status, Status::PaymentFailed | Status::Cancelled) {
+            self.release_stock(&order.id, &key, order.attempt).await?;
+        }
+        Ok(())
+    }
+
+    async fn release_stock(&self, order: &str, key: &str, attempt: i64) -> Result<(), OrdersError> {
+        match self.catalog()?.release(key).await {
+            Ok(()) | Err(PortError::UnknownSku(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let mut tx = self.db.begin().await?;
+        store::set_stock(&mut tx, order, attempt, "released").await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Another card on an order whose payment failed.
+    async fn pay_again(&self, order_id: &str, gateway: Arc<dyn PaymentGateway>, token: &str) -> Result<Placed, OrdersError> {
+        let order = store::order(&self.db, order_id).await?.ok_or(OrdersError::OrderNotFound)?;
+        match order.status {
+            Status::PaymentFailed => {}
+            Status::PendingPayment => {
+                let latest = store::payments(&self.db, order_id).await?.pop();
+                if let Some(p) = latest.filter(|p| p.status == "requires_action") {
+                    return Ok(Placed { order, lookup_token: None, next_action: p.next_action_url });
+                }
+                return Err(OrdersError::Conflict("payment_in_progress", "this order's payment is being processed".into()));
+            }
+            Status::Cancelled => return Err(OrdersError::Conflict("order_cancelled", "this order was cancelled".into())),
+            _ => return Err(OrdersError::Conflict("order_already_paid", "this order is already paid".into())),
+        }
+        let attempt = order.attempt + 1;
+        let key = reservation_key(&order.id, attempt);
+        let lines: Vec<(String, i64)> = store::lines(&self.db, order_id).await?.into_iter().map(|l| (l.sku, l.quantity)).collect();
+        self.catalog()?.reserve(&key, &lines).await?;
+        let payment = PaymentRow {
+            id: PaymentId::new().to_string(),
+            order_id: order.id.clone(),
+            attempt,
+            provider: gateway.name().to_owned(),
+            provider_ref: None,
+            token: Some(token.to_owned()),
+            status: "pending".into(),
+            amount: order.total,
+            captured: 0,
+            refunded: 0,
+            failure_code: None,
+            failure_message: None,
+            next_action_url: None,
+        };
+        let mut tx = self.db.begin().await?;
+        if !store::retry_order(&mut tx, &order.id, order.attempt).await? {
+            tx.rollback().await?;
+            let _ = self.catalog()?.release(&key).await;
+            return Err(OrdersError::Conflict("payment_in_progress", "another payment of this order is being processed".into()));
+        }
+        store::insert_payment(&mut tx, &payment).await?;
+        store::record(&mut tx, &order.id, "payment_retried", None, &json!({"payment_id": payment.id, "attempt": attempt})).await?;
+        tx.commit().await?;
+        let order = store::order(&self.db, order_id).await?.ok_or(OrdersError::OrderNotFound)?;
+        let next_action = self.authorise(&order, &payment, gateway.as_ref(), token).await?;
+        let order = store::order(&self.db, order_id).await?.ok_or(OrdersError::OrderNotFound)?;
+        Ok(Placed { order, lookup_token: None, next_action })
+    }
+
+    /// A provider's word about a payment (webhook or confirmation page).
+    pub async fn payment_update(&self, provider: &str, reference: &str, outcome: Outcome) -> Result<(), OrdersError> {
+        let Some(payment) = store::payment_by_ref(&self.db, provider, reference).await? else {
+            tracing::info!(provider, reference, "update about a payment we do not know; ignored");
+            return Ok(());
+        };
+        match self.apply_outcome(&payment.order_id, &payment.id, outcome).await {
+            Ok(_) | Err(OrdersError::PaymentDeclined { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    // After payment
+
+    /// Cancels an order that has not shipped: stock back, money back (void
+    /// or refund), the code's use back.
+    pub async fn cancel(&self, order_id: &str, actor: Option<&str>, reason: &str) -> Result<OrderRow, OrdersError> {
+        let order = store::order(&self.db, order_id).await?.ok_or(OrdersError::OrderNotFound)?;
+        if order.status == Status::Cancelled {
+            return Ok(order);
+        }
+        if !order.status.cancellable() {
+            return Err(OrdersError::Conflict("order_not_cancellable", format!("an order that is {} cannot be cancelled", order.status)));
+        }
+        let payments = store::payments(&self.db, order_id).await?;
+        let mut refunded = 0;
+        for p in &payments {
+            let (Some(reference), Ok(gateway)) = (&p.provider_ref, self.gateway(&p.provider)) else { continue };
+            match p.status.as_str() {
+                "authorized" | "requires_action" => gateway.void(reference, &format!("{}-void", p.id)).await?,
+                "captured" if p.captured > p.refunded => {
+                    gateway.refund(reference, p.captured - p.refunded, &format!("{}-cancel", p.id)).await?;
+                    refunded += p.captured - p.refunded;
+                }
+                _ => {}
+            }
+        }
+        let mut tx = self.db.begin().await?;
+        if !store::set_status(&mut tx, &order.id, order.status, domain::transition(order.status, Status::Cancelled)?).await? {
+            tx.rollback().await?;
+            return Err(OrdersError::Conflict("order_changed", "the order changed meanwhile; try again".into()));
+        }
+        if refunded > 0 && !store::add_refunded(&mut tx, &order.id, refunded).await? {
+            tx.rollback().await?;
+            return Err(OrdersError::RefundTooLarge { asked: refunded, left: order.captured - order.refunded });
+        }
+        if let Some(d) = &order.discount_id {
+            store::return_discount(&mut tx, d, &order.customer_key).await?;
+        }
+        store::record(&mut tx, &order.id, "cancelled", actor, &json!({"reason": reason, "refunded": refunded})).await?;
+        let data = json!({"order_id": order.id, "number": order.number, "email": order.email, "user_id": order.user_id,
+            "reservation": reservation_key(&order.id, order.attempt), "refunded": refunded, "currency": order.currency,
+            "reason": reason});
+        outbox::enqueue(&mut tx, &Envelope::new("order.cancelled", &order.id, data)).await?;
+        tx.commit().await?;
+        if order.stock == "committed" {
+            for line in store::lines(&self.db, &order.id).await? {
+                self.catalog()?.restock(&line.sku, line.quantity, &format!("{}-cancel", order.id)).await?;
+            }
+        } else {
+            self.settle_stock(&order.id).await?;
+        }
+        store::order(&self.db, order_id).await?.ok_or(OrdersError::OrderNotFound)
+    }
+
+    /// Ships some or all of what is left; the first parcel captures a
+    /// payment that was only authorised.
+    pub async fn fulfil(&self, order_id: &str, items: Option<Vec<ItemCount>>, tracking: Tracking, actor: &str) -> Result<OrderRow, OrdersError> {
+        let order = store::order(&self.db, order_id).await?.ok_or(OrdersError::OrderNotFound)?;
+        let lines = store::lines(&self.db, order_id).await?;
+        let wanted = counts_for(&lines, items, |l| l.quantity - l.fulfilled)?;
+        let next = domain::after_fulfilment(1, 0); // checked against the real count below
+        domain::transition(order.status, next).or_else(|_| domain::transition(order.status, Status::Fulfilled))?;
+        if order.captured == 0 {
+            self.capture(&order).await?;
+        }
+        let id = FulfilmentId::new().to_string();
+        let lines_json = serde_json::to_string(&wanted.iter().map(|(l, n)| json!({"sku": l.sku, "quantity": n})).collect::<Vec<_>>())
+            .map_err(|e| OrdersError::Store(platform::db::DbError::Corrupt(e.to_string())))?;
+        let mut tx = self.db.begin().await?;
+        for (line, n) in &wanted {
+            if !store::add_line_counts(&mut tx, order_id, line.line_no, LineCount::Fulfilled, *n).await? {
+                tx.rollback().await?;
+                return Err(domain::invalid("items", "too_many_units", format!("more of {} than is left to ship", line.sku)).into());
+            }
+        }
+        let (ordered, fulfilled) = store::line_totals(&mut tx, order_id).await?;
+        let current = store::order_in(&mut tx, order_id).await?.ok_or(OrdersError::OrderNotFound)?;
+        let to = if current.status == Status::PartiallyRefunded { Status::PartiallyRefunded } else { domain::after_fulfilment(ordered, fulfilled) };
+        if to != current.status {
+            domain::transition(current.status, to)?;
+            store::set_status(&mut tx, order_id, current.status, to).await?;
+        }
+        store::insert_fulfilment(&mut tx, order_id, &(id.clone(), tracking.carrier.clone(), tracking.tracking_number.clone(), tracking.tracking_url.clone(), lines_json.clone(), now_ms(), None)).await?;
+        store::record(&mut tx, order_id, "fulfilled", Some(actor), &json!({"fulfilment_id": id, "carrier": tracking.carrier,
+            "tracking_number": tracking.tracking_number, "lines": serde_json::from_str::<serde_json::Value>(&lines_json).unwrap_or_default()})).await?;
+        let data = json!({"order_id": order.id, "number": order.number, "email": order.email, "user_id": order.user_id,
+            "fulfilment_id": id, "carrier": tracking.carrier, "tracking_number": tracking.tracking_number,
+            "tracking_url": tracking.tracking_url, "complete": ordered == fulfilled,
+            "phone": crate::carts::parse_address(order.shipping_address.as_deref())?.and_then(|a| a.phone)});
+        outbox::enqueue(&mut tx, &Envelope::new("order.fulfilled", &order.id, data)).await?;
+        tx.commit().await?;
+        store::order(&self.db, order_id).await?.ok_or(OrdersError::OrderNotFound)
+    }
+
+    /// Captures an authorised payment in full (capture on fulfilment).
+    async fn capture(&self, order: &OrderRow) -> Result<(), OrdersError> {
+        let payment = store::payments(&self.db, &order.id).await?.into_iter().find(|p| p.status == "authorized");
+        let Some(mut payment) = payment else { return Ok(()) };
+        let reference = payment.provider_ref.clone().ok_or(OrdersError::NotFound("payment reference"))?;
+        self.gateway(&payment.provider)?.capture(&reference, payment.amount, &format!("{}-capture", payment.id)).await?;
+        payment.status = "captured".into();
+        payment.captured = payment.amount;
+        let mut tx = self.db.begin().await?;
+        store::settle_payment(&mut tx, &payment).await?;
+        store::add_captured(&mut tx, &order.id, payment.amount).await?;
+        store::record(&mut tx, &order.id, "captured", None, &json!({"payment_id": payment.id, "amount": payment.amount})).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn mark_delivered(&self, order_id: &str, actor: &str) -> Result<OrderRow, OrdersError> {
+        let order = store::order(&self.db, order_id).await?.ok_or(OrdersError::OrderNotFound)?;
+        let to = domain::transition(order.status, Status::Delivered)?;
+        let mut tx = self.db.begin().await?;
+        if !store::set_status(&mut tx, order_id, order.status, to).await? {
+            tx.rollback().await?;
+            return Err(OrdersError::Conflict("order_changed", "the order changed meanwhile; try again".into()));
+        }
+        store::mark_delivered(&mut tx, order_id).await?;
+        store::record(&mut tx, order_id, "delivered", Some(actor), &json!({})).await?;
+        outbox::enqueue(&mut tx, &Envelope::new("order.delivered", order_id, json!({"order_id": order_id, "number": order.number, "email": order.email}))).await?;
+        tx.commit().await?;
+        store::order(&self.db, order_id).await?.ok_or(OrdersError::OrderNotFound)
+    }
+
+    /// Gives money back: an amount, or the value of some units. The amount
+    /// is set aside first (so concurrent refunds cannot exceed what was
+    /// captured), then the provider is asked (idempotent on the refund id),
+    /// then the refund is recorded; the reconciler finishes one a crash cut short.
+    pub async fn refund(&self, order_id: &str, r: RefundRequest, actor: Option<&str>) -> Result<RefundRow, OrdersError> {
+        let order = store::order(&self.db, order_id).await?.ok_or(OrdersError::OrderNotFound)?;
+        if !order.status.is_paid() || order.captured == 0 {
+            return Err(OrdersError::Conflict("not_refundable", format!("an order that is {} has nothing captured to refund", order.status)));
+        }
+        let lines = store::lines(&self.db, order_id).await?;
+        let units = match r.items {
+            Some(items) if !items.is_empty() => counts_for(&lines, Some(items), |l| l.quantity - l.refunded)?,
+            _ => Vec::new(),
+        };
+        let amount = match r.amount {
+            Some(a) => a,
+            None if !units.is_empty() => units.iter().map(|(l, n)| domain::refund_for_units(l.total, l.quantity, *n)).sum(),
+            None => return Err(domain::invalid("amount", "amount_or_items", "give an amount or the items to refund").into()),
+        };
+        if amount <= 0 {
+            return Err(domain::invalid("amount", "invalid_amount", "a positive amount in minor units").into());
+        }
+        let reason = r.reason.trim();
+        if reason.is_empty() || reason.len() > 500 {
+            return Err(domain::invalid("reason", "invalid_reason", "say why, in up to 500 characters").into());
+        }
+        let payment = store::payments(&self.db, order_id).await?.into_iter().find(|p| p.captured > 0).ok_or(OrdersError::NotFound("payment"))?;
+        let refund = RefundRow {
+            id: RefundId::new().to_string(),
+            order_id: order.id.clone(),
+            payment_id: payment.id.clone(),
+            amount,
+            reason: reason.to_owned(),
+            restock: r.restock,
+            lines: serde_json::to_string(&units.iter().map(|(l, n)| json!({"sku": l.sku, "quantity": n})).collect::<Vec<_>>())
+                .map_err(|e| OrdersError::Store(platform::db::DbError::Corrupt(e.to_string())))?,
+            status: "pending".into(),
+            provider_ref: None,
+            actor: actor.map(str::to_owned),
+            created_ms: now_ms(),
+        };
+        let mut tx = self.db.begin().await?;
+        if !store::add_refunded(&mut tx, order_id, amount).await? {
+            tx.rollback().await?;
+            return Err(OrdersError::RefundTooLarge { asked: amount, left: order.captured - order.refunded });
+        }
+        for (line, n) in &units {
+            if !store::add_line_counts(&mut tx, order_id, line.line_no, LineCount::Refunded, *n).await? {
+                tx.rollback().await?;
+                return Err(domain::invalid("items", "too_many_units", format!("more of {} than is left to refund", line.sku)).into());
+            }
+        }
+        store::insert_refund(&mut tx, &refund).await?;
+        tx.commit().await?;
+        fault::point("refund.reserved");
+        self.complete_refund(refund).await
+    }
+
+    async fn complete_refund(&self, mut refund: RefundRow) -> Result<RefundRow, OrdersError> {
+        let payment = store::payments(&self.db, &refund.order_id).await?.into_iter().find(|p| p.id == refund.payment_id).ok_or(OrdersError::NotFound("payment"))?;
+        let reference = payment.provider_ref.clone().ok_or(OrdersError::NotFound("payment reference"))?;
+        let answer = self.gateway(&payment.provider)?.refund(&reference, refund.amount, &refund.id).await;
+        let provider_ref = match answer {
+            Ok(r) => r,
+            Err(GatewayError::Unavailable(why)) => return Err(OrdersError::Gateway(why)),
+            Err(e) => {
+                // Refused for good: give the amount back to what may be refunded.
+                let mut tx = self.db.begin().await?;
+                if store::finish_refund(&mut tx, &refund.id, "failed", None).await? {
+                    store::add_refunded(&mut tx, &refund.order_id, -refund.amount).await?;
+                }
+                tx.commit().await?;
+                return Err(e.into());
+            }
+        };
+        let order = store::order(&self.db, &refund.order_id).await?.ok_or(OrdersError::OrderNotFound)?;
+        let mut tx = self.db.begin().await?;
+        if store::finish_refund(&mut tx, &refund.id, "succeeded", Some(&provider_ref)).await? {
+            store::add_payment_refunded(&mut tx, &payment.id, refund.amount).await?;
+            let to = domain::after_refund(order.captured, order.refunded);
+            if to != order.status || to == Status::PartiallyRefunded {
+                let to = domain::transition(order.status, to)?;
+                store::set_status(&mut tx, &order.id, order.status, to).await?;
+            }
+            store::record(&mut tx, &order.id, "refunded", refund.actor.as_deref(), &json!({"refund_id": refund.id, "amount": refund.amount, "reason": refund.reason})).await?;
+            let data = json!({"order_id": order.id, "number": order.number, "email": order.email, "user_id": order.user_id,
+                "refund_id": refund.id, "amount": refund.amount, "currency": order.currency, "reason": refund.reason,
+                "total_refunded": order.refunded});
+            outbox::enqueue(&mut tx, &Envelope::new("order.refunded", &order.id, data)).await?;
+        }
+        tx.commit().await?;
+        if refund.restock {
+            let units: Vec<ItemCount> = serde_json::from_str(&refund.lines).unwrap_or_default();
+            for u in units {
+                self.catalog()?.restock(&u.sku, u.quantity, &refund.id).await?;
+            }
+        }
+        refund.status = "succeeded".into();
+        refund.provider_ref = Some(provider_ref);
+        Ok(refund)
+    }
+
+    pub async fn add_note(&self, order_id: &str, text: &str, actor: &str) -> Result<(), OrdersError> {
+        let text = text.trim();
+        if text.is_empty() || text.chars().count() > 2000 {
+            return Err(domain::invalid("text", "invalid_note", "a note of up to 2000 characters").into());
+        }
+        store::order(&self.db, order_id).await?.ok_or(OrdersError::OrderNotFound)?;
+        let mut tx = self.db.begin().await?;
+        store::record(&mut tx, order_id, "note", Some(actor), &json!({"text": text})).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    // Returns
+
+    pub async fn request_return(&self, order_id: &str, items: Vec<ItemCount>, reason: &str, actor: Option<&str>) -> Result<String, OrdersError> {
+        let order = store::order(&self.db, order_id).await?.ok_or(OrdersError::OrderNotFound)?;
+        if !matches!(order.status, Status::Fulfilled | Status::Delivered | Status::PartiallyFulfilled | Status::PartiallyRefunded) {
+            return Err(OrdersError::Conflict("not_returnable", "only shipped items can be returned".into()));
+        }
+        let shipped_at = store::fulfilments(&self.db, order_id).await?.iter().map(|f| f.6.unwrap_or(f.5)).max();
+        let window = i64::from(self.settings.return_window_days) * 86_400_000;
+        if shipped_at.is_none_or(|at| now_ms() > at + window) {
+            return Err(OrdersError::Conflict("return_window_closed", format!("returns are accepted for {} days", self.settings.return_window_days)));
+        }
+        let reason = reason.trim();
+        if reason.is_empty() || reason.len() > 500 {
+            return Err(domain::invalid("reason", "invalid_reason", "say why, in up to 500 characters").into());
+        }
+        let lines = store::lines(&self.db, order_id).await?;
+        if items.is_empty() {
+            return Err(domain::invalid("items", "no_items", "name the items to return").into());
+        }
+        let wanted = counts_for(&lines, Some(items), |l| l.fulfilled - l.returned)?;
+        let id = ReturnId::new().to_string();
+        let lines_json = serde_json::to_string(&wanted.iter().map(|(l, n)| json!({"sku": l.sku, "quantity": n})).collect::<Vec<_>>())
+            .map_err(|e| OrdersError::Store(platform::db::DbError::Corrupt(e.to_string())))?;
+        let mut tx = self.db.begin().await?;
+        for (line, n) in &wanted {
+            if !store::add_line_counts(&mut tx, order_id, line.line_no, LineCount::Returned, *n).await? {
+                tx.rollback().await?;
+                return Err(domain::invalid("items", "too_many_units", format!("more of {} than was shipped", line.sku)).into());
+            }
+        }
+        let now = now_ms();
+        store::insert_return(&mut tx, &(id.clone(), order_id.to_owned(), "requested".into(), reason.to_owned(), lines_json.clone(), None, now, now)).await?;
+        store::record(&mut tx, order_id, "return_requested", actor, &json!({"return_id": id, "reason": reason})).await?;
+        outbox::enqueue(&mut tx, &Envelope::new("return.requested", order_id, json!({"order_id": order_id, "number": order.number,
+            "return_id": id, "email": order.email, "lines": serde_json::from_str::<serde_json::Value>(&lines_json).unwrap_or_default()}))).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// Staff move a return on: approve, reject, receive, refund.
+    pub async fn advance_return(&self, return_id: &str, step: ReturnStep, actor: &str) -> Result<(), OrdersError> {
+        let row = store::return_by_id(&self.db, return_id).await?.ok_or(OrdersError::NotFound("return"))?;
+        let (id, order_id, status, _, lines_json, ..) = row;
+        let (from, to, kind) = match (&step, status.as_str()) {
+            (ReturnStep::Approve, "requested") => ("requested", "approved", "return_approved"),
+            (ReturnStep::Reject, "requested" | "approved") => (status.as_str(), "rejected", "return_rejected"),
+            (ReturnStep::Receive, "approved") => ("approved", "received", "return_received"),
+            (ReturnStep::Refund { .. }, "received") => ("received", "refunded", "return_refunded"),
+            _ => return Err(OrdersError::Conflict("invalid_transition", format!("a return that is {status} cannot be moved that way"))),
+        };
+        let units: Vec<ItemCount> = serde_json::from_str(&lines_json).unwrap_or_default();
+        let mut refund_id = None;
+        if let ReturnStep::Refund { restock } = step {
+            let refund = self
+                .refund(&order_id, RefundRequest { amount: None, items: Some(units.clone()), reason: format!("return {id}"), restock }, Some(actor))
+                .await?;
+            refund_id = Some(refund.id);
+        }
+        let order = store::order(&self.db, &order_id).await?.ok_or(OrdersError::OrderNotFound)?;
+        let mut tx = self.db.begin().await?;
+        if !store::set_return_status(&mut tx, &id, from, to, refund_id.as_deref()).await? {
+            tx.rollback().await?;
+            return Err(OrdersError::Conflict("return_changed", "the return changed meanwhile; try again".into()));
+        }
+        if to == "rejected" {
+            let lines = store::lines(&self.db, &order_id).await?;
+            for u in &units {
+                if let Some(l) = lines.iter().find(|l| l.sku == u.sku) {
+                    store::add_line_counts(&mut tx, &order_id, l.line_no, LineCount::Returned, -u.quantity).await?;
+                }
+            }
+        }
+        store::record(&mut tx, &order_id, kind, Some(actor), &json!({"return_id": id, "refund_id": refund_id})).await?;
+        if matches!(to, "approved" | "received") {
+            let event = if to == "approved" { "return.approved" } else { "return.received" };
+            outbox::enqueue(&mut tx, &Envelope::new(event, &order_id, json!({"order_id": order_id, "number": order.number,
+                "return_id": id, "email": order.email}))).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    // Recovery
+
+    /// Finishes or rolls back checkouts and refunds a crash interrupted,
+    /// and cancels orders left unpaid too long. Returns how many it touched.
+    pub async fn reconcile(&self) -> Result<usize, OrdersError> {
+        let now = now_ms();
+        let stale = now - self.settings.reconcile_after_secs as i64 * 1000;
+        let timeout = now - self.settings.payment_timeout_mins as i64 * 60_000;
+        let mut touched = 0;
+        for id in store::stale_orders(&self.db, &["pending_payment"], None, stale, 100).await? {
+            touched += 1;
+            let Some(payment) = store::payments(&self.db, &id).await?.pop() else { continue };
+            let Ok(gateway) = self.gateway(&payment.provider) else { continue };
+            let order = store::order(&self.db, &id).await?.ok_or(OrdersError::OrderNotFound)?;
+            let outcome = match (&payment.provider_ref, payment.status.as_str(), &payment.token) {
+                (Some(reference), _, _) => gateway.status(reference).await,
+                // Cut off before the answer was written down: ask again with
+                // the same idempotency key, which cannot charge twice.
+                (None, "pending", Some(token)) => {
+                    gateway.authorise(&Charge {
+                        payment_id: &payment.id,
+                        order_id: &order.id,
+                        order_number: order.number,
+                        amount: payment.amount,
+                        currency: &order.currency,
+                        token,
+                        capture: capture_now(&order.capture_mode),
+                        return_url: "",
+                    })
+                    .await
+                }
+                _ => Ok(Outcome::Declined { reference: None, code: "abandoned".into(), message: "The payment was not completed.".into() }),
+            };
+            let outcome = match outcome {
+                Ok(Outcome::RequiresAction { .. }) if order.updated_ms < timeout => {
+                    if let Some(reference) = &payment.provider_ref {
+                        let _ = gateway.void(reference, &format!("{}-void", payment.id)).await;
+                    }
+                    Outcome::Declined { reference: payment.provider_ref.clone(), code: "authentication_timeout".into(), message: "The payment was not confirmed in time.".into() }
+                }
+                Ok(o) => o,
+                Err(e) => {
+                    tracing::warn!(order_id = %id, error = %e, "reconciling a payment failed; will retry");
+                    continue;
+                }
+            };
+            match self.apply_outcome(&id, &payment.id, outcome).await {
+                Ok(_) | Err(OrdersError::PaymentDeclined { .. }) => tracing::info!(order_id = %id, "reconciled an interrupted checkout"),
+                Err(e) => tracing::warn!(order_id = %id, error = %e, "reconciling an order failed; will retry"),
+            }
+        }
+        let statuses = ["paid", "partially_fulfilled", "fulfilled", "payment_failed", "cancelled"];
+        for id in store::stale_orders(&self.db, &statuses, Some("held"), stale, 100).await? {
+            touched += 1;
+            if let Err(e) = self.settle_stock(&id).await {
+                tracing::warn!(order_id = %id, error = %e, "settling an order's stock failed; will retry");
+            }
+        }
+        for id in store::stale_orders(&self.db, &["payment_failed"], None, timeout, 100).await? {
+            touched += 1;
+            if let Err(e) = self.cancel(&id, None, "payment not completed in time").await {
+                tracing::warn!(order_id = %id, error = %e, "cancelling an unpaid order failed; will retry");
+            }
+        }
+        for refund in store::pending_refunds(&self.db, stale).await? {
+            touched += 1;
+            let id = refund.id.clone();
+            if let Err(e) = self.complete_refund(refund).await {
+                tracing::warn!(refund_id = %id, error = %e, "finishing an interrupted refund failed; will retry");
+            }
+        }
+        Ok(touched)
+    }
+
+    /// Runs [`Orders::reconcile`] every `every` until `shutdown`.
+    pub async fn run_reconciler(self, every: Duration, shutdown: CancellationToken) {
+        let up = metrics::gauge!("worker_up", "worker" => "order_reconciler");
+        up.set(1.0);
+        loop {
+            match self.reconcile().await {
+                Ok(n) if n > 0 => tracing::info!(orders = n, "reconciler pass"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "reconciler pass failed"),
+            }
+            metrics::gauge!("worker_last_tick_seconds", "worker" => "order_reconciler")
+                .set(time::OffsetDateTime::now_utc().unix_timestamp() as f64);
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
+        up.set(0.0);
+    }
+
+    /// A deleted customer's orders stay for the books, without their person.
+    pub async fn forget(&self, user: &str) -> Result<u64, OrdersError> {
+        let mut tx = self.db.begin().await?;
+        let n = store::forget_customer(&mut tx, user).await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    /// Whether `access` may see `order` (its customer, or a guest with the lookup token).
+    pub fn may_see(order: &OrderRow, user: Option<&str>, lookup_token: Option<&str>) -> bool {
+        match (&order.user_id, user) {
+            (Some(owner), Some(u)) if owner == u => return true,
+            _ => {}
+        }
+        lookup_token.is_some_and(|t| platform::auth::constant_time_eq(hash_secret(t).as_bytes(), order.lookup_hash.as_bytes()))
+    }
+}
+
+/// How a parcel travels.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Tracking {
+    pub carrier: Option<String>,
+    pub tracking_number: Option<String>,
+    pub tracking_url: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RefundRequest {
+    pub amount: Option<i64>,
+    pub items: Option<Vec<ItemCount>>,
+    pub reason: String,
+    pub restock: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum ReturnStep {
+    Approve,
+    Reject,
+    Receive,
+    Refund { restock: bool },
+}
+
+/// Matches item counts to order lines by SKU; `None` means every unit
+/// `left` allows. Each count must be positive and within `left`.
+fn counts_for(lines: &[LineRow], items: Option<Vec<ItemCount>>, left: impl Fn(&LineRow) -> i64) -> Result<Vec<(LineRow, i64)>, OrdersError> {
+    let Some(items) = items else {
+        let all: Vec<(LineRow, i64)> = lines.iter().filter(|l| left(l) > 0).map(|l| (l.clone(), left(l))).collect();
+        if all.is_empty() {
+            return Err(OrdersError::Conflict("nothing_left", "every unit of this order has been handled".into()));
+        }
+        return Ok(all);
+    };
+    let mut out: Vec<(LineRow, i64)> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let sku = item.sku.trim().to_uppercase();
+        let line = lines.iter().find(|l| l.sku == sku).ok_or_else(|| domain::invalid(format!("items[{i}].sku"), "not_in_order", "this order has no such SKU"))?;
+        if item.quantity < 1 || item.quantity > left(line) {
+            return Err(domain::invalid(format!("items[{i}].quantity"), "too_many_units", format!("1 to {} of {}", left(line), line.sku)).into());
+        }
+        match out.iter_mut().find(|(l, _)| l.line_no == line.line_no) {
+            Some(entry) => entry.1 += item.quantity,
+            None => out.push((line.clone(), item.quantity)),
+        }
+    }
+    Ok(out)
+}
