@@ -148,17 +148,25 @@ async fn serve_answers_and_stops_cleanly_on_sigterm() {
 
 /// Sends one HTTP/1.1 request and returns (status line, body).
 fn http(addr: &str, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (String, String) {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+    http_with(addr, method, path, &headers, body)
+}
+
+/// A request with its own headers; a connection the server drops (it
+/// crashed) answers an empty status line.
+fn http_with(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&str>) -> (String, String) {
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
     let body = body.unwrap_or("");
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(request.as_bytes()).unwrap();
     let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
+    let _ = stream.read_to_string(&mut response);
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
     (head.lines().next().unwrap_or_default().to_owned(), body.to_owned())
 }
@@ -236,4 +244,86 @@ async fn products_import_and_export_from_the_command_line() {
     assert!(text(&out).1.contains("missing.csv"), "{:?}", text(&out));
     let out = emporium(&sandbox).args(["export", "products", "x.csv", "--currency", "dollars"]).output().unwrap();
     assert!(!out.status.success());
+}
+
+/// A guest's cart in the demo shop, ready to pay: its id and secret.
+fn demo_cart(addr: &str, sku: &str) -> (String, String) {
+    let (_, cart) = http(addr, "POST", "/api/v1/carts", None, None);
+    let cart: serde_json::Value = serde_json::from_str(&cart).unwrap();
+    let (id, secret) = (cart["id"].as_str().unwrap().to_owned(), cart["secret"].as_str().unwrap().to_owned());
+    let h = [("X-Cart-Secret", secret.as_str())];
+    let steps = [
+        ("POST", "items", format!(r#"{{"sku":"{sku}","quantity":1}}"#)),
+        ("PUT", "email", r#"{"email":"guest@example.com"}"#.to_owned()),
+        ("PUT", "shipping-address", r#"{"name":"G","line1":"1 Main St","city":"Austin","region":"TX","postal_code":"78701","country":"US"}"#.to_owned()),
+    ];
+    for (method, step, body) in steps {
+        let (status, body) = http_with(addr, method, &format!("/api/v1/carts/{id}/{step}"), &h, Some(&body));
+        assert!(status.contains("200"), "{step}: {status} {body}");
+    }
+    let (_, options) = http_with(addr, "GET", &format!("/api/v1/carts/{id}/shipping-options"), &h, None);
+    let options: serde_json::Value = serde_json::from_str(&options).unwrap();
+    let method = options["data"][0]["id"].as_str().unwrap();
+    let (status, body) = http_with(addr, "PUT", &format!("/api/v1/carts/{id}/shipping-method"), &h, Some(&format!(r#"{{"id":"{method}"}}"#)));
+    assert!(status.contains("200"), "{status} {body}");
+    (id, secret)
+}
+
+fn serve_demo(sandbox: &Sandbox, fault: Option<&str>) -> (std::process::Child, String) {
+    let mut child = emporium(sandbox)
+        .args(["serve", "--demo", "--bind", "127.0.0.1:0"])
+        .env("EMPORIUM_ORDERS_RECONCILE_AFTER_SECS", "1")
+        .env("EMPORIUM_FAULT_POINT", fault.unwrap_or(""))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let addr = line.trim().rsplit("http://").next().unwrap().to_owned();
+    (child, addr)
+}
+
+#[tokio::test]
+async fn a_checkout_cut_short_by_a_crash_is_finished_after_restart() {
+    let sandbox = Sandbox::new().await;
+    // Where a crash can strike between the steps of a checkout.
+    for (i, point) in ["checkout.placed", "checkout.authorised", "checkout.paid"].into_iter().enumerate() {
+        let (mut server, addr) = serve_demo(&sandbox, Some(point));
+        let (_, products) = http(&addr, "GET", "/api/v1/products?limit=1&sort=oldest", None, None);
+        let products: serde_json::Value = serde_json::from_str(&products).unwrap();
+        let sku = products["data"][0]["variants"][0]["sku"].as_str().unwrap().to_owned();
+        let (cart, secret) = demo_cart(&addr, &sku);
+        let h = [("X-Cart-Secret", secret.as_str()), ("Idempotency-Key", "pay-once")];
+        let (status, _) = http_with(&addr, "POST", &format!("/api/v1/carts/{cart}/checkout"), &h, Some(r#"{"payment":{"provider":"test","token":"tok_visa"}}"#));
+        assert_eq!(status, "", "{point}: the server died mid-checkout");
+        assert!(!server.wait().unwrap().success());
+
+        let (mut server, addr) = serve_demo(&sandbox, None);
+        let (_, view) = http_with(&addr, "GET", &format!("/api/v1/carts/{cart}"), &h[..1], None);
+        let order = serde_json::from_str::<serde_json::Value>(&view).unwrap()["order_id"].as_str().unwrap().to_owned();
+        let orders = sandbox.db("orders", &[]).await;
+        let catalog = sandbox.db("catalog", &[]).await;
+        let mut settled = (String::new(), String::new(), String::new());
+        for _ in 0..100 {
+            let status: String = platform::on_db!(&orders, pool => sqlx::query_scalar("SELECT status FROM orders WHERE id = $1").bind(&order).fetch_one(pool).await).unwrap();
+            let stock: String = platform::on_db!(&orders, pool => sqlx::query_scalar("SELECT stock FROM orders WHERE id = $1").bind(&order).fetch_one(pool).await).unwrap();
+            let held: String = platform::on_db!(&catalog, pool => sqlx::query_scalar("SELECT state FROM reservations WHERE order_id = $1").bind(&order).fetch_one(pool).await).unwrap();
+            settled = (status, stock, held);
+            if settled.1 == "committed" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(settled, ("paid".into(), "committed".into(), "committed".into()), "{point}");
+        let charges: i64 = platform::on_db!(&orders, pool => sqlx::query_scalar("SELECT COUNT(*) FROM test_gateway_charges").fetch_one(pool).await).unwrap();
+        assert_eq!(charges, i as i64 + 1, "{point}: charged exactly once per order");
+        let (status, body) = http_with(&addr, "POST", &format!("/api/v1/carts/{cart}/checkout"), &h, Some(r#"{"payment":{"provider":"test","token":"tok_visa"}}"#));
+        assert!(status.contains("409"), "the retry finds the order paid: {status} {body}");
+        orders.close().await;
+        catalog.close().await;
+        Command::new("kill").args(["-TERM", &server.id().to_string()]).status().unwrap();
+        assert!(server.wait().unwrap().success());
+    }
 }

@@ -79,7 +79,9 @@ fn mount(ctx: ServiceContext) -> BoxFuture<'static, Result<Mounted, BoxError>> {
     Box::pin(async move {
         let orders = Orders::new(ctx.db.clone(), ctx.ports.clone(), &ctx.config)?;
         ctx.ports.provide(Arc::new(orders.clone()));
-        tokio::spawn(orders.clone().run_reconciler(Duration::from_secs(10), ctx.shutdown.clone()));
+        // Look as often as work can become stale, but at least every 10 s.
+        let every = Duration::from_secs(ctx.config.orders.reconcile_after_secs.clamp(1, 10));
+        tokio::spawn(orders.clone().run_reconciler(every, ctx.shutdown.clone()));
         let router = http::router(orders.clone()).merge(admin::router(orders.clone()));
         Ok(Mounted { router, handler: Some(Arc::new(events::Consumer { orders })) })
     })
