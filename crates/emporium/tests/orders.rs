@@ -44,6 +44,7 @@ impl Shop {
         let mut config = (*sandbox.config()).clone();
         config.services = vec!["auth".into(), "catalog".into(), "orders".into()];
         tune(&mut config);
+        platform::telemetry::init_logging(&config.log);
         let config = Arc::new(config);
         let app = emporium::start(config.clone(), axum::Router::new(), false).await.unwrap();
         let mut shop = Shop { _sandbox: sandbox, app, config, staff: String::new() };

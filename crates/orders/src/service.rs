@@ -352,13 +352,16 @@ impl Orders {
                 payment.provider_ref = Some(reference);
                 payment.status = if captured { "captured" } else { "authorized" }.into();
                 payment.captured = if captured { payment.amount } else { 0 };
+                // Read before the transaction: on SQLite it holds the only
+                // write lock, and must not wait for a pooled connection.
+                let lines = self.event_lines(&order.id).await?;
                 let mut tx = self.db.begin().await?;
                 store::settle_payment(&mut tx, &payment).await?;
                 if store::mark_paid(&mut tx, &order.id, payment.captured).await? {
                     store::record(&mut tx, &order.id, "paid", None, &json!({"payment_id": payment.id, "captured": payment.captured})).await?;
                     let data = json!({"order_id": order.id, "number": order.number, "email": order.email,
                         "user_id": order.user_id, "total": order.total, "currency": order.currency,
-                        "captured": payment.captured, "lines": self.event_lines(&order.id).await?});
+                        "captured": payment.captured, "lines": lines});
                     outbox::enqueue(&mut tx, &Envelope::new("order.paid", &order.id, data)).await?;
                 }
                 tx.commit().await?;
@@ -793,13 +796,13 @@ impl Orders {
             refund_id = Some(refund.id);
         }
         let order = store::order(&self.db, &order_id).await?.ok_or(OrdersError::OrderNotFound)?;
+        let lines = store::lines(&self.db, &order_id).await?;
         let mut tx = self.db.begin().await?;
         if !store::set_return_status(&mut tx, &id, from, to, refund_id.as_deref()).await? {
             tx.rollback().await?;
             return Err(OrdersError::Conflict("return_changed", "the return changed meanwhile; try again".into()));
         }
         if to == "rejected" {
-            let lines = store::lines(&self.db, &order_id).await?;
             for u in &units {
                 if let Some(l) = lines.iter().find(|l| l.sku == u.sku) {
                     store::add_line_counts(&mut tx, &order_id, l.line_no, LineCount::Returned, -u.quantity).await?;
