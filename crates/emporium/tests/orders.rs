@@ -49,6 +49,9 @@ impl Shop {
         let app = emporium::start(config.clone(), axum::Router::new(), false).await.unwrap();
         let mut shop = Shop { _sandbox: sandbox, app, config, staff: String::new() };
         shop.staff = shop.user("admin@example.com", Role::Admin).await;
+        if !shop.config.services.iter().any(|s| s == "orders") {
+            return shop;
+        }
         // The rules a shop sets up: shipping to the US, California's tax.
         let (s, _) = shop.send("POST", "/api/v1/admin/shipping-methods", &shop.as_staff(), Some(json!({
             "name": "Ground", "countries": ["US"], "currency": "USD",
@@ -503,4 +506,125 @@ async fn a_guest_cart_joins_the_customers_cart_at_sign_in() {
     shop.send("PUT", &format!("/api/v1/carts/{mine_id}/shipping-address"), &carol, Some(address("DE", None))).await;
     let (_, options) = shop.send("GET", &format!("/api/v1/carts/{mine_id}/shipping-options"), &carol, None).await;
     assert_eq!(options["data"], json!([]), "nothing ships to Germany here");
+}
+
+#[tokio::test]
+async fn a_deleted_customers_orders_stay_without_their_person() {
+    let shop = Shop::new().await;
+    shop.product("HAT-1", 1500, 5).await;
+    let dan = Who { token: Some(shop.user("dan@example.com", Role::Customer).await), ..Who::default() };
+    let (cart, who) = shop.ready_cart(&[("HAT-1", 1)], Some(&dan)).await;
+    let (_, order) = shop.checkout(&cart, &who, "tok_visa").await;
+    let id = order["id"].as_str().unwrap().to_owned();
+    let (status, _) = shop.send("DELETE", "/api/v1/me", &dan, Some(json!({"password": "a long passphrase"}))).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let mut kept = Value::Null;
+    for _ in 0..100 {
+        kept = shop.send("GET", &format!("/api/v1/admin/orders/{id}"), &shop.as_staff(), None).await.1;
+        if kept["email"].is_null() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!((kept["email"].clone(), kept["shipping_address"].clone()), (Value::Null, Value::Null), "{kept}");
+    assert_eq!(kept["totals"]["total"], order["totals"]["total"], "the books keep the money");
+    assert_eq!(kept["lines"][0]["sku"], "HAT-1");
+}
+
+/// A stand-in for Stripe that asks for 3-D Secure on every payment, so the
+/// outcome arrives by webhook.
+async fn fake_stripe() -> String {
+    use axum::routing::post;
+    let app = axum::Router::new().route(
+        "/v1/payment_intents",
+        post(|| async {
+            axum::Json(json!({"id": "pi_3Test", "object": "payment_intent", "status": "requires_action", "amount": 1000,
+                "next_action": {"type": "redirect_to_url", "redirect_to_url": {"url": "https://stripe.example/3ds"}}}))
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn stripe_webhooks_settle_payments_only_when_signed() {
+    let base = fake_stripe().await;
+    let shop = Shop::with(|c| {
+        c.orders.stripe_secret_key = Some("sk_test_emporium".into());
+        c.orders.stripe_webhook_secret = Some("whsec_emporium".into());
+        c.orders.stripe_api_base = base;
+    })
+    .await;
+    shop.product("KITE-1", 1000, 3).await;
+    let (cart, who) = shop.ready_cart(&[("KITE-1", 1)], None).await;
+    let (status, order) = shop.send("POST", &format!("/api/v1/carts/{cart}/checkout"), &who, Some(json!({"payment": {"provider": "stripe", "token": "tok_visa"}}))).await;
+    assert_eq!((status, order["status"].as_str()), (StatusCode::CREATED, Some("pending_payment")), "{order}");
+    assert_eq!(order["next_action"], "https://stripe.example/3ds");
+
+    let body = json!({"id": "evt_1", "type": "payment_intent.succeeded", "data": {"object": {"id": "pi_3Test", "object": "payment_intent", "status": "succeeded"}}}).to_string();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let sign = |secret: &str, t: i64| {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+        hex::encode(ring::hmac::sign(&key, format!("{t}.{body}").as_bytes()).as_ref())
+    };
+    let post = |signature: String| {
+        let r = Request::post("/api/v1/payments/webhooks/stripe").header("stripe-signature", signature).body(Body::from(body.clone())).unwrap();
+        shop.app.router().oneshot(r)
+    };
+    let forged = post(format!("t={now},v1={}", sign("whsec_other", now))).await.unwrap();
+    assert_eq!(forged.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let stale = post(format!("t={},v1={}", now - 3600, sign("whsec_emporium", now - 3600))).await.unwrap();
+    assert_eq!(stale.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let id = order["id"].as_str().unwrap();
+    let token = order["lookup_token"].as_str().unwrap();
+    assert_eq!(shop.send("GET", &format!("/api/v1/orders/{id}?token={token}"), &Who::default(), None).await.1["status"], "pending_payment");
+    for _ in 0..2 {
+        let ok = post(format!("t={now},v1={}", sign("whsec_emporium", now))).await.unwrap();
+        assert_eq!(ok.status(), StatusCode::OK, "a redelivered event is harmless");
+    }
+    let (_, paid) = shop.send("GET", &format!("/api/v1/orders/{id}?token={token}"), &Who::default(), None).await;
+    assert_eq!(paid["status"], "paid");
+    assert_eq!(shop.available("KITE-1").await, (2, 0));
+    assert_eq!(shop.count("orders", "SELECT COUNT(*) FROM outbox WHERE event_type = 'order.paid'").await, 1);
+}
+
+#[tokio::test]
+async fn orders_in_its_own_process_reaches_the_catalog_over_http() {
+    const TOKEN: &str = "a-service-token-of-at-least-32-characters";
+    let shop = Shop::with(|c| {
+        c.services = vec!["auth".into(), "catalog".into()];
+        c.catalog.service_token = Some(TOKEN.into());
+        c.public_url = Some("http://shop.test".into());
+    })
+    .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = shop.app.router();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let sandbox = Sandbox::new().await;
+    let mut config = (*sandbox.config()).clone();
+    config.services = vec!["orders".into()];
+    config.public_url = Some("http://shop.test".into());
+    config.catalog.service_token = Some(TOKEN.into());
+    config.orders.catalog_url = Some(format!("http://{addr}"));
+    config.auth.jwks_url = Some(format!("http://{addr}/.well-known/jwks.json"));
+    let orders = emporium::start(Arc::new(config), axum::Router::new(), false).await.unwrap();
+    let remote = Shop { _sandbox: sandbox, app: orders, config: shop.config.clone(), staff: shop.staff.clone() };
+
+    let (s, _) = remote.send("POST", "/api/v1/admin/shipping-methods", &remote.as_staff(), Some(json!({
+        "name": "Ground", "countries": ["US"], "currency": "USD", "flat_amount": 500, "min_days": 3, "max_days": 5}))).await;
+    assert_eq!(s, StatusCode::CREATED, "staff tokens verify through the published keys");
+    shop.product("REMOTE-1", 2500, 2).await;
+    let (cart, who) = remote.ready_cart(&[("REMOTE-1", 2)], None).await;
+    let (_, view) = remote.send("GET", &format!("/api/v1/carts/{cart}"), &who, None).await;
+    assert_eq!(view["items"][0]["title"], "Product REMOTE-1", "offers come over HTTP");
+    let (status, order) = remote.checkout(&cart, &who, "tok_visa").await;
+    assert_eq!((status, order["status"].as_str()), (StatusCode::CREATED, Some("paid")), "{order}");
+    assert_eq!(shop.available("REMOTE-1").await, (0, 0), "the remote catalog's stock was committed");
+    let (cart, who) = remote.ready_cart(&[("REMOTE-1", 1)], None).await;
+    let (status, err) = remote.checkout(&cart, &who, "tok_visa").await;
+    assert_eq!((status, err["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("out_of_stock")), "{err}");
 }
