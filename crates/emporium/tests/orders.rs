@@ -516,6 +516,9 @@ async fn a_deleted_customers_orders_stay_without_their_person() {
     let (cart, who) = shop.ready_cart(&[("HAT-1", 1)], Some(&dan)).await;
     let (_, order) = shop.checkout(&cart, &who, "tok_visa").await;
     let id = order["id"].as_str().unwrap().to_owned();
+    let (status, export) = shop.send("GET", "/api/v1/me/export", &dan, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(export["services"]["orders"]["orders"][0]["id"], id.as_str(), "{export}");
     let (status, _) = shop.send("DELETE", "/api/v1/me", &dan, Some(json!({"password": "a long passphrase"}))).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let mut kept = Value::Null;

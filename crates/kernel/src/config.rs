@@ -72,7 +72,7 @@ impl Default for OrdersConfig {
             prices_include_tax: false,
             capture: "on_authorise".into(),
             return_window_days: 30,
-            payment_timeout_mins: 60,
+            payment_timeout_mins: 15,
             reconcile_after_secs: 60,
             stripe_secret_key: None,
             stripe_publishable_key: None,

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use platform::migrate::Migrations;
-use platform::service::{BoxError, BoxFuture, Mounted, ServiceContext, ServiceSpec};
+use platform::service::{BoxError, BoxFuture, Mounted, PersonalData, PersonalDataSources, ServiceContext, ServiceSpec};
 use serde::{Deserialize, Serialize};
 
 pub use error::OrdersError;
@@ -79,12 +79,29 @@ fn mount(ctx: ServiceContext) -> BoxFuture<'static, Result<Mounted, BoxError>> {
     Box::pin(async move {
         let orders = Orders::new(ctx.db.clone(), ctx.ports.clone(), &ctx.config)?;
         ctx.ports.provide(Arc::new(orders.clone()));
+        if let Some(sources) = ctx.ports.get::<PersonalDataSources>() {
+            sources.add(Arc::new(Export(orders.clone())));
+        }
         // Look as often as work can become stale, but at least every 10 s.
         let every = Duration::from_secs(ctx.config.orders.reconcile_after_secs.clamp(1, 10));
         tokio::spawn(orders.clone().run_reconciler(every, ctx.shutdown.clone()));
         let router = http::router(orders.clone()).merge(admin::router(orders.clone()));
         Ok(Mounted { router, handler: Some(Arc::new(events::Consumer { orders })) })
     })
+}
+
+/// A customer's orders in their data export.
+struct Export(Orders);
+
+#[async_trait]
+impl PersonalData for Export {
+    fn service(&self) -> &'static str {
+        NAME
+    }
+
+    async fn export(&self, user: &kernel::id::UserId) -> Result<serde_json::Value, BoxError> {
+        Ok(self.0.export_for(&user.to_string()).await?)
+    }
 }
 
 fn load_demo(ctx: ServiceContext) -> BoxFuture<'static, Result<(), BoxError>> {

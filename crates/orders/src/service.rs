@@ -921,6 +921,34 @@ impl Orders {
         Ok(n)
     }
 
+    /// A customer's orders, for their data export.
+    pub async fn export_for(&self, user: &str) -> Result<serde_json::Value, OrdersError> {
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let filter = store::OrderFilter { user_id: Some(user), after: after.as_deref(), limit: 100, ..Default::default() };
+            let mut page = store::orders(&self.db, &filter).await?;
+            let more = page.len() > 100;
+            page.truncate(100);
+            for o in &page {
+                let lines: Vec<serde_json::Value> = store::lines(&self.db, &o.id)
+                    .await?
+                    .into_iter()
+                    .map(|l| json!({"sku": l.sku, "title": l.title, "variant_title": l.variant_title, "quantity": l.quantity, "unit_price": l.unit_price}))
+                    .collect();
+                out.push(json!({"id": o.id, "number": o.number, "status": o.status, "placed_ms": o.placed_ms,
+                    "currency": o.currency, "total": o.total, "email": o.email,
+                    "shipping_address": crate::carts::parse_address(o.shipping_address.as_deref())?,
+                    "billing_address": crate::carts::parse_address(o.billing_address.as_deref())?, "lines": lines}));
+            }
+            match (more, page.last()) {
+                (true, Some(last)) => after = Some(last.id.clone()),
+                _ => break,
+            }
+        }
+        Ok(json!({"orders": out}))
+    }
+
     /// Whether `access` may see `order` (its customer, or a guest with the lookup token).
     pub fn may_see(order: &OrderRow, user: Option<&str>, lookup_token: Option<&str>) -> bool {
         match (&order.user_id, user) {
