@@ -323,22 +323,7 @@ impl Inventory {
 
     /// Releases reservations past their time, until `shutdown`.
     pub async fn sweep(self, every: Duration, shutdown: CancellationToken) {
-        let up = metrics::gauge!("worker_up", "worker" => "reservation_sweeper");
-        up.set(1.0);
-        loop {
-            match self.release_expired().await {
-                Ok(n) if n > 0 => tracing::info!(released = n, "released expired reservations"),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "reservation sweep failed"),
-            }
-            metrics::gauge!("worker_last_tick_seconds", "worker" => "reservation_sweeper")
-                .set(time::OffsetDateTime::now_utc().unix_timestamp() as f64);
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(every) => {}
-            }
-        }
-        up.set(0.0);
+        platform::worker::every("reservation_sweeper".into(), every, shutdown, || self.release_expired()).await;
     }
 
     pub async fn release_expired(&self) -> Result<usize, CatalogError> {

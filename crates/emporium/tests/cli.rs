@@ -102,12 +102,12 @@ async fn migrate_is_safe_twice_and_from_two_processes_at_once() {
 /// Starts `emporium serve` for `services` on a free port; returns the child
 /// (its stderr piped) and the address it printed.
 fn serve(sandbox: &Sandbox, services: &str) -> (std::process::Child, String) {
-    let mut child = emporium(sandbox)
-        .args(["serve", "--bind", "127.0.0.1:0", "--services", services])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    spawn_server(emporium(sandbox).args(["serve", "--bind", "127.0.0.1:0", "--services", services]).stderr(Stdio::piped()))
+}
+
+/// Spawns a prepared `serve` command and reads the address it prints.
+fn spawn_server(cmd: &mut Command) -> (std::process::Child, String) {
+    let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     stdout.read_line(&mut line).unwrap();
@@ -270,19 +270,13 @@ fn demo_cart(addr: &str, sku: &str) -> (String, String) {
 }
 
 fn serve_demo(sandbox: &Sandbox, fault: Option<&str>) -> (std::process::Child, String) {
-    let mut child = emporium(sandbox)
-        .args(["serve", "--demo", "--bind", "127.0.0.1:0"])
-        .env("EMPORIUM_ORDERS_RECONCILE_AFTER_SECS", "1")
-        .env("EMPORIUM_FAULT_POINT", fault.unwrap_or(""))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    let addr = line.trim().rsplit("http://").next().unwrap().to_owned();
-    (child, addr)
+    spawn_server(
+        emporium(sandbox)
+            .args(["serve", "--demo", "--bind", "127.0.0.1:0"])
+            .env("EMPORIUM_ORDERS_RECONCILE_AFTER_SECS", "1")
+            .env("EMPORIUM_FAULT_POINT", fault.unwrap_or(""))
+            .stderr(Stdio::null()),
+    )
 }
 
 #[tokio::test]
@@ -319,8 +313,9 @@ async fn a_checkout_cut_short_by_a_crash_is_finished_after_restart() {
         assert_eq!(settled, ("paid".into(), "committed".into(), "committed".into()), "{point}");
         let charges: i64 = platform::on_db!(&orders, pool => sqlx::query_scalar("SELECT COUNT(*) FROM test_gateway_charges").fetch_one(pool).await).unwrap();
         assert_eq!(charges, i as i64 + 1, "{point}: charged exactly once per order");
-        let (status, body) = http_with(&addr, "POST", &format!("/api/v1/carts/{cart}/checkout"), &h, Some(r#"{"payment":{"provider":"test","token":"tok_visa"}}"#));
-        assert!(status.contains("409"), "the retry finds the order paid: {status} {body}");
+        let again = [("X-Cart-Secret", secret.as_str()), ("Idempotency-Key", "second-click")];
+        let (status, body) = http_with(&addr, "POST", &format!("/api/v1/carts/{cart}/checkout"), &again, Some(r#"{"payment":{"provider":"test","token":"tok_visa"}}"#));
+        assert!(status.contains("409") && body.contains("order_already_paid"), "another try finds the order paid: {status} {body}");
         orders.close().await;
         catalog.close().await;
         Command::new("kill").args(["-TERM", &server.id().to_string()]).status().unwrap();

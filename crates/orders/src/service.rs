@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use kernel::Envelope;
 use kernel::config::{Config, OrdersConfig};
-use kernel::id::{FulfilmentId, OrderId, PaymentId, RefundId, ReturnId};
+use kernel::id::{FulfilmentId, OrderId, RefundId, ReturnId};
 use platform::db::{Db, now_ms};
 use platform::fault;
 use platform::outbox;
@@ -172,6 +172,7 @@ impl Orders {
                 return Err(e);
             }
         };
+        metrics::counter!("orders_placed_total").increment(1);
         fault::point("checkout.placed");
         let next_action = self.authorise(&order, &payment, gateway.as_ref(), token).await?;
         let order = store::order(&self.db, &order.id).await?.ok_or(OrdersError::OrderNotFound)?;
@@ -263,21 +264,7 @@ impl Orders {
                 }
             }
         }
-        let payment = PaymentRow {
-            id: PaymentId::new().to_string(),
-            order_id: id.to_owned(),
-            attempt: 1,
-            provider: provider.to_owned(),
-            provider_ref: None,
-            token: Some(token.to_owned()),
-            status: "pending".into(),
-            amount: order.total,
-            captured: 0,
-            refunded: 0,
-            failure_code: None,
-            failure_message: None,
-            next_action_url: None,
-        };
+        let payment = PaymentRow::attempt(id, 1, provider, token, order.total);
         store::insert_payment(&mut tx, &payment).await?;
         store::record(&mut tx, id, "placed", order.user_id.as_deref(), &json!({"number": order.number, "total": order.total})).await?;
         let data = json!({"order_id": id, "number": order.number, "email": order.email, "user_id": order.user_id,
@@ -456,21 +443,7 @@ impl Orders {
         let key = reservation_key(&order.id, attempt);
         let lines: Vec<(String, i64)> = store::lines(&self.db, order_id).await?.into_iter().map(|l| (l.sku, l.quantity)).collect();
         self.catalog()?.reserve(&key, &lines).await?;
-        let payment = PaymentRow {
-            id: PaymentId::new().to_string(),
-            order_id: order.id.clone(),
-            attempt,
-            provider: gateway.name().to_owned(),
-            provider_ref: None,
-            token: Some(token.to_owned()),
-            status: "pending".into(),
-            amount: order.total,
-            captured: 0,
-            refunded: 0,
-            failure_code: None,
-            failure_message: None,
-            next_action_url: None,
-        };
+        let payment = PaymentRow::attempt(&order.id, attempt, gateway.name(), token, order.total);
         let mut tx = self.db.begin().await?;
         if !store::retry_order(&mut tx, &order.id, order.attempt).await? {
             tx.rollback().await?;
@@ -895,22 +868,7 @@ impl Orders {
 
     /// Runs [`Orders::reconcile`] every `every` until `shutdown`.
     pub async fn run_reconciler(self, every: Duration, shutdown: CancellationToken) {
-        let up = metrics::gauge!("worker_up", "worker" => "order_reconciler");
-        up.set(1.0);
-        loop {
-            match self.reconcile().await {
-                Ok(n) if n > 0 => tracing::info!(orders = n, "reconciler pass"),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "reconciler pass failed"),
-            }
-            metrics::gauge!("worker_last_tick_seconds", "worker" => "order_reconciler")
-                .set(time::OffsetDateTime::now_utc().unix_timestamp() as f64);
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(every) => {}
-            }
-        }
-        up.set(0.0);
+        platform::worker::every("order_reconciler".into(), every, shutdown, || self.reconcile()).await;
     }
 
     /// A deleted customer's orders stay for the books, without their person.

@@ -769,6 +769,27 @@ pub struct PaymentRow {
     pub next_action_url: Option<String>,
 }
 
+impl PaymentRow {
+    /// A new attempt to pay an order, before the provider is asked.
+    pub fn attempt(order_id: &str, attempt: i64, provider: &str, token: &str, amount: i64) -> PaymentRow {
+        PaymentRow {
+            id: kernel::id::PaymentId::new().to_string(),
+            order_id: order_id.to_owned(),
+            attempt,
+            provider: provider.to_owned(),
+            provider_ref: None,
+            token: Some(token.to_owned()),
+            status: "pending".into(),
+            amount,
+            captured: 0,
+            refunded: 0,
+            failure_code: None,
+            failure_message: None,
+            next_action_url: None,
+        }
+    }
+}
+
 const PAYMENT_COLUMNS: &str = "id, order_id, attempt, provider, provider_ref, token, status, amount, captured, refunded, \
      failure_code, failure_message, next_action_url";
 

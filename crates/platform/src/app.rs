@@ -267,21 +267,11 @@ impl App {
 
 /// Removes idempotency records past their retention, every ten minutes.
 async fn sweep(db: Db, shutdown: CancellationToken) {
-    let worker = format!("idempotency_sweeper_{}", db.schema());
-    let up = metrics::gauge!("worker_up", "worker" => worker.clone());
-    up.set(1.0);
-    loop {
-        match idempotency::purge_expired(&db).await {
-            Ok(_) => metrics::gauge!("worker_last_tick_seconds", "worker" => worker.clone())
-                .set(time::OffsetDateTime::now_utc().unix_timestamp() as f64),
-            Err(e) => tracing::warn!(service = db.schema(), error = %e, "idempotency sweep failed"),
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(Duration::from_secs(600)) => {}
-        }
-    }
-    up.set(0.0);
+    let name = format!("idempotency_sweeper_{}", db.schema());
+    crate::worker::every(name, Duration::from_secs(600), shutdown, || async {
+        idempotency::purge_expired(&db).await.map(|n| n as usize)
+    })
+    .await;
 }
 
 async fn connect_redis(url: &str) -> Result<redis::aio::ConnectionManager, StartError> {

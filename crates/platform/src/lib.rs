@@ -14,6 +14,7 @@ pub mod migrate;
 pub mod outbox;
 pub mod service;
 pub mod telemetry;
+pub mod worker;
 #[cfg(feature = "testing")]
 pub mod testing;
 
