@@ -631,3 +631,18 @@ async fn orders_in_its_own_process_reaches_the_catalog_over_http() {
     let (status, err) = remote.checkout(&cart, &who, "tok_visa").await;
     assert_eq!((status, err["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("out_of_stock")), "{err}");
 }
+
+#[tokio::test]
+async fn a_shop_can_ask_customers_to_verify_their_email_before_checkout() {
+    let shop = Shop::with(|c| c.auth.require_verified_email = true).await;
+    shop.product("BOOK-1", 1800, 5).await;
+    let body = json!({"email": "new@example.com", "password": "a long passphrase", "name": "New"});
+    let (status, _) = shop.send("POST", "/api/v1/auth/register", &Who::default(), Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (_, login) = shop.send("POST", "/api/v1/auth/login", &Who::default(), Some(json!({"email": "new@example.com", "password": "a long passphrase"}))).await;
+    let new = Who { token: login["access_token"].as_str().map(str::to_owned), ..Who::default() };
+    let (cart, who) = shop.ready_cart(&[("BOOK-1", 1)], Some(&new)).await;
+    let (status, err) = shop.checkout(&cart, &who, "tok_visa").await;
+    assert_eq!((status, err["error"]["code"].as_str()), (StatusCode::FORBIDDEN, Some("email_not_verified")));
+    assert_eq!(shop.available("BOOK-1").await, (5, 0));
+}

@@ -390,9 +390,16 @@ pub struct CheckoutRequest {
 /// out the same cart again with another card to retry.
 #[utoipa::path(post, path = "/api/v1/carts/{id}/checkout", tag = "checkout", params(("id" = String, Path)), request_body = CheckoutRequest,
     responses((status = 201, body = OrderView), (status = 402, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
-async fn checkout(State(o): State<Orders>, p: Option<Principal>, h: HeaderMap, Path(id): Path<String>, Json(b): Json<CheckoutRequest>) -> Result<Response, OrdersError> {
-    let placed = o.checkout(&id, &access(&p, &h), &b.payment.provider, &b.payment.token).await?;
-    let mut body = order_view(&o, placed.order, true).await?;
+async fn checkout(State(o): State<Orders>, p: Option<Principal>, h: HeaderMap, Path(id): Path<String>, Json(b): Json<CheckoutRequest>) -> Result<Response, ApiError> {
+    if let Some(p) = &p {
+        p.require_verified_email(o.require_verified_email)?;
+    }
+    checkout_as(&o, &p, &h, &id, b).await.map_err(|e| ApiError::from(&e))
+}
+
+async fn checkout_as(o: &Orders, p: &Option<Principal>, h: &HeaderMap, id: &str, b: CheckoutRequest) -> Result<Response, OrdersError> {
+    let placed = o.checkout(id, &access(p, h), &b.payment.provider, &b.payment.token).await?;
+    let mut body = order_view(o, placed.order, false).await?;
     body.lookup_token = placed.lookup_token;
     body.next_action = placed.next_action;
     Ok((StatusCode::CREATED, Json(body)).into_response())

@@ -33,6 +33,8 @@ pub struct Orders {
     pub(crate) settings: Arc<OrdersConfig>,
     pub(crate) gateways: Arc<Vec<Arc<dyn PaymentGateway>>>,
     pub(crate) test_gateway: TestGateway,
+    /// Signed-in customers must have verified their email to check out.
+    pub(crate) require_verified_email: bool,
 }
 
 /// One unit count per SKU of an order, as staff and customers send them.
@@ -71,7 +73,14 @@ impl Orders {
                 config.orders.stripe_api_base.clone(),
             )?));
         }
-        Ok(Orders { db, ports, settings: Arc::new(config.orders.clone()), gateways: Arc::new(gateways), test_gateway })
+        Ok(Orders {
+            db,
+            ports,
+            settings: Arc::new(config.orders.clone()),
+            gateways: Arc::new(gateways),
+            test_gateway,
+            require_verified_email: config.auth.require_verified_email,
+        })
     }
 
     pub(crate) fn catalog(&self) -> Result<Arc<dyn CatalogPort>, OrdersError> {
