@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Builds release binaries and runs the benchmark scenarios; writes bench/RESULTS.md.
-# Options pass through: bench/run.sh --seconds 5 --rounds 1 --connections 64
+# Builds release binaries and runs the benchmark scenarios; writes bench/RESULTS.md,
+# then appends the checkout benchmark's section to it.
+# Options pass through to emporium-bench: bench/run.sh --seconds 5 --rounds 1 --connections 64
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -p emporium -p emporium-bench
-exec target/release/emporium-bench "$@"
+target/release/emporium-bench "$@"
+target/release/checkout-bench --out bench/RESULTS.md  # appends its section; EMPORIUM_BENCH_DATABASE_URL=postgres://…/postgres runs it on PostgreSQL

@@ -646,3 +646,26 @@ async fn a_shop_can_ask_customers_to_verify_their_email_before_checkout() {
     assert_eq!((status, err["error"]["code"].as_str()), (StatusCode::FORBIDDEN, Some("email_not_verified")));
     assert_eq!(shop.available("BOOK-1").await, (5, 0));
 }
+
+#[tokio::test]
+async fn with_capture_on_fulfilment_the_money_is_taken_when_the_parcel_ships() {
+    let shop = Shop::with(|c| c.orders.capture = "on_fulfilment".into()).await;
+    shop.product("DESK-1", 20000, 5).await;
+    let (cart, who) = shop.ready_cart(&[("DESK-1", 1)], None).await;
+    let (_, order) = shop.checkout(&cart, &who, "tok_visa").await;
+    assert_eq!((order["status"].as_str(), order["captured"]["amount"].as_i64()), (Some("paid"), Some(0)), "{order}");
+    assert_eq!(order["payments"][0]["status"], "authorized");
+    let id = order["id"].as_str().unwrap();
+    let (_, shipped) = shop.send("POST", &format!("/api/v1/admin/orders/{id}/fulfilments"), &shop.as_staff(), Some(json!({"carrier": "DHL"}))).await;
+    assert_eq!(shipped["captured"], order["totals"]["total"], "{shipped}");
+    assert_eq!(shipped["payments"][0]["status"], "captured");
+
+    // Cancelled before shipping, a held amount is released, not refunded.
+    let (cart, who) = shop.ready_cart(&[("DESK-1", 1)], None).await;
+    let (_, order) = shop.checkout(&cart, &who, "tok_visa").await;
+    let id = order["id"].as_str().unwrap();
+    let (_, cancelled) = shop.send("POST", &format!("/api/v1/admin/orders/{id}/cancel"), &shop.as_staff(), Some(json!({"reason": "customer called"}))).await;
+    assert_eq!((cancelled["status"].as_str(), cancelled["refunded"]["amount"].as_i64()), (Some("cancelled"), Some(0)), "{cancelled}");
+    assert_eq!(shop.count("orders", "SELECT COUNT(*) FROM test_gateway_charges WHERE status = 'canceled'").await, 1);
+    assert_eq!(shop.available("DESK-1").await, (4, 0));
+}
