@@ -591,6 +591,19 @@ async fn stripe_webhooks_settle_payments_only_when_signed() {
     assert_eq!(paid["status"], "paid");
     assert_eq!(shop.available("KITE-1").await, (2, 0));
     assert_eq!(shop.count("orders", "SELECT COUNT(*) FROM outbox WHERE event_type = 'order.paid'").await, 1);
+
+    // A refund made in Stripe's dashboard is recorded once.
+    let body = json!({"id": "evt_2", "type": "charge.refunded", "data": {"object": {"id": "ch_1", "object": "charge",
+        "payment_intent": "pi_3Test", "amount_refunded": 400}}}).to_string();
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"whsec_emporium");
+    let signature = hex::encode(ring::hmac::sign(&key, format!("{now}.{body}").as_bytes()).as_ref());
+    for _ in 0..2 {
+        let r = Request::post("/api/v1/payments/webhooks/stripe").header("stripe-signature", format!("t={now},v1={signature}")).body(Body::from(body.clone())).unwrap();
+        assert_eq!(shop.app.router().oneshot(r).await.unwrap().status(), StatusCode::OK);
+    }
+    let (_, refunded) = shop.send("GET", &format!("/api/v1/admin/orders/{id}"), &shop.as_staff(), None).await;
+    assert_eq!((refunded["status"].as_str(), refunded["refunded"]["amount"].as_i64()), (Some("partially_refunded"), Some(400)), "{refunded}");
+    assert_eq!(refunded["refunds"].as_array().unwrap().len(), 1);
 }
 
 #[tokio::test]

@@ -412,6 +412,11 @@ impl Status {
         matches!(self, Paid | PartiallyFulfilled | Fulfilled | Delivered | PartiallyRefunded)
     }
 
+    /// Whether a parcel may leave: paid, and not everything has shipped.
+    pub fn can_ship(self) -> bool {
+        matches!(self, Status::Paid | Status::PartiallyFulfilled | Status::PartiallyRefunded)
+    }
+
     /// Whether the customer may still cancel: nothing has shipped.
     pub fn cancellable(self) -> bool {
         matches!(self, Status::PendingPayment | Status::PaymentFailed | Status::Paid)
@@ -622,6 +627,7 @@ mod tests {
             assert_eq!(Status::parse(from.as_str()), Some(from));
         }
         assert!(!Fulfilled.cancellable() && Paid.cancellable());
+        assert!(PartiallyFulfilled.can_ship() && !Fulfilled.can_ship() && !PendingPayment.can_ship());
         assert_eq!(after_fulfilment(3, 2), PartiallyFulfilled);
         assert_eq!(after_refund(100, 100), Refunded);
     }

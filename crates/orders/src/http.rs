@@ -716,9 +716,7 @@ async fn stripe_webhook(State(o): State<Orders>, h: HeaderMap, body: Bytes) -> R
         WebhookEvent::Failed { reference, code, message } => {
             o.payment_update("stripe", &reference, Outcome::Declined { reference: Some(reference.clone()), code, message }).await?
         }
-        WebhookEvent::Refunded { reference, amount_refunded } => {
-            tracing::info!(reference, amount_refunded, "Stripe reports a refund");
-        }
+        WebhookEvent::Refunded { reference, amount_refunded } => o.provider_refund("stripe", &reference, amount_refunded).await?,
         WebhookEvent::Ignored(kind) => tracing::debug!(kind, "Stripe event ignored"),
     }
     Ok(StatusCode::OK)

@@ -480,6 +480,46 @@ impl Orders {
         }
     }
 
+    /// A refund made at the provider (its dashboard): recorded as ours, once.
+    /// `amount_refunded` is the provider's running total for the payment.
+    pub async fn provider_refund(&self, provider: &str, reference: &str, amount_refunded: i64) -> Result<(), OrdersError> {
+        let Some(payment) = store::payment_by_ref(&self.db, provider, reference).await? else {
+            tracing::info!(provider, reference, "refund of a payment we do not know; ignored");
+            return Ok(());
+        };
+        let refunds = store::refunds(&self.db, &payment.order_id).await?;
+        // Ours in flight are counted when they finish (the reconciler sees to it).
+        if refunds.iter().any(|r| r.payment_id == payment.id && r.status == "pending") {
+            return Ok(());
+        }
+        let amount = amount_refunded - payment.refunded;
+        if amount <= 0 {
+            return Ok(());
+        }
+        let order = store::order(&self.db, &payment.order_id).await?.ok_or(OrdersError::OrderNotFound)?;
+        let refund = RefundRow {
+            id: RefundId::new().to_string(),
+            order_id: order.id.clone(),
+            payment_id: payment.id.clone(),
+            amount,
+            reason: "refunded at the payment provider".into(),
+            restock: false,
+            lines: "[]".into(),
+            status: "pending".into(),
+            provider_ref: None,
+            actor: None,
+            created_ms: now_ms(),
+        };
+        let mut tx = self.db.begin().await?;
+        if !store::add_refunded(&mut tx, &order.id, amount).await? {
+            tx.rollback().await?;
+            return Err(OrdersError::RefundTooLarge { asked: amount, left: order.captured - order.refunded });
+        }
+        store::insert_refund(&mut tx, &refund).await?;
+        tx.commit().await?;
+        self.record_refund(refund, reference).await
+    }
+
     // After payment
 
     /// Cancels an order that has not shipped: stock back, money back (void
@@ -539,8 +579,9 @@ impl Orders {
         let order = store::order(&self.db, order_id).await?.ok_or(OrdersError::OrderNotFound)?;
         let lines = store::lines(&self.db, order_id).await?;
         let wanted = counts_for(&lines, items, |l| l.quantity - l.fulfilled)?;
-        let next = domain::after_fulfilment(1, 0); // checked against the real count below
-        domain::transition(order.status, next).or_else(|_| domain::transition(order.status, Status::Fulfilled))?;
+        if !order.status.can_ship() {
+            return Err(domain::BadTransition { from: order.status, to: Status::PartiallyFulfilled }.into());
+        }
         if order.captured == 0 {
             self.capture(&order).await?;
         }
@@ -679,15 +720,30 @@ impl Orders {
                 return Err(e.into());
             }
         };
+        let units: Vec<ItemCount> = serde_json::from_str(&refund.lines).unwrap_or_default();
+        let restock = refund.restock;
+        let refund_id = refund.id.clone();
+        self.record_refund(refund.clone(), &provider_ref).await?;
+        if restock {
+            for u in units {
+                self.catalog()?.restock(&u.sku, u.quantity, &refund_id).await?;
+            }
+        }
+        refund.status = "succeeded".into();
+        refund.provider_ref = Some(provider_ref);
+        Ok(refund)
+    }
+
+    /// Marks a refund done: the payment's and order's totals, the status,
+    /// the timeline and `order.refunded`, once.
+    async fn record_refund(&self, refund: RefundRow, provider_ref: &str) -> Result<(), OrdersError> {
         let order = store::order(&self.db, &refund.order_id).await?.ok_or(OrdersError::OrderNotFound)?;
         let mut tx = self.db.begin().await?;
-        if store::finish_refund(&mut tx, &refund.id, "succeeded", Some(&provider_ref)).await? {
-            store::add_payment_refunded(&mut tx, &payment.id, refund.amount).await?;
+        if store::finish_refund(&mut tx, &refund.id, "succeeded", Some(provider_ref)).await? {
+            store::add_payment_refunded(&mut tx, &refund.payment_id, refund.amount).await?;
             let to = domain::after_refund(order.captured, order.refunded);
-            if to != order.status || to == Status::PartiallyRefunded {
-                let to = domain::transition(order.status, to)?;
-                store::set_status(&mut tx, &order.id, order.status, to).await?;
-            }
+            let to = domain::transition(order.status, to)?;
+            store::set_status(&mut tx, &order.id, order.status, to).await?;
             store::record(&mut tx, &order.id, "refunded", refund.actor.as_deref(), &json!({"refund_id": refund.id, "amount": refund.amount, "reason": refund.reason})).await?;
             let data = json!({"order_id": order.id, "number": order.number, "email": order.email, "user_id": order.user_id,
                 "refund_id": refund.id, "amount": refund.amount, "currency": order.currency, "reason": refund.reason,
@@ -695,15 +751,7 @@ impl Orders {
             outbox::enqueue(&mut tx, &Envelope::new("order.refunded", &order.id, data)).await?;
         }
         tx.commit().await?;
-        if refund.restock {
-            let units: Vec<ItemCount> = serde_json::from_str(&refund.lines).unwrap_or_default();
-            for u in units {
-                self.catalog()?.restock(&u.sku, u.quantity, &refund.id).await?;
-            }
-        }
-        refund.status = "succeeded".into();
-        refund.provider_ref = Some(provider_ref);
-        Ok(refund)
+        Ok(())
     }
 
     pub async fn add_note(&self, order_id: &str, text: &str, actor: &str) -> Result<(), OrdersError> {
