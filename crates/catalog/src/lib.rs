@@ -8,6 +8,7 @@ pub mod demo;
 pub mod domain;
 mod error;
 mod events;
+pub mod feed;
 mod http;
 mod internal;
 pub mod inventory;

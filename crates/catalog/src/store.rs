@@ -765,6 +765,12 @@ pub async fn variant_ids(tx: &mut Tx, sku: &str) -> Result<Option<(String, Strin
     Ok(row)
 }
 
+pub async fn product_of_sku(db: &Db, sku: &str) -> Result<Option<String>, DbError> {
+    let row: Option<(String,)> = on_db!(db, pool => sqlx::query_as("SELECT product_id FROM variants WHERE sku = $1")
+        .bind(sku).fetch_optional(pool).await)?;
+    Ok(row.map(|r| r.0))
+}
+
 pub async fn variant_count(tx: &mut Tx, product: &str) -> Result<i64, DbError> {
     let n: i64 = on_tx!(tx, c => sqlx::query_scalar("SELECT COUNT(*) FROM variants WHERE product_id = $1")
         .bind(product).fetch_one(c).await)?;

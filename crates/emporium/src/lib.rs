@@ -90,6 +90,11 @@ pub enum Command {
         #[command(subcommand)]
         command: ExportCommand,
     },
+    /// Search index tools.
+    Search {
+        #[command(subcommand)]
+        command: SearchCommand,
+    },
     /// Manage user accounts.
     Users {
         #[command(subcommand)]
@@ -116,6 +121,16 @@ pub enum UsersCommand {
         /// Read the password from standard input; otherwise one is generated and printed once.
         #[arg(long)]
         password_stdin: bool,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SearchCommand {
+    /// Rebuild the search index from the catalog, aside; a running server
+    /// swaps it in when it is done (search stays online).
+    Reindex {
         #[command(flatten)]
         overrides: Overrides,
     },
@@ -255,6 +270,24 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             }
             .map_err(|e| CliError::Service(Box::new(e)))?;
             println!("added {made} products");
+            Ok(())
+        }
+        Command::Search { command: SearchCommand::Reindex { overrides } } => {
+            let config = Arc::new(load_config(cli.config.as_ref(), &overrides, None)?);
+            let catalog_ctx = app::open_service(config.clone(), &catalog::spec()).await?;
+            let search_ctx = app::open_service(config.clone(), &search::spec()).await?;
+            let inventory = catalog::Inventory { db: catalog_ctx.db.clone(), reservation_ttl: catalog::RESERVATION_TTL, cache: None };
+            search_ctx.ports.provide::<dyn search::CatalogFeed>(Arc::new(ports::Feed { inventory, currency: config.orders.currency.clone() }));
+            let search = search::open(&search_ctx).map_err(|e| CliError::Service(Box::new(e)))?;
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} {pos} products indexed ({per_sec})")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+            );
+            let progress = |done: usize| bar.set_position(done as u64);
+            let count = search.rebuild_offline(&progress).await.map_err(|e| CliError::Service(Box::new(e)))?;
+            bar.finish_and_clear();
+            println!("indexed {count} products; a running server switches to the new index within seconds");
             Ok(())
         }
         Command::Import { command: ImportCommand::Products { file, currency, overrides } } => {

@@ -16,6 +16,10 @@ use serde_json::{Value, json};
 /// runs here, else the HTTP one when `orders.catalog_url` is set.
 pub fn wire(ports: &Ports, config: &Config) {
     if let Some(inventory) = ports.get::<Inventory>() {
+        let feed = Feed { inventory: (*inventory).clone(), currency: config.orders.currency.clone() };
+        ports.provide::<dyn search::CatalogFeed>(Arc::new(feed));
+    }
+    if let Some(inventory) = ports.get::<Inventory>() {
         ports.provide::<dyn CatalogPort>(Arc::new(InProcess((*inventory).clone())));
     } else if let (Some(url), Some(token)) = (&config.orders.catalog_url, &config.catalog.service_token) {
         match Http::new(url, token) {
@@ -166,5 +170,51 @@ impl CatalogPort for Http {
         let (status, body) =
             self.post("/internal/v1/restocks", Some(json!({"sku": sku, "quantity": quantity, "reference": reference}))).await?;
         if status == 204 { Ok(()) } else { Err(Self::failure(status, &body)) }
+    }
+}
+
+/// The catalog's products as search indexes them, in process.
+pub struct Feed {
+    pub inventory: Inventory,
+    /// Prices are indexed in the shop's currency.
+    pub currency: String,
+}
+
+fn doc(l: catalog::feed::Listing) -> search::ProductDoc {
+    search::ProductDoc {
+        id: l.id,
+        slug: l.slug,
+        status: l.status,
+        title: l.title,
+        brand: l.brand,
+        tags: l.tags,
+        category_ids: l.category_ids,
+        category_names: l.category_names,
+        attributes: l.attributes,
+        description: l.description,
+        skus: l.skus,
+        price: l.price,
+        in_stock: l.in_stock,
+        created_ms: l.created_ms,
+    }
+}
+
+fn feed_error(e: CatalogError) -> search::FeedError {
+    search::FeedError(e.to_string())
+}
+
+#[async_trait]
+impl search::CatalogFeed for Feed {
+    async fn page(&self, after: Option<String>, limit: u32) -> Result<Vec<(String, search::ProductDoc)>, search::FeedError> {
+        let page = catalog::feed::listings(&self.inventory.db, after.as_deref(), limit, &self.currency).await.map_err(feed_error)?;
+        Ok(page.into_iter().map(|(cursor, l)| (cursor, doc(l))).collect())
+    }
+
+    async fn product(&self, id: &str) -> Result<Option<search::ProductDoc>, search::FeedError> {
+        Ok(catalog::feed::listing_of(&self.inventory.db, id, &self.currency).await.map_err(feed_error)?.map(doc))
+    }
+
+    async fn product_of_sku(&self, sku: &str) -> Result<Option<String>, search::FeedError> {
+        catalog::feed::product_of_sku(&self.inventory.db, sku).await.map_err(feed_error)
     }
 }

@@ -1,21 +1,231 @@
-//! The search service: full-text search and recommendations, fed by events.
-//! This is its face: the spec the binary mounts (routes, migrations, consumer).
+//! The search service: full-text search over the catalog with typo
+//! tolerance, facets and suggestions, fed only by events and the catalog
+//! feed port. This is its face: the spec the binary mounts and the port it needs.
 
+mod events;
+mod http;
+pub mod index;
+pub mod query;
+mod store;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use platform::db::Db;
 use platform::migrate::Migrations;
-use platform::service::{BoxError, BoxFuture, Mounted, ServiceContext, ServiceSpec};
-use utoipa_axum::router::OpenApiRouter;
+use platform::service::{BoxError, BoxFuture, Mounted, Ports, ServiceContext, ServiceSpec};
+use serde::{Deserialize, Serialize};
+
+pub use index::{IndexError, SearchIndex};
+pub use query::{Request, Results};
 
 pub const NAME: &str = "search";
 
 /// This service's own tables, after the platform's.
-pub static MIGRATIONS: Migrations = platform::migrations!("search", []);
+pub static MIGRATIONS: Migrations = platform::migrations!("search", ["0001_search"]);
+
+/// A product as the index holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProductDoc {
+    pub id: String,
+    pub slug: String,
+    pub status: String,
+    pub title: String,
+    pub brand: Option<String>,
+    pub tags: Vec<String>,
+    pub category_ids: Vec<String>,
+    pub category_names: Vec<String>,
+    pub attributes: BTreeMap<String, String>,
+    pub description: String,
+    pub skus: Vec<String>,
+    /// The lowest price in the shop's currency, minor units.
+    pub price: Option<i64>,
+    pub in_stock: bool,
+    pub created_ms: i64,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the catalog feed is unavailable: {0}")]
+pub struct FeedError(pub String);
+
+/// What search reads from the catalog. The binary provides an in-process
+/// adapter (or one over HTTP in the scaled-out shape).
+#[async_trait]
+pub trait CatalogFeed: Send + Sync + 'static {
+    /// Active products after the cursor, oldest first: `(cursor, product)`.
+    async fn page(&self, after: Option<String>, limit: u32) -> Result<Vec<(String, ProductDoc)>, FeedError>;
+    /// One product whatever its status; `None` when it was deleted.
+    async fn product(&self, id: &str) -> Result<Option<ProductDoc>, FeedError>;
+    async fn product_of_sku(&self, sku: &str) -> Result<Option<String>, FeedError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error(transparent)]
+    Feed(#[from] FeedError),
+    #[error(transparent)]
+    Store(#[from] platform::db::DbError),
+    #[error("{message}")]
+    Invalid { field: &'static str, code: &'static str, message: String },
+    #[error("a rebuild of the index is already running")]
+    Busy,
+}
+
+/// The service's state, shared by routes, the consumer and the CLI.
+#[derive(Clone)]
+pub struct Search {
+    pub(crate) index: Arc<SearchIndex>,
+    pub(crate) db: Db,
+    ports: Ports,
+    /// While a rebuild runs: the products changed meanwhile, redone after the swap.
+    rebuilding: Arc<Mutex<Option<BTreeSet<String>>>>,
+}
+
+impl Search {
+    pub fn open(db: Db, ports: Ports, data_dir: &std::path::Path) -> Result<(Search, bool), SearchError> {
+        let (index, fresh) = SearchIndex::open(&data_dir.join("search"))?;
+        Ok((Search { index: Arc::new(index), db, ports, rebuilding: Arc::new(Mutex::new(None)) }, fresh))
+    }
+
+    pub(crate) fn feed(&self) -> Result<Arc<dyn CatalogFeed>, FeedError> {
+        self.ports.get::<dyn CatalogFeed>().ok_or_else(|| FeedError("no catalog feed in this process".into()))
+    }
+
+    /// Reads `ids` from the catalog again and puts them in the index as they
+    /// are now (gone when deleted or no longer active).
+    pub async fn refresh(&self, ids: &[String]) -> Result<(), SearchError> {
+        if let Ok(mut guard) = self.rebuilding.lock()
+            && let Some(touched) = guard.as_mut()
+        {
+            touched.extend(ids.iter().cloned());
+        }
+        let feed = self.feed()?;
+        let mut upserts = Vec::new();
+        let mut removals = Vec::new();
+        for id in ids {
+            match feed.product(id).await? {
+                Some(doc) => upserts.push(doc),
+                None => removals.push(id.clone()),
+            }
+        }
+        let live = self.index.live()?;
+        blocking(move || live.apply(&upserts, &removals)).await
+    }
+
+    /// Builds a new index from the whole catalog beside the live one, then
+    /// swaps it in; search keeps answering from the old one meanwhile.
+    /// `progress` hears the count of products indexed so far.
+    pub async fn reindex(&self, progress: &(dyn Fn(usize) + Send + Sync)) -> Result<usize, SearchError> {
+        {
+            let mut guard = self.rebuilding.lock().map_err(|_| SearchError::Busy)?;
+            if guard.is_some() {
+                return Err(SearchError::Busy);
+            }
+            *guard = Some(BTreeSet::new());
+        }
+        let built = self.build(progress).await;
+        let touched = self.rebuilding.lock().map(|mut g| g.take().unwrap_or_default()).unwrap_or_default();
+        let count = built?;
+        if !touched.is_empty() {
+            self.refresh(&touched.into_iter().collect::<Vec<_>>()).await?;
+        }
+        Ok(count)
+    }
+
+    /// The command line's rebuild: builds aside and publishes it for the
+    /// server (which swaps it in within seconds) or for the next start.
+    pub async fn rebuild_offline(&self, progress: &(dyn Fn(usize) + Send + Sync)) -> Result<usize, SearchError> {
+        let (built, count) = self.build_aside(progress).await?;
+        self.index.publish(&built)?;
+        Ok(count)
+    }
+
+    async fn build(&self, progress: &(dyn Fn(usize) + Send + Sync)) -> Result<usize, SearchError> {
+        let (built, count) = self.build_aside(progress).await?;
+        self.index.swap(built)?;
+        Ok(count)
+    }
+
+    async fn build_aside(&self, progress: &(dyn Fn(usize) + Send + Sync)) -> Result<(index::Open, usize), SearchError> {
+        let feed = self.feed()?;
+        let aside = Arc::new(self.index.aside()?);
+        let mut after = None;
+        let mut count = 0;
+        loop {
+            let page = feed.page(after.clone(), 500).await?;
+            let Some((cursor, _)) = page.last() else { break };
+            after = Some(cursor.clone());
+            let docs: Vec<ProductDoc> = page.into_iter().map(|(_, d)| d).collect();
+            count += docs.len();
+            let target = aside.clone();
+            blocking(move || target.apply(&docs, &[])).await?;
+            progress(count);
+        }
+        let built = Arc::try_unwrap(aside).map_err(|_| IndexError::Other("the new index is still in use".into()))?;
+        Ok((built, count))
+    }
+
+    /// Swaps in an index another process published, every two seconds.
+    async fn follow(self, shutdown: tokio_util::sync::CancellationToken) {
+        platform::worker::every("search_index_follower".into(), Duration::from_secs(2), shutdown, || async {
+            let index = self.index.clone();
+            blocking(move || index.follow()).await.map(usize::from)
+        })
+        .await;
+    }
+
+    /// Waits for the catalog feed (wired after start), then builds the index.
+    async fn first_build(self) {
+        for _ in 0..600 {
+            if self.feed().is_ok() {
+                match self.reindex(&|_| {}).await {
+                    Ok(n) => tracing::info!(products = n, "search index built"),
+                    Err(e) => tracing::error!(error = %e, "building the search index failed"),
+                }
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tracing::error!("no catalog feed after a minute: the search index stays empty until `emporium search reindex`");
+    }
+
+    pub async fn search(&self, request: Request) -> Result<Results, SearchError> {
+        let synonyms = store::synonyms(&self.db).await?;
+        let live = self.index.live()?;
+        let results = blocking(move || query::run(&live, &request, &synonyms)).await?;
+        Ok(results)
+    }
+}
+
+/// Runs index work on the blocking pool.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, IndexError> + Send + 'static) -> Result<T, SearchError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| IndexError::Other(e.to_string()))?.map_err(SearchError::from)
+}
 
 pub fn spec() -> ServiceSpec {
     ServiceSpec { name: NAME, migrations: &MIGRATIONS, mount, demo: None }
 }
 
-fn mount(_ctx: ServiceContext) -> BoxFuture<'static, Result<Mounted, BoxError>> {
-    Box::pin(async move { Ok(Mounted::routes(OpenApiRouter::new())) })
+/// Opens the service outside a server (the `search reindex` command).
+pub fn open(ctx: &ServiceContext) -> Result<Search, SearchError> {
+    Ok(Search::open(ctx.db.clone(), ctx.ports.clone(), &ctx.config.data_dir)?.0)
+}
+
+fn mount(ctx: ServiceContext) -> BoxFuture<'static, Result<Mounted, BoxError>> {
+    Box::pin(async move {
+        let (search, fresh) = Search::open(ctx.db.clone(), ctx.ports.clone(), &ctx.config.data_dir)?;
+        ctx.ports.provide(Arc::new(search.clone()));
+        if fresh {
+            tokio::spawn(search.clone().first_build());
+        }
+        tokio::spawn(search.clone().follow(ctx.shutdown.clone()));
+        let router = http::router(search.clone());
+        Ok(Mounted { router, handler: Some(Arc::new(events::Consumer { search })) })
+    })
 }
 
 #[cfg(test)]

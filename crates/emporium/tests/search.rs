@@ -1,0 +1,241 @@
+//! Search through the routes of a shop (auth, catalog and search in one
+//! process), fed by the catalog's events.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use kernel::auth::Role;
+use platform::app::App;
+use platform::service::ServiceContext;
+use platform::testing::Sandbox;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+struct Shop {
+    _sandbox: Sandbox,
+    app: App,
+    staff: String,
+}
+
+impl Shop {
+    async fn new() -> Shop {
+        let sandbox = Sandbox::new().await;
+        let mut config = (*sandbox.config()).clone();
+        config.services = vec!["auth".into(), "catalog".into(), "search".into()];
+        let config = Arc::new(config);
+        let app = emporium::start(config.clone(), axum::Router::new(), false).await.unwrap();
+        let ctx = ServiceContext {
+            name: "auth",
+            db: app.db("auth").unwrap().clone(),
+            bus: app.bus().clone(),
+            config: config.clone(),
+            shutdown: Default::default(),
+            ports: Default::default(),
+        };
+        let auth = auth::open(&ctx).unwrap();
+        auth::admin::create_user(&auth, "cm@example.com", "Staff", "a long passphrase", &[Role::Admin]).await.unwrap();
+        let mut shop = Shop { _sandbox: sandbox, app, staff: String::new() };
+        let (_, login) = shop.send("POST", "/api/v1/auth/login", false, Some(json!({"email": "cm@example.com", "password": "a long passphrase"}))).await;
+        shop.staff = login["access_token"].as_str().unwrap().to_owned();
+        shop
+    }
+
+    async fn send(&self, method: &str, path: &str, staff: bool, body: Option<Value>) -> (StatusCode, Value) {
+        let mut r = Request::builder().method(method).uri(path);
+        if staff {
+            r = r.header("authorization", format!("Bearer {}", self.staff));
+        }
+        let r = match body {
+            Some(b) => r.header("content-type", "application/json").body(Body::from(b.to_string())),
+            None => r.body(Body::empty()),
+        }
+        .unwrap();
+        let response = self.app.router().oneshot(r).await.unwrap();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    async fn category(&self, name: &str, parent: Option<&str>) -> String {
+        let (s, c) = self.send("POST", "/api/v1/admin/categories", true, Some(json!({"name": name, "parent_id": parent}))).await;
+        assert_eq!(s, StatusCode::CREATED, "{c}");
+        c["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn product(&self, body: Value, stock: i64) -> String {
+        let (s, p) = self.send("POST", "/api/v1/admin/products", true, Some(body)).await;
+        assert_eq!(s, StatusCode::CREATED, "{p}");
+        let sku = p["variants"][0]["sku"].as_str().unwrap().to_owned();
+        self.send("PUT", &format!("/api/v1/admin/inventory/{sku}"), true, Some(json!({"on_hand": stock}))).await;
+        p["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn search(&self, query: &str) -> Value {
+        let (s, body) = self.send("GET", &format!("/api/v1/search?{query}"), false, None).await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        body
+    }
+
+    fn titles(body: &Value) -> Vec<String> {
+        body["data"].as_array().unwrap().iter().map(|h| h["title"].as_str().unwrap().to_owned()).collect()
+    }
+
+    /// Waits (at most `within`) until `query`'s first title is `first`.
+    async fn until_first(&self, query: &str, first: Option<&str>, within: Duration) -> Value {
+        let start = Instant::now();
+        loop {
+            let body = self.search(query).await;
+            let top = body["data"][0]["title"].as_str().map(str::to_owned);
+            if top.as_deref() == first || start.elapsed() > within {
+                assert_eq!(top.as_deref(), first, "{query} after {:?}: {body}", start.elapsed());
+                return body;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn item(title: &str, sku: &str, brand: &str, price: i64, categories: &[&str], color: &str) -> Value {
+    json!({"title": title, "brand": brand, "status": "active", "categories": categories,
+           "attributes": {"color": color}, "tags": ["new"],
+           "description": format!("The {title}, made to last. Machine washable."),
+           "variants": [{"sku": sku, "prices": {"USD": price}}]})
+}
+
+async fn stocked_shop() -> (Shop, String, String) {
+    let shop = Shop::new().await;
+    let clothing = shop.category("Clothing", None).await;
+    let shirts = shop.category("T-Shirts", Some(&clothing)).await;
+    let shoes = shop.category("Shoes", None).await;
+    shop.product(item("Running Shoes", "RUN-0001", "Swift", 8900, &[&shoes], "blue"), 5).await;
+    shop.product(item("Trail Running Shoes", "RUN-0002", "Swift", 12900, &[&shoes], "green"), 0).await;
+    shop.product(item("Organic Cotton T-Shirts", "TSH-0042", "Northwind", 2500, &[&shirts], "white"), 10).await;
+    shop.product(item("Striped T-Shirts", "TSH-0043", "Northwind", 2900, &[&shirts], "blue"), 3).await;
+    shop.product(item("Rain Jacket", "JKT-0100", "Drizzle", 15900, &[&clothing], "yellow"), 2).await;
+    shop.until_first("q=rain", Some("Rain Jacket"), Duration::from_secs(5)).await;
+    (shop, clothing, shirts)
+}
+
+#[tokio::test]
+async fn typing_badly_still_finds_the_product() {
+    let (shop, _, _) = stocked_shop().await;
+    // (query, what must lead the results, how many results)
+    let shirts = ["Organic Cotton T-Shirts", "Striped T-Shirts"];
+    for (query, lead, total) in [
+        ("q=runing%20shoes", &["Running Shoes", "Trail Running Shoes"][..], 2),
+        ("q=tshirt", &shirts[..], 2),
+        ("q=jackte", &["Rain Jacket"][..], 1),
+        ("q=shirt", &shirts[..], 2),
+        ("q=TSH-00", &shirts[..], 2),
+        ("q=TSH-0043", &["Striped T-Shirts"][..], 1),
+        ("q=rai", &["Rain Jacket"][..], 1),
+        ("q=northwind%20striped", &["Striped T-Shirts"][..], 1),
+    ] {
+        let body = shop.search(query).await;
+        let mut titles = Shop::titles(&body);
+        assert_eq!(titles.len(), total, "{query}: {body}");
+        titles.truncate(lead.len());
+        titles.sort();
+        assert_eq!(titles, lead, "{query}: {body}");
+    }
+    let exact = shop.search("q=running").await;
+    assert_eq!(Shop::titles(&exact)[..2], ["Running Shoes", "Trail Running Shoes"], "shorter titles with the exact word first");
+    let body = shop.search("q=shoes").await;
+    assert!(body["data"][0]["snippet"].as_str().unwrap().contains("<b>"), "{body}");
+
+    let none = shop.search("q=jakcets").await;
+    assert_eq!(none["total"], 0, "two edits are too many for seven letters");
+    assert_eq!(none["did_you_mean"], "jacket");
+    let (_, missing) = shop.send("GET", "/api/v1/admin/search/no-results", true, None).await;
+    let counted = missing["data"].as_array().unwrap().iter().find(|m| m["query"] == "jakcets").cloned();
+    assert_eq!(counted.map(|m| m["searches"].clone()), Some(json!(1)), "{missing}");
+
+    let (_, suggest) = shop.send("GET", "/api/v1/search/suggest?q=run", false, None).await;
+    let texts: Vec<&str> = suggest["data"].as_array().unwrap().iter().map(|s| s["text"].as_str().unwrap()).collect();
+    assert!(texts.contains(&"Running Shoes"), "{suggest}");
+    let (_, suggest) = shop.send("GET", "/api/v1/search/suggest?q=t-sh", false, None).await;
+    assert!(suggest["data"].as_array().unwrap().iter().any(|s| s["kind"] == "category" && s["text"] == "T-Shirts"), "{suggest}");
+}
+
+#[tokio::test]
+async fn filters_combine_and_facets_count_the_filtered_result() {
+    let (shop, clothing, shirts) = stocked_shop().await;
+    let all = shop.search(&format!("category={clothing}&facets=color")).await;
+    assert_eq!(all["total"], 3, "sub-categories count: {all}");
+    let brands = all["facets"]["brand"].as_array().unwrap();
+    assert_eq!(brands[0], json!({"value": "Northwind", "count": 2}));
+    let colors = &all["facets"]["attributes"]["color"];
+    let total: u64 = colors.as_array().unwrap().iter().map(|c| c["count"].as_u64().unwrap()).sum();
+    assert_eq!(total, 3, "{colors}");
+    let bands = all["facets"]["price"].as_array().unwrap();
+    assert_eq!(bands.iter().map(|b| b["count"].as_u64().unwrap()).sum::<u64>(), 3);
+    assert_eq!(bands[1]["count"], 2, "25.00–50.00 holds both shirts: {bands:?}");
+
+    let filtered = shop.search(&format!("category={shirts}&brand=northwind&min_price=2600&max_price=5000&attributes=color:blue")).await;
+    assert_eq!(Shop::titles(&filtered), ["Striped T-Shirts"]);
+    let in_stock = shop.search("q=running&in_stock=true").await;
+    assert_eq!(Shop::titles(&in_stock), ["Running Shoes"]);
+    let cheap_first = shop.search("sort=price_asc&limit=2").await;
+    assert_eq!(Shop::titles(&cheap_first), ["Organic Cotton T-Shirts", "Striped T-Shirts"]);
+    assert_eq!(cheap_first["has_more"], true);
+    let cursor = cheap_first["next_cursor"].as_str().unwrap();
+    let next = shop.search(&format!("sort=price_asc&limit=2&starting_after={cursor}")).await;
+    assert_eq!(Shop::titles(&next), ["Running Shoes", "Trail Running Shoes"]);
+    let (status, err) = shop.send("GET", "/api/v1/search?sort=cheapest", false, None).await;
+    assert_eq!((status, err["error"]["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("sort")));
+}
+
+#[tokio::test]
+async fn catalog_changes_reach_search_through_events_within_a_second() {
+    let (shop, _, _) = stocked_shop().await;
+    let jacket = shop.search("q=rain").await["data"][0]["id"].as_str().unwrap().to_owned();
+    let (s, _) = shop.send("PATCH", &format!("/api/v1/admin/products/{jacket}"), true, Some(json!({"title": "Storm Parka", "description": "Keeps the weather out."}))).await;
+    assert_eq!(s, StatusCode::OK);
+    shop.until_first("q=parka", Some("Storm Parka"), Duration::from_secs(1)).await;
+    shop.until_first("q=rain%20jacket", None, Duration::from_secs(1)).await;
+    shop.send("PATCH", &format!("/api/v1/admin/products/{jacket}"), true, Some(json!({"status": "archived"}))).await;
+    shop.until_first("q=parka", None, Duration::from_secs(1)).await;
+
+    let trail = shop.search("q=trail").await["data"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(shop.search("q=trail&in_stock=true").await["total"], 0);
+    shop.send("PUT", "/api/v1/admin/inventory/RUN-0002", true, Some(json!({"on_hand": 4}))).await;
+    shop.until_first("q=trail&in_stock=true", Some("Trail Running Shoes"), Duration::from_secs(1)).await;
+    let (s, _) = shop.send("DELETE", &format!("/api/v1/admin/products/{trail}"), true, None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    shop.until_first("q=trail", None, Duration::from_secs(1)).await;
+
+    // Synonyms apply to the next search.
+    assert_eq!(shop.search("q=tee").await["total"], 0);
+    let (s, _) = shop.send("PUT", "/api/v1/admin/search/synonyms", true, Some(json!({"groups": [["tee", "t-shirt"]]}))).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(shop.search("q=tee").await["total"], 2);
+    let (s, _) = shop.send("PUT", "/api/v1/admin/search/synonyms", true, Some(json!({"groups": [["lonely"]]}))).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+#[tokio::test]
+async fn a_rebuild_swaps_in_while_search_keeps_answering() {
+    let (shop, _, _) = stocked_shop().await;
+    let shop = Arc::new(shop);
+    let searching = {
+        let shop = shop.clone();
+        tokio::spawn(async move {
+            let mut answered = 0;
+            for _ in 0..50 {
+                let body = shop.search("q=shoes").await;
+                assert_eq!(body["total"], 2, "never empty during the rebuild: {body}");
+                answered += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            answered
+        })
+    };
+    let (s, _) = shop.send("POST", "/api/v1/admin/search/reindex", true, None).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    assert_eq!(searching.await.unwrap(), 50);
+    shop.until_first("q=jacket", Some("Rain Jacket"), Duration::from_secs(5)).await;
+}

@@ -1,0 +1,453 @@
+//! From what a shopper typed to ranked products: every word must match
+//! somewhere — exactly (ranked first), within a typo (1 edit for words of
+//! 4–7 letters, 2 for longer, none for shorter), or, for the last word, as a
+//! prefix — in the title (boosted), brand, tags, categories, attributes or
+//! description, in the title with its punctuation squashed (`tshirt` finds
+//! `T-Shirts`), or in a SKU (`TSH-00` finds `TSH-0042`). Synonyms widen a
+//! word. Filters and facets are computed on the same query.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use serde::Serialize;
+use tantivy::collector::{Count, FacetCollector, TopDocs};
+use tantivy::query::{AllQuery, BooleanQuery, BoostQuery, FuzzyTermQuery, Occur, Query, RangeQuery, TermQuery};
+use tantivy::schema::{Facet, Field, IndexRecordOption, Value};
+use tantivy::snippet::SnippetGenerator;
+use tantivy::{DocAddress, Order, Searcher, TantivyDocument, Term};
+
+use crate::index::{Fields, IndexError, Open, squash};
+
+/// How results are ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Sort {
+    #[default]
+    Relevance,
+    PriceAsc,
+    PriceDesc,
+    Newest,
+}
+
+/// A search as the route parsed it.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    pub q: String,
+    /// A category id: products in it or below it.
+    pub category: Option<String>,
+    pub brand: Option<String>,
+    pub tags: Vec<String>,
+    /// `(name, value)` pairs, all required.
+    pub attributes: Vec<(String, String)>,
+    pub min_price: Option<i64>,
+    pub max_price: Option<i64>,
+    pub in_stock: bool,
+    pub sort: Sort,
+    pub offset: usize,
+    pub limit: usize,
+    /// Attributes to count values of (`color`, `size`).
+    pub facet_attributes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Hit {
+    pub id: String,
+    pub slug: String,
+    pub title: String,
+    pub brand: Option<String>,
+    /// Minor units of the shop's currency.
+    pub price: Option<i64>,
+    pub score: f32,
+    /// The best passage, matched words in `<b>`; HTML-escaped.
+    pub snippet: String,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Count2 {
+    pub value: String,
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct PriceBand {
+    pub min: i64,
+    /// `None` for the last, open band.
+    pub max: Option<i64>,
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+pub struct Facets {
+    pub category: Vec<Count2>,
+    pub brand: Vec<Count2>,
+    pub attributes: BTreeMap<String, Vec<Count2>>,
+    pub price: Vec<PriceBand>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Results {
+    pub hits: Vec<Hit>,
+    pub total: usize,
+    pub facets: Facets,
+    pub did_you_mean: Option<String>,
+}
+
+/// Price bands, in minor units.
+const BANDS: [(i64, Option<i64>); 5] = [(0, Some(2500)), (2500, Some(5000)), (5000, Some(10000)), (10000, Some(25000)), (25000, None)];
+
+/// Where words are looked for, and how much a match there counts.
+fn text_fields(f: &Fields) -> [(Field, f32); 6] {
+    [(f.title, 3.0), (f.brand, 2.0), (f.tags, 1.5), (f.categories, 1.5), (f.attributes, 1.0), (f.description, 0.5)]
+}
+
+/// Edits allowed for a word of `len` characters.
+pub fn typo_budget(len: usize) -> u8 {
+    match len {
+        0..=3 => 0,
+        4..=7 => 1,
+        _ => 2,
+    }
+}
+
+/// Lower-cased, accent-folded words, split where the index splits them.
+pub fn words(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(|w| w.to_lowercase().chars().map(fold).collect())
+        .collect()
+}
+
+fn fold(c: char) -> char {
+    match c {
+        'à' | 'á' | 'â' | 'ã' | 'ä' | 'å' => 'a',
+        'ç' => 'c',
+        'è' | 'é' | 'ê' | 'ë' => 'e',
+        'ì' | 'í' | 'î' | 'ï' => 'i',
+        'ñ' => 'n',
+        'ò' | 'ó' | 'ô' | 'õ' | 'ö' => 'o',
+        'ù' | 'ú' | 'û' | 'ü' => 'u',
+        other => other,
+    }
+}
+
+fn boost(q: Box<dyn Query>, b: f32) -> Box<dyn Query> {
+    Box::new(BoostQuery::new(q, b))
+}
+
+/// A filter: must match, adds nothing to the score.
+fn filter(q: Box<dyn Query>) -> (Occur, Box<dyn Query>) {
+    (Occur::Must, boost(q, 0.0))
+}
+
+fn term_query(field: Field, text: &str) -> Box<dyn Query> {
+    Box::new(TermQuery::new(Term::from_field_text(field, text), IndexRecordOption::WithFreqs))
+}
+
+/// One token: exact, within its typo budget, and as a prefix when it is the
+/// last thing typed.
+fn token_clauses(field: Field, weight: f32, token: &str, last: bool, out: &mut Vec<Box<dyn Query>>) {
+    let term = Term::from_field_text(field, token);
+    out.push(boost(Box::new(TermQuery::new(term.clone(), IndexRecordOption::WithFreqs)), weight * 3.0));
+    let budget = typo_budget(token.chars().count());
+    if budget > 0 {
+        out.push(boost(Box::new(FuzzyTermQuery::new(term.clone(), budget, true)), weight));
+    }
+    if last && token.chars().count() >= 2 {
+        out.push(boost(Box::new(FuzzyTermQuery::new_prefix(term, 0, true)), weight * 1.5));
+    }
+}
+
+/// Everything one typed word (or one of its synonyms) may match.
+fn word_query(f: &Fields, word: &str, last: bool) -> Box<dyn Query> {
+    let tokens = words(word);
+    let mut per_token: Vec<Box<dyn Query>> = Vec::new();
+    for (i, token) in tokens.iter().enumerate() {
+        let mut clauses = Vec::new();
+        let token_last = last && i + 1 == tokens.len();
+        for (field, weight) in text_fields(f) {
+            token_clauses(field, weight, token, token_last, &mut clauses);
+        }
+        per_token.push(Box::new(BooleanQuery::union(clauses)));
+    }
+    let mut alternatives: Vec<Box<dyn Query>> = Vec::new();
+    match per_token.len() {
+        0 => {}
+        1 => alternatives.extend(per_token),
+        _ => alternatives.push(Box::new(BooleanQuery::intersection(per_token))),
+    }
+    let squashed = squash(word);
+    if squashed.chars().count() >= 2 {
+        let mut clauses = Vec::new();
+        token_clauses(f.compact, 2.5, &squashed, last, &mut clauses);
+        alternatives.extend(clauses);
+        if squashed.chars().any(|c| c.is_ascii_digit()) || word.contains('-') {
+            alternatives.push(boost(term_query(f.sku_prefix, &squashed), 4.0));
+            alternatives.push(boost(term_query(f.sku, &word.to_uppercase()), 8.0));
+        }
+    }
+    Box::new(BooleanQuery::union(alternatives))
+}
+
+/// The words of `q`, each widened by its synonyms; every word must match.
+pub fn text_query(f: &Fields, q: &str, synonyms: &[Vec<String>]) -> Option<Box<dyn Query>> {
+    let typed: Vec<&str> = q.split_whitespace().collect();
+    if typed.is_empty() {
+        return None;
+    }
+    let mut must: Vec<Box<dyn Query>> = Vec::new();
+    for (i, word) in typed.iter().enumerate() {
+        let last = i + 1 == typed.len();
+        let lower = word.to_lowercase();
+        let mut alternatives = vec![word_query(f, word, last)];
+        for group in synonyms.iter().filter(|g| g.contains(&lower)) {
+            for other in group.iter().filter(|s| **s != lower) {
+                alternatives.push(boost(word_query(f, other, false), 0.8));
+            }
+        }
+        must.push(Box::new(BooleanQuery::union(alternatives)));
+    }
+    Some(Box::new(BooleanQuery::intersection(must)))
+}
+
+fn price_range(f: &Fields, min: Option<i64>, max: Option<i64>) -> Box<dyn Query> {
+    let at = |v: i64| Term::from_field_u64(f.price, u64::try_from(v).unwrap_or(0));
+    let lower = min.map_or(Bound::Unbounded, |m| Bound::Included(at(m)));
+    let upper = max.map_or(Bound::Unbounded, |m| Bound::Excluded(at(m)));
+    Box::new(RangeQuery::new(lower, upper))
+}
+
+/// The query and its filters, without the price filter (so price bands can
+/// be counted on the rest).
+fn assemble(f: &Fields, r: &Request, synonyms: &[Vec<String>], with_price: bool) -> Box<dyn Query> {
+    let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+    match text_query(f, &r.q, synonyms) {
+        Some(q) => clauses.push((Occur::Must, q)),
+        None => clauses.push(filter(Box::new(AllQuery))),
+    }
+    if let Some(c) = &r.category {
+        clauses.push(filter(term_query(f.category_id, c)));
+    }
+    if let Some(b) = &r.brand {
+        clauses.push(filter(term_query(f.brand_exact, &b.to_lowercase())));
+    }
+    for t in &r.tags {
+        clauses.push(filter(term_query(f.tag_exact, &t.to_lowercase())));
+    }
+    for (k, v) in &r.attributes {
+        let facet = Facet::from_path(["attr", k.as_str(), v.to_lowercase().as_str()]);
+        clauses.push(filter(Box::new(TermQuery::new(Term::from_facet(f.facets, &facet), IndexRecordOption::Basic))));
+    }
+    if r.in_stock {
+        clauses.push(filter(Box::new(TermQuery::new(Term::from_field_u64(f.in_stock, 1), IndexRecordOption::Basic))));
+    }
+    if with_price && (r.min_price.is_some() || r.max_price.is_some()) {
+        clauses.push(filter(price_range(f, r.min_price, r.max_price)));
+    }
+    Box::new(BooleanQuery::new(clauses))
+}
+
+fn counts(facets: &tantivy::collector::FacetCounts, root: &str) -> Vec<Count2> {
+    let mut out: Vec<Count2> = facets
+        .get(root)
+        .map(|(facet, count)| Count2 { value: facet.to_path().last().map(|s| s.to_string()).unwrap_or_default(), count })
+        .collect();
+    out.sort_by(|a, b| b.count.cmp(&a.count).then(a.value.cmp(&b.value)));
+    out
+}
+
+/// Runs a search on the live index.
+pub fn run(open: &Open, r: &Request, synonyms: &[Vec<String>]) -> Result<Results, IndexError> {
+    let f = &open.fields;
+    let searcher = open.reader.searcher();
+    let query = assemble(f, r, synonyms, true);
+    let mut facet_collector = FacetCollector::for_field("facets");
+    facet_collector.add_facet("/category");
+    facet_collector.add_facet("/brand");
+    for a in &r.facet_attributes {
+        facet_collector.add_facet(Facet::from_path(["attr", a.as_str()]));
+    }
+    let limit = r.limit.max(1);
+    let top = TopDocs::with_limit(limit).and_offset(r.offset);
+    let (addresses, total, facet_counts): (Vec<(f32, DocAddress)>, usize, _) = match r.sort {
+        Sort::Relevance => searcher.search(&*query, &(top.order_by_score(), Count, facet_collector))?,
+        Sort::PriceAsc | Sort::PriceDesc => {
+            let order = if r.sort == Sort::PriceAsc { Order::Asc } else { Order::Desc };
+            let (docs, total, facets) = searcher.search(&*query, &(top.order_by_fast_field::<u64>("price", order), Count, facet_collector))?;
+            (docs.into_iter().map(|(_, a)| (0.0, a)).collect(), total, facets)
+        }
+        Sort::Newest => {
+            let (docs, total, facets) = searcher.search(&*query, &(top.order_by_fast_field::<i64>("created", Order::Desc), Count, facet_collector))?;
+            (docs.into_iter().map(|(_, a)| (0.0, a)).collect(), total, facets)
+        }
+    };
+    let mut facets = Facets {
+        category: counts(&facet_counts, "/category"),
+        brand: counts(&facet_counts, "/brand"),
+        attributes: r.facet_attributes.iter().map(|a| (a.clone(), counts(&facet_counts, &format!("/attr/{a}")))).collect(),
+        price: Vec::new(),
+    };
+    // Price bands count the rest of the filters, so a shopper sees what
+    // choosing a band would give.
+    let unpriced = assemble(f, r, synonyms, false);
+    for (min, max) in BANDS {
+        let band = BooleanQuery::new(vec![(Occur::Must, unpriced.box_clone()), filter(price_range(f, Some(min), max))]);
+        facets.price.push(PriceBand { min, max, count: searcher.search(&band, &Count)? as u64 });
+    }
+    let hits = hits(&searcher, f, &*query, &addresses)?;
+    let did_you_mean = if total == 0 && !r.q.trim().is_empty() { suggestion(&searcher, f, &r.q)? } else { None };
+    Ok(Results { hits, total, facets, did_you_mean })
+}
+
+fn text_of(doc: &TantivyDocument, field: Field) -> Option<String> {
+    doc.get_first(field).and_then(|v| v.as_str().map(str::to_owned))
+}
+
+fn hits(searcher: &Searcher, f: &Fields, query: &dyn Query, addresses: &[(f32, DocAddress)]) -> Result<Vec<Hit>, IndexError> {
+    let mut description = SnippetGenerator::create(searcher, query, f.description)?;
+    description.set_max_num_chars(160);
+    let title = SnippetGenerator::create(searcher, query, f.title)?;
+    let mut out = Vec::with_capacity(addresses.len());
+    for (score, address) in addresses {
+        let doc: TantivyDocument = searcher.doc(*address)?;
+        let mut snippet = description.snippet_from_doc(&doc).to_html();
+        if snippet.is_empty() {
+            snippet = title.snippet_from_doc(&doc).to_html();
+        }
+        out.push(Hit {
+            id: text_of(&doc, f.id).unwrap_or_default(),
+            slug: text_of(&doc, f.slug).unwrap_or_default(),
+            title: text_of(&doc, f.title).unwrap_or_default(),
+            brand: text_of(&doc, f.brand),
+            price: doc.get_first(f.price).and_then(|v| v.as_u64()).and_then(|p| i64::try_from(p).ok()),
+            score: *score,
+            snippet,
+        });
+    }
+    Ok(out)
+}
+
+/// Edit distance with adjacent transpositions counted as one edit (the
+/// optimal-string-alignment distance), as the fuzzy queries count them.
+pub fn distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+/// When nothing matched: each word replaced by the closest title word of
+/// the products nearest to it (two edits at most).
+fn suggestion(searcher: &Searcher, f: &Fields, q: &str) -> Result<Option<String>, IndexError> {
+    let mut changed = false;
+    let mut out = Vec::new();
+    for word in q.split_whitespace() {
+        let lower = word.to_lowercase();
+        let term = Term::from_field_text(f.title, &lower);
+        let near = searcher.search(&FuzzyTermQuery::new(term, 2, true), &TopDocs::with_limit(5).order_by_score())?;
+        let mut best: Option<(usize, String)> = None;
+        for (_, address) in near {
+            let doc: TantivyDocument = searcher.doc(address)?;
+            for candidate in words(&text_of(&doc, f.title).unwrap_or_default()) {
+                let d = distance(&lower, &candidate);
+                if d <= 2 && best.as_ref().is_none_or(|(bd, _)| d < *bd) {
+                    best = Some((d, candidate));
+                }
+            }
+        }
+        match best {
+            Some((d, w)) if d > 0 => {
+                changed = true;
+                out.push(w);
+            }
+            _ => out.push(lower),
+        }
+    }
+    Ok(changed.then(|| out.join(" ")))
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Suggestion {
+    /// `product` or `category`.
+    pub kind: String,
+    pub text: String,
+    /// A product's slug or a category's id.
+    pub id: String,
+}
+
+/// Titles and categories for what is being typed.
+pub fn suggest(open: &Open, q: &str, limit: usize) -> Result<Vec<Suggestion>, IndexError> {
+    let f = &open.fields;
+    let typed = words(q);
+    let Some((last, first)) = typed.split_last() else { return Ok(Vec::new()) };
+    let searcher = open.reader.searcher();
+    let mut must: Vec<Box<dyn Query>> = first.iter().map(|w| term_query(f.title, w)).collect();
+    must.push(Box::new(FuzzyTermQuery::new_prefix(Term::from_field_text(f.title, last), 0, true)));
+    let products = searcher.search(&BooleanQuery::intersection(must), &TopDocs::with_limit(limit).order_by_score())?;
+    let mut out = Vec::new();
+    for (_, address) in products {
+        let doc: TantivyDocument = searcher.doc(address)?;
+        out.push(Suggestion {
+            kind: "product".into(),
+            text: text_of(&doc, f.title).unwrap_or_default(),
+            id: text_of(&doc, f.slug).unwrap_or_default(),
+        });
+    }
+    // Categories whose name has a word starting with what is being typed.
+    let prefix = FuzzyTermQuery::new_prefix(Term::from_field_text(f.categories, last), 0, true);
+    let filed = searcher.search(&prefix, &TopDocs::with_limit(50).order_by_score())?;
+    let mut categories: Vec<Suggestion> = Vec::new();
+    for (_, address) in filed {
+        let doc: TantivyDocument = searcher.doc(address)?;
+        let names = doc.get_all(f.categories).filter_map(|v| v.as_str().map(str::to_owned));
+        let ids = doc.get_all(f.category_id).filter_map(|v| v.as_str().map(str::to_owned));
+        for (name, id) in names.zip(ids) {
+            if words(&name).iter().any(|w| w.starts_with(last.as_str())) && !categories.iter().any(|c| c.id == id) {
+                categories.push(Suggestion { kind: "category".into(), text: name, id });
+            }
+        }
+        if categories.len() >= 4 {
+            break;
+        }
+    }
+    categories.truncate(4);
+    out.extend(categories);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typo_budgets_follow_word_length() {
+        assert_eq!((typo_budget(3), typo_budget(4), typo_budget(7), typo_budget(8)), (0, 1, 1, 2));
+    }
+
+    #[test]
+    fn words_are_folded_and_split() {
+        assert_eq!(words("Crème-Brûlée  T-Shirt"), vec!["creme", "brulee", "t", "shirt"]);
+        assert_eq!(squash("TSH-0042"), "tsh0042");
+    }
+
+    #[test]
+    fn edit_distance() {
+        assert_eq!(distance("jackte", "jacket"), 1);
+        assert_eq!(distance("jakcets", "jacket"), 2);
+        assert_eq!(distance("runing", "running"), 1);
+        assert_eq!(distance("same", "same"), 0);
+    }
+}
