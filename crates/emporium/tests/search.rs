@@ -239,3 +239,93 @@ async fn a_rebuild_swaps_in_while_search_keeps_answering() {
     assert_eq!(searching.await.unwrap(), 50);
     shop.until_first("q=jacket", Some("Rain Jacket"), Duration::from_secs(5)).await;
 }
+
+fn paid(order: &str, user: &str, products: &[&str]) -> kernel::Envelope {
+    let lines: Vec<Value> = products.iter().map(|p| json!({"product_id": p, "sku": "X", "quantity": 1})).collect();
+    kernel::Envelope::new("order.paid", order, json!({"order_id": order, "user_id": user, "lines": lines}))
+}
+
+#[tokio::test]
+async fn recommendations_follow_purchases_views_and_stock() {
+    let shop = Shop::new().await;
+    let clothing = shop.category("Clothing", None).await;
+    let shirt = shop.product(item("Linen Shirt", "LIN-1", "Northwind", 4000, &[&clothing], "white"), 10).await;
+    let shorts = shop.product(item("Linen Shorts", "LIN-2", "Northwind", 3500, &[&clothing], "white"), 10).await;
+    let belt = shop.product(item("Leather Belt", "BLT-1", "Hide", 2500, &[&clothing], "brown"), 10).await;
+    let bag = shop.product(item("Canvas Bag", "BAG-1", "Carry", 1500, &[], "beige"), 10).await;
+    let gone = shop.product(item("Linen Scarf", "LIN-3", "Northwind", 1800, &[&clothing], "white"), 0).await;
+    shop.until_first("q=scarf", Some("Linen Scarf"), Duration::from_secs(5)).await;
+
+    // Shirts go with shorts; the bag is a best-seller bought with everything.
+    let mut n = 0;
+    let mut order = |products: &[&str], user: &str| {
+        n += 1;
+        paid(&format!("ord_test{n:04}"), user, products)
+    };
+    let mut events = Vec::new();
+    for _ in 0..6 {
+        events.push(order(&[&shirt, &shorts], "usr_other"));
+    }
+    events.push(order(&[&shirt, &belt], "usr_other"));
+    events.push(order(&[&shirt, &bag], "usr_other"));
+    events.push(order(&[&shirt, &gone], "usr_other"));
+    for _ in 0..20 {
+        events.push(order(&[&bag], "usr_other"));
+    }
+    events.push(order(&[&shirt], "usr_alice"));
+    for e in &events {
+        shop.app.bus().publish(e).await.unwrap();
+    }
+    // Redelivered: counted once.
+    for e in &events[..3] {
+        shop.app.bus().publish(e).await.unwrap();
+    }
+    let path = format!("/api/v1/products/{shirt}/recommendations?kind=also_bought");
+    let start = Instant::now();
+    let mut body = Value::Null;
+    while start.elapsed() < Duration::from_secs(5) {
+        body = shop.send("GET", &path, false, None).await.1;
+        if body["data"].as_array().is_some_and(|d| d.len() == 3) && shop.send("GET", "/api/v1/recommendations/trending", false, None).await.1["data"][0]["id"] == bag.as_str() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ids: Vec<&str> = body["data"].as_array().unwrap().iter().map(|h| h["id"].as_str().unwrap()).collect();
+    assert_eq!(ids[0], shorts.as_str(), "bought together most, relative to how often each sells: {body}");
+    assert!(!ids.contains(&gone.as_str()), "out of stock is left out");
+    let bag_score = body["data"].as_array().unwrap().iter().find(|h| h["id"] == bag.as_str()).map(|h| h["score"].as_f64().unwrap());
+    let belt_score = body["data"].as_array().unwrap().iter().find(|h| h["id"] == belt.as_str()).map(|h| h["score"].as_f64().unwrap());
+    assert!(belt_score > bag_score, "the best-seller does not lead just for selling: {body}");
+    // The shirt is in 10 orders (one of them alice's), the shorts in 6, together in 6.
+    let expected = 6.0 / (10.0f64 * 6.0).sqrt();
+    let shorts_score = body["data"][0]["score"].as_f64().unwrap();
+    assert!((shorts_score - expected).abs() < 1e-4, "redelivered orders are counted once: {shorts_score} vs {expected}");
+
+    let (_, similar) = shop.send("GET", &format!("/api/v1/products/{shirt}/recommendations?kind=similar"), false, None).await;
+    assert_eq!(similar["data"][0]["id"], shorts.as_str(), "same category, brand and words: {similar}");
+    assert!(similar["data"].as_array().unwrap().iter().all(|h| h["id"] != shirt.as_str() && h["id"] != gone.as_str()));
+    let (status, _) = shop.send("GET", &format!("/api/v1/products/{shirt}/recommendations?kind=random"), false, None).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // A new customer gets what is trending; one with a history gets what goes with it.
+    let (_, fresh) = shop.send("GET", "/api/v1/me/recommendations", true, None).await;
+    assert_eq!(fresh["data"][0]["id"], bag.as_str(), "{fresh}");
+    let (status, _) = shop.send("POST", "/api/v1/events/view", true, Some(json!({"product_id": shorts}))).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (status, _) = shop.send("POST", "/api/v1/events/view", false, Some(json!({"product_id": "nope"}))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let start = Instant::now();
+    let mut mine = Value::Null;
+    while start.elapsed() < Duration::from_secs(5) {
+        mine = shop.send("GET", "/api/v1/me/recommendations", true, None).await.1;
+        if mine["data"][0]["id"] == shirt.as_str() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(mine["data"][0]["id"], shirt.as_str(), "viewing shorts suggests the shirt bought with them: {mine}");
+    let (status, rebuilt) = shop.send("POST", "/api/v1/admin/search/recommendations/rebuild", true, None).await;
+    assert_eq!((status, rebuilt["orders"].as_u64()), (StatusCode::OK, Some(30)));
+    let again = shop.send("GET", &path, false, None).await.1;
+    assert!((again["data"][0]["score"].as_f64().unwrap() - expected).abs() < 1e-4, "a rebuild counts the same: {again}");
+}

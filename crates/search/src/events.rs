@@ -20,10 +20,13 @@ impl EventHandler for Consumer {
     }
 
     fn interested_in(&self, event_type: &str) -> bool {
-        event_type.starts_with("product.") || event_type == "inventory.changed"
+        event_type.starts_with("product.") || event_type == "inventory.changed" || event_type == "order.paid"
     }
 
     async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
+        if event.event_type == "order.paid" {
+            return self.search.order_paid(event).await.map_err(|e| Box::new(e) as HandlerError);
+        }
         let product = if event.event_type == "inventory.changed" {
             let Some(sku) = event.data.get("sku").and_then(|v| v.as_str()) else { return Ok(()) };
             let feed = self.search.feed().map_err(Box::new)?;

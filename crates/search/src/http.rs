@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use kernel::ApiError;
 use kernel::error::ErrorBody;
 use kernel::page::{decode_cursor, encode_cursor};
-use platform::auth::{RequirePermission, perm};
+use platform::auth::{Principal, RequirePermission, perm};
 use platform::http::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -40,6 +40,11 @@ pub fn router(search: Search) -> OpenApiRouter {
         .routes(routes!(get_synonyms, put_synonyms))
         .routes(routes!(no_results))
         .routes(routes!(reindex))
+        .routes(routes!(recommendations))
+        .routes(routes!(trending))
+        .routes(routes!(for_me))
+        .routes(routes!(view))
+        .routes(routes!(rebuild_statistics))
         .with_state(search)
 }
 
@@ -246,4 +251,96 @@ async fn reindex(State(s): State<Search>, _: RequirePermission<perm::CatalogWrit
         }
     });
     Ok(StatusCode::ACCEPTED)
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct RecommendationQuery {
+    /// `also_bought` (bought in the same orders) or `similar` (by content).
+    pub kind: String,
+    /// 1–50, default 10.
+    pub limit: Option<usize>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Recommendations {
+    pub data: Vec<Hit>,
+}
+
+fn limit_of(limit: Option<usize>) -> Result<usize, SearchError> {
+    let limit = limit.unwrap_or(10);
+    if (1..=50).contains(&limit) { Ok(limit) } else { Err(invalid("limit", "invalid_limit", "1 to 50")) }
+}
+
+/// Products to show with a product (its id); what the signed-in customer
+/// already bought is left out.
+#[utoipa::path(get, path = "/api/v1/products/{id_or_slug}/recommendations", tag = "recommendations",
+    params(("id_or_slug" = String, Path, description = "the product's id"), RecommendationQuery),
+    responses((status = 200, body = Recommendations), (status = 422, body = ErrorBody)))]
+async fn recommendations(
+    State(s): State<Search>,
+    who: Option<Principal>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    Query(q): Query<RecommendationQuery>,
+) -> Result<Json<Recommendations>, SearchError> {
+    let limit = limit_of(q.limit)?;
+    let user = who.map(|p| p.user_id.to_string());
+    let data = match q.kind.as_str() {
+        "also_bought" => s.also_bought(&id, user.as_deref(), limit).await?,
+        "similar" => s.similar(&id, user.as_deref(), limit).await?,
+        _ => return Err(invalid("kind", "invalid_kind", "also_bought or similar")),
+    };
+    Ok(Json(Recommendations { data }))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct LimitQuery {
+    pub limit: Option<usize>,
+}
+
+/// What sells and is looked at now (decayed over days).
+#[utoipa::path(get, path = "/api/v1/recommendations/trending", tag = "recommendations", params(LimitQuery),
+    responses((status = 200, body = Recommendations)))]
+async fn trending(State(s): State<Search>, Query(q): Query<LimitQuery>) -> Result<Json<Recommendations>, SearchError> {
+    Ok(Json(Recommendations { data: s.trending(limit_of(q.limit)?, &[]).await? }))
+}
+
+/// For the signed-in customer, from their purchases and recent views.
+#[utoipa::path(get, path = "/api/v1/me/recommendations", tag = "recommendations", params(LimitQuery),
+    responses((status = 200, body = Recommendations), (status = 401, body = ErrorBody)))]
+async fn for_me(State(s): State<Search>, who: Principal, Query(q): Query<LimitQuery>) -> Result<Json<Recommendations>, SearchError> {
+    Ok(Json(Recommendations { data: s.for_customer(&who.user_id.to_string(), limit_of(q.limit)?).await? }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ViewEvent {
+    pub product_id: String,
+}
+
+/// Records a product view (answers at once; the count is written after).
+#[utoipa::path(post, path = "/api/v1/events/view", tag = "recommendations", request_body = ViewEvent,
+    responses((status = 202, description = "recorded"), (status = 422, body = ErrorBody)))]
+async fn view(State(s): State<Search>, who: Option<Principal>, Json(b): Json<ViewEvent>) -> Result<StatusCode, SearchError> {
+    if kernel::id::ProductId::parse(&b.product_id).is_err() {
+        return Err(invalid("product_id", "invalid_product_id", "a product id (prod_…)"));
+    }
+    let user = who.map(|p| p.user_id.to_string());
+    tokio::spawn(async move {
+        if let Err(e) = s.viewed(user.as_deref(), &b.product_id).await {
+            tracing::warn!(error = %e, "recording a product view failed");
+        }
+    });
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// Staff: recounts the recommendation statistics from recorded purchases.
+#[utoipa::path(post, path = "/api/v1/admin/search/recommendations/rebuild", tag = "admin",
+    responses((status = 200, description = "rebuilt")))]
+async fn rebuild_statistics(State(s): State<Search>, _: RequirePermission<perm::CatalogWrite>) -> Result<Json<serde_json::Value>, SearchError> {
+    let orders = s.rebuild_statistics().await?;
+    Ok(Json(serde_json::json!({"orders": orders})))
 }

@@ -6,6 +6,7 @@ mod events;
 mod http;
 pub mod index;
 pub mod query;
+mod recs;
 mod store;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -24,7 +25,7 @@ pub use query::{Request, Results};
 pub const NAME: &str = "search";
 
 /// This service's own tables, after the platform's.
-pub static MIGRATIONS: Migrations = platform::migrations!("search", ["0001_search"]);
+pub static MIGRATIONS: Migrations = platform::migrations!("search", ["0001_search", "0002_recommendations"]);
 
 /// A product as the index holds it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

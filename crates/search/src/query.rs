@@ -312,15 +312,7 @@ fn hits(searcher: &Searcher, f: &Fields, query: &dyn Query, addresses: &[(f32, D
         if snippet.is_empty() {
             snippet = title.snippet_from_doc(&doc).to_html();
         }
-        out.push(Hit {
-            id: text_of(&doc, f.id).unwrap_or_default(),
-            slug: text_of(&doc, f.slug).unwrap_or_default(),
-            title: text_of(&doc, f.title).unwrap_or_default(),
-            brand: text_of(&doc, f.brand),
-            price: doc.get_first(f.price).and_then(|v| v.as_u64()).and_then(|p| i64::try_from(p).ok()),
-            score: *score,
-            snippet,
-        });
+        out.push(hit(&doc, f, *score, snippet));
     }
     Ok(out)
 }
@@ -450,4 +442,73 @@ mod tests {
         assert_eq!(distance("runing", "running"), 1);
         assert_eq!(distance("same", "same"), 0);
     }
+}
+
+/// The products of `ids` that are active (in the index) and in stock, as
+/// hits, in the order given.
+pub fn available(open: &Open, ids: &[String]) -> Result<Vec<Hit>, IndexError> {
+    let f = &open.fields;
+    let searcher = open.reader.searcher();
+    let mut out = Vec::new();
+    for id in ids {
+        let q = BooleanQuery::new(vec![
+            (Occur::Must, term_query(f.id, id)),
+            filter(Box::new(TermQuery::new(Term::from_field_u64(f.in_stock, 1), IndexRecordOption::Basic))),
+        ]);
+        let found = searcher.search(&q, &TopDocs::with_limit(1).order_by_score())?;
+        if let Some((_, address)) = found.first() {
+            let doc: TantivyDocument = searcher.doc(*address)?;
+            out.push(hit(&doc, f, 0.0, String::new()));
+        }
+    }
+    Ok(out)
+}
+
+fn hit(doc: &TantivyDocument, f: &Fields, score: f32, snippet: String) -> Hit {
+    Hit {
+        id: text_of(doc, f.id).unwrap_or_default(),
+        slug: text_of(doc, f.slug).unwrap_or_default(),
+        title: text_of(doc, f.title).unwrap_or_default(),
+        brand: text_of(doc, f.brand),
+        price: doc.get_first(f.price).and_then(|v| v.as_u64()).and_then(|p| i64::try_from(p).ok()),
+        score,
+        snippet,
+    }
+}
+
+/// Products like `id` by content: shared categories (the deepest weigh
+/// most), brand, attributes and title words; in stock, itself left out.
+pub fn similar(open: &Open, id: &str, limit: usize) -> Result<Vec<Hit>, IndexError> {
+    let f = &open.fields;
+    let searcher = open.reader.searcher();
+    let found = searcher.search(&*term_query(f.id, id), &TopDocs::with_limit(1).order_by_score())?;
+    let Some((_, address)) = found.first() else { return Ok(Vec::new()) };
+    let doc: TantivyDocument = searcher.doc(*address)?;
+    let mut like: Vec<Box<dyn Query>> = Vec::new();
+    let categories: Vec<String> = doc.get_all(f.category_id).filter_map(|v| v.as_str().map(str::to_owned)).collect();
+    for (depth, c) in categories.iter().enumerate() {
+        // Listed from the product's own category up to the root.
+        like.push(boost(term_query(f.category_id, c), 3.0 / (depth as f32 + 1.0)));
+    }
+    if let Some(brand) = text_of(&doc, f.brand) {
+        like.push(boost(term_query(f.brand_exact, &brand.to_lowercase()), 1.0));
+    }
+    for word in words(&text_of(&doc, f.title).unwrap_or_default()).into_iter().filter(|w| w.len() > 2) {
+        like.push(boost(term_query(f.title, &word), 0.7));
+    }
+    if like.is_empty() {
+        return Ok(Vec::new());
+    }
+    let q = BooleanQuery::new(vec![
+        (Occur::Must, Box::new(BooleanQuery::union(like)) as Box<dyn Query>),
+        (Occur::MustNot, term_query(f.id, id)),
+        filter(Box::new(TermQuery::new(Term::from_field_u64(f.in_stock, 1), IndexRecordOption::Basic))),
+    ]);
+    let top = searcher.search(&q, &TopDocs::with_limit(limit).order_by_score())?;
+    let mut out = Vec::with_capacity(top.len());
+    for (score, address) in top {
+        let doc: TantivyDocument = searcher.doc(address)?;
+        out.push(hit(&doc, f, score, String::new()));
+    }
+    Ok(out)
 }

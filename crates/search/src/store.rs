@@ -41,3 +41,142 @@ pub async fn no_results(db: &Db, limit: u32) -> Result<Vec<(String, i64, i64)>, 
         .bind(i64::from(limit)).fetch_all(pool).await)?;
     Ok(rows)
 }
+
+// Recommendation statistics
+
+/// Half-life of popularity: a sale or view counts half as much after three days.
+pub const HALF_LIFE_MS: f64 = 3.0 * 86_400_000.0;
+
+fn decayed(score: f64, at_ms: i64, now_ms: i64) -> f64 {
+    score * (-(now_ms - at_ms).max(0) as f64 * std::f64::consts::LN_2 / HALF_LIFE_MS).exp()
+}
+
+/// Adds `weight` to a product's popularity, decaying what was there.
+async fn bump(tx: &mut platform::db::Tx, product: &str, weight: f64, now: i64) -> Result<(), DbError> {
+    let row: Option<(f64, i64)> = on_tx!(tx, c => sqlx::query_as("SELECT score, at_ms FROM trend WHERE product_id = $1")
+        .bind(product).fetch_optional(c).await)?;
+    let score = row.map_or(0.0, |(s, at)| decayed(s, at, now)) + weight;
+    on_tx!(tx, c => sqlx::query(
+        "INSERT INTO trend (product_id, score, at_ms) VALUES ($1, $2, $3) \
+         ON CONFLICT (product_id) DO UPDATE SET score = excluded.score, at_ms = excluded.at_ms")
+        .bind(product).bind(score).bind(now).execute(c).await.map(|_| ()))?;
+    Ok(())
+}
+
+/// Records a paid order's products, in the transaction that marks its
+/// event handled (so a redelivered event counts nothing).
+pub async fn record_order(tx: &mut platform::db::Tx, order: &str, buyer: &str, products: &[String], at_ms: i64) -> Result<(), DbError> {
+    let mut distinct: Vec<&String> = products.iter().collect();
+    distinct.sort();
+    distinct.dedup();
+    for p in &distinct {
+        on_tx!(tx, c => sqlx::query(
+            "INSERT INTO purchases (order_id, product_id, buyer, at_ms) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING")
+            .bind(order).bind(*p).bind(buyer).bind(at_ms).execute(c).await.map(|_| ()))?;
+        on_tx!(tx, c => sqlx::query(
+            "INSERT INTO product_orders (product_id, orders) VALUES ($1, 1) \
+             ON CONFLICT (product_id) DO UPDATE SET orders = product_orders.orders + 1")
+            .bind(*p).execute(c).await.map(|_| ()))?;
+        bump(tx, p, 1.0, at_ms).await?;
+    }
+    for a in &distinct {
+        for b in distinct.iter().filter(|b| *b != a) {
+            on_tx!(tx, c => sqlx::query(
+                "INSERT INTO co_purchases (a, b, orders) VALUES ($1, $2, 1) \
+                 ON CONFLICT (a, b) DO UPDATE SET orders = co_purchases.orders + 1")
+                .bind(*a).bind(*b).execute(c).await.map(|_| ()))?;
+        }
+    }
+    Ok(())
+}
+
+/// A product view: a little popularity, and the viewer's history.
+pub async fn record_view(db: &Db, viewer: Option<&str>, product: &str) -> Result<(), DbError> {
+    let now = now_ms();
+    let mut tx = db.begin().await?;
+    if let Some(v) = viewer {
+        on_tx!(&mut tx, c => sqlx::query("INSERT INTO views (viewer, product_id, at_ms) VALUES ($1, $2, $3)")
+            .bind(v).bind(product).bind(now).execute(c).await.map(|_| ()))?;
+    }
+    bump(&mut tx, product, 0.1, now).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Products bought with `product`, scored by cosine similarity of their
+/// order sets (`together / sqrt(orders(a) × orders(b))`), so best-sellers do
+/// not top every list.
+pub async fn bought_with(db: &Db, product: &str, limit: i64) -> Result<Vec<(String, f64)>, DbError> {
+    let rows: Vec<(String, i64, i64, i64)> = on_db!(db, pool => sqlx::query_as(
+        "SELECT c.b, c.orders, pa.orders, pb.orders FROM co_purchases c \
+         JOIN product_orders pa ON pa.product_id = c.a JOIN product_orders pb ON pb.product_id = c.b \
+         WHERE c.a = $1 ORDER BY c.orders DESC LIMIT 500")
+        .bind(product).fetch_all(pool).await)?;
+    let mut scored: Vec<(String, f64)> =
+        rows.into_iter().map(|(b, together, na, nb)| (b, together as f64 / ((na * nb) as f64).sqrt())).collect();
+    scored.sort_by(|x, y| y.1.total_cmp(&x.1).then(x.0.cmp(&y.0)));
+    scored.truncate(limit.max(0) as usize);
+    Ok(scored)
+}
+
+/// The most popular products now, decayed to `now`.
+pub async fn trending(db: &Db, limit: usize) -> Result<Vec<(String, f64)>, DbError> {
+    let rows: Vec<(String, f64, i64)> = on_db!(db, pool => sqlx::query_as(
+        "SELECT product_id, score, at_ms FROM trend ORDER BY score DESC LIMIT 2000").fetch_all(pool).await)?;
+    let now = now_ms();
+    let mut scored: Vec<(String, f64)> = rows.into_iter().map(|(p, s, at)| (p, decayed(s, at, now))).collect();
+    scored.sort_by(|x, y| y.1.total_cmp(&x.1).then(x.0.cmp(&y.0)));
+    scored.truncate(limit);
+    Ok(scored)
+}
+
+/// What a buyer bought, newest first.
+pub async fn bought_by(db: &Db, buyer: &str) -> Result<Vec<String>, DbError> {
+    let rows: Vec<(String,)> = on_db!(db, pool => sqlx::query_as(
+        "SELECT product_id FROM purchases WHERE buyer = $1 ORDER BY at_ms DESC LIMIT 200")
+        .bind(buyer).fetch_all(pool).await)?;
+    Ok(rows.into_iter().map(|r| r.0).collect())
+}
+
+/// What a viewer looked at lately, newest first, without repeats.
+pub async fn viewed_by(db: &Db, viewer: &str) -> Result<Vec<String>, DbError> {
+    let rows: Vec<(String,)> = on_db!(db, pool => sqlx::query_as(
+        "SELECT product_id FROM views WHERE viewer = $1 ORDER BY at_ms DESC LIMIT 50")
+        .bind(viewer).fetch_all(pool).await)?;
+    let mut out: Vec<String> = Vec::new();
+    for (p,) in rows {
+        if !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    Ok(out)
+}
+
+/// Forgets every statistic (before a rebuild from purchases).
+pub async fn reset_counts(tx: &mut platform::db::Tx) -> Result<(), DbError> {
+    for table in ["product_orders", "co_purchases", "trend"] {
+        let sql = format!("DELETE FROM {table}");
+        on_tx!(tx, c => sqlx::query(sqlx::AssertSqlSafe(sql)).execute(c).await.map(|_| ()))?;
+    }
+    Ok(())
+}
+
+/// Every purchase, grouped by order: (order, buyer, at_ms, products).
+pub async fn all_purchases(db: &Db) -> Result<Vec<(String, String, i64, Vec<String>)>, DbError> {
+    let rows: Vec<(String, String, i64, String)> = on_db!(db, pool => sqlx::query_as(
+        "SELECT order_id, buyer, at_ms, product_id FROM purchases ORDER BY order_id, product_id").fetch_all(pool).await)?;
+    let mut out: Vec<(String, String, i64, Vec<String>)> = Vec::new();
+    for (order, buyer, at, product) in rows {
+        match out.last_mut() {
+            Some(last) if last.0 == order => last.3.push(product),
+            _ => out.push((order, buyer, at, vec![product])),
+        }
+    }
+    Ok(out)
+}
+
+/// Drops every purchase of an order (before recounting it).
+pub async fn forget_order(tx: &mut platform::db::Tx, order: &str) -> Result<(), DbError> {
+    on_tx!(tx, c => sqlx::query("DELETE FROM purchases WHERE order_id = $1").bind(order).execute(c).await.map(|_| ()))?;
+    Ok(())
+}
