@@ -420,30 +420,6 @@ pub fn suggest(open: &Open, q: &str, limit: usize) -> Result<Vec<Suggestion>, In
     Ok(out)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn typo_budgets_follow_word_length() {
-        assert_eq!((typo_budget(3), typo_budget(4), typo_budget(7), typo_budget(8)), (0, 1, 1, 2));
-    }
-
-    #[test]
-    fn words_are_folded_and_split() {
-        assert_eq!(words("Crème-Brûlée  T-Shirt"), vec!["creme", "brulee", "t", "shirt"]);
-        assert_eq!(squash("TSH-0042"), "tsh0042");
-    }
-
-    #[test]
-    fn edit_distance() {
-        assert_eq!(distance("jackte", "jacket"), 1);
-        assert_eq!(distance("jakcets", "jacket"), 2);
-        assert_eq!(distance("runing", "running"), 1);
-        assert_eq!(distance("same", "same"), 0);
-    }
-}
-
 /// The products of `ids` that are active (in the index) and in stock, as
 /// hits, in the order given.
 pub fn available(open: &Open, ids: &[String]) -> Result<Vec<Hit>, IndexError> {
@@ -511,4 +487,28 @@ pub fn similar(open: &Open, id: &str, limit: usize) -> Result<Vec<Hit>, IndexErr
         out.push(hit(&doc, f, score, String::new()));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typo_budgets_follow_word_length() {
+        assert_eq!((typo_budget(3), typo_budget(4), typo_budget(7), typo_budget(8)), (0, 1, 1, 2));
+    }
+
+    #[test]
+    fn words_are_folded_and_split() {
+        assert_eq!(words("Crème-Brûlée  T-Shirt"), vec!["creme", "brulee", "t", "shirt"]);
+        assert_eq!(squash("TSH-0042"), "tsh0042");
+    }
+
+    #[test]
+    fn edit_distance() {
+        assert_eq!(distance("jackte", "jacket"), 1);
+        assert_eq!(distance("jakcets", "jacket"), 2);
+        assert_eq!(distance("runing", "running"), 1);
+        assert_eq!(distance("same", "same"), 0);
+    }
 }
