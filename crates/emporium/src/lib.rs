@@ -275,17 +275,15 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Search { command: SearchCommand::Reindex { overrides } } => {
             let config = Arc::new(load_config(cli.config.as_ref(), &overrides, None)?);
             let catalog_ctx = app::open_service(config.clone(), &catalog::spec()).await?;
-            let search_ctx = app::open_service(config.clone(), &search::spec()).await?;
             let inventory = catalog::Inventory { db: catalog_ctx.db.clone(), reservation_ttl: catalog::RESERVATION_TTL, cache: None };
-            search_ctx.ports.provide::<dyn search::CatalogFeed>(Arc::new(ports::Feed { inventory, currency: config.orders.currency.clone() }));
-            let search = search::open(&search_ctx).map_err(|e| CliError::Service(Box::new(e)))?;
+            let feed: Arc<dyn search::CatalogFeed> = Arc::new(ports::Feed { inventory, currency: config.orders.currency.clone() });
             let bar = indicatif::ProgressBar::new_spinner();
             bar.set_style(
                 indicatif::ProgressStyle::with_template("{spinner} {pos} products indexed ({per_sec})")
                     .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
             );
             let progress = |done: usize| bar.set_position(done as u64);
-            let count = search.rebuild_offline(&progress).await.map_err(|e| CliError::Service(Box::new(e)))?;
+            let count = search::rebuild_offline(feed, &config.data_dir, &progress).await.map_err(|e| CliError::Service(Box::new(e)))?;
             bar.finish_and_clear();
             println!("indexed {count} products; a running server switches to the new index within seconds");
             Ok(())

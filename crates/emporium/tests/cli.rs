@@ -322,3 +322,42 @@ async fn a_checkout_cut_short_by_a_crash_is_finished_after_restart() {
         assert!(server.wait().unwrap().success());
     }
 }
+
+#[tokio::test]
+async fn the_search_index_is_rebuilt_from_the_command_line_while_the_server_serves() {
+    let sandbox = Sandbox::new().await;
+    let seeded = emporium(&sandbox).args(["seed", "--demo"]).output().unwrap();
+    assert!(seeded.status.success(), "{:?}", text(&seeded));
+    let (mut server, addr) = serve(&sandbox, "catalog,search");
+    let logs = server.stderr.take().unwrap();
+    std::thread::spawn(move || std::io::copy(&mut BufReader::new(logs), &mut std::io::stderr()));
+    let count = |addr: &str| {
+        let (_, body) = http(addr, "GET", "/api/v1/search?limit=1", None, None);
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["total"].as_u64().unwrap_or(0)
+    };
+    for _ in 0..100 {
+        if count(&addr) == 240 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(count(&addr), 240, "built at start");
+    let out = emporium(&sandbox).args(["search", "reindex"]).output().unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("indexed 240 products"), "{stdout}");
+    for _ in 0..30 {
+        assert_eq!(count(&addr), 240, "search keeps answering while the new index is swapped in");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let folders = || std::fs::read_dir(sandbox.data_dir().join("search")).unwrap().filter(|e| e.as_ref().unwrap().path().is_dir()).count();
+    for _ in 0..50 {
+        if folders() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(folders(), 1, "the old index is gone once the server switched");
+    Command::new("kill").args(["-TERM", &server.id().to_string()]).status().unwrap();
+    assert!(server.wait().unwrap().success());
+}

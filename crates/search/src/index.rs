@@ -213,13 +213,7 @@ impl SearchIndex {
 
     /// A new, empty index beside the live one, for a rebuild.
     pub fn aside(&self) -> Result<Open, IndexError> {
-        Open::create(&self.root.join(format!("v{SCHEMA_VERSION}-{}", kernel::id::Uuid::now_v7().simple())))
-    }
-
-    /// Makes a rebuilt index the one a server opens next, without touching
-    /// the live one (the command line's rebuild; the server notices).
-    pub fn publish(&self, built: &Open) -> Result<(), IndexError> {
-        write_current(&self.root, &built.dir)
+        aside_in(&self.root)
     }
 
     /// When another process published a new index, opens it and swaps it in.
@@ -253,7 +247,14 @@ impl SearchIndex {
     }
 }
 
-fn write_current(root: &Path, dir: &Path) -> Result<(), IndexError> {
+/// A new, empty index folder under `root`.
+pub fn aside_in(root: &Path) -> Result<Open, IndexError> {
+    Open::create(&root.join(format!("v{SCHEMA_VERSION}-{}", kernel::id::Uuid::now_v7().simple())))
+}
+
+/// Names `dir` the index to open: the next start opens it, and a running
+/// server swaps it in (see [`SearchIndex::follow`]).
+pub fn write_current(root: &Path, dir: &Path) -> Result<(), IndexError> {
     let name = dir.file_name().and_then(|n| n.to_str()).ok_or_else(|| IndexError::Other("bad index folder".into()))?;
     let tmp = root.join("CURRENT.tmp");
     std::fs::write(&tmp, name)?;

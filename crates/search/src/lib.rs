@@ -137,37 +137,12 @@ impl Search {
         Ok(count)
     }
 
-    /// The command line's rebuild: builds aside and publishes it for the
-    /// server (which swaps it in within seconds) or for the next start.
-    pub async fn rebuild_offline(&self, progress: &(dyn Fn(usize) + Send + Sync)) -> Result<usize, SearchError> {
-        let (built, count) = self.build_aside(progress).await?;
-        self.index.publish(&built)?;
-        Ok(count)
-    }
-
     async fn build(&self, progress: &(dyn Fn(usize) + Send + Sync)) -> Result<usize, SearchError> {
-        let (built, count) = self.build_aside(progress).await?;
+        let aside = Arc::new(self.index.aside()?);
+        let count = fill(self.feed()?, aside.clone(), progress).await?;
+        let built = Arc::try_unwrap(aside).map_err(|_| IndexError::Other("the new index is still in use".into()))?;
         self.index.swap(built)?;
         Ok(count)
-    }
-
-    async fn build_aside(&self, progress: &(dyn Fn(usize) + Send + Sync)) -> Result<(index::Open, usize), SearchError> {
-        let feed = self.feed()?;
-        let aside = Arc::new(self.index.aside()?);
-        let mut after = None;
-        let mut count = 0;
-        loop {
-            let page = feed.page(after.clone(), 500).await?;
-            let Some((cursor, _)) = page.last() else { break };
-            after = Some(cursor.clone());
-            let docs: Vec<ProductDoc> = page.into_iter().map(|(_, d)| d).collect();
-            count += docs.len();
-            let target = aside.clone();
-            blocking(move || target.apply(&docs, &[])).await?;
-            progress(count);
-        }
-        let built = Arc::try_unwrap(aside).map_err(|_| IndexError::Other("the new index is still in use".into()))?;
-        Ok((built, count))
     }
 
     /// Swaps in an index another process published, every two seconds.
@@ -200,6 +175,36 @@ impl Search {
         let results = blocking(move || query::run(&live, &request, &synonyms)).await?;
         Ok(results)
     }
+}
+
+/// Indexes every active product the feed has into `target`.
+async fn fill(feed: Arc<dyn CatalogFeed>, target: Arc<index::Open>, progress: &(dyn Fn(usize) + Send + Sync)) -> Result<usize, SearchError> {
+    let mut after = None;
+    let mut count = 0;
+    loop {
+        let page = feed.page(after.clone(), 500).await?;
+        let Some((cursor, _)) = page.last() else { break };
+        after = Some(cursor.clone());
+        let docs: Vec<ProductDoc> = page.into_iter().map(|(_, d)| d).collect();
+        count += docs.len();
+        let target = target.clone();
+        blocking(move || target.apply(&docs, &[])).await?;
+        progress(count);
+    }
+    Ok(count)
+}
+
+/// The command line's rebuild: a new index under `<data_dir>/search`,
+/// named current when complete. A running server swaps it in within
+/// seconds; otherwise the next start opens it. The live index is not
+/// touched (its writer belongs to the server).
+pub async fn rebuild_offline(feed: Arc<dyn CatalogFeed>, data_dir: &std::path::Path, progress: &(dyn Fn(usize) + Send + Sync)) -> Result<usize, SearchError> {
+    let root = data_dir.join("search");
+    std::fs::create_dir_all(&root).map_err(IndexError::from)?;
+    let built = Arc::new(index::aside_in(&root)?);
+    let count = fill(feed, built.clone(), progress).await?;
+    index::write_current(&root, &built.dir)?;
+    Ok(count)
 }
 
 /// Runs index work on the blocking pool.
