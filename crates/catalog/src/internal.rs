@@ -34,6 +34,9 @@ pub fn router(internal: Internal) -> OpenApiRouter {
         .routes(routes!(release))
         .routes(routes!(offers))
         .routes(routes!(restock))
+        .routes(routes!(listings))
+        .routes(routes!(listing))
+        .routes(routes!(sku_owner))
         .with_state(internal)
 }
 
@@ -180,4 +183,65 @@ pub struct RestockRequest {
 async fn restock(State(s): State<Internal>, _: Service, Json(b): Json<RestockRequest>) -> Result<StatusCode, CatalogError> {
     s.inventory.restock(&b.sku, b.quantity, order_id(&b.reference)?).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListingsRequest {
+    pub currency: String,
+    /// The `cursor` of the last listing of the previous page.
+    pub after: Option<String>,
+    pub limit: u32,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ListingEntry {
+    pub cursor: String,
+    #[schema(value_type = Object)]
+    pub listing: crate::feed::Listing,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ListingsResponse {
+    pub data: Vec<ListingEntry>,
+}
+
+/// Active products as search indexes them, oldest first.
+#[utoipa::path(post, path = "/internal/v1/listings", tag = "internal", request_body = ListingsRequest,
+    responses((status = 200, body = ListingsResponse), (status = 401, body = ErrorBody)))]
+async fn listings(State(s): State<Internal>, _: Service, Json(b): Json<ListingsRequest>) -> Result<Json<ListingsResponse>, CatalogError> {
+    let limit = b.limit.clamp(1, 1000);
+    let page = crate::feed::listings(&s.inventory.db, b.after.as_deref(), limit, &b.currency).await?;
+    Ok(Json(ListingsResponse { data: page.into_iter().map(|(cursor, listing)| ListingEntry { cursor, listing }).collect() }))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CurrencyQuery {
+    pub currency: String,
+}
+
+/// One product as search indexes it, whatever its status (404 when deleted).
+#[utoipa::path(get, path = "/internal/v1/listings/{id}", tag = "internal", params(("id" = String, Path), CurrencyQuery),
+    responses((status = 200, body = Object), (status = 404, body = ErrorBody)))]
+async fn listing(
+    State(s): State<Internal>,
+    _: Service,
+    Path(id): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<CurrencyQuery>,
+) -> Result<Json<crate::feed::Listing>, CatalogError> {
+    crate::feed::listing_of(&s.inventory.db, &id, &q.currency).await?.map(Json).ok_or(CatalogError::ProductNotFound)
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SkuOwner {
+    pub product_id: String,
+}
+
+/// The product a SKU belongs to.
+#[utoipa::path(get, path = "/internal/v1/skus/{sku}/product", tag = "internal", params(("sku" = String, Path)),
+    responses((status = 200, body = SkuOwner), (status = 404, body = ErrorBody)))]
+async fn sku_owner(State(s): State<Internal>, _: Service, Path(sku): Path<String>) -> Result<Json<SkuOwner>, CatalogError> {
+    let product_id = crate::feed::product_of_sku(&s.inventory.db, &sku).await?.ok_or(CatalogError::UnknownSku(sku))?;
+    Ok(Json(SkuOwner { product_id }))
 }

@@ -12,22 +12,23 @@ use orders::{CatalogPort, Offer, PortError};
 use platform::service::Ports;
 use serde_json::{Value, json};
 
-/// Offers orders its catalog port: the in-process adapter when the catalog
-/// runs here, else the HTTP one when `orders.catalog_url` is set.
+/// Offers orders and search their catalog ports: the in-process adapters
+/// when the catalog runs here, else the HTTP ones when `catalog.url` is set.
 pub fn wire(ports: &Ports, config: &Config) {
+    let remote = || {
+        let (url, token) = (config.catalog.url.as_ref()?, config.catalog.service_token.as_ref()?);
+        Http::new(url, token).map_err(|e| tracing::error!(error = %e, "cannot reach the catalog over HTTP")).ok()
+    };
     if let Some(inventory) = ports.get::<Inventory>() {
         let feed = Feed { inventory: (*inventory).clone(), currency: config.orders.currency.clone() };
         ports.provide::<dyn search::CatalogFeed>(Arc::new(feed));
-    }
-    if let Some(inventory) = ports.get::<Inventory>() {
         ports.provide::<dyn CatalogPort>(Arc::new(InProcess((*inventory).clone())));
-    } else if let (Some(url), Some(token)) = (&config.orders.catalog_url, &config.catalog.service_token) {
-        match Http::new(url, token) {
-            Ok(http) => ports.provide::<dyn CatalogPort>(Arc::new(http)),
-            Err(e) => tracing::error!(error = %e, "cannot reach the catalog over HTTP"),
-        }
-    } else if config.services.iter().any(|s| s == "orders") {
-        tracing::warn!("orders runs without the catalog and orders.catalog_url (with catalog.service_token) is unset: checkout will fail");
+    } else if let Some(http) = remote() {
+        let http = Arc::new(HttpFeed { http, currency: config.orders.currency.clone() });
+        ports.provide::<dyn CatalogPort>(http.clone());
+        ports.provide::<dyn search::CatalogFeed>(http);
+    } else if config.services.iter().any(|s| s == "orders" || s == "search") {
+        tracing::warn!("the catalog is not in this process and catalog.url (with catalog.service_token) is unset: checkout and search will fail");
     }
 }
 
@@ -103,9 +104,17 @@ impl Http {
     }
 
     async fn post(&self, path: &str, body: Option<Value>) -> Result<(u16, Value), PortError> {
+        self.send(reqwest::Method::POST, path, body).await
+    }
+
+    async fn get(&self, path: &str) -> Result<(u16, Value), PortError> {
+        self.send(reqwest::Method::GET, path, None).await
+    }
+
+    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<(u16, Value), PortError> {
         let mut request = self
             .client
-            .post(format!("{}{path}", self.base))
+            .request(method, format!("{}{path}", self.base))
             .header("authorization", format!("Bearer {}", self.token));
         if let Some(body) = body {
             request = request.header("content-type", "application/json").body(body.to_string());
@@ -216,5 +225,77 @@ impl search::CatalogFeed for Feed {
 
     async fn product_of_sku(&self, sku: &str) -> Result<Option<String>, search::FeedError> {
         catalog::feed::product_of_sku(&self.inventory.db, sku).await.map_err(feed_error)
+    }
+}
+
+/// The catalog over HTTP, for both ports a remote process needs.
+pub struct HttpFeed {
+    http: Http,
+    currency: String,
+}
+
+#[async_trait]
+impl CatalogPort for HttpFeed {
+    async fn offers(&self, skus: &[String], currency: &str) -> Result<Vec<Offer>, PortError> {
+        self.http.offers(skus, currency).await
+    }
+
+    async fn reserve(&self, key: &str, lines: &[(String, i64)]) -> Result<(), PortError> {
+        self.http.reserve(key, lines).await
+    }
+
+    async fn commit(&self, key: &str) -> Result<(), PortError> {
+        self.http.commit(key).await
+    }
+
+    async fn release(&self, key: &str) -> Result<(), PortError> {
+        self.http.release(key).await
+    }
+
+    async fn restock(&self, sku: &str, quantity: i64, reference: &str) -> Result<(), PortError> {
+        self.http.restock(sku, quantity, reference).await
+    }
+}
+
+fn listing_doc(value: Value) -> Result<search::ProductDoc, search::FeedError> {
+    let listing: catalog::feed::Listing = serde_json::from_value(value).map_err(|e| search::FeedError(format!("catalog listing: {e}")))?;
+    Ok(doc(listing))
+}
+
+fn unavailable(e: PortError) -> search::FeedError {
+    search::FeedError(e.to_string())
+}
+
+#[async_trait]
+impl search::CatalogFeed for HttpFeed {
+    async fn page(&self, after: Option<String>, limit: u32) -> Result<Vec<(String, search::ProductDoc)>, search::FeedError> {
+        let body = json!({"currency": self.currency, "after": after, "limit": limit});
+        let (status, page) = self.http.post("/internal/v1/listings", Some(body)).await.map_err(unavailable)?;
+        if status != 200 {
+            return Err(unavailable(Http::failure(status, &page)));
+        }
+        let entries = page["data"].as_array().cloned().unwrap_or_default();
+        entries
+            .into_iter()
+            .map(|e| Ok((e["cursor"].as_str().unwrap_or_default().to_owned(), listing_doc(e["listing"].clone())?)))
+            .collect()
+    }
+
+    async fn product(&self, id: &str) -> Result<Option<search::ProductDoc>, search::FeedError> {
+        let (status, body) = self.http.get(&format!("/internal/v1/listings/{id}?currency={}", self.currency)).await.map_err(unavailable)?;
+        match status {
+            200 => Ok(Some(listing_doc(body)?)),
+            404 => Ok(None),
+            _ => Err(unavailable(Http::failure(status, &body))),
+        }
+    }
+
+    async fn product_of_sku(&self, sku: &str) -> Result<Option<String>, search::FeedError> {
+        let (status, body) = self.http.get(&format!("/internal/v1/skus/{sku}/product")).await.map_err(unavailable)?;
+        match status {
+            200 => Ok(body["product_id"].as_str().map(str::to_owned)),
+            404 => Ok(None),
+            _ => Err(unavailable(Http::failure(status, &body))),
+        }
     }
 }

@@ -622,10 +622,10 @@ async fn orders_in_its_own_process_reaches_the_catalog_over_http() {
 
     let sandbox = Sandbox::new().await;
     let mut config = (*sandbox.config()).clone();
-    config.services = vec!["orders".into()];
+    config.services = vec!["orders".into(), "search".into()];
     config.public_url = Some("http://shop.test".into());
     config.catalog.service_token = Some(TOKEN.into());
-    config.orders.catalog_url = Some(format!("http://{addr}"));
+    config.catalog.url = Some(format!("http://{addr}"));
     config.auth.jwks_url = Some(format!("http://{addr}/.well-known/jwks.json"));
     let orders = emporium::start(Arc::new(config), axum::Router::new(), false).await.unwrap();
     let remote = Shop { _sandbox: sandbox, app: orders, config: shop.config.clone(), staff: shop.staff.clone() };
@@ -643,6 +643,19 @@ async fn orders_in_its_own_process_reaches_the_catalog_over_http() {
     let (cart, who) = remote.ready_cart(&[("REMOTE-1", 1)], None).await;
     let (status, err) = remote.checkout(&cart, &who, "tok_visa").await;
     assert_eq!((status, err["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("out_of_stock")), "{err}");
+
+    // Search in that process reads the catalog over HTTP too.
+    shop.product("REMOTE-2", 900, 5).await;
+    assert_eq!(remote.send("POST", "/api/v1/admin/search/reindex", &remote.as_staff(), None).await.0, StatusCode::ACCEPTED);
+    let mut found = Value::Null;
+    for _ in 0..100 {
+        found = remote.send("GET", "/api/v1/search?q=remote-2", &Who::default(), None).await.1;
+        if found["total"] == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(found["data"][0]["title"], "Product REMOTE-2", "{found}");
 }
 
 #[tokio::test]

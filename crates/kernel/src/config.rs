@@ -60,9 +60,6 @@ pub struct OrdersConfig {
     pub stripe_webhook_secret: Option<String>,
     /// Stripe's API base URL (a local stand-in in tests).
     pub stripe_api_base: String,
-    /// Where processes without the catalog reach it (`http://catalog.internal:8080`);
-    /// they present `catalog.service_token`.
-    pub catalog_url: Option<String>,
 }
 
 impl Default for OrdersConfig {
@@ -78,7 +75,6 @@ impl Default for OrdersConfig {
             stripe_publishable_key: None,
             stripe_webhook_secret: None,
             stripe_api_base: "https://api.stripe.com".into(),
-            catalog_url: None,
         }
     }
 }
@@ -127,11 +123,14 @@ pub struct CatalogConfig {
     /// The bearer token other services present on `/internal/v1/…` (the
     /// reservation port over HTTP); unset means those routes are closed.
     pub service_token: Option<String>,
+    /// Where processes without the catalog (orders, search) reach it
+    /// (`http://catalog.internal:8080`); they present `service_token`.
+    pub url: Option<String>,
 }
 
 impl Default for CatalogConfig {
     fn default() -> Self {
-        Self { cache: true, service_token: None }
+        Self { cache: true, service_token: None, url: None }
     }
 }
 
@@ -469,6 +468,7 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("EMPORIUM_AUTH_JWKS_URL", "auth.jwks_url", Kind::Str),
     ("EMPORIUM_CATALOG_CACHE", "catalog.cache", Kind::Bool),
     ("EMPORIUM_CATALOG_SERVICE_TOKEN", "catalog.service_token", Kind::Str),
+    ("EMPORIUM_CATALOG_URL", "catalog.url", Kind::Str),
     ("EMPORIUM_MEDIA_STORE", "media.store", Kind::Str),
     ("EMPORIUM_MEDIA_DIR", "media.dir", Kind::Str),
     ("EMPORIUM_MEDIA_MAX_UPLOAD_BYTES", "media.max_upload_bytes", Kind::Int),
@@ -488,7 +488,6 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("EMPORIUM_STRIPE_PUBLISHABLE_KEY", "orders.stripe_publishable_key", Kind::Str),
     ("EMPORIUM_STRIPE_WEBHOOK_SECRET", "orders.stripe_webhook_secret", Kind::Str),
     ("EMPORIUM_STRIPE_API_BASE", "orders.stripe_api_base", Kind::Str),
-    ("EMPORIUM_ORDERS_CATALOG_URL", "orders.catalog_url", Kind::Str),
 ];
 
 /// The variables `load` reads, with their keys, for documentation and `--help`.
@@ -635,8 +634,8 @@ impl Config {
             return Err(invalid("orders.payment_timeout_mins", "must be at least 1".into()));
         }
         check_scheme("orders.stripe_api_base", &o.stripe_api_base, &["https", "http"])?;
-        if let Some(url) = &o.catalog_url {
-            check_scheme("orders.catalog_url", url, &["http", "https"])?;
+        if let Some(url) = &self.catalog.url {
+            check_scheme("catalog.url", url, &["http", "https"])?;
         }
         match self.media.store.as_str() {
             "local" => {}

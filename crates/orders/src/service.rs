@@ -86,7 +86,7 @@ impl Orders {
     pub(crate) fn catalog(&self) -> Result<Arc<dyn CatalogPort>, OrdersError> {
         self.ports
             .get::<dyn CatalogPort>()
-            .ok_or_else(|| OrdersError::Catalog("no catalog in this process and orders.catalog_url is unset".into()))
+            .ok_or_else(|| OrdersError::Catalog("no catalog in this process and catalog.url is unset".into()))
     }
 
     pub(crate) fn gateway(&self, name: &str) -> Result<Arc<dyn PaymentGateway>, OrdersError> {

@@ -169,6 +169,13 @@ impl Search {
         tracing::error!("no catalog feed after a minute: the search index stays empty until `emporium search reindex`");
     }
 
+    /// Puts documents in the live index as they are (tools and benchmarks;
+    /// the service itself reads products through the feed).
+    pub async fn index_documents(&self, docs: Vec<ProductDoc>) -> Result<(), SearchError> {
+        let live = self.index.live()?;
+        blocking(move || live.apply(&docs, &[])).await
+    }
+
     pub async fn search(&self, request: Request) -> Result<Results, SearchError> {
         let synonyms = store::synonyms(&self.db).await?;
         let live = self.index.live()?;

@@ -17,7 +17,7 @@ pub type Viewer<'a> = Option<&'a str>;
 
 impl Search {
     /// Counts a paid order once: its products, their pairs, their popularity.
-    pub(crate) async fn order_paid(&self, event: &Envelope) -> Result<(), SearchError> {
+    pub async fn order_paid(&self, event: &Envelope) -> Result<(), SearchError> {
         let data = &event.data;
         let order = data.get("order_id").and_then(|v| v.as_str()).unwrap_or(event.aggregate_id.as_str());
         let buyer = data
