@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Builds release binaries and runs the benchmark scenarios; writes bench/RESULTS.md,
-# then appends the checkout benchmark's section to it.
+# then appends the checkout and search benchmarks' sections to it.
 # Options pass through to emporium-bench: bench/run.sh --seconds 5 --rounds 1 --connections 64
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -p emporium -p emporium-bench
 target/release/emporium-bench "$@"
 target/release/checkout-bench --out bench/RESULTS.md  # appends its section; EMPORIUM_BENCH_DATABASE_URL=postgres://…/postgres runs it on PostgreSQL
+target/release/search-bench --out bench/RESULTS.md  # appends its section; --products 100000 --queries 2000 --threads 2

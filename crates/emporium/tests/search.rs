@@ -257,10 +257,12 @@ async fn recommendations_follow_purchases_views_and_stock() {
     shop.until_first("q=scarf", Some("Linen Scarf"), Duration::from_secs(5)).await;
 
     // Shirts go with shorts; the bag is a best-seller bought with everything.
+    // One customer per order, but alice's.
     let mut n = 0;
     let mut order = |products: &[&str], user: &str| {
         n += 1;
-        paid(&format!("ord_test{n:04}"), user, products)
+        let buyer = if user == "usr_other" { format!("usr_buyer{n:03}") } else { user.to_owned() };
+        paid(&format!("ord_test{n:04}"), &buyer, products)
     };
     let mut events = Vec::new();
     for _ in 0..6 {
@@ -298,7 +300,7 @@ async fn recommendations_follow_purchases_views_and_stock() {
     let bag_score = body["data"].as_array().unwrap().iter().find(|h| h["id"] == bag.as_str()).map(|h| h["score"].as_f64().unwrap());
     let belt_score = body["data"].as_array().unwrap().iter().find(|h| h["id"] == belt.as_str()).map(|h| h["score"].as_f64().unwrap());
     assert!(belt_score > bag_score, "the best-seller does not lead just for selling: {body}");
-    // The shirt is in 10 orders (one of them alice's), the shorts in 6, together in 6.
+    // The shirt has 10 buyers (alice one of them), the shorts 6, both 6.
     let expected = 6.0 / (10.0f64 * 6.0).sqrt();
     let shorts_score = body["data"][0]["score"].as_f64().unwrap();
     assert!((shorts_score - expected).abs() < 1e-4, "redelivered orders are counted once: {shorts_score} vs {expected}");

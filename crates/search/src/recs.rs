@@ -1,5 +1,5 @@
-//! Recommendations: bought together (item-to-item co-purchase, cosine
-//! normalised), similar (content), trending (decayed sales and views) and
+//! Recommendations: bought together (item-to-item: customers who bought
+//! this also bought, cosine normalised), similar (content), trending (decayed sales and views) and
 //! for one customer (from what they bought and looked at, trending when
 //! there is nothing yet). Out-of-stock and inactive products, and what the
 //! customer already bought, are left out.
@@ -127,7 +127,6 @@ impl Search {
         let mut tx = self.db.begin().await?;
         store::reset_counts(&mut tx).await?;
         for (order, buyer, at, products) in &orders {
-            store::forget_order(&mut tx, order).await?;
             store::record_order(&mut tx, order, buyer, products, *at).await?;
         }
         tx.commit().await?;

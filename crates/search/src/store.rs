@@ -64,28 +64,38 @@ async fn bump(tx: &mut platform::db::Tx, product: &str, weight: f64, now: i64) -
 }
 
 /// Records a paid order's products, in the transaction that marks its
-/// event handled (so a redelivered event counts nothing).
+/// event handled (so a redelivered event counts nothing). A product counts
+/// once per buyer, and so does a pair: a product new to the buyer is paired
+/// with everything they bought before and in this order.
 pub async fn record_order(tx: &mut platform::db::Tx, order: &str, buyer: &str, products: &[String], at_ms: i64) -> Result<(), DbError> {
+    let before: Vec<(String,)> = on_tx!(tx, c => sqlx::query_as(
+        "SELECT DISTINCT product_id FROM purchases WHERE buyer = $1 AND order_id <> $2")
+        .bind(buyer).bind(order).fetch_all(c).await)?;
+    let mut known: Vec<String> = before.into_iter().map(|r| r.0).collect();
     let mut distinct: Vec<&String> = products.iter().collect();
     distinct.sort();
     distinct.dedup();
-    for p in &distinct {
+    for p in distinct {
         on_tx!(tx, c => sqlx::query(
             "INSERT INTO purchases (order_id, product_id, buyer, at_ms) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING")
-            .bind(order).bind(*p).bind(buyer).bind(at_ms).execute(c).await.map(|_| ()))?;
-        on_tx!(tx, c => sqlx::query(
-            "INSERT INTO product_orders (product_id, orders) VALUES ($1, 1) \
-             ON CONFLICT (product_id) DO UPDATE SET orders = product_orders.orders + 1")
-            .bind(*p).execute(c).await.map(|_| ()))?;
+            .bind(order).bind(p).bind(buyer).bind(at_ms).execute(c).await.map(|_| ()))?;
         bump(tx, p, 1.0, at_ms).await?;
-    }
-    for a in &distinct {
-        for b in distinct.iter().filter(|b| *b != a) {
-            on_tx!(tx, c => sqlx::query(
-                "INSERT INTO co_purchases (a, b, orders) VALUES ($1, $2, 1) \
-                 ON CONFLICT (a, b) DO UPDATE SET orders = co_purchases.orders + 1")
-                .bind(*a).bind(*b).execute(c).await.map(|_| ()))?;
+        if known.contains(p) {
+            continue;
         }
+        on_tx!(tx, c => sqlx::query(
+            "INSERT INTO product_buyers (product_id, buyers) VALUES ($1, 1) \
+             ON CONFLICT (product_id) DO UPDATE SET buyers = product_buyers.buyers + 1")
+            .bind(p).execute(c).await.map(|_| ()))?;
+        for q in &known {
+            for (a, b) in [(p.as_str(), q.as_str()), (q.as_str(), p.as_str())] {
+                on_tx!(tx, c => sqlx::query(
+                    "INSERT INTO co_purchases (a, b, buyers) VALUES ($1, $2, 1) \
+                     ON CONFLICT (a, b) DO UPDATE SET buyers = co_purchases.buyers + 1")
+                    .bind(a).bind(b).execute(c).await.map(|_| ()))?;
+            }
+        }
+        known.push(p.clone());
     }
     Ok(())
 }
@@ -103,14 +113,14 @@ pub async fn record_view(db: &Db, viewer: Option<&str>, product: &str) -> Result
     Ok(())
 }
 
-/// Products bought with `product`, scored by cosine similarity of their
-/// order sets (`together / sqrt(orders(a) × orders(b))`), so best-sellers do
-/// not top every list.
+/// Products bought by the buyers of `product`, scored by the cosine
+/// similarity of their buyer sets (`both / sqrt(buyers(a) × buyers(b))`), so
+/// best-sellers do not top every list.
 pub async fn bought_with(db: &Db, product: &str, limit: i64) -> Result<Vec<(String, f64)>, DbError> {
     let rows: Vec<(String, i64, i64, i64)> = on_db!(db, pool => sqlx::query_as(
-        "SELECT c.b, c.orders, pa.orders, pb.orders FROM co_purchases c \
-         JOIN product_orders pa ON pa.product_id = c.a JOIN product_orders pb ON pb.product_id = c.b \
-         WHERE c.a = $1 ORDER BY c.orders DESC LIMIT 500")
+        "SELECT c.b, c.buyers, pa.buyers, pb.buyers FROM co_purchases c \
+         JOIN product_buyers pa ON pa.product_id = c.a JOIN product_buyers pb ON pb.product_id = c.b \
+         WHERE c.a = $1 ORDER BY c.buyers DESC LIMIT 500")
         .bind(product).fetch_all(pool).await)?;
     let mut scored: Vec<(String, f64)> =
         rows.into_iter().map(|(b, together, na, nb)| (b, together as f64 / ((na * nb) as f64).sqrt())).collect();
@@ -152,9 +162,10 @@ pub async fn viewed_by(db: &Db, viewer: &str) -> Result<Vec<String>, DbError> {
     Ok(out)
 }
 
-/// Forgets every statistic (before a rebuild from purchases).
+/// Forgets every statistic and purchase (a rebuild replays the purchases
+/// read before, in order).
 pub async fn reset_counts(tx: &mut platform::db::Tx) -> Result<(), DbError> {
-    for table in ["product_orders", "co_purchases", "trend"] {
+    for table in ["product_buyers", "co_purchases", "trend", "purchases"] {
         let sql = format!("DELETE FROM {table}");
         on_tx!(tx, c => sqlx::query(sqlx::AssertSqlSafe(sql)).execute(c).await.map(|_| ()))?;
     }
@@ -164,7 +175,7 @@ pub async fn reset_counts(tx: &mut platform::db::Tx) -> Result<(), DbError> {
 /// Every purchase, grouped by order: (order, buyer, at_ms, products).
 pub async fn all_purchases(db: &Db) -> Result<Vec<(String, String, i64, Vec<String>)>, DbError> {
     let rows: Vec<(String, String, i64, String)> = on_db!(db, pool => sqlx::query_as(
-        "SELECT order_id, buyer, at_ms, product_id FROM purchases ORDER BY order_id, product_id").fetch_all(pool).await)?;
+        "SELECT order_id, buyer, at_ms, product_id FROM purchases ORDER BY at_ms, order_id, product_id").fetch_all(pool).await)?;
     let mut out: Vec<(String, String, i64, Vec<String>)> = Vec::new();
     for (order, buyer, at, product) in rows {
         match out.last_mut() {
@@ -173,10 +184,4 @@ pub async fn all_purchases(db: &Db) -> Result<Vec<(String, String, i64, Vec<Stri
         }
     }
     Ok(out)
-}
-
-/// Drops every purchase of an order (before recounting it).
-pub async fn forget_order(tx: &mut platform::db::Tx, order: &str) -> Result<(), DbError> {
-    on_tx!(tx, c => sqlx::query("DELETE FROM purchases WHERE order_id = $1").bind(order).execute(c).await.map(|_| ()))?;
-    Ok(())
 }

@@ -10,15 +10,16 @@ CREATE TABLE purchases (
 );
 CREATE INDEX purchases_buyer ON purchases (buyer, at_ms);
 
--- Orders holding a product, and pairs of products in one order.
-CREATE TABLE product_orders (
+-- Customers who bought a product, and customers who bought both of two
+-- ("customers who bought this also bought"), each customer counted once.
+CREATE TABLE product_buyers (
     product_id TEXT PRIMARY KEY,
-    orders     BIGINT NOT NULL
+    buyers     BIGINT NOT NULL
 );
 CREATE TABLE co_purchases (
     a      TEXT NOT NULL,
     b      TEXT NOT NULL,
-    orders BIGINT NOT NULL,
+    buyers BIGINT NOT NULL,
     PRIMARY KEY (a, b)
 );
 
