@@ -8,3 +8,4 @@ cargo build --release -p emporium -p emporium-bench
 target/release/emporium-bench "$@"
 target/release/checkout-bench --out bench/RESULTS.md  # appends its section; EMPORIUM_BENCH_DATABASE_URL=postgres://…/postgres runs it on PostgreSQL
 target/release/search-bench --out bench/RESULTS.md  # appends its section; --products 100000 --queries 2000 --threads 2
+target/release/recs-eval --out bench/RESULTS.md

@@ -134,6 +134,11 @@ pub enum SearchCommand {
         #[command(flatten)]
         overrides: Overrides,
     },
+    /// Recount the recommendation statistics from the recorded purchases.
+    RebuildRecommendations {
+        #[command(flatten)]
+        overrides: Overrides,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -286,6 +291,13 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let count = search::rebuild_offline(feed, &config.data_dir, &progress).await.map_err(|e| CliError::Service(Box::new(e)))?;
             bar.finish_and_clear();
             println!("indexed {count} products; a running server switches to the new index within seconds");
+            Ok(())
+        }
+        Command::Search { command: SearchCommand::RebuildRecommendations { overrides } } => {
+            let config = Arc::new(load_config(cli.config.as_ref(), &overrides, None)?);
+            let ctx = app::open_service(config, &search::spec()).await?;
+            let orders = search::rebuild_statistics(&ctx.db).await.map_err(|e| CliError::Service(Box::new(e)))?;
+            println!("recounted the statistics of {orders} orders");
             Ok(())
         }
         Command::Import { command: ImportCommand::Products { file, currency, overrides } } => {

@@ -358,6 +358,8 @@ async fn the_search_index_is_rebuilt_from_the_command_line_while_the_server_serv
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(folders(), 1, "the old index is gone once the server switched");
+    let out = emporium(&sandbox).args(["search", "rebuild-recommendations"]).output().unwrap();
+    assert!(out.status.success() && text(&out).0.contains("recounted the statistics of 0 orders"), "{:?}", text(&out));
     Command::new("kill").args(["-TERM", &server.id().to_string()]).status().unwrap();
     assert!(server.wait().unwrap().success());
 }

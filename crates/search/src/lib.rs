@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 pub use index::{IndexError, SearchIndex};
 pub use query::{Request, Results};
+pub use recs::rebuild_statistics;
 
 pub const NAME: &str = "search";
 

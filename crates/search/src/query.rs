@@ -94,9 +94,61 @@ pub struct Results {
 /// Price bands, in minor units.
 const BANDS: [(i64, Option<i64>); 5] = [(0, Some(2500)), (2500, Some(5000)), (5000, Some(10000)), (10000, Some(25000)), (25000, None)];
 
+/// Counts the matching documents of each price band in the same pass as
+/// the search (reading the price column), instead of one search per band.
+struct Bands;
+
+struct BandCounter {
+    prices: tantivy::columnar::Column<u64>,
+    counts: [u64; BANDS.len()],
+}
+
+fn band_of(price: u64) -> Option<usize> {
+    let price = i64::try_from(price).ok()?;
+    BANDS.iter().position(|(min, max)| price >= *min && max.is_none_or(|m| price < m))
+}
+
+impl tantivy::collector::Collector for Bands {
+    type Fruit = [u64; BANDS.len()];
+    type Child = BandCounter;
+
+    fn for_segment(&self, _: tantivy::SegmentOrdinal, segment: &tantivy::SegmentReader) -> tantivy::Result<BandCounter> {
+        Ok(BandCounter { prices: segment.fast_fields().u64("price")?, counts: [0; BANDS.len()] })
+    }
+
+    fn requires_scoring(&self) -> bool {
+        false
+    }
+
+    fn merge_fruits(&self, parts: Vec<[u64; BANDS.len()]>) -> tantivy::Result<[u64; BANDS.len()]> {
+        let mut total = [0; BANDS.len()];
+        for part in parts {
+            for (t, p) in total.iter_mut().zip(part) {
+                *t += p;
+            }
+        }
+        Ok(total)
+    }
+}
+
+impl tantivy::collector::SegmentCollector for BandCounter {
+    type Fruit = [u64; BANDS.len()];
+
+    fn collect(&mut self, doc: tantivy::DocId, _: tantivy::Score) {
+        if let Some(band) = self.prices.first(doc).and_then(band_of) {
+            self.counts[band] += 1;
+        }
+    }
+
+    fn harvest(self) -> Self::Fruit {
+        self.counts
+    }
+}
+
 /// Where words are looked for, and how much a match there counts.
-fn text_fields(f: &Fields) -> [(Field, f32); 6] {
-    [(f.title, 3.0), (f.brand, 2.0), (f.tags, 1.5), (f.categories, 1.5), (f.attributes, 1.0), (f.description, 0.5)]
+/// The third value: typos and prefixes are looked for there.
+fn text_fields(f: &Fields) -> [(Field, f32, bool); 6] {
+    [(f.title, 3.0, true), (f.brand, 2.0, true), (f.tags, 1.5, true), (f.categories, 1.5, true), (f.attributes, 1.0, false), (f.description, 0.5, false)]
 }
 
 /// Edits allowed for a word of `len` characters.
@@ -142,11 +194,16 @@ fn term_query(field: Field, text: &str) -> Box<dyn Query> {
     Box::new(TermQuery::new(Term::from_field_text(field, text), IndexRecordOption::WithFreqs))
 }
 
-/// One token: exact, within its typo budget, and as a prefix when it is the
-/// last thing typed.
-fn token_clauses(field: Field, weight: f32, token: &str, last: bool, out: &mut Vec<Box<dyn Query>>) {
+/// One token: exact, and — in the short fields (`tolerant`) — within its
+/// typo budget and as a prefix when it is the last thing typed. Fuzzy
+/// matching walks the term dictionary, so it is kept off the long
+/// description and attribute texts, where an exact word is enough.
+fn token_clauses(field: Field, weight: f32, token: &str, last: bool, tolerant: bool, out: &mut Vec<Box<dyn Query>>) {
     let term = Term::from_field_text(field, token);
     out.push(boost(Box::new(TermQuery::new(term.clone(), IndexRecordOption::WithFreqs)), weight * 3.0));
+    if !tolerant {
+        return;
+    }
     let budget = typo_budget(token.chars().count());
     if budget > 0 {
         out.push(boost(Box::new(FuzzyTermQuery::new(term.clone(), budget, true)), weight));
@@ -163,8 +220,8 @@ fn word_query(f: &Fields, word: &str, last: bool) -> Box<dyn Query> {
     for (i, token) in tokens.iter().enumerate() {
         let mut clauses = Vec::new();
         let token_last = last && i + 1 == tokens.len();
-        for (field, weight) in text_fields(f) {
-            token_clauses(field, weight, token, token_last, &mut clauses);
+        for (field, weight, tolerant) in text_fields(f) {
+            token_clauses(field, weight, token, token_last, tolerant, &mut clauses);
         }
         per_token.push(Box::new(BooleanQuery::union(clauses)));
     }
@@ -177,7 +234,7 @@ fn word_query(f: &Fields, word: &str, last: bool) -> Box<dyn Query> {
     let squashed = squash(word);
     if squashed.chars().count() >= 2 {
         let mut clauses = Vec::new();
-        token_clauses(f.compact, 2.5, &squashed, last, &mut clauses);
+        token_clauses(f.compact, 2.5, &squashed, last, true, &mut clauses);
         alternatives.extend(clauses);
         if squashed.chars().any(|c| c.is_ascii_digit()) || word.contains('-') {
             alternatives.push(boost(term_query(f.sku_prefix, &squashed), 4.0));
@@ -267,31 +324,33 @@ pub fn run(open: &Open, r: &Request, synonyms: &[Vec<String>]) -> Result<Results
     }
     let limit = r.limit.max(1);
     let top = TopDocs::with_limit(limit).and_offset(r.offset);
-    let (addresses, total, facet_counts): (Vec<(f32, DocAddress)>, usize, _) = match r.sort {
-        Sort::Relevance => searcher.search(&*query, &(top.order_by_score(), Count, facet_collector))?,
+    let (addresses, total, facet_counts, bands): (Vec<(f32, DocAddress)>, usize, _, _) = match r.sort {
+        Sort::Relevance => searcher.search(&*query, &(top.order_by_score(), Count, facet_collector, Bands))?,
         Sort::PriceAsc | Sort::PriceDesc => {
             let order = if r.sort == Sort::PriceAsc { Order::Asc } else { Order::Desc };
-            let (docs, total, facets) = searcher.search(&*query, &(top.order_by_fast_field::<u64>("price", order), Count, facet_collector))?;
-            (docs.into_iter().map(|(_, a)| (0.0, a)).collect(), total, facets)
+            let (docs, total, facets, bands) =
+                searcher.search(&*query, &(top.order_by_fast_field::<u64>("price", order), Count, facet_collector, Bands))?;
+            (docs.into_iter().map(|(_, a)| (0.0, a)).collect(), total, facets, bands)
         }
         Sort::Newest => {
-            let (docs, total, facets) = searcher.search(&*query, &(top.order_by_fast_field::<i64>("created", Order::Desc), Count, facet_collector))?;
-            (docs.into_iter().map(|(_, a)| (0.0, a)).collect(), total, facets)
+            let (docs, total, facets, bands) =
+                searcher.search(&*query, &(top.order_by_fast_field::<i64>("created", Order::Desc), Count, facet_collector, Bands))?;
+            (docs.into_iter().map(|(_, a)| (0.0, a)).collect(), total, facets, bands)
         }
     };
-    let mut facets = Facets {
+    // Price bands count the other filters only, so a shopper sees what
+    // choosing another band would give: with a price filter, one more pass.
+    let bands = if r.min_price.is_some() || r.max_price.is_some() {
+        searcher.search(&*assemble(f, r, synonyms, false), &Bands)?
+    } else {
+        bands
+    };
+    let facets = Facets {
         category: counts(&facet_counts, "/category"),
         brand: counts(&facet_counts, "/brand"),
         attributes: r.facet_attributes.iter().map(|a| (a.clone(), counts(&facet_counts, &format!("/attr/{a}")))).collect(),
-        price: Vec::new(),
+        price: BANDS.iter().zip(bands).map(|((min, max), count)| PriceBand { min: *min, max: *max, count }).collect(),
     };
-    // Price bands count the rest of the filters, so a shopper sees what
-    // choosing a band would give.
-    let unpriced = assemble(f, r, synonyms, false);
-    for (min, max) in BANDS {
-        let band = BooleanQuery::new(vec![(Occur::Must, unpriced.box_clone()), filter(price_range(f, Some(min), max))]);
-        facets.price.push(PriceBand { min, max, count: searcher.search(&band, &Count)? as u64 });
-    }
     let hits = hits(&searcher, f, &*query, &addresses)?;
     let did_you_mean = if total == 0 && !r.q.trim().is_empty() { suggestion(&searcher, f, &r.q)? } else { None };
     Ok(Results { hits, total, facets, did_you_mean })

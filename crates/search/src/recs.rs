@@ -120,16 +120,22 @@ impl Search {
         Ok(())
     }
 
-    /// Recounts every statistic from the recorded purchases (views' share of
-    /// popularity starts again from zero).
+    /// Recounts every statistic from the recorded purchases.
     pub async fn rebuild_statistics(&self) -> Result<usize, SearchError> {
-        let orders = store::all_purchases(&self.db).await?;
-        let mut tx = self.db.begin().await?;
-        store::reset_counts(&mut tx).await?;
-        for (order, buyer, at, products) in &orders {
-            store::record_order(&mut tx, order, buyer, products, *at).await?;
-        }
-        tx.commit().await?;
-        Ok(orders.len())
+        rebuild_statistics(&self.db).await
     }
+}
+
+/// Recounts every statistic from the recorded purchases, replayed in order
+/// (views' share of popularity starts again from zero). Needs only the
+/// database, so the command line can run it beside a server.
+pub async fn rebuild_statistics(db: &platform::db::Db) -> Result<usize, SearchError> {
+    let orders = store::all_purchases(db).await?;
+    let mut tx = db.begin().await?;
+    store::reset_counts(&mut tx).await?;
+    for (order, buyer, at, products) in &orders {
+        store::record_order(&mut tx, order, buyer, products, *at).await?;
+    }
+    tx.commit().await?;
+    Ok(orders.len())
 }
