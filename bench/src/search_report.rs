@@ -101,10 +101,10 @@ pub fn render(args: &Args, m: &Measured) -> String {
          reference adds the same field values with tantivy's default tokenizer and commits, nothing more. Both use one indexing \
          thread, a {} MB budget and tantivy's default merge policy; searches start once the merges are done (the reference's \
          awaited with `wait_merging_threads`, Emporium's taken as done when its segments stay the same for {} s), which the build \
-         time leaves out. **Searches**: Emporium makes, for every word, an exact clause, a typo clause (1 edit for 4–7 letters, 2 \
-         beyond) and, for the last word, a prefix clause over six weighted fields, plus the squashed title and the SKU fields; it \
-         collects the top {LIMIT} with the total and the category and brand facets (and color when asked), counts five price bands \
-         with five more searches, loads the hits and makes snippets. The reference parses the words with tantivy's `QueryParser` \
+         time leaves out. **Searches**: Emporium makes, for every word, an exact clause over six weighted fields and, over the four \
+         short ones (title, brand, tags, categories), a typo clause (1 edit for 4–7 letters, 2 beyond) and, for the last word, a \
+         prefix clause, plus the squashed title and the SKU fields; it collects the top {LIMIT} with the total, the category and \
+         brand facets (and color when asked) and five price bands in the same pass, loads the hits and makes snippets. The reference parses the words with tantivy's `QueryParser` \
          over title and description, every word required (a typo: a one-edit `FuzzyTermQuery` on both fields; faceted: the same \
          words plus a brand `TermQuery`, a price `RangeQuery` and a `FacetCollector` over category, brand and color) and loads the \
          top {LIMIT}. The typo searches use 4–7-letter nouns with two neighbouring letters swapped, so both sides allow one edit. \
