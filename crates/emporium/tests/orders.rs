@@ -695,3 +695,22 @@ async fn with_capture_on_fulfilment_the_money_is_taken_when_the_parcel_ships() {
     assert_eq!(shop.count("orders", "SELECT COUNT(*) FROM test_gateway_charges WHERE status = 'canceled'").await, 1);
     assert_eq!(shop.available("DESK-1").await, (4, 0));
 }
+
+#[tokio::test]
+async fn the_reconciler_leaves_a_payment_being_confirmed_alone_until_its_time_is_up() {
+    let shop = Shop::with(|c| c.orders.reconcile_after_secs = 0).await;
+    shop.product("VASE-1", 3000, 2).await;
+    let (cart, who) = shop.ready_cart(&[("VASE-1", 1)], None).await;
+    let (_, order) = shop.checkout(&cart, &who, "tok_requires_action").await;
+    let id = order["id"].as_str().unwrap();
+    let orders = shop.app.ports().get::<orders::Orders>().unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    for _ in 0..3 {
+        orders.reconcile().await.unwrap();
+    }
+    let (_, seen) = shop.send("GET", &format!("/api/v1/admin/orders/{id}"), &shop.as_staff(), None).await;
+    assert_eq!(seen["status"], "pending_payment");
+    let asked = seen["timeline"].as_array().unwrap().iter().filter(|t| t["kind"] == "payment_action_required").count();
+    assert_eq!(asked, 1, "{seen}");
+    assert_eq!(shop.available("VASE-1").await, (2, 1), "still held for the shopper");
+}

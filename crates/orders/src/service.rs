@@ -859,10 +859,14 @@ impl Orders {
         let timeout = now - self.settings.payment_timeout_mins as i64 * 60_000;
         let mut touched = 0;
         for id in store::stale_orders(&self.db, &["pending_payment"], None, stale, 100).await? {
-            touched += 1;
             let Some(payment) = store::payments(&self.db, &id).await?.pop() else { continue };
             let Ok(gateway) = self.gateway(&payment.provider) else { continue };
             let order = store::order(&self.db, &id).await?.ok_or(OrdersError::OrderNotFound)?;
+            // The shopper is confirming: the confirmation or the provider's
+            // webhook settles it; only once the time is up is it looked at.
+            if payment.status == "requires_action" && order.updated_ms >= timeout {
+                continue;
+            }
             let outcome = match (&payment.provider_ref, payment.status.as_str(), &payment.token) {
                 (Some(reference), _, _) => gateway.status(reference).await,
                 // Cut off before the answer was written down: ask again with
@@ -889,12 +893,14 @@ impl Orders {
                     }
                     Outcome::Declined { reference: payment.provider_ref.clone(), code: "authentication_timeout".into(), message: "The payment was not confirmed in time.".into() }
                 }
+                Ok(Outcome::RequiresAction { .. }) => continue,
                 Ok(o) => o,
                 Err(e) => {
                     tracing::warn!(order_id = %id, error = %e, "reconciling a payment failed; will retry");
                     continue;
                 }
             };
+            touched += 1;
             match self.apply_outcome(&id, &payment.id, outcome).await {
                 Ok(_) | Err(OrdersError::PaymentDeclined { .. }) => tracing::info!(order_id = %id, "reconciled an interrupted checkout"),
                 Err(e) => tracing::warn!(order_id = %id, error = %e, "reconciling an order failed; will retry"),
