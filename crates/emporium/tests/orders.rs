@@ -2,15 +2,15 @@
 //! whole shop (auth, catalog and orders in one process).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
+mod support;
+
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
 use kernel::auth::Role;
 use platform::app::App;
 use platform::on_db;
-use platform::service::ServiceContext;
 use platform::testing::Sandbox;
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -74,41 +74,21 @@ impl Shop {
     }
 
     async fn send_full(&self, method: &str, path: &str, who: &Who, body: Option<Value>) -> (StatusCode, axum::http::HeaderMap, Value) {
-        let mut r = Request::builder().method(method).uri(path);
+        let mut headers = Vec::new();
         if let Some(t) = &who.token {
-            r = r.header("authorization", format!("Bearer {t}"));
+            headers.push(("authorization", format!("Bearer {t}")));
         }
         if let Some(s) = &who.secret {
-            r = r.header("x-cart-secret", s);
+            headers.push(("x-cart-secret", s.clone()));
         }
         if let Some(k) = &who.idempotency_key {
-            r = r.header("idempotency-key", k);
+            headers.push(("idempotency-key", k.clone()));
         }
-        let r = match body {
-            Some(b) => r.header("content-type", "application/json").body(Body::from(b.to_string())),
-            None => r.body(Body::empty()),
-        }
-        .unwrap();
-        let response = self.app.router().oneshot(r).await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        (status, headers, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        support::call(&self.app, method, path, &headers, body).await
     }
 
     async fn user(&self, email: &str, role: Role) -> String {
-        let ctx = ServiceContext {
-            name: "auth",
-            db: self.app.db("auth").unwrap().clone(),
-            bus: self.app.bus().clone(),
-            config: self.config.clone(),
-            shutdown: Default::default(),
-            ports: Default::default(),
-        };
-        let auth = auth::open(&ctx).unwrap();
-        auth::admin::create_user(&auth, email, "Person", "a long passphrase", &[role]).await.unwrap();
-        let (_, body) = self.send("POST", "/api/v1/auth/login", &Who::default(), Some(json!({"email": email, "password": "a long passphrase"}))).await;
-        body["access_token"].as_str().unwrap().to_owned()
+        support::signed_in(&self.app, &self.config, email, role).await
     }
 
     /// A product with one SKU at `price` cents and `stock` units on hand.

@@ -2,18 +2,16 @@
 //! process), fed by the catalog's events.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
+use axum::http::StatusCode;
 use kernel::auth::Role;
 use platform::app::App;
-use platform::service::ServiceContext;
 use platform::testing::Sandbox;
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
 struct Shop {
     _sandbox: Sandbox,
@@ -28,36 +26,14 @@ impl Shop {
         config.services = vec!["auth".into(), "catalog".into(), "search".into()];
         let config = Arc::new(config);
         let app = emporium::start(config.clone(), axum::Router::new(), false).await.unwrap();
-        let ctx = ServiceContext {
-            name: "auth",
-            db: app.db("auth").unwrap().clone(),
-            bus: app.bus().clone(),
-            config: config.clone(),
-            shutdown: Default::default(),
-            ports: Default::default(),
-        };
-        let auth = auth::open(&ctx).unwrap();
-        auth::admin::create_user(&auth, "cm@example.com", "Staff", "a long passphrase", &[Role::Admin]).await.unwrap();
-        let mut shop = Shop { _sandbox: sandbox, app, staff: String::new() };
-        let (_, login) = shop.send("POST", "/api/v1/auth/login", false, Some(json!({"email": "cm@example.com", "password": "a long passphrase"}))).await;
-        shop.staff = login["access_token"].as_str().unwrap().to_owned();
-        shop
+        let staff = support::signed_in(&app, &config, "cm@example.com", Role::Admin).await;
+        Shop { _sandbox: sandbox, app, staff }
     }
 
     async fn send(&self, method: &str, path: &str, staff: bool, body: Option<Value>) -> (StatusCode, Value) {
-        let mut r = Request::builder().method(method).uri(path);
-        if staff {
-            r = r.header("authorization", format!("Bearer {}", self.staff));
-        }
-        let r = match body {
-            Some(b) => r.header("content-type", "application/json").body(Body::from(b.to_string())),
-            None => r.body(Body::empty()),
-        }
-        .unwrap();
-        let response = self.app.router().oneshot(r).await.unwrap();
-        let status = response.status();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        let headers: Vec<(&str, String)> = if staff { vec![("authorization", format!("Bearer {}", self.staff))] } else { Vec::new() };
+        let (status, _, body) = support::call(&self.app, method, path, &headers, body).await;
+        (status, body)
     }
 
     async fn category(&self, name: &str, parent: Option<&str>) -> String {
