@@ -17,14 +17,14 @@ use serde_json::{Value, json};
 pub fn wire(ports: &Ports, config: &Config) {
     let remote = || {
         let (url, token) = (config.catalog.url.as_ref()?, config.catalog.service_token.as_ref()?);
-        Http::new(url, token).map_err(|e| tracing::error!(error = %e, "cannot reach the catalog over HTTP")).ok()
+        Http::new(url, token, &config.orders.currency).map_err(|e| tracing::error!(error = %e, "cannot reach the catalog over HTTP")).ok()
     };
     if let Some(inventory) = ports.get::<Inventory>() {
         let feed = Feed { inventory: (*inventory).clone(), currency: config.orders.currency.clone() };
         ports.provide::<dyn search::CatalogFeed>(Arc::new(feed));
         ports.provide::<dyn CatalogPort>(Arc::new(InProcess((*inventory).clone())));
     } else if let Some(http) = remote() {
-        let http = Arc::new(HttpFeed { http, currency: config.orders.currency.clone() });
+        let http = Arc::new(http);
         ports.provide::<dyn CatalogPort>(http.clone());
         ports.provide::<dyn search::CatalogFeed>(http);
     } else if config.services.iter().any(|s| s == "orders" || s == "search") {
@@ -90,17 +90,20 @@ impl CatalogPort for InProcess {
     }
 }
 
-/// The catalog's internal routes, with the service token.
+/// The catalog's internal routes, with the service token: both ports a
+/// process without the catalog needs.
 pub struct Http {
     client: reqwest::Client,
     base: String,
     token: String,
+    /// The currency search indexes prices in.
+    currency: String,
 }
 
 impl Http {
-    pub fn new(base: &str, token: &str) -> Result<Http, reqwest::Error> {
+    pub fn new(base: &str, token: &str, currency: &str) -> Result<Http, reqwest::Error> {
         let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
-        Ok(Http { client, base: base.trim_end_matches('/').to_owned(), token: token.to_owned() })
+        Ok(Http { client, base: base.trim_end_matches('/').to_owned(), token: token.to_owned(), currency: currency.to_owned() })
     }
 
     async fn post(&self, path: &str, body: Option<Value>) -> Result<(u16, Value), PortError> {
@@ -228,35 +231,6 @@ impl search::CatalogFeed for Feed {
     }
 }
 
-/// The catalog over HTTP, for both ports a remote process needs.
-pub struct HttpFeed {
-    http: Http,
-    currency: String,
-}
-
-#[async_trait]
-impl CatalogPort for HttpFeed {
-    async fn offers(&self, skus: &[String], currency: &str) -> Result<Vec<Offer>, PortError> {
-        self.http.offers(skus, currency).await
-    }
-
-    async fn reserve(&self, key: &str, lines: &[(String, i64)]) -> Result<(), PortError> {
-        self.http.reserve(key, lines).await
-    }
-
-    async fn commit(&self, key: &str) -> Result<(), PortError> {
-        self.http.commit(key).await
-    }
-
-    async fn release(&self, key: &str) -> Result<(), PortError> {
-        self.http.release(key).await
-    }
-
-    async fn restock(&self, sku: &str, quantity: i64, reference: &str) -> Result<(), PortError> {
-        self.http.restock(sku, quantity, reference).await
-    }
-}
-
 fn listing_doc(value: Value) -> Result<search::ProductDoc, search::FeedError> {
     let listing: catalog::feed::Listing = serde_json::from_value(value).map_err(|e| search::FeedError(format!("catalog listing: {e}")))?;
     Ok(doc(listing))
@@ -267,10 +241,10 @@ fn unavailable(e: PortError) -> search::FeedError {
 }
 
 #[async_trait]
-impl search::CatalogFeed for HttpFeed {
+impl search::CatalogFeed for Http {
     async fn page(&self, after: Option<String>, limit: u32) -> Result<Vec<(String, search::ProductDoc)>, search::FeedError> {
         let body = json!({"currency": self.currency, "after": after, "limit": limit});
-        let (status, page) = self.http.post("/internal/v1/listings", Some(body)).await.map_err(unavailable)?;
+        let (status, page) = self.post("/internal/v1/listings", Some(body)).await.map_err(unavailable)?;
         if status != 200 {
             return Err(unavailable(Http::failure(status, &page)));
         }
@@ -282,7 +256,7 @@ impl search::CatalogFeed for HttpFeed {
     }
 
     async fn product(&self, id: &str) -> Result<Option<search::ProductDoc>, search::FeedError> {
-        let (status, body) = self.http.get(&format!("/internal/v1/listings/{id}?currency={}", self.currency)).await.map_err(unavailable)?;
+        let (status, body) = self.get(&format!("/internal/v1/listings/{id}?currency={}", self.currency)).await.map_err(unavailable)?;
         match status {
             200 => Ok(Some(listing_doc(body)?)),
             404 => Ok(None),
@@ -291,7 +265,7 @@ impl search::CatalogFeed for HttpFeed {
     }
 
     async fn product_of_sku(&self, sku: &str) -> Result<Option<String>, search::FeedError> {
-        let (status, body) = self.http.get(&format!("/internal/v1/skus/{sku}/product")).await.map_err(unavailable)?;
+        let (status, body) = self.get(&format!("/internal/v1/skus/{sku}/product")).await.map_err(unavailable)?;
         match status {
             200 => Ok(body["product_id"].as_str().map(str::to_owned)),
             404 => Ok(None),
