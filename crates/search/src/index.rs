@@ -240,9 +240,19 @@ impl SearchIndex {
             std::mem::replace(&mut *live, Arc::new(built))
         };
         // Searches still holding the old index finish on its memory maps.
-        if let Err(e) = std::fs::remove_dir_all(&old.dir) {
-            tracing::warn!(dir = %old.dir.display(), error = %e, "could not remove the old search index");
+        // Every other folder goes too: the one live index is the newest, and
+        // a rebuild that lost a race to this one would be left behind.
+        let live = self.live()?.dir.clone();
+        for entry in std::fs::read_dir(&self.root)?.flatten() {
+            let path = entry.path();
+            if path.is_dir()
+                && path != live
+                && let Err(e) = std::fs::remove_dir_all(&path)
+            {
+                tracing::warn!(dir = %path.display(), error = %e, "could not remove an old search index");
+            }
         }
+        drop(old);
         Ok(())
     }
 }
