@@ -96,7 +96,8 @@ impl Auth {
         }
         outbox::enqueue(
             &mut tx,
-            &Envelope::new("user.registered", id, json!({"user_id": id, "email": email.as_str(), "name": name})),
+            &Envelope::new("user.registered", id, json!({"user_id": id, "email": email.as_str(), "name": name,
+                "roles": roles, "permissions": kernel::auth::permissions_of(roles)})),
         )
         .await?;
         self.request_verification(&mut tx, &id, email.as_str(), name).await?;
@@ -478,6 +479,11 @@ impl Auth {
             let name = name.as_deref().unwrap_or(&user.name);
             self.request_verification(&mut tx, id, email.as_str(), name).await?;
         }
+        let mut after = user.clone();
+        after.name = name.unwrap_or(after.name);
+        after.phone = phone.unwrap_or(after.phone);
+        after.email = email.map(|e| e.as_str().to_owned()).unwrap_or(after.email);
+        outbox::enqueue(&mut tx, &contact_changed(&after)).await?;
         tx.commit().await?;
         self.user(id).await
     }
@@ -502,7 +508,17 @@ impl Auth {
             }
             r
         });
-        store::set_roles_and_status(&self.db, target, roles.as_deref(), disabled).await?;
+        let mut tx = self.db.begin().await?;
+        store::set_roles_and_status(&mut tx, target, roles.as_deref(), disabled).await?;
+        let mut after = before.clone();
+        if let Some(roles) = &roles {
+            after.roles = roles.clone();
+        }
+        if let Some(disabled) = disabled {
+            after.disabled_at = disabled.then(time::OffsetDateTime::now_utc);
+        }
+        outbox::enqueue(&mut tx, &contact_changed(&after)).await?;
+        tx.commit().await?;
         if let Some(roles) = &roles
             && *roles != before.roles
         {
@@ -780,4 +796,16 @@ impl platform::auth::ApiKeyResolver for ApiKeys {
     async fn resolve(&self, secret: &str) -> Result<Option<platform::auth::Principal>, platform::service::BoxError> {
         Ok(self.0.resolve_api_key(secret).await?)
     }
+}
+
+/// `user.updated`: how to reach a user and what they may do, for the
+/// services that keep a copy (notify's contact book).
+fn contact_changed(user: &User) -> Envelope {
+    Envelope::new(
+        "user.updated",
+        user.id,
+        json!({"user_id": user.id, "email": user.email, "name": user.name, "phone": user.phone,
+               "roles": user.roles, "permissions": kernel::auth::permissions_of(&user.roles),
+               "disabled": user.disabled_at.is_some()}),
+    )
 }

@@ -201,20 +201,20 @@ pub async fn update_profile(tx: &mut Tx, id: &UserId, change: &ProfileChange<'_>
 }
 
 pub async fn set_roles_and_status(
-    db: &Db,
+    tx: &mut Tx,
     id: &UserId,
     roles: Option<&[Role]>,
     disabled: Option<bool>,
 ) -> Result<(), DbError> {
     let now = OffsetDateTime::now_utc();
     if let Some(roles) = roles {
-        on_db!(db, pool => sqlx::query("UPDATE users SET roles = $1, updated_at = $2 WHERE id = $3")
-            .bind(roles_text(roles)).bind(now).bind(id.to_string()).execute(pool).await.map(|_| ()))?;
+        on_tx!(tx, c => sqlx::query("UPDATE users SET roles = $1, updated_at = $2 WHERE id = $3")
+            .bind(roles_text(roles)).bind(now).bind(id.to_string()).execute(c).await.map(|_| ()))?;
     }
     if let Some(disabled) = disabled {
         let at = disabled.then_some(now);
-        on_db!(db, pool => sqlx::query("UPDATE users SET disabled_at = $1, updated_at = $2 WHERE id = $3")
-            .bind(at).bind(now).bind(id.to_string()).execute(pool).await.map(|_| ()))?;
+        on_tx!(tx, c => sqlx::query("UPDATE users SET disabled_at = $1, updated_at = $2 WHERE id = $3")
+            .bind(at).bind(now).bind(id.to_string()).execute(c).await.map(|_| ()))?;
     }
     Ok(())
 }

@@ -351,8 +351,11 @@ async fn announce(
 ) -> Result<(), CatalogError> {
     let available = store::available(tx, sku).await?;
     let available_before = available - change;
+    let names = store::sku_names(tx, sku).await?;
+    let (product_id, variant_id, title, variant_title, slug) = names.unwrap_or_default();
     let data = json!({"sku": sku, "location": location, "on_hand": on_hand, "reserved": reserved,
-                      "available": available});
+                      "available": available, "product_id": product_id, "variant_id": variant_id,
+                      "title": title, "variant_title": variant_title, "slug": slug});
     outbox::enqueue(tx, &Envelope::new("inventory.changed", sku, data.clone())).await?;
     let signals = domain::stock_signals(available_before, available, threshold);
     if signals.low_stock {

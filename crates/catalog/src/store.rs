@@ -420,6 +420,15 @@ pub async fn stock_rules(tx: &mut Tx, sku: &str) -> Result<Option<StockRules>, D
     Ok(row.map(|(track, backorder, threshold)| StockRules { track, backorder, threshold }))
 }
 
+/// What a SKU is, for the stock events: (product id, variant id, product
+/// title, variant title, product slug).
+pub async fn sku_names(tx: &mut Tx, sku: &str) -> Result<Option<(String, String, String, String, String)>, DbError> {
+    let row = on_tx!(tx, c => sqlx::query_as(
+        "SELECT v.product_id, v.id, p.title, v.title, p.slug FROM variants v JOIN products p ON p.id = v.product_id WHERE v.sku = $1")
+        .bind(sku).fetch_optional(c).await)?;
+    Ok(row)
+}
+
 /// (location, on_hand, reserved) of a SKU at each location it has a level at.
 pub async fn levels(db: &Db, sku: &str) -> Result<Vec<(String, i64, i64)>, DbError> {
     let rows: Vec<(String, i64, i64)> = on_db!(db, pool => sqlx::query_as(

@@ -20,15 +20,35 @@ pub fn wire(ports: &Ports, config: &Config) {
         Http::new(url, token, &config.orders.currency).map_err(|e| tracing::error!(error = %e, "cannot reach the catalog over HTTP")).ok()
     };
     if let Some(inventory) = ports.get::<Inventory>() {
-        let feed = Feed { inventory: (*inventory).clone(), currency: config.orders.currency.clone() };
-        ports.provide::<dyn search::CatalogFeed>(Arc::new(feed));
+        let feed = Arc::new(Feed { inventory: (*inventory).clone(), currency: config.orders.currency.clone() });
+        ports.provide::<dyn search::CatalogFeed>(feed.clone());
+        ports.provide::<dyn notify::Products>(Arc::new(Products(feed)));
         ports.provide::<dyn CatalogPort>(Arc::new(InProcess((*inventory).clone())));
     } else if let Some(http) = remote() {
         let http = Arc::new(http);
         ports.provide::<dyn CatalogPort>(http.clone());
-        ports.provide::<dyn search::CatalogFeed>(http);
-    } else if config.services.iter().any(|s| s == "orders" || s == "search") {
-        tracing::warn!("the catalog is not in this process and catalog.url (with catalog.service_token) is unset: checkout and search will fail");
+        ports.provide::<dyn search::CatalogFeed>(http.clone());
+        ports.provide::<dyn notify::Products>(Arc::new(Products(http)));
+    } else if config.services.iter().any(|s| s == "orders" || s == "search" || s == "notify") {
+        tracing::warn!("the catalog is not in this process and catalog.url (with catalog.service_token) is unset: checkout, search and back-in-stock alerts will fail");
+    }
+}
+
+/// Notify's view of a product, from whichever catalog feed this process has.
+pub struct Products<F: ?Sized>(pub Arc<F>);
+
+#[async_trait]
+impl<F: search::CatalogFeed + ?Sized> notify::Products for Products<F> {
+    async fn product(&self, id: &str) -> Result<Option<notify::ProductInfo>, platform::service::BoxError> {
+        let doc = self.0.product(id).await.map_err(|e| e.0)?;
+        Ok(doc.map(|d| notify::ProductInfo {
+            id: d.id,
+            slug: d.slug,
+            title: d.title,
+            active: d.status == "active",
+            skus: d.skus,
+            in_stock: d.in_stock,
+        }))
     }
 }
 

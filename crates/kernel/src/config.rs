@@ -32,6 +32,7 @@ pub struct Config {
     pub catalog: CatalogConfig,
     pub media: MediaConfig,
     pub orders: OrdersConfig,
+    pub notify: NotifyConfig,
 }
 
 /// How the shop sells: its currency, taxes, payments and returns.
@@ -75,6 +76,58 @@ impl Default for OrdersConfig {
             stripe_publishable_key: None,
             stripe_webhook_secret: None,
             stripe_api_base: "https://api.stripe.com".into(),
+        }
+    }
+}
+
+/// How the shop reaches people: email, SMS, and merchants' webhooks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyConfig {
+    /// The shop's name in messages.
+    pub shop_name: String,
+    /// `smtp://user:pass@host:587?tls=required` (STARTTLS), `smtps://…:465`
+    /// (TLS) or `smtp://host:25` (plain). Unset: mail goes to the dev mailbox.
+    pub smtp_url: Option<String>,
+    /// The `From` of every email.
+    pub mail_from: String,
+    /// Base URL of an SMS provider with Twilio's Messages API
+    /// (`https://api.twilio.com`). Unset: SMS go to the dev mailbox.
+    pub sms_url: Option<String>,
+    pub sms_account: Option<String>,
+    pub sms_token: Option<String>,
+    /// The sender number (E.164) of text messages.
+    pub sms_from: Option<String>,
+    /// Attempts at an email or SMS before it is dead-lettered.
+    pub max_attempts: u32,
+    /// The first retry waits this long; each next one twice as long (±20 %), at most an hour.
+    pub retry_base_ms: u64,
+    /// How long a webhook delivery is retried before it is given up.
+    pub webhook_retry_secs: u64,
+    /// How often the low-stock digest is sent to staff.
+    pub digest_interval_secs: u64,
+    /// Messages sent at once.
+    pub concurrency: usize,
+    /// The key unsubscribe links are signed with; unset, one is made and kept in the database.
+    pub signing_key: Option<String>,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        Self {
+            shop_name: "Emporium".into(),
+            smtp_url: None,
+            mail_from: "Emporium <shop@localhost>".into(),
+            sms_url: None,
+            sms_account: None,
+            sms_token: None,
+            sms_from: None,
+            max_attempts: 8,
+            retry_base_ms: 30_000,
+            webhook_retry_secs: 24 * 3600,
+            digest_interval_secs: 900,
+            concurrency: 8,
+            signing_key: None,
         }
     }
 }
@@ -277,6 +330,7 @@ impl Default for Config {
             catalog: CatalogConfig::default(),
             media: MediaConfig::default(),
             orders: OrdersConfig::default(),
+            notify: NotifyConfig::default(),
         }
     }
 }
@@ -369,6 +423,12 @@ impl Config {
             shown.media.s3_secret_access_key = Some("****".into());
         }
         for secret in [&mut shown.orders.stripe_secret_key, &mut shown.orders.stripe_webhook_secret] {
+            if secret.is_some() {
+                *secret = Some("****".into());
+            }
+        }
+        mask(&mut shown.notify.smtp_url);
+        for secret in [&mut shown.notify.sms_token, &mut shown.notify.signing_key] {
             if secret.is_some() {
                 *secret = Some("****".into());
             }
@@ -488,6 +548,19 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("EMPORIUM_STRIPE_PUBLISHABLE_KEY", "orders.stripe_publishable_key", Kind::Str),
     ("EMPORIUM_STRIPE_WEBHOOK_SECRET", "orders.stripe_webhook_secret", Kind::Str),
     ("EMPORIUM_STRIPE_API_BASE", "orders.stripe_api_base", Kind::Str),
+    ("EMPORIUM_SHOP_NAME", "notify.shop_name", Kind::Str),
+    ("EMPORIUM_SMTP_URL", "notify.smtp_url", Kind::Str),
+    ("EMPORIUM_MAIL_FROM", "notify.mail_from", Kind::Str),
+    ("EMPORIUM_SMS_URL", "notify.sms_url", Kind::Str),
+    ("EMPORIUM_SMS_ACCOUNT", "notify.sms_account", Kind::Str),
+    ("EMPORIUM_SMS_TOKEN", "notify.sms_token", Kind::Str),
+    ("EMPORIUM_SMS_FROM", "notify.sms_from", Kind::Str),
+    ("EMPORIUM_NOTIFY_MAX_ATTEMPTS", "notify.max_attempts", Kind::Int),
+    ("EMPORIUM_NOTIFY_RETRY_BASE_MS", "notify.retry_base_ms", Kind::Int),
+    ("EMPORIUM_NOTIFY_WEBHOOK_RETRY_SECS", "notify.webhook_retry_secs", Kind::Int),
+    ("EMPORIUM_NOTIFY_DIGEST_INTERVAL_SECS", "notify.digest_interval_secs", Kind::Int),
+    ("EMPORIUM_NOTIFY_CONCURRENCY", "notify.concurrency", Kind::Int),
+    ("EMPORIUM_NOTIFY_SIGNING_KEY", "notify.signing_key", Kind::Str),
 ];
 
 /// The variables `load` reads, with their keys, for documentation and `--help`.
@@ -653,6 +726,25 @@ impl Config {
         }
         if let Some(url) = &self.public_url {
             check_scheme("public_url", url, &["http", "https"])?;
+        }
+        let n = &self.notify;
+        if let Some(url) = &n.smtp_url {
+            check_scheme("notify.smtp_url", url, &["smtp", "smtps"])?;
+        }
+        if let Some(url) = &n.sms_url {
+            check_scheme("notify.sms_url", url, &["http", "https"])?;
+            if n.sms_account.is_none() || n.sms_token.is_none() || n.sms_from.is_none() {
+                return Err(invalid("notify.sms_url", "an SMS provider needs sms_account, sms_token and sms_from".into()));
+            }
+        }
+        if n.max_attempts == 0 || n.concurrency == 0 {
+            return Err(invalid("notify.max_attempts", "max_attempts and concurrency must be at least 1".into()));
+        }
+        if n.digest_interval_secs == 0 {
+            return Err(invalid("notify.digest_interval_secs", "must be at least 1".into()));
+        }
+        if n.signing_key.as_ref().is_some_and(|k| k.len() < 32) {
+            return Err(invalid("notify.signing_key", "use at least 32 characters".into()));
         }
         if !(1..=10_000).contains(&self.outbox.batch_size) {
             return Err(invalid("outbox.batch_size", "must be between 1 and 10000".into()));

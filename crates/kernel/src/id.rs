@@ -147,6 +147,7 @@ define_id!(DiscountId, "disc");
 define_id!(ShippingMethodId, "ship");
 define_id!(TaxRateId, "tax");
 define_id!(ReturnId, "ret");
+define_id!(MailId, "msg");
 
 /// A request id as sent in `X-Request-Id`: kept when the client sent a sane one.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -356,8 +356,10 @@ impl Orders {
                 if store::mark_paid(&mut tx, &order.id, payment.captured).await? {
                     store::record(&mut tx, &order.id, "paid", None, &json!({"payment_id": payment.id, "captured": payment.captured})).await?;
                     let data = json!({"order_id": order.id, "number": order.number, "email": order.email,
-                        "user_id": order.user_id, "total": order.total, "currency": order.currency,
-                        "captured": payment.captured, "lines": lines});
+                        "user_id": order.user_id, "currency": order.currency, "subtotal": order.subtotal,
+                        "discount": order.discount_total, "shipping": order.shipping_total, "tax": order.tax_total,
+                        "total": order.total, "captured": payment.captured, "lines": lines,
+                        "shipping_address": crate::carts::parse_address(order.shipping_address.as_deref())?});
                     outbox::enqueue(&mut tx, &Envelope::new("order.paid", &order.id, data)).await?;
                 }
                 tx.commit().await?;

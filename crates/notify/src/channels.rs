@@ -1,0 +1,333 @@
+//! Where messages go: SMTP (lettre) or the dev mailbox for email, an HTTP
+//! provider with Twilio's Messages API or the dev mailbox for SMS, and
+//! merchants' endpoints for webhooks. Each adapter says whether a failure
+//! is worth retrying.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use kernel::id::MailId;
+use lettre::message::header::{ContentType, HeaderName, HeaderValue};
+use lettre::message::{Mailbox, MultiPart, SinglePart};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use platform::db::{Db, now_ms};
+use serde_json::json;
+
+use crate::domain;
+use crate::store::{self, Delivery, Endpoint, Mail};
+
+/// What the other side said when it took a message.
+#[derive(Debug, Clone, Default)]
+pub struct Sent {
+    pub provider_message_id: Option<String>,
+    pub status_code: Option<i32>,
+}
+
+/// Why a message did not go, and whether trying again can help.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct SendError {
+    pub permanent: bool,
+    pub status_code: Option<i32>,
+    pub message: String,
+}
+
+impl SendError {
+    fn transient(message: impl Into<String>, status_code: Option<i32>) -> Self {
+        Self { permanent: false, status_code, message: message.into() }
+    }
+
+    fn permanent(message: impl Into<String>, status_code: Option<i32>) -> Self {
+        Self { permanent: true, status_code, message: message.into() }
+    }
+}
+
+#[async_trait]
+pub trait EmailTransport: Send + Sync + 'static {
+    async fn send(&self, d: &Delivery) -> Result<Sent, SendError>;
+    fn kind(&self) -> &'static str;
+}
+
+#[async_trait]
+pub trait SmsTransport: Send + Sync + 'static {
+    async fn send(&self, d: &Delivery) -> Result<Sent, SendError>;
+    fn kind(&self) -> &'static str;
+}
+
+/// The headers of a message, as the mailbox shows them and SMTP sends them.
+pub fn email_headers(d: &Delivery, from: &str, domain: &str) -> Vec<(&'static str, String)> {
+    let mut headers = vec![
+        ("From", from.to_owned()),
+        ("To", d.recipient.clone()),
+        ("Subject", d.subject.clone()),
+        ("Message-ID", message_id(d, domain)),
+    ];
+    if let Some(url) = &d.unsubscribe_url {
+        headers.push(("List-Unsubscribe", format!("<{url}>")));
+        headers.push(("List-Unsubscribe-Post", "List-Unsubscribe=One-Click".into()));
+    }
+    headers
+}
+
+fn message_id(d: &Delivery, domain: &str) -> String {
+    format!("<{}@{domain}>", d.id)
+}
+
+/// Mail and texts kept in the database, for a shop with no provider set up
+/// (the demo, a laptop). The console shows them.
+pub struct DevMailbox {
+    pub db: Db,
+    pub from: String,
+    pub sms_from: String,
+}
+
+impl DevMailbox {
+    async fn keep(&self, d: &Delivery, sender: &str, headers: serde_json::Value) -> Result<Sent, SendError> {
+        let id = MailId::new().to_string();
+        let mail = Mail {
+            id: id.clone(),
+            delivery_id: d.id.clone(),
+            channel: d.channel.clone(),
+            sender: sender.to_owned(),
+            recipient: d.recipient.clone(),
+            subject: d.subject.clone(),
+            text: d.body.clone(),
+            html: d.html.clone(),
+            headers: headers.to_string(),
+            created_ms: now_ms(),
+        };
+        store::insert_mail(&self.db, &mail).await.map_err(|e| SendError::transient(e.to_string(), None))?;
+        Ok(Sent { provider_message_id: Some(id), status_code: None })
+    }
+}
+
+#[async_trait]
+impl EmailTransport for DevMailbox {
+    async fn send(&self, d: &Delivery) -> Result<Sent, SendError> {
+        let headers: serde_json::Map<String, serde_json::Value> = email_headers(d, &self.from, "mailbox.invalid")
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), json!(v)))
+            .collect();
+        self.keep(d, &self.from, serde_json::Value::Object(headers)).await
+    }
+
+    fn kind(&self) -> &'static str {
+        "mailbox"
+    }
+}
+
+#[async_trait]
+impl SmsTransport for DevMailbox {
+    async fn send(&self, d: &Delivery) -> Result<Sent, SendError> {
+        self.keep(d, &self.sms_from, json!({})).await
+    }
+
+    fn kind(&self) -> &'static str {
+        "mailbox"
+    }
+}
+
+/// Email over SMTP: `smtp://host:25`, `smtp://user:pass@host:587?tls=required`
+/// (STARTTLS), `smtps://user:pass@host:465` (TLS), with a connection pool.
+pub struct Smtp {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+    domain: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("notify.smtp_url: {0}")]
+    SmtpUrl(String),
+    #[error("notify.mail_from `{0}` is not an address (`Shop <shop@example.com>`)")]
+    From(String),
+    #[error("cannot make an HTTP client: {0}")]
+    Http(String),
+}
+
+impl Smtp {
+    pub fn new(url: &str, from: &str) -> Result<Self, SetupError> {
+        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+            .map_err(|e| SetupError::SmtpUrl(e.to_string()))?
+            .timeout(Some(Duration::from_secs(20)))
+            .build();
+        let from: Mailbox = from.parse().map_err(|_| SetupError::From(from.to_owned()))?;
+        let domain = from.email.domain().to_owned();
+        Ok(Self { transport, from, domain })
+    }
+}
+
+#[async_trait]
+impl EmailTransport for Smtp {
+    async fn send(&self, d: &Delivery) -> Result<Sent, SendError> {
+        let to: Mailbox = d
+            .recipient
+            .parse()
+            .map_err(|e| SendError::permanent(format!("`{}` is not an address: {e}", d.recipient), None))?;
+        let mut builder = Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(d.subject.clone())
+            .message_id(Some(message_id(d, &self.domain)));
+        if let Some(url) = &d.unsubscribe_url {
+            builder = builder
+                .raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("List-Unsubscribe"), format!("<{url}>")))
+                .raw_header(HeaderValue::new(
+                    HeaderName::new_from_ascii_str("List-Unsubscribe-Post"),
+                    "List-Unsubscribe=One-Click".into(),
+                ));
+        }
+        let message = match &d.html {
+            Some(html) => builder.multipart(MultiPart::alternative_plain_html(d.body.clone(), html.clone())),
+            None => builder.singlepart(SinglePart::builder().header(ContentType::TEXT_PLAIN).body(d.body.clone())),
+        }
+        .map_err(|e| SendError::permanent(format!("cannot build the message: {e}"), None))?;
+        match self.transport.send(message).await {
+            Ok(response) => Ok(Sent {
+                provider_message_id: Some(message_id(d, &self.domain)),
+                status_code: Some(i32::from(u16::from(response.code()))),
+            }),
+            Err(e) => {
+                let code = e.status().map(|c| i32::from(u16::from(c)));
+                if e.is_permanent() {
+                    Err(SendError::permanent(format!("the mail server refused it: {e}"), code))
+                } else {
+                    Err(SendError::transient(format!("the mail server did not take it: {e}"), code))
+                }
+            }
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        "smtp"
+    }
+}
+
+/// Texts through an HTTP provider with Twilio's Messages API:
+/// `POST {base}/2010-04-01/Accounts/{account}/Messages.json`, basic auth,
+/// form fields `To`, `From`, `Body`; the answer's `sid` is the message id.
+pub struct HttpSms {
+    client: reqwest::Client,
+    endpoint: String,
+    account: String,
+    token: String,
+    from: String,
+}
+
+impl HttpSms {
+    pub fn new(base: &str, account: &str, token: &str, from: &str) -> Result<Self, SetupError> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(15))
+            .build()
+            .map_err(|e| SetupError::Http(e.to_string()))?;
+        let endpoint = format!("{}/2010-04-01/Accounts/{account}/Messages.json", base.trim_end_matches('/'));
+        Ok(Self { client, endpoint, account: account.into(), token: token.into(), from: from.into() })
+    }
+}
+
+fn form_encode(fields: &[(&str, &str)]) -> String {
+    fields
+        .iter()
+        .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn urlencode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(char::from(b)),
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+#[async_trait]
+impl SmsTransport for HttpSms {
+    async fn send(&self, d: &Delivery) -> Result<Sent, SendError> {
+        let body = form_encode(&[("To", &d.recipient), ("From", &self.from), ("Body", &d.body)]);
+        let response = self
+            .client
+            .post(&self.endpoint)
+            .basic_auth(&self.account, Some(&self.token))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| SendError::transient(format!("the SMS provider is unreachable: {e}"), None))?;
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        let answer: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        if (200..300).contains(&status) {
+            let sid = answer.get("sid").and_then(|s| s.as_str()).map(str::to_owned);
+            return Ok(Sent { provider_message_id: sid, status_code: Some(i32::from(status)) });
+        }
+        let why = answer.get("message").and_then(|m| m.as_str()).unwrap_or("no reason given");
+        let message = format!("the SMS provider answered {status}: {why}");
+        // Too many requests and server errors pass; other refusals (a bad number, say) do not.
+        if status == 429 || status >= 500 {
+            Err(SendError::transient(message, Some(i32::from(status))))
+        } else {
+            Err(SendError::permanent(message, Some(i32::from(status))))
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        "http"
+    }
+}
+
+/// Posts webhook deliveries, signed with the endpoint's secret.
+pub struct Webhooks {
+    client: reqwest::Client,
+}
+
+impl Webhooks {
+    pub fn new() -> Result<Self, SetupError> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("Emporium-Webhooks/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| SetupError::Http(e.to_string()))?;
+        Ok(Self { client })
+    }
+
+    /// Any 2xx is delivered; anything else, or no answer in 10 s, is retried.
+    pub async fn post(&self, endpoint: &Endpoint, d: &Delivery) -> Result<Sent, SendError> {
+        let now = now_ms() / 1000;
+        let signature = domain::webhook_signature(&endpoint.secret, now, &d.body);
+        let response = self
+            .client
+            .post(&endpoint.url)
+            .header("Content-Type", "application/json")
+            .header("Emporium-Signature", signature)
+            .header("Emporium-Event-Id", d.event_id.clone().unwrap_or_default())
+            .header("Emporium-Event-Type", &d.event_type)
+            .header("Emporium-Delivery-Id", &d.id)
+            .body(d.body.clone())
+            .send()
+            .await
+            .map_err(|e| SendError::transient(format!("no answer from the endpoint: {e}"), None))?;
+        let status = response.status().as_u16();
+        if (200..300).contains(&status) {
+            Ok(Sent { provider_message_id: None, status_code: Some(i32::from(status)) })
+        } else {
+            Err(SendError::transient(format!("the endpoint answered HTTP {status}"), Some(i32::from(status))))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_fields_are_encoded() {
+        assert_eq!(form_encode(&[("To", "+14155550100"), ("Body", "Order #1001 & co: 5€")]),
+                   "To=%2B14155550100&Body=Order+%231001+%26+co%3A+5%E2%82%AC");
+    }
+}
