@@ -4,143 +4,16 @@
 
 mod support;
 
+use support::{Shop, Who, address};
+
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use kernel::auth::Role;
-use platform::app::App;
-use platform::on_db;
 use platform::testing::Sandbox;
 use serde_json::{Value, json};
 use tower::ServiceExt;
-
-struct Shop {
-    _sandbox: Sandbox,
-    app: App,
-    config: Arc<kernel::config::Config>,
-    staff: String,
-}
-
-#[derive(Clone, Default)]
-struct Who {
-    token: Option<String>,
-    secret: Option<String>,
-    idempotency_key: Option<String>,
-}
-
-fn address(country: &str, region: Option<&str>) -> Value {
-    json!({"name": "Ada Lovelace", "line1": "1 Market St", "city": "San Francisco", "region": region,
-           "postal_code": "94105", "country": country, "phone": "+14155550123"})
-}
-
-impl Shop {
-    async fn new() -> Shop {
-        Shop::with(|_| {}).await
-    }
-
-    async fn with(tune: impl FnOnce(&mut kernel::config::Config)) -> Shop {
-        let sandbox = Sandbox::new().await;
-        let mut config = (*sandbox.config()).clone();
-        config.services = vec!["auth".into(), "catalog".into(), "orders".into()];
-        tune(&mut config);
-        platform::telemetry::init_logging(&config.log);
-        let config = Arc::new(config);
-        let app = emporium::start(config.clone(), axum::Router::new(), false).await.unwrap();
-        let mut shop = Shop { _sandbox: sandbox, app, config, staff: String::new() };
-        shop.staff = shop.user("admin@example.com", Role::Admin).await;
-        if !shop.config.services.iter().any(|s| s == "orders") {
-            return shop;
-        }
-        // The rules a shop sets up: shipping to the US, California's tax.
-        let (s, _) = shop.send("POST", "/api/v1/admin/shipping-methods", &shop.as_staff(), Some(json!({
-            "name": "Ground", "countries": ["US"], "currency": "USD",
-            "weight_bands": [{"up_to_grams": 1000, "amount": 500}, {"up_to_grams": 10000, "amount": 900}],
-            "free_above": 20000, "min_days": 3, "max_days": 5}))).await;
-        assert_eq!(s, StatusCode::CREATED);
-        let (s, _) = shop.send("POST", "/api/v1/admin/tax-rates", &shop.as_staff(), Some(json!({
-            "country": "US", "region": "CA", "name": "California", "rate_bp": 725, "shipping_taxable": false}))).await;
-        assert_eq!(s, StatusCode::CREATED);
-        shop
-    }
-
-    fn as_staff(&self) -> Who {
-        Who { token: Some(self.staff.clone()), ..Who::default() }
-    }
-
-    async fn send(&self, method: &str, path: &str, who: &Who, body: Option<Value>) -> (StatusCode, Value) {
-        let (status, _, body) = self.send_full(method, path, who, body).await;
-        (status, body)
-    }
-
-    async fn send_full(&self, method: &str, path: &str, who: &Who, body: Option<Value>) -> (StatusCode, axum::http::HeaderMap, Value) {
-        let mut headers = Vec::new();
-        if let Some(t) = &who.token {
-            headers.push(("authorization", format!("Bearer {t}")));
-        }
-        if let Some(s) = &who.secret {
-            headers.push(("x-cart-secret", s.clone()));
-        }
-        if let Some(k) = &who.idempotency_key {
-            headers.push(("idempotency-key", k.clone()));
-        }
-        support::call(&self.app, method, path, &headers, body).await
-    }
-
-    async fn user(&self, email: &str, role: Role) -> String {
-        support::signed_in(&self.app, &self.config, email, role).await
-    }
-
-    /// A product with one SKU at `price` cents and `stock` units on hand.
-    async fn product(&self, sku: &str, price: i64, stock: i64) -> String {
-        let (s, p) = self.send("POST", "/api/v1/admin/products", &self.as_staff(), Some(json!({
-            "title": format!("Product {sku}"), "status": "active",
-            "variants": [{"sku": sku, "prices": {"USD": price}, "weight_grams": 400}]}))).await;
-        assert_eq!(s, StatusCode::CREATED, "{p}");
-        let (s, _) = self.send("PUT", &format!("/api/v1/admin/inventory/{sku}"), &self.as_staff(), Some(json!({"on_hand": stock}))).await;
-        assert_eq!(s, StatusCode::OK);
-        p["id"].as_str().unwrap().to_owned()
-    }
-
-    async fn available(&self, sku: &str) -> (i64, i64) {
-        let (_, body) = self.send("GET", &format!("/api/v1/admin/inventory?sku={sku}"), &self.as_staff(), None).await;
-        let levels = body.as_array().cloned().unwrap_or_default();
-        let on_hand = levels.iter().map(|l| l["on_hand"].as_i64().unwrap()).sum();
-        let reserved = levels.iter().map(|l| l["reserved"].as_i64().unwrap()).sum();
-        (on_hand, reserved)
-    }
-
-    /// A guest cart with `items`, an email, a Californian address and the ground method.
-    async fn ready_cart(&self, items: &[(&str, i64)], who: Option<&Who>) -> (String, Who) {
-        let base = who.cloned().unwrap_or_default();
-        let (s, cart) = self.send("POST", "/api/v1/carts", &base, None).await;
-        assert!(s.is_success(), "{cart}");
-        let id = cart["id"].as_str().unwrap().to_owned();
-        let who = Who { secret: cart["secret"].as_str().map(str::to_owned).or(base.secret.clone()), ..base };
-        for (sku, q) in items {
-            let (s, body) = self.send("POST", &format!("/api/v1/carts/{id}/items"), &who, Some(json!({"sku": sku, "quantity": q}))).await;
-            assert_eq!(s, StatusCode::OK, "{body}");
-        }
-        self.send("PUT", &format!("/api/v1/carts/{id}/email"), &who, Some(json!({"email": "Ada@Example.com"}))).await;
-        let (s, body) = self.send("PUT", &format!("/api/v1/carts/{id}/shipping-address"), &who, Some(address("US", Some("CA")))).await;
-        assert_eq!(s, StatusCode::OK, "{body}");
-        let (_, options) = self.send("GET", &format!("/api/v1/carts/{id}/shipping-options"), &who, None).await;
-        let method = options["data"][0]["id"].as_str().unwrap().to_owned();
-        let (s, body) = self.send("PUT", &format!("/api/v1/carts/{id}/shipping-method"), &who, Some(json!({"id": method}))).await;
-        assert_eq!(s, StatusCode::OK, "{body}");
-        (id, who)
-    }
-
-    async fn checkout(&self, cart: &str, who: &Who, token: &str) -> (StatusCode, Value) {
-        self.send("POST", &format!("/api/v1/carts/{cart}/checkout"), who, Some(json!({"payment": {"provider": "test", "token": token}}))).await
-    }
-
-    async fn count(&self, service: &str, sql: &str) -> i64 {
-        let db = self.app.db(service).unwrap();
-        let sql = sql.to_owned();
-        on_db!(db, pool => sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql)).fetch_one(pool).await).unwrap()
-    }
-}
 
 #[tokio::test]
 async fn a_guest_checks_out_and_pays() {

@@ -320,10 +320,13 @@ fn order_context(order_id: &str, number: i64, url: &str, data: &Value, placed: &
         .unwrap_or_default()
         .iter()
         .map(|l| {
-            let amount = |k: &str| domain::format_money(l.get(k).and_then(Value::as_i64).unwrap_or(0), &currency);
+            let quantity = l.get("quantity").and_then(Value::as_i64).unwrap_or(0);
+            let unit_price = l.get("unit_price").and_then(Value::as_i64).unwrap_or(0);
+            // The line as priced: discounts and tax are shown once, under the lines.
             json!({"title": text(l, "title").unwrap_or_default(), "variant_title": text(l, "variant_title").unwrap_or_default(),
-                   "sku": text(l, "sku").unwrap_or_default(), "quantity": l.get("quantity").and_then(Value::as_i64).unwrap_or(0),
-                   "unit_price": amount("unit_price"), "total": amount("total")})
+                   "sku": text(l, "sku").unwrap_or_default(), "quantity": quantity,
+                   "unit_price": domain::format_money(unit_price, &currency),
+                   "total": domain::format_money(unit_price.saturating_mul(quantity), &currency)})
         })
         .collect();
     let address = pick("shipping_address").map(|a| {
