@@ -38,10 +38,12 @@ pub async fn contact(db: &Db, user_id: &str) -> Result<Option<Contact>, DbError>
     Ok(row.map(|(user_id, email, name, phone)| Contact { user_id, email, name, phone }))
 }
 
+type StaffRow = (String, String, String, Option<String>, String, Option<bool>);
+
 /// Staff who hold `permission` and have not switched off `stock_digest`
 /// (when `digest_only`), and whose account is not disabled.
 pub async fn staff_with(db: &Db, permission: &str, digest_only: bool) -> Result<Vec<Contact>, DbError> {
-    let rows: Vec<(String, String, String, Option<String>, String, Option<bool>)> = on_db!(db, pool => sqlx::query_as(
+    let rows: Vec<StaffRow> = on_db!(db, pool => sqlx::query_as(
         "SELECT c.user_id, c.email, c.name, c.phone, c.permissions, p.stock_digest FROM contacts c \
          LEFT JOIN notification_preferences p ON p.user_id = c.user_id \
          WHERE c.disabled = FALSE ORDER BY c.user_id").fetch_all(pool).await)?;
@@ -304,8 +306,10 @@ pub async fn finish_attempt(
     Ok(())
 }
 
+type AttemptRow = (i32, i64, bool, Option<i32>, Option<String>, i64);
+
 pub async fn attempts(db: &Db, delivery_id: &str) -> Result<Vec<Attempt>, DbError> {
-    let rows: Vec<(i32, i64, bool, Option<i32>, Option<String>, i64)> = on_db!(db, pool => sqlx::query_as(
+    let rows: Vec<AttemptRow> = on_db!(db, pool => sqlx::query_as(
         "SELECT attempt, at_ms, ok, status_code, error, duration_ms FROM delivery_attempts WHERE delivery_id = $1 ORDER BY attempt")
         .bind(delivery_id).fetch_all(pool).await)?;
     Ok(rows
@@ -433,9 +437,11 @@ pub async fn add_alert(db: &Db, a: &StockAlert) -> Result<(), DbError> {
     Ok(())
 }
 
+type AlertRow = (String, String, String, String, Option<String>, String, String);
+
 /// Waiting alerts for a product, for `sku` or for any of its SKUs.
 pub async fn waiting_alerts(db: &Db, product_id: &str, sku: &str) -> Result<Vec<StockAlert>, DbError> {
-    let rows: Vec<(String, String, String, String, Option<String>, String, String)> = on_db!(db, pool => sqlx::query_as(
+    let rows: Vec<AlertRow> = on_db!(db, pool => sqlx::query_as(
         "SELECT id, product_id, sku, email, user_id, title, slug FROM stock_alerts \
          WHERE product_id = $1 AND (sku = '' OR sku = $2) AND notified_ms IS NULL ORDER BY id")
         .bind(product_id).bind(sku).fetch_all(pool).await)?;
