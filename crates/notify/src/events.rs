@@ -232,23 +232,7 @@ impl Notify {
         Ok(endpoints
             .into_iter()
             .filter(|e| e.event_types.iter().any(|p| event.matches(p)))
-            .map(|e| NewDelivery {
-                id: NotificationId::new().to_string(),
-                dedupe_key: format!("{}:webhook:{}", event.id, e.id),
-                event_id: Some(event.id.to_string()),
-                event_type: event.event_type.clone(),
-                template: None,
-                channel: Channel::Webhook.as_str(),
-                recipient: e.url.clone(),
-                user_id: None,
-                endpoint_id: Some(e.id),
-                subject: String::new(),
-                body: body.clone(),
-                html: None,
-                unsubscribe_url: None,
-                give_up_ms: Some(give_up),
-                lease_until_ms: 0,
-            })
+            .map(|e| NewDelivery::webhook(&public, &e, body.clone(), give_up))
             .collect())
     }
 

@@ -786,24 +786,11 @@ async fn test_webhook(State(n): State<Notify>, _: RequirePermission<perm::Settin
     let e = found_endpoint(&n, &id).await?;
     let event = Envelope::new("webhook.test", &e.id, json!({"endpoint_id": e.id, "message": "A test delivery from the shop"}));
     let body = serde_json::to_string(&event).map_err(|err| platform::db::DbError::Corrupt(err.to_string()))?;
-    let id = NotificationId::new().to_string();
-    let delivery = NewDelivery {
-        id: id.clone(),
-        dedupe_key: format!("test:{id}"),
-        event_id: Some(event.id.to_string()),
-        event_type: event.event_type.clone(),
-        template: None,
-        channel: Channel::Webhook.as_str(),
-        recipient: e.url.clone(),
-        user_id: None,
-        endpoint_id: Some(e.id.clone()),
-        subject: String::new(),
-        body,
-        html: None,
-        unsubscribe_url: None,
-        give_up_ms: Some(now_ms()),
-        lease_until_ms: now_ms() + 60_000,
-    };
+    // A test is never retried: its deadline is now, and it is sent here, not by the queue.
+    let mut delivery = NewDelivery::webhook(&event, &e, body, now_ms());
+    delivery.dedupe_key = format!("test:{}", delivery.id);
+    delivery.lease_until_ms = now_ms() + 60_000;
+    let id = delivery.id.clone();
     let outcome = n.send_now(&delivery).await?;
     Ok(Json(TestDelivery { notification_id: id, ok: outcome.is_ok(), status_code: match &outcome {
         Ok(s) => s.status_code,

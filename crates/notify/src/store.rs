@@ -149,6 +149,29 @@ pub struct NewDelivery {
     pub lease_until_ms: i64,
 }
 
+impl NewDelivery {
+    /// `event` (as merchants see it, serialised in `body`) for `endpoint`, retried until `give_up_ms`.
+    pub fn webhook(event: &kernel::Envelope, endpoint: &Endpoint, body: String, give_up_ms: i64) -> Self {
+        NewDelivery {
+            id: kernel::id::NotificationId::new().to_string(),
+            dedupe_key: format!("{}:webhook:{}", event.id, endpoint.id),
+            event_id: Some(event.id.to_string()),
+            event_type: event.event_type.clone(),
+            template: None,
+            channel: "webhook",
+            recipient: endpoint.url.clone(),
+            user_id: None,
+            endpoint_id: Some(endpoint.id.clone()),
+            subject: String::new(),
+            body,
+            html: None,
+            unsubscribe_url: None,
+            give_up_ms: Some(give_up_ms),
+            lease_until_ms: 0,
+        }
+    }
+}
+
 /// Queues a message unless one with its `dedupe_key` exists. Answers whether it was new.
 pub async fn insert_delivery(tx: &mut Tx, d: &NewDelivery) -> Result<bool, DbError> {
     let now = now_ms();
