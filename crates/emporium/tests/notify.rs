@@ -160,6 +160,15 @@ async fn account_and_order_messages_reach_the_dev_mailbox_once() {
     assert_eq!(detail["attempt_log"][0]["ok"], true);
     assert!(detail["provider_message_id"].as_str().unwrap().starts_with("msg_"));
 
+    // Cursor pages: newest first, no overlap, no gap.
+    let (_, first) = shop.send("GET", "/api/v1/admin/notifications?recipient=ada@example.com&limit=4", &shop.as_staff(), None).await;
+    assert_eq!(first["has_more"], true);
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let (_, rest) = shop.send("GET", &format!("/api/v1/admin/notifications?recipient=ada@example.com&limit=100&starting_after={cursor}"), &shop.as_staff(), None).await;
+    let paged: Vec<&Value> = first["data"].as_array().unwrap().iter().chain(rest["data"].as_array().unwrap()).collect();
+    assert_eq!(paged.iter().map(|n| n["id"].clone()).collect::<Vec<_>>(), log.iter().map(|n| n["id"].clone()).collect::<Vec<_>>());
+    assert_eq!(shop.send("GET", "/api/v1/admin/notifications?starting_after=nonsense", &shop.as_staff(), None).await.0, StatusCode::UNPROCESSABLE_ENTITY);
+
     // The same event delivered again sends nothing more.
     let db = shop.app.db("orders").unwrap().clone();
     let rows: Vec<(String,)> = platform::on_db!(db, pool => sqlx::query_as(
@@ -690,6 +699,40 @@ async fn mail_goes_through_a_real_smtp_server_and_refusals_are_retried_or_failed
     })
     .await;
     assert_eq!(logged["provider_message_id"], m["message_id"]);
+    let placed = sink.message("ada@example.com", "We have your order #1001").await;
+    assert!(placed["text"].as_str().unwrap().contains("Product BULB-1"));
+
+    // Every other message through the same server, to the right person.
+    let id = order["id"].as_str().unwrap();
+    shop.send("POST", &format!("/api/v1/admin/orders/{id}/fulfilments"), &shop.as_staff(), Some(json!({
+        "carrier": "UPS", "tracking_number": "1Z42", "tracking_url": "https://track.example/1Z42"}))).await;
+    let shipped = sink.message("ada@example.com", "is on its way").await;
+    assert!(unescape(shipped["html"].as_str().unwrap()).contains(r#"<a href="https://track.example/1Z42">Track the parcel</a>"#));
+    let refunding = Who { idempotency_key: Some("r-1".into()), ..shop.as_staff() };
+    shop.send("POST", &format!("/api/v1/admin/orders/{id}/refunds"), &refunding, Some(json!({"amount": 800, "reason": "one was broken"}))).await;
+    let refunded = sink.message("ada@example.com", "A refund of 8.00 USD").await;
+    assert!(refunded["text"].as_str().unwrap().contains("one was broken"));
+    let (cart, who) = shop.ready_cart(&[("BULB-1", 1)], None).await;
+    let (_, second) = shop.checkout(&cart, &who, "tok_visa").await;
+    shop.send("POST", &format!("/api/v1/admin/orders/{}/cancel", second["id"].as_str().unwrap()), &shop.as_staff(), Some(json!({}))).await;
+    let cancelled = sink.message("ada@example.com", "Order #1002 is cancelled").await;
+    assert!(cancelled["text"].as_str().unwrap().contains("will be back on your card"));
+    let _customer = customer(&shop, "new@example.com").await;
+    let verify = sink.message("new@example.com", "Confirm your email address for Lamp Shop").await;
+    let link = link_in(&verify["text"].as_str().unwrap().replace('\r', ""), "http");
+    let token = link.split("token=").nth(1).unwrap();
+    let (s, _) = shop.send("POST", "/api/v1/auth/verify-email", &Who::default(), Some(json!({"token": token}))).await;
+    assert!(s.is_success(), "the link from the real mail verifies the address");
+    shop.send("POST", "/api/v1/auth/password/forgot", &Who::default(), Some(json!({"email": "new@example.com"}))).await;
+    let reset = sink.message("new@example.com", "Reset your Lamp Shop password").await;
+    assert!(reset["text"].as_str().unwrap().contains("/account/reset-password?token="));
+    for on_hand in [20, 2] {
+        shop.send("PUT", "/api/v1/admin/inventory/BULB-1", &shop.as_staff(), Some(json!({"on_hand": on_hand}))).await;
+    }
+    let digest = sink.message("admin@example.com", "running low at Lamp Shop").await;
+    assert!(digest["text"].as_str().unwrap().contains("BULB-1"), "{}", digest["text"]);
+    assert!(digest["headers"]["list-unsubscribe"].as_str().unwrap().contains("/api/v1/unsubscribe?token="));
+    assert!(sink.messages().iter().all(|m| m["rcpt_tos"].as_array().unwrap().len() == 1), "one recipient per message");
 
     // Back-in-stock mail carries List-Unsubscribe, and its link works.
     let lamp = shop.product("LAMP-9", 5000, 0).await;
