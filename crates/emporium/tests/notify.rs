@@ -609,7 +609,7 @@ fn repo_root() -> PathBuf {
 
 /// Starts the sink, or says why it cannot (no python3 or aiosmtpd): the
 /// test then skips, unless `EMPORIUM_TEST_SMTP_SINK=required` (CI).
-async fn smtp_sink(auth: &str) -> Option<Sink> {
+async fn smtp_sink(auth: &str, tls: Option<(&Path, &Path)>) -> Option<Sink> {
     let deps = repo_root().join(".ci/.pydeps");
     let pythonpath = match std::env::var("PYTHONPATH") {
         Ok(p) if !p.is_empty() => format!("{p}:{}", deps.display()),
@@ -637,6 +637,7 @@ async fn smtp_sink(auth: &str) -> Option<Sink> {
         .args(["--port", &port.to_string(), "--dir"])
         .arg(dir.path())
         .args(["--auth", auth])
+        .args(tls.map(|(cert, key)| vec!["--tls-cert".as_ref(), cert.as_os_str(), "--tls-key".as_ref(), key.as_os_str()]).unwrap_or_default())
         .env("PYTHONPATH", &pythonpath)
         .stdout(Stdio::piped())
         .kill_on_drop(true)
@@ -668,7 +669,7 @@ impl Sink {
 
 #[tokio::test]
 async fn mail_goes_through_a_real_smtp_server_and_refusals_are_retried_or_failed() {
-    let Some(sink) = smtp_sink("mailer:smtp-pass").await else { return };
+    let Some(sink) = smtp_sink("mailer:smtp-pass", None).await else { return };
     let url = format!("smtp://mailer:smtp-pass@127.0.0.1:{}", sink.port);
     let shop = notify_shop(move |c| {
         c.notify.smtp_url = Some(url);
@@ -764,4 +765,49 @@ async fn mail_goes_through_a_real_smtp_server_and_refusals_are_retried_or_failed
     assert_eq!(failed["attempts"], 1);
     assert!(failed["last_error"].as_str().unwrap().contains("550"), "{failed}");
     assert!(sink.messages().iter().all(|m| m["rcpt_tos"][0] != "tempfail@example.com" && m["rcpt_tos"][0] != "reject@example.com"));
+}
+
+/// A private CA and a certificate it signed for 127.0.0.1, as PEM files.
+fn private_certificate(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "Test mail CA");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap().signed_by(&key, &ca).unwrap();
+    let paths = (dir.join("ca.pem"), dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&paths.0, ca.pem()).unwrap();
+    std::fs::write(&paths.1, leaf.pem()).unwrap();
+    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+    paths
+}
+
+#[tokio::test]
+async fn mail_goes_over_starttls_and_only_to_a_server_whose_certificate_is_trusted() {
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = private_certificate(certs.path());
+    let Some(sink) = smtp_sink("mailer:smtp-pass", Some((&cert, &key))).await else { return };
+    let url = format!("smtp://mailer:smtp-pass@127.0.0.1:{}?tls=required", sink.port);
+
+    let trusting = url.clone();
+    let shop = notify_shop(move |c| {
+        c.notify.smtp_url = Some(trusting);
+        c.notify.smtp_ca_file = Some(ca);
+    })
+    .await;
+    shop.send("POST", "/api/v1/auth/password/forgot", &Who::default(), Some(json!({"email": "admin@example.com"}))).await;
+    let m = sink.message("admin@example.com", "Reset your Emporium password").await;
+    assert_eq!((m["tls"].as_bool(), m["auth_login"].as_str()), (Some(true), Some("mailer")), "sent after STARTTLS, then signed in");
+
+    // Without the CA, the server's certificate is not trusted and nothing is sent.
+    let wary = notify_shop(move |c| c.notify.smtp_url = Some(url)).await;
+    wary.send("POST", "/api/v1/auth/password/forgot", &Who::default(), Some(json!({"email": "admin@example.com"}))).await;
+    let refused = until("a refused connection logged", || async {
+        notifications(&wary, "recipient=admin@example.com").await.into_iter().find(|n| n["last_error"].is_string())
+    })
+    .await;
+    assert!(refused["last_error"].as_str().unwrap().to_lowercase().contains("certificate"), "{refused}");
+    let resets = sink.messages().into_iter().filter(|m| m["subject"].as_str().unwrap_or("").starts_with("Reset")).count();
+    assert_eq!(resets, 1, "only the shop that trusts the server sent anything");
 }

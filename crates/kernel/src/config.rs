@@ -89,6 +89,9 @@ pub struct NotifyConfig {
     /// `smtp://user:pass@host:587?tls=required` (STARTTLS), `smtps://…:465`
     /// (TLS) or `smtp://host:25` (plain). Unset: mail goes to the dev mailbox.
     pub smtp_url: Option<String>,
+    /// A PEM file of CA certificates to trust besides the system's, for a
+    /// mail server with a private certificate.
+    pub smtp_ca_file: Option<PathBuf>,
     /// The `From` of every email.
     pub mail_from: String,
     /// Base URL of an SMS provider with Twilio's Messages API
@@ -117,6 +120,7 @@ impl Default for NotifyConfig {
         Self {
             shop_name: "Emporium".into(),
             smtp_url: None,
+            smtp_ca_file: None,
             mail_from: "Emporium <shop@localhost>".into(),
             sms_url: None,
             sms_account: None,
@@ -550,6 +554,7 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("EMPORIUM_STRIPE_API_BASE", "orders.stripe_api_base", Kind::Str),
     ("EMPORIUM_SHOP_NAME", "notify.shop_name", Kind::Str),
     ("EMPORIUM_SMTP_URL", "notify.smtp_url", Kind::Str),
+    ("EMPORIUM_SMTP_CA_FILE", "notify.smtp_ca_file", Kind::Str),
     ("EMPORIUM_MAIL_FROM", "notify.mail_from", Kind::Str),
     ("EMPORIUM_SMS_URL", "notify.sms_url", Kind::Str),
     ("EMPORIUM_SMS_ACCOUNT", "notify.sms_account", Kind::Str),

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use kernel::id::MailId;
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart, SinglePart};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use platform::db::{Db, now_ms};
 use serde_json::json;
@@ -139,6 +140,8 @@ pub struct Smtp {
 pub enum SetupError {
     #[error("notify.smtp_url: {0}")]
     SmtpUrl(String),
+    #[error("notify.smtp_ca_file: {0}")]
+    SmtpCa(String),
     #[error("notify.mail_from `{0}` is not an address (`Shop <shop@example.com>`)")]
     From(String),
     #[error("cannot make an HTTP client: {0}")]
@@ -146,15 +149,59 @@ pub enum SetupError {
 }
 
 impl Smtp {
-    pub fn new(url: &str, from: &str) -> Result<Self, SetupError> {
-        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+    /// `ca_file` adds trusted CA certificates (PEM) for a server with a private certificate.
+    pub fn new(url: &str, from: &str, ca_file: Option<&std::path::Path>) -> Result<Self, SetupError> {
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
             .map_err(|e| SetupError::SmtpUrl(e.to_string()))?
-            .timeout(Some(Duration::from_secs(20)))
-            .build();
+            .timeout(Some(Duration::from_secs(20)));
+        if let Some(path) = ca_file {
+            let ca = |e: &dyn std::fmt::Display| SetupError::SmtpCa(format!("{}: {e}", path.display()));
+            let pem = std::fs::read(path).map_err(|e| ca(&e))?;
+            let certificate = Certificate::from_pem(&pem).map_err(|e| ca(&e))?;
+            let (host, mode) = tls_of(url);
+            let params =
+                TlsParameters::builder(host).add_root_certificate(certificate).build_rustls().map_err(|e| ca(&e))?;
+            builder = builder.tls(match mode {
+                TlsMode::Wrapper => Tls::Wrapper(params),
+                TlsMode::Required => Tls::Required(params),
+                TlsMode::Opportunistic => Tls::Opportunistic(params),
+                TlsMode::None => Tls::None,
+            });
+        }
+        let transport = builder.build();
         let from: Mailbox = from.parse().map_err(|_| SetupError::From(from.to_owned()))?;
         let domain = from.email.domain().to_owned();
         Ok(Self { transport, from, domain })
     }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum TlsMode {
+    Wrapper,
+    Required,
+    Opportunistic,
+    None,
+}
+
+/// The host and TLS mode an SMTP URL asks for, as lettre reads it:
+/// `smtps://` is TLS from the start; `?tls=required` or `?tls=opportunistic` is STARTTLS.
+fn tls_of(url: &str) -> (String, TlsMode) {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("smtp", url));
+    let (authority, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let authority = authority.split('/').next().unwrap_or(authority);
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => host_port.split(':').next().unwrap_or(host_port),
+    };
+    let tls = query.split('&').find_map(|kv| kv.strip_prefix("tls="));
+    let mode = match (scheme, tls) {
+        ("smtps", _) => TlsMode::Wrapper,
+        (_, Some("required")) => TlsMode::Required,
+        (_, Some("opportunistic")) => TlsMode::Opportunistic,
+        _ => TlsMode::None,
+    };
+    (host.to_owned(), mode)
 }
 
 #[async_trait]
@@ -324,6 +371,14 @@ impl Webhooks {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn smtp_urls_name_their_tls() {
+        assert_eq!(tls_of("smtps://u:p@mail.example.com:465"), ("mail.example.com".into(), TlsMode::Wrapper));
+        assert_eq!(tls_of("smtp://u:p@mail.example.com:587?tls=required"), ("mail.example.com".into(), TlsMode::Required));
+        assert_eq!(tls_of("smtp://localhost:2525?tls=opportunistic"), ("localhost".into(), TlsMode::Opportunistic));
+        assert_eq!(tls_of("smtp://127.0.0.1:25"), ("127.0.0.1".into(), TlsMode::None));
+    }
 
     #[test]
     fn form_fields_are_encoded() {

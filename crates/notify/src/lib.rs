@@ -74,7 +74,7 @@ impl Notify {
         let mailbox =
             Arc::new(DevMailbox { db: db.clone(), from: n.mail_from.clone(), sms_from: n.sms_from.clone().unwrap_or_default() });
         let email: Arc<dyn EmailTransport> = match &n.smtp_url {
-            Some(url) => Arc::new(Smtp::new(url, &n.mail_from)?),
+            Some(url) => Arc::new(Smtp::new(url, &n.mail_from, n.smtp_ca_file.as_deref())?),
             None => mailbox.clone(),
         };
         let sms: Arc<dyn SmsTransport> = match (&n.sms_url, &n.sms_account, &n.sms_token, &n.sms_from) {

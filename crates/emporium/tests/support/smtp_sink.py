@@ -6,9 +6,12 @@ implementation independent of the one that wrote it -- and stored as one JSON
 file in DIR, so the tests check what a real receiving side makes of our mail.
 
 Usage: python3 smtp_sink.py --port PORT --dir DIR [--auth USER:PASSWORD]
+                             [--tls-cert CERT.pem --tls-key KEY.pem]
 
   --auth     advertise AUTH PLAIN/LOGIN and require it before MAIL
              (535 for wrong credentials)
+  --tls-*    offer STARTTLS with this certificate and require it before
+             AUTH and MAIL
   RCPT TO    local part starting with "tempfail" -> 451, with "reject" -> 550
 
 Prints "ready" on stdout once listening, then serves until killed.
@@ -25,6 +28,7 @@ import os
 import re
 import secrets
 import signal
+import ssl
 import sys
 import threading
 import traceback
@@ -109,6 +113,7 @@ def describe(envelope, session):
         "html": body("html"),
         "multipart_type": msg.get_content_type() if msg.is_multipart() else None,
         "auth_login": auth_login,
+        "tls": session.ssl is not None,
     }
 
 
@@ -133,7 +138,11 @@ def main():
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--dir", required=True)
     parser.add_argument("--auth", metavar="USER:PASSWORD")
+    parser.add_argument("--tls-cert", metavar="CERT.pem")
+    parser.add_argument("--tls-key", metavar="KEY.pem")
     args = parser.parse_args()
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together")
 
     os.makedirs(args.dir, exist_ok=True)
     options = {}
@@ -149,7 +158,12 @@ def main():
             auth_required=True,
             auth_require_tls=False,
         )
-    # Without --auth, AUTH stays tied to TLS (which we never offer): not advertised.
+    # Without --auth, AUTH stays tied to TLS: not advertised.
+    if args.tls_cert is not None:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+        options.update(tls_context=context, require_starttls=True)
+        options["auth_require_tls"] = True
 
     controller = Controller(
         Sink(args.dir),
