@@ -253,26 +253,21 @@ pub async fn delivery(db: &Db, id: &str) -> Result<Option<Delivery>, DbError> {
     Ok(row)
 }
 
-/// Takes up to `limit` due messages for this sender: each is leased with one
-/// conditional update (so two senders never take the same one) and its
-/// attempt counted before it is tried.
+/// Takes up to `limit` due messages for this sender in one statement: each
+/// is leased (so two senders never take the same one; PostgreSQL checks the
+/// condition again on the row it locks) and its attempt counted before it is tried.
 pub async fn claim_due(db: &Db, now: i64, lease_ms: i64, limit: u32) -> Result<Vec<Delivery>, DbError> {
-    let ids: Vec<(String,)> = on_db!(db, pool => sqlx::query_as(
-        "SELECT id FROM deliveries WHERE status = 'queued' AND next_attempt_ms <= $1 AND lease_until_ms < $1 \
-         ORDER BY next_attempt_ms LIMIT $2").bind(now).bind(i64::from(limit)).fetch_all(pool).await)?;
-    let mut claimed = Vec::with_capacity(ids.len());
-    for (id,) in ids {
-        let n = on_db!(db, pool => sqlx::query(
-            "UPDATE deliveries SET lease_until_ms = $1, attempts = attempts + 1, updated_ms = $2 \
-             WHERE id = $3 AND status = 'queued' AND next_attempt_ms <= $2 AND lease_until_ms < $2")
-            .bind(now + lease_ms).bind(now).bind(&id).execute(pool).await.map(|r| r.rows_affected()))?;
-        if n == 1
-            && let Some(d) = delivery(db, &id).await?
-        {
-            claimed.push(d);
-        }
-    }
-    Ok(claimed)
+    let sql = format!(
+        "UPDATE deliveries SET lease_until_ms = $1, attempts = attempts + 1, updated_ms = $2 \
+         WHERE id IN (SELECT id FROM deliveries WHERE status = 'queued' AND next_attempt_ms <= $2 AND lease_until_ms < $2 \
+         ORDER BY next_attempt_ms LIMIT $3) AND status = 'queued' AND lease_until_ms < $2 RETURNING {DELIVERY_COLUMNS}"
+    );
+    let rows = on_db!(db, pool => {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now + lease_ms).bind(now).bind(i64::from(limit))
+            .fetch_all(pool).await?;
+        rows.iter().map(|r| -> Result<Delivery, sqlx::Error> { Ok(delivery_row!(r)) }).collect::<Result<Vec<_>, _>>()
+    })?;
+    Ok(rows)
 }
 
 /// When the next message falls due, if any waits.
@@ -640,4 +635,74 @@ pub async fn erase_user(tx: &mut Tx, user_id: &str, email: Option<&str>) -> Resu
     on_tx!(tx, c => sqlx::query("DELETE FROM notification_preferences WHERE user_id = $1").bind(user_id).execute(c).await.map(|_| ()))?;
     on_tx!(tx, c => sqlx::query("DELETE FROM contacts WHERE user_id = $1").bind(user_id).execute(c).await.map(|_| ()))?;
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::collections::HashSet;
+
+    use super::*;
+
+    fn message(n: usize) -> NewDelivery {
+        NewDelivery {
+            id: kernel::id::NotificationId::new().to_string(),
+            dedupe_key: format!("test:{n}"),
+            event_id: None,
+            event_type: "test".into(),
+            template: None,
+            channel: "email",
+            recipient: format!("r{n}@example.com"),
+            user_id: None,
+            endpoint_id: None,
+            subject: "s".into(),
+            body: "b".into(),
+            html: None,
+            unsubscribe_url: None,
+            give_up_ms: None,
+            lease_until_ms: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_senders_never_take_the_same_message() {
+        let sandbox = platform::testing::Sandbox::new().await;
+        let db = sandbox.db("notify", &[&crate::MIGRATIONS]).await;
+        let mut tx = db.begin().await.unwrap();
+        for n in 0..300 {
+            assert!(insert_delivery(&mut tx, &message(n)).await.unwrap());
+        }
+        assert!(!insert_delivery(&mut tx, &message(0)).await.unwrap(), "a dedupe key queues once");
+        tx.commit().await.unwrap();
+        let senders: Vec<_> = (0..4)
+            .map(|_| {
+                let db = db.clone();
+                tokio::spawn(async move {
+                    let mut taken = Vec::new();
+                    let mut busy = 0;
+                    loop {
+                        match claim_due(&db, now_ms(), 60_000, 16).await {
+                            Ok(batch) if batch.is_empty() => break taken,
+                            Ok(batch) => taken.extend(batch.into_iter().map(|d| (d.id, d.attempts))),
+                            // SQLite may answer "busy" to one of four writers; it tries again.
+                            Err(e) => {
+                                busy += 1;
+                                assert!(busy < 1000, "{e}");
+                                tokio::task::yield_now().await;
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for s in senders {
+            all.extend(s.await.unwrap());
+        }
+        let distinct: HashSet<&String> = all.iter().map(|(id, _)| id).collect();
+        assert_eq!((all.len(), distinct.len()), (300, 300), "every message taken exactly once");
+        assert!(all.iter().all(|(_, attempts)| *attempts == 1));
+        assert!(claim_due(&db, now_ms(), 60_000, 16).await.unwrap().is_empty(), "leased messages wait for their lease");
+        assert_eq!(claim_due(&db, now_ms() + 61_000, 60_000, 500).await.unwrap().len(), 300, "an expired lease frees them");
+    }
 }
