@@ -109,6 +109,10 @@ pub struct NotifyConfig {
     pub webhook_retry_secs: u64,
     /// How often the low-stock digest is sent to staff.
     pub digest_interval_secs: u64,
+    /// The "order received" message waits this long and goes only if the
+    /// order is still waiting for payment (a 3-D Secure check, say); a paid
+    /// order gets its receipt alone.
+    pub order_placed_delay_secs: u64,
     /// Messages sent at once.
     pub concurrency: usize,
     /// The key unsubscribe links are signed with; unset, one is made and kept in the database.
@@ -130,6 +134,7 @@ impl Default for NotifyConfig {
             retry_base_ms: 30_000,
             webhook_retry_secs: 24 * 3600,
             digest_interval_secs: 900,
+            order_placed_delay_secs: 300,
             concurrency: 8,
             signing_key: None,
         }
@@ -564,6 +569,7 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("EMPORIUM_NOTIFY_RETRY_BASE_MS", "notify.retry_base_ms", Kind::Int),
     ("EMPORIUM_NOTIFY_WEBHOOK_RETRY_SECS", "notify.webhook_retry_secs", Kind::Int),
     ("EMPORIUM_NOTIFY_DIGEST_INTERVAL_SECS", "notify.digest_interval_secs", Kind::Int),
+    ("EMPORIUM_NOTIFY_ORDER_PLACED_DELAY_SECS", "notify.order_placed_delay_secs", Kind::Int),
     ("EMPORIUM_NOTIFY_CONCURRENCY", "notify.concurrency", Kind::Int),
     ("EMPORIUM_NOTIFY_SIGNING_KEY", "notify.signing_key", Kind::Str),
 ];

@@ -43,6 +43,8 @@ enum Effect {
     Order { id: String, number: i64, email: Option<String>, user_id: Option<String>, lookup: Option<String>, data: String },
     LowStock { sku: String, product_id: String, title: String, available: i64 },
     AlertSent(String),
+    /// The order was paid or cancelled: its untried "order received" messages are no longer wanted.
+    Settled { order_id: String, number: i64 },
     Erase { user_id: String, email: Option<String> },
 }
 
@@ -71,6 +73,10 @@ impl Notify {
                         .await?;
                 }
                 Effect::AlertSent(id) => store::mark_alert_sent(&mut tx, id).await?,
+                Effect::Settled { order_id, number } => {
+                    store::settle_order(&mut tx, order_id, *number).await?;
+                    store::supersede(&mut tx, &placed_prefix(order_id)).await?;
+                }
                 Effect::Erase { user_id, email } => {
                     store::erase_user(&mut tx, user_id, email.as_deref()).await?;
                 }
@@ -206,10 +212,28 @@ impl Notify {
             }
             _ => {}
         }
+        // "Order received" waits, and goes only if nothing settled the order
+        // meanwhile: the receipt or the cancellation says more.
+        let (send_at, dedupe_of) = match kind {
+            "order.placed" => {
+                if store::order_settled(&self.db, &order_id).await? {
+                    return Ok(());
+                }
+                let delay = (self.config.notify.order_placed_delay_secs as i64) * 1000;
+                (now_ms() + delay, placed_prefix(&order_id))
+            }
+            _ => (0, format!("{}:", event.id)),
+        };
+        if matches!(kind, "order.paid" | "order.cancelled") {
+            effects.push(Effect::Settled { order_id: order_id.clone(), number });
+        }
+        let mut queue = |m: Option<NewDelivery>| {
+            messages.extend(m.map(|m| NewDelivery { send_at_ms: send_at, ..m }));
+        };
         if let Some(email) = &email {
             let key = format!("{kind}.email");
-            let dedupe = format!("{}:{key}", event.id);
-            messages.extend(self.compose(&key, &ctx, email, user_id.as_deref(), dedupe, Some(event), kind, None).await?);
+            let dedupe = format!("{dedupe_of}{key}");
+            queue(self.compose(&key, &ctx, email, user_id.as_deref(), dedupe, Some(event), kind, None).await?);
         }
         let sms_key = format!("{kind}.sms");
         if templates::shipped(&sms_key).is_some()
@@ -218,8 +242,8 @@ impl Notify {
             && prefs.order_sms
             && let Some(phone) = prefs.phone
         {
-            let dedupe = format!("{}:{sms_key}", event.id);
-            messages.extend(self.compose(&sms_key, &ctx, &phone, Some(user), dedupe, Some(event), kind, None).await?);
+            let dedupe = format!("{dedupe_of}{sms_key}");
+            queue(self.compose(&sms_key, &ctx, &phone, Some(user), dedupe, Some(event), kind, None).await?);
         }
         Ok(())
     }
@@ -289,8 +313,14 @@ impl Notify {
             unsubscribe_url,
             give_up_ms: None,
             lease_until_ms: 0,
+            send_at_ms: 0,
         }))
     }
+}
+
+/// The dedupe keys of an order's "order received" messages start with this.
+fn placed_prefix(order_id: &str) -> String {
+    format!("placed:{order_id}:")
 }
 
 /// The `order` of a message's context, from the event and what

@@ -147,6 +147,8 @@ pub struct NewDelivery {
     pub give_up_ms: Option<i64>,
     /// Queued already taken (and its first attempt counted) by whoever sends it now; 0 for the sender.
     pub lease_until_ms: i64,
+    /// Not sent before this time (0: at once).
+    pub send_at_ms: i64,
 }
 
 impl NewDelivery {
@@ -168,6 +170,7 @@ impl NewDelivery {
             unsubscribe_url: None,
             give_up_ms: Some(give_up_ms),
             lease_until_ms: 0,
+            send_at_ms: 0,
         }
     }
 }
@@ -178,12 +181,12 @@ pub async fn insert_delivery(tx: &mut Tx, d: &NewDelivery) -> Result<bool, DbErr
     let n = on_tx!(tx, c => sqlx::query(
         "INSERT INTO deliveries (id, dedupe_key, event_id, event_type, template, channel, recipient, user_id, endpoint_id, \
          subject, body, html, unsubscribe_url, status, attempts, next_attempt_ms, give_up_ms, created_ms, updated_ms, lease_until_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'queued', $16, $14, $15, $14, $14, $17) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'queued', $16, $18, $15, $14, $14, $17) \
          ON CONFLICT (dedupe_key) DO NOTHING")
         .bind(&d.id).bind(&d.dedupe_key).bind(&d.event_id).bind(&d.event_type).bind(&d.template).bind(d.channel)
         .bind(&d.recipient).bind(&d.user_id).bind(&d.endpoint_id).bind(&d.subject).bind(&d.body).bind(&d.html)
         .bind(&d.unsubscribe_url).bind(now).bind(d.give_up_ms).bind(i32::from(d.lease_until_ms > 0)).bind(d.lease_until_ms)
-        .execute(c).await.map(|r| r.rows_affected()))?;
+        .bind(d.send_at_ms.max(now)).execute(c).await.map(|r| r.rows_affected()))?;
     Ok(n == 1)
 }
 
@@ -268,6 +271,16 @@ pub async fn claim_due(db: &Db, now: i64, lease_ms: i64, limit: u32) -> Result<V
         rows.iter().map(|r| -> Result<Delivery, sqlx::Error> { Ok(delivery_row!(r)) }).collect::<Result<Vec<_>, _>>()
     })?;
     Ok(rows)
+}
+
+/// Drops messages under `dedupe_prefix` that have not been tried yet
+/// (an "order received" the receipt made needless).
+pub async fn supersede(tx: &mut Tx, dedupe_prefix: &str) -> Result<u64, DbError> {
+    let pattern = format!("{}%", dedupe_prefix.replace('%', "").replace('_', "\\_"));
+    let n = on_tx!(tx, c => sqlx::query(
+        "DELETE FROM deliveries WHERE dedupe_key LIKE $1 ESCAPE '\\' AND status = 'queued' AND attempts = 0")
+        .bind(pattern).execute(c).await.map(|r| r.rows_affected()))?;
+    Ok(n)
 }
 
 /// When the next message falls due, if any waits.
@@ -512,15 +525,32 @@ pub async fn mark_digested(tx: &mut Tx, sku: &str, day: &str) -> Result<(), DbEr
 pub async fn save_order(tx: &mut Tx, order_id: &str, number: i64, email: Option<&str>, user_id: Option<&str>, lookup_token: Option<&str>, placed: &str) -> Result<(), DbError> {
     on_tx!(tx, c => sqlx::query(
         "INSERT INTO order_facts (order_id, number, email, user_id, lookup_token, placed, created_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-         ON CONFLICT (order_id) DO NOTHING")
+         ON CONFLICT (order_id) DO UPDATE SET number = excluded.number, email = excluded.email, user_id = excluded.user_id, \
+         lookup_token = excluded.lookup_token, placed = excluded.placed")
         .bind(order_id).bind(number).bind(email).bind(user_id).bind(lookup_token).bind(placed).bind(now_ms())
         .execute(c).await.map(|_| ()))?;
     Ok(())
 }
 
+/// Notes that an order was paid or cancelled (it may come before `order.placed` is handled).
+pub async fn settle_order(tx: &mut Tx, order_id: &str, number: i64) -> Result<(), DbError> {
+    let now = now_ms();
+    on_tx!(tx, c => sqlx::query(
+        "INSERT INTO order_facts (order_id, number, placed, settled_ms, created_ms) VALUES ($1, $2, '{}', $3, $3) \
+         ON CONFLICT (order_id) DO UPDATE SET settled_ms = COALESCE(order_facts.settled_ms, excluded.settled_ms)")
+        .bind(order_id).bind(number).bind(now).execute(c).await.map(|_| ()))?;
+    Ok(())
+}
+
+pub async fn order_settled(db: &Db, order_id: &str) -> Result<bool, DbError> {
+    let row: Option<(Option<i64>,)> = on_db!(db, pool => sqlx::query_as("SELECT settled_ms FROM order_facts WHERE order_id = $1")
+        .bind(order_id).fetch_optional(pool).await)?;
+    Ok(row.is_some_and(|r| r.0.is_some()))
+}
+
 /// (lookup token, the `order.placed` data) of an order.
 pub async fn order_facts(db: &Db, order_id: &str) -> Result<Option<(Option<String>, String)>, DbError> {
-    let row = on_db!(db, pool => sqlx::query_as("SELECT lookup_token, placed FROM order_facts WHERE order_id = $1")
+    let row = on_db!(db, pool => sqlx::query_as("SELECT lookup_token, placed FROM order_facts WHERE order_id = $1 AND placed <> '{}'")
         .bind(order_id).fetch_optional(pool).await)?;
     Ok(row)
 }
@@ -661,6 +691,7 @@ mod tests {
             unsubscribe_url: None,
             give_up_ms: None,
             lease_until_ms: 0,
+            send_at_ms: 0,
         }
     }
 

@@ -104,7 +104,7 @@ pub static SHIPPED: &[Shipped] = &[
     Shipped {
         key: "order.placed.email",
         channel: Channel::Email,
-        description: "Order received (itemised), before the payment is confirmed",
+        description: "Order received (itemised), sent only if the payment is still pending after `order_placed_delay_secs`",
         subject: "We have your order #{{ order.number }}",
         html: const_format_order_html!("<p>Thank you! We have received your order <strong>#{{ order.number }}</strong>. We will write again once the payment is confirmed.</p>"),
         text: concat!("Thank you! We have received your order #{{ order.number }}. We will write again once the payment is confirmed.\n\n", order_lines_text!(), "\nYour order: {{ order.url }}\n"),

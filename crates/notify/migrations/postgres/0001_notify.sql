@@ -122,6 +122,8 @@ CREATE TABLE order_facts (
     user_id      TEXT,
     lookup_token TEXT,
     placed       TEXT NOT NULL,
+    -- When the order was paid or cancelled (an "order received" is needless then).
+    settled_ms   BIGINT,
     created_ms   BIGINT NOT NULL
 );
 
