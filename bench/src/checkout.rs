@@ -16,11 +16,10 @@ use std::time::{Duration, Instant};
 
 use checkout_replay::{Reference, reference};
 use clap::Parser;
-use kernel::config::mask_url;
+use emporium_bench::place::Place;
 use kernel::id::Uuid;
 use reqwest::Method;
 use serde_json::Value;
-use sqlx::Connection;
 use tokio::sync::{Barrier, Semaphore};
 use tokio::task::JoinHandle;
 
@@ -66,7 +65,7 @@ const PAYMENT: &str = r#"{"payment":{"provider":"test","token":"tok_visa"}}"#;
 #[tokio::main]
 async fn main() -> Result<(), String> {
     let args = Args::parse();
-    let place = Place::new(args.database_url.clone())?;
+    let place = Place::new(args.database_url.clone(), "checkout", &["server", "replay", "pgbench"])?;
     if let Err(e) = place.create().await {
         place.remove().await;
         return Err(e);
@@ -95,79 +94,6 @@ async fn run(args: &Args, place: &Place) -> Result<(Measured, Reference), String
 
 fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
-}
-
-// Where the run keeps its files and databases
-
-/// A fresh folder, and on PostgreSQL fresh databases `emporium_bench_<pid>_<part>`
-/// for the server, the replay and pgbench, dropped at the end.
-struct Place {
-    dir: PathBuf,
-    admin: Option<String>,
-}
-
-const PARTS: [&str; 3] = ["server", "replay", "pgbench"];
-
-impl Place {
-    fn new(admin: Option<String>) -> Result<Place, String> {
-        if let Some(url) = &admin
-            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
-        {
-            return Err(format!("--database-url must be postgres://… (got {})", mask_url(url)));
-        }
-        Ok(Place { dir: std::env::temp_dir().join(format!("emporium-checkout-{}", std::process::id())), admin })
-    }
-
-    fn database(part: &str) -> String {
-        format!("emporium_bench_{}_{part}", std::process::id())
-    }
-
-    /// The URL `service` uses in `part`: the part's PostgreSQL database (one
-    /// schema per service), or a SQLite file of its own.
-    fn url(&self, part: &str, service: &str) -> String {
-        match &self.admin {
-            Some(admin) => with_database(admin, &Self::database(part)),
-            None => format!("sqlite://{}", self.dir.join(part).join(format!("{service}.db")).display()),
-        }
-    }
-
-    async fn create(&self) -> Result<(), String> {
-        let _ = std::fs::remove_dir_all(&self.dir);
-        std::fs::create_dir_all(&self.dir).map_err(|e| format!("{}: {e}", self.dir.display()))?;
-        let Some(admin) = &self.admin else { return Ok(()) };
-        let sql = PARTS.iter().flat_map(|p| {
-            let name = Self::database(p);
-            [format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"), format!("CREATE DATABASE {name}")]
-        });
-        admin_sql(admin, &sql.collect::<Vec<_>>()).await
-    }
-
-    async fn remove(&self) {
-        if let Some(admin) = &self.admin {
-            let sql: Vec<String> = PARTS.iter().map(|p| format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", Self::database(p))).collect();
-            if let Err(e) = admin_sql(admin, &sql).await {
-                eprintln!("could not drop the bench databases: {e}");
-            }
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-async fn admin_sql(admin: &str, statements: &[String]) -> Result<(), String> {
-    let mut conn = sqlx::PgConnection::connect(admin).await.map_err(|e| format!("{}: {e}", mask_url(admin)))?;
-    for sql in statements {
-        sqlx::query(sqlx::AssertSqlSafe(sql.as_str())).execute(&mut conn).await.map_err(|e| format!("{sql}: {e}"))?;
-    }
-    let _ = conn.close().await;
-    Ok(())
-}
-
-/// `postgres://u@h:5432/postgres?x=y` with another database name.
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
-    let start = base.find("://").map_or(0, |i| i + 3);
-    let host = base[start..].find('/').map_or(base, |i| &base[..start + i]);
-    query.map_or_else(|| format!("{host}/{name}"), |q| format!("{host}/{name}?{q}"))
 }
 
 // The server

@@ -19,6 +19,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use emporium_bench::place::Place;
+use emporium_bench::report::{first_error, machine, num, ratio, row, table};
 use kernel::Envelope;
 use kernel::config::{Config, mask_url};
 use kernel::id::{MailId, NotificationId, Uuid};
@@ -31,7 +33,6 @@ use platform::db::{Db, DbOptions, now_ms};
 use platform::migrate::{self, PLATFORM};
 use platform::on_db;
 use serde_json::json;
-use sqlx::Connection;
 use tokio::io::AsyncBufReadExt;
 use tokio::task::JoinHandle;
 
@@ -92,7 +93,7 @@ async fn main() -> Result<(), String> {
     if args.events == 0 || args.smtp_events == 0 || args.rate == 0 || args.smtp_rate == 0 || args.seconds == 0 || args.publishers == 0 {
         return Err("--events, --smtp-events, --rate, --smtp-rate, --seconds and --publishers must be at least 1".into());
     }
-    let place = Place::new(args.database_url.clone())?;
+    let place = Place::new(args.database_url.clone(), "notify-bench", &["mailbox", "smtp", "reference"])?;
     if let Err(e) = place.create().await {
         place.remove().await;
         return Err(e);
@@ -153,79 +154,6 @@ async fn smtp_runs(args: &Args, place: &Place, sink: &Sink, from: &str) -> Resul
     // The pipeline's warm-up and runs, then lettre's warm-up and run.
     let expected = WARMUP + throughput.sent + latency.sent + WARMUP + direct.done;
     Ok(SmtpMeasured { throughput, latency, direct, stored: stored_messages(&sink.dir), expected })
-}
-
-// Where the run keeps its files and databases
-
-/// A fresh folder, and on PostgreSQL fresh databases `emporium_bench_<pid>_<part>`
-/// for the two shops and the reference, dropped at the end.
-struct Place {
-    dir: PathBuf,
-    admin: Option<String>,
-}
-
-const PARTS: [&str; 3] = ["mailbox", "smtp", "reference"];
-
-impl Place {
-    fn new(admin: Option<String>) -> Result<Place, String> {
-        if let Some(url) = &admin
-            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
-        {
-            return Err(format!("--database-url must be postgres://… (got {})", mask_url(url)));
-        }
-        Ok(Place { dir: std::env::temp_dir().join(format!("emporium-notify-bench-{}", std::process::id())), admin })
-    }
-
-    fn database(part: &str) -> String {
-        format!("emporium_bench_{}_{part}", std::process::id())
-    }
-
-    /// The URL `service` uses in `part`: the part's PostgreSQL database (one
-    /// schema per service), or a SQLite file of its own.
-    fn url(&self, part: &str, service: &str) -> String {
-        match &self.admin {
-            Some(admin) => with_database(admin, &Self::database(part)),
-            None => format!("sqlite://{}", self.dir.join(part).join(format!("{service}.db")).display()),
-        }
-    }
-
-    async fn create(&self) -> Result<(), String> {
-        let _ = std::fs::remove_dir_all(&self.dir);
-        std::fs::create_dir_all(&self.dir).map_err(|e| format!("{}: {e}", self.dir.display()))?;
-        let Some(admin) = &self.admin else { return Ok(()) };
-        let sql = PARTS.iter().flat_map(|p| {
-            let name = Self::database(p);
-            [format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"), format!("CREATE DATABASE {name}")]
-        });
-        admin_sql(admin, &sql.collect::<Vec<_>>()).await
-    }
-
-    async fn remove(&self) {
-        if let Some(admin) = &self.admin {
-            let sql: Vec<String> = PARTS.iter().map(|p| format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", Self::database(p))).collect();
-            if let Err(e) = admin_sql(admin, &sql).await {
-                eprintln!("could not drop the bench databases: {e}");
-            }
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-async fn admin_sql(admin: &str, statements: &[String]) -> Result<(), String> {
-    let mut conn = sqlx::PgConnection::connect(admin).await.map_err(|e| format!("{}: {e}", mask_url(admin)))?;
-    for sql in statements {
-        sqlx::query(sqlx::AssertSqlSafe(sql.as_str())).execute(&mut conn).await.map_err(|e| format!("{sql}: {e}"))?;
-    }
-    let _ = conn.close().await;
-    Ok(())
-}
-
-/// `postgres://u@h:5432/postgres?x=y` with another database name.
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
-    let start = base.find("://").map_or(0, |i| i + 3);
-    let host = base[start..].find('/').map_or(base, |i| &base[..start + i]);
-    query.map_or_else(|| format!("{host}/{name}"), |q| format!("{host}/{name}?{q}"))
 }
 
 // The shop
@@ -737,43 +665,8 @@ impl Measured {
 
 // The Markdown
 
-fn num(v: f64, digits: usize) -> String {
-    if v > 0.0 { format!("{v:.digits$}") } else { "-".into() }
-}
-
-fn ratio(ours: f64, reference: f64) -> String {
-    if ours > 0.0 && reference > 0.0 { format!("{:.2}", ours / reference) } else { "-".into() }
-}
-
-fn table(title: &str, rows: &[[String; 4]]) -> String {
-    let mut out = format!("\n### {title}\n\n| metric | Emporium | reference | ratio |\n|---|---:|---:|---:|\n");
-    for [metric, ours, reference, r] in rows {
-        out += &format!("| {metric} | {ours} | {reference} | {r} |\n");
-    }
-    out
-}
-
-fn row(metric: &str, ours: String, reference: String, ratio: String) -> [String; 4] {
-    [metric.to_owned(), ours, reference, ratio]
-}
-
 fn none() -> String {
     "-".into()
-}
-
-fn first_error(what: &str, e: &Option<String>) -> String {
-    e.as_ref().map_or_else(String::new, |e| {
-        let e: String = e.replace(['`', '\n', '|'], " ").chars().take(200).collect();
-        format!("\nFirst error ({what}): `{e}`\n")
-    })
-}
-
-fn machine() -> String {
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| c.lines().find_map(|l| l.strip_prefix("model name")).map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned()));
-    format!("{}, {cores} cores", model.unwrap_or_else(|| "unknown CPU".into()))
 }
 
 /// The nearest-rank percentile of sorted milliseconds.

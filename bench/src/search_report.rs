@@ -1,15 +1,9 @@
 //! The search benchmark's Markdown section: the machine, the catalog, then
 //! tables of metric, Emporium, reference and ratio (Emporium ÷ reference).
 
+use emporium_bench::report::{machine, num, ratio};
+
 use super::{Args, BATCH, Build, LIMIT, Measured, Pair, SETTLED, SUGGESTIONS, Stats, WARMUP, WRITER_MEMORY};
-
-fn num(v: f64, digits: usize) -> String {
-    if v > 0.0 { format!("{v:.digits$}") } else { "-".into() }
-}
-
-fn ratio(ours: f64, reference: f64) -> String {
-    if ours > 0.0 && reference > 0.0 { format!("{:.2}", ours / reference) } else { "-".into() }
-}
 
 /// `100000` → `100,000`.
 fn grouped(n: usize) -> String {
@@ -22,14 +16,6 @@ fn grouped(n: usize) -> String {
         out.push(c);
     }
     out
-}
-
-fn machine() -> String {
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| c.lines().find_map(|l| l.strip_prefix("model name")).map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned()));
-    format!("{}, {cores} cores", model.unwrap_or_else(|| "unknown CPU".into()))
 }
 
 /// A row of `| group | metric | Emporium | reference | ratio |`.
