@@ -15,9 +15,7 @@ pub mod ports;
 
 /// Starts the services the configuration enables and wires their ports.
 pub async fn start(config: Arc<Config>, pages: axum::Router, demo: bool) -> Result<App, app::StartError> {
-    let app = App::start(config.clone(), &services(), pages, demo).await?;
-    ports::wire(app.ports(), &config);
-    Ok(app)
+    App::start_wired(config.clone(), &services(), pages, demo, |ports| ports::wire(ports, &config)).await
 }
 
 /// Every service, in start-up order.

@@ -114,6 +114,19 @@ impl App {
         pages: Router,
         demo: bool,
     ) -> Result<App, StartError> {
+        Self::start_wired(config, specs, pages, demo, |_| {}).await
+    }
+
+    /// [`App::start`], with `wire` offering the ports between services once
+    /// every service is mounted (so each has provided its own), before any
+    /// event is delivered or demo data loaded.
+    pub async fn start_wired(
+        config: Arc<Config>,
+        specs: &[ServiceSpec],
+        pages: Router,
+        demo: bool,
+        wire: impl FnOnce(&Ports),
+    ) -> Result<App, StartError> {
         http::set_body_limit(config.http.body_limit_bytes);
         telemetry::metrics_handle();
         let shutdown = CancellationToken::new();
@@ -152,6 +165,7 @@ impl App {
             dbs.push((spec.name, db));
             contexts.push((*spec, ctx));
         }
+        wire(&ports);
         for handler in handlers {
             bus.subscribe(handler, shutdown.clone()).await?;
         }

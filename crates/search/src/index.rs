@@ -103,7 +103,29 @@ pub struct Open {
     pub reader: IndexReader,
     pub fields: Fields,
     pub dir: PathBuf,
-    writer: Mutex<IndexWriter>,
+    /// `None` only once retired and let go.
+    writer: Mutex<Option<IndexWriter>>,
+    /// Set when another index replaced this one: its folder goes when the
+    /// last search or write still holding it lets go.
+    retired: std::sync::atomic::AtomicBool,
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        if !self.retired.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        // The writer's merges finish before its folder goes.
+        if let Ok(slot) = self.writer.get_mut()
+            && let Some(writer) = slot.take()
+            && let Err(e) = writer.wait_merging_threads()
+        {
+            tracing::debug!(error = %e, "an old search index's merges ended badly; it is removed anyway");
+        }
+        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "could not remove an old search index");
+        }
+    }
 }
 
 impl Open {
@@ -115,7 +137,7 @@ impl Open {
         register_tokenizers(&index)?;
         let writer = index.writer_with_num_threads(1, 50_000_000)?;
         let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
-        Ok(Open { index, reader, fields, dir: dir.to_owned(), writer: Mutex::new(writer) })
+        Ok(Open { index, reader, fields, dir: dir.to_owned(), writer: Mutex::new(Some(writer)), retired: std::sync::atomic::AtomicBool::new(false) })
     }
 
     fn document(&self, p: &ProductDoc) -> TantivyDocument {
@@ -162,7 +184,8 @@ impl Open {
 
     /// Replaces (or removes, when not active) products, then commits.
     pub fn apply(&self, upserts: &[ProductDoc], removals: &[String]) -> Result<(), IndexError> {
-        let mut writer = self.writer.lock().map_err(|_| IndexError::Other("writer lock poisoned".into()))?;
+        let mut slot = self.writer.lock().map_err(|_| IndexError::Other("writer lock poisoned".into()))?;
+        let writer = slot.as_mut().ok_or_else(|| IndexError::Other("this index was replaced".into()))?;
         for id in removals.iter().chain(upserts.iter().map(|p| &p.id)) {
             writer.delete_term(Term::from_field_text(self.fields.id, id));
         }
@@ -170,7 +193,7 @@ impl Open {
             writer.add_document(self.document(p))?;
         }
         writer.commit()?;
-        drop(writer);
+        drop(slot);
         self.reader.reload()?;
         Ok(())
     }
@@ -242,11 +265,14 @@ impl SearchIndex {
         // Searches still holding the old index finish on its memory maps.
         // Every other folder goes too: the one live index is the newest, and
         // a rebuild that lost a race to this one would be left behind.
+        // The replaced index's folder goes once nothing uses it (see `Drop`).
         let live = self.live()?.dir.clone();
+        old.retired.store(true, std::sync::atomic::Ordering::SeqCst);
         for entry in std::fs::read_dir(&self.root)?.flatten() {
             let path = entry.path();
             if path.is_dir()
                 && path != live
+                && path != old.dir
                 && let Err(e) = std::fs::remove_dir_all(&path)
             {
                 tracing::warn!(dir = %path.display(), error = %e, "could not remove an old search index");
