@@ -14,6 +14,14 @@ use platform::service::ServiceSpec;
 pub mod ports;
 
 /// Starts the services the configuration enables and wires their ports.
+/// The whole shop: every configured service, and the storefront over their API.
+pub async fn start_shop(config: Arc<Config>, demo: bool) -> Result<App, app::StartError> {
+    let api = web::Api::default();
+    let app = start(config.clone(), web::router(web::Site::new(api.clone(), &config)), demo).await?;
+    api.bind(app.router());
+    Ok(app)
+}
+
 pub async fn start(config: Arc<Config>, pages: axum::Router, demo: bool) -> Result<App, app::StartError> {
     App::start_wired(config.clone(), &services(), pages, demo, |ports| ports::wire(ports, &config)).await
 }
@@ -352,7 +360,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Serve { bind, overrides, demo } => {
             let config = Arc::new(load_config(cli.config.as_ref(), &overrides, bind)?);
             platform::telemetry::init_logging(&config.log);
-            let app = start(config.clone(), web::router(), demo).await?;
+            let app = start_shop(config.clone(), demo).await?;
             let listener = tokio::net::TcpListener::bind(config.bind)
                 .await
                 .map_err(|source| CliError::Bind { addr: config.bind, source })?;

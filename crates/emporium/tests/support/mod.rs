@@ -86,7 +86,7 @@ impl Shop {
         tune(&mut config);
         platform::telemetry::init_logging(&config.log);
         let config = Arc::new(config);
-        let app = emporium::start(config.clone(), axum::Router::new(), false).await.unwrap();
+        let app = emporium::start_shop(config.clone(), false).await.unwrap();
         let mut shop = Shop { _sandbox: sandbox, app, config, staff: String::new() };
         shop.staff = shop.user("admin@example.com", Role::Admin).await;
         if !shop.config.services.iter().any(|s| s == "orders") {

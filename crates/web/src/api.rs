@@ -1,0 +1,84 @@
+//! How pages reach the shop: through the same `/api/v1` routes every client
+//! uses, called in process, so a page never holds a second copy of a rule
+//! (prices, stock, permissions, validation all stay with their service).
+
+use std::sync::{Arc, OnceLock};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tower::ServiceExt;
+
+/// The API as pages see it. It is bound to the shop's router once the shop
+/// has started (the pages are part of that router).
+#[derive(Clone, Default)]
+pub struct Api {
+    router: Arc<OnceLock<Router>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("the shop is still starting")]
+    NotBound,
+    #[error("{0}")]
+    Transport(String),
+    #[error("{status}: {body}")]
+    Status { status: StatusCode, body: Value },
+    #[error("an unexpected answer from {path}: {reason}")]
+    Shape { path: String, reason: String },
+}
+
+impl ApiError {
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            ApiError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+impl Api {
+    /// Binds the API to the shop's router (once; later calls change nothing).
+    pub fn bind(&self, router: Router) {
+        let _ = self.router.set(router);
+    }
+
+    /// `GET path` as JSON of type `T`; any non-2xx answer is an error.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
+        let (status, body) = self.send(Method::GET, path, None).await?;
+        if !status.is_success() {
+            return Err(ApiError::Status { status, body });
+        }
+        serde_json::from_value(body).map_err(|e| ApiError::Shape { path: path.to_owned(), reason: e.to_string() })
+    }
+
+    /// Sends one request; answers the status and the JSON body (`Null` when empty).
+    pub async fn send(&self, method: Method, path: &str, body: Option<Value>) -> Result<(StatusCode, Value), ApiError> {
+        let router = self.router.get().ok_or(ApiError::NotBound)?.clone();
+        let request = Request::builder().method(method).uri(path);
+        let request = match body {
+            Some(b) => request.header("content-type", "application/json").body(Body::from(b.to_string())),
+            None => request.body(Body::empty()),
+        }
+        .map_err(|e| ApiError::Transport(e.to_string()))?;
+        let response = router.oneshot(request).await.map_err(|e| ApiError::Transport(e.to_string()))?;
+        let status = response.status();
+        let bytes = response.into_body().collect().await.map_err(|e| ApiError::Transport(e.to_string()))?.to_bytes();
+        Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+    }
+}
+
+/// A path segment or query value, percent-encoded.
+pub fn encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(char::from(b)),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}

@@ -1,0 +1,604 @@
+//! The storefront's pages: home, category, search and product, rendered
+//! from the API's answers with askama (templates checked when compiled,
+//! every value HTML-escaped unless a template says otherwise).
+
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::Site;
+use crate::api::{ApiError, encode};
+
+/// A product in a list: what the search and recommendation answers hold.
+#[derive(Debug, Clone, Deserialize)]
+struct Hit {
+    slug: String,
+    title: String,
+    brand: Option<String>,
+    price: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Hits {
+    data: Vec<Hit>,
+}
+
+/// A product card as the templates show it.
+pub struct Card {
+    pub url: String,
+    pub title: String,
+    pub brand: String,
+    pub price: String,
+}
+
+fn money(amount: i64, currency: &str) -> String {
+    match kernel::money::Currency::parse(currency) {
+        Ok(c) => format!("{} {}", c.format_decimal(amount), c.as_str()),
+        Err(_) => amount.to_string(),
+    }
+}
+
+impl Site {
+    fn card(&self, h: &Hit) -> Card {
+        Card {
+            url: format!("/products/{}", encode(&h.slug)),
+            title: h.title.clone(),
+            brand: h.brand.clone().unwrap_or_default(),
+            price: h.price.map(|p| money(p, &self.currency)).unwrap_or_default(),
+        }
+    }
+
+    async fn cards(&self, path: &str) -> Vec<Card> {
+        match self.api.get::<Hits>(path).await {
+            Ok(h) => h.data.iter().map(|h| self.card(h)).collect(),
+            Err(e) => {
+                tracing::warn!(path, error = %e, "a page left out a list it could not load");
+                Vec::new()
+            }
+        }
+    }
+}
+
+/// What went wrong, as a page: 404 for what is not there, 500 otherwise.
+pub struct PageError(StatusCode, String);
+
+impl From<ApiError> for PageError {
+    fn from(e: ApiError) -> Self {
+        match e.status() {
+            Some(StatusCode::NOT_FOUND) => PageError(StatusCode::NOT_FOUND, "This page does not exist.".into()),
+            _ => {
+                tracing::error!(error = %e, "a page could not be made");
+                PageError(StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong on our side. Please try again.".into())
+            }
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    shop: &'a str,
+    query: &'a str,
+    message: &'a str,
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let page = ErrorPage { shop: "", query: "", message: &self.1 };
+        (self.0, render(&page)).into_response()
+    }
+}
+
+fn render(t: &impl Template) -> Response {
+    match t.render() {
+        Ok(html) => Html(html).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "a template did not render");
+            (StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong on our side.").into_response()
+        }
+    }
+}
+
+// Home
+
+#[derive(Debug, Clone, Deserialize)]
+struct Category {
+    slug: String,
+    name: String,
+}
+
+#[derive(Template)]
+#[template(path = "home.html")]
+struct Home<'a> {
+    shop: &'a str,
+    query: &'a str,
+    categories: Vec<(String, String)>,
+    trending: Vec<Card>,
+    newest: Vec<Card>,
+}
+
+pub async fn home(State(site): State<Site>) -> Result<Response, PageError> {
+    let categories: Vec<Category> = site.api.get("/api/v1/categories").await?;
+    let categories = categories.iter().map(|c| (format!("/categories/{}", encode(&c.slug)), c.name.clone())).collect();
+    let trending = site.cards("/api/v1/recommendations/trending?limit=8").await;
+    let newest = site.cards("/api/v1/search?sort=newest&limit=8").await;
+    Ok(render(&Home { shop: &site.name, query: "", categories, trending, newest }))
+}
+
+// Search and categories
+
+#[derive(Debug, Deserialize)]
+pub struct SearchParams {
+    #[serde(default)]
+    q: String,
+    category: Option<String>,
+    brand: Option<String>,
+    sort: Option<String>,
+    min_price: Option<i64>,
+    max_price: Option<i64>,
+    after: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Count {
+    value: String,
+    count: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct Band {
+    min: i64,
+    max: Option<i64>,
+    count: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct Facets {
+    category: Vec<Count>,
+    brand: Vec<Count>,
+    price: Vec<Band>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Found {
+    data: Vec<Hit>,
+    total: usize,
+    next_cursor: Option<String>,
+    facets: Facets,
+    did_you_mean: Option<String>,
+}
+
+/// A facet choice: its label, how many it holds, the link that applies it, and whether it is applied.
+pub struct Choice {
+    pub label: String,
+    pub count: u64,
+    pub url: String,
+    pub chosen: bool,
+}
+
+#[derive(Template)]
+#[template(path = "results.html")]
+struct Results<'a> {
+    shop: &'a str,
+    query: &'a str,
+    heading: String,
+    description: String,
+    total: usize,
+    cards: Vec<Card>,
+    did_you_mean: Option<(String, String)>,
+    categories: Vec<Choice>,
+    brands: Vec<Choice>,
+    prices: Vec<Choice>,
+    sorts: Vec<Choice>,
+    next: Option<String>,
+}
+
+/// Rebuilds `base` (a page path) with the filters of `p`, `change` applied.
+fn link(base: &str, p: &SearchParams, change: &[(&str, Option<String>)]) -> String {
+    let mut pairs: Vec<(&str, String)> = Vec::new();
+    let current = [
+        ("q", Some(p.q.clone()).filter(|q| !q.is_empty())),
+        ("category", p.category.clone()),
+        ("brand", p.brand.clone()),
+        ("sort", p.sort.clone()),
+        ("min_price", p.min_price.map(|v| v.to_string())),
+        ("max_price", p.max_price.map(|v| v.to_string())),
+    ];
+    for (key, value) in &current {
+        let value = change.iter().find(|(k, _)| k == key).map_or(value.clone(), |(_, v)| v.clone());
+        if let Some(v) = value {
+            pairs.push((*key, v));
+        }
+    }
+    for (key, value) in change {
+        if let Some(v) = value
+            && !current.iter().any(|(k, _)| k == key)
+        {
+            pairs.push((key, v.clone()));
+        }
+    }
+    if pairs.is_empty() {
+        return base.to_owned();
+    }
+    let query: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={}", encode(v))).collect();
+    format!("{base}?{}", query.join("&"))
+}
+
+const SORTS: [(&str, &str); 4] = [("relevance", "Best match"), ("newest", "Newest"), ("price_asc", "Price, low to high"), ("price_desc", "Price, high to low")];
+
+async fn results(site: &Site, base: &str, heading: String, p: SearchParams, category_names: &[(String, String, String)]) -> Result<Response, PageError> {
+    let mut api = format!("/api/v1/search?limit=24&q={}", encode(&p.q));
+    for (key, value) in [("category", &p.category), ("brand", &p.brand), ("sort", &p.sort), ("starting_after", &p.after)] {
+        if let Some(v) = value {
+            api += &format!("&{key}={}", encode(v));
+        }
+    }
+    for (key, value) in [("min_price", p.min_price), ("max_price", p.max_price)] {
+        if let Some(v) = value {
+            api += &format!("&{key}={v}");
+        }
+    }
+    let found: Found = match site.api.get(&api).await {
+        Ok(f) => f,
+        // A filter the search refuses (a bad sort, say) shows the unfiltered page.
+        Err(ApiError::Status { status: StatusCode::UNPROCESSABLE_ENTITY, .. }) => {
+            return Ok(axum::response::Redirect::to(base).into_response());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let name_of = |id: &str| category_names.iter().find(|(i, _, _)| i == id).map(|(_, _, n)| n.clone());
+    let categories = found
+        .facets
+        .category
+        .iter()
+        .filter_map(|c| {
+            let name = name_of(&c.value)?;
+            let chosen = p.category.as_deref() == Some(c.value.as_str());
+            Some(Choice { label: name, count: c.count, url: link(base, &p, &[("category", (!chosen).then(|| c.value.clone()))]), chosen })
+        })
+        .collect();
+    let brands = found
+        .facets
+        .brand
+        .iter()
+        .map(|b| {
+            let chosen = p.brand.as_deref() == Some(b.value.as_str());
+            Choice { label: b.value.clone(), count: b.count, url: link(base, &p, &[("brand", (!chosen).then(|| b.value.clone()))]), chosen }
+        })
+        .collect();
+    let prices = found
+        .facets
+        .price
+        .iter()
+        .filter(|b| b.count > 0)
+        .map(|b| {
+            let chosen = p.min_price == Some(b.min) && p.max_price == b.max;
+            let label = match b.max {
+                Some(max) => format!("{} – {}", money(b.min, &site.currency), money(max, &site.currency)),
+                None => format!("{} and up", money(b.min, &site.currency)),
+            };
+            let change = if chosen {
+                [("min_price", None), ("max_price", None)]
+            } else {
+                [("min_price", Some(b.min.to_string())), ("max_price", b.max.map(|m| m.to_string()))]
+            };
+            Choice { label, count: b.count, url: link(base, &p, &change), chosen }
+        })
+        .collect();
+    let sorts = SORTS
+        .iter()
+        .map(|(value, label)| {
+            let chosen = p.sort.as_deref().unwrap_or("relevance") == *value;
+            Choice { label: (*label).into(), count: 0, url: link(base, &p, &[("sort", Some((*value).to_owned()))]), chosen }
+        })
+        .collect();
+    let next = found.next_cursor.as_ref().map(|c| link(base, &p, &[("after", Some(c.clone()))]));
+    let did_you_mean = found.did_you_mean.map(|d| (link(base, &p, &[("q", Some(d.clone()))]), d));
+    let description = format!("{} products{} at {}", found.total, if p.q.is_empty() { String::new() } else { format!(" for “{}”", p.q) }, site.name);
+    let page = Results {
+        shop: &site.name,
+        query: &p.q,
+        heading,
+        description,
+        total: found.total,
+        cards: found.data.iter().map(|h| site.card(h)).collect(),
+        did_you_mean,
+        categories,
+        brands,
+        prices,
+        sorts,
+        next,
+    };
+    Ok(render(&page))
+}
+
+/// Every category as (id, slug, name), depth first.
+async fn all_categories(site: &Site) -> Result<Vec<(String, String, String)>, PageError> {
+    #[derive(Deserialize)]
+    struct Node {
+        id: String,
+        slug: String,
+        name: String,
+        #[serde(default)]
+        children: Vec<Node>,
+    }
+    fn walk(nodes: &[Node], out: &mut Vec<(String, String, String)>) {
+        for n in nodes {
+            out.push((n.id.clone(), n.slug.clone(), n.name.clone()));
+            walk(&n.children, out);
+        }
+    }
+    let tree: Vec<Node> = site.api.get("/api/v1/categories").await?;
+    let mut out = Vec::new();
+    walk(&tree, &mut out);
+    Ok(out)
+}
+
+pub async fn search(State(site): State<Site>, Query(p): Query<SearchParams>) -> Result<Response, PageError> {
+    let names = all_categories(&site).await?;
+    let heading = if p.q.is_empty() { "All products".to_owned() } else { format!("Results for “{}”", p.q) };
+    results(&site, "/search", heading, p, &names).await
+}
+
+pub async fn category(State(site): State<Site>, Path(slug): Path<String>, Query(mut p): Query<SearchParams>) -> Result<Response, PageError> {
+    let names = all_categories(&site).await?;
+    let (id, _, name) = names.iter().find(|(_, s, _)| *s == slug).cloned().ok_or(PageError(StatusCode::NOT_FOUND, "This category does not exist.".into()))?;
+    // The page is the category; other categories are links to their own pages.
+    p.category = Some(id);
+    let base = format!("/categories/{}", encode(&slug));
+    results(&site, &base, name, p, &names).await
+}
+
+// Product
+
+#[derive(Debug, Deserialize)]
+struct Price {
+    amount: i64,
+    currency: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Variant {
+    sku: String,
+    title: String,
+    #[serde(default)]
+    option_values: Vec<String>,
+    #[serde(default)]
+    prices: std::collections::BTreeMap<String, Price>,
+    in_stock: bool,
+    available: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Media {
+    url: String,
+    alt: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Product {
+    id: String,
+    slug: String,
+    title: String,
+    #[serde(default)]
+    description_html: String,
+    brand: Option<String>,
+    seo_title: Option<String>,
+    seo_description: Option<String>,
+    #[serde(default)]
+    variants: Vec<Variant>,
+    #[serde(default)]
+    media: Vec<Media>,
+    #[serde(default)]
+    categories: Vec<Category>,
+}
+
+/// A variant as the product page offers it.
+pub struct Offer {
+    pub sku: String,
+    pub label: String,
+    pub price: String,
+    /// "In stock", "Only 3 left", "Out of stock".
+    pub stock: String,
+    pub in_stock: bool,
+}
+
+/// Below this many, the page says how many are left.
+const FEW_LEFT: i64 = 5;
+
+#[derive(Template)]
+#[template(path = "product.html")]
+struct ProductPage<'a> {
+    shop: &'a str,
+    query: &'a str,
+    title: String,
+    description: String,
+    brand: String,
+    body_html: String,
+    images: Vec<(String, String)>,
+    offers: Vec<Offer>,
+    breadcrumbs: Vec<(String, String)>,
+    json_ld: String,
+    canonical: String,
+    also_bought: Vec<Card>,
+    similar: Vec<Card>,
+}
+
+/// JSON for a `<script>` element: nothing in it can close the element.
+fn script_json(v: &Value) -> String {
+    v.to_string().replace('<', "\\u003c").replace('>', "\\u003e").replace('&', "\\u0026")
+}
+
+/// The text of an HTML fragment (the catalog's rendered description), for
+/// meta descriptions and structured data.
+fn text_of(html: &str) -> String {
+    let mut out = String::with_capacity(html.len());
+    let mut in_tag = false;
+    for c in html.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' if in_tag => {
+                in_tag = false;
+                out.push(' ');
+            }
+            c if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&#39;", "'").replace("&amp;", "&")
+}
+
+fn plain(text: &str, max: usize) -> String {
+    let words: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if words.chars().count() <= max {
+        return words;
+    }
+    let cut: String = words.chars().take(max).collect();
+    format!("{}…", cut.rsplit_once(' ').map_or(cut.as_str(), |(head, _)| head))
+}
+
+pub async fn product(State(site): State<Site>, Path(slug): Path<String>) -> Result<Response, PageError> {
+    let p: Product = site.api.get(&format!("/api/v1/products/{}", encode(&slug))).await?;
+    let currency = site.currency.as_str();
+    let offers: Vec<Offer> = p
+        .variants
+        .iter()
+        .map(|v| {
+            let price = v.prices.get(currency).map(|m| money(m.amount, &m.currency)).unwrap_or_default();
+            let stock = match (v.in_stock, v.available) {
+                (false, _) => "Out of stock".to_owned(),
+                (true, Some(n)) if n <= FEW_LEFT => format!("Only {n} left"),
+                (true, _) => "In stock".to_owned(),
+            };
+            let label = if v.option_values.is_empty() { v.title.clone() } else { v.option_values.join(" / ") };
+            Offer { sku: v.sku.clone(), label, price, stock, in_stock: v.in_stock }
+        })
+        .collect();
+    let canonical = format!("{}/products/{}", site.public_url, encode(&p.slug));
+    let images: Vec<(String, String)> = p
+        .media
+        .iter()
+        .map(|m| (m.url.clone(), if m.alt.is_empty() { p.title.clone() } else { m.alt.clone() }))
+        .collect();
+    let ld_offers: Vec<Value> = p
+        .variants
+        .iter()
+        .filter_map(|v| {
+            let m = v.prices.get(currency)?;
+            let digits = kernel::money::Currency::parse(&m.currency).map(|c| c.format_decimal(m.amount)).unwrap_or_default();
+            Some(json!({"@type": "Offer", "sku": v.sku, "price": digits, "priceCurrency": m.currency, "url": canonical,
+                "availability": if v.in_stock { "https://schema.org/InStock" } else { "https://schema.org/OutOfStock" }}))
+        })
+        .collect();
+    let mut ld = json!({"@context": "https://schema.org", "@type": "Product", "name": p.title, "url": canonical,
+        "description": plain(&text_of(&p.description_html), 500), "sku": p.variants.first().map(|v| v.sku.clone()), "offers": ld_offers});
+    if let Some(b) = &p.brand {
+        ld["brand"] = json!({"@type": "Brand", "name": b});
+    }
+    if !images.is_empty() {
+        ld["image"] = json!(images.iter().map(|(u, _)| u.clone()).collect::<Vec<_>>());
+    }
+    let also_bought = site.cards(&format!("/api/v1/products/{}/recommendations?kind=also_bought&limit=4", encode(&p.id))).await;
+    let similar = site.cards(&format!("/api/v1/products/{}/recommendations?kind=similar&limit=4", encode(&p.id))).await;
+    let page = ProductPage {
+        shop: &site.name,
+        query: "",
+        title: p.seo_title.clone().unwrap_or_else(|| p.title.clone()),
+        description: p.seo_description.clone().unwrap_or_else(|| plain(&text_of(&p.description_html), 160)),
+        brand: p.brand.clone().unwrap_or_default(),
+        body_html: p.description_html.clone(),
+        images,
+        offers,
+        breadcrumbs: p.categories.iter().map(|c| (format!("/categories/{}", encode(&c.slug)), c.name.clone())).collect(),
+        json_ld: script_json(&ld),
+        canonical,
+        also_bought,
+        similar,
+    };
+    let mut response = render(&page);
+    response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-cache"));
+    Ok(response)
+}
+
+// For robots
+
+pub async fn robots(State(site): State<Site>) -> Response {
+    let body = format!(
+        "User-agent: *\nDisallow: /admin\nDisallow: /cart\nDisallow: /checkout\nDisallow: /account\nDisallow: /api/\n\nSitemap: {}/sitemap.xml\n",
+        site.public_url
+    );
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+}
+
+#[derive(Deserialize)]
+struct ProductPage2 {
+    data: Vec<Value>,
+    has_more: bool,
+    next_cursor: Option<String>,
+}
+
+/// Every active product and category, for search engines (up to 50,000 addresses).
+pub async fn sitemap(State(site): State<Site>) -> Result<Response, PageError> {
+    let mut urls = vec![format!("{}/", site.public_url)];
+    for (_, slug, _) in all_categories(&site).await? {
+        urls.push(format!("{}/categories/{}", site.public_url, encode(&slug)));
+    }
+    let mut after: Option<String> = None;
+    while urls.len() < 50_000 {
+        let path = match &after {
+            Some(c) => format!("/api/v1/products?limit=100&starting_after={}", encode(c)),
+            None => "/api/v1/products?limit=100".to_owned(),
+        };
+        let page: ProductPage2 = site.api.get(&path).await?;
+        for p in &page.data {
+            if let Some(slug) = p.get("slug").and_then(Value::as_str) {
+                urls.push(format!("{}/products/{}", site.public_url, encode(slug)));
+            }
+        }
+        match (page.has_more, page.next_cursor) {
+            (true, Some(c)) => after = Some(c),
+            _ => break,
+        }
+    }
+    let mut xml = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<urlset xmlns=\"http://www.sitemaps.org/schemas/sitemap/0.9\">\n");
+    for u in urls {
+        xml += &format!("  <url><loc>{}</loc></url>\n", crate::xml_escape(&u));
+    }
+    xml += "</urlset>\n";
+    Ok(([(header::CONTENT_TYPE, "application/xml; charset=utf-8")], xml).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn script_json_cannot_close_its_element() {
+        let v = json!({"name": "</script><script>alert(1)</script> & co"});
+        let s = script_json(&v);
+        assert!(!s.contains('<') && !s.contains('>') && !s.contains('&'), "{s}");
+        assert_eq!(serde_json::from_str::<Value>(&s).ok(), Some(v), "still the same JSON");
+    }
+
+    #[test]
+    fn links_keep_the_other_filters() {
+        let p = SearchParams { q: "tee shirt".into(), category: None, brand: Some("Acme".into()), sort: None, min_price: None, max_price: None, after: Some("x".into()) };
+        assert_eq!(link("/search", &p, &[("sort", Some("newest".into()))]), "/search?q=tee%20shirt&brand=Acme&sort=newest");
+        assert_eq!(link("/search", &p, &[("brand", None)]), "/search?q=tee%20shirt");
+        assert_eq!(link("/c", &SearchParams { q: String::new(), category: None, brand: None, sort: None, min_price: None, max_price: None, after: None }, &[]), "/c");
+    }
+
+    #[test]
+    fn the_text_of_html() {
+        assert_eq!(plain(&text_of("<p>A <strong>solid</strong> lamp &amp; shade</p>"), 100), "A solid lamp & shade");
+    }
+
+    #[test]
+    fn descriptions_are_cut_at_a_word() {
+        assert_eq!(plain("a  b\nc", 10), "a b c");
+        assert_eq!(plain("one two three four", 10), "one two…");
+    }
+}
