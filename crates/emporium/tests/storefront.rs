@@ -118,3 +118,147 @@ async fn pages_show_the_catalog_through_the_api() {
     let (_, _, sitemap) = page(&shop, "/sitemap.xml").await;
     assert!(sitemap.contains("/products/brass-desk-lamp</loc>") && sitemap.contains("/categories/lamps</loc>"), "{sitemap}");
 }
+
+/// A browser without a browser: it keeps cookies, reads a form's CSRF
+/// token and follows redirects, as the pages expect of one.
+struct Browser<'a> {
+    shop: &'a Shop,
+    cookies: std::collections::BTreeMap<String, String>,
+}
+
+impl<'a> Browser<'a> {
+    fn new(shop: &'a Shop) -> Self {
+        Browser { shop, cookies: Default::default() }
+    }
+
+    async fn request(&mut self, method: &str, path: &str, form: Option<&[(&str, &str)]>) -> (StatusCode, HeaderMap, String) {
+        let mut r = Request::builder().method(method).uri(path);
+        if !self.cookies.is_empty() {
+            let jar: Vec<String> = self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            r = r.header("cookie", jar.join("; "));
+        }
+        let r = match form {
+            Some(fields) => {
+                let body: Vec<String> = fields.iter().map(|(k, v)| format!("{k}={}", web::api::encode(v))).collect();
+                r.header("content-type", "application/x-www-form-urlencoded").body(Body::from(body.join("&")))
+            }
+            None => r.body(Body::empty()),
+        }
+        .unwrap();
+        let response = self.shop.app.router().oneshot(r).await.unwrap();
+        let (status, headers) = (response.status(), response.headers().clone());
+        for set in headers.get_all("set-cookie") {
+            let text = set.to_str().unwrap();
+            let (pair, attributes) = text.split_once(';').unwrap_or((text, ""));
+            let (name, value) = pair.split_once('=').unwrap();
+            if value.is_empty() || attributes.contains("Max-Age=0") {
+                self.cookies.remove(name);
+            } else {
+                self.cookies.insert(name.to_owned(), value.to_owned());
+            }
+        }
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (status, headers, String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
+    /// GET, following redirects.
+    async fn get(&mut self, path: &str) -> (StatusCode, String) {
+        let mut path = path.to_owned();
+        for _ in 0..5 {
+            let (status, headers, body) = self.request("GET", &path, None).await;
+            if status.is_redirection() {
+                path = headers["location"].to_str().unwrap().to_owned();
+                continue;
+            }
+            return (status, body);
+        }
+        panic!("too many redirects");
+    }
+
+    /// Posts a form from `page` (its CSRF token added), following the redirect.
+    async fn submit(&mut self, page: &str, action: &str, fields: &[(&str, &str)]) -> (StatusCode, String) {
+        let csrf = between(page, r#"name="csrf" value=""#, "\"").to_owned();
+        let mut all = vec![("csrf", csrf.as_str())];
+        all.extend_from_slice(fields);
+        let (status, headers, body) = self.request("POST", action, Some(&all)).await;
+        if status == StatusCode::SEE_OTHER || status == StatusCode::FOUND || status == StatusCode::TEMPORARY_REDIRECT {
+            let to = headers["location"].to_str().unwrap().to_owned();
+            return self.get(&to).await;
+        }
+        (status, body)
+    }
+}
+
+#[tokio::test]
+async fn a_guest_finds_a_product_by_a_typo_and_buys_it_with_a_test_card() {
+    let shop = Shop::with(|c| c.services.extend(["search".to_owned(), "notify".to_owned()])).await;
+    create(&shop, json!({"title": "Brass Desk Lamp", "status": "active", "brand": "Lumen",
+        "options": [{"name": "Finish", "values": ["Brass", "Black"]}],
+        "variants": [{"sku": "LAMP-BR", "option_values": ["Brass"], "prices": {"USD": 8900}, "weight_grams": 900},
+                     {"sku": "LAMP-BK", "option_values": ["Black"], "prices": {"USD": 7900}, "weight_grams": 900}]})).await;
+    stock(&shop, "LAMP-BR", 5).await;
+    stock(&shop, "LAMP-BK", 5).await;
+    searchable(&shop, "brass").await;
+    let mut browser = Browser::new(&shop);
+
+    let (_, found) = browser.get("/search?q=lmap").await;
+    let product_url = between(between(&found, r#"<li class="card">"#, "</li>"), r#"<a href=""#, r#"">"#);
+    assert_eq!(product_url, "/products/brass-desk-lamp", "a typo still finds the lamp");
+    let (_, product) = browser.get(product_url).await;
+    let (status, cart) = browser.submit(&product, "/cart/items", &[("sku", "LAMP-BK"), ("quantity", "2")]).await;
+    assert_eq!(status, StatusCode::OK, "{cart}");
+    assert!(cart.contains("Brass Desk Lamp — Black") && cart.contains("158.00 USD"), "{cart}");
+
+    let (_, address) = browser.get("/checkout").await;
+    let (status, pay) = browser.submit(&address, "/checkout/address", &[("email", "ada@example.com"), ("name", "Ada Lovelace"),
+        ("line1", "1 Market St"), ("city", "San Francisco"), ("region", "CA"), ("postal_code", "94105"), ("country", "us")]).await;
+    assert_eq!(status, StatusCode::OK, "{pay}");
+    assert!(pay.contains("Ground") && pay.contains("tok_visa") && pay.contains("Declined"), "shipping methods and test cards: {pay}");
+    let method = between(&pay, r#"name="shipping_method" id="m1" value=""#, "\"").to_owned();
+
+    // Declined first: the page says so, and the stock is back.
+    let (status, declined) = browser.submit(&pay, "/checkout/pay", &[("shipping_method", &method), ("token", "tok_chargeDeclined")]).await;
+    assert_eq!(status, StatusCode::PAYMENT_REQUIRED);
+    assert!(declined.contains(r#"<p class="alert" role="alert">Your card was declined.</p>"#), "{declined}");
+    assert_eq!(shop.available("LAMP-BK").await, (5, 0), "nothing held after the decline");
+
+    let (status, confirmation) = browser.submit(&declined, "/checkout/pay", &[("shipping_method", &method), ("token", "tok_visa")]).await;
+    assert_eq!(status, StatusCode::OK, "{confirmation}");
+    assert!(confirmation.contains("<h1>Order #1001</h1>"), "{confirmation}");
+    assert!(confirmation.contains("Thank you! Your order is confirmed; a receipt is on its way to ada@example.com."));
+    assert!(confirmation.contains("Status: <strong>paid</strong>"));
+    assert_eq!(shop.available("LAMP-BK").await, (3, 0));
+    let (_, empty) = browser.get("/cart").await;
+    assert!(empty.contains("Your cart is empty"), "the cart is done");
+
+    // The receipt is in the dev mailbox.
+    for _ in 0..100 {
+        let (_, mail) = shop.send("GET", "/api/v1/admin/mailbox?to=ada@example.com", &shop.as_staff(), None).await;
+        if mail["data"].as_array().unwrap().iter().any(|m| m["subject"] == "Receipt for order #1001") {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("no receipt in the dev mailbox");
+}
+
+#[tokio::test]
+async fn a_form_without_its_csrf_token_is_refused() {
+    let shop = storefront().await;
+    create(&shop, json!({"title": "Mug", "status": "active", "variants": [{"sku": "MUG-9", "prices": {"USD": 1200}}]})).await;
+    stock(&shop, "MUG-9", 5).await;
+    let mut browser = Browser::new(&shop);
+    let (_, product) = browser.get("/products/mug").await;
+    assert!(browser.cookies.contains_key("csrf"), "the product page sets the token's cookie");
+    let (status, _, _) = browser.request("POST", "/cart/items", Some(&[("sku", "MUG-9")])).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "no token");
+    let (status, _, _) = browser.request("POST", "/cart/items", Some(&[("csrf", "forged"), ("sku", "MUG-9")])).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "another token");
+    let (status, cart) = browser.submit(&product, "/cart/items", &[("sku", "MUG-9")]).await;
+    assert!(status.is_success() && cart.contains("Mug"), "{cart}");
+    let (_, headers, _) = browser.request("GET", "/cart", None).await;
+    assert_eq!(headers["x-frame-options"], "DENY");
+    let set = shop.app.router().oneshot(Request::builder().uri("/products/mug").body(Body::empty()).unwrap()).await.unwrap();
+    let cookie = set.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"), "{cookie}");
+}

@@ -47,6 +47,7 @@ pub fn router(orders: Orders) -> OpenApiRouter {
         .routes(routes!(cancel_order))
         .routes(routes!(request_return))
         .routes(routes!(stripe_webhook))
+        .routes(routes!(payment_methods))
         .routes(routes!(confirm_page, confirm))
         .with_state(orders)
 }
@@ -656,19 +657,29 @@ pub struct LookupToken {
     pub token: Option<String>,
 }
 
-async fn visible_order(o: &Orders, id: &str, p: &Option<Principal>, token: Option<&str>) -> Result<OrderRow, OrdersError> {
+/// The order, if the caller may see it: its customer, the holder of its
+/// lookup token, or the holder of the secret of the cart it came from (a
+/// guest who paid on a second try, after the token was shown).
+async fn visible_order(o: &Orders, id: &str, p: &Option<Principal>, token: Option<&str>, h: &HeaderMap) -> Result<OrderRow, OrdersError> {
     OrderId::parse(id).map_err(|_| OrdersError::OrderNotFound)?;
     let order = store::order(&o.db, id).await?.ok_or(OrdersError::OrderNotFound)?;
     let user = p.as_ref().map(|p| p.user_id.to_string());
-    if Orders::may_see(&order, user.as_deref(), token) { Ok(order) } else { Err(OrdersError::OrderNotFound) }
+    if Orders::may_see(&order, user.as_deref(), token) {
+        return Ok(order);
+    }
+    let by_cart = access(p, h);
+    if by_cart.secret.is_some() && o.cart_for(&order.cart_id, &by_cart).await.is_ok() {
+        return Ok(order);
+    }
+    Err(OrdersError::OrderNotFound)
 }
 
 /// One order with its lines, payments, parcels, refunds and timeline: the
 /// customer's own, or a guest's with its lookup token.
 #[utoipa::path(get, path = "/api/v1/orders/{id}", tag = "orders", params(("id" = String, Path), LookupToken),
     responses((status = 200, body = OrderView), (status = 404, body = ErrorBody)))]
-async fn get_order(State(o): State<Orders>, p: Option<Principal>, Path(id): Path<String>, Query(q): Query<LookupToken>) -> Result<Json<OrderView>, OrdersError> {
-    let order = visible_order(&o, &id, &p, q.token.as_deref()).await?;
+async fn get_order(State(o): State<Orders>, p: Option<Principal>, h: HeaderMap, Path(id): Path<String>, Query(q): Query<LookupToken>) -> Result<Json<OrderView>, OrdersError> {
+    let order = visible_order(&o, &id, &p, q.token.as_deref(), &h).await?;
     Ok(Json(order_view(&o, order, false).await?))
 }
 
@@ -676,8 +687,8 @@ async fn get_order(State(o): State<Orders>, p: Option<Principal>, Path(id): Path
 /// payment is voided or refunded.
 #[utoipa::path(post, path = "/api/v1/orders/{id}/cancel", tag = "orders", params(("id" = String, Path), LookupToken),
     responses((status = 200, body = OrderView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn cancel_order(State(o): State<Orders>, p: Option<Principal>, Path(id): Path<String>, Query(q): Query<LookupToken>) -> Result<Json<OrderView>, OrdersError> {
-    let order = visible_order(&o, &id, &p, q.token.as_deref()).await?;
+async fn cancel_order(State(o): State<Orders>, p: Option<Principal>, h: HeaderMap, Path(id): Path<String>, Query(q): Query<LookupToken>) -> Result<Json<OrderView>, OrdersError> {
+    let order = visible_order(&o, &id, &p, q.token.as_deref(), &h).await?;
     let actor = p.as_ref().map(|p| p.user_id.to_string());
     let order = o.cancel(&order.id, actor.as_deref(), "cancelled by the customer").await?;
     Ok(Json(order_view(&o, order, false).await?))
@@ -693,12 +704,57 @@ pub struct ReturnRequest {
 /// Asks to return shipped items, within the shop's return window.
 #[utoipa::path(post, path = "/api/v1/orders/{id}/returns", tag = "orders", params(("id" = String, Path), LookupToken), request_body = ReturnRequest,
     responses((status = 201, body = ReturnView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn request_return(State(o): State<Orders>, p: Option<Principal>, Path(id): Path<String>, Query(q): Query<LookupToken>, Json(b): Json<ReturnRequest>) -> Result<Response, OrdersError> {
-    let order = visible_order(&o, &id, &p, q.token.as_deref()).await?;
+async fn request_return(State(o): State<Orders>, p: Option<Principal>, h: HeaderMap, Path(id): Path<String>, Query(q): Query<LookupToken>, Json(b): Json<ReturnRequest>) -> Result<Response, OrdersError> {
+    let order = visible_order(&o, &id, &p, q.token.as_deref(), &h).await?;
     let actor = p.as_ref().map(|p| p.user_id.to_string());
     let ret = o.request_return(&order.id, b.items, &b.reason, actor.as_deref()).await?;
     let row = store::return_by_id(&o.db, &ret).await?.ok_or(OrdersError::NotFound("return"))?;
     Ok((StatusCode::CREATED, Json(return_view(row))).into_response())
+}
+
+/// A card the test gateway knows: its token and what it does.
+#[derive(Serialize, ToSchema)]
+pub struct TestCard {
+    pub token: &'static str,
+    pub label: &'static str,
+}
+
+/// A way to pay this shop offers.
+#[derive(Serialize, ToSchema)]
+pub struct PaymentMethod {
+    /// `test` or `stripe`: the `provider` of a checkout.
+    pub provider: String,
+    /// The test gateway's cards (tokens to pay with).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub test_cards: Vec<TestCard>,
+    /// Stripe's publishable key, for Stripe Elements.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publishable_key: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PaymentMethods {
+    pub data: Vec<PaymentMethod>,
+}
+
+/// The payment providers a checkout may name.
+#[utoipa::path(get, path = "/api/v1/payments/methods", tag = "payments",
+    responses((status = 200, body = PaymentMethods)))]
+async fn payment_methods(State(o): State<Orders>) -> Json<PaymentMethods> {
+    let data = o
+        .providers()
+        .into_iter()
+        .map(|provider| PaymentMethod {
+            test_cards: if provider == "test" {
+                crate::gateway::TEST_TOKENS.iter().map(|(token, label)| TestCard { token, label }).collect()
+            } else {
+                Vec::new()
+            },
+            publishable_key: (provider == "stripe").then(|| o.stripe_publishable_key()).flatten(),
+            provider: provider.to_owned(),
+        })
+        .collect();
+    Json(PaymentMethods { data })
 }
 
 /// Stripe's webhook: the signature is checked before anything is read.

@@ -89,6 +89,10 @@ impl Orders {
             .ok_or_else(|| OrdersError::Catalog("no catalog in this process and catalog.url is unset".into()))
     }
 
+    pub fn stripe_publishable_key(&self) -> Option<String> {
+        self.settings.stripe_publishable_key.clone()
+    }
+
     pub(crate) fn gateway(&self, name: &str) -> Result<Arc<dyn PaymentGateway>, OrdersError> {
         self.gateways.iter().find(|g| g.name() == name).cloned().ok_or_else(|| OrdersError::UnknownProvider(name.to_owned()))
     }

@@ -57,8 +57,16 @@ impl Api {
 
     /// Sends one request; answers the status and the JSON body (`Null` when empty).
     pub async fn send(&self, method: Method, path: &str, body: Option<Value>) -> Result<(StatusCode, Value), ApiError> {
+        self.send_as(method, path, &[], body).await
+    }
+
+    /// [`Api::send`] with headers (a cart's secret, a bearer token, an idempotency key).
+    pub async fn send_as(&self, method: Method, path: &str, headers: &[(&str, String)], body: Option<Value>) -> Result<(StatusCode, Value), ApiError> {
         let router = self.router.get().ok_or(ApiError::NotBound)?.clone();
-        let request = Request::builder().method(method).uri(path);
+        let mut request = Request::builder().method(method).uri(path);
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
         let request = match body {
             Some(b) => request.header("content-type", "application/json").body(Body::from(b.to_string())),
             None => request.body(Body::empty()),

@@ -5,14 +5,16 @@
 //! a strict referrer policy).
 
 pub mod api;
+mod cart;
 mod pages;
+mod session;
 
 use axum::Router;
 use axum::extract::Request;
 use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 
 pub use api::Api;
 
@@ -44,6 +46,14 @@ pub fn router(site: Site) -> Router {
         .route("/search", get(pages::search))
         .route("/categories/{slug}", get(pages::category))
         .route("/products/{slug}", get(pages::product))
+        .route("/cart", get(cart::show))
+        .route("/cart/items", post(cart::add))
+        .route("/cart/items/{id}", post(cart::update))
+        .route("/cart/discount", post(cart::discount))
+        .route("/checkout", get(cart::checkout))
+        .route("/checkout/address", post(cart::save_address))
+        .route("/checkout/pay", get(cart::pay).post(cart::place))
+        .route("/orders/{id}", get(cart::order))
         .route("/robots.txt", get(pages::robots))
         .route("/sitemap.xml", get(pages::sitemap))
         .route("/assets/site.css", get(stylesheet))

@@ -34,7 +34,7 @@ pub struct Card {
     pub price: String,
 }
 
-fn money(amount: i64, currency: &str) -> String {
+pub(crate) fn money(amount: i64, currency: &str) -> String {
     match kernel::money::Currency::parse(currency) {
         Ok(c) => format!("{} {}", c.format_decimal(amount), c.as_str()),
         Err(_) => amount.to_string(),
@@ -63,7 +63,7 @@ impl Site {
 }
 
 /// What went wrong, as a page: 404 for what is not there, 500 otherwise.
-pub struct PageError(StatusCode, String);
+pub struct PageError(pub StatusCode, pub String);
 
 impl From<ApiError> for PageError {
     fn from(e: ApiError) -> Self {
@@ -92,7 +92,7 @@ impl IntoResponse for PageError {
     }
 }
 
-fn render(t: &impl Template) -> Response {
+pub(crate) fn render(t: &impl Template) -> Response {
     match t.render() {
         Ok(html) => Html(html).into_response(),
         Err(e) => {
@@ -414,6 +414,7 @@ const FEW_LEFT: i64 = 5;
 struct ProductPage<'a> {
     shop: &'a str,
     query: &'a str,
+    csrf: String,
     title: String,
     description: String,
     brand: String,
@@ -460,7 +461,8 @@ fn plain(text: &str, max: usize) -> String {
     format!("{}…", cut.rsplit_once(' ').map_or(cut.as_str(), |(head, _)| head))
 }
 
-pub async fn product(State(site): State<Site>, Path(slug): Path<String>) -> Result<Response, PageError> {
+pub async fn product(State(site): State<Site>, headers: axum::http::HeaderMap, Path(slug): Path<String>) -> Result<Response, PageError> {
+    let (csrf, set_csrf) = crate::session::csrf(&headers, site.public_url.starts_with("https://"));
     let p: Product = site.api.get(&format!("/api/v1/products/{}", encode(&slug))).await?;
     let currency = site.currency.as_str();
     let offers: Vec<Offer> = p
@@ -506,6 +508,7 @@ pub async fn product(State(site): State<Site>, Path(slug): Path<String>) -> Resu
     let page = ProductPage {
         shop: &site.name,
         query: "",
+        csrf,
         title: p.seo_title.clone().unwrap_or_else(|| p.title.clone()),
         description: p.seo_description.clone().unwrap_or_else(|| plain(&text_of(&p.description_html), 160)),
         brand: p.brand.clone().unwrap_or_default(),
@@ -520,6 +523,9 @@ pub async fn product(State(site): State<Site>, Path(slug): Path<String>) -> Resu
     };
     let mut response = render(&page);
     response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-cache"));
+    if let Some(cookie) = set_csrf {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
     Ok(response)
 }
 

@@ -1,0 +1,649 @@
+//! The cart, checkout and order pages. Every change is a form posted with
+//! the CSRF token and turned into the same API call a client would make
+//! (the guest cart's secret travels in `X-Cart-Secret`); every refusal is
+//! the API's, shown in words on the page.
+
+use askama::Template;
+use axum::Form;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::Site;
+use crate::api::{ApiError, encode};
+use crate::pages::{PageError, render};
+use crate::session::{self, CART_ID, CART_SECRET};
+
+/// The cart a browser holds: its id and secret.
+struct CartKey {
+    id: String,
+    secret: String,
+}
+
+impl CartKey {
+    fn of(headers: &HeaderMap) -> Option<CartKey> {
+        Some(CartKey { id: session::cookie(headers, CART_ID)?, secret: session::cookie(headers, CART_SECRET)? })
+    }
+
+    fn headers(&self) -> Vec<(&'static str, String)> {
+        vec![("x-cart-secret", self.secret.clone())]
+    }
+}
+
+fn with_cookies(mut response: Response, cookies: impl IntoIterator<Item = Option<HeaderValue>>) -> Response {
+    for c in cookies.into_iter().flatten() {
+        response.headers_mut().append(header::SET_COOKIE, c);
+    }
+    response
+}
+
+fn see_other(to: &str) -> Response {
+    Redirect::to(to).into_response()
+}
+
+/// The API's error message, for the page.
+fn message_of(body: &Value) -> String {
+    body["error"]["message"].as_str().unwrap_or("That did not work; please try again.").to_owned()
+}
+
+fn refused() -> Response {
+    PageError(StatusCode::FORBIDDEN, "This form has expired. Please go back, reload the page and try again.".into()).into_response()
+}
+
+impl Site {
+    fn secure(&self) -> bool {
+        self.public_url.starts_with("https://")
+    }
+
+    async fn cart_call(&self, key: &CartKey, method: Method, path: &str, body: Option<Value>) -> Result<(StatusCode, Value), ApiError> {
+        self.api.send_as(method, &format!("/api/v1/carts/{}{path}", encode(&key.id)), &key.headers(), body).await
+    }
+}
+
+// The cart page
+
+#[derive(Debug, Deserialize)]
+struct Money {
+    amount: i64,
+    currency: String,
+}
+
+fn shown(m: &Money) -> String {
+    crate::pages::money(m.amount, &m.currency)
+}
+
+#[derive(Debug, Deserialize)]
+struct Item {
+    id: String,
+    sku: String,
+    title: Option<String>,
+    variant_title: Option<String>,
+    quantity: i64,
+    unit_price: Option<Money>,
+    total: Money,
+}
+
+#[derive(Debug, Deserialize)]
+struct Totals {
+    subtotal: Money,
+    discount: Money,
+    shipping: Money,
+    tax: Money,
+    total: Money,
+}
+
+#[derive(Debug, Deserialize)]
+struct Notice {
+    message: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct CartView {
+    status: String,
+    email: Option<String>,
+    items: Vec<Item>,
+    shipping_address: Option<Value>,
+    shipping_method: Option<Value>,
+    discount_code: Option<String>,
+    totals: Totals,
+    #[serde(default)]
+    notices: Vec<Notice>,
+}
+
+pub struct Line {
+    pub id: String,
+    pub title: String,
+    pub sku: String,
+    pub quantity: i64,
+    pub unit_price: String,
+    pub total: String,
+}
+
+/// The totals as the pages show them: label and amount.
+fn total_rows(t: &Totals, with_shipping: bool) -> Vec<(String, String)> {
+    let mut rows = vec![("Subtotal".to_owned(), shown(&t.subtotal))];
+    if t.discount.amount > 0 {
+        rows.push(("Discount".into(), format!("−{}", shown(&t.discount))));
+    }
+    if with_shipping {
+        rows.push(("Shipping".into(), shown(&t.shipping)));
+    }
+    rows.push(("Tax".into(), shown(&t.tax)));
+    rows.push(("Total".into(), shown(&t.total)));
+    rows
+}
+
+#[derive(Template)]
+#[template(path = "cart.html")]
+struct CartPage<'a> {
+    shop: &'a str,
+    query: &'a str,
+    csrf: String,
+    lines: Vec<Line>,
+    totals: Vec<(String, String)>,
+    code: String,
+    notices: Vec<String>,
+    message: String,
+}
+
+async fn load_cart(site: &Site, key: &CartKey) -> Result<Option<CartView>, PageError> {
+    match site.cart_call(key, Method::GET, "", None).await? {
+        (StatusCode::OK, body) => serde_json::from_value(body)
+            .map(Some)
+            .map_err(|e| PageError::from(ApiError::Shape { path: "/api/v1/carts".into(), reason: e.to_string() })),
+        (StatusCode::NOT_FOUND, _) => Ok(None),
+        (status, body) => Err(ApiError::Status { status, body }.into()),
+    }
+}
+
+/// The browser's cart while it can still change (a checked-out one is past).
+async fn open_cart(site: &Site, key: &CartKey) -> Result<Option<CartView>, PageError> {
+    Ok(load_cart(site, key).await?.filter(|c| c.status == "open"))
+}
+
+async fn cart_page(site: &Site, headers: &HeaderMap, status: StatusCode, message: String) -> Result<Response, PageError> {
+    let (csrf, set) = session::csrf(headers, site.secure());
+    let cart = match CartKey::of(headers) {
+        Some(key) => open_cart(site, &key).await?,
+        None => None,
+    };
+    let page = match cart {
+        Some(c) => CartPage {
+            shop: &site.name,
+            query: "",
+            csrf,
+            lines: c
+                .items
+                .iter()
+                .map(|i| Line {
+                    id: i.id.clone(),
+                    title: match (&i.title, &i.variant_title) {
+                        (Some(t), Some(v)) if !v.is_empty() && v != "Default" => format!("{t} — {v}"),
+                        (Some(t), _) => t.clone(),
+                        (None, _) => i.sku.clone(),
+                    },
+                    sku: i.sku.clone(),
+                    quantity: i.quantity,
+                    unit_price: i.unit_price.as_ref().map(shown).unwrap_or_default(),
+                    total: shown(&i.total),
+                })
+                .collect(),
+            totals: total_rows(&c.totals, c.shipping_method.is_some()),
+            code: c.discount_code.unwrap_or_default(),
+            notices: c.notices.into_iter().map(|n| n.message).collect(),
+            message,
+        },
+        None => CartPage { shop: &site.name, query: "", csrf, lines: Vec::new(), totals: Vec::new(), code: String::new(), notices: Vec::new(), message },
+    };
+    Ok(with_cookies((status, render(&page)).into_response(), [set]))
+}
+
+pub async fn show(State(site): State<Site>, headers: HeaderMap) -> Result<Response, PageError> {
+    cart_page(&site, &headers, StatusCode::OK, String::new()).await
+}
+
+#[derive(Deserialize)]
+pub struct AddForm {
+    #[serde(default)]
+    csrf: String,
+    sku: String,
+    #[serde(default = "one")]
+    quantity: i64,
+}
+
+fn one() -> i64 {
+    1
+}
+
+/// Adds to the browser's cart, making one (a guest cart) on the first add.
+pub async fn add(State(site): State<Site>, headers: HeaderMap, Form(f): Form<AddForm>) -> Result<Response, PageError> {
+    if !session::csrf_ok(&headers, &f.csrf) {
+        return Ok(refused());
+    }
+    let mut cookies = Vec::new();
+    let key = match CartKey::of(&headers) {
+        Some(k) if open_cart(&site, &k).await?.is_some() => k,
+        _ => {
+            let (status, body) = site.api.send(Method::POST, "/api/v1/carts", None).await?;
+            if !status.is_success() {
+                return Err(ApiError::Status { status, body }.into());
+            }
+            let key = CartKey {
+                id: body["id"].as_str().unwrap_or_default().to_owned(),
+                secret: body["secret"].as_str().unwrap_or_default().to_owned(),
+            };
+            cookies.push(session::set_cookie(CART_ID, Some(&key.id), site.secure()));
+            cookies.push(session::set_cookie(CART_SECRET, Some(&key.secret), site.secure()));
+            key
+        }
+    };
+    let (status, body) = site.cart_call(&key, Method::POST, "/items", Some(json!({"sku": f.sku, "quantity": f.quantity}))).await?;
+    let response = if status.is_success() {
+        see_other("/cart")
+    } else {
+        // The cart's cookies are not sent with this answer's own request: show
+        // the refusal on a page that says where to go next.
+        let page = PageError(status, message_of(&body));
+        page.into_response()
+    };
+    Ok(with_cookies(response, cookies))
+}
+
+#[derive(Deserialize)]
+pub struct QuantityForm {
+    #[serde(default)]
+    csrf: String,
+    quantity: i64,
+}
+
+pub async fn update(State(site): State<Site>, headers: HeaderMap, Path(item): Path<String>, Form(f): Form<QuantityForm>) -> Result<Response, PageError> {
+    if !session::csrf_ok(&headers, &f.csrf) {
+        return Ok(refused());
+    }
+    let Some(key) = CartKey::of(&headers) else { return Ok(see_other("/cart")) };
+    let path = format!("/items/{}", encode(&item));
+    let (status, body) = if f.quantity <= 0 {
+        site.cart_call(&key, Method::DELETE, &path, None).await?
+    } else {
+        site.cart_call(&key, Method::PATCH, &path, Some(json!({"quantity": f.quantity}))).await?
+    };
+    if status.is_success() {
+        return Ok(see_other("/cart"));
+    }
+    cart_page(&site, &headers, StatusCode::UNPROCESSABLE_ENTITY, message_of(&body)).await
+}
+
+#[derive(Deserialize)]
+pub struct CodeForm {
+    #[serde(default)]
+    csrf: String,
+    code: String,
+}
+
+pub async fn discount(State(site): State<Site>, headers: HeaderMap, Form(f): Form<CodeForm>) -> Result<Response, PageError> {
+    if !session::csrf_ok(&headers, &f.csrf) {
+        return Ok(refused());
+    }
+    let Some(key) = CartKey::of(&headers) else { return Ok(see_other("/cart")) };
+    let (status, body) = if f.code.trim().is_empty() {
+        site.cart_call(&key, Method::DELETE, "/discounts", None).await?
+    } else {
+        site.cart_call(&key, Method::POST, "/discounts", Some(json!({"code": f.code.trim()}))).await?
+    };
+    if status.is_success() {
+        return Ok(see_other("/cart"));
+    }
+    cart_page(&site, &headers, StatusCode::UNPROCESSABLE_ENTITY, message_of(&body)).await
+}
+
+// Checkout: where to, then how to pay
+
+#[derive(Template)]
+#[template(path = "checkout.html")]
+struct AddressPage<'a> {
+    shop: &'a str,
+    query: &'a str,
+    csrf: String,
+    email: String,
+    name: String,
+    line1: String,
+    line2: String,
+    city: String,
+    region: String,
+    postal_code: String,
+    country: String,
+    phone: String,
+    message: String,
+}
+
+fn field(address: &Option<Value>, key: &str) -> String {
+    address.as_ref().and_then(|a| a.get(key)).and_then(Value::as_str).unwrap_or_default().to_owned()
+}
+
+pub async fn checkout(State(site): State<Site>, headers: HeaderMap) -> Result<Response, PageError> {
+    let Some(key) = CartKey::of(&headers) else { return Ok(see_other("/cart")) };
+    let Some(cart) = open_cart(&site, &key).await?.filter(|c| !c.items.is_empty()) else { return Ok(see_other("/cart")) };
+    let (csrf, set) = session::csrf(&headers, site.secure());
+    let a = &cart.shipping_address;
+    let page = AddressPage {
+        shop: &site.name,
+        query: "",
+        csrf,
+        email: cart.email.clone().unwrap_or_default(),
+        name: field(a, "name"),
+        line1: field(a, "line1"),
+        line2: field(a, "line2"),
+        city: field(a, "city"),
+        region: field(a, "region"),
+        postal_code: field(a, "postal_code"),
+        country: field(a, "country"),
+        phone: field(a, "phone"),
+        message: String::new(),
+    };
+    Ok(with_cookies(render(&page), [set]))
+}
+
+#[derive(Deserialize)]
+pub struct AddressForm {
+    #[serde(default)]
+    csrf: String,
+    email: String,
+    name: String,
+    line1: String,
+    #[serde(default)]
+    line2: String,
+    city: String,
+    #[serde(default)]
+    region: String,
+    postal_code: String,
+    country: String,
+    #[serde(default)]
+    phone: String,
+}
+
+fn some(text: &str) -> Option<String> {
+    Some(text.trim().to_owned()).filter(|t| !t.is_empty())
+}
+
+pub async fn save_address(State(site): State<Site>, headers: HeaderMap, Form(f): Form<AddressForm>) -> Result<Response, PageError> {
+    if !session::csrf_ok(&headers, &f.csrf) {
+        return Ok(refused());
+    }
+    let Some(key) = CartKey::of(&headers) else { return Ok(see_other("/cart")) };
+    let address = json!({"name": f.name, "line1": f.line1, "line2": some(&f.line2), "city": f.city, "region": some(&f.region),
+                         "postal_code": f.postal_code, "country": f.country.trim().to_uppercase(), "phone": some(&f.phone)});
+    let (status, body) = site.cart_call(&key, Method::PUT, "/email", Some(json!({"email": f.email}))).await?;
+    let (status, body) = if status.is_success() {
+        site.cart_call(&key, Method::PUT, "/shipping-address", Some(address)).await?
+    } else {
+        (status, body)
+    };
+    if status.is_success() {
+        return Ok(see_other("/checkout/pay"));
+    }
+    let page = AddressPage {
+        shop: &site.name,
+        query: "",
+        csrf: f.csrf.clone(),
+        email: f.email,
+        name: f.name,
+        line1: f.line1,
+        line2: f.line2,
+        city: f.city,
+        region: f.region,
+        postal_code: f.postal_code,
+        country: f.country,
+        phone: f.phone,
+        message: message_of(&body),
+    };
+    Ok((StatusCode::UNPROCESSABLE_ENTITY, render(&page)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct Option_ {
+    id: String,
+    name: String,
+    amount: Money,
+    min_days: i64,
+    max_days: i64,
+}
+
+#[derive(Debug, Deserialize)]
+struct Options {
+    data: Vec<Option_>,
+}
+
+#[derive(Debug, Deserialize)]
+struct TestCard {
+    token: String,
+    label: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Method_ {
+    provider: String,
+    #[serde(default)]
+    test_cards: Vec<TestCard>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Methods {
+    data: Vec<Method_>,
+}
+
+/// A radio choice: value, label, whether chosen.
+pub struct Pick {
+    pub value: String,
+    pub label: String,
+    pub chosen: bool,
+}
+
+#[derive(Template)]
+#[template(path = "pay.html")]
+struct PayPage<'a> {
+    shop: &'a str,
+    query: &'a str,
+    csrf: String,
+    lines: Vec<(String, i64, String)>,
+    totals: Vec<(String, String)>,
+    address: String,
+    methods: Vec<Pick>,
+    cards: Vec<Pick>,
+    message: String,
+}
+
+async fn pay_page(site: &Site, headers: &HeaderMap, key: &CartKey, status: StatusCode, message: String, chosen_card: &str) -> Result<Response, PageError> {
+    let Some(cart) = load_cart(site, key).await?.filter(|c| !c.items.is_empty()) else { return Ok(see_other("/cart")) };
+    if cart.shipping_address.is_none() || cart.email.is_none() {
+        return Ok(see_other("/checkout"));
+    }
+    let (csrf, set) = session::csrf(headers, site.secure());
+    let options: Options = match site.cart_call(key, Method::GET, "/shipping-options", None).await? {
+        (s, body) if s.is_success() => serde_json::from_value(body).unwrap_or(Options { data: Vec::new() }),
+        _ => Options { data: Vec::new() },
+    };
+    let current = cart.shipping_method.as_ref().and_then(|m| m.get("id")).and_then(Value::as_str).map(str::to_owned);
+    let methods = options
+        .data
+        .iter()
+        .enumerate()
+        .map(|(i, o)| Pick {
+            value: o.id.clone(),
+            label: format!("{} — {} ({}–{} days)", o.name, shown(&o.amount), o.min_days, o.max_days),
+            chosen: current.as_deref().map_or(i == 0, |c| c == o.id),
+        })
+        .collect();
+    let payment: Methods = site.api.get("/api/v1/payments/methods").await?;
+    let cards = payment
+        .data
+        .iter()
+        .filter(|m| m.provider == "test")
+        .flat_map(|m| &m.test_cards)
+        .enumerate()
+        .map(|(i, c)| Pick {
+            value: c.token.clone(),
+            label: c.label.clone(),
+            chosen: if chosen_card.is_empty() { i == 0 } else { c.token == chosen_card },
+        })
+        .collect();
+    let address = ["name", "line1", "line2", "postal_code", "city", "region", "country"]
+        .iter()
+        .map(|k| field(&cart.shipping_address, k))
+        .filter(|v| !v.is_empty())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let page = PayPage {
+        shop: &site.name,
+        query: "",
+        csrf,
+        lines: cart
+            .items
+            .iter()
+            .map(|i| (i.title.clone().unwrap_or_else(|| i.sku.clone()), i.quantity, shown(&i.total)))
+            .collect(),
+        totals: total_rows(&cart.totals, cart.shipping_method.is_some()),
+        address,
+        methods,
+        cards,
+        message,
+    };
+    Ok(with_cookies((status, render(&page)).into_response(), [set]))
+}
+
+pub async fn pay(State(site): State<Site>, headers: HeaderMap) -> Result<Response, PageError> {
+    let Some(key) = CartKey::of(&headers) else { return Ok(see_other("/cart")) };
+    pay_page(&site, &headers, &key, StatusCode::OK, String::new(), "").await
+}
+
+#[derive(Deserialize)]
+pub struct PayForm {
+    #[serde(default)]
+    csrf: String,
+    shipping_method: String,
+    token: String,
+}
+
+/// Chooses the shipping method and pays: the confirmation on success, the
+/// card's refusal on the same page otherwise.
+pub async fn place(State(site): State<Site>, headers: HeaderMap, Form(f): Form<PayForm>) -> Result<Response, PageError> {
+    if !session::csrf_ok(&headers, &f.csrf) {
+        return Ok(refused());
+    }
+    let Some(key) = CartKey::of(&headers) else { return Ok(see_other("/cart")) };
+    let Some(cart) = load_cart(&site, &key).await? else { return Ok(see_other("/cart")) };
+    let current = cart.shipping_method.as_ref().and_then(|m| m.get("id")).and_then(Value::as_str);
+    // After a declined card the cart is closed, its method kept: paying again changes nothing else.
+    if current != Some(f.shipping_method.as_str()) {
+        let (status, body) = site.cart_call(&key, Method::PUT, "/shipping-method", Some(json!({"id": f.shipping_method}))).await?;
+        if !status.is_success() {
+            return pay_page(&site, &headers, &key, StatusCode::UNPROCESSABLE_ENTITY, message_of(&body), &f.token).await;
+        }
+    }
+    let mut h = key.headers();
+    h.push(("idempotency-key", session::random_token()));
+    let path = format!("/api/v1/carts/{}/checkout", encode(&key.id));
+    let (status, order) = site.api.send_as(Method::POST, &path, &h, Some(json!({"payment": {"provider": "test", "token": f.token}}))).await?;
+    if !status.is_success() {
+        let status = if status == StatusCode::PAYMENT_REQUIRED { status } else { StatusCode::UNPROCESSABLE_ENTITY };
+        return pay_page(&site, &headers, &key, status, message_of(&order), &f.token).await;
+    }
+    if let Some(next) = order["next_action"].as_str() {
+        return Ok(see_other(next));
+    }
+    // The cart, now checked out, stays in the cookies: its secret shows the
+    // order (a retry after a declined card has no new lookup token), and the
+    // next "add to cart" starts a new one.
+    let id = order["id"].as_str().unwrap_or_default();
+    let to = match order["lookup_token"].as_str() {
+        Some(token) => format!("/orders/{}?token={}&placed=1", encode(id), encode(token)),
+        None => format!("/orders/{}?placed=1", encode(id)),
+    };
+    Ok(see_other(&to))
+}
+
+// The order
+
+#[derive(Deserialize)]
+pub struct OrderQuery {
+    #[serde(default)]
+    token: String,
+    #[serde(default)]
+    placed: Option<u8>,
+}
+
+#[derive(Debug, Deserialize)]
+struct OrderLine {
+    title: String,
+    variant_title: String,
+    quantity: i64,
+    total: Money,
+}
+
+#[derive(Debug, Deserialize)]
+struct Fulfilment {
+    carrier: Option<String>,
+    tracking_number: Option<String>,
+    tracking_url: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Order {
+    number: i64,
+    status: String,
+    email: Option<String>,
+    lines: Vec<OrderLine>,
+    totals: Totals,
+    #[serde(default)]
+    fulfilments: Vec<Fulfilment>,
+}
+
+#[derive(Template)]
+#[template(path = "order.html")]
+struct OrderPage<'a> {
+    shop: &'a str,
+    query: &'a str,
+    number: i64,
+    status: String,
+    email: String,
+    placed: bool,
+    lines: Vec<(String, i64, String)>,
+    totals: Vec<(String, String)>,
+    parcels: Vec<(String, String, String)>,
+}
+
+pub async fn order(State(site): State<Site>, headers: HeaderMap, Path(id): Path<String>, Query(q): Query<OrderQuery>) -> Result<Response, PageError> {
+    let path = format!("/api/v1/orders/{}?token={}", encode(&id), encode(&q.token));
+    let secret = CartKey::of(&headers).map(|k| k.headers()).unwrap_or_default();
+    let (status, body) = site.api.send_as(Method::GET, &path, &secret, None).await?;
+    if !status.is_success() {
+        return Err(ApiError::Status { status, body }.into());
+    }
+    let o: Order = serde_json::from_value(body).map_err(|e| PageError::from(ApiError::Shape { path, reason: e.to_string() }))?;
+    let page = OrderPage {
+        shop: &site.name,
+        query: "",
+        number: o.number,
+        status: o.status.replace('_', " "),
+        email: o.email.unwrap_or_default(),
+        placed: q.placed.is_some(),
+        lines: o
+            .lines
+            .iter()
+            .map(|l| {
+                let title = if l.variant_title.is_empty() || l.variant_title == "Default" { l.title.clone() } else { format!("{} — {}", l.title, l.variant_title) };
+                (title, l.quantity, shown(&l.total))
+            })
+            .collect(),
+        totals: total_rows(&o.totals, true),
+        parcels: o
+            .fulfilments
+            .iter()
+            .map(|f| (f.carrier.clone().unwrap_or_default(), f.tracking_number.clone().unwrap_or_default(), f.tracking_url.clone().unwrap_or_default()))
+            .collect(),
+    };
+    let mut response = render(&page);
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
