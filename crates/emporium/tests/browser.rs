@@ -1,0 +1,126 @@
+//! The storefront in a real browser (headless Chromium through
+//! chromedriver): a guest finds a product by a misspelled search, picks a
+//! variant, is declined once, then pays with a test card and sees the
+//! confirmation, and the receipt reaches the dev mailbox; and no page
+//! scrolls sideways on a phone. Screenshots land in `target/screenshots/`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use serde_json::json;
+use support::Shop;
+use support::webdriver::{Driver, Session};
+
+/// The shop on a real port, with a lamp in two finishes.
+async fn served_shop() -> (Shop, String) {
+    let shop = Shop::with(|c| c.services.extend(["search".to_owned(), "notify".to_owned()])).await;
+    let (s, p) = shop.send("POST", "/api/v1/admin/products", &shop.as_staff(), Some(json!({
+        "title": "Brass Desk Lamp", "status": "active", "brand": "Lumen",
+        "description": "A solid brass lamp with a linen shade, for the desk or the bedside.",
+        "options": [{"name": "Finish", "values": ["Brass", "Black"]}],
+        "variants": [{"sku": "LAMP-BR", "option_values": ["Brass"], "prices": {"USD": 8900}, "weight_grams": 900},
+                     {"sku": "LAMP-BK", "option_values": ["Black"], "prices": {"USD": 7900}, "weight_grams": 900}]}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{p}");
+    for sku in ["LAMP-BR", "LAMP-BK"] {
+        shop.send("PUT", &format!("/api/v1/admin/inventory/{sku}"), &shop.as_staff(), Some(json!({"on_hand": 4}))).await;
+    }
+    for _ in 0..100 {
+        let (_, found) = shop.send("GET", "/api/v1/search?q=brass", &Default::default(), None).await;
+        if found["total"].as_u64().unwrap_or(0) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let router = shop.app.router();
+    tokio::spawn(async move { axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>()).await });
+    (shop, base)
+}
+
+async fn fill_address(window: &Session<'_>) {
+    for (field, value) in [("#email", "ada@example.com"), ("#name", "Ada Lovelace"), ("#line1", "1 Market St"),
+        ("#city", "San Francisco"), ("#region", "CA"), ("#postal_code", "94105"), ("#country", "US")] {
+        window.fill(field, value).await;
+    }
+    window.click("form.stack button[type=submit]").await;
+}
+
+#[tokio::test]
+async fn a_guest_finds_a_lamp_by_a_typo_and_pays_after_a_declined_card() {
+    let Some(driver) = Driver::start().await else { return };
+    let (shop, base) = served_shop().await;
+    let window = driver.session(1280, 900).await;
+
+    window.goto(&format!("{base}/")).await;
+    assert_eq!(window.title().await, "Emporium");
+    window.screenshot("desktop-home").await;
+    window.fill("#q", "lmap").await;
+    window.click("form.search button").await;
+    window.wait_url("/search?q=lmap").await;
+    assert!(window.title().await.starts_with("Results for “lmap”"));
+    window.click("li.card a").await;
+    assert_eq!(window.title().await, "Brass Desk Lamp · Emporium");
+    window.screenshot("desktop-product").await;
+    window.click("label[for=v2]").await; // Black
+    window.fill("#quantity", "2").await;
+    window.click("form.add button").await;
+    window.wait_url("/cart").await;
+    assert!(window.text("table.lines").await.contains("Brass Desk Lamp — Black"));
+    window.screenshot("desktop-cart").await;
+    window.click("a.button").await;
+    window.wait_url("/checkout").await;
+    window.screenshot("desktop-checkout").await;
+    fill_address(&window).await;
+    window.wait_url("/checkout/pay").await;
+
+    window.click("label[for=c3]").await; // tok_chargeDeclined
+    window.click("form.stack button[type=submit]").await;
+    assert_eq!(window.text("p.alert").await, "Your card was declined.");
+    let (_, levels) = shop.send("GET", "/api/v1/admin/inventory?sku=LAMP-BK", &shop.as_staff(), None).await;
+    assert_eq!(levels[0]["reserved"], 0, "the stock is back: {levels}");
+    window.click("label[for=c1]").await; // tok_visa
+    window.click("form.stack button[type=submit]").await;
+    assert_eq!(window.text("main h1").await, "Order #1001");
+    assert!(window.text("p.success").await.contains("a receipt is on its way to ada@example.com"));
+    window.screenshot("desktop-confirmation").await;
+    window.quit().await;
+
+    for _ in 0..100 {
+        let (_, mail) = shop.send("GET", "/api/v1/admin/mailbox?to=ada@example.com", &shop.as_staff(), None).await;
+        if mail["data"].as_array().unwrap().iter().any(|m| m["subject"] == "Receipt for order #1001") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no receipt in the dev mailbox");
+}
+
+#[tokio::test]
+async fn no_page_scrolls_sideways_on_a_phone() {
+    let Some(driver) = Driver::start().await else { return };
+    let (_shop, base) = served_shop().await;
+    let phone = driver.session(390, 844).await;
+    // How far the page is wider than the window it is shown in.
+    let overflow = "return document.documentElement.scrollWidth - document.documentElement.clientWidth;";
+
+    for (name, path) in [("home", "/"), ("search", "/search?q=lamp"), ("product", "/products/brass-desk-lamp")] {
+        phone.goto(&format!("{base}{path}")).await;
+        assert_eq!(phone.execute(overflow, json!([])).await, 0, "{name} is wider than the phone");
+        phone.screenshot(&format!("phone-{name}")).await;
+    }
+    phone.click("form.add button").await;
+    assert_eq!(phone.execute(overflow, json!([])).await, 0, "the cart is wider than the phone");
+    phone.screenshot("phone-cart").await;
+    phone.click("a.button").await;
+    assert_eq!(phone.execute(overflow, json!([])).await, 0, "the checkout is wider than the phone");
+    phone.screenshot("phone-checkout").await;
+    fill_address(&phone).await;
+    assert_eq!(phone.execute(overflow, json!([])).await, 0, "the payment page is wider than the phone");
+    phone.screenshot("phone-payment").await;
+    phone.quit().await;
+}
