@@ -262,3 +262,86 @@ async fn a_form_without_its_csrf_token_is_refused() {
     let cookie = set.headers()["set-cookie"].to_str().unwrap().to_owned();
     assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"), "{cookie}");
 }
+
+async fn mail_link(shop: &Shop, to: &str, subject: &str, path: &str) -> String {
+    for _ in 0..100 {
+        let (_, mail) = shop.send("GET", &format!("/api/v1/admin/mailbox?to={to}"), &shop.as_staff(), None).await;
+        if let Some(m) = mail["data"].as_array().unwrap().iter().find(|m| m["subject"].as_str().unwrap_or("").contains(subject)) {
+            let text = m["text"].as_str().unwrap();
+            let start = text.find(path).unwrap_or_else(|| panic!("no {path} in {text}"));
+            return text[start..].split_whitespace().next().unwrap().to_owned();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("no mail to {to} about {subject}");
+}
+
+#[tokio::test]
+async fn a_shopper_signs_up_confirms_the_email_signs_in_and_sees_their_orders() {
+    let shop = Shop::with(|c| c.services.extend(["search".to_owned(), "notify".to_owned()])).await;
+    create(&shop, json!({"title": "Mug", "status": "active", "variants": [{"sku": "MUG-9", "prices": {"USD": 1200}, "weight_grams": 300}]})).await;
+    stock(&shop, "MUG-9", 5).await;
+    let mut browser = Browser::new(&shop);
+
+    let (_, form) = browser.get("/account/sign-up").await;
+    let (status, weak) = browser.submit(&form, "/account/sign-up", &[("name", "Grace Hopper"), ("email", "grace@example.com"), ("password", "short")]).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(weak.contains(r#"class="alert""#) && weak.contains(r#"value="Grace Hopper""#), "the form keeps what was typed: {weak}");
+    let (status, account) = browser.submit(&form, "/account/sign-up", &[("name", "Grace Hopper"), ("email", "grace@example.com"), ("password", "a long passphrase")]).await;
+    assert_eq!(status, StatusCode::OK, "{account}");
+    assert!(account.contains("Hello, Grace Hopper") && account.contains("not confirmed yet"), "{account}");
+    assert!(browser.cookies.contains_key("access") && browser.cookies.contains_key("refresh"));
+
+    // The link in the mail confirms the address.
+    let link = mail_link(&shop, "grace@example.com", "Confirm your email", "/account/verify-email?token=").await;
+    let (_, confirm) = browser.get(&link).await;
+    let (status, done) = browser.submit(&confirm, "/account/verify-email", &[("token", between(&confirm, r#"name="token" value=""#, "\""))]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(done.contains("Your email address is confirmed."), "{done}");
+
+    // An order while signed in shows in the account.
+    let (_, product) = browser.get("/products/mug").await;
+    browser.submit(&product, "/cart/items", &[("sku", "MUG-9")]).await;
+    let (_, address) = browser.get("/checkout").await;
+    let (_, pay) = browser.submit(&address, "/checkout/address", &[("email", "grace@example.com"), ("name", "Grace Hopper"),
+        ("line1", "1 Market St"), ("city", "San Francisco"), ("region", "CA"), ("postal_code", "94105"), ("country", "US")]).await;
+    let method = between(&pay, r#"name="shipping_method" id="m1" value=""#, "\"").to_owned();
+    let (status, confirmation) = browser.submit(&pay, "/checkout/pay", &[("shipping_method", &method), ("token", "tok_visa")]).await;
+    assert_eq!(status, StatusCode::OK, "{confirmation}");
+    assert!(confirmation.contains("<h1>Order #1001</h1>"));
+
+    let (_, account) = browser.get("/account").await;
+    assert!(account.contains("Hello, Grace Hopper") && account.contains(">#1001</a>") && account.contains("paid"), "{account}");
+    assert!(account.contains("grace@example.com — confirmed"));
+    let (status, home) = browser.submit(&account, "/account/sign-out", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(home.contains("New arrivals"));
+    assert!(!browser.cookies.contains_key("access"));
+    let (_, again) = browser.get("/account").await;
+    assert!(again.contains("<h1>Sign in</h1>"), "signed out, the account asks to sign in");
+
+    // A wrong password says so; a forgotten one is reset through the mailed link.
+    let (status, wrong) = browser.submit(&again, "/account/sign-in", &[("email", "grace@example.com"), ("password", "not the password")]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(wrong.contains(r#"class="alert""#));
+    let (_, forgot) = browser.get("/account/forgot-password").await;
+    let (_, sent) = browser.submit(&forgot, "/account/forgot-password", &[("email", "grace@example.com")]).await;
+    assert!(sent.contains("a link to choose a new password is on its way"));
+    let link = mail_link(&shop, "grace@example.com", "Reset your", "/account/reset-password?token=").await;
+    let (_, reset) = browser.get(&link).await;
+    let token = between(&reset, r#"name="token" value=""#, "\"").to_owned();
+    let (_, changed) = browser.submit(&reset, "/account/reset-password", &[("token", &token), ("password", "a brand new passphrase")]).await;
+    assert!(changed.contains("Your password is changed."), "{changed}");
+    let (_, form) = browser.get("/account/sign-in").await;
+    let (status, account) = browser.submit(&form, "/account/sign-in", &[("email", "grace@example.com"), ("password", "a brand new passphrase")]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(account.contains(">#1001</a>"), "{account}");
+
+    // An access token that no longer works is renewed with the refresh token on the way.
+    let before = browser.cookies.get("refresh").cloned();
+    browser.cookies.insert("access".into(), "expired.token.here".into());
+    let (_, account) = browser.get("/account").await;
+    assert!(account.contains("Hello, Grace Hopper"), "{account}");
+    assert_ne!(browser.cookies.get("access").map(String::as_str), Some("expired.token.here"));
+    assert_ne!(browser.cookies.get("refresh"), before.as_ref(), "refresh tokens rotate");
+}

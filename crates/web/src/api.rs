@@ -62,8 +62,19 @@ impl Api {
 
     /// [`Api::send`] with headers (a cart's secret, a bearer token, an idempotency key).
     pub async fn send_as(&self, method: Method, path: &str, headers: &[(&str, String)], body: Option<Value>) -> Result<(StatusCode, Value), ApiError> {
+        self.send_from(None, method, path, headers, body).await
+    }
+
+    /// [`Api::send_as`] on behalf of the browser at `client`, so the API's
+    /// per-client limits (sign-in attempts) count that browser, not the shop.
+    pub async fn send_from(&self, client: Option<std::net::SocketAddr>, method: Method, path: &str, headers: &[(&str, String)], body: Option<Value>) -> Result<(StatusCode, Value), ApiError> {
         let router = self.router.get().ok_or(ApiError::NotBound)?.clone();
         let mut request = Request::builder().method(method).uri(path);
+        if let Some(addr) = client
+            && let Some(extensions) = request.extensions_mut()
+        {
+            extensions.insert(axum::extract::ConnectInfo(addr));
+        }
         for (name, value) in headers {
             request = request.header(*name, value);
         }

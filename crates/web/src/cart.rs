@@ -16,19 +16,47 @@ use crate::api::{ApiError, encode};
 use crate::pages::{PageError, render};
 use crate::session::{self, CART_ID, CART_SECRET};
 
-/// The cart a browser holds: its id and secret.
+/// Who is shopping: a signed-in customer (their access token), a guest
+/// (their cart's secret), or both at once.
+struct Shopper {
+    bearer: Option<String>,
+    secret: Option<String>,
+}
+
+impl Shopper {
+    fn of(headers: &HeaderMap) -> Shopper {
+        Shopper { bearer: session::cookie(headers, crate::account::ACCESS), secret: session::cookie(headers, CART_SECRET) }
+    }
+
+    fn headers(&self) -> Vec<(&'static str, String)> {
+        let mut h = Vec::new();
+        if let Some(t) = &self.bearer {
+            h.push(("authorization", format!("Bearer {t}")));
+        }
+        if let Some(s) = &self.secret {
+            h.push(("x-cart-secret", s.clone()));
+        }
+        h
+    }
+}
+
+/// The cart a browser holds, and who holds it.
 struct CartKey {
     id: String,
-    secret: String,
+    who: Shopper,
 }
 
 impl CartKey {
     fn of(headers: &HeaderMap) -> Option<CartKey> {
-        Some(CartKey { id: session::cookie(headers, CART_ID)?, secret: session::cookie(headers, CART_SECRET)? })
+        let who = Shopper::of(headers);
+        if who.bearer.is_none() && who.secret.is_none() {
+            return None;
+        }
+        Some(CartKey { id: session::cookie(headers, CART_ID)?, who })
     }
 
     fn headers(&self) -> Vec<(&'static str, String)> {
-        vec![("x-cart-secret", self.secret.clone())]
+        self.who.headers()
     }
 }
 
@@ -226,17 +254,17 @@ pub async fn add(State(site): State<Site>, headers: HeaderMap, Form(f): Form<Add
     let key = match CartKey::of(&headers) {
         Some(k) if open_cart(&site, &k).await?.is_some() => k,
         _ => {
-            let (status, body) = site.api.send(Method::POST, "/api/v1/carts", None).await?;
+            // A customer's cart is theirs (reached with their token); a guest's has a secret.
+            let who = Shopper { bearer: session::cookie(&headers, crate::account::ACCESS), secret: None };
+            let (status, body) = site.api.send_as(Method::POST, "/api/v1/carts", &who.headers(), None).await?;
             if !status.is_success() {
                 return Err(ApiError::Status { status, body }.into());
             }
-            let key = CartKey {
-                id: body["id"].as_str().unwrap_or_default().to_owned(),
-                secret: body["secret"].as_str().unwrap_or_default().to_owned(),
-            };
-            cookies.push(session::set_cookie(CART_ID, Some(&key.id), site.secure()));
-            cookies.push(session::set_cookie(CART_SECRET, Some(&key.secret), site.secure()));
-            key
+            let id = body["id"].as_str().unwrap_or_default().to_owned();
+            let secret = body["secret"].as_str().map(str::to_owned);
+            cookies.push(session::set_cookie(CART_ID, Some(&id), site.secure()));
+            cookies.push(session::set_cookie(CART_SECRET, secret.as_deref(), site.secure()));
+            CartKey { id, who: Shopper { secret, ..who } }
         }
     };
     let (status, body) = site.cart_call(&key, Method::POST, "/items", Some(json!({"sku": f.sku, "quantity": f.quantity}))).await?;
@@ -615,8 +643,8 @@ struct OrderPage<'a> {
 
 pub async fn order(State(site): State<Site>, headers: HeaderMap, Path(id): Path<String>, Query(q): Query<OrderQuery>) -> Result<Response, PageError> {
     let path = format!("/api/v1/orders/{}?token={}", encode(&id), encode(&q.token));
-    let secret = CartKey::of(&headers).map(|k| k.headers()).unwrap_or_default();
-    let (status, body) = site.api.send_as(Method::GET, &path, &secret, None).await?;
+    let credentials = Shopper::of(&headers).headers();
+    let (status, body) = site.api.send_as(Method::GET, &path, &credentials, None).await?;
     if !status.is_success() {
         return Err(ApiError::Status { status, body }.into());
     }

@@ -4,6 +4,7 @@
 //! carries the security headers (content policy, no sniffing, no framing,
 //! a strict referrer policy).
 
+mod account;
 pub mod api;
 mod cart;
 mod pages;
@@ -54,9 +55,17 @@ pub fn router(site: Site) -> Router {
         .route("/checkout/address", post(cart::save_address))
         .route("/checkout/pay", get(cart::pay).post(cart::place))
         .route("/orders/{id}", get(cart::order))
+        .route("/account", get(account::account))
+        .route("/account/sign-in", get(account::sign_in_form).post(account::sign_in))
+        .route("/account/sign-up", get(account::sign_up_form).post(account::sign_up))
+        .route("/account/sign-out", post(account::sign_out))
+        .route("/account/verify-email", get(account::verify_form).post(account::verify))
+        .route("/account/forgot-password", get(account::forgot_form).post(account::forgot))
+        .route("/account/reset-password", get(account::reset_form).post(account::reset))
         .route("/robots.txt", get(pages::robots))
         .route("/sitemap.xml", get(pages::sitemap))
         .route("/assets/site.css", get(stylesheet))
+        .layer(middleware::from_fn_with_state(site.clone(), account::renew_session))
         .layer(middleware::from_fn(security_headers))
         .with_state(site)
 }

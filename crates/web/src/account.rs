@@ -1,0 +1,444 @@
+//! Accounts in the storefront: sign up, sign in (with a TOTP code when the
+//! account has one), sign out, the email-verification and password-reset
+//! links the shop mails, and the account page with the order history. The
+//! session is the API's own pair of tokens, in HttpOnly cookies; an expired
+//! access token is renewed with the refresh token on the way.
+
+use std::net::SocketAddr;
+
+use askama::Template;
+use axum::Form;
+use axum::extract::connect_info::ConnectInfo;
+use axum::extract::{Query, State};
+use axum::http::{Extensions, HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::Site;
+use crate::api::{ApiError, encode};
+use crate::pages::{PageError, money, render};
+use crate::session::{self, CART_ID, CART_SECRET};
+
+pub const ACCESS: &str = "access";
+pub const REFRESH: &str = "refresh";
+
+fn client(ext: &Extensions) -> Option<SocketAddr> {
+    ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0)
+}
+
+fn message_of(body: &Value) -> String {
+    body["error"]["message"].as_str().unwrap_or("That did not work; please try again.").to_owned()
+}
+
+fn expired() -> Response {
+    PageError(StatusCode::FORBIDDEN, "This form has expired. Please go back, reload the page and try again.".into()).into_response()
+}
+
+fn append(mut response: Response, cookies: Vec<Option<HeaderValue>>) -> Response {
+    for c in cookies.into_iter().flatten() {
+        response.headers_mut().append(header::SET_COOKIE, c);
+    }
+    response
+}
+
+impl Site {
+    fn session_cookies(&self, tokens: &Value) -> Vec<Option<HeaderValue>> {
+        let secure = self.public_url.starts_with("https://");
+        vec![
+            session::set_cookie(ACCESS, tokens["access_token"].as_str(), secure),
+            session::set_cookie(REFRESH, tokens["refresh_token"].as_str(), secure),
+        ]
+    }
+
+    fn signed_out_cookies(&self) -> Vec<Option<HeaderValue>> {
+        let secure = self.public_url.starts_with("https://");
+        vec![session::set_cookie(ACCESS, None, secure), session::set_cookie(REFRESH, None, secure)]
+    }
+
+    /// `GET path` as the signed-in user: the answer, and the cookies of a
+    /// renewed session when the access token had expired. `None` when
+    /// nobody is signed in (or the session is over).
+    pub(crate) async fn as_user(&self, headers: &HeaderMap, path: &str) -> Result<Option<(Value, Vec<Option<HeaderValue>>)>, ApiError> {
+        let Some(access) = session::cookie(headers, ACCESS) else { return Ok(None) };
+        let (status, body) = self.api.send_as(Method::GET, path, &[("authorization", format!("Bearer {access}"))], None).await?;
+        if status.is_success() {
+            return Ok(Some((body, Vec::new())));
+        }
+        if status != StatusCode::UNAUTHORIZED {
+            return Err(ApiError::Status { status, body });
+        }
+        let Some(refresh) = session::cookie(headers, REFRESH) else { return Ok(None) };
+        let (status, tokens) = self.api.send(Method::POST, "/api/v1/auth/refresh", Some(json!({"refresh_token": refresh}))).await?;
+        if !status.is_success() {
+            return Ok(None);
+        }
+        let access = tokens["access_token"].as_str().unwrap_or_default();
+        let (status, body) = self.api.send_as(Method::GET, path, &[("authorization", format!("Bearer {access}"))], None).await?;
+        if !status.is_success() {
+            return Err(ApiError::Status { status, body });
+        }
+        Ok(Some((body, self.session_cookies(&tokens))))
+    }
+
+    /// Signs in with the API's tokens: sets the session's cookies and brings
+    /// the guest cart along.
+    async fn begin_session(&self, headers: &HeaderMap, tokens: &Value) -> Response {
+        let access = tokens["access_token"].as_str().unwrap_or_default();
+        let mut cookies = self.session_cookies(tokens);
+        if let (Some(cart), Some(secret)) = (session::cookie(headers, CART_ID), session::cookie(headers, CART_SECRET)) {
+            let claim = format!("/api/v1/carts/{}/claim", encode(&cart));
+            let h = [("authorization", format!("Bearer {access}")), ("x-cart-secret", secret)];
+            match self.api.send_as(Method::POST, &claim, &h, None).await {
+                // From now on the cart is the customer's, reached with their token.
+                Ok((status, claimed)) if status.is_success() => {
+                    let secure = self.public_url.starts_with("https://");
+                    cookies.push(session::set_cookie(CART_ID, claimed["id"].as_str(), secure));
+                    cookies.push(session::set_cookie(CART_SECRET, None, secure));
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "could not bring a guest cart to the account"),
+            }
+        }
+        append(Redirect::to("/account").into_response(), cookies)
+    }
+}
+
+/// Seconds until an access token expires, read from its claims (not
+/// verified here: the API verifies it; this only decides when to renew).
+fn seconds_left(token: &str) -> Option<i64> {
+    use base64::Engine;
+    let claims = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(claims).ok()?;
+    let exp = serde_json::from_slice::<Value>(&bytes).ok()?.get("exp")?.as_i64()?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.as_secs() as i64;
+    Some(exp - now)
+}
+
+/// Before any page: an access token about to expire is renewed with the
+/// refresh token (the page then sees the new one), or, when the session is
+/// over, both cookies go.
+pub async fn renew_session(State(site): State<Site>, mut request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let headers = request.headers();
+    let stale = session::cookie(headers, ACCESS).is_some_and(|t| seconds_left(&t).is_none_or(|left| left < 30));
+    let refresh = session::cookie(headers, REFRESH);
+    let access_gone = session::cookie(headers, ACCESS).is_none() && refresh.is_some();
+    if !(stale || access_gone) {
+        return next.run(request).await;
+    }
+    let renewed = match &refresh {
+        Some(r) => match site.api.send(Method::POST, "/api/v1/auth/refresh", Some(json!({"refresh_token": r}))).await {
+            Ok((status, tokens)) if status.is_success() => Some(tokens),
+            _ => None,
+        },
+        None => None,
+    };
+    let jar: Vec<String> = request
+        .headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(|p| p.trim().to_owned())
+        .filter(|p| !p.starts_with("access=") && !p.starts_with("refresh="))
+        .collect();
+    let mut jar = jar;
+    if let Some(tokens) = &renewed {
+        jar.push(format!("{ACCESS}={}", tokens["access_token"].as_str().unwrap_or_default()));
+        jar.push(format!("{REFRESH}={}", tokens["refresh_token"].as_str().unwrap_or_default()));
+    }
+    request.headers_mut().remove(header::COOKIE);
+    if let Ok(v) = HeaderValue::from_str(&jar.join("; ")) {
+        request.headers_mut().insert(header::COOKIE, v);
+    }
+    let response = next.run(request).await;
+    match &renewed {
+        Some(tokens) => append(response, site.session_cookies(tokens)),
+        None => append(response, site.signed_out_cookies()),
+    }
+}
+
+// Sign up and sign in
+
+#[derive(Template)]
+#[template(path = "sign_in.html")]
+struct SignIn<'a> {
+    shop: &'a str,
+    query: &'a str,
+    csrf: String,
+    sign_up: bool,
+    email: String,
+    name: String,
+    totp: bool,
+    message: String,
+}
+
+/// What the sign-in or sign-up form shows again: what was typed, and why it did not work.
+#[derive(Default)]
+struct Typed {
+    sign_up: bool,
+    email: String,
+    name: String,
+    totp: bool,
+    message: String,
+}
+
+fn sign_in_page(site: &Site, headers: &HeaderMap, status: StatusCode, t: Typed) -> Response {
+    let (csrf, set) = session::csrf(headers, site.public_url.starts_with("https://"));
+    let page = SignIn { shop: &site.name, query: "", csrf, sign_up: t.sign_up, email: t.email, name: t.name, totp: t.totp, message: t.message };
+    append((status, render(&page)).into_response(), vec![set])
+}
+
+pub async fn sign_in_form(State(site): State<Site>, headers: HeaderMap) -> Response {
+    sign_in_page(&site, &headers, StatusCode::OK, Typed::default())
+}
+
+pub async fn sign_up_form(State(site): State<Site>, headers: HeaderMap) -> Response {
+    sign_in_page(&site, &headers, StatusCode::OK, Typed { sign_up: true, ..Typed::default() })
+}
+
+#[derive(Deserialize)]
+pub struct SignInForm {
+    #[serde(default)]
+    csrf: String,
+    email: String,
+    password: String,
+    #[serde(default)]
+    totp_code: String,
+}
+
+pub async fn sign_in(State(site): State<Site>, headers: HeaderMap, ext: Extensions, Form(f): Form<SignInForm>) -> Result<Response, PageError> {
+    if !session::csrf_ok(&headers, &f.csrf) {
+        return Ok(expired());
+    }
+    let code = Some(f.totp_code.trim().to_owned()).filter(|c| !c.is_empty());
+    let body = json!({"email": f.email, "password": f.password, "totp_code": code});
+    let (status, tokens) = site.api.send_from(client(&ext), Method::POST, "/api/v1/auth/login", &[], Some(body)).await?;
+    if status.is_success() {
+        return Ok(site.begin_session(&headers, &tokens).await);
+    }
+    let totp = tokens["error"]["code"] == "mfa_required" || code.is_some();
+    let message = if tokens["error"]["code"] == "mfa_required" && code.is_none() {
+        "Enter the code from your authenticator app.".to_owned()
+    } else {
+        message_of(&tokens)
+    };
+    let status = if status == StatusCode::TOO_MANY_REQUESTS { status } else { StatusCode::UNAUTHORIZED };
+    Ok(sign_in_page(&site, &headers, status, Typed { email: f.email, totp, message, ..Typed::default() }))
+}
+
+#[derive(Deserialize)]
+pub struct SignUpForm {
+    #[serde(default)]
+    csrf: String,
+    name: String,
+    email: String,
+    password: String,
+}
+
+pub async fn sign_up(State(site): State<Site>, headers: HeaderMap, ext: Extensions, Form(f): Form<SignUpForm>) -> Result<Response, PageError> {
+    if !session::csrf_ok(&headers, &f.csrf) {
+        return Ok(expired());
+    }
+    let body = json!({"email": f.email, "password": f.password, "name": f.name});
+    let (status, answer) = site.api.send_from(client(&ext), Method::POST, "/api/v1/auth/register", &[], Some(body)).await?;
+    if !status.is_success() {
+        let typed = Typed { sign_up: true, email: f.email, name: f.name, message: message_of(&answer), ..Typed::default() };
+        return Ok(sign_in_page(&site, &headers, StatusCode::UNPROCESSABLE_ENTITY, typed));
+    }
+    let login = json!({"email": f.email, "password": f.password});
+    let (status, tokens) = site.api.send_from(client(&ext), Method::POST, "/api/v1/auth/login", &[], Some(login)).await?;
+    if !status.is_success() {
+        return Err(ApiError::Status { status, body: tokens }.into());
+    }
+    Ok(site.begin_session(&headers, &tokens).await)
+}
+
+#[derive(Deserialize)]
+pub struct CsrfOnly {
+    #[serde(default)]
+    csrf: String,
+}
+
+pub async fn sign_out(State(site): State<Site>, headers: HeaderMap, Form(f): Form<CsrfOnly>) -> Result<Response, PageError> {
+    if !session::csrf_ok(&headers, &f.csrf) {
+        return Ok(expired());
+    }
+    if let Some(refresh) = session::cookie(&headers, REFRESH) {
+        site.api.send(Method::POST, "/api/v1/auth/logout", Some(json!({"refresh_token": refresh}))).await?;
+    }
+    Ok(append(Redirect::to("/").into_response(), site.signed_out_cookies()))
+}
+
+// The account page
+
+#[derive(Debug, Deserialize)]
+struct Me {
+    name: String,
+    email: String,
+    email_verified: bool,
+    mfa_enabled: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct Total {
+    amount: i64,
+    currency: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Summary {
+    id: String,
+    number: i64,
+    status: String,
+    total: Total,
+    placed_at: String,
+}
+
+#[derive(Template)]
+#[template(path = "account.html")]
+struct AccountPage<'a> {
+    shop: &'a str,
+    query: &'a str,
+    csrf: String,
+    name: String,
+    email: String,
+    verified: bool,
+    mfa: bool,
+    orders: Vec<(String, i64, String, String, String)>,
+}
+
+pub async fn account(State(site): State<Site>, headers: HeaderMap) -> Result<Response, PageError> {
+    let Some((me, mut cookies)) = site.as_user(&headers, "/api/v1/me").await? else {
+        return Ok(append(Redirect::to("/account/sign-in").into_response(), site.signed_out_cookies()));
+    };
+    let me: Me = serde_json::from_value(me).map_err(|e| PageError::from(ApiError::Shape { path: "/api/v1/me".into(), reason: e.to_string() }))?;
+    // The renewed token (if any) is in the cookies just set; use it for the second call.
+    let renewed = cookies.iter().flatten().find_map(|c| c.to_str().ok()?.strip_prefix("access=")?.split(';').next().map(str::to_owned));
+    let mut with_renewed = headers.clone();
+    if let Some(token) = renewed
+        && let Ok(v) = HeaderValue::from_str(&format!("{ACCESS}={token}"))
+    {
+        with_renewed.insert(header::COOKIE, v);
+    }
+    let orders = match site.as_user(&with_renewed, "/api/v1/orders?limit=50").await? {
+        Some((page, more)) => {
+            cookies.extend(more);
+            let list: Vec<Summary> = serde_json::from_value(page["data"].clone()).unwrap_or_default();
+            list.into_iter()
+                .map(|o| (format!("/orders/{}", encode(&o.id)), o.number, o.status.replace('_', " "), money(o.total.amount, &o.total.currency), o.placed_at.chars().take(10).collect()))
+                .collect()
+        }
+        None => Vec::new(),
+    };
+    let (csrf, set) = session::csrf(&headers, site.public_url.starts_with("https://"));
+    cookies.push(set);
+    let page = AccountPage { shop: &site.name, query: "", csrf, name: me.name, email: me.email, verified: me.email_verified, mfa: me.mfa_enabled, orders };
+    let mut response = render(&page);
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(append(response, cookies))
+}
+
+// The links the shop mails
+
+#[derive(Template)]
+#[template(path = "token_form.html")]
+struct TokenPage<'a> {
+    shop: &'a str,
+    query: &'a str,
+    csrf: String,
+    heading: &'a str,
+    action: &'a str,
+    token: String,
+    password: bool,
+    button: &'a str,
+    message: String,
+    done: bool,
+}
+
+#[derive(Deserialize)]
+pub struct TokenQuery {
+    #[serde(default)]
+    token: String,
+}
+
+fn token_page(site: &Site, headers: &HeaderMap, verify: bool, token: String, status: StatusCode, message: String, done: bool) -> Response {
+    let (csrf, set) = session::csrf(headers, site.public_url.starts_with("https://"));
+    let page = if verify {
+        TokenPage { shop: &site.name, query: "", csrf, heading: "Confirm your email address", action: "/account/verify-email", token, password: false, button: "Confirm my address", message, done }
+    } else {
+        TokenPage { shop: &site.name, query: "", csrf, heading: "Choose a new password", action: "/account/reset-password", token, password: true, button: "Set my password", message, done }
+    };
+    append((status, render(&page)).into_response(), vec![set])
+}
+
+pub async fn verify_form(State(site): State<Site>, headers: HeaderMap, Query(q): Query<TokenQuery>) -> Response {
+    token_page(&site, &headers, true, q.token, StatusCode::OK, String::new(), false)
+}
+
+pub async fn reset_form(State(site): State<Site>, headers: HeaderMap, Query(q): Query<TokenQuery>) -> Response {
+    token_page(&site, &headers, false, q.token, StatusCode::OK, String::new(), false)
+}
+
+#[derive(Deserialize)]
+pub struct TokenForm {
+    #[serde(default)]
+    csrf: String,
+    token: String,
+    #[serde(default)]
+    password: String,
+}
+
+pub async fn verify(State(site): State<Site>, headers: HeaderMap, Form(f): Form<TokenForm>) -> Result<Response, PageError> {
+    if !session::csrf_ok(&headers, &f.csrf) {
+        return Ok(expired());
+    }
+    let (status, body) = site.api.send(Method::POST, "/api/v1/auth/verify-email", Some(json!({"token": f.token}))).await?;
+    Ok(if status.is_success() {
+        token_page(&site, &headers, true, String::new(), StatusCode::OK, "Your email address is confirmed.".into(), true)
+    } else {
+        token_page(&site, &headers, true, f.token, StatusCode::UNPROCESSABLE_ENTITY, message_of(&body), false)
+    })
+}
+
+pub async fn reset(State(site): State<Site>, headers: HeaderMap, Form(f): Form<TokenForm>) -> Result<Response, PageError> {
+    if !session::csrf_ok(&headers, &f.csrf) {
+        return Ok(expired());
+    }
+    let (status, body) = site.api.send(Method::POST, "/api/v1/auth/password/reset", Some(json!({"token": f.token, "password": f.password}))).await?;
+    Ok(if status.is_success() {
+        token_page(&site, &headers, false, String::new(), StatusCode::OK, "Your password is changed. You can sign in with it now.".into(), true)
+    } else {
+        token_page(&site, &headers, false, f.token, StatusCode::UNPROCESSABLE_ENTITY, message_of(&body), false)
+    })
+}
+
+#[derive(Template)]
+#[template(path = "forgot.html")]
+struct ForgotPage<'a> {
+    shop: &'a str,
+    query: &'a str,
+    csrf: String,
+    sent: bool,
+}
+
+pub async fn forgot_form(State(site): State<Site>, headers: HeaderMap) -> Response {
+    let (csrf, set) = session::csrf(&headers, site.public_url.starts_with("https://"));
+    append(render(&ForgotPage { shop: &site.name, query: "", csrf, sent: false }), vec![set])
+}
+
+#[derive(Deserialize)]
+pub struct ForgotForm {
+    #[serde(default)]
+    csrf: String,
+    email: String,
+}
+
+pub async fn forgot(State(site): State<Site>, headers: HeaderMap, ext: Extensions, Form(f): Form<ForgotForm>) -> Result<Response, PageError> {
+    if !session::csrf_ok(&headers, &f.csrf) {
+        return Ok(expired());
+    }
+    // The same answer whether or not the address has an account.
+    site.api.send_from(client(&ext), Method::POST, "/api/v1/auth/password/forgot", &[], Some(json!({"email": f.email}))).await?;
+    Ok(render(&ForgotPage { shop: &site.name, query: "", csrf: f.csrf, sent: true }))
+}
