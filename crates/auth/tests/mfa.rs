@@ -8,27 +8,7 @@ use axum::http::StatusCode;
 use serde_json::json;
 use support::{PASSWORD, TestApp};
 
-/// RFC 6238 TOTP (SHA1, 6 digits, 30 s), written here from the RFC rather
-/// than taken from the service, so the two implementations check each other.
-fn totp(secret_b32: &str, unix: u64) -> String {
-    let mut bits = 0u32;
-    let mut buffer = 0u32;
-    let mut key = Vec::new();
-    for c in secret_b32.bytes() {
-        let v = if c.is_ascii_uppercase() { c - b'A' } else { c - b'2' + 26 };
-        buffer = (buffer << 5) | u32::from(v);
-        bits += 5;
-        if bits >= 8 {
-            key.push((buffer >> (bits - 8)) as u8);
-            bits -= 8;
-        }
-    }
-    let mac = ring::hmac::sign(&ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, &key), &(unix / 30).to_be_bytes());
-    let m = mac.as_ref();
-    let o = (m[19] & 15) as usize;
-    let n = u32::from_be_bytes([m[o] & 0x7f, m[o + 1], m[o + 2], m[o + 3]]);
-    format!("{:06}", n % 1_000_000)
-}
+use platform::testing::totp;
 
 fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()

@@ -299,6 +299,20 @@ async fn a_shopper_signs_up_confirms_the_email_signs_in_and_sees_their_orders() 
     assert_eq!(status, StatusCode::OK);
     assert!(done.contains("Your email address is confirmed."), "{done}");
 
+    // Two-step sign-in: a QR code drawn by the shop, the key, a first code.
+    let (_, security) = browser.get("/account/security").await;
+    let (_, enrol) = browser.submit(&security, "/account/security/totp", &[]).await;
+    assert!(enrol.contains("<svg") && enrol.contains("aria-label=\"QR code of your sign-in key\""), "{enrol}");
+    let secret = between(&enrol, r#"<code class="secret">"#, "</code>").to_owned();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let (status, wrong) = browser.submit(&enrol, "/account/security/totp/confirm", &[("code", "000000")]).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{wrong}");
+    let (_, enrol) = browser.submit(&security, "/account/security/totp", &[]).await;
+    let secret = if enrol.contains(r#"<code class="secret">"#) { between(&enrol, r#"<code class="secret">"#, "</code>").to_owned() } else { secret };
+    let (status, on) = browser.submit(&enrol, "/account/security/totp/confirm", &[("code", &platform::testing::totp(&secret, now))]).await;
+    assert_eq!(status, StatusCode::OK, "{on}");
+    assert!(on.contains("Two-step sign-in is on.") && on.contains("recovery codes"), "{on}");
+
     // An order while signed in shows in the account.
     let (_, product) = browser.get("/products/mug").await;
     browser.submit(&product, "/cart/items", &[("sku", "MUG-9")]).await;
@@ -333,9 +347,13 @@ async fn a_shopper_signs_up_confirms_the_email_signs_in_and_sees_their_orders() 
     let (_, changed) = browser.submit(&reset, "/account/reset-password", &[("token", &token), ("password", "a brand new passphrase")]).await;
     assert!(changed.contains("Your password is changed."), "{changed}");
     let (_, form) = browser.get("/account/sign-in").await;
-    let (status, account) = browser.submit(&form, "/account/sign-in", &[("email", "grace@example.com"), ("password", "a brand new passphrase")]).await;
-    assert_eq!(status, StatusCode::OK);
-    assert!(account.contains(">#1001</a>"), "{account}");
+    let (status, asks) = browser.submit(&form, "/account/sign-in", &[("email", "grace@example.com"), ("password", "a brand new passphrase")]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(asks.contains("Enter the code from your authenticator app.") && asks.contains(r#"id="totp_code""#), "{asks}");
+    let next_code = platform::testing::totp(&secret, now + 30);
+    let (status, account) = browser.submit(&asks, "/account/sign-in", &[("email", "grace@example.com"), ("password", "a brand new passphrase"), ("totp_code", &next_code)]).await;
+    assert_eq!(status, StatusCode::OK, "{account}");
+    assert!(account.contains(">#1001</a>") && account.contains("Two-step sign-in: on"), "{account}");
 
     // An access token that no longer works is renewed with the refresh token on the way.
     let before = browser.cookies.get("refresh").cloned();

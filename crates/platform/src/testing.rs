@@ -35,6 +35,29 @@ fn non_empty(var: &str) -> Option<String> {
     std::env::var(var).ok().filter(|v| !v.trim().is_empty())
 }
 
+/// RFC 6238 TOTP (SHA1, 6 digits, 30 s) for a base32 secret at `unix`,
+/// written from the RFC rather than taken from the auth service, so the
+/// tests check one implementation against another.
+pub fn totp(secret_b32: &str, unix: u64) -> String {
+    let mut bits = 0u32;
+    let mut buffer = 0u32;
+    let mut key = Vec::new();
+    for c in secret_b32.bytes().filter(|c| *c != b'=') {
+        let v = if c.is_ascii_uppercase() { c - b'A' } else { c.wrapping_sub(b'2') + 26 };
+        buffer = (buffer << 5) | u32::from(v);
+        bits += 5;
+        if bits >= 8 {
+            key.push((buffer >> (bits - 8)) as u8);
+            bits -= 8;
+        }
+    }
+    let mac = ring::hmac::sign(&ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, &key), &(unix / 30).to_be_bytes());
+    let m = mac.as_ref();
+    let o = usize::from(m[19] & 15);
+    let n = u32::from_be_bytes([m[o] & 0x7f, m[o + 1], m[o + 2], m[o + 3]]);
+    format!("{:06}", n % 1_000_000)
+}
+
 /// A name no other test run uses: `prefix_<uuid>` in lower case.
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::now_v7().simple())

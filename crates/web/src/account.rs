@@ -442,3 +442,101 @@ pub async fn forgot(State(site): State<Site>, headers: HeaderMap, ext: Extension
     site.api.send_from(client(&ext), Method::POST, "/api/v1/auth/password/forgot", &[], Some(json!({"email": f.email}))).await?;
     Ok(render(&ForgotPage { shop: &site.name, query: "", csrf: f.csrf, sent: true }))
 }
+
+// Two-step sign-in (TOTP)
+
+impl Site {
+    /// A call as the signed-in user (the session middleware keeps the token fresh).
+    async fn user_call(&self, headers: &HeaderMap, method: Method, path: &str, body: Option<Value>) -> Result<Option<(StatusCode, Value)>, ApiError> {
+        let Some(access) = session::cookie(headers, ACCESS) else { return Ok(None) };
+        Ok(Some(self.api.send_as(method, path, &[("authorization", format!("Bearer {access}"))], body).await?))
+    }
+}
+
+/// The `otpauth://` address as a QR code, an SVG drawn here (no request leaves the shop).
+fn qr_svg(uri: &str) -> String {
+    match qrcode::QrCode::new(uri.as_bytes()) {
+        Ok(code) => code
+            .render::<qrcode::render::svg::Color>()
+            .min_dimensions(200, 200)
+            .dark_color(qrcode::render::svg::Color("#000000"))
+            .light_color(qrcode::render::svg::Color("#ffffff"))
+            .build(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot draw a QR code");
+            String::new()
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "security.html")]
+struct SecurityPage<'a> {
+    shop: &'a str,
+    query: &'a str,
+    csrf: String,
+    enabled: bool,
+    qr: String,
+    secret: String,
+    recovery_codes: Vec<String>,
+    message: String,
+}
+
+impl<'a> SecurityPage<'a> {
+    fn new(site: &'a Site, csrf: String, enabled: bool) -> Self {
+        SecurityPage { shop: &site.name, query: "", csrf, enabled, qr: String::new(), secret: String::new(), recovery_codes: Vec::new(), message: String::new() }
+    }
+}
+
+fn to_sign_in() -> Response {
+    Redirect::to("/account/sign-in").into_response()
+}
+
+pub async fn security(State(site): State<Site>, headers: HeaderMap) -> Result<Response, PageError> {
+    let Some((StatusCode::OK, me)) = site.user_call(&headers, Method::GET, "/api/v1/me", None).await? else { return Ok(to_sign_in()) };
+    let (csrf, set) = session::csrf(&headers, site.public_url.starts_with("https://"));
+    let page = SecurityPage::new(&site, csrf, me["mfa_enabled"].as_bool().unwrap_or(false));
+    Ok(append(render(&page), vec![set]))
+}
+
+/// Starts enrolment: the QR code and the secret to type, and a field for the first code.
+pub async fn mfa_start(State(site): State<Site>, headers: HeaderMap, Form(f): Form<CsrfOnly>) -> Result<Response, PageError> {
+    if !session::csrf_ok(&headers, &f.csrf) {
+        return Ok(expired());
+    }
+    let Some((status, body)) = site.user_call(&headers, Method::POST, "/api/v1/me/mfa/totp", None).await? else { return Ok(to_sign_in()) };
+    let mut page = SecurityPage::new(&site, f.csrf, false);
+    if status.is_success() {
+        page.qr = qr_svg(body["otpauth_uri"].as_str().unwrap_or_default());
+        page.secret = body["secret"].as_str().unwrap_or_default().to_owned();
+    } else {
+        page.message = message_of(&body);
+    }
+    Ok(render(&page))
+}
+
+#[derive(Deserialize)]
+pub struct CodeForm {
+    #[serde(default)]
+    csrf: String,
+    code: String,
+}
+
+/// Turns TOTP on with a first code; shows the recovery codes, once.
+pub async fn mfa_confirm(State(site): State<Site>, headers: HeaderMap, Form(f): Form<CodeForm>) -> Result<Response, PageError> {
+    if !session::csrf_ok(&headers, &f.csrf) {
+        return Ok(expired());
+    }
+    let body = json!({"code": f.code.trim()});
+    let Some((status, answer)) = site.user_call(&headers, Method::POST, "/api/v1/me/mfa/totp/confirm", Some(body)).await? else { return Ok(to_sign_in()) };
+    if status.is_success() {
+        let mut page = SecurityPage::new(&site, f.csrf, true);
+        page.recovery_codes = answer["recovery_codes"].as_array().map(|a| a.iter().filter_map(|c| c.as_str().map(str::to_owned)).collect()).unwrap_or_default();
+        page.message = "Two-step sign-in is on.".into();
+        return Ok(render(&page));
+    }
+    let mut page = SecurityPage::new(&site, f.csrf, false);
+    page.message = message_of(&answer);
+    Ok((StatusCode::UNPROCESSABLE_ENTITY, render(&page)).into_response())
+}
+
