@@ -363,3 +363,70 @@ async fn a_shopper_signs_up_confirms_the_email_signs_in_and_sees_their_orders() 
     assert_ne!(browser.cookies.get("access").map(String::as_str), Some("expired.token.here"));
     assert_ne!(browser.cookies.get("refresh"), before.as_ref(), "refresh tokens rotate");
 }
+
+/// A guest buys two mugs through the pages; their browser and the order's page.
+async fn guest_order(shop: &Shop) -> (Browser<'_>, String) {
+    create(shop, json!({"title": "Mug", "status": "active", "variants": [{"sku": "MUG-9", "prices": {"USD": 1200}, "weight_grams": 300}]})).await;
+    stock(shop, "MUG-9", 5).await;
+    let mut browser = Browser::new(shop);
+    let (_, product) = browser.get("/products/mug").await;
+    browser.submit(&product, "/cart/items", &[("sku", "MUG-9"), ("quantity", "2")]).await;
+    let (_, address) = browser.get("/checkout").await;
+    let (_, pay) = browser.submit(&address, "/checkout/address", &[("email", "ada@example.com"), ("name", "Ada Lovelace"),
+        ("line1", "1 Market St"), ("city", "San Francisco"), ("region", "CA"), ("postal_code", "94105"), ("country", "US")]).await;
+    let method = between(&pay, r#"name="shipping_method" id="m1" value=""#, "\"").to_owned();
+    let (status, confirmation) = browser.submit(&pay, "/checkout/pay", &[("shipping_method", &method), ("token", "tok_visa")]).await;
+    assert_eq!(status, StatusCode::OK, "{confirmation}");
+    let (_, list) = shop.send("GET", "/api/v1/admin/orders", &shop.as_staff(), None).await;
+    let id = list["data"][0]["id"].as_str().unwrap().to_owned();
+    (browser, id)
+}
+
+async fn staff_browser<'a>(shop: &'a Shop, email: &str, role: kernel::auth::Role) -> Browser<'a> {
+    shop.user(email, role).await;
+    let mut browser = Browser::new(shop);
+    let (_, form) = browser.get("/account/sign-in").await;
+    let (status, _) = browser.submit(&form, "/account/sign-in", &[("email", email), ("password", "a long passphrase")]).await;
+    assert_eq!(status, StatusCode::OK);
+    browser
+}
+
+#[tokio::test]
+async fn an_order_manager_ships_from_the_console_and_the_customer_sees_the_tracking() {
+    let shop = storefront().await;
+    let (mut customer, order_id) = guest_order(&shop).await;
+
+    let mut manager = staff_browser(&shop, "orders@example.com", kernel::auth::Role::OrderManager).await;
+    let (status, dashboard) = manager.get("/admin").await;
+    assert_eq!(status, StatusCode::OK, "{dashboard}");
+    assert!(dashboard.contains(r#"<span class="big">1</span> orders today"#) && dashboard.contains("30.74 USD revenue today") || dashboard.contains("30.74 USD</span> revenue today"), "{dashboard}");
+    assert!(dashboard.contains(r#"<span class="big">1</span> to fulfil"#) && dashboard.contains("<svg"), "{dashboard}");
+    assert!(dashboard.contains(r#"<a href="/admin/orders">Orders</a>"#));
+    let (_, list) = manager.get("/admin/orders?status=paid").await;
+    assert!(list.contains(&format!(r#"<a href="/admin/orders/{order_id}">#1001</a>"#)), "{list}");
+    let (_, detail) = manager.get(&format!("/admin/orders/{order_id}")).await;
+    assert!(detail.contains("Ship what is left"));
+    let (status, shipped) = manager.submit(&detail, &format!("/admin/orders/{order_id}/fulfil"), &[("carrier", "UPS"),
+        ("tracking_number", "1Z42"), ("tracking_url", "https://track.example/1Z42")]).await;
+    assert_eq!(status, StatusCode::OK, "{shipped}");
+    assert!(shipped.contains("Status: <strong>fulfilled</strong>") && shipped.contains("UPS 1Z42") && !shipped.contains("Ship what is left"), "{shipped}");
+    assert!(shipped.contains("fulfilled <span class=\"sku\">by usr_"), "the timeline says who: {shipped}");
+
+    let (_, seen) = customer.get(&format!("/orders/{order_id}")).await;
+    assert!(seen.contains("Status: <strong>fulfilled</strong>") && seen.contains(r#"UPS, tracking number 1Z42 — <a href="https://track.example/1Z42">track it</a>"#), "{seen}");
+
+    // A catalog manager has no orders in the console; a customer no console at all.
+    let mut catalog = staff_browser(&shop, "catalog@example.com", kernel::auth::Role::CatalogManager).await;
+    let (status, dashboard) = catalog.get("/admin").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!dashboard.contains("/admin/orders") && !dashboard.contains("revenue today"), "{dashboard}");
+    assert_eq!(catalog.get("/admin/orders").await.0, StatusCode::FORBIDDEN);
+    assert_eq!(catalog.get(&format!("/admin/orders/{order_id}")).await.0, StatusCode::FORBIDDEN);
+    let csrf = catalog.cookies.get("csrf").cloned().unwrap();
+    let (status, _, _) = catalog.request("POST", &format!("/admin/orders/{order_id}/fulfil"), Some(&[("csrf", &csrf), ("carrier", "X")])).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "the API refuses the action too");
+    let (status, headers, _) = customer.request("GET", "/admin", None).await;
+    assert!(status.is_redirection() && headers["location"] == "/account/sign-in", "a guest is sent to sign in");
+    let mut shopper = staff_browser(&shop, "shopper@example.com", kernel::auth::Role::Customer).await;
+    assert_eq!(shopper.get("/admin").await.0, StatusCode::FORBIDDEN, "a customer has no console");
+}

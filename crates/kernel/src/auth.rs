@@ -106,7 +106,7 @@ impl Role {
         match self {
             Role::Customer => &[],
             Role::Admin => &Permission::ALL,
-            Role::CatalogManager => &[CatalogWrite, InventoryWrite, OrdersRead],
+            Role::CatalogManager => &[CatalogWrite, InventoryWrite],
             Role::OrderManager => &[OrdersRead, OrdersWrite, InventoryWrite, CustomersRead],
             Role::Support => &[OrdersRead, CustomersRead, CustomersWrite],
         }
@@ -184,5 +184,6 @@ mod tests {
         let both = permissions_of(&[Role::CatalogManager, Role::OrderManager]);
         assert!(both.contains(&Permission::CatalogWrite) && both.contains(&Permission::OrdersWrite));
         assert!(!both.contains(&Permission::StaffManage));
+        assert!(!permissions_of(&[Role::CatalogManager]).contains(&Permission::OrdersRead), "the catalog's people do not see orders");
     }
 }

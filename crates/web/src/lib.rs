@@ -5,6 +5,7 @@
 //! a strict referrer policy).
 
 mod account;
+mod admin;
 pub mod api;
 mod cart;
 mod pages;
@@ -65,6 +66,10 @@ pub fn router(site: Site) -> Router {
         .route("/account/verify-email", get(account::verify_form).post(account::verify))
         .route("/account/forgot-password", get(account::forgot_form).post(account::forgot))
         .route("/account/reset-password", get(account::reset_form).post(account::reset))
+        .route("/admin", get(admin::dashboard))
+        .route("/admin/orders", get(admin::orders))
+        .route("/admin/orders/{id}", get(admin::order))
+        .route("/admin/orders/{id}/fulfil", post(admin::fulfil))
         .route("/robots.txt", get(pages::robots))
         .route("/sitemap.xml", get(pages::sitemap))
         .route("/assets/site.css", get(stylesheet))

@@ -1,0 +1,405 @@
+//! The admin console (`/admin`): staff sign in like anyone else; each page
+//! and link is shown only to staff whose role grants its permission, and
+//! every action is the staff API's, which checks the permission again.
+
+use askama::Template;
+use axum::Form;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use kernel::auth::{Permission, Role, permissions_of};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::Site;
+use crate::account::ACCESS;
+use crate::api::{ApiError, encode};
+use crate::pages::{PageError, money, render};
+use crate::session;
+
+/// The signed-in staff member: their name, token and permissions.
+struct Staff {
+    name: String,
+    token: String,
+    permissions: Vec<Permission>,
+}
+
+impl Staff {
+    fn may(&self, p: Permission) -> bool {
+        self.permissions.contains(&p)
+    }
+
+    fn headers(&self) -> Vec<(&'static str, String)> {
+        vec![("authorization", format!("Bearer {}", self.token))]
+    }
+
+    /// The console's sections this person may open: (path, label).
+    fn nav(&self) -> Vec<(&'static str, &'static str)> {
+        let mut nav = vec![("/admin", "Dashboard")];
+        if self.may(Permission::OrdersRead) {
+            nav.push(("/admin/orders", "Orders"));
+        }
+        nav
+    }
+}
+
+enum Gate {
+    In(Staff),
+    Out(Response),
+}
+
+async fn staff(site: &Site, headers: &HeaderMap) -> Result<Gate, PageError> {
+    let Some(token) = session::cookie(headers, ACCESS) else {
+        return Ok(Gate::Out(Redirect::to("/account/sign-in").into_response()));
+    };
+    let (status, me) = site.api.send_as(Method::GET, "/api/v1/me", &[("authorization", format!("Bearer {token}"))], None).await?;
+    if !status.is_success() {
+        return Ok(Gate::Out(Redirect::to("/account/sign-in").into_response()));
+    }
+    let roles: Vec<Role> = serde_json::from_value(me["roles"].clone()).unwrap_or_default();
+    if !roles.iter().any(|r| r.is_staff()) {
+        return Err(PageError(StatusCode::FORBIDDEN, "The console is for the shop's staff.".into()));
+    }
+    Ok(Gate::In(Staff { name: me["name"].as_str().unwrap_or_default().to_owned(), token, permissions: permissions_of(&roles) }))
+}
+
+fn forbidden() -> PageError {
+    PageError(StatusCode::FORBIDDEN, "Your role does not give access to this page.".into())
+}
+
+impl Site {
+    async fn staff_get(&self, staff: &Staff, path: &str) -> Result<Value, ApiError> {
+        let (status, body) = self.api.send_as(Method::GET, path, &staff.headers(), None).await?;
+        if !status.is_success() {
+            return Err(ApiError::Status { status, body });
+        }
+        Ok(body)
+    }
+}
+
+fn no_store(mut r: Response) -> Response {
+    r.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    r
+}
+
+// Dashboard
+
+#[derive(Template)]
+#[template(path = "admin/dashboard.html")]
+struct Dashboard<'a> {
+    shop: &'a str,
+    staff: String,
+    nav: Vec<(&'static str, &'static str)>,
+    sees_orders: bool,
+    orders_today: usize,
+    revenue_today: String,
+    to_fulfil: usize,
+    sees_notifications: bool,
+    failed_notifications: usize,
+    chart: String,
+}
+
+fn day_of(rfc3339: &str) -> String {
+    rfc3339.chars().take(10).collect()
+}
+
+/// Days before today, as `YYYY-MM-DD`, oldest first (today last).
+fn last_days(n: i64) -> Vec<String> {
+    let today = time::OffsetDateTime::now_utc().date();
+    (0..n).rev().filter_map(|d| today.checked_sub(time::Duration::days(d))).map(|d| d.to_string()).collect()
+}
+
+/// Bars of revenue per day, drawn as SVG (no script, no image request).
+fn sales_chart(days: &[(String, i64)], currency: &str) -> String {
+    let max = days.iter().map(|d| d.1).max().unwrap_or(0).max(1);
+    let (w, h, bar) = (600, 160, 600 / days.len().max(1));
+    let mut svg = format!(r#"<svg viewBox="0 0 {w} {}" width="100%" role="img" aria-label="Revenue per day, last {} days" xmlns="http://www.w3.org/2000/svg">"#, h + 20, days.len());
+    for (i, (day, amount)) in days.iter().enumerate() {
+        let bh = (amount * h as i64 / max) as usize;
+        let x = i * bar;
+        svg += &format!(
+            r##"<rect x="{x}" y="{}" width="{}" height="{bh}" fill="#0b5cad"><title>{}: {}</title></rect>"##,
+            h - bh,
+            bar.saturating_sub(2).max(1),
+            crate::xml_escape(day),
+            crate::xml_escape(&money(*amount, currency))
+        );
+    }
+    if let (Some(first), Some(last)) = (days.first(), days.last()) {
+        svg += &format!(r##"<text x="0" y="{}" font-size="12" fill="#555">{}</text><text x="{w}" y="{}" font-size="12" fill="#555" text-anchor="end">{}</text>"##,
+            h + 16, crate::xml_escape(&first.0), h + 16, crate::xml_escape(&last.0));
+    }
+    svg + "</svg>"
+}
+
+#[derive(Debug, Deserialize)]
+struct Amount {
+    amount: i64,
+}
+
+#[derive(Debug, Deserialize)]
+struct Summary {
+    id: String,
+    number: i64,
+    status: String,
+    total: Amount,
+    email: Option<String>,
+    placed_at: String,
+}
+
+/// Staff's orders placed since `from` (RFC 3339), newest first, up to 1,000.
+async fn orders_since(site: &Site, staff: &Staff, from: &str) -> Result<Vec<Summary>, ApiError> {
+    let mut all = Vec::new();
+    let mut after: Option<String> = None;
+    while all.len() < 1000 {
+        let mut path = format!("/api/v1/admin/orders?limit=100&from={}", encode(from));
+        if let Some(a) = &after {
+            path += &format!("&starting_after={}", encode(a));
+        }
+        let page = site.staff_get(staff, &path).await?;
+        all.extend(serde_json::from_value::<Vec<Summary>>(page["data"].clone()).unwrap_or_default());
+        match (page["has_more"].as_bool(), page["next_cursor"].as_str()) {
+            (Some(true), Some(c)) => after = Some(c.to_owned()),
+            _ => break,
+        }
+    }
+    Ok(all)
+}
+
+const COUNTED: [&str; 6] = ["paid", "partially_fulfilled", "fulfilled", "delivered", "partially_refunded", "refunded"];
+
+pub async fn dashboard(State(site): State<Site>, headers: HeaderMap) -> Result<Response, PageError> {
+    let staff = match staff(&site, &headers).await? {
+        Gate::In(s) => s,
+        Gate::Out(r) => return Ok(r),
+    };
+    let days = last_days(30);
+    let (mut orders_today, mut revenue_today, mut to_fulfil, mut chart) = (0, 0, 0, String::new());
+    if staff.may(Permission::OrdersRead) {
+        let from = format!("{}T00:00:00Z", days.first().cloned().unwrap_or_default());
+        let orders = orders_since(&site, &staff, &from).await?;
+        let today = days.last().cloned().unwrap_or_default();
+        let sold: Vec<&Summary> = orders.iter().filter(|o| COUNTED.contains(&o.status.as_str())).collect();
+        orders_today = sold.iter().filter(|o| day_of(&o.placed_at) == today).count();
+        revenue_today = sold.iter().filter(|o| day_of(&o.placed_at) == today).map(|o| o.total.amount).sum();
+        let per_day: Vec<(String, i64)> = days
+            .iter()
+            .map(|d| (d.clone(), sold.iter().filter(|o| day_of(&o.placed_at) == *d).map(|o| o.total.amount).sum()))
+            .collect();
+        chart = sales_chart(&per_day, &site.currency);
+        let waiting = site.staff_get(&staff, "/api/v1/admin/orders?status=paid&limit=100").await?;
+        to_fulfil = waiting["data"].as_array().map_or(0, Vec::len);
+    }
+    let mut failed_notifications = 0;
+    let sees_notifications = staff.may(Permission::CustomersRead);
+    if sees_notifications {
+        for status in ["failed", "dead"] {
+            // Notifications may run elsewhere; a console without them shows none.
+            if let Ok(page) = site.staff_get(&staff, &format!("/api/v1/admin/notifications?status={status}&limit=100")).await {
+                failed_notifications += page["data"].as_array().map_or(0, Vec::len);
+            }
+        }
+    }
+    let page = Dashboard {
+        shop: &site.name,
+        staff: staff.name.clone(),
+        nav: staff.nav(),
+        sees_orders: staff.may(Permission::OrdersRead),
+        orders_today,
+        revenue_today: money(revenue_today, &site.currency),
+        to_fulfil,
+        sees_notifications,
+        failed_notifications,
+        chart,
+    };
+    Ok(no_store(render(&page)))
+}
+
+// Orders
+
+#[derive(Deserialize)]
+pub struct OrdersQuery {
+    status: Option<String>,
+    after: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "admin/orders.html")]
+struct OrdersPage<'a> {
+    shop: &'a str,
+    staff: String,
+    nav: Vec<(&'static str, &'static str)>,
+    status: String,
+    orders: Vec<(String, i64, String, String, String, String)>,
+    next: Option<String>,
+}
+
+pub async fn orders(State(site): State<Site>, headers: HeaderMap, Query(q): Query<OrdersQuery>) -> Result<Response, PageError> {
+    let staff = match staff(&site, &headers).await? {
+        Gate::In(s) => s,
+        Gate::Out(r) => return Ok(r),
+    };
+    if !staff.may(Permission::OrdersRead) {
+        return Err(forbidden());
+    }
+    let status = q.status.unwrap_or_default();
+    let mut path = "/api/v1/admin/orders?limit=50".to_owned();
+    if !status.is_empty() {
+        path += &format!("&status={}", encode(&status));
+    }
+    if let Some(a) = &q.after {
+        path += &format!("&starting_after={}", encode(a));
+    }
+    let page = site.staff_get(&staff, &path).await?;
+    let list: Vec<Summary> = serde_json::from_value(page["data"].clone()).unwrap_or_default();
+    let next = page["next_cursor"].as_str().map(|c| format!("/admin/orders?status={}&after={}", encode(&status), encode(c)));
+    let orders = list
+        .into_iter()
+        .map(|o| (format!("/admin/orders/{}", encode(&o.id)), o.number, o.status.replace('_', " "), o.email.unwrap_or_default(), money(o.total.amount, &site.currency), day_of(&o.placed_at)))
+        .collect();
+    Ok(no_store(render(&OrdersPage { shop: &site.name, staff: staff.name.clone(), nav: staff.nav(), status, orders, next })))
+}
+
+#[derive(Debug, Deserialize)]
+struct Line {
+    title: String,
+    variant_title: String,
+    sku: String,
+    quantity: i64,
+    fulfilled: i64,
+}
+
+#[derive(Debug, Deserialize)]
+struct Parcel {
+    carrier: Option<String>,
+    tracking_number: Option<String>,
+    tracking_url: Option<String>,
+    created_at: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Entry {
+    at: String,
+    kind: String,
+    actor: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Order {
+    id: String,
+    number: i64,
+    status: String,
+    email: Option<String>,
+    lines: Vec<Line>,
+    #[serde(default)]
+    fulfilments: Vec<Parcel>,
+    #[serde(default)]
+    timeline: Vec<Entry>,
+}
+
+#[derive(Template)]
+#[template(path = "admin/order.html")]
+struct OrderPage<'a> {
+    shop: &'a str,
+    staff: String,
+    nav: Vec<(&'static str, &'static str)>,
+    csrf: String,
+    id: String,
+    number: i64,
+    status: String,
+    email: String,
+    lines: Vec<(String, String, i64, i64)>,
+    parcels: Vec<(String, String, String, String)>,
+    timeline: Vec<(String, String, String)>,
+    can_fulfil: bool,
+    message: String,
+}
+
+async fn order_page(site: &Site, headers: &HeaderMap, staff: &Staff, id: &str, status: StatusCode, message: String) -> Result<Response, PageError> {
+    let o: Order = serde_json::from_value(site.staff_get(staff, &format!("/api/v1/admin/orders/{}", encode(id))).await?)
+        .map_err(|e| PageError::from(ApiError::Shape { path: "/api/v1/admin/orders/{id}".into(), reason: e.to_string() }))?;
+    let (csrf, set) = session::csrf(headers, site.public_url.starts_with("https://"));
+    let left: i64 = o.lines.iter().map(|l| l.quantity - l.fulfilled).sum();
+    let page = OrderPage {
+        shop: &site.name,
+        staff: staff.name.clone(),
+        nav: staff.nav(),
+        csrf,
+        id: o.id,
+        number: o.number,
+        status: o.status.replace('_', " "),
+        email: o.email.unwrap_or_default(),
+        lines: o.lines.iter().map(|l| (if l.variant_title.is_empty() || l.variant_title == "Default" { l.title.clone() } else { format!("{} — {}", l.title, l.variant_title) }, l.sku.clone(), l.quantity, l.fulfilled)).collect(),
+        parcels: o.fulfilments.iter().map(|f| (f.carrier.clone().unwrap_or_default(), f.tracking_number.clone().unwrap_or_default(), f.tracking_url.clone().unwrap_or_default(), day_of(&f.created_at))).collect(),
+        timeline: o.timeline.iter().map(|e| (e.at.replace('T', " ").chars().take(16).collect(), e.kind.replace('_', " "), e.actor.clone().unwrap_or_default())).collect(),
+        can_fulfil: staff.may(Permission::OrdersWrite) && left > 0 && matches!(o.status.as_str(), "paid" | "partially_fulfilled"),
+        message,
+    };
+    let mut response = no_store((status, render(&page)).into_response());
+    if let Some(c) = set {
+        response.headers_mut().append(header::SET_COOKIE, c);
+    }
+    Ok(response)
+}
+
+pub async fn order(State(site): State<Site>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, PageError> {
+    let staff = match staff(&site, &headers).await? {
+        Gate::In(s) => s,
+        Gate::Out(r) => return Ok(r),
+    };
+    if !staff.may(Permission::OrdersRead) {
+        return Err(forbidden());
+    }
+    order_page(&site, &headers, &staff, &id, StatusCode::OK, String::new()).await
+}
+
+#[derive(Deserialize)]
+pub struct FulfilForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    carrier: String,
+    #[serde(default)]
+    tracking_number: String,
+    #[serde(default)]
+    tracking_url: String,
+}
+
+fn some(text: &str) -> Option<String> {
+    Some(text.trim().to_owned()).filter(|t| !t.is_empty())
+}
+
+/// Ships everything left, with the carrier and tracking given.
+pub async fn fulfil(State(site): State<Site>, headers: HeaderMap, Path(id): Path<String>, Form(f): Form<FulfilForm>) -> Result<Response, PageError> {
+    if !session::csrf_ok(&headers, &f.csrf) {
+        return Err(PageError(StatusCode::FORBIDDEN, "This form has expired. Please go back, reload the page and try again.".into()));
+    }
+    let staff = match staff(&site, &headers).await? {
+        Gate::In(s) => s,
+        Gate::Out(r) => return Ok(r),
+    };
+    let body = json!({"carrier": some(&f.carrier), "tracking_number": some(&f.tracking_number), "tracking_url": some(&f.tracking_url)});
+    let path = format!("/api/v1/admin/orders/{}/fulfilments", encode(&id));
+    let (status, answer) = site.api.send_as(Method::POST, &path, &staff.headers(), Some(body)).await?;
+    if status.is_success() {
+        return Ok(Redirect::to(&format!("/admin/orders/{}", encode(&id))).into_response());
+    }
+    if status == StatusCode::FORBIDDEN {
+        return Err(forbidden());
+    }
+    let message = answer["error"]["message"].as_str().unwrap_or("That did not work.").to_owned();
+    order_page(&site, &headers, &staff, &id, StatusCode::UNPROCESSABLE_ENTITY, message).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_chart_has_a_bar_a_day_scaled_to_the_best() {
+        let svg = sales_chart(&[("2026-11-24".into(), 0), ("2026-11-25".into(), 5000)], "USD");
+        assert_eq!(svg.matches("<rect").count(), 2);
+        assert!(svg.contains(r#"height="160""#) && svg.contains("<title>2026-11-25: 50.00 USD</title>"));
+        assert_eq!(last_days(30).len(), 30);
+    }
+}
