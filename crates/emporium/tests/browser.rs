@@ -124,3 +124,56 @@ async fn no_page_scrolls_sideways_on_a_phone() {
     phone.screenshot("phone-payment").await;
     phone.quit().await;
 }
+
+#[tokio::test]
+async fn a_catalog_manager_adds_a_product_with_two_variants_and_a_picture_that_shoppers_then_find() {
+    let Some(driver) = Driver::start().await else { return };
+    let (shop, base) = served_shop().await;
+    shop.user("cm@example.com", kernel::auth::Role::CatalogManager).await;
+    let folder = tempfile::tempdir().unwrap();
+    let picture = folder.path().join("apron.png");
+    std::fs::write(&picture, catalog::media::placeholder(120, 600).unwrap()).unwrap();
+    let window = driver.session(1280, 900).await;
+
+    window.goto(&format!("{base}/account/sign-in")).await;
+    window.fill("#email", "cm@example.com").await;
+    window.fill("#password", "a long passphrase").await;
+    window.click("form.stack button[type=submit]").await;
+    window.wait_url("/account").await;
+    window.goto(&format!("{base}/admin")).await;
+    let nav = window.text("header nav").await;
+    assert!(nav.contains("Products") && !nav.contains("Orders"), "a catalog manager's console: {nav}");
+    window.goto(&format!("{base}/admin/products/new")).await;
+    for (field, value) in [("#title", "Linen Apron"), ("#description", "A heavy *linen* apron."), ("#option", "Colour"),
+        ("#value1", "Sand"), ("#sku1", "APR-S"), ("#price1", "24.00"), ("#stock1", "5"),
+        ("#value2", "Olive"), ("#sku2", "APR-O"), ("#price2", "26.00"), ("#stock2", "3"), ("#alt", "A sand linen apron, folded")] {
+        window.fill(field, value).await;
+    }
+    window.upload("#image", &picture).await;
+    window.screenshot("desktop-admin-new-product").await;
+    window.click("form.stack button[type=submit]").await;
+    window.wait_url("/admin/products").await;
+    assert!(window.text("table.lines").await.contains("Linen Apron"));
+
+    // The search follows the catalog's events: the apron is found by shoppers.
+    let mut found = false;
+    for _ in 0..50 {
+        window.goto(&format!("{base}/search?q=apron")).await;
+        if window.execute("return document.querySelectorAll('li.card').length;", json!([])).await.as_u64() == Some(1) {
+            found = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(found, "the new product never showed in the search");
+    window.click("li.card a").await;
+    window.wait_url("/products/linen-apron").await;
+    let alt = window.execute("return document.querySelector('.gallery img').alt;", json!([])).await;
+    assert_eq!(alt, "A sand linen apron, folded");
+    let loaded = window.execute("return document.querySelector('.gallery img').naturalWidth;", json!([])).await;
+    assert!(loaded.as_u64().unwrap_or(0) > 0, "the picture is served");
+    let choices = window.text("fieldset.variants").await;
+    assert!(choices.contains("Sand") && choices.contains("24.00 USD") && choices.contains("Olive") && choices.contains("26.00 USD"), "{choices}");
+    window.quit().await;
+}
+

@@ -39,6 +39,9 @@ impl Staff {
         if self.may(Permission::OrdersRead) {
             nav.push(("/admin/orders", "Orders"));
         }
+        if self.may(Permission::CatalogWrite) {
+            nav.push(("/admin/products", "Products"));
+        }
         nav
     }
 }
@@ -389,6 +392,182 @@ pub async fn fulfil(State(site): State<Site>, headers: HeaderMap, Path(id): Path
     }
     let message = answer["error"]["message"].as_str().unwrap_or("That did not work.").to_owned();
     order_page(&site, &headers, &staff, &id, StatusCode::UNPROCESSABLE_ENTITY, message).await
+}
+
+// Products
+
+#[derive(Template)]
+#[template(path = "admin/products.html")]
+struct ProductsPage<'a> {
+    shop: &'a str,
+    staff: String,
+    nav: Vec<(&'static str, &'static str)>,
+    products: Vec<(String, String, String, usize)>,
+}
+
+pub async fn products(State(site): State<Site>, headers: HeaderMap) -> Result<Response, PageError> {
+    let staff = match staff(&site, &headers).await? {
+        Gate::In(s) => s,
+        Gate::Out(r) => return Ok(r),
+    };
+    if !staff.may(Permission::CatalogWrite) {
+        return Err(forbidden());
+    }
+    let page = site.staff_get(&staff, "/api/v1/admin/products?limit=100").await?;
+    let products = page["data"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|p| {
+            let slug = p["slug"].as_str().unwrap_or_default();
+            (format!("/products/{}", encode(slug)), p["title"].as_str().unwrap_or_default().to_owned(),
+             p["status"].as_str().unwrap_or_default().to_owned(), p["variants"].as_array().map_or(0, Vec::len))
+        })
+        .collect();
+    Ok(no_store(render(&ProductsPage { shop: &site.name, staff: staff.name.clone(), nav: staff.nav(), products })))
+}
+
+/// Variant rows on the new-product form.
+const VARIANT_ROWS: usize = 3;
+
+#[derive(Template)]
+#[template(path = "admin/new_product.html")]
+struct NewProductPage<'a> {
+    shop: &'a str,
+    staff: String,
+    nav: Vec<(&'static str, &'static str)>,
+    csrf: String,
+    currency: String,
+    rows: Vec<usize>,
+    message: String,
+}
+
+fn new_product_page(site: &Site, staff: &Staff, csrf: String, status: StatusCode, message: String) -> Response {
+    let page = NewProductPage { shop: &site.name, staff: staff.name.clone(), nav: staff.nav(), csrf, currency: site.currency.clone(), rows: (1..=VARIANT_ROWS).collect(), message };
+    no_store((status, render(&page)).into_response())
+}
+
+pub async fn new_product(State(site): State<Site>, headers: HeaderMap) -> Result<Response, PageError> {
+    let staff = match staff(&site, &headers).await? {
+        Gate::In(s) => s,
+        Gate::Out(r) => return Ok(r),
+    };
+    if !staff.may(Permission::CatalogWrite) {
+        return Err(forbidden());
+    }
+    let (csrf, set) = session::csrf(&headers, site.public_url.starts_with("https://"));
+    let mut response = new_product_page(&site, &staff, csrf, StatusCode::OK, String::new());
+    if let Some(c) = set {
+        response.headers_mut().append(header::SET_COOKIE, c);
+    }
+    Ok(response)
+}
+
+/// A picture as it came in the form.
+struct Picture {
+    name: String,
+    content_type: String,
+    bytes: Vec<u8>,
+}
+
+/// `multipart/form-data` with one `file` part and an `alt` part, for the media API.
+fn picture_form(p: &Picture, alt: &str) -> (String, Vec<u8>) {
+    let boundary = format!("emporium-{}", session::random_token());
+    let mut body = Vec::new();
+    body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"alt\"\r\n\r\n{alt}\r\n").as_bytes());
+    let name = p.name.replace(['"', '\r', '\n'], "");
+    body.extend_from_slice(
+        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: {}\r\n\r\n", p.content_type).as_bytes(),
+    );
+    body.extend_from_slice(&p.bytes);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+/// Creates a product with its variants (one option), their stock and a picture.
+pub async fn create_product(State(site): State<Site>, headers: HeaderMap, mut form: axum::extract::Multipart) -> Result<Response, PageError> {
+    let staff = match staff(&site, &headers).await? {
+        Gate::In(s) => s,
+        Gate::Out(r) => return Ok(r),
+    };
+    let mut fields = std::collections::HashMap::new();
+    let mut picture: Option<Picture> = None;
+    loop {
+        let field = match form.next_field().await {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => return Ok(new_product_page(&site, &staff, String::new(), StatusCode::UNPROCESSABLE_ENTITY, e.body_text())),
+        };
+        let name = field.name().unwrap_or_default().to_owned();
+        if name == "image" {
+            let file = field.file_name().unwrap_or("picture").to_owned();
+            let content_type = field.content_type().unwrap_or("application/octet-stream").to_owned();
+            let bytes = field.bytes().await.map_err(|e| PageError(StatusCode::UNPROCESSABLE_ENTITY, e.body_text()))?;
+            if !bytes.is_empty() {
+                picture = Some(Picture { name: file, content_type, bytes: bytes.to_vec() });
+            }
+        } else {
+            let text = field.text().await.map_err(|e| PageError(StatusCode::UNPROCESSABLE_ENTITY, e.body_text()))?;
+            fields.insert(name, text);
+        }
+    }
+    let get = |k: &str| fields.get(k).map(|v| v.trim().to_owned()).unwrap_or_default();
+    if !session::csrf_ok(&headers, &get("csrf")) {
+        return Err(PageError(StatusCode::FORBIDDEN, "This form has expired. Please go back, reload the page and try again.".into()));
+    }
+    let option = get("option");
+    let mut values = Vec::new();
+    let mut variants = Vec::new();
+    let mut stock = Vec::new();
+    for row in 1..=VARIANT_ROWS {
+        let sku = get(&format!("sku{row}"));
+        if sku.is_empty() {
+            continue;
+        }
+        let value = get(&format!("value{row}"));
+        let price = match kernel::money::Currency::parse(&site.currency).map(|c| c.parse_decimal(&get(&format!("price{row}")))) {
+            Ok(Ok(p)) => p,
+            _ => return Ok(new_product_page(&site, &staff, get("csrf"), StatusCode::UNPROCESSABLE_ENTITY, format!("The price of {sku} is not an amount (e.g. 19.99)."))),
+        };
+        let option_values = if option.is_empty() { Vec::new() } else { vec![value.clone()] };
+        values.push(value);
+        variants.push(json!({"sku": sku, "prices": {site.currency.as_str(): price}, "option_values": option_values}));
+        stock.push((sku, get(&format!("stock{row}")).parse::<i64>().unwrap_or(0)));
+    }
+    let mut body = json!({"title": get("title"), "description": get("description"), "status": get("status"), "variants": variants});
+    if !get("brand").is_empty() {
+        body["brand"] = json!(get("brand"));
+    }
+    if !option.is_empty() {
+        body["options"] = json!([{"name": option, "values": values}]);
+    }
+    let (status, product) = site.api.send_as(Method::POST, "/api/v1/admin/products", &staff.headers(), Some(body)).await?;
+    if status == StatusCode::FORBIDDEN {
+        return Err(forbidden());
+    }
+    if !status.is_success() {
+        let message = product["error"]["message"].as_str().unwrap_or("The product could not be made.").to_owned();
+        return Ok(new_product_page(&site, &staff, get("csrf"), StatusCode::UNPROCESSABLE_ENTITY, message));
+    }
+    let id = product["id"].as_str().unwrap_or_default().to_owned();
+    for (sku, on_hand) in stock {
+        let path = format!("/api/v1/admin/inventory/{}", encode(&sku));
+        let (status, answer) = site.api.send_as(Method::PUT, &path, &staff.headers(), Some(json!({"on_hand": on_hand.max(0)}))).await?;
+        if !status.is_success() {
+            tracing::warn!(sku, answer = %answer, "the new product's stock was not set");
+        }
+    }
+    if let Some(p) = &picture {
+        let (content_type, body) = picture_form(p, &get("alt"));
+        let path = format!("/api/v1/admin/products/{}/media", encode(&id));
+        let (status, answer) = site.api.send_bytes(Method::POST, &path, &staff.headers(), &content_type, body).await?;
+        if !status.is_success() {
+            let message = format!("The product was made, but not its picture: {}", answer["error"]["message"].as_str().unwrap_or("refused"));
+            return Ok(new_product_page(&site, &staff, get("csrf"), StatusCode::UNPROCESSABLE_ENTITY, message));
+        }
+    }
+    Ok(Redirect::to("/admin/products").into_response())
 }
 
 #[cfg(test)]

@@ -83,6 +83,21 @@ impl Api {
             None => request.body(Body::empty()),
         }
         .map_err(|e| ApiError::Transport(e.to_string()))?;
+        self.finish(router, request).await
+    }
+
+    /// Sends a body of another kind (a `multipart/form-data` upload).
+    pub async fn send_bytes(&self, method: Method, path: &str, headers: &[(&str, String)], content_type: &str, body: Vec<u8>) -> Result<(StatusCode, Value), ApiError> {
+        let router = self.router.get().ok_or(ApiError::NotBound)?.clone();
+        let mut request = Request::builder().method(method).uri(path).header("content-type", content_type);
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        let request = request.body(Body::from(body)).map_err(|e| ApiError::Transport(e.to_string()))?;
+        self.finish(router, request).await
+    }
+
+    async fn finish(&self, router: Router, request: Request<Body>) -> Result<(StatusCode, Value), ApiError> {
         let response = router.oneshot(request).await.map_err(|e| ApiError::Transport(e.to_string()))?;
         let status = response.status();
         let bytes = response.into_body().collect().await.map_err(|e| ApiError::Transport(e.to_string()))?.to_bytes();

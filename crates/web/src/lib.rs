@@ -70,6 +70,8 @@ pub fn router(site: Site) -> Router {
         .route("/admin/orders", get(admin::orders))
         .route("/admin/orders/{id}", get(admin::order))
         .route("/admin/orders/{id}/fulfil", post(admin::fulfil))
+        .route("/admin/products", get(admin::products).post(admin::create_product))
+        .route("/admin/products/new", get(admin::new_product))
         .route("/robots.txt", get(pages::robots))
         .route("/sitemap.xml", get(pages::sitemap))
         .route("/assets/site.css", get(stylesheet))

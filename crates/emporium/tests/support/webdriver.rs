@@ -169,6 +169,11 @@ impl Session<'_> {
         self.on_element(css, reqwest::Method::POST, "/value", Some(json!({"text": text}))).await;
     }
 
+    /// Chooses `path` in the file field `css`.
+    pub async fn upload(&self, css: &str, path: &std::path::Path) {
+        self.on_element(css, reqwest::Method::POST, "/value", Some(json!({"text": path.display().to_string()}))).await;
+    }
+
     pub async fn text(&self, css: &str) -> String {
         self.on_element(css, reqwest::Method::GET, "/text", None).await.as_str().unwrap_or_default().to_owned()
     }
