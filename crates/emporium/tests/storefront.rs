@@ -430,3 +430,22 @@ async fn an_order_manager_ships_from_the_console_and_the_customer_sees_the_track
     let mut shopper = staff_browser(&shop, "shopper@example.com", kernel::auth::Role::Customer).await;
     assert_eq!(shopper.get("/admin").await.0, StatusCode::FORBIDDEN, "a customer has no console");
 }
+
+#[tokio::test]
+async fn a_shopper_asks_to_hear_when_a_variant_is_back_and_does() {
+    let shop = Shop::with(|c| c.services.extend(["search".to_owned(), "notify".to_owned()])).await;
+    create(&shop, json!({"title": "Brass Desk Lamp", "status": "active",
+        "options": [{"name": "Finish", "values": ["Brass", "Black"]}],
+        "variants": [{"sku": "LAMP-BR", "option_values": ["Brass"], "prices": {"USD": 8900}},
+                     {"sku": "LAMP-BK", "option_values": ["Black"], "prices": {"USD": 7900}}]})).await;
+    stock(&shop, "LAMP-BR", 3).await;
+    let mut browser = Browser::new(&shop);
+    let (_, product) = browser.get("/products/brass-desk-lamp").await;
+    assert!(product.contains(r#"<option value="LAMP-BK">Black</option>"#) && !product.contains(r#"<option value="LAMP-BR">"#), "{product}");
+    let (status, asked) = browser.submit(&product, "/products/brass-desk-lamp/notify-me", &[("sku", "LAMP-BK"), ("email", "lin@example.com")]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(asked.contains("We will email you once, when it is back in stock."));
+    stock(&shop, "LAMP-BK", 2).await;
+    let link = mail_link(&shop, "lin@example.com", "is back in stock", "/products/").await;
+    assert!(link.ends_with("/products/brass-desk-lamp"), "{link}");
+}

@@ -48,6 +48,7 @@ pub fn router(site: Site) -> Router {
         .route("/search", get(pages::search))
         .route("/categories/{slug}", get(pages::category))
         .route("/products/{slug}", get(pages::product))
+        .route("/products/{slug}/notify-me", post(pages::notify_me))
         .route("/cart", get(cart::show))
         .route("/cart/items", post(cart::add))
         .route("/cart/items/{id}", post(cart::update))

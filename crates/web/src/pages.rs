@@ -426,6 +426,10 @@ struct ProductPage<'a> {
     canonical: String,
     also_bought: Vec<Card>,
     similar: Vec<Card>,
+    /// Variants a shopper may ask to hear about: (sku, label).
+    waiting: Vec<(String, String)>,
+    slug: String,
+    notice: String,
 }
 
 /// JSON for a `<script>` element: nothing in it can close the element.
@@ -461,7 +465,13 @@ fn plain(text: &str, max: usize) -> String {
     format!("{}…", cut.rsplit_once(' ').map_or(cut.as_str(), |(head, _)| head))
 }
 
-pub async fn product(State(site): State<Site>, headers: axum::http::HeaderMap, Path(slug): Path<String>) -> Result<Response, PageError> {
+#[derive(Debug, Default, Deserialize)]
+pub struct ProductQuery {
+    #[serde(default)]
+    notified: Option<u8>,
+}
+
+pub async fn product(State(site): State<Site>, headers: axum::http::HeaderMap, Path(slug): Path<String>, Query(q): Query<ProductQuery>) -> Result<Response, PageError> {
     let (csrf, set_csrf) = crate::session::csrf(&headers, site.public_url.starts_with("https://"));
     let p: Product = site.api.get(&format!("/api/v1/products/{}", encode(&slug))).await?;
     let currency = site.currency.as_str();
@@ -505,10 +515,14 @@ pub async fn product(State(site): State<Site>, headers: axum::http::HeaderMap, P
     }
     let also_bought = site.cards(&format!("/api/v1/products/{}/recommendations?kind=also_bought&limit=4", encode(&p.id))).await;
     let similar = site.cards(&format!("/api/v1/products/{}/recommendations?kind=similar&limit=4", encode(&p.id))).await;
+    let waiting: Vec<(String, String)> = offers.iter().filter(|o| !o.in_stock).map(|o| (o.sku.clone(), o.label.clone())).collect();
     let page = ProductPage {
         shop: &site.name,
         query: "",
         csrf,
+        waiting,
+        slug: p.slug.clone(),
+        notice: if q.notified.is_some() { "We will email you once, when it is back in stock.".into() } else { String::new() },
         title: p.seo_title.clone().unwrap_or_else(|| p.title.clone()),
         description: p.seo_description.clone().unwrap_or_else(|| plain(&text_of(&p.description_html), 160)),
         brand: p.brand.clone().unwrap_or_default(),
@@ -527,6 +541,33 @@ pub async fn product(State(site): State<Site>, headers: axum::http::HeaderMap, P
         response.headers_mut().append(header::SET_COOKIE, cookie);
     }
     Ok(response)
+}
+
+#[derive(Deserialize)]
+pub struct NotifyForm {
+    #[serde(default)]
+    csrf: String,
+    email: String,
+    sku: String,
+}
+
+/// "Email me when it is back": the notify API's alert for one SKU.
+pub async fn notify_me(State(site): State<Site>, headers: axum::http::HeaderMap, Path(slug): Path<String>, axum::Form(f): axum::Form<NotifyForm>) -> Result<Response, PageError> {
+    if !crate::session::csrf_ok(&headers, &f.csrf) {
+        return Err(PageError(StatusCode::FORBIDDEN, "This form has expired. Please go back, reload the page and try again.".into()));
+    }
+    let p: Value = site.api.get(&format!("/api/v1/products/{}", encode(&slug))).await?;
+    let id = p["id"].as_str().unwrap_or_default();
+    let mut credentials = Vec::new();
+    if let Some(access) = crate::session::cookie(&headers, crate::account::ACCESS) {
+        credentials.push(("authorization", format!("Bearer {access}")));
+    }
+    let path = format!("/api/v1/products/{}/notify-me", encode(id));
+    let (status, body) = site.api.send_as(axum::http::Method::POST, &path, &credentials, Some(json!({"email": f.email, "sku": f.sku}))).await?;
+    if status.is_success() {
+        return Ok(axum::response::Redirect::to(&format!("/products/{}?notified=1", encode(&slug))).into_response());
+    }
+    Err(PageError(StatusCode::UNPROCESSABLE_ENTITY, body["error"]["message"].as_str().unwrap_or("That did not work.").to_owned()))
 }
 
 // For robots
