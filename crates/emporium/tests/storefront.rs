@@ -449,3 +449,37 @@ async fn a_shopper_asks_to_hear_when_a_variant_is_back_and_does() {
     let link = mail_link(&shop, "lin@example.com", "is back in stock", "/products/").await;
     assert!(link.ends_with("/products/brass-desk-lamp"), "{link}");
 }
+
+#[tokio::test]
+async fn a_customer_sets_preferences_downloads_their_data_and_deletes_the_account() {
+    let shop = Shop::with(|c| c.services.extend(["search".to_owned(), "notify".to_owned()])).await;
+    let mut browser = Browser::new(&shop);
+    let (_, form) = browser.get("/account/sign-up").await;
+    browser.submit(&form, "/account/sign-up", &[("name", "Lin"), ("email", "lin@example.com"), ("password", "a long passphrase")]).await;
+
+    let (_, prefs) = browser.get("/account/preferences").await;
+    assert!(prefs.contains("Emails about your account and your orders always come."));
+    let (status, refused) = browser.submit(&prefs, "/account/preferences", &[("order_sms", "on")]).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(refused.contains(r#"class="alert""#), "SMS needs a number: {refused}");
+    let (status, saved) = browser.submit(&prefs, "/account/preferences", &[("order_sms", "on"), ("phone", "+1 415 555 0100")]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(saved.contains("Saved.") && saved.contains(r#"value="+14155550100""#) && saved.contains(r#"id="order_sms" name="order_sms" value="on" checked"#), "{saved}");
+
+    let (status, headers, data) = browser.request("GET", "/account/export", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers["content-disposition"].to_str().unwrap().contains("attachment"));
+    let data: Value = serde_json::from_str(&data).unwrap();
+    assert_eq!(data["account"]["email"].as_str().or(data["user"]["email"].as_str()).or(data["email"].as_str()), Some("lin@example.com"), "{data}");
+
+    let (_, account) = browser.get("/account").await;
+    let (status, _) = browser.submit(&account, "/account/delete", &[("password", "not it")]).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, gone) = browser.submit(&account, "/account/delete", &[("password", "a long passphrase")]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(gone.contains("Your account and its personal data are gone."));
+    assert!(!browser.cookies.contains_key("access"));
+    let (_, form) = browser.get("/account/sign-in").await;
+    let (status, _) = browser.submit(&form, "/account/sign-in", &[("email", "lin@example.com"), ("password", "a long passphrase")]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "the account is gone");
+}

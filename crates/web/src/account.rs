@@ -540,3 +540,103 @@ pub async fn mfa_confirm(State(site): State<Site>, headers: HeaderMap, Form(f): 
     Ok((StatusCode::UNPROCESSABLE_ENTITY, render(&page)).into_response())
 }
 
+// Preferences, export, deletion
+
+#[derive(Template)]
+#[template(path = "preferences.html")]
+struct PreferencesPage<'a> {
+    shop: &'a str,
+    query: &'a str,
+    csrf: String,
+    order_sms: bool,
+    phone: String,
+    marketing_email: bool,
+    message: String,
+    saved: bool,
+}
+
+fn preferences_page(site: &Site, headers: &HeaderMap, prefs: &Value, status: StatusCode, message: String, saved: bool) -> Response {
+    let (csrf, set) = session::csrf(headers, site.public_url.starts_with("https://"));
+    let page = PreferencesPage {
+        shop: &site.name,
+        query: "",
+        csrf,
+        order_sms: prefs["order_sms"].as_bool().unwrap_or(false),
+        phone: prefs["phone"].as_str().unwrap_or_default().to_owned(),
+        marketing_email: prefs["marketing_email"].as_bool().unwrap_or(false),
+        message,
+        saved,
+    };
+    append((status, render(&page)).into_response(), vec![set])
+}
+
+pub async fn preferences(State(site): State<Site>, headers: HeaderMap) -> Result<Response, PageError> {
+    match site.user_call(&headers, Method::GET, "/api/v1/me/notification-preferences", None).await? {
+        Some((status, prefs)) if status.is_success() => Ok(preferences_page(&site, &headers, &prefs, StatusCode::OK, String::new(), false)),
+        Some((status, body)) if status != StatusCode::UNAUTHORIZED => Err(ApiError::Status { status, body }.into()),
+        _ => Ok(to_sign_in()),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct PreferencesForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    order_sms: Option<String>,
+    #[serde(default)]
+    phone: String,
+    #[serde(default)]
+    marketing_email: Option<String>,
+}
+
+pub async fn save_preferences(State(site): State<Site>, headers: HeaderMap, Form(f): Form<PreferencesForm>) -> Result<Response, PageError> {
+    if !session::csrf_ok(&headers, &f.csrf) {
+        return Ok(expired());
+    }
+    let phone = Some(f.phone.trim().to_owned()).filter(|p| !p.is_empty());
+    let body = json!({"order_sms": f.order_sms.is_some(), "phone": phone, "marketing_email": f.marketing_email.is_some()});
+    let Some((status, answer)) = site.user_call(&headers, Method::PUT, "/api/v1/me/notification-preferences", Some(body.clone())).await? else { return Ok(to_sign_in()) };
+    if status.is_success() {
+        return Ok(preferences_page(&site, &headers, &answer, StatusCode::OK, "Saved.".into(), true));
+    }
+    Ok(preferences_page(&site, &headers, &body, StatusCode::UNPROCESSABLE_ENTITY, message_of(&answer), false))
+}
+
+/// The account's data, as the API exports it, for download.
+pub async fn export(State(site): State<Site>, headers: HeaderMap) -> Result<Response, PageError> {
+    let Some((status, data)) = site.user_call(&headers, Method::GET, "/api/v1/me/export", None).await? else { return Ok(to_sign_in()) };
+    if !status.is_success() {
+        return Err(ApiError::Status { status, body: data }.into());
+    }
+    let body = serde_json::to_string_pretty(&data).unwrap_or_default();
+    Ok((
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8"), (header::CONTENT_DISPOSITION, "attachment; filename=\"my-data.json\""), (header::CACHE_CONTROL, "no-store")],
+        body,
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+pub struct DeleteForm {
+    #[serde(default)]
+    csrf: String,
+    password: String,
+}
+
+/// Deletes the account (the password confirms it) and signs out.
+pub async fn delete(State(site): State<Site>, headers: HeaderMap, Form(f): Form<DeleteForm>) -> Result<Response, PageError> {
+    if !session::csrf_ok(&headers, &f.csrf) {
+        return Ok(expired());
+    }
+    let Some((status, answer)) = site.user_call(&headers, Method::DELETE, "/api/v1/me", Some(json!({"password": f.password}))).await? else { return Ok(to_sign_in()) };
+    if !status.is_success() {
+        return Err(PageError(StatusCode::UNPROCESSABLE_ENTITY, message_of(&answer)));
+    }
+    let page = TokenPage {
+        shop: &site.name, query: "", csrf: f.csrf, heading: "Your account is deleted", action: "", token: String::new(),
+        password: false, button: "", message: "Your account and its personal data are gone.".into(), done: true,
+    };
+    Ok(append(render(&page), site.signed_out_cookies()))
+}
+
