@@ -59,12 +59,23 @@ async fn a_guest_finds_a_lamp_by_a_typo_and_pays_after_a_declined_card() {
     window.goto(&format!("{base}/")).await;
     assert_eq!(window.title().await, "Emporium");
     window.screenshot("desktop-home").await;
+    // Typing offers suggestions (the enhancement script), then a typo still finds the lamp.
+    window.fill("#q", "bras").await;
+    let mut offered = String::new();
+    for _ in 0..50 {
+        offered = window.execute("return Array.from(document.querySelectorAll('#suggestions option')).map(o => o.value).join('|');", json!([])).await.as_str().unwrap_or_default().to_owned();
+        if !offered.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(offered.contains("Brass Desk Lamp"), "suggestions: {offered}");
     window.fill("#q", "lmap").await;
     window.click("form.search button").await;
     window.wait_url("/search?q=lmap").await;
-    assert!(window.title().await.starts_with("Results for “lmap”"));
+    window.wait_title("Results for “lmap”").await;
     window.click("li.card a").await;
-    assert_eq!(window.title().await, "Brass Desk Lamp · Emporium");
+    window.wait_title("Brass Desk Lamp").await;
     window.screenshot("desktop-product").await;
     window.click("label[for=v2]").await; // Black
     window.fill("#quantity", "2").await;
@@ -81,10 +92,12 @@ async fn a_guest_finds_a_lamp_by_a_typo_and_pays_after_a_declined_card() {
     window.click("label[for=c3]").await; // tok_chargeDeclined
     window.click("form.stack button[type=submit]").await;
     assert_eq!(window.text("p.alert").await, "Your card was declined.");
+    window.wait_title("Payment").await;
     let (_, levels) = shop.send("GET", "/api/v1/admin/inventory?sku=LAMP-BK", &shop.as_staff(), None).await;
     assert_eq!(levels[0]["reserved"], 0, "the stock is back: {levels}");
     window.click("label[for=c1]").await; // tok_visa
     window.click("form.stack button[type=submit]").await;
+    window.wait_title("Order #1001").await;
     assert_eq!(window.text("main h1").await, "Order #1001");
     assert!(window.text("p.success").await.contains("a receipt is on its way to ada@example.com"));
     window.screenshot("desktop-confirmation").await;
@@ -114,12 +127,15 @@ async fn no_page_scrolls_sideways_on_a_phone() {
         phone.screenshot(&format!("phone-{name}")).await;
     }
     phone.click("form.add button").await;
+    phone.wait_url("/cart").await;
     assert_eq!(phone.execute(overflow, json!([])).await, 0, "the cart is wider than the phone");
     phone.screenshot("phone-cart").await;
     phone.click("a.button").await;
+    phone.wait_url("/checkout").await;
     assert_eq!(phone.execute(overflow, json!([])).await, 0, "the checkout is wider than the phone");
     phone.screenshot("phone-checkout").await;
     fill_address(&phone).await;
+    phone.wait_url("/checkout/pay").await;
     assert_eq!(phone.execute(overflow, json!([])).await, 0, "the payment page is wider than the phone");
     phone.screenshot("phone-payment").await;
     phone.quit().await;

@@ -79,6 +79,7 @@ pub fn router(site: Site) -> Router {
         .route("/robots.txt", get(pages::robots))
         .route("/sitemap.xml", get(pages::sitemap))
         .route("/assets/site.css", get(stylesheet))
+        .route("/assets/search.js", get(script))
         .layer(middleware::from_fn_with_state(site.clone(), account::renew_session))
         .layer(middleware::from_fn(security_headers))
         .with_state(site)
@@ -101,6 +102,13 @@ async fn stylesheet() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "public, max-age=3600")],
         include_str!("../assets/site.css"),
+    )
+}
+
+async fn script() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (header::CACHE_CONTROL, "public, max-age=3600")],
+        include_str!("../assets/search.js"),
     )
 }
 

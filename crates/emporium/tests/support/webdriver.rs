@@ -194,6 +194,17 @@ impl Session<'_> {
         panic!("still at {} instead of …{suffix}: {}", self.url().await, page.as_str().unwrap_or_default());
     }
 
+    /// Waits (up to 5 s) until the page's title starts with `prefix`.
+    pub async fn wait_title(&self, prefix: &str) {
+        for _ in 0..50 {
+            if self.title().await.starts_with(prefix) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the title is still {:?}, not {prefix}…", self.title().await);
+    }
+
     pub async fn title(&self) -> String {
         self.get("/title").await.as_str().unwrap_or_default().to_owned()
     }
