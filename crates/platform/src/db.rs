@@ -115,11 +115,24 @@ impl Db {
                     source,
                 })?;
             }
-            let pool = SqlitePoolOptions::new()
-                .max_connections(options.max_connections)
-                .min_connections(1)
-                .connect_with(opts)
-                .await?;
+            // A fresh file switched to WAL by several processes at once
+            // answers "database is locked" before the busy timeout applies:
+            // the loser waits a little and opens it again.
+            let mut tries = 0u64;
+            let pool = loop {
+                let opened = SqlitePoolOptions::new()
+                    .max_connections(options.max_connections)
+                    .min_connections(1)
+                    .connect_with(opts.clone())
+                    .await;
+                match opened {
+                    Err(e) if tries < 20 && e.as_database_error().and_then(|d| d.code()).is_some_and(|c| c == "5") => {
+                        tries += 1;
+                        tokio::time::sleep(Duration::from_millis(20 * tries)).await;
+                    }
+                    other => break other?,
+                }
+            };
             Pool::Sqlite(pool)
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let opts = PgConnectOptions::from_str(url)?
