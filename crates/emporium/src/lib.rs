@@ -18,7 +18,7 @@ pub mod ports;
 pub async fn start_shop(config: Arc<Config>, demo: bool) -> Result<App, app::StartError> {
     let api = web::Api::default();
     let app = start(config.clone(), web::router(web::Site::new(api.clone(), &config)), demo).await?;
-    api.bind(app.router());
+    api.bind(app.internal_router());
     Ok(app)
 }
 

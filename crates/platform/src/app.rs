@@ -55,6 +55,8 @@ struct Readiness {
 /// A started process: its router and the background work behind it.
 pub struct App {
     router: Router,
+    /// The API's routes alone, for callers in this process (the pages).
+    internal: Router,
     config: Arc<Config>,
     dbs: Vec<(&'static str, Db)>,
     bus: Arc<dyn EventBus>,
@@ -214,12 +216,20 @@ impl App {
             )),
             api_keys: ports.get::<dyn ApiKeyResolver>(),
         };
-        let router = assemble(api, pages, readiness, auth, &config);
-        Ok(App { router, config, dbs, bus, shutdown, relays, ports })
+        let (router, internal) = assemble(api, pages, readiness, auth, &config);
+        Ok(App { router, internal, config, dbs, bus, shutdown, relays, ports })
     }
 
     pub fn router(&self) -> Router {
         self.router.clone()
+    }
+
+    /// The API's routes for callers in this process (the storefront's
+    /// pages): the same handlers, authentication and error shapes, without
+    /// the outer layers a page request already went through (request id,
+    /// access log, metrics), so one page is one logged request.
+    pub fn internal_router(&self) -> Router {
+        self.internal.clone()
     }
 
     /// The database of a running service (for tests and tools).
@@ -302,14 +312,23 @@ async fn connect_redis(url: &str) -> Result<redis::aio::ConnectionManager, Start
     Errors, pagination, idempotency and money follow the API conventions."))]
 struct ApiDoc;
 
-fn assemble(api: OpenApiRouter, pages: Router, readiness: Readiness, auth: AuthLayer, config: &Config) -> Router {
+/// The app's router, and the API's routes alone for in-process callers.
+fn assemble(api: OpenApiRouter, pages: Router, readiness: Readiness, auth: AuthLayer, config: &Config) -> (Router, Router) {
     let core = OpenApiRouter::with_openapi(<ApiDoc as utoipa::OpenApi>::openapi())
         .routes(routes!(healthz))
         .merge(OpenApiRouter::new().routes(routes!(readyz)).with_state(readiness))
         .merge(api);
     let (router, openapi) = core.split_for_parts();
+    let internal = router
+        .clone()
+        .fallback(http::not_found)
+        .method_not_allowed_fallback(http::method_not_allowed)
+        .layer(axum::Extension(auth.clone()))
+        .layer(axum::extract::DefaultBodyLimit::max(config.http.body_limit_bytes))
+        .layer(CatchPanicLayer::custom(http::panic_response))
+        .layer(middleware::from_fn(http::shape_errors));
     let openapi = Arc::new(openapi);
-    router
+    let public = router
         .route("/metrics", get(metrics))
         .route(
             "/api/openapi.json",
@@ -327,7 +346,8 @@ fn assemble(api: OpenApiRouter, pages: Router, readiness: Readiness, auth: AuthL
         .layer(axum::extract::DefaultBodyLimit::max(config.http.body_limit_bytes))
         .layer(CatchPanicLayer::custom(http::panic_response))
         .layer(middleware::from_fn(http::shape_errors))
-        .layer(middleware::from_fn(http::request_id))
+        .layer(middleware::from_fn(http::request_id));
+    (public, internal)
 }
 
 #[derive(Serialize, ToSchema)]
