@@ -18,40 +18,42 @@ use crate::pages::{PageError, money, render};
 use crate::session;
 
 /// The signed-in staff member: their name, token and permissions.
-struct Staff {
-    name: String,
+pub(crate) struct Staff {
+    pub(crate) name: String,
     token: String,
     permissions: Vec<Permission>,
 }
 
 impl Staff {
-    fn may(&self, p: Permission) -> bool {
+    pub(crate) fn may(&self, p: Permission) -> bool {
         self.permissions.contains(&p)
     }
 
-    fn headers(&self) -> Vec<(&'static str, String)> {
+    pub(crate) fn headers(&self) -> Vec<(&'static str, String)> {
         vec![("authorization", format!("Bearer {}", self.token))]
     }
 
     /// The console's sections this person may open: (path, label).
-    fn nav(&self) -> Vec<(&'static str, &'static str)> {
+    pub(crate) fn nav(&self) -> Vec<(&'static str, &'static str)> {
         let mut nav = vec![("/admin", "Dashboard")];
         if self.may(Permission::OrdersRead) {
             nav.push(("/admin/orders", "Orders"));
         }
-        if self.may(Permission::CatalogWrite) {
-            nav.push(("/admin/products", "Products"));
+        for s in crate::sections::SECTIONS.iter() {
+            if self.may(s.read) {
+                nav.push((s.path, s.title));
+            }
         }
         nav
     }
 }
 
-enum Gate {
+pub(crate) enum Gate {
     In(Staff),
     Out(Response),
 }
 
-async fn staff(site: &Site, headers: &HeaderMap) -> Result<Gate, PageError> {
+pub(crate) async fn staff(site: &Site, headers: &HeaderMap) -> Result<Gate, PageError> {
     let Some(token) = session::cookie(headers, ACCESS) else {
         return Ok(Gate::Out(Redirect::to("/account/sign-in").into_response()));
     };
@@ -66,12 +68,12 @@ async fn staff(site: &Site, headers: &HeaderMap) -> Result<Gate, PageError> {
     Ok(Gate::In(Staff { name: me["name"].as_str().unwrap_or_default().to_owned(), token, permissions: permissions_of(&roles) }))
 }
 
-fn forbidden() -> PageError {
+pub(crate) fn forbidden() -> PageError {
     PageError(StatusCode::FORBIDDEN, "Your role does not give access to this page.".into())
 }
 
 impl Site {
-    async fn staff_get(&self, staff: &Staff, path: &str) -> Result<Value, ApiError> {
+    pub(crate) async fn staff_get(&self, staff: &Staff, path: &str) -> Result<Value, ApiError> {
         let (status, body) = self.api.send_as(Method::GET, path, &staff.headers(), None).await?;
         if !status.is_success() {
             return Err(ApiError::Status { status, body });
@@ -80,7 +82,7 @@ impl Site {
     }
 }
 
-fn no_store(mut r: Response) -> Response {
+pub(crate) fn no_store(mut r: Response) -> Response {
     r.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
     r
 }
@@ -285,6 +287,8 @@ struct Entry {
     at: String,
     kind: String,
     actor: Option<String>,
+    #[serde(default)]
+    data: Value,
 }
 
 #[derive(Debug, Deserialize)]
@@ -315,11 +319,25 @@ struct OrderPage<'a> {
     parcels: Vec<(String, String, String, String)>,
     timeline: Vec<(String, String, String)>,
     can_fulfil: bool,
+    forms: Vec<crate::console::FormView>,
     message: String,
+    done: String,
+    answer: Vec<crate::console::Detail>,
 }
 
 async fn order_page(site: &Site, headers: &HeaderMap, staff: &Staff, id: &str, status: StatusCode, message: String) -> Result<Response, PageError> {
-    let o: Order = serde_json::from_value(site.staff_get(staff, &format!("/api/v1/admin/orders/{}", encode(id))).await?)
+    let record = site.staff_get(staff, &format!("/api/v1/admin/orders/{}", encode(id))).await?;
+    let target = format!("/admin/orders/{}/act", encode(id));
+    let mut forms = crate::console::forms(site, staff, crate::sections::ORDER_ACTIONS, &target, &record);
+    let open = matches!(record["status"].as_str(), Some("pending_payment" | "payment_failed" | "paid"));
+    let shipped = record["fulfilments"].as_array().is_some_and(|f| !f.is_empty());
+    forms.retain(|f| match f.key {
+        "cancel" => open,
+        "delivered" => shipped && record["status"] != "delivered",
+        "refund" => record["captured"]["amount"].as_i64().unwrap_or(0) > record["refunded"]["amount"].as_i64().unwrap_or(0),
+        _ => true,
+    });
+    let o: Order = serde_json::from_value(record)
         .map_err(|e| PageError::from(ApiError::Shape { path: "/api/v1/admin/orders/{id}".into(), reason: e.to_string() }))?;
     let (csrf, set) = session::csrf(headers, site.public_url.starts_with("https://"));
     let left: i64 = o.lines.iter().map(|l| l.quantity - l.fulfilled).sum();
@@ -334,9 +352,22 @@ async fn order_page(site: &Site, headers: &HeaderMap, staff: &Staff, id: &str, s
         email: o.email.unwrap_or_default(),
         lines: o.lines.iter().map(|l| (if l.variant_title.is_empty() || l.variant_title == "Default" { l.title.clone() } else { format!("{} — {}", l.title, l.variant_title) }, l.sku.clone(), l.quantity, l.fulfilled)).collect(),
         parcels: o.fulfilments.iter().map(|f| (f.carrier.clone().unwrap_or_default(), f.tracking_number.clone().unwrap_or_default(), f.tracking_url.clone().unwrap_or_default(), day_of(&f.created_at))).collect(),
-        timeline: o.timeline.iter().map(|e| (e.at.replace('T', " ").chars().take(16).collect(), e.kind.replace('_', " "), e.actor.clone().unwrap_or_default())).collect(),
+        timeline: o
+            .timeline
+            .iter()
+            .map(|e| {
+                let what = match e.data.get("text").or_else(|| e.data.get("reason")).and_then(Value::as_str) {
+                    Some(text) => format!("{}: {text}", e.kind.replace('_', " ")),
+                    None => e.kind.replace('_', " "),
+                };
+                (e.at.replace('T', " ").chars().take(16).collect(), what, e.actor.clone().unwrap_or_default())
+            })
+            .collect(),
         can_fulfil: staff.may(Permission::OrdersWrite) && left > 0 && matches!(o.status.as_str(), "paid" | "partially_fulfilled"),
+        forms,
         message,
+        done: String::new(),
+        answer: Vec::new(),
     };
     let mut response = no_store((status, render(&page)).into_response());
     if let Some(c) = set {
@@ -394,39 +425,23 @@ pub async fn fulfil(State(site): State<Site>, headers: HeaderMap, Path(id): Path
     order_page(&site, &headers, &staff, &id, StatusCode::UNPROCESSABLE_ENTITY, message).await
 }
 
-// Products
-
-#[derive(Template)]
-#[template(path = "admin/products.html")]
-struct ProductsPage<'a> {
-    shop: &'a str,
-    staff: String,
-    nav: Vec<(&'static str, &'static str)>,
-    products: Vec<(String, String, String, usize)>,
-}
-
-pub async fn products(State(site): State<Site>, headers: HeaderMap) -> Result<Response, PageError> {
+/// Sends one of the order page's forms (a note, a refund, a cancellation, delivered).
+pub async fn order_action(State(site): State<Site>, headers: HeaderMap, Path(id): Path<String>, Form(posted): Form<Vec<(String, String)>>) -> Result<Response, PageError> {
+    let csrf = posted.iter().find(|(k, _)| k == "csrf").map(|(_, v)| v.as_str()).unwrap_or_default();
+    if !session::csrf_ok(&headers, csrf) {
+        return Err(PageError(StatusCode::FORBIDDEN, "This form has expired. Please go back, reload the page and try again.".into()));
+    }
     let staff = match staff(&site, &headers).await? {
         Gate::In(s) => s,
         Gate::Out(r) => return Ok(r),
     };
-    if !staff.may(Permission::CatalogWrite) {
-        return Err(forbidden());
+    match crate::console::send(&site, &staff, crate::sections::ORDER_ACTIONS, &id, &posted).await? {
+        Ok(()) => Ok(Redirect::to(&format!("/admin/orders/{}", encode(&id))).into_response()),
+        Err(message) => order_page(&site, &headers, &staff, &id, StatusCode::UNPROCESSABLE_ENTITY, message).await,
     }
-    let page = site.staff_get(&staff, "/api/v1/admin/products?limit=100").await?;
-    let products = page["data"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .map(|p| {
-            let slug = p["slug"].as_str().unwrap_or_default();
-            (format!("/products/{}", encode(slug)), p["title"].as_str().unwrap_or_default().to_owned(),
-             p["status"].as_str().unwrap_or_default().to_owned(), p["variants"].as_array().map_or(0, Vec::len))
-        })
-        .collect();
-    Ok(no_store(render(&ProductsPage { shop: &site.name, staff: staff.name.clone(), nav: staff.nav(), products })))
 }
+
+// Products
 
 /// Variant rows on the new-product form.
 const VARIANT_ROWS: usize = 3;
@@ -568,6 +583,114 @@ pub async fn create_product(State(site): State<Site>, headers: HeaderMap, mut fo
         }
     }
     Ok(Redirect::to("/admin/products").into_response())
+}
+
+// Import and export
+
+#[derive(Template)]
+#[template(path = "admin/import.html")]
+struct ImportPage<'a> {
+    shop: &'a str,
+    staff: String,
+    nav: Vec<(&'static str, &'static str)>,
+    csrf: String,
+    currency: String,
+    message: String,
+    /// (rows, created, updated, variants created, variants updated)
+    totals: Option<(i64, i64, i64, i64, i64)>,
+    /// (line, handle, column, reason)
+    errors: Vec<(i64, String, String, String)>,
+}
+
+impl ImportPage<'_> {
+    fn respond(&self, status: StatusCode, set: Option<header::HeaderValue>) -> Response {
+        let mut response = no_store((status, render(self)).into_response());
+        if let Some(c) = set {
+            response.headers_mut().append(header::SET_COOKIE, c);
+        }
+        response
+    }
+}
+
+pub async fn import_form(State(site): State<Site>, headers: HeaderMap) -> Result<Response, PageError> {
+    let staff = match staff(&site, &headers).await? {
+        Gate::In(s) => s,
+        Gate::Out(r) => return Ok(r),
+    };
+    if !staff.may(Permission::CatalogWrite) {
+        return Err(forbidden());
+    }
+    let (csrf, set) = session::csrf(&headers, site.public_url.starts_with("https://"));
+    let page = ImportPage { shop: &site.name, staff: staff.name.clone(), nav: staff.nav(), csrf, currency: site.currency.clone(), message: String::new(), totals: None, errors: Vec::new() };
+    Ok(page.respond(StatusCode::OK, set))
+}
+
+/// Imports a Shopify product CSV through the catalog API and shows its per-row report.
+pub async fn import(State(site): State<Site>, headers: HeaderMap, mut form: axum::extract::Multipart) -> Result<Response, PageError> {
+    let staff = match staff(&site, &headers).await? {
+        Gate::In(s) => s,
+        Gate::Out(r) => return Ok(r),
+    };
+    let (mut csrf, mut currency, mut file) = (String::new(), site.currency.clone(), Vec::new());
+    loop {
+        let field = match form.next_field().await {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => return Err(PageError(StatusCode::UNPROCESSABLE_ENTITY, e.body_text())),
+        };
+        match field.name().unwrap_or_default() {
+            "file" => file = field.bytes().await.map_err(|e| PageError(StatusCode::UNPROCESSABLE_ENTITY, e.body_text()))?.to_vec(),
+            "csrf" => csrf = field.text().await.unwrap_or_default(),
+            "currency" => currency = field.text().await.unwrap_or_default().trim().to_owned(),
+            _ => {}
+        }
+    }
+    if !session::csrf_ok(&headers, &csrf) {
+        return Err(PageError(StatusCode::FORBIDDEN, "This form has expired. Please go back, reload the page and try again.".into()));
+    }
+    let mut page = ImportPage { shop: &site.name, staff: staff.name.clone(), nav: staff.nav(), csrf, currency: currency.clone(), message: String::new(), totals: None, errors: Vec::new() };
+    if file.is_empty() {
+        page.message = "Choose a CSV file to import.".into();
+        return Ok(page.respond(StatusCode::UNPROCESSABLE_ENTITY, None));
+    }
+    let path = format!("/api/v1/admin/products/import?currency={}", encode(&currency));
+    let (status, report) = site.api.send_bytes(Method::POST, &path, &staff.headers(), "text/csv", file).await?;
+    if status == StatusCode::FORBIDDEN {
+        return Err(forbidden());
+    }
+    if !status.is_success() {
+        page.message = report["error"]["message"].as_str().unwrap_or("The file could not be imported.").to_owned();
+        return Ok(page.respond(StatusCode::UNPROCESSABLE_ENTITY, None));
+    }
+    let n = |k: &str| report[k].as_i64().unwrap_or(0);
+    page.totals = Some((n("rows"), n("products_created"), n("products_updated"), n("variants_created"), n("variants_updated")));
+    page.errors = report["errors"]
+        .as_array()
+        .map(|errors| {
+            errors
+                .iter()
+                .map(|e| (e["line"].as_i64().unwrap_or(0), e["handle"].as_str().unwrap_or_default().to_owned(), e["column"].as_str().unwrap_or_default().to_owned(), e["reason"].as_str().unwrap_or_default().to_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(page.respond(StatusCode::OK, None))
+}
+
+/// Every product as a Shopify product CSV, downloaded.
+pub async fn export(State(site): State<Site>, headers: HeaderMap) -> Result<Response, PageError> {
+    let staff = match staff(&site, &headers).await? {
+        Gate::In(s) => s,
+        Gate::Out(r) => return Ok(r),
+    };
+    if !staff.may(Permission::CatalogWrite) {
+        return Err(forbidden());
+    }
+    let path = format!("/api/v1/admin/products/export?currency={}", encode(&site.currency));
+    let (status, kind, bytes) = site.api.get_raw(&path, &staff.headers()).await?;
+    if !status.is_success() {
+        return Err(PageError::from(ApiError::Status { status, body: serde_json::from_slice(&bytes).unwrap_or(Value::Null) }));
+    }
+    Ok(no_store(([(header::CONTENT_TYPE, kind), (header::CONTENT_DISPOSITION, "attachment; filename=\"products.csv\"".to_owned())], bytes).into_response()))
 }
 
 #[cfg(test)]

@@ -97,6 +97,21 @@ impl Api {
         self.finish(router, request).await
     }
 
+    /// `GET path` as it comes (a CSV download): status, content type and bytes.
+    pub async fn get_raw(&self, path: &str, headers: &[(&str, String)]) -> Result<(StatusCode, String, axum::body::Bytes), ApiError> {
+        let router = self.router.get().ok_or(ApiError::NotBound)?.clone();
+        let mut request = Request::builder().method(Method::GET).uri(path);
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        let request = request.body(Body::empty()).map_err(|e| ApiError::Transport(e.to_string()))?;
+        let response = router.oneshot(request).await.map_err(|e| ApiError::Transport(e.to_string()))?;
+        let status = response.status();
+        let kind = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        let bytes = response.into_body().collect().await.map_err(|e| ApiError::Transport(e.to_string()))?.to_bytes();
+        Ok((status, kind, bytes))
+    }
+
     async fn finish(&self, router: Router, request: Request<Body>) -> Result<(StatusCode, Value), ApiError> {
         let response = router.oneshot(request).await.map_err(|e| ApiError::Transport(e.to_string()))?;
         let status = response.status();

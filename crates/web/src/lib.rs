@@ -8,7 +8,9 @@ mod account;
 mod admin;
 pub mod api;
 mod cart;
+mod console;
 mod pages;
+mod sections;
 mod session;
 
 use axum::Router;
@@ -43,7 +45,7 @@ impl Site {
 }
 
 pub fn router(site: Site) -> Router {
-    Router::new()
+    console::routes(Router::new(), sections::SECTIONS)
         .route("/", get(pages::home))
         .route("/search", get(pages::search))
         .route("/categories/{slug}", get(pages::category))
@@ -74,8 +76,10 @@ pub fn router(site: Site) -> Router {
         .route("/admin/orders", get(admin::orders))
         .route("/admin/orders/{id}", get(admin::order))
         .route("/admin/orders/{id}/fulfil", post(admin::fulfil))
-        .route("/admin/products", get(admin::products).post(admin::create_product))
-        .route("/admin/products/new", get(admin::new_product))
+        .route("/admin/orders/{id}/act", post(admin::order_action))
+        .route("/admin/products/new", get(admin::new_product).post(admin::create_product))
+        .route("/admin/products/import", get(admin::import_form).post(admin::import))
+        .route("/admin/products/export", get(admin::export))
         .route("/robots.txt", get(pages::robots))
         .route("/sitemap.xml", get(pages::sitemap))
         .route("/assets/site.css", get(stylesheet))
