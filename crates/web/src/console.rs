@@ -547,11 +547,18 @@ struct RecordPage<'a> {
     base: String,
     title: String,
     details: Vec<Detail>,
-    related: Vec<(&'static str, Vec<&'static str>, Vec<Vec<Cell>>)>,
+    related: Vec<RelatedView>,
     forms: Vec<FormView>,
     message: String,
     done: String,
     answer: Vec<Detail>,
+}
+
+/// A list from another part of the shop drawn under a record.
+struct RelatedView {
+    heading: &'static str,
+    headings: Vec<&'static str>,
+    rows: Vec<Vec<Cell>>,
 }
 
 /// What a page says about the last thing done on it.
@@ -707,7 +714,7 @@ async fn record_page(site: &Site, headers: &HeaderMap, staff: &Staff, section: &
                 row_view(site, row, r.columns, link)
             })
             .collect();
-        related.push((r.title, r.columns.iter().map(|c| c.heading).collect(), cells));
+        related.push(RelatedView { heading: r.title, headings: r.columns.iter().map(|c| c.heading).collect(), rows: cells });
     }
     let title = ["title", "name", "code", "email", "key", "sku", "url", "subject"]
         .iter()
