@@ -6,51 +6,11 @@
 mod support;
 
 use axum::body::Body;
-use axum::http::{HeaderMap, Request, StatusCode};
-use http_body_util::BodyExt;
+use axum::http::{Request, StatusCode};
 use serde_json::{Value, json};
 use support::Shop;
+use support::pages::{Browser, between, create, guest_order, mail_link, page, searchable, staff_browser, stock, storefront};
 use tower::ServiceExt;
-
-async fn page(shop: &Shop, path: &str) -> (StatusCode, HeaderMap, String) {
-    let request = Request::builder().uri(path).body(Body::empty()).unwrap();
-    let response = shop.app.router().oneshot(request).await.unwrap();
-    let (status, headers) = (response.status(), response.headers().clone());
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    (status, headers, String::from_utf8(bytes.to_vec()).unwrap())
-}
-
-fn between<'a>(html: &'a str, start: &str, end: &str) -> &'a str {
-    let from = html.find(start).unwrap_or_else(|| panic!("no {start} in {html}")) + start.len();
-    &html[from..from + html[from..].find(end).unwrap()]
-}
-
-async fn storefront() -> Shop {
-    Shop::with(|c| c.services.extend(["search".to_owned()])).await
-}
-
-async fn create(shop: &Shop, body: Value) -> Value {
-    let (s, p) = shop.send("POST", "/api/v1/admin/products", &shop.as_staff(), Some(body)).await;
-    assert_eq!(s, StatusCode::CREATED, "{p}");
-    p
-}
-
-async fn stock(shop: &Shop, sku: &str, on_hand: i64) {
-    let (s, _) = shop.send("PUT", &format!("/api/v1/admin/inventory/{sku}"), &shop.as_staff(), Some(json!({"on_hand": on_hand}))).await;
-    assert_eq!(s, StatusCode::OK);
-}
-
-/// Waits until the search finds `q` (the index follows catalog events).
-async fn searchable(shop: &Shop, q: &str) {
-    for _ in 0..100 {
-        let (_, body) = shop.send("GET", &format!("/api/v1/search?q={q}"), &Default::default(), None).await;
-        if body["total"].as_u64().unwrap_or(0) > 0 {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("{q} never became searchable");
-}
 
 #[tokio::test]
 async fn pages_show_the_catalog_through_the_api() {
@@ -117,76 +77,6 @@ async fn pages_show_the_catalog_through_the_api() {
     assert!(robots.contains("Disallow: /admin") && robots.contains("/sitemap.xml"));
     let (_, _, sitemap) = page(&shop, "/sitemap.xml").await;
     assert!(sitemap.contains("/products/brass-desk-lamp</loc>") && sitemap.contains("/categories/lamps</loc>"), "{sitemap}");
-}
-
-/// A browser without a browser: it keeps cookies, reads a form's CSRF
-/// token and follows redirects, as the pages expect of one.
-struct Browser<'a> {
-    shop: &'a Shop,
-    cookies: std::collections::BTreeMap<String, String>,
-}
-
-impl<'a> Browser<'a> {
-    fn new(shop: &'a Shop) -> Self {
-        Browser { shop, cookies: Default::default() }
-    }
-
-    async fn request(&mut self, method: &str, path: &str, form: Option<&[(&str, &str)]>) -> (StatusCode, HeaderMap, String) {
-        let mut r = Request::builder().method(method).uri(path);
-        if !self.cookies.is_empty() {
-            let jar: Vec<String> = self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            r = r.header("cookie", jar.join("; "));
-        }
-        let r = match form {
-            Some(fields) => {
-                let body: Vec<String> = fields.iter().map(|(k, v)| format!("{k}={}", web::api::encode(v))).collect();
-                r.header("content-type", "application/x-www-form-urlencoded").body(Body::from(body.join("&")))
-            }
-            None => r.body(Body::empty()),
-        }
-        .unwrap();
-        let response = self.shop.app.router().oneshot(r).await.unwrap();
-        let (status, headers) = (response.status(), response.headers().clone());
-        for set in headers.get_all("set-cookie") {
-            let text = set.to_str().unwrap();
-            let (pair, attributes) = text.split_once(';').unwrap_or((text, ""));
-            let (name, value) = pair.split_once('=').unwrap();
-            if value.is_empty() || attributes.contains("Max-Age=0") {
-                self.cookies.remove(name);
-            } else {
-                self.cookies.insert(name.to_owned(), value.to_owned());
-            }
-        }
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        (status, headers, String::from_utf8(bytes.to_vec()).unwrap())
-    }
-
-    /// GET, following redirects.
-    async fn get(&mut self, path: &str) -> (StatusCode, String) {
-        let mut path = path.to_owned();
-        for _ in 0..5 {
-            let (status, headers, body) = self.request("GET", &path, None).await;
-            if status.is_redirection() {
-                path = headers["location"].to_str().unwrap().to_owned();
-                continue;
-            }
-            return (status, body);
-        }
-        panic!("too many redirects");
-    }
-
-    /// Posts a form from `page` (its CSRF token added), following the redirect.
-    async fn submit(&mut self, page: &str, action: &str, fields: &[(&str, &str)]) -> (StatusCode, String) {
-        let csrf = between(page, r#"name="csrf" value=""#, "\"").to_owned();
-        let mut all = vec![("csrf", csrf.as_str())];
-        all.extend_from_slice(fields);
-        let (status, headers, body) = self.request("POST", action, Some(&all)).await;
-        if status == StatusCode::SEE_OTHER || status == StatusCode::FOUND || status == StatusCode::TEMPORARY_REDIRECT {
-            let to = headers["location"].to_str().unwrap().to_owned();
-            return self.get(&to).await;
-        }
-        (status, body)
-    }
 }
 
 #[tokio::test]
@@ -261,19 +151,6 @@ async fn a_form_without_its_csrf_token_is_refused() {
     let set = shop.app.router().oneshot(Request::builder().uri("/products/mug").body(Body::empty()).unwrap()).await.unwrap();
     let cookie = set.headers()["set-cookie"].to_str().unwrap().to_owned();
     assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"), "{cookie}");
-}
-
-async fn mail_link(shop: &Shop, to: &str, subject: &str, path: &str) -> String {
-    for _ in 0..100 {
-        let (_, mail) = shop.send("GET", &format!("/api/v1/admin/mailbox?to={to}"), &shop.as_staff(), None).await;
-        if let Some(m) = mail["data"].as_array().unwrap().iter().find(|m| m["subject"].as_str().unwrap_or("").contains(subject)) {
-            let text = m["text"].as_str().unwrap();
-            let start = text.find(path).unwrap_or_else(|| panic!("no {path} in {text}"));
-            return text[start..].split_whitespace().next().unwrap().to_owned();
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("no mail to {to} about {subject}");
 }
 
 #[tokio::test]
@@ -362,33 +239,6 @@ async fn a_shopper_signs_up_confirms_the_email_signs_in_and_sees_their_orders() 
     assert!(account.contains("Hello, Grace Hopper"), "{account}");
     assert_ne!(browser.cookies.get("access").map(String::as_str), Some("expired.token.here"));
     assert_ne!(browser.cookies.get("refresh"), before.as_ref(), "refresh tokens rotate");
-}
-
-/// A guest buys two mugs through the pages; their browser and the order's page.
-async fn guest_order(shop: &Shop) -> (Browser<'_>, String) {
-    create(shop, json!({"title": "Mug", "status": "active", "variants": [{"sku": "MUG-9", "prices": {"USD": 1200}, "weight_grams": 300}]})).await;
-    stock(shop, "MUG-9", 5).await;
-    let mut browser = Browser::new(shop);
-    let (_, product) = browser.get("/products/mug").await;
-    browser.submit(&product, "/cart/items", &[("sku", "MUG-9"), ("quantity", "2")]).await;
-    let (_, address) = browser.get("/checkout").await;
-    let (_, pay) = browser.submit(&address, "/checkout/address", &[("email", "ada@example.com"), ("name", "Ada Lovelace"),
-        ("line1", "1 Market St"), ("city", "San Francisco"), ("region", "CA"), ("postal_code", "94105"), ("country", "US")]).await;
-    let method = between(&pay, r#"name="shipping_method" id="m1" value=""#, "\"").to_owned();
-    let (status, confirmation) = browser.submit(&pay, "/checkout/pay", &[("shipping_method", &method), ("token", "tok_visa")]).await;
-    assert_eq!(status, StatusCode::OK, "{confirmation}");
-    let (_, list) = shop.send("GET", "/api/v1/admin/orders", &shop.as_staff(), None).await;
-    let id = list["data"][0]["id"].as_str().unwrap().to_owned();
-    (browser, id)
-}
-
-async fn staff_browser<'a>(shop: &'a Shop, email: &str, role: kernel::auth::Role) -> Browser<'a> {
-    shop.user(email, role).await;
-    let mut browser = Browser::new(shop);
-    let (_, form) = browser.get("/account/sign-in").await;
-    let (status, _) = browser.submit(&form, "/account/sign-in", &[("email", email), ("password", "a long passphrase")]).await;
-    assert_eq!(status, StatusCode::OK);
-    browser
 }
 
 #[tokio::test]
@@ -482,4 +332,80 @@ async fn a_customer_sets_preferences_downloads_their_data_and_deletes_the_accoun
     let (_, form) = browser.get("/account/sign-in").await;
     let (status, _) = browser.submit(&form, "/account/sign-in", &[("email", "lin@example.com"), ("password", "a long passphrase")]).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "the account is gone");
+}
+
+#[tokio::test]
+async fn a_customer_keeps_addresses_checks_out_with_the_default_and_asks_to_return_what_was_shipped() {
+    let shop = storefront().await;
+    create(&shop, json!({"title": "Mug", "status": "active", "variants": [{"sku": "MUG-9", "prices": {"USD": 1200}, "weight_grams": 300}]})).await;
+    stock(&shop, "MUG-9", 5).await;
+    let mut browser = Browser::new(&shop);
+    let (_, form) = browser.get("/account/sign-up").await;
+    browser.submit(&form, "/account/sign-up", &[("name", "Lin Wu"), ("email", "lin@example.com"), ("password", "a long passphrase")]).await;
+
+    let (status, book) = browser.get("/account/addresses").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(book.contains("No saved addresses yet.") && book.contains(r#"id="make_default" name="make_default" value="on" checked"#), "{book}");
+    let home = [("name", "Lin Wu"), ("line1", "1 Market St"), ("city", "San Francisco"), ("region", "CA"), ("postal_code", "94105")];
+    let mut bad = home.to_vec();
+    bad.push(("country", "USA"));
+    let (status, refused) = browser.submit(&book, "/account/addresses", &bad).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
+    assert!(refused.contains(r#"class="alert""#) && refused.contains(r#"value="1 Market St""#), "the form keeps what was typed: {refused}");
+    let mut good = home.to_vec();
+    good.extend([("country", "us"), ("make_default", "on")]);
+    let (status, saved) = browser.submit(&book, "/account/addresses", &good).await;
+    assert_eq!(status, StatusCode::OK, "{saved}");
+    assert!(saved.contains("The address is saved.") && saved.contains("Lin Wu, 1 Market St, San Francisco, CA, 94105, US — <strong>default</strong>"), "{saved}");
+    let (_, saved) = browser.submit(&saved, "/account/addresses", &[("name", "Lin Wu"), ("line1", "2 Pier Rd"), ("city", "Oakland"), ("region", "CA"), ("postal_code", "94607"), ("country", "US")]).await;
+    assert!(saved.contains("Lin Wu, 2 Pier Rd, Oakland, CA, 94607, US</span>"), "a second address, not the default: {saved}");
+    let (_, list) = shop.send("GET", "/api/v1/me/addresses", &support::Who { token: browser.cookies.get("access").cloned(), ..Default::default() }, None).await;
+    let list = list.get("data").unwrap_or(&list).as_array().unwrap().clone();
+    let id_of = |line1: &str| list.iter().find(|a| a["line1"] == line1).unwrap()["id"].as_str().unwrap().to_owned();
+    let (pier, market) = (id_of("2 Pier Rd"), id_of("1 Market St"));
+    let (_, now) = browser.submit(&saved, &format!("/account/addresses/{pier}"), &[("action", "default")]).await;
+    assert!(now.contains("That address is now your default.") && now.contains("2 Pier Rd, Oakland, CA, 94607, US — <strong>default</strong>"), "{now}");
+    let (status, edit) = browser.get(&format!("/account/addresses/{pier}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(edit.contains(r#"value="2 Pier Rd""#) && edit.contains("<h1>Change an address</h1>"), "{edit}");
+    let (_, changed) = browser.submit(&edit, &format!("/account/addresses/{pier}"), &[("name", "Lin Wu"), ("line1", "3 Pier Rd"), ("city", "Oakland"),
+        ("region", "CA"), ("postal_code", "94607"), ("country", "US"), ("make_default", "on")]).await;
+    assert!(changed.contains("The address is changed.") && changed.contains("3 Pier Rd"), "{changed}");
+    let (_, removed) = browser.submit(&changed, &format!("/account/addresses/{market}"), &[("action", "delete")]).await;
+    assert!(removed.contains("The address is removed.") && !removed.contains("1 Market St"), "{removed}");
+    assert_eq!(browser.get("/account/addresses/adr_nope").await.0, StatusCode::NOT_FOUND);
+
+    // The checkout starts from the default address and the account's email.
+    let (_, product) = browser.get("/products/mug").await;
+    browser.submit(&product, "/cart/items", &[("sku", "MUG-9"), ("quantity", "2")]).await;
+    let (_, address) = browser.get("/checkout").await;
+    assert!(address.contains(r#"value="lin@example.com""#) && address.contains(r#"value="3 Pier Rd""#) && address.contains(r#"value="94607""#), "{address}");
+    let fields: Vec<(&str, &str)> = vec![("email", "lin@example.com"), ("name", "Lin Wu"), ("line1", "3 Pier Rd"), ("city", "Oakland"), ("region", "CA"), ("postal_code", "94607"), ("country", "US")];
+    let (_, pay) = browser.submit(&address, "/checkout/address", &fields).await;
+    let method = between(&pay, r#"name="shipping_method" id="m1" value=""#, "\"").to_owned();
+    let (status, confirmation) = browser.submit(&pay, "/checkout/pay", &[("shipping_method", &method), ("token", "tok_visa")]).await;
+    assert_eq!(status, StatusCode::OK, "{confirmation}");
+    assert!(!confirmation.contains("Return items"), "nothing to return before it ships");
+    let (_, orders) = shop.send("GET", "/api/v1/admin/orders", &shop.as_staff(), None).await;
+    let id = orders["data"][0]["id"].as_str().unwrap().to_owned();
+    let (s, _) = shop.send("POST", &format!("/api/v1/admin/orders/{id}/fulfilments"), &shop.as_staff(), Some(json!({"carrier": "UPS", "tracking_number": "1Z42"}))).await;
+    assert_eq!(s, StatusCode::CREATED);
+
+    let (_, order) = browser.get(&format!("/orders/{id}")).await;
+    let timeline = between(&order, r#"<ol class="timeline">"#, "</ol>");
+    for step in ["Order placed", "Payment received", "Shipped"] {
+        assert!(timeline.contains(step), "{step} in the timeline: {timeline}");
+    }
+    assert!(order.contains("Mug — how many to return (up to 2)") && order.contains(r#"name="qty:MUG-9""#), "{order}");
+    let (status, too_many) = browser.submit(&order, &format!("/orders/{id}/returns"), &[("token", ""), ("qty:MUG-9", "3"), ("reason", "Too small")]).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{too_many}");
+    assert!(too_many.contains(r#"<p class="alert" role="alert">"#), "{too_many}");
+    let (status, asked) = browser.submit(&order, &format!("/orders/{id}/returns"), &[("token", ""), ("qty:MUG-9", "1"), ("reason", "Too small")]).await;
+    assert_eq!(status, StatusCode::OK, "{asked}");
+    assert!(asked.contains("Your return request is in.") && asked.contains("Mug × 1 — “Too small” — <strong>requested</strong>"), "{asked}");
+    assert!(asked.contains("Mug — how many to return (up to 1)"), "one left to return: {asked}");
+    let (_, returns) = shop.send("GET", "/api/v1/admin/returns", &shop.as_staff(), None).await;
+    assert_eq!(returns["data"][0]["reason"], "Too small", "{returns}");
+    let (status, _, _) = browser.request("POST", &format!("/orders/{id}/returns"), Some(&[("qty:MUG-9", "1"), ("reason", "again")])).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "no return without the form's token");
 }

@@ -189,10 +189,10 @@ impl Notify {
                 data: data.to_string(),
             });
         }
+        // The storefront's order page: a signed-in customer's session shows it, a guest's link carries the token.
         let url = match (&user_id, &lookup) {
-            (Some(_), _) => format!("{}/account/orders/{order_id}", self.shop_url()),
             (None, Some(token)) => format!("{}/orders/{order_id}?token={token}", self.shop_url()),
-            (None, None) => format!("{}/orders/{order_id}", self.shop_url()),
+            _ => format!("{}/orders/{order_id}", self.shop_url()),
         };
         let mut ctx = json!({"shop": self.shop(), "order": order_context(&order_id, number, &url, data, &placed)});
         match kind {

@@ -289,7 +289,7 @@ pub fn escape(text: &str) -> String {
 /// Data shaped like the real thing, for previews and for checking a template when it is saved.
 pub fn sample_context(key: &str, shop_name: &str, shop_url: &str) -> Value {
     let order = json!({
-        "id": "ord_sample", "number": 1042, "url": format!("{shop_url}/account/orders/ord_sample"),
+        "id": "ord_sample", "number": 1042, "url": format!("{shop_url}/orders/ord_sample"),
         "email": "ada@example.com",
         "lines": [
             {"title": "Classic Tee", "variant_title": "M / Navy", "sku": "TEE-M-NAVY", "quantity": 2, "unit_price": "19.00 USD", "total": "38.00 USD"},

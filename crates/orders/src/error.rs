@@ -53,7 +53,8 @@ pub enum OrdersError {
     PaymentRefused { code: String, message: String },
     #[error(transparent)]
     Transition(#[from] BadTransition),
-    #[error("{0}")]
+    /// A code (`order_not_cancellable`) and the reason in words.
+    #[error("{1}")]
     Conflict(&'static str, String),
     #[error("a refund of {asked} is more than the {left} that can still be refunded")]
     RefundTooLarge { asked: i64, left: i64 },

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use askama::Template;
 use axum::Form;
 use axum::extract::connect_info::ConnectInfo;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{Extensions, HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
@@ -44,7 +44,7 @@ fn append(mut response: Response, cookies: Vec<Option<HeaderValue>>) -> Response
 
 impl Site {
     fn session_cookies(&self, tokens: &Value) -> Vec<Option<HeaderValue>> {
-        let secure = self.public_url.starts_with("https://");
+        let secure = self.secure();
         vec![
             session::set_cookie(ACCESS, tokens["access_token"].as_str(), secure),
             session::set_cookie(REFRESH, tokens["refresh_token"].as_str(), secure),
@@ -52,7 +52,7 @@ impl Site {
     }
 
     fn signed_out_cookies(&self) -> Vec<Option<HeaderValue>> {
-        let secure = self.public_url.starts_with("https://");
+        let secure = self.secure();
         vec![session::set_cookie(ACCESS, None, secure), session::set_cookie(REFRESH, None, secure)]
     }
 
@@ -92,7 +92,7 @@ impl Site {
             match self.api.send_as(Method::POST, &claim, &h, None).await {
                 // From now on the cart is the customer's, reached with their token.
                 Ok((status, claimed)) if status.is_success() => {
-                    let secure = self.public_url.starts_with("https://");
+                    let secure = self.secure();
                     cookies.push(session::set_cookie(CART_ID, claimed["id"].as_str(), secure));
                     cookies.push(session::set_cookie(CART_SECRET, None, secure));
                 }
@@ -184,7 +184,7 @@ struct Typed {
 }
 
 fn sign_in_page(site: &Site, headers: &HeaderMap, status: StatusCode, t: Typed) -> Response {
-    let (csrf, set) = session::csrf(headers, site.public_url.starts_with("https://"));
+    let (csrf, set) = session::csrf(headers, site.secure());
     let page = SignIn { shop: &site.name, query: "", csrf, sign_up: t.sign_up, email: t.email, name: t.name, totp: t.totp, message: t.message };
     append((status, render(&page)).into_response(), vec![set])
 }
@@ -331,7 +331,7 @@ pub async fn account(State(site): State<Site>, headers: HeaderMap) -> Result<Res
         }
         None => Vec::new(),
     };
-    let (csrf, set) = session::csrf(&headers, site.public_url.starts_with("https://"));
+    let (csrf, set) = session::csrf(&headers, site.secure());
     cookies.push(set);
     let page = AccountPage { shop: &site.name, query: "", csrf, name: me.name, email: me.email, verified: me.email_verified, mfa: me.mfa_enabled, orders };
     let mut response = render(&page);
@@ -363,7 +363,7 @@ pub struct TokenQuery {
 }
 
 fn token_page(site: &Site, headers: &HeaderMap, verify: bool, token: String, status: StatusCode, message: String, done: bool) -> Response {
-    let (csrf, set) = session::csrf(headers, site.public_url.starts_with("https://"));
+    let (csrf, set) = session::csrf(headers, site.secure());
     let page = if verify {
         TokenPage { shop: &site.name, query: "", csrf, heading: "Confirm your email address", action: "/account/verify-email", token, password: false, button: "Confirm my address", message, done }
     } else {
@@ -423,7 +423,7 @@ struct ForgotPage<'a> {
 }
 
 pub async fn forgot_form(State(site): State<Site>, headers: HeaderMap) -> Response {
-    let (csrf, set) = session::csrf(&headers, site.public_url.starts_with("https://"));
+    let (csrf, set) = session::csrf(&headers, site.secure());
     append(render(&ForgotPage { shop: &site.name, query: "", csrf, sent: false }), vec![set])
 }
 
@@ -447,7 +447,7 @@ pub async fn forgot(State(site): State<Site>, headers: HeaderMap, ext: Extension
 
 impl Site {
     /// A call as the signed-in user (the session middleware keeps the token fresh).
-    async fn user_call(&self, headers: &HeaderMap, method: Method, path: &str, body: Option<Value>) -> Result<Option<(StatusCode, Value)>, ApiError> {
+    pub(crate) async fn user_call(&self, headers: &HeaderMap, method: Method, path: &str, body: Option<Value>) -> Result<Option<(StatusCode, Value)>, ApiError> {
         let Some(access) = session::cookie(headers, ACCESS) else { return Ok(None) };
         Ok(Some(self.api.send_as(method, path, &[("authorization", format!("Bearer {access}"))], body).await?))
     }
@@ -494,7 +494,7 @@ fn to_sign_in() -> Response {
 
 pub async fn security(State(site): State<Site>, headers: HeaderMap) -> Result<Response, PageError> {
     let Some((StatusCode::OK, me)) = site.user_call(&headers, Method::GET, "/api/v1/me", None).await? else { return Ok(to_sign_in()) };
-    let (csrf, set) = session::csrf(&headers, site.public_url.starts_with("https://"));
+    let (csrf, set) = session::csrf(&headers, site.secure());
     let page = SecurityPage::new(&site, csrf, me["mfa_enabled"].as_bool().unwrap_or(false));
     Ok(append(render(&page), vec![set]))
 }
@@ -556,7 +556,7 @@ struct PreferencesPage<'a> {
 }
 
 fn preferences_page(site: &Site, headers: &HeaderMap, prefs: &Value, status: StatusCode, message: String, saved: bool) -> Response {
-    let (csrf, set) = session::csrf(headers, site.public_url.starts_with("https://"));
+    let (csrf, set) = session::csrf(headers, site.secure());
     let page = PreferencesPage {
         shop: &site.name,
         query: "",
@@ -640,3 +640,173 @@ pub async fn delete(State(site): State<Site>, headers: HeaderMap, Form(f): Form<
     Ok(append(render(&page), site.signed_out_cookies()))
 }
 
+
+// Addresses
+
+/// An address as the API keeps it, and as the address form shows it.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct AddressFields {
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    line1: String,
+    #[serde(default)]
+    line2: Option<String>,
+    #[serde(default)]
+    city: String,
+    #[serde(default)]
+    region: Option<String>,
+    #[serde(default)]
+    postal_code: String,
+    #[serde(default)]
+    country: String,
+    #[serde(default)]
+    phone: Option<String>,
+    #[serde(default)]
+    default_shipping: bool,
+}
+
+impl AddressFields {
+    /// The address on one line.
+    fn line(&self) -> String {
+        let mut parts = vec![self.name.as_str(), self.line1.as_str()];
+        parts.extend(self.line2.as_deref().filter(|l| !l.is_empty()));
+        parts.push(self.city.as_str());
+        parts.extend(self.region.as_deref().filter(|r| !r.is_empty()));
+        parts.push(self.postal_code.as_str());
+        parts.push(self.country.as_str());
+        parts.join(", ")
+    }
+
+    fn line2(&self) -> &str {
+        self.line2.as_deref().unwrap_or_default()
+    }
+
+    fn region(&self) -> &str {
+        self.region.as_deref().unwrap_or_default()
+    }
+
+    fn phone(&self) -> &str {
+        self.phone.as_deref().unwrap_or_default()
+    }
+
+    /// The body of a create or update call: empty optional fields are cleared.
+    fn body(&self) -> Value {
+        let some = |t: &str| Some(t.trim().to_owned()).filter(|t| !t.is_empty());
+        json!({"name": self.name, "line1": self.line1, "line2": some(self.line2()), "city": self.city, "region": some(self.region()),
+               "postal_code": self.postal_code, "country": self.country.trim().to_uppercase(), "phone": some(self.phone()),
+               "default_shipping": self.default_shipping, "default_billing": self.default_shipping})
+    }
+}
+
+#[derive(Template)]
+#[template(path = "addresses.html")]
+struct AddressesPage<'a> {
+    shop: &'a str,
+    query: &'a str,
+    csrf: String,
+    addresses: Vec<AddressFields>,
+    /// The address being edited (its page), or the new one being added.
+    form: AddressFields,
+    editing: bool,
+    message: String,
+    done: &'static str,
+}
+
+#[derive(Deserialize)]
+pub struct DoneQuery {
+    #[serde(default)]
+    done: String,
+}
+
+/// What the list says after a change.
+fn address_done(done: &str) -> &'static str {
+    match done {
+        "added" => "The address is saved.",
+        "saved" => "The address is changed.",
+        "default" => "That address is now your default.",
+        "removed" => "The address is removed.",
+        _ => "",
+    }
+}
+
+async fn addresses_page(site: &Site, headers: &HeaderMap, edit: Option<&str>, form: Option<AddressFields>, status: StatusCode, message: String, done: &'static str) -> Result<Response, PageError> {
+    let Some((listed, list)) = site.user_call(headers, Method::GET, "/api/v1/me/addresses", None).await? else { return Ok(to_sign_in()) };
+    if listed == StatusCode::UNAUTHORIZED {
+        return Ok(to_sign_in());
+    }
+    if !listed.is_success() {
+        return Err(ApiError::Status { status: listed, body: list }.into());
+    }
+    let data = list.get("data").cloned().unwrap_or(list);
+    let addresses: Vec<AddressFields> = serde_json::from_value(data).map_err(|e| PageError::from(ApiError::Shape { path: "/api/v1/me/addresses".into(), reason: e.to_string() }))?;
+    let form = match (form, edit) {
+        (Some(typed), _) => typed,
+        (None, Some(id)) => {
+            addresses.iter().find(|a| a.id == id).cloned().ok_or_else(|| PageError(StatusCode::NOT_FOUND, "There is no such address.".into()))?
+        }
+        (None, None) => AddressFields { default_shipping: addresses.is_empty(), ..Default::default() },
+    };
+    let (csrf, set) = session::csrf(headers, site.secure());
+    let page = AddressesPage { shop: &site.name, query: "", csrf, addresses, form, editing: edit.is_some(), message, done };
+    let mut response = (status, render(&page)).into_response();
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(append(response, vec![set]))
+}
+
+pub async fn addresses(State(site): State<Site>, headers: HeaderMap, Query(q): Query<DoneQuery>) -> Result<Response, PageError> {
+    addresses_page(&site, &headers, None, None, StatusCode::OK, String::new(), address_done(&q.done)).await
+}
+
+pub async fn address(State(site): State<Site>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, PageError> {
+    addresses_page(&site, &headers, Some(&id), None, StatusCode::OK, String::new(), "").await
+}
+
+#[derive(Deserialize)]
+pub struct AddressPost {
+    #[serde(default)]
+    csrf: String,
+    /// `delete` or `default`; a change of the fields otherwise.
+    #[serde(default)]
+    action: String,
+    #[serde(flatten)]
+    fields: AddressFields,
+    /// A checkbox: present when ticked.
+    #[serde(default)]
+    make_default: Option<String>,
+}
+
+/// Adds an address (`id` empty) or changes, makes default or removes one.
+async fn change_address(site: &Site, headers: &HeaderMap, id: Option<&str>, post: AddressPost) -> Result<Response, PageError> {
+    if !session::csrf_ok(headers, &post.csrf) {
+        return Ok(expired());
+    }
+    let mut fields = post.fields;
+    fields.default_shipping = post.make_default.is_some();
+    let (method, path, body, done) = match (id, post.action.as_str()) {
+        (None, _) => (Method::POST, "/api/v1/me/addresses".to_owned(), Some(fields.body()), "added"),
+        (Some(id), "delete") => (Method::DELETE, format!("/api/v1/me/addresses/{}", encode(id)), None, "removed"),
+        (Some(id), "default") => (Method::PATCH, format!("/api/v1/me/addresses/{}", encode(id)), Some(json!({"default_shipping": true, "default_billing": true})), "default"),
+        (Some(id), _) => (Method::PATCH, format!("/api/v1/me/addresses/{}", encode(id)), Some(fields.body()), "saved"),
+    };
+    let Some((status, answer)) = site.user_call(headers, method, &path, body).await? else { return Ok(to_sign_in()) };
+    if status.is_success() {
+        return Ok(Redirect::to(&format!("/account/addresses?done={done}")).into_response());
+    }
+    if status == StatusCode::UNAUTHORIZED {
+        return Ok(to_sign_in());
+    }
+    let status = if status == StatusCode::NOT_FOUND { status } else { StatusCode::UNPROCESSABLE_ENTITY };
+    fields.id = id.unwrap_or_default().to_owned();
+    addresses_page(site, headers, id, Some(fields), status, message_of(&answer), "").await
+}
+
+pub async fn add_address(State(site): State<Site>, headers: HeaderMap, Form(post): Form<AddressPost>) -> Result<Response, PageError> {
+    change_address(&site, &headers, None, post).await
+}
+
+pub async fn update_address(State(site): State<Site>, headers: HeaderMap, Path(id): Path<String>, Form(post): Form<AddressPost>) -> Result<Response, PageError> {
+    change_address(&site, &headers, Some(&id), post).await
+}

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use crate::Site;
 use crate::account::ACCESS;
 use crate::api::{ApiError, encode};
-use crate::pages::{PageError, money, render};
+use crate::pages::{PageError, item_name, money, render};
 use crate::session;
 
 /// The signed-in staff member: their name, token and permissions.
@@ -102,6 +102,49 @@ struct Dashboard<'a> {
     sees_notifications: bool,
     failed_notifications: usize,
     chart: String,
+    sees_stock: bool,
+    low_stock: Vec<LowStock>,
+}
+
+/// A variant at or under its low-stock threshold.
+struct LowStock {
+    sku: String,
+    /// Its page in the console.
+    link: String,
+    name: String,
+    available: i64,
+}
+
+/// Tracked variants of active products whose available stock is at or under
+/// their threshold, fewest first.
+async fn low_stock(site: &Site, staff: &Staff) -> Result<Vec<LowStock>, ApiError> {
+    let mut low = Vec::new();
+    let mut after: Option<String> = None;
+    for _ in 0..50 {
+        let mut path = "/api/v1/admin/products?status=active&limit=100".to_owned();
+        if let Some(a) = &after {
+            path += &format!("&starting_after={}", encode(a));
+        }
+        let page = site.staff_get(staff, &path).await?;
+        for product in page["data"].as_array().into_iter().flatten() {
+            for v in product["variants"].as_array().into_iter().flatten() {
+                let (Some(available), Some(threshold)) = (v["available"].as_i64(), v["low_stock_threshold"].as_i64()) else {
+                    continue; // untracked stock is never low
+                };
+                if available <= threshold {
+                    let name = item_name(product["title"].as_str().unwrap_or_default(), v["title"].as_str().unwrap_or_default());
+                    let sku = v["sku"].as_str().unwrap_or_default().to_owned();
+                    low.push(LowStock { link: format!("/admin/inventory/{}", encode(&sku)), sku, name, available });
+                }
+            }
+        }
+        match (page["has_more"].as_bool(), page["next_cursor"].as_str()) {
+            (Some(true), Some(c)) => after = Some(c.to_owned()),
+            _ => break,
+        }
+    }
+    low.sort_by(|a, b| a.available.cmp(&b.available).then_with(|| a.sku.cmp(&b.sku)));
+    Ok(low)
 }
 
 fn day_of(rfc3339: &str) -> String {
@@ -205,7 +248,11 @@ pub async fn dashboard(State(site): State<Site>, headers: HeaderMap) -> Result<R
             }
         }
     }
+    let sees_stock = staff.may(Permission::InventoryWrite);
+    let low_stock = if sees_stock { low_stock(&site, &staff).await? } else { Vec::new() };
     let page = Dashboard {
+        sees_stock,
+        low_stock,
         shop: &site.name,
         staff: staff.name.clone(),
         nav: staff.nav(),
@@ -339,7 +386,7 @@ async fn order_page(site: &Site, headers: &HeaderMap, staff: &Staff, id: &str, s
     });
     let o: Order = serde_json::from_value(record)
         .map_err(|e| PageError::from(ApiError::Shape { path: "/api/v1/admin/orders/{id}".into(), reason: e.to_string() }))?;
-    let (csrf, set) = session::csrf(headers, site.public_url.starts_with("https://"));
+    let (csrf, set) = session::csrf(headers, site.secure());
     let left: i64 = o.lines.iter().map(|l| l.quantity - l.fulfilled).sum();
     let page = OrderPage {
         shop: &site.name,
@@ -350,7 +397,7 @@ async fn order_page(site: &Site, headers: &HeaderMap, staff: &Staff, id: &str, s
         number: o.number,
         status: o.status.replace('_', " "),
         email: o.email.unwrap_or_default(),
-        lines: o.lines.iter().map(|l| (if l.variant_title.is_empty() || l.variant_title == "Default" { l.title.clone() } else { format!("{} — {}", l.title, l.variant_title) }, l.sku.clone(), l.quantity, l.fulfilled)).collect(),
+        lines: o.lines.iter().map(|l| (item_name(&l.title, &l.variant_title), l.sku.clone(), l.quantity, l.fulfilled)).collect(),
         parcels: o.fulfilments.iter().map(|f| (f.carrier.clone().unwrap_or_default(), f.tracking_number.clone().unwrap_or_default(), f.tracking_url.clone().unwrap_or_default(), day_of(&f.created_at))).collect(),
         timeline: o
             .timeline
@@ -437,7 +484,7 @@ pub async fn order_action(State(site): State<Site>, headers: HeaderMap, Path(id)
     };
     match crate::console::send(&site, &staff, crate::sections::ORDER_ACTIONS, &id, &posted).await? {
         Ok(()) => Ok(Redirect::to(&format!("/admin/orders/{}", encode(&id))).into_response()),
-        Err(message) => order_page(&site, &headers, &staff, &id, StatusCode::UNPROCESSABLE_ENTITY, message).await,
+        Err((status, message)) => order_page(&site, &headers, &staff, &id, status, message).await,
     }
 }
 
@@ -471,7 +518,7 @@ pub async fn new_product(State(site): State<Site>, headers: HeaderMap) -> Result
     if !staff.may(Permission::CatalogWrite) {
         return Err(forbidden());
     }
-    let (csrf, set) = session::csrf(&headers, site.public_url.starts_with("https://"));
+    let (csrf, set) = session::csrf(&headers, site.secure());
     let mut response = new_product_page(&site, &staff, csrf, StatusCode::OK, String::new());
     if let Some(c) = set {
         response.headers_mut().append(header::SET_COOKIE, c);
@@ -620,7 +667,7 @@ pub async fn import_form(State(site): State<Site>, headers: HeaderMap) -> Result
     if !staff.may(Permission::CatalogWrite) {
         return Err(forbidden());
     }
-    let (csrf, set) = session::csrf(&headers, site.public_url.starts_with("https://"));
+    let (csrf, set) = session::csrf(&headers, site.secure());
     let page = ImportPage { shop: &site.name, staff: staff.name.clone(), nav: staff.nav(), csrf, currency: site.currency.clone(), message: String::new(), totals: None, errors: Vec::new() };
     Ok(page.respond(StatusCode::OK, set))
 }

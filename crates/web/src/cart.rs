@@ -8,12 +8,14 @@ use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::Site;
 use crate::api::{ApiError, encode};
-use crate::pages::{PageError, render};
+use crate::pages::{PageError, item_name, render};
 use crate::session::{self, CART_ID, CART_SECRET};
 
 /// Who is shopping: a signed-in customer (their access token), a guest
@@ -81,7 +83,8 @@ fn refused() -> Response {
 }
 
 impl Site {
-    fn secure(&self) -> bool {
+    /// Whether the shop is served over HTTPS (cookies are then `Secure`).
+    pub(crate) fn secure(&self) -> bool {
         self.public_url.starts_with("https://")
     }
 
@@ -207,10 +210,9 @@ async fn cart_page(site: &Site, headers: &HeaderMap, status: StatusCode, message
                 .iter()
                 .map(|i| Line {
                     id: i.id.clone(),
-                    title: match (&i.title, &i.variant_title) {
-                        (Some(t), Some(v)) if !v.is_empty() && v != "Default" => format!("{t} — {v}"),
-                        (Some(t), _) => t.clone(),
-                        (None, _) => i.sku.clone(),
+                    title: match &i.title {
+                        Some(t) => item_name(t, i.variant_title.as_deref().unwrap_or_default()),
+                        None => i.sku.clone(),
                     },
                     sku: i.sku.clone(),
                     quantity: i.quantity,
@@ -354,12 +356,27 @@ pub async fn checkout(State(site): State<Site>, headers: HeaderMap) -> Result<Re
     let Some(key) = CartKey::of(&headers) else { return Ok(see_other("/cart")) };
     let Some(cart) = open_cart(&site, &key).await?.filter(|c| !c.items.is_empty()) else { return Ok(see_other("/cart")) };
     let (csrf, set) = session::csrf(&headers, site.secure());
-    let a = &cart.shipping_address;
+    let (mut a, mut email) = (cart.shipping_address.clone(), cart.email.clone());
+    // A signed-in shopper starts from their default address and their email.
+    if a.is_none()
+        && let Some((status, list)) = site.user_call(&headers, Method::GET, "/api/v1/me/addresses", None).await?
+        && status.is_success()
+    {
+        let saved = list.get("data").unwrap_or(&list).as_array().cloned().unwrap_or_default();
+        a = saved.iter().find(|x| x["default_shipping"] == true).or(saved.first()).cloned();
+    }
+    if email.is_none()
+        && let Some((status, me)) = site.user_call(&headers, Method::GET, "/api/v1/me", None).await?
+        && status.is_success()
+    {
+        email = me["email"].as_str().map(str::to_owned);
+    }
+    let a = &a;
     let page = AddressPage {
         shop: &site.name,
         query: "",
         csrf,
-        email: cart.email.clone().unwrap_or_default(),
+        email: email.unwrap_or_default(),
         name: field(a, "name"),
         line1: field(a, "line1"),
         line2: field(a, "line2"),
@@ -603,10 +620,21 @@ pub struct OrderQuery {
 
 #[derive(Debug, Deserialize)]
 struct OrderLine {
+    sku: String,
     title: String,
     variant_title: String,
     quantity: i64,
     total: Money,
+    #[serde(default)]
+    fulfilled: i64,
+    #[serde(default)]
+    returned: i64,
+}
+
+impl OrderLine {
+    fn name(&self) -> String {
+        item_name(&self.title, &self.variant_title)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -614,6 +642,25 @@ struct Fulfilment {
     carrier: Option<String>,
     tracking_number: Option<String>,
     tracking_url: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Return {
+    status: String,
+    reason: String,
+    items: Vec<Returned>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Returned {
+    sku: String,
+    quantity: i64,
+}
+
+#[derive(Debug, Deserialize)]
+struct Event {
+    at: String,
+    kind: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -625,6 +672,17 @@ struct Order {
     totals: Totals,
     #[serde(default)]
     fulfilments: Vec<Fulfilment>,
+    #[serde(default)]
+    returns: Vec<Return>,
+    #[serde(default)]
+    timeline: Vec<Event>,
+}
+
+/// A shipped line that can still be sent back: its SKU, name and how many.
+struct Returnable {
+    sku: String,
+    name: String,
+    left: i64,
 }
 
 #[derive(Template)]
@@ -632,6 +690,10 @@ struct Order {
 struct OrderPage<'a> {
     shop: &'a str,
     query: &'a str,
+    csrf: String,
+    /// Where the return form posts (with the guest's lookup token).
+    returns_to: String,
+    token: String,
     number: i64,
     status: String,
     email: String,
@@ -639,39 +701,131 @@ struct OrderPage<'a> {
     lines: Vec<(String, i64, String)>,
     totals: Vec<(String, String)>,
     parcels: Vec<(String, String, String)>,
+    timeline: Vec<(String, String)>,
+    returns: Vec<(String, String, String)>,
+    returnable: Vec<Returnable>,
+    message: String,
+    done: bool,
 }
 
-pub async fn order(State(site): State<Site>, headers: HeaderMap, Path(id): Path<String>, Query(q): Query<OrderQuery>) -> Result<Response, PageError> {
-    let path = format!("/api/v1/orders/{}?token={}", encode(&id), encode(&q.token));
-    let credentials = Shopper::of(&headers).headers();
-    let (status, body) = site.api.send_as(Method::GET, &path, &credentials, None).await?;
-    if !status.is_success() {
-        return Err(ApiError::Status { status, body }.into());
+/// What a timeline entry says to the shopper.
+fn happened(kind: &str) -> String {
+    match kind {
+        "placed" => "Order placed".into(),
+        "paid" => "Payment received".into(),
+        "payment_failed" => "Payment declined".into(),
+        "fulfilled" | "partially_fulfilled" => "Shipped".into(),
+        "delivered" => "Delivered".into(),
+        "refunded" | "partially_refunded" => "Refunded".into(),
+        "cancelled" => "Cancelled".into(),
+        "return_requested" => "Return requested".into(),
+        other => {
+            let text = other.replace('_', " ");
+            let mut chars = text.chars();
+            chars.next().map(|c| c.to_uppercase().chain(chars).collect()).unwrap_or_default()
+        }
+    }
+}
+
+/// What the order page says above the order.
+enum Said {
+    Nothing,
+    /// The order was just placed.
+    Placed,
+    /// A return was just asked for.
+    ReturnAsked,
+    /// The last form was refused, and why.
+    Refused(StatusCode, String),
+}
+
+/// The order as its shopper sees it, with what just happened on it.
+async fn order_page(site: &Site, headers: &HeaderMap, id: &str, token: &str, said: Said) -> Result<Response, PageError> {
+    let path = format!("/api/v1/orders/{}?token={}", encode(id), encode(token));
+    let credentials = Shopper::of(headers).headers();
+    let (answer, body) = site.api.send_as(Method::GET, &path, &credentials, None).await?;
+    if !answer.is_success() {
+        return Err(ApiError::Status { status: answer, body }.into());
     }
     let o: Order = serde_json::from_value(body).map_err(|e| PageError::from(ApiError::Shape { path, reason: e.to_string() }))?;
+    let names: BTreeMap<&str, String> = o.lines.iter().map(|l| (l.sku.as_str(), l.name())).collect();
+    let shipped = matches!(o.status.as_str(), "fulfilled" | "partially_fulfilled" | "delivered" | "partially_refunded");
+    let (csrf, set) = session::csrf(headers, site.secure());
+    let (status, message) = match &said {
+        Said::Refused(status, message) => (*status, message.clone()),
+        _ => (StatusCode::OK, String::new()),
+    };
     let page = OrderPage {
         shop: &site.name,
         query: "",
+        csrf,
+        returns_to: format!("/orders/{}/returns", encode(id)),
+        token: token.to_owned(),
         number: o.number,
         status: o.status.replace('_', " "),
-        email: o.email.unwrap_or_default(),
-        placed: q.placed.is_some(),
-        lines: o
-            .lines
-            .iter()
-            .map(|l| {
-                let title = if l.variant_title.is_empty() || l.variant_title == "Default" { l.title.clone() } else { format!("{} — {}", l.title, l.variant_title) };
-                (title, l.quantity, shown(&l.total))
-            })
-            .collect(),
+        email: o.email.clone().unwrap_or_default(),
+        placed: matches!(said, Said::Placed),
+        lines: o.lines.iter().map(|l| (l.name(), l.quantity, shown(&l.total))).collect(),
         totals: total_rows(&o.totals, true),
         parcels: o
             .fulfilments
             .iter()
             .map(|f| (f.carrier.clone().unwrap_or_default(), f.tracking_number.clone().unwrap_or_default(), f.tracking_url.clone().unwrap_or_default()))
             .collect(),
+        timeline: o.timeline.iter().map(|e| (e.at.chars().take(16).collect::<String>().replace('T', " "), happened(&e.kind))).collect(),
+        returns: o
+            .returns
+            .iter()
+            .map(|r| {
+                let items = r.items.iter().map(|i| format!("{} × {}", names.get(i.sku.as_str()).cloned().unwrap_or_else(|| i.sku.clone()), i.quantity)).collect::<Vec<_>>().join(", ");
+                (items, r.reason.clone(), r.status.replace('_', " "))
+            })
+            .collect(),
+        returnable: if shipped {
+            o.lines.iter().filter(|l| l.fulfilled > l.returned).map(|l| Returnable { sku: l.sku.clone(), name: l.name(), left: l.fulfilled - l.returned }).collect()
+        } else {
+            Vec::new()
+        },
+        message,
+        done: matches!(said, Said::ReturnAsked),
     };
-    let mut response = render(&page);
+    let mut response = with_cookies((status, render(&page)).into_response(), [set]);
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
+}
+
+pub async fn order(State(site): State<Site>, headers: HeaderMap, Path(id): Path<String>, Query(q): Query<OrderQuery>) -> Result<Response, PageError> {
+    let said = if q.placed.is_some() { Said::Placed } else { Said::Nothing };
+    order_page(&site, &headers, &id, &q.token, said).await
+}
+
+/// Asks to send shipped items back: `qty:<sku>` fields give how many of each.
+pub async fn request_return(State(site): State<Site>, headers: HeaderMap, Path(id): Path<String>, Form(posted): Form<Vec<(String, String)>>) -> Result<Response, PageError> {
+    let value = |name: &str| posted.iter().find(|(k, _)| k == name).map(|(_, v)| v.trim().to_owned()).unwrap_or_default();
+    if !session::csrf_ok(&headers, &value("csrf")) {
+        return Ok(refused());
+    }
+    let token = value("token");
+    let mut items = Vec::new();
+    for (name, text) in &posted {
+        let Some(sku) = name.strip_prefix("qty:") else { continue };
+        let text = text.trim();
+        if text.is_empty() || text == "0" {
+            continue;
+        }
+        match text.parse::<i64>() {
+            Ok(n) if n > 0 => items.push(json!({"sku": sku, "quantity": n})),
+            _ => {
+                let message = format!("“{text}” is not a number of items.");
+                return order_page(&site, &headers, &id, &token, Said::Refused(StatusCode::UNPROCESSABLE_ENTITY, message)).await;
+            }
+        }
+    }
+    let path = format!("/api/v1/orders/{}/returns?token={}", encode(&id), encode(&token));
+    let credentials = Shopper::of(&headers).headers();
+    let (status, answer) = site.api.send_as(Method::POST, &path, &credentials, Some(json!({"items": items, "reason": value("reason")}))).await?;
+    if status.is_success() {
+        return order_page(&site, &headers, &id, &token, Said::ReturnAsked).await;
+    }
+    let status = if status == StatusCode::NOT_FOUND { status } else { StatusCode::UNPROCESSABLE_ENTITY };
+    order_page(&site, &headers, &id, &token, Said::Refused(status, message_of(&answer))).await
 }

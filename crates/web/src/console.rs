@@ -575,7 +575,7 @@ struct Outcome<'a> {
 }
 
 fn csrf_of(site: &Site, headers: &HeaderMap) -> (String, Option<header::HeaderValue>) {
-    session::csrf(headers, site.public_url.starts_with("https://"))
+    session::csrf(headers, site.secure())
 }
 
 fn finish(status: StatusCode, page: &impl Template, set: Option<header::HeaderValue>) -> Response {
@@ -804,11 +804,7 @@ pub async fn act(site: Site, headers: HeaderMap, section: &'static Section, id: 
         return Err(forbidden());
     }
     if !status.is_success() {
-        let mut message = answer["error"]["message"].as_str().unwrap_or("That did not work.").to_owned();
-        if let Some(field) = answer["error"]["field"].as_str() {
-            message = format!("{message} ({field})");
-        }
-        let status = if status.is_client_error() { status } else { StatusCode::BAD_GATEWAY };
+        let (status, message) = refusal(status, &answer);
         return again(&site, &headers, &staff, section, id.as_deref(), status, Outcome { message, posted: Some((action.key, &posted)), ..Default::default() }).await;
     }
     let list = section.path.to_owned();
@@ -826,6 +822,17 @@ pub async fn act(site: Site, headers: HeaderMap, section: &'static Section, id: 
         After::Stay | After::Record => here,
     };
     Ok(Redirect::to(&format!("{to}?done={}", encode(action.key))).into_response())
+}
+
+/// An API refusal as the page shows it: the status to answer with (the
+/// API's own for a client error, 502 when the API failed) and the reason in
+/// words, with the field it is about.
+fn refusal(status: StatusCode, answer: &Value) -> (StatusCode, String) {
+    let mut message = answer["error"]["message"].as_str().unwrap_or("That did not work.").to_owned();
+    if let Some(field) = answer["error"]["field"].as_str() {
+        message = format!("{message} ({field})");
+    }
+    (if status.is_client_error() { status } else { StatusCode::BAD_GATEWAY }, message)
 }
 
 /// The page a form was on, drawn again with how it went.
@@ -861,8 +868,9 @@ pub fn forms(site: &Site, staff: &Staff, actions: &[Action], target: &str, recor
     actions.iter().filter(|a| staff.may(a.permission)).map(|a| form_view(site, a, target.to_owned(), record, None)).collect()
 }
 
-/// Sends one of `actions` as posted to a page outside the sections; `Ok(Err(message))` when the API refused.
-pub async fn send(site: &Site, staff: &Staff, actions: &[Action], id: &str, posted: &[(String, String)]) -> Result<Result<(), String>, PageError> {
+/// Sends one of `actions` as posted to a page outside the sections;
+/// `Ok(Err((status, message)))` when the form or the API refused it.
+pub async fn send(site: &Site, staff: &Staff, actions: &[Action], id: &str, posted: &[(String, String)]) -> Result<Result<(), (StatusCode, String)>, PageError> {
     let key = posted.iter().find(|(k, _)| k == "action").map(|(_, v)| v.as_str()).unwrap_or_default();
     let Some(action) = actions.iter().find(|a| a.key == key) else {
         return Err(PageError(StatusCode::BAD_REQUEST, "This form asks for something the console does not do.".into()));
@@ -872,14 +880,14 @@ pub async fn send(site: &Site, staff: &Staff, actions: &[Action], id: &str, post
     }
     let (path, body) = match request_of(site, action, posted, id) {
         Ok(b) => b,
-        Err(bad) => return Ok(Err(format!("{} {}.", bad.field, bad.reason))),
+        Err(bad) => return Ok(Err((StatusCode::UNPROCESSABLE_ENTITY, format!("{} {}.", bad.field, bad.reason)))),
     };
     let (status, answer) = site.api.send_as(action.method.clone(), &path, &staff.headers(), Some(body)).await?;
     if status == StatusCode::FORBIDDEN {
         return Err(forbidden());
     }
     if !status.is_success() {
-        return Ok(Err(answer["error"]["message"].as_str().unwrap_or("That did not work.").to_owned()));
+        return Ok(Err(refusal(status, &answer)));
     }
     Ok(Ok(()))
 }

@@ -34,6 +34,12 @@ pub struct Card {
     pub price: String,
 }
 
+/// A product and its variant as a line shows them: the variant is left out
+/// when a product has only its default one.
+pub(crate) fn item_name(title: &str, variant: &str) -> String {
+    if variant.is_empty() || variant == "Default" { title.to_owned() } else { format!("{title} — {variant}") }
+}
+
 pub(crate) fn money(amount: i64, currency: &str) -> String {
     match kernel::money::Currency::parse(currency) {
         Ok(c) => format!("{} {}", c.format_decimal(amount), c.as_str()),
@@ -472,7 +478,7 @@ pub struct ProductQuery {
 }
 
 pub async fn product(State(site): State<Site>, headers: axum::http::HeaderMap, Path(slug): Path<String>, Query(q): Query<ProductQuery>) -> Result<Response, PageError> {
-    let (csrf, set_csrf) = crate::session::csrf(&headers, site.public_url.starts_with("https://"));
+    let (csrf, set_csrf) = crate::session::csrf(&headers, site.secure());
     let p: Product = site.api.get(&format!("/api/v1/products/{}", encode(&slug))).await?;
     let currency = site.currency.as_str();
     let offers: Vec<Offer> = p

@@ -2,6 +2,7 @@
 //! signed-in user of any role.
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)] // tests fail loudly; not every test file uses all
 
+pub mod pages;
 pub mod webdriver;
 
 use std::sync::Arc;

@@ -1,0 +1,169 @@
+//! The pages as a browser without a browser sees them: requests through
+//! the router with cookies kept, forms posted with their CSRF token, and the
+//! shop's own steps (a product, its stock, a guest's order, a staff member
+//! signed in) the page tests start from.
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)] // tests fail loudly; not every test file uses all
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use super::Shop;
+
+pub async fn page(shop: &Shop, path: &str) -> (StatusCode, HeaderMap, String) {
+    let request = Request::builder().uri(path).body(Body::empty()).unwrap();
+    let response = shop.app.router().oneshot(request).await.unwrap();
+    let (status, headers) = (response.status(), response.headers().clone());
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, String::from_utf8(bytes.to_vec()).unwrap())
+}
+
+/// A shop with the search service, as the storefront needs.
+pub async fn storefront() -> Shop {
+    Shop::with(|c| c.services.extend(["search".to_owned()])).await
+}
+
+pub fn between<'a>(html: &'a str, start: &str, end: &str) -> &'a str {
+    let from = html.find(start).unwrap_or_else(|| panic!("no {start} in {html}")) + start.len();
+    &html[from..from + html[from..].find(end).unwrap()]
+}
+
+
+pub async fn create(shop: &Shop, body: Value) -> Value {
+    let (s, p) = shop.send("POST", "/api/v1/admin/products", &shop.as_staff(), Some(body)).await;
+    assert_eq!(s, StatusCode::CREATED, "{p}");
+    p
+}
+
+pub async fn stock(shop: &Shop, sku: &str, on_hand: i64) {
+    let (s, _) = shop.send("PUT", &format!("/api/v1/admin/inventory/{sku}"), &shop.as_staff(), Some(json!({"on_hand": on_hand}))).await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+/// Waits until the search finds `q` (the index follows catalog events).
+pub async fn searchable(shop: &Shop, q: &str) {
+    for _ in 0..100 {
+        let (_, body) = shop.send("GET", &format!("/api/v1/search?q={q}"), &Default::default(), None).await;
+        if body["total"].as_u64().unwrap_or(0) > 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("{q} never became searchable");
+}
+
+
+/// A browser without a browser: it keeps cookies, reads a form's CSRF
+/// token and follows redirects, as the pages expect of one.
+pub struct Browser<'a> {
+    pub shop: &'a Shop,
+    pub cookies: std::collections::BTreeMap<String, String>,
+}
+
+impl<'a> Browser<'a> {
+    pub fn new(shop: &'a Shop) -> Self {
+        Browser { shop, cookies: Default::default() }
+    }
+
+    pub async fn request(&mut self, method: &str, path: &str, form: Option<&[(&str, &str)]>) -> (StatusCode, HeaderMap, String) {
+        let mut r = Request::builder().method(method).uri(path);
+        if !self.cookies.is_empty() {
+            let jar: Vec<String> = self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            r = r.header("cookie", jar.join("; "));
+        }
+        let r = match form {
+            Some(fields) => {
+                let body: Vec<String> = fields.iter().map(|(k, v)| format!("{k}={}", web::api::encode(v))).collect();
+                r.header("content-type", "application/x-www-form-urlencoded").body(Body::from(body.join("&")))
+            }
+            None => r.body(Body::empty()),
+        }
+        .unwrap();
+        let response = self.shop.app.router().oneshot(r).await.unwrap();
+        let (status, headers) = (response.status(), response.headers().clone());
+        for set in headers.get_all("set-cookie") {
+            let text = set.to_str().unwrap();
+            let (pair, attributes) = text.split_once(';').unwrap_or((text, ""));
+            let (name, value) = pair.split_once('=').unwrap();
+            if value.is_empty() || attributes.contains("Max-Age=0") {
+                self.cookies.remove(name);
+            } else {
+                self.cookies.insert(name.to_owned(), value.to_owned());
+            }
+        }
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (status, headers, String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
+    /// GET, following redirects.
+    pub async fn get(&mut self, path: &str) -> (StatusCode, String) {
+        let mut path = path.to_owned();
+        for _ in 0..5 {
+            let (status, headers, body) = self.request("GET", &path, None).await;
+            if status.is_redirection() {
+                path = headers["location"].to_str().unwrap().to_owned();
+                continue;
+            }
+            return (status, body);
+        }
+        panic!("too many redirects");
+    }
+
+    /// Posts a form from `page` (its CSRF token added), following the redirect.
+    pub async fn submit(&mut self, page: &str, action: &str, fields: &[(&str, &str)]) -> (StatusCode, String) {
+        let csrf = between(page, r#"name="csrf" value=""#, "\"").to_owned();
+        let mut all = vec![("csrf", csrf.as_str())];
+        all.extend_from_slice(fields);
+        let (status, headers, body) = self.request("POST", action, Some(&all)).await;
+        if status == StatusCode::SEE_OTHER || status == StatusCode::FOUND || status == StatusCode::TEMPORARY_REDIRECT {
+            let to = headers["location"].to_str().unwrap().to_owned();
+            return self.get(&to).await;
+        }
+        (status, body)
+    }
+}
+
+
+pub async fn mail_link(shop: &Shop, to: &str, subject: &str, path: &str) -> String {
+    for _ in 0..100 {
+        let (_, mail) = shop.send("GET", &format!("/api/v1/admin/mailbox?to={to}"), &shop.as_staff(), None).await;
+        if let Some(m) = mail["data"].as_array().unwrap().iter().find(|m| m["subject"].as_str().unwrap_or("").contains(subject)) {
+            let text = m["text"].as_str().unwrap();
+            let start = text.find(path).unwrap_or_else(|| panic!("no {path} in {text}"));
+            return text[start..].split_whitespace().next().unwrap().to_owned();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("no mail to {to} about {subject}");
+}
+
+
+/// A guest buys two mugs through the pages; their browser and the order's page.
+pub async fn guest_order(shop: &Shop) -> (Browser<'_>, String) {
+    create(shop, json!({"title": "Mug", "status": "active", "variants": [{"sku": "MUG-9", "prices": {"USD": 1200}, "weight_grams": 300}]})).await;
+    stock(shop, "MUG-9", 5).await;
+    let mut browser = Browser::new(shop);
+    let (_, product) = browser.get("/products/mug").await;
+    browser.submit(&product, "/cart/items", &[("sku", "MUG-9"), ("quantity", "2")]).await;
+    let (_, address) = browser.get("/checkout").await;
+    let (_, pay) = browser.submit(&address, "/checkout/address", &[("email", "ada@example.com"), ("name", "Ada Lovelace"),
+        ("line1", "1 Market St"), ("city", "San Francisco"), ("region", "CA"), ("postal_code", "94105"), ("country", "US")]).await;
+    let method = between(&pay, r#"name="shipping_method" id="m1" value=""#, "\"").to_owned();
+    let (status, confirmation) = browser.submit(&pay, "/checkout/pay", &[("shipping_method", &method), ("token", "tok_visa")]).await;
+    assert_eq!(status, StatusCode::OK, "{confirmation}");
+    let (_, list) = shop.send("GET", "/api/v1/admin/orders", &shop.as_staff(), None).await;
+    let id = list["data"][0]["id"].as_str().unwrap().to_owned();
+    (browser, id)
+}
+
+pub async fn staff_browser<'a>(shop: &'a Shop, email: &str, role: kernel::auth::Role) -> Browser<'a> {
+    shop.user(email, role).await;
+    let mut browser = Browser::new(shop);
+    let (_, form) = browser.get("/account/sign-in").await;
+    let (status, _) = browser.submit(&form, "/account/sign-in", &[("email", email), ("password", "a long passphrase")]).await;
+    assert_eq!(status, StatusCode::OK);
+    browser
+}
+
