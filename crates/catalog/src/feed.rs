@@ -71,6 +71,7 @@ fn listing(p: Product, all: &[CategoryRow], currency: &str) -> Listing {
 pub async fn listings(db: &Db, after: Option<&str>, limit: u32, currency: &str) -> Result<Vec<(String, Listing)>, CatalogError> {
     let filter = ListFilter {
         status: Some("active"),
+        text: None,
         brand: None,
         tag: None,
         category: None,

@@ -301,6 +301,7 @@ impl ProductFilter {
     fn list_filter(&self, status: Option<&'static str>) -> ListFilter<'_> {
         ListFilter {
             status,
+            text: None,
             brand: self.brand.as_deref(),
             tag: self.tag.as_deref(),
             category: self.category.as_deref(),
@@ -348,6 +349,8 @@ async fn get_product(
 #[derive(Deserialize, IntoParams)]
 pub struct AdminProductFilter {
     pub status: Option<Status>,
+    /// Words the title or a SKU contains, in any case.
+    pub q: Option<String>,
 }
 
 /// Staff: products in any status (`catalog:write` or `inventory:write`).
@@ -365,7 +368,7 @@ async fn admin_list_products(
         who.require(kernel::auth::Permission::CatalogWrite)?;
     }
     let p = params.parse()?;
-    let f = filter.list_filter(status.status.map(Status::as_str));
+    let f = ListFilter { text: status.q.as_deref(), ..filter.list_filter(status.status.map(Status::as_str)) };
     let rows = products::list(&c.inventory.db, &f, p.after.as_deref(), p.limit).await.map_err(|e| kernel::ApiError::from(&e))?;
     Ok(Json(page(rows, p.limit, true)))
 }

@@ -281,6 +281,8 @@ async fn assemble(db: &Db, rows: Vec<ProductRow>) -> Result<Vec<Product>, Catalo
 
 pub struct ListFilter<'a> {
     pub status: Option<&'a str>,
+    /// Words the title or a SKU contains, in any case.
+    pub text: Option<&'a str>,
     pub brand: Option<&'a str>,
     pub tag: Option<&'a str>,
     /// A category id or slug; products in it or below it.
@@ -313,6 +315,7 @@ pub async fn list(db: &Db, f: &ListFilter<'_>, after: Option<&str>, limit: u32) 
     }
     let listed = store::products(db, &ProductQuery {
         status: f.status,
+        text: f.text,
         brand: f.brand,
         tag: f.tag,
         categories: categories.as_deref(),

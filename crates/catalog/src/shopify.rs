@@ -671,6 +671,7 @@ pub async fn export(db: &platform::db::Db, out: impl Write, currency: Currency, 
     writer.write_record(COLUMNS).map_err(io)?;
     let filter = products::ListFilter {
         status: None,
+        text: None,
         brand: None,
         tag: None,
         category: None,

@@ -166,6 +166,8 @@ pub enum Sort {
 /// seen (from [`ListedProduct::key`]).
 pub struct ProductQuery<'a> {
     pub status: Option<&'a str>,
+    /// Words the title or a SKU contains, in any case.
+    pub text: Option<&'a str>,
     pub brand: Option<&'a str>,
     pub tag: Option<&'a str>,
     /// Products in any of these categories.
@@ -202,6 +204,12 @@ pub async fn products(db: &Db, q: &ProductQuery<'_>) -> Result<Vec<ListedProduct
     let mut filters = String::new();
     if let Some(status) = q.status {
         filters += &format!(" AND p.status = {}", next(Bind::Text(status.into()), &mut binds));
+    }
+    if let Some(text) = q.text.map(|t| t.trim().to_lowercase().replace(['%', '_', '\\'], "")).filter(|t| !t.is_empty()) {
+        let pattern = next(Bind::Text(format!("%{text}%")), &mut binds);
+        filters += &format!(
+            " AND (LOWER(p.title) LIKE {pattern} OR EXISTS (SELECT 1 FROM variants v WHERE v.product_id = p.id AND LOWER(v.sku) LIKE {pattern}))"
+        );
     }
     if let Some(brand) = q.brand {
         filters += &format!(" AND p.brand = {}", next(Bind::Text(brand.into()), &mut binds));

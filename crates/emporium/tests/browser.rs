@@ -193,3 +193,130 @@ async fn a_catalog_manager_adds_a_product_with_two_variants_and_a_picture_that_s
     window.quit().await;
 }
 
+
+/// Signs in at `/account/sign-in` with the shared test password.
+async fn sign_in(window: &Session<'_>, base: &str, email: &str) {
+    window.goto(&format!("{base}/account/sign-in")).await;
+    window.fill("#email", email).await;
+    window.fill("#password", "a long passphrase").await;
+    window.click("form.stack button[type=submit]").await;
+    window.wait_url("/account").await;
+}
+
+/// The first link to `path` in the newest dev-mailbox message to `to` about `subject`.
+async fn mailed_link(shop: &Shop, to: &str, subject: &str, path: &str) -> String {
+    for _ in 0..100 {
+        let (_, mail) = shop.send("GET", &format!("/api/v1/admin/mailbox?to={to}"), &shop.as_staff(), None).await;
+        if let Some(m) = mail["data"].as_array().unwrap().iter().find(|m| m["subject"].as_str().unwrap_or("").contains(subject)) {
+            let text = m["text"].as_str().unwrap();
+            let start = text.find(path).unwrap_or_else(|| panic!("no {path} in {text}"));
+            return text[start..].split_whitespace().next().unwrap().to_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no mail to {to} about {subject}");
+}
+
+#[tokio::test]
+async fn a_shopper_with_two_step_sign_in_follows_the_order_an_order_manager_ships() {
+    let Some(driver) = Driver::start().await else { return };
+    let (shop, base) = served_shop().await;
+    shop.user("orders@example.com", kernel::auth::Role::OrderManager).await;
+    shop.user("catalog@example.com", kernel::auth::Role::CatalogManager).await;
+    let shopper = driver.session(1280, 900).await;
+
+    // Sign up; the address is confirmed through the link in the dev mailbox.
+    shopper.goto(&format!("{base}/account/sign-up")).await;
+    for (field, value) in [("#name", "Grace Hopper"), ("#email", "grace@example.com"), ("#password", "a long passphrase")] {
+        shopper.fill(field, value).await;
+    }
+    shopper.click("form.stack button[type=submit]").await;
+    shopper.wait_url("/account").await;
+    shopper.wait_text("main", "not confirmed yet").await;
+    let link = mailed_link(&shop, "grace@example.com", "Confirm your email", "/account/verify-email?token=").await;
+    let path = &link[link.find("/account/").unwrap()..];
+    shopper.goto(&format!("{base}{path}")).await;
+    shopper.click("form.stack button[type=submit]").await;
+    shopper.wait_text("main", "Your email address is confirmed.").await;
+
+    // Two-step sign-in: the QR code is drawn in the page; the key beside it gives the first code.
+    shopper.goto(&format!("{base}/account/security")).await;
+    shopper.click("form[action='/account/security/totp'] button").await;
+    shopper.wait_text("main", "Scan this code").await;
+    let drawn = shopper.execute("return document.querySelector('svg') !== null;", json!([])).await;
+    assert_eq!(drawn, true, "a QR code");
+    shopper.screenshot("desktop-account-two-step").await;
+    let secret = shopper.text("code.secret").await;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    shopper.fill("#code", &platform::testing::totp(&secret, now)).await;
+    shopper.click("form[action='/account/security/totp/confirm'] button").await;
+    shopper.wait_text("main", "Two-step sign-in is on.").await;
+
+    // An order, then out and back in with a code.
+    shopper.goto(&format!("{base}/products/brass-desk-lamp")).await;
+    shopper.click("form.add button").await;
+    shopper.wait_url("/cart").await;
+    shopper.click("a.button").await;
+    shopper.wait_url("/checkout").await;
+    assert_eq!(shopper.execute("return document.querySelector('#email').value;", json!([])).await, "grace@example.com", "the account's email is filled in");
+    for (field, value) in [("#name", "Grace Hopper"), ("#line1", "1 Market St"), ("#city", "San Francisco"), ("#region", "CA"), ("#postal_code", "94105"), ("#country", "US")] {
+        shopper.fill(field, value).await;
+    }
+    shopper.click("form.stack button[type=submit]").await;
+    shopper.wait_url("/checkout/pay").await;
+    shopper.click("label[for=c1]").await; // tok_visa
+    shopper.click("form.stack button[type=submit]").await;
+    shopper.wait_title("Order #1001").await;
+    let order_url = shopper.url().await;
+    let order_path = order_url[order_url.find("/orders/").unwrap()..].split('?').next().unwrap().to_owned();
+
+    shopper.goto(&format!("{base}/account")).await;
+    shopper.click("form[action='/account/sign-out'] button").await;
+    shopper.wait_title("Emporium").await;
+    shopper.goto(&format!("{base}/account/sign-in")).await;
+    shopper.fill("#email", "grace@example.com").await;
+    shopper.fill("#password", "a long passphrase").await;
+    shopper.click("form.stack button[type=submit]").await;
+    shopper.wait_text("main", "Enter the code from your authenticator app.").await;
+    shopper.fill("#password", "a long passphrase").await;
+    shopper.fill("#totp_code", &platform::testing::totp(&secret, now + 30)).await;
+    shopper.click("form.stack button[type=submit]").await;
+    shopper.wait_url("/account").await;
+    let history = shopper.text("table.lines").await;
+    assert!(history.contains("#1001") && history.contains("paid"), "the order history: {history}");
+    shopper.screenshot("desktop-account").await;
+
+    // An order manager ships it with a tracking number.
+    let manager = driver.session(1280, 900).await;
+    sign_in(&manager, &base, "orders@example.com").await;
+    manager.goto(&format!("{base}/admin/orders")).await;
+    manager.click("table.lines a").await;
+    manager.wait_title("Order #1001").await;
+    manager.screenshot("desktop-admin-order").await;
+    for (field, value) in [("#carrier", "UPS"), ("#tracking_number", "1Z999AA10123456784"), ("#tracking_url", "https://track.example/1Z999AA10123456784")] {
+        manager.fill(field, value).await;
+    }
+    manager.click("form[action$='/fulfil'] button").await;
+    manager.wait_text("main", "Status: fulfilled").await;
+    manager.quit().await;
+
+    // The customer's order page shows the parcel and its tracking link.
+    shopper.goto(&format!("{base}{order_path}")).await;
+    let parcels = shopper.text("main").await;
+    assert!(parcels.contains("Status: fulfilled") && parcels.contains("UPS, tracking number 1Z999AA10123456784 — track it"), "{parcels}");
+    let link = shopper.execute("return document.querySelector('main h2 + ul a').href;", json!([])).await;
+    assert_eq!(link, "https://track.example/1Z999AA10123456784");
+    shopper.quit().await;
+
+    // A catalog manager has no orders in the console.
+    let catalog = driver.session(1280, 900).await;
+    sign_in(&catalog, &base, "catalog@example.com").await;
+    catalog.goto(&format!("{base}/admin")).await;
+    let nav = catalog.text("header nav").await;
+    assert!(nav.contains("Products") && !nav.contains("Orders"), "{nav}");
+    catalog.goto(&format!("{base}/admin/orders")).await;
+    catalog.wait_text("main h1", "Your role does not give access to this page.").await;
+    catalog.goto(&format!("{base}/admin{order_path}")).await;
+    catalog.wait_text("main h1", "Your role does not give access to this page.").await;
+    catalog.quit().await;
+}

@@ -261,6 +261,10 @@ async fn a_shopify_csv_is_imported_with_a_report_of_each_refused_row_and_exporte
     }
     let (_, products) = admin.get("/admin/products").await;
     assert!(products.contains("Ocean Blue Shirt"), "{products}");
+    let (_, found) = admin.get("/admin/products?q=ocean+BLUE").await;
+    let rows = between(&found, "<tbody>", "</tbody>");
+    assert_eq!(rows.matches("<tr>").count(), 1, "one product's title has the words: {rows}");
+    assert!(rows.contains("Ocean Blue Shirt"));
 
     let (status, headers, csv) = admin.request("GET", "/admin/products/export", None).await;
     assert_eq!(status, StatusCode::OK);

@@ -87,6 +87,7 @@ const RETURNS: Section = Section {
 const PRODUCTS: Section = Section {
     links: &[("/admin/products/new", "New product"), ("/admin/products/import", "Import a CSV"), ("/admin/products/export", "Export as CSV")],
     filters: &[
+        field("q", "Title or SKU", Text),
         field("status", "Status", Choice(&["draft", "active", "archived"])),
         field("brand", "Brand", Text),
         field("category", "Category", Text),

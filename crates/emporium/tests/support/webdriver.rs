@@ -182,6 +182,23 @@ impl Session<'_> {
         self.get("/url").await.as_str().unwrap_or_default().to_owned()
     }
 
+    /// Waits (up to 5 s) until the text of `css` contains `needle`; the text.
+    pub async fn wait_text(&self, css: &str, needle: &str) -> String {
+        let mut text = String::new();
+        for _ in 0..50 {
+            // Asked of the page as it is; while a page loads the script may fail, or find nothing yet.
+            let script = json!({"script": "const e = document.querySelector(arguments[0]); return e ? e.innerText : '';", "args": [css]});
+            if let Ok(v) = self.driver.try_call(reqwest::Method::POST, &format!("/session/{}/execute/sync", self.id), Some(script)).await {
+                text = v.as_str().unwrap_or_default().to_owned();
+                if text.contains(needle) {
+                    return text;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{css} never said “{needle}”: {text}");
+    }
+
     /// Waits (up to 5 s) until the address ends with `suffix`.
     pub async fn wait_url(&self, suffix: &str) {
         for _ in 0..50 {
