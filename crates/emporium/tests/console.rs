@@ -219,14 +219,16 @@ async fn an_order_is_noted_and_refunded_from_its_page_and_a_refused_cancel_says_
 }
 
 /// A file posted as a browser posts it (`multipart/form-data`).
-async fn upload(browser: &mut Browser<'_>, path: &str, fields: &[(&str, &str)], file: (&str, &[u8])) -> (StatusCode, String) {
+async fn upload(browser: &mut Browser<'_>, path: &str, fields: &[(&str, &str)], file: (&str, &str, &[u8])) -> (StatusCode, String) {
     let boundary = "emporium-test-boundary";
     let mut body = Vec::new();
     for (name, value) in fields {
         body.extend(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").bytes());
     }
-    body.extend(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{}\"; filename=\"products.csv\"\r\nContent-Type: text/csv\r\n\r\n", file.0).bytes());
-    body.extend_from_slice(file.1);
+    let (name, file_name, bytes) = file;
+    let kind = if file_name.ends_with(".png") { "image/png" } else { "text/csv" };
+    body.extend(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{file_name}\"\r\nContent-Type: {kind}\r\n\r\n").bytes());
+    body.extend_from_slice(bytes);
     body.extend(format!("\r\n--{boundary}--\r\n").bytes());
     let jar: Vec<String> = browser.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let request = Request::builder()
@@ -250,9 +252,9 @@ async fn a_shopify_csv_is_imported_with_a_report_of_each_refused_row_and_exporte
     let csrf = between(&form, r#"name="csrf" value=""#, "\"").to_owned();
     let csv = include_bytes!("../../catalog/tests/fixtures/shopify_products.csv");
 
-    let (status, _) = upload(&mut admin, "/admin/products/import", &[("csrf", "forged"), ("currency", "USD")], ("file", csv)).await;
+    let (status, _) = upload(&mut admin, "/admin/products/import", &[("csrf", "forged"), ("currency", "USD")], ("file", "products.csv", csv)).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "no import without the form's token");
-    let (status, report) = upload(&mut admin, "/admin/products/import", &[("csrf", &csrf), ("currency", "USD")], ("file", csv)).await;
+    let (status, report) = upload(&mut admin, "/admin/products/import", &[("csrf", &csrf), ("currency", "USD")], ("file", "products.csv", csv)).await;
     assert_eq!(status, StatusCode::OK, "{report}");
     assert!(report.contains("13 rows read: 4 products made, 0 updated;") && report.contains("7 rows refused."), "{report}");
     let refused = between(&report, "<tbody>", "</tbody>");
@@ -289,4 +291,45 @@ async fn what_staff_and_shoppers_typed_is_shown_as_text_in_the_console() {
     let (_, headers, _) = admin.request("GET", "/admin/products", None).await;
     assert!(headers["content-security-policy"].to_str().unwrap().contains("script-src 'self'"), "{headers:?}");
     assert_eq!(headers["cache-control"], "no-store");
+}
+
+#[tokio::test]
+async fn a_product_s_pictures_are_uploaded_described_ordered_and_removed() {
+    let shop = full_shop().await;
+    let product = create(&shop, json!({"title": "Linen Apron", "status": "active", "variants": [{"sku": "APR-S", "prices": {"USD": 2400}}]})).await;
+    let id = product["id"].as_str().unwrap();
+    let mut admin = staff_browser(&shop, "boss@example.com", Role::Admin).await;
+    let (_, record) = admin.get(&format!("/admin/products/{id}")).await;
+    let pictures = format!("/admin/products/{id}/pictures");
+    assert!(record.contains(&format!(r#"href="{pictures}">Pictures</a>"#)), "{record}");
+    let (_, page) = admin.get(&pictures).await;
+    assert!(page.contains("No pictures yet."));
+    let csrf = between(&page, r#"name="csrf" value=""#, "\"").to_owned();
+
+    let png = catalog::media::placeholder(120, 600).unwrap();
+    let (status, refused) = upload(&mut admin, &pictures, &[("csrf", &csrf), ("alt", "Not a picture")], ("image", "apron.png", b"plain text")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
+    assert!(alert(&refused).len() > 3, "the catalog's reason: {refused}");
+    for alt in ["A sand apron, folded", "The apron, worn"] {
+        let (status, _) = upload(&mut admin, &pictures, &[("csrf", &csrf), ("alt", alt)], ("image", "apron.png", &png)).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+    }
+    let (_, page) = admin.get(&format!("{pictures}?done=added")).await;
+    assert!(page.contains("The picture is added.") && page.matches("<img ").count() == 2, "{page}");
+    let (_, api) = shop.send("GET", &format!("/api/v1/admin/products/{id}"), &shop.as_staff(), None).await;
+    let media: Vec<(String, String)> = api["media"].as_array().unwrap().iter().map(|m| (m["id"].as_str().unwrap().to_owned(), m["alt"].as_str().unwrap().to_owned())).collect();
+    assert_eq!(media.iter().map(|m| m.1.as_str()).collect::<Vec<_>>(), ["A sand apron, folded", "The apron, worn"]);
+
+    let second = format!("{pictures}/{}", media[1].0);
+    let (_, page) = admin.submit(&page, &second, &[("action", "first")]).await;
+    assert!(page.contains("That picture now comes first."), "{page}");
+    let (_, page) = admin.submit(&page, &second, &[("action", "alt"), ("alt", "The apron, worn in the kitchen")]).await;
+    assert!(page.contains("The description is saved."));
+    let (_, api) = shop.send("GET", &format!("/api/v1/products/{id}"), &Default::default(), None).await;
+    assert_eq!(api["media"][0]["alt"], "The apron, worn in the kitchen", "{api}");
+    let (_, page) = admin.submit(&page, &format!("{pictures}/{}", media[0].0), &[("action", "remove")]).await;
+    assert!(page.contains("The picture is removed.") && page.matches("<img ").count() == 1, "{page}");
+
+    let mut support = staff_browser(&shop, "help@example.com", Role::Support).await;
+    assert_eq!(support.get(&pictures).await.0, StatusCode::FORBIDDEN);
 }

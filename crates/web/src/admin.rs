@@ -632,6 +632,174 @@ pub async fn create_product(State(site): State<Site>, headers: HeaderMap, mut fo
     Ok(Redirect::to("/admin/products").into_response())
 }
 
+// Pictures
+
+/// A product's picture on its pictures page.
+struct PictureView {
+    id: String,
+    /// The smallest copy, to show it by.
+    thumbnail: String,
+    url: String,
+    alt: String,
+}
+
+#[derive(Template)]
+#[template(path = "admin/pictures.html")]
+struct PicturesPage<'a> {
+    shop: &'a str,
+    staff: String,
+    nav: Vec<(&'static str, &'static str)>,
+    csrf: String,
+    /// The product's console page, and where the forms post.
+    base: String,
+    title: String,
+    pictures: Vec<PictureView>,
+    message: String,
+    done: &'static str,
+}
+
+#[derive(Deserialize)]
+pub struct DoneQuery {
+    #[serde(default)]
+    done: String,
+}
+
+/// The staff member allowed to change the catalog, or the answer for anyone else.
+async fn catalog_staff(site: &Site, headers: &HeaderMap) -> Result<Result<Staff, Response>, PageError> {
+    match staff(site, headers).await? {
+        Gate::In(s) if s.may(Permission::CatalogWrite) => Ok(Ok(s)),
+        Gate::In(_) => Err(forbidden()),
+        Gate::Out(r) => Ok(Err(r)),
+    }
+}
+
+async fn pictures_page(site: &Site, headers: &HeaderMap, staff: &Staff, id: &str, status: StatusCode, message: String, done: &'static str) -> Result<Response, PageError> {
+    let product = site.staff_get(staff, &format!("/api/v1/admin/products/{}", encode(id))).await?;
+    let pictures = product["media"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            let url = m["url"].as_str().unwrap_or_default().to_owned();
+            PictureView {
+                id: m["id"].as_str().unwrap_or_default().to_owned(),
+                thumbnail: m["thumbnails"][0]["url"].as_str().map_or_else(|| url.clone(), str::to_owned),
+                url,
+                alt: m["alt"].as_str().unwrap_or_default().to_owned(),
+            }
+        })
+        .collect();
+    let (csrf, set) = session::csrf(headers, site.secure());
+    let page = PicturesPage {
+        shop: &site.name,
+        staff: staff.name.clone(),
+        nav: staff.nav(),
+        csrf,
+        base: format!("/admin/products/{}", encode(id)),
+        title: product["title"].as_str().unwrap_or(id).to_owned(),
+        pictures,
+        message,
+        done,
+    };
+    let mut response = no_store((status, render(&page)).into_response());
+    if let Some(c) = set {
+        response.headers_mut().append(header::SET_COOKIE, c);
+    }
+    Ok(response)
+}
+
+pub async fn pictures(State(site): State<Site>, headers: HeaderMap, Path(id): Path<String>, Query(q): Query<DoneQuery>) -> Result<Response, PageError> {
+    let staff = match catalog_staff(&site, &headers).await? {
+        Ok(s) => s,
+        Err(r) => return Ok(r),
+    };
+    let done = match q.done.as_str() {
+        "added" => "The picture is added.",
+        "alt" => "The description is saved.",
+        "first" => "That picture now comes first.",
+        "removed" => "The picture is removed.",
+        _ => "",
+    };
+    pictures_page(&site, &headers, &staff, &id, StatusCode::OK, String::new(), done).await
+}
+
+/// Uploads a picture (with its description) to a product.
+pub async fn add_picture(State(site): State<Site>, headers: HeaderMap, Path(id): Path<String>, mut form: axum::extract::Multipart) -> Result<Response, PageError> {
+    let staff = match catalog_staff(&site, &headers).await? {
+        Ok(s) => s,
+        Err(r) => return Ok(r),
+    };
+    let (mut csrf, mut alt, mut picture) = (String::new(), String::new(), None);
+    loop {
+        let field = match form.next_field().await {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => return pictures_page(&site, &headers, &staff, &id, StatusCode::UNPROCESSABLE_ENTITY, e.body_text(), "").await,
+        };
+        match field.name().unwrap_or_default() {
+            "image" => {
+                let name = field.file_name().unwrap_or("picture").to_owned();
+                let content_type = field.content_type().unwrap_or("application/octet-stream").to_owned();
+                let bytes = field.bytes().await.map_err(|e| PageError(StatusCode::UNPROCESSABLE_ENTITY, e.body_text()))?;
+                picture = Some(Picture { name, content_type, bytes: bytes.to_vec() }).filter(|p| !p.bytes.is_empty());
+            }
+            "csrf" => csrf = field.text().await.unwrap_or_default(),
+            "alt" => alt = field.text().await.unwrap_or_default().trim().to_owned(),
+            _ => {}
+        }
+    }
+    if !session::csrf_ok(&headers, &csrf) {
+        return Err(PageError(StatusCode::FORBIDDEN, "This form has expired. Please go back, reload the page and try again.".into()));
+    }
+    let Some(picture) = picture else {
+        return pictures_page(&site, &headers, &staff, &id, StatusCode::UNPROCESSABLE_ENTITY, "Choose a picture to upload.".into(), "").await;
+    };
+    let (content_type, body) = picture_form(&picture, &alt);
+    let path = format!("/api/v1/admin/products/{}/media", encode(&id));
+    let (status, answer) = site.api.send_bytes(Method::POST, &path, &staff.headers(), &content_type, body).await?;
+    if status.is_success() {
+        return Ok(Redirect::to(&format!("/admin/products/{}/pictures?done=added", encode(&id))).into_response());
+    }
+    let message = answer["error"]["message"].as_str().unwrap_or("The picture was refused.").to_owned();
+    let status = if status.is_client_error() { status } else { StatusCode::BAD_GATEWAY };
+    pictures_page(&site, &headers, &staff, &id, status, message, "").await
+}
+
+#[derive(Deserialize)]
+pub struct PictureForm {
+    #[serde(default)]
+    csrf: String,
+    /// `alt` (save the description), `first` (move it first) or `remove`.
+    action: String,
+    #[serde(default)]
+    alt: String,
+}
+
+/// Describes, moves first or removes one of a product's pictures.
+pub async fn change_picture(State(site): State<Site>, headers: HeaderMap, Path((id, media)): Path<(String, String)>, Form(f): Form<PictureForm>) -> Result<Response, PageError> {
+    if !session::csrf_ok(&headers, &f.csrf) {
+        return Err(PageError(StatusCode::FORBIDDEN, "This form has expired. Please go back, reload the page and try again.".into()));
+    }
+    let staff = match catalog_staff(&site, &headers).await? {
+        Ok(s) => s,
+        Err(r) => return Ok(r),
+    };
+    let path = format!("/api/v1/admin/products/{}/media/{}", encode(&id), encode(&media));
+    let (method, body, done) = match f.action.as_str() {
+        "alt" => (Method::PATCH, Some(json!({"alt": f.alt.trim()})), "alt"),
+        "first" => (Method::PATCH, Some(json!({"position": 0})), "first"),
+        "remove" => (Method::DELETE, None, "removed"),
+        _ => return Err(PageError(StatusCode::BAD_REQUEST, "This form asks for something the console does not do.".into())),
+    };
+    let (status, answer) = site.api.send_as(method, &path, &staff.headers(), body).await?;
+    if status.is_success() {
+        return Ok(Redirect::to(&format!("/admin/products/{}/pictures?done={done}", encode(&id))).into_response());
+    }
+    let message = answer["error"]["message"].as_str().unwrap_or("That did not work.").to_owned();
+    let status = if status.is_client_error() { status } else { StatusCode::BAD_GATEWAY };
+    pictures_page(&site, &headers, &staff, &id, status, message, "").await
+}
+
 // Import and export
 
 #[derive(Template)]

@@ -34,6 +34,8 @@ pub struct Section {
     pub list: &'static str,
     /// Links on the list page to pages of their own: (path, label).
     pub links: &'static [(&'static str, &'static str)],
+    /// Links on a record's page (`{id}` stands for its key): (path, label).
+    pub record_links: &'static [(&'static str, &'static str)],
     /// Query parameters offered as filters and passed on to the list.
     pub filters: &'static [Field],
     pub columns: &'static [Column],
@@ -545,6 +547,7 @@ struct RecordPage<'a> {
     csrf: String,
     section: &'static str,
     base: String,
+    links: Vec<(String, &'static str)>,
     title: String,
     details: Vec<Detail>,
     related: Vec<RelatedView>,
@@ -730,6 +733,7 @@ async fn record_page(site: &Site, headers: &HeaderMap, staff: &Staff, section: &
         section: section.title,
         title,
         details: details(site, &record, section.rendered),
+        links: section.record_links.iter().map(|(path, label)| (with_id(path, id), *label)).collect(),
         related,
         forms: section.actions.iter().filter(|a| staff.may(a.permission)).map(|a| form_view(site, a, base.clone(), &record, outcome.posted)).collect(),
         base: section.path.to_owned(),

@@ -83,6 +83,8 @@ pub fn router(site: Site) -> Router {
         .route("/admin/products/new", get(admin::new_product).post(admin::create_product))
         .route("/admin/products/import", get(admin::import_form).post(admin::import))
         .route("/admin/products/export", get(admin::export))
+        .route("/admin/products/{id}/pictures", get(admin::pictures).post(admin::add_picture))
+        .route("/admin/products/{id}/pictures/{media}", post(admin::change_picture))
         .route("/robots.txt", get(pages::robots))
         .route("/sitemap.xml", get(pages::sitemap))
         .route("/assets/site.css", get(stylesheet))

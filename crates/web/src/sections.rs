@@ -35,6 +35,7 @@ const fn section(path: &'static str, title: &'static str, read: Permission, list
         title,
         intro: "",
         links: &[],
+        record_links: &[],
         read,
         list,
         filters: &[],
@@ -86,6 +87,7 @@ const RETURNS: Section = Section {
 
 const PRODUCTS: Section = Section {
     links: &[("/admin/products/new", "New product"), ("/admin/products/import", "Import a CSV"), ("/admin/products/export", "Export as CSV")],
+    record_links: &[("/admin/products/{id}/pictures", "Pictures")],
     filters: &[
         field("q", "Title or SKU", Text),
         field("status", "Status", Choice(&["draft", "active", "archived"])),
