@@ -203,20 +203,6 @@ async fn sign_in(window: &Session<'_>, base: &str, email: &str) {
     window.wait_url("/account").await;
 }
 
-/// The first link to `path` in the newest dev-mailbox message to `to` about `subject`.
-async fn mailed_link(shop: &Shop, to: &str, subject: &str, path: &str) -> String {
-    for _ in 0..100 {
-        let (_, mail) = shop.send("GET", &format!("/api/v1/admin/mailbox?to={to}"), &shop.as_staff(), None).await;
-        if let Some(m) = mail["data"].as_array().unwrap().iter().find(|m| m["subject"].as_str().unwrap_or("").contains(subject)) {
-            let text = m["text"].as_str().unwrap();
-            let start = text.find(path).unwrap_or_else(|| panic!("no {path} in {text}"));
-            return text[start..].split_whitespace().next().unwrap().to_owned();
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no mail to {to} about {subject}");
-}
-
 #[tokio::test]
 async fn a_shopper_with_two_step_sign_in_follows_the_order_an_order_manager_ships() {
     let Some(driver) = Driver::start().await else { return };
@@ -233,7 +219,7 @@ async fn a_shopper_with_two_step_sign_in_follows_the_order_an_order_manager_ship
     shopper.click("form.stack button[type=submit]").await;
     shopper.wait_url("/account").await;
     shopper.wait_text("main", "not confirmed yet").await;
-    let link = mailed_link(&shop, "grace@example.com", "Confirm your email", "/account/verify-email?token=").await;
+    let link = support::pages::mail_link(&shop, "grace@example.com", "Confirm your email", "/account/verify-email?token=").await;
     let path = &link[link.find("/account/").unwrap()..];
     shopper.goto(&format!("{base}{path}")).await;
     shopper.click("form.stack button[type=submit]").await;

@@ -195,6 +195,23 @@ async fn an_order_is_noted_and_refunded_from_its_page_and_a_refused_cancel_says_
     let mut admin = staff_browser(&shop, "boss@example.com", Role::Admin).await;
     let page = format!("/admin/orders/{id}");
     let act = format!("/admin/orders/{id}/act");
+
+    // The list narrows by email and by the day the order was placed.
+    let (_, api) = shop.send("GET", &format!("/api/v1/admin/orders/{id}"), &shop.as_staff(), None).await;
+    let day = api["placed_at"].as_str().unwrap()[..10].to_owned();
+    let listed = format!(r#"<a href="/admin/orders/{id}">#1001</a>"#);
+    for query in ["email=ada%40example.com", &format!("from={day}&to={day}"), &format!("status=paid&from={day}")] {
+        let (status, list) = admin.get(&format!("/admin/orders?{query}")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(list.contains(&listed), "{query}: {list}");
+    }
+    for query in ["email=nobody%40example.com", "status=refunded", "to=2020-01-01"] {
+        let (_, list) = admin.get(&format!("/admin/orders?{query}")).await;
+        assert!(list.contains("No orders.") && !list.contains(&listed), "{query}: {list}");
+    }
+    let (status, _) = admin.get("/admin/orders?from=yesterday").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+
     let (_, order) = admin.get(&page).await;
 
     let (status, noted) = admin.submit(&order, &act, &[("action", "note"), ("text", "Asked for gift wrap <b>please</b>")]).await;

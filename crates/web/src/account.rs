@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use crate::Site;
 use crate::api::{ApiError, encode};
-use crate::pages::{PageError, money, render};
+use crate::pages::{DoneQuery, PageError, money, render};
 use crate::session::{self, CART_ID, CART_SECRET};
 
 pub const ACCESS: &str = "access";
@@ -643,25 +643,26 @@ pub async fn delete(State(site): State<Site>, headers: HeaderMap, Form(f): Form<
 
 // Addresses
 
-/// An address as the API keeps it, and as the address form shows it.
+/// An address as the API keeps it, and as the address form
+/// (`address_fields.html`, in the account and at checkout) shows it.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct AddressFields {
     #[serde(default)]
     id: String,
     #[serde(default)]
-    name: String,
+    pub(crate) name: String,
     #[serde(default)]
-    line1: String,
+    pub(crate) line1: String,
     #[serde(default)]
     line2: Option<String>,
     #[serde(default)]
-    city: String,
+    pub(crate) city: String,
     #[serde(default)]
     region: Option<String>,
     #[serde(default)]
-    postal_code: String,
+    pub(crate) postal_code: String,
     #[serde(default)]
-    country: String,
+    pub(crate) country: String,
     #[serde(default)]
     phone: Option<String>,
     #[serde(default)]
@@ -680,24 +681,31 @@ impl AddressFields {
         parts.join(", ")
     }
 
-    fn line2(&self) -> &str {
+    pub(crate) fn line2(&self) -> &str {
         self.line2.as_deref().unwrap_or_default()
     }
 
-    fn region(&self) -> &str {
+    pub(crate) fn region(&self) -> &str {
         self.region.as_deref().unwrap_or_default()
     }
 
-    fn phone(&self) -> &str {
+    pub(crate) fn phone(&self) -> &str {
         self.phone.as_deref().unwrap_or_default()
     }
 
-    /// The body of a create or update call: empty optional fields are cleared.
-    fn body(&self) -> Value {
+    /// The address as the API takes it: empty optional fields are cleared.
+    pub(crate) fn address(&self) -> Value {
         let some = |t: &str| Some(t.trim().to_owned()).filter(|t| !t.is_empty());
         json!({"name": self.name, "line1": self.line1, "line2": some(self.line2()), "city": self.city, "region": some(self.region()),
-               "postal_code": self.postal_code, "country": self.country.trim().to_uppercase(), "phone": some(self.phone()),
-               "default_shipping": self.default_shipping, "default_billing": self.default_shipping})
+               "postal_code": self.postal_code, "country": self.country.trim().to_uppercase(), "phone": some(self.phone())})
+    }
+
+    /// The body of a create or update call of a saved address.
+    fn body(&self) -> Value {
+        let mut body = self.address();
+        body["default_shipping"] = json!(self.default_shipping);
+        body["default_billing"] = json!(self.default_shipping);
+        body
     }
 }
 
@@ -713,12 +721,6 @@ struct AddressesPage<'a> {
     editing: bool,
     message: String,
     done: &'static str,
-}
-
-#[derive(Deserialize)]
-pub struct DoneQuery {
-    #[serde(default)]
-    done: String,
 }
 
 /// What the list says after a change.

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use crate::Site;
 use crate::account::ACCESS;
 use crate::api::{ApiError, encode};
-use crate::pages::{PageError, item_name, money, render};
+use crate::pages::{DoneQuery, PageError, item_name, money, render};
 use crate::session;
 
 /// The signed-in staff member: their name, token and permissions.
@@ -269,10 +269,53 @@ pub async fn dashboard(State(site): State<Site>, headers: HeaderMap) -> Result<R
 
 // Orders
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 pub struct OrdersQuery {
-    status: Option<String>,
+    #[serde(default)]
+    status: String,
+    /// The customer's email.
+    #[serde(default)]
+    email: String,
+    /// Placed on or after this day (`YYYY-MM-DD`).
+    #[serde(default)]
+    from: String,
+    /// Placed on or before this day.
+    #[serde(default)]
+    to: String,
     after: Option<String>,
+}
+
+/// Midnight (UTC) at the start of `day`, `days` later, as RFC 3339.
+fn midnight(day: &str, days: i64) -> Result<String, PageError> {
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    let date = time::Date::parse(day.trim(), &format).map_err(|_| PageError(StatusCode::UNPROCESSABLE_ENTITY, format!("“{day}” is not a day (YYYY-MM-DD).")))?;
+    let date = date.checked_add(time::Duration::days(days)).unwrap_or(date);
+    Ok(format!("{}T00:00:00Z", date.format(&format).unwrap_or_default()))
+}
+
+impl OrdersQuery {
+    /// The filters as a query string (without the cursor).
+    fn query(&self) -> String {
+        format!("status={}&email={}&from={}&to={}", encode(&self.status), encode(&self.email), encode(&self.from), encode(&self.to))
+    }
+
+    /// The filters as the orders API takes them.
+    fn api_filters(&self) -> Result<String, PageError> {
+        let mut path = String::new();
+        if !self.status.is_empty() {
+            path += &format!("&status={}", encode(&self.status));
+        }
+        if !self.email.trim().is_empty() {
+            path += &format!("&email={}", encode(self.email.trim()));
+        }
+        if !self.from.trim().is_empty() {
+            path += &format!("&from={}", encode(&midnight(&self.from, 0)?));
+        }
+        if !self.to.trim().is_empty() {
+            path += &format!("&to={}", encode(&midnight(&self.to, 1)?));
+        }
+        Ok(path)
+    }
 }
 
 #[derive(Template)]
@@ -281,7 +324,7 @@ struct OrdersPage<'a> {
     shop: &'a str,
     staff: String,
     nav: Vec<(&'static str, &'static str)>,
-    status: String,
+    filters: OrdersQuery,
     orders: Vec<(String, i64, String, String, String, String)>,
     next: Option<String>,
 }
@@ -294,22 +337,18 @@ pub async fn orders(State(site): State<Site>, headers: HeaderMap, Query(q): Quer
     if !staff.may(Permission::OrdersRead) {
         return Err(forbidden());
     }
-    let status = q.status.unwrap_or_default();
-    let mut path = "/api/v1/admin/orders?limit=50".to_owned();
-    if !status.is_empty() {
-        path += &format!("&status={}", encode(&status));
-    }
+    let mut path = format!("/api/v1/admin/orders?limit=50{}", q.api_filters()?);
     if let Some(a) = &q.after {
         path += &format!("&starting_after={}", encode(a));
     }
     let page = site.staff_get(&staff, &path).await?;
     let list: Vec<Summary> = serde_json::from_value(page["data"].clone()).unwrap_or_default();
-    let next = page["next_cursor"].as_str().map(|c| format!("/admin/orders?status={}&after={}", encode(&status), encode(c)));
+    let next = page["next_cursor"].as_str().map(|c| format!("/admin/orders?{}&after={}", q.query(), encode(c)));
     let orders = list
         .into_iter()
         .map(|o| (format!("/admin/orders/{}", encode(&o.id)), o.number, o.status.replace('_', " "), o.email.unwrap_or_default(), money(o.total.amount, &site.currency), day_of(&o.placed_at)))
         .collect();
-    Ok(no_store(render(&OrdersPage { shop: &site.name, staff: staff.name.clone(), nav: staff.nav(), status, orders, next })))
+    Ok(no_store(render(&OrdersPage { shop: &site.name, staff: staff.name.clone(), nav: staff.nav(), filters: q, orders, next })))
 }
 
 #[derive(Debug, Deserialize)]
@@ -656,12 +695,6 @@ struct PicturesPage<'a> {
     pictures: Vec<PictureView>,
     message: String,
     done: &'static str,
-}
-
-#[derive(Deserialize)]
-pub struct DoneQuery {
-    #[serde(default)]
-    done: String,
 }
 
 /// The staff member allowed to change the catalog, or the answer for anyone else.

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::Site;
+use crate::account::AddressFields;
 use crate::api::{ApiError, encode};
 use crate::pages::{PageError, item_name, render};
 use crate::session::{self, CART_ID, CART_SECRET};
@@ -337,14 +338,7 @@ struct AddressPage<'a> {
     query: &'a str,
     csrf: String,
     email: String,
-    name: String,
-    line1: String,
-    line2: String,
-    city: String,
-    region: String,
-    postal_code: String,
-    country: String,
-    phone: String,
+    form: AddressFields,
     message: String,
 }
 
@@ -377,14 +371,7 @@ pub async fn checkout(State(site): State<Site>, headers: HeaderMap) -> Result<Re
         query: "",
         csrf,
         email: email.unwrap_or_default(),
-        name: field(a, "name"),
-        line1: field(a, "line1"),
-        line2: field(a, "line2"),
-        city: field(a, "city"),
-        region: field(a, "region"),
-        postal_code: field(a, "postal_code"),
-        country: field(a, "country"),
-        phone: field(a, "phone"),
+        form: a.clone().and_then(|a| serde_json::from_value(a).ok()).unwrap_or_default(),
         message: String::new(),
     };
     Ok(with_cookies(render(&page), [set]))
@@ -394,22 +381,10 @@ pub async fn checkout(State(site): State<Site>, headers: HeaderMap) -> Result<Re
 pub struct AddressForm {
     #[serde(default)]
     csrf: String,
+    #[serde(default)]
     email: String,
-    name: String,
-    line1: String,
-    #[serde(default)]
-    line2: String,
-    city: String,
-    #[serde(default)]
-    region: String,
-    postal_code: String,
-    country: String,
-    #[serde(default)]
-    phone: String,
-}
-
-fn some(text: &str) -> Option<String> {
-    Some(text.trim().to_owned()).filter(|t| !t.is_empty())
+    #[serde(flatten)]
+    address: AddressFields,
 }
 
 pub async fn save_address(State(site): State<Site>, headers: HeaderMap, Form(f): Form<AddressForm>) -> Result<Response, PageError> {
@@ -417,32 +392,16 @@ pub async fn save_address(State(site): State<Site>, headers: HeaderMap, Form(f):
         return Ok(refused());
     }
     let Some(key) = CartKey::of(&headers) else { return Ok(see_other("/cart")) };
-    let address = json!({"name": f.name, "line1": f.line1, "line2": some(&f.line2), "city": f.city, "region": some(&f.region),
-                         "postal_code": f.postal_code, "country": f.country.trim().to_uppercase(), "phone": some(&f.phone)});
     let (status, body) = site.cart_call(&key, Method::PUT, "/email", Some(json!({"email": f.email}))).await?;
     let (status, body) = if status.is_success() {
-        site.cart_call(&key, Method::PUT, "/shipping-address", Some(address)).await?
+        site.cart_call(&key, Method::PUT, "/shipping-address", Some(f.address.address())).await?
     } else {
         (status, body)
     };
     if status.is_success() {
         return Ok(see_other("/checkout/pay"));
     }
-    let page = AddressPage {
-        shop: &site.name,
-        query: "",
-        csrf: f.csrf.clone(),
-        email: f.email,
-        name: f.name,
-        line1: f.line1,
-        line2: f.line2,
-        city: f.city,
-        region: f.region,
-        postal_code: f.postal_code,
-        country: f.country,
-        phone: f.phone,
-        message: message_of(&body),
-    };
+    let page = AddressPage { shop: &site.name, query: "", csrf: f.csrf.clone(), email: f.email, form: f.address, message: message_of(&body) };
     Ok((StatusCode::UNPROCESSABLE_ENTITY, render(&page)).into_response())
 }
 

@@ -34,6 +34,13 @@ pub struct Card {
     pub price: String,
 }
 
+/// `?done=…`: what a page that was redirected to after a change says was done.
+#[derive(Deserialize)]
+pub struct DoneQuery {
+    #[serde(default)]
+    pub done: String,
+}
+
 /// A product and its variant as a line shows them: the variant is left out
 /// when a product has only its default one.
 pub(crate) fn item_name(title: &str, variant: &str) -> String {

@@ -232,6 +232,7 @@ const CATEGORIES: Section = Section {
         act("update", "Save", Method::PATCH, "/api/v1/admin/categories/{id}", &[
             required("name", "Name", Text),
             field("slug", "Address (slug)", Text),
+            hinted("parent_id", "Inside", Text, "The parent category's id, to move it there"),
             field("position", "Position", Int),
         ], CatalogWrite, After::Stay),
         danger("delete", "Remove", Method::DELETE, "/api/v1/admin/categories/{id}", &[], CatalogWrite, After::List),
