@@ -387,26 +387,9 @@ async fn a_deleted_customers_orders_stay_without_their_person() {
     assert_eq!(kept["lines"][0]["sku"], "HAT-1");
 }
 
-/// A stand-in for Stripe that asks for 3-D Secure on every payment, so the
-/// outcome arrives by webhook.
-async fn fake_stripe() -> String {
-    use axum::routing::post;
-    let app = axum::Router::new().route(
-        "/v1/payment_intents",
-        post(|| async {
-            axum::Json(json!({"id": "pi_3Test", "object": "payment_intent", "status": "requires_action", "amount": 1000,
-                "next_action": {"type": "redirect_to_url", "redirect_to_url": {"url": "https://stripe.example/3ds"}}}))
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    format!("http://{addr}")
-}
-
 #[tokio::test]
 async fn stripe_webhooks_settle_payments_only_when_signed() {
-    let base = fake_stripe().await;
+    let base = support::fake_stripe().await;
     let shop = Shop::with(|c| {
         c.orders.stripe_secret_key = Some("sk_test_emporium".into());
         c.orders.stripe_webhook_secret = Some("whsec_emporium".into());
@@ -418,6 +401,11 @@ async fn stripe_webhooks_settle_payments_only_when_signed() {
     let (status, order) = shop.send("POST", &format!("/api/v1/carts/{cart}/checkout"), &who, Some(json!({"payment": {"provider": "stripe", "token": "tok_visa"}}))).await;
     assert_eq!((status, order["status"].as_str()), (StatusCode::CREATED, Some("pending_payment")), "{order}");
     assert_eq!(order["next_action"], "https://stripe.example/3ds");
+    let (other, guest) = shop.ready_cart(&[("KITE-1", 1)], None).await;
+    let (status, refused) = shop.send("POST", &format!("/api/v1/carts/{other}/checkout"), &guest, Some(json!({"payment": {"provider": "test", "token": "tok_visa"}}))).await;
+    assert_eq!((status, refused["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("unknown_provider")), "a shop taking real payments takes no test ones: {refused}");
+    let (_, methods) = shop.send("GET", "/api/v1/payments/methods", &Default::default(), None).await;
+    assert_eq!(methods["data"].as_array().unwrap().iter().map(|m| m["provider"].as_str().unwrap()).collect::<Vec<_>>(), ["stripe"]);
 
     let body = json!({"id": "evt_1", "type": "payment_intent.succeeded", "data": {"object": {"id": "pi_3Test", "object": "payment_intent", "status": "succeeded"}}}).to_string();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();

@@ -409,3 +409,43 @@ async fn a_customer_keeps_addresses_checks_out_with_the_default_and_asks_to_retu
     let (status, _, _) = browser.request("POST", &format!("/orders/{id}/returns"), Some(&[("qty:MUG-9", "1"), ("reason", "again")])).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "no return without the form's token");
 }
+
+#[tokio::test]
+async fn with_stripe_set_up_the_payment_page_takes_cards_through_stripe_elements_and_no_test_cards() {
+    let stripe = support::fake_stripe().await;
+    let shop = Shop::with(|c| {
+        c.services.extend(["search".to_owned()]);
+        c.orders.stripe_secret_key = Some("sk_test_emporium".into());
+        c.orders.stripe_publishable_key = Some("pk_test_emporium".into());
+        c.orders.stripe_api_base = stripe;
+    })
+    .await;
+    create(&shop, json!({"title": "Mug", "status": "active", "variants": [{"sku": "MUG-9", "prices": {"USD": 1200}, "weight_grams": 300}]})).await;
+    stock(&shop, "MUG-9", 5).await;
+    let mut browser = Browser::new(&shop);
+    let (_, product) = browser.get("/products/mug").await;
+    browser.submit(&product, "/cart/items", &[("sku", "MUG-9")]).await;
+    let (_, address) = browser.get("/checkout").await;
+    let (_, pay) = browser.submit(&address, "/checkout/address", &[("email", "ada@example.com"), ("name", "Ada Lovelace"),
+        ("line1", "1 Market St"), ("city", "San Francisco"), ("region", "CA"), ("postal_code", "94105"), ("country", "US")]).await;
+    assert!(pay.contains(r#"<fieldset id="stripe-card" data-key="pk_test_emporium" hidden>"#), "the card field, shown by the script: {pay}");
+    assert!(pay.contains(r#"<script src="https://js.stripe.com/v3/"></script><script src="/assets/stripe.js"></script>"#));
+    assert!(!pay.contains("Test cards") && !pay.contains("tok_visa"), "no test cards in a shop taking real payments");
+    let (_, headers, _) = browser.request("GET", "/checkout/pay", None).await;
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("script-src 'self' https://js.stripe.com;") && csp.contains("frame-src https://js.stripe.com"), "{csp}");
+    let (status, _, script) = browser.request("GET", "/assets/stripe.js", None).await;
+    assert!(status.is_success() && script.contains("createToken"));
+
+    // What the script posts: Stripe's token for the card; Stripe asks for 3-D Secure.
+    let csrf = between(&pay, r#"name="csrf" value=""#, "\"").to_owned();
+    let method = between(&pay, r#"name="shipping_method" id="m1" value=""#, "\"").to_owned();
+    let (status, headers, _) = browser.request("POST", "/checkout/pay", Some(&[("csrf", &csrf), ("shipping_method", &method), ("provider", "stripe"), ("token", "tok_1Card")])).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers["location"], "https://stripe.example/3ds", "off to the bank's check");
+
+    // A shop without Stripe allows no third-party script at all.
+    let plain = storefront().await;
+    let (_, headers, _) = page(&plain, "/").await;
+    assert!(!headers["content-security-policy"].to_str().unwrap().contains("stripe"));
+}

@@ -53,6 +53,10 @@ pub struct OrdersConfig {
     /// A checkout untouched this long is presumed interrupted (a crash) and
     /// the reconciler completes or rolls it back.
     pub reconcile_after_secs: u64,
+    /// The built-in test gateway (test cards that succeed or fail as they
+    /// are named). Unset: on unless Stripe is set up, so a shop taking real
+    /// payments never takes make-believe ones.
+    pub test_payments: Option<bool>,
     /// The Stripe secret key (`sk_test_…`); Stripe is offered when set.
     pub stripe_secret_key: Option<String>,
     /// The Stripe publishable key, for Stripe Elements in the storefront.
@@ -72,6 +76,7 @@ impl Default for OrdersConfig {
             return_window_days: 30,
             payment_timeout_mins: 15,
             reconcile_after_secs: 60,
+            test_payments: None,
             stripe_secret_key: None,
             stripe_publishable_key: None,
             stripe_webhook_secret: None,
@@ -553,6 +558,7 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("EMPORIUM_ORDERS_RETURN_WINDOW_DAYS", "orders.return_window_days", Kind::Int),
     ("EMPORIUM_ORDERS_PAYMENT_TIMEOUT_MINS", "orders.payment_timeout_mins", Kind::Int),
     ("EMPORIUM_ORDERS_RECONCILE_AFTER_SECS", "orders.reconcile_after_secs", Kind::Int),
+    ("EMPORIUM_TEST_PAYMENTS", "orders.test_payments", Kind::Bool),
     ("EMPORIUM_STRIPE_SECRET_KEY", "orders.stripe_secret_key", Kind::Str),
     ("EMPORIUM_STRIPE_PUBLISHABLE_KEY", "orders.stripe_publishable_key", Kind::Str),
     ("EMPORIUM_STRIPE_WEBHOOK_SECRET", "orders.stripe_webhook_secret", Kind::Str),

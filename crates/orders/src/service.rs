@@ -65,7 +65,11 @@ fn capture_now(mode: &str) -> bool {
 impl Orders {
     pub fn new(db: Db, ports: Ports, config: &Config) -> Result<Orders, GatewayError> {
         let test_gateway = TestGateway::new(db.clone(), config.public_url());
-        let mut gateways: Vec<Arc<dyn PaymentGateway>> = vec![Arc::new(test_gateway.clone())];
+        let mut gateways: Vec<Arc<dyn PaymentGateway>> = Vec::new();
+        let test_payments = config.orders.test_payments.unwrap_or(config.orders.stripe_secret_key.is_none());
+        if test_payments {
+            gateways.push(Arc::new(test_gateway.clone()));
+        }
         if let Some(key) = &config.orders.stripe_secret_key {
             gateways.push(Arc::new(crate::stripe::StripeGateway::new(
                 key.clone(),

@@ -430,6 +430,9 @@ struct Method_ {
     provider: String,
     #[serde(default)]
     test_cards: Vec<TestCard>,
+    /// Stripe's, for Stripe Elements.
+    #[serde(default)]
+    publishable_key: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -455,6 +458,8 @@ struct PayPage<'a> {
     address: String,
     methods: Vec<Pick>,
     cards: Vec<Pick>,
+    /// Stripe's publishable key when the shop takes cards through Stripe.
+    stripe_key: String,
     message: String,
 }
 
@@ -492,6 +497,7 @@ async fn pay_page(site: &Site, headers: &HeaderMap, key: &CartKey, status: Statu
             chosen: if chosen_card.is_empty() { i == 0 } else { c.token == chosen_card },
         })
         .collect();
+    let stripe_key = payment.data.iter().find(|m| m.provider == "stripe").and_then(|m| m.publishable_key.clone()).unwrap_or_default();
     let address = ["name", "line1", "line2", "postal_code", "city", "region", "country"]
         .iter()
         .map(|k| field(&cart.shipping_address, k))
@@ -511,6 +517,7 @@ async fn pay_page(site: &Site, headers: &HeaderMap, key: &CartKey, status: Statu
         address,
         methods,
         cards,
+        stripe_key,
         message,
     };
     Ok(with_cookies((status, render(&page)).into_response(), [set]))
@@ -527,6 +534,9 @@ pub struct PayForm {
     csrf: String,
     shipping_method: String,
     token: String,
+    /// `test` (a test card) or `stripe` (a token Stripe Elements made).
+    #[serde(default)]
+    provider: String,
 }
 
 /// Chooses the shipping method and pays: the confirmation on success, the
@@ -548,7 +558,8 @@ pub async fn place(State(site): State<Site>, headers: HeaderMap, Form(f): Form<P
     let mut h = key.headers();
     h.push(("idempotency-key", session::random_token()));
     let path = format!("/api/v1/carts/{}/checkout", encode(&key.id));
-    let (status, order) = site.api.send_as(Method::POST, &path, &h, Some(json!({"payment": {"provider": "test", "token": f.token}}))).await?;
+    let provider = if f.provider == "stripe" { "stripe" } else { "test" };
+    let (status, order) = site.api.send_as(Method::POST, &path, &h, Some(json!({"payment": {"provider": provider, "token": f.token}}))).await?;
     if !status.is_success() {
         let status = if status == StatusCode::PAYMENT_REQUIRED { status } else { StatusCode::UNPROCESSABLE_ENTITY };
         return pay_page(&site, &headers, &key, status, message_of(&order), &f.token).await;

@@ -901,7 +901,7 @@ mod tests {
     use super::*;
 
     fn site() -> Site {
-        Site { api: crate::Api::default(), name: "Shop".into(), currency: "USD".into(), public_url: "http://localhost".into() }
+        Site::new(crate::Api::default(), &kernel::config::Config::default())
     }
 
     const CREATE: Action = Action {

@@ -14,7 +14,7 @@ mod sections;
 mod session;
 
 use axum::Router;
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -31,6 +31,9 @@ pub struct Site {
     pub currency: String,
     /// Where shoppers reach the shop, for canonical links and the sitemap.
     pub public_url: String,
+    /// The pages' content policy: Stripe's script and frames are allowed
+    /// only when Stripe is set up.
+    csp: HeaderValue,
 }
 
 impl Site {
@@ -40,6 +43,7 @@ impl Site {
             name: config.notify.shop_name.clone(),
             currency: config.orders.currency.clone(),
             public_url: config.public_url().trim_end_matches('/').to_owned(),
+            csp: HeaderValue::from_static(if config.orders.stripe_publishable_key.is_some() { CSP_WITH_STRIPE } else { CSP }),
         }
     }
 }
@@ -89,18 +93,24 @@ pub fn router(site: Site) -> Router {
         .route("/sitemap.xml", get(pages::sitemap))
         .route("/assets/site.css", get(stylesheet))
         .route("/assets/search.js", get(script))
+        .route("/assets/stripe.js", get(stripe_script))
         .layer(middleware::from_fn_with_state(site.clone(), account::renew_session))
-        .layer(middleware::from_fn(security_headers))
+        .layer(middleware::from_fn_with_state(site.clone(), security_headers))
         .with_state(site)
 }
 
 const CSP: &str = "default-src 'self'; img-src 'self' data: https:; style-src 'self'; script-src 'self'; \
                    object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'";
 
-async fn security_headers(request: Request, next: Next) -> Response {
+/// With Stripe Elements: Stripe.js, its card frame and its API, and nothing else more.
+const CSP_WITH_STRIPE: &str = "default-src 'self'; img-src 'self' data: https:; style-src 'self'; \
+                   script-src 'self' https://js.stripe.com; frame-src https://js.stripe.com https://hooks.stripe.com; \
+                   connect-src 'self' https://api.stripe.com; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'";
+
+async fn security_headers(State(site): State<Site>, request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    headers.insert(header::CONTENT_SECURITY_POLICY, site.csp.clone());
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("strict-origin-when-cross-origin"));
@@ -114,11 +124,16 @@ async fn stylesheet() -> impl IntoResponse {
     )
 }
 
+fn javascript(source: &'static str) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (header::CACHE_CONTROL, "public, max-age=3600")], source)
+}
+
 async fn script() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (header::CACHE_CONTROL, "public, max-age=3600")],
-        include_str!("../assets/search.js"),
-    )
+    javascript(include_str!("../assets/search.js"))
+}
+
+async fn stripe_script() -> impl IntoResponse {
+    javascript(include_str!("../assets/stripe.js"))
 }
 
 /// Text for an XML element.

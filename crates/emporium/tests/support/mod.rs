@@ -184,3 +184,20 @@ impl Shop {
         on_db!(db, pool => sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql)).fetch_one(pool).await).unwrap()
     }
 }
+
+/// A stand-in for Stripe that asks for 3-D Secure on every payment, so the
+/// outcome arrives by webhook.
+pub async fn fake_stripe() -> String {
+    use axum::routing::post;
+    let app = axum::Router::new().route(
+        "/v1/payment_intents",
+        post(|| async {
+            axum::Json(json!({"id": "pi_3Test", "object": "payment_intent", "status": "requires_action", "amount": 1000,
+                "next_action": {"type": "redirect_to_url", "redirect_to_url": {"url": "https://stripe.example/3ds"}}}))
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
