@@ -12,6 +12,7 @@ mod store;
 
 use std::sync::Arc;
 
+use kernel::auth::Role;
 use platform::auth::KeySource;
 use platform::migrate::Migrations;
 use platform::service::{BoxError, BoxFuture, Mounted, ServiceContext, ServiceSpec};
@@ -25,7 +26,7 @@ pub const NAME: &str = "auth";
 pub static MIGRATIONS: Migrations = platform::migrations!("auth", ["0001_accounts", "0002_mfa", "0003_addresses", "0004_api_keys"]);
 
 pub fn spec() -> ServiceSpec {
-    ServiceSpec { name: NAME, migrations: &MIGRATIONS, mount, demo: None }
+    ServiceSpec { name: NAME, migrations: &MIGRATIONS, mount, demo: Some(load_demo) }
 }
 
 /// Builds the service over its database (also used by the CLI).
@@ -53,6 +54,31 @@ fn mount(ctx: ServiceContext) -> BoxFuture<'static, Result<Mounted, BoxError>> {
         ctx.ports.provide::<dyn KeySource>(auth.keys.clone());
         ctx.ports.provide::<dyn platform::auth::ApiKeyResolver>(Arc::new(service::ApiKeys(auth.clone())));
         Ok(Mounted::routes(http::router(auth)))
+    })
+}
+
+/// The demo shop's staff, one per role, so the console can be tried at once.
+pub const DEMO_STAFF: [(&str, &str, Role); 3] = [
+    ("admin@example.com", "Demo Admin", Role::Admin),
+    ("catalog@example.com", "Demo Catalog Manager", Role::CatalogManager),
+    ("orders@example.com", "Demo Order Manager", Role::OrderManager),
+];
+
+/// The demo staff's password (documented in the README; demo shops only).
+pub const DEMO_PASSWORD: &str = "emporium-demo";
+
+fn load_demo(ctx: ServiceContext) -> BoxFuture<'static, Result<(), BoxError>> {
+    Box::pin(async move {
+        let auth = open(&ctx)?;
+        for (email, name, role) in DEMO_STAFF {
+            match admin::create_user(&auth, email, name, DEMO_PASSWORD, &[role]).await {
+                Ok(_) => tracing::info!(email, role = %role, "demo staff account created"),
+                // A second start of the demo keeps the accounts as they are.
+                Err(AuthError::EmailTaken) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     })
 }
 

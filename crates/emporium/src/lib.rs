@@ -1,6 +1,7 @@
 //! The `emporium` binary's library: the command line, the configuration it
 //! loads, and the wiring of the services into one process.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -366,7 +367,17 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 .map_err(|source| CliError::Bind { addr: config.bind, source })?;
             let addr = listener.local_addr().map_err(CliError::Serve)?;
             tracing::info!(%addr, services = ?config.services, "listening");
-            println!("Emporium is listening on http://{addr}");
+            // Said on stdout for whoever started the server; a closed stdout does not stop it.
+            let mut out = std::io::stdout();
+            let _ = writeln!(out, "Emporium is listening on http://{addr}");
+            if demo && config.services.iter().any(|s| s == auth::NAME) {
+                let _ = writeln!(
+                    out,
+                    "The console is at http://{addr}/admin: sign in as admin@example.com (or catalog@… / orders@…) with the demo password `{}`",
+                    auth::DEMO_PASSWORD
+                );
+            }
+            let _ = out.flush();
             app.serve(listener, shutdown_signal()).await.map_err(CliError::Serve)
         }
     }
