@@ -56,8 +56,8 @@ pub enum OrdersError {
     /// A code (`order_not_cancellable`) and the reason in words.
     #[error("{1}")]
     Conflict(&'static str, String),
-    #[error("a refund of {asked} is more than the {left} that can still be refunded")]
-    RefundTooLarge { asked: i64, left: i64 },
+    #[error("a refund of {} is more than the {} that can still be refunded", shown(*asked, currency), shown(*left, currency))]
+    RefundTooLarge { asked: i64, left: i64, currency: String },
     #[error("the catalog is unavailable: {0}")]
     Catalog(String),
     #[error("the payment provider is unavailable: {0}")]
@@ -123,5 +123,13 @@ impl From<&OrdersError> for ApiError {
 impl IntoResponse for OrdersError {
     fn into_response(self) -> Response {
         ApiError::from(&self).into_response()
+    }
+}
+
+/// An amount in minor units as people read it: `30.74 USD`.
+fn shown(amount: i64, currency: &str) -> String {
+    match kernel::money::Currency::parse(currency) {
+        Ok(c) => format!("{} {}", c.format_decimal(amount), c.as_str()),
+        Err(_) => format!("{amount} (minor units of {currency})"),
     }
 }

@@ -523,7 +523,7 @@ impl Orders {
         let mut tx = self.db.begin().await?;
         if !store::add_refunded(&mut tx, &order.id, amount).await? {
             tx.rollback().await?;
-            return Err(OrdersError::RefundTooLarge { asked: amount, left: order.captured - order.refunded });
+            return Err(OrdersError::RefundTooLarge { asked: amount, left: order.captured - order.refunded, currency: order.currency.clone() });
         }
         store::insert_refund(&mut tx, &refund).await?;
         tx.commit().await?;
@@ -562,7 +562,7 @@ impl Orders {
         }
         if refunded > 0 && !store::add_refunded(&mut tx, &order.id, refunded).await? {
             tx.rollback().await?;
-            return Err(OrdersError::RefundTooLarge { asked: refunded, left: order.captured - order.refunded });
+            return Err(OrdersError::RefundTooLarge { asked: refunded, left: order.captured - order.refunded, currency: order.currency.clone() });
         }
         if let Some(d) = &order.discount_id {
             store::return_discount(&mut tx, d, &order.customer_key).await?;
@@ -699,7 +699,7 @@ impl Orders {
         let mut tx = self.db.begin().await?;
         if !store::add_refunded(&mut tx, order_id, amount).await? {
             tx.rollback().await?;
-            return Err(OrdersError::RefundTooLarge { asked: amount, left: order.captured - order.refunded });
+            return Err(OrdersError::RefundTooLarge { asked: amount, left: order.captured - order.refunded, currency: order.currency.clone() });
         }
         for (line, n) in &units {
             if !store::add_line_counts(&mut tx, order_id, line.line_no, LineCount::Refunded, *n).await? {
