@@ -317,6 +317,18 @@ async fn a_product_s_pictures_are_uploaded_described_ordered_and_removed() {
     let id = product["id"].as_str().unwrap();
     let mut admin = staff_browser(&shop, "boss@example.com", Role::Admin).await;
     let (_, record) = admin.get(&format!("/admin/products/{id}")).await;
+
+    // Its page edits it: a field emptied is cleared.
+    let edit = [("action", "update"), ("title", "Linen Apron"), ("description", "Heavy *linen*."), ("status", "active"), ("brand", "Lumen"), ("tags", "kitchen, linen")];
+    let (status, saved) = admin.submit(&record, &format!("/admin/products/{id}"), &edit).await;
+    assert_eq!(status, StatusCode::OK, "{saved}");
+    let (_, api) = shop.send("GET", &format!("/api/v1/admin/products/{id}"), &shop.as_staff(), None).await;
+    assert_eq!((api["brand"].as_str(), api["tags"].clone(), api["description"].as_str()), (Some("Lumen"), json!(["kitchen", "linen"]), Some("Heavy *linen*.")), "{api}");
+    let cleared = [("action", "update"), ("title", "Linen Apron"), ("description", ""), ("status", "active"), ("brand", ""), ("tags", ""), ("seo_title", "")];
+    let (status, saved) = admin.submit(&saved, &format!("/admin/products/{id}"), &cleared).await;
+    assert_eq!(status, StatusCode::OK, "{saved}");
+    let (_, api) = shop.send("GET", &format!("/api/v1/admin/products/{id}"), &shop.as_staff(), None).await;
+    assert_eq!((api["brand"].clone(), api["tags"].clone(), api["description"].as_str()), (serde_json::Value::Null, json!([]), Some("")), "{api}");
     let pictures = format!("/admin/products/{id}/pictures");
     assert!(record.contains(&format!(r#"href="{pictures}">Pictures</a>"#)), "{record}");
     let (_, page) = admin.get(&pictures).await;

@@ -357,6 +357,16 @@ fn request_of(site: &Site, action: &Action, posted: &[(String, String)], id: &st
             (Kind::Path, Some(v)) => path = path.replace(&format!("{{{}}}", f.name), &encode(&plain(&v))),
             (Kind::Path, None) => return Err(Bad { field: f.label, reason: "is required".into() }),
             (_, Some(v)) => put(&mut body, f.name, v),
+            // An edit form sent back with a field emptied clears it (a PATCH
+            // leaves out what it does not change); a field not on the form stays.
+            (kind, None) if action.method == Method::PATCH && action.fill && !values.is_empty() => {
+                let cleared = match kind {
+                    Kind::List => json!([]),
+                    Kind::Long => json!(""),
+                    _ => Value::Null,
+                };
+                put(&mut body, f.name, cleared)
+            }
             (_, None) => {}
         }
     }
@@ -948,6 +958,31 @@ mod tests {
             "owner": "thg_1", "restock": true, "prices": {"USD": 500},
         }));
         assert_eq!(path, "/api/v1/admin/things/TEE%2F1");
+    }
+
+    #[test]
+    fn an_edit_form_with_a_field_emptied_clears_it() {
+        const EDIT: Action = Action {
+            key: "update",
+            label: "Save",
+            method: Method::PATCH,
+            path: "/api/v1/admin/things/{id}",
+            fields: &[
+                required("title", "Title", Kind::Text),
+                field("brand", "Brand", Kind::Text),
+                field("tags", "Tags", Kind::List),
+                field("about", "About", Kind::Long),
+                field("limit", "Limit", Kind::Int),
+            ],
+            permission: Permission::CatalogWrite,
+            danger: false,
+            fill: true,
+            after: After::Stay,
+        };
+        let (_, body) = request_of(&site(), &EDIT, &posted(&[("title", "Mug"), ("brand", " "), ("tags", ""), ("about", "")]), "thg_1").unwrap_or_else(|b| panic!("{}", b.reason));
+        assert_eq!(body, json!({"title": "Mug", "brand": null, "tags": [], "about": ""}), "what is not on the form is not touched");
+        let (_, body) = request_of(&site(), &CREATE, &posted(&[("code", "A"), ("sku", "A"), ("countries", "")]), "thg_1").unwrap_or_else(|b| panic!("{}", b.reason));
+        assert!(body.get("countries").is_none(), "a new thing leaves empty fields to the API's defaults: {body}");
     }
 
     #[test]
