@@ -269,12 +269,18 @@ async fn a_shopper_with_two_step_sign_in_follows_the_order_an_order_manager_ship
     shopper.click("form.stack button[type=submit]").await;
     shopper.wait_url("/account").await;
     let history = shopper.text("table.lines").await;
+    shopper.goto(&format!("{base}{order_path}")).await;
+    shopper.screenshot("desktop-order").await;
+    shopper.goto(&format!("{base}/account")).await;
     assert!(history.contains("#1001") && history.contains("paid"), "the order history: {history}");
     shopper.screenshot("desktop-account").await;
 
     // An order manager ships it with a tracking number.
     let manager = driver.session(1280, 900).await;
     sign_in(&manager, &base, "orders@example.com").await;
+    manager.goto(&format!("{base}/admin")).await;
+    manager.wait_text("main", "to fulfil").await;
+    manager.screenshot("desktop-admin-dashboard").await;
     manager.goto(&format!("{base}/admin/orders")).await;
     manager.click("table.lines a").await;
     manager.wait_title("Order #1001").await;

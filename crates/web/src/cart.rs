@@ -741,7 +741,7 @@ async fn order_page(site: &Site, headers: &HeaderMap, id: &str, token: &str, sai
             .iter()
             .map(|f| (f.carrier.clone().unwrap_or_default(), f.tracking_number.clone().unwrap_or_default(), f.tracking_url.clone().unwrap_or_default()))
             .collect(),
-        timeline: o.timeline.iter().map(|e| (e.at.chars().take(16).collect::<String>().replace('T', " "), happened(&e.kind))).collect(),
+        timeline: o.timeline.iter().map(|e| (format!("{} UTC", e.at.chars().take(16).collect::<String>().replace('T', " ")), happened(&e.kind))).collect(),
         returns: o
             .returns
             .iter()
