@@ -406,6 +406,9 @@ async fn a_customer_keeps_addresses_checks_out_with_the_default_and_asks_to_retu
     assert!(asked.contains("Mug — how many to return (up to 1)"), "one left to return: {asked}");
     let (_, returns) = shop.send("GET", "/api/v1/admin/returns", &shop.as_staff(), None).await;
     assert_eq!(returns["data"][0]["reason"], "Too small", "{returns}");
+    let mut staff = staff_browser(&shop, "boss@example.com", kernel::auth::Role::Admin).await;
+    let (_, seen) = staff.get(&format!("/admin/orders/{id}")).await;
+    assert!(seen.contains("MUG-9 × 1 — “Too small” — requested") && seen.contains("Lin Wu, 3 Pier Rd, Oakland, CA, 94607, US"), "{seen}");
     let (status, _, _) = browser.request("POST", &format!("/orders/{id}/returns"), Some(&[("qty:MUG-9", "1"), ("reason", "again")])).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "no return without the form's token");
 }

@@ -402,6 +402,13 @@ struct OrderPage<'a> {
     status: String,
     email: String,
     lines: Vec<(String, String, i64, i64)>,
+    /// Where it goes, on one line.
+    ship_to: String,
+    /// Totals, then what was taken and given back.
+    sums: Vec<(&'static str, String)>,
+    payments: Vec<String>,
+    refunds: Vec<String>,
+    returns: Vec<String>,
     parcels: Vec<(String, String, String, String)>,
     timeline: Vec<(String, String, String)>,
     can_fulfil: bool,
@@ -423,6 +430,38 @@ async fn order_page(site: &Site, headers: &HeaderMap, staff: &Staff, id: &str, s
         "refund" => record["captured"]["amount"].as_i64().unwrap_or(0) > record["refunded"]["amount"].as_i64().unwrap_or(0),
         _ => true,
     });
+    let cash = |v: &Value| money(v["amount"].as_i64().unwrap_or(0), v["currency"].as_str().unwrap_or(&site.currency));
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    let ship_to = ["name", "line1", "line2", "city", "region", "postal_code", "country", "phone"]
+        .iter()
+        .filter_map(|k| record["shipping_address"][*k].as_str().filter(|t| !t.is_empty()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let totals = &record["totals"];
+    let mut sums = vec![("Subtotal", cash(&totals["subtotal"]))];
+    if totals["discount"]["amount"].as_i64().unwrap_or(0) != 0 {
+        sums.push(("Discount", format!("−{}", cash(&totals["discount"]))));
+    }
+    sums.extend([("Shipping", cash(&totals["shipping"])), ("Tax", cash(&totals["tax"])), ("Total", cash(&totals["total"])), ("Taken", cash(&record["captured"])), ("Refunded", cash(&record["refunded"]))]);
+    let list = |key: &str| record[key].as_array().cloned().unwrap_or_default();
+    let payments = list("payments")
+        .iter()
+        .map(|p| {
+            let mut line = format!("{} · {} · {}", text(&p["provider"]), text(&p["status"]).replace('_', " "), cash(&p["amount"]));
+            if let Some(why) = p["failure_message"].as_str() {
+                line += &format!(" — {why}");
+            }
+            line
+        })
+        .collect();
+    let refunds = list("refunds").iter().map(|r| format!("{}: {} — {}", day_of(r["created_at"].as_str().unwrap_or_default()), cash(&r["amount"]), text(&r["reason"]))).collect();
+    let returns = list("returns")
+        .iter()
+        .map(|r| {
+            let items: Vec<String> = r["items"].as_array().into_iter().flatten().map(|i| format!("{} × {}", text(&i["sku"]), i["quantity"])).collect();
+            format!("{} — “{}” — {}", items.join(", "), text(&r["reason"]), text(&r["status"]))
+        })
+        .collect();
     let o: Order = serde_json::from_value(record)
         .map_err(|e| PageError::from(ApiError::Shape { path: "/api/v1/admin/orders/{id}".into(), reason: e.to_string() }))?;
     let (csrf, set) = session::csrf(headers, site.secure());
@@ -437,6 +476,11 @@ async fn order_page(site: &Site, headers: &HeaderMap, staff: &Staff, id: &str, s
         status: o.status.replace('_', " "),
         email: o.email.unwrap_or_default(),
         lines: o.lines.iter().map(|l| (item_name(&l.title, &l.variant_title), l.sku.clone(), l.quantity, l.fulfilled)).collect(),
+        ship_to,
+        sums,
+        payments,
+        refunds,
+        returns,
         parcels: o.fulfilments.iter().map(|f| (f.carrier.clone().unwrap_or_default(), f.tracking_number.clone().unwrap_or_default(), f.tracking_url.clone().unwrap_or_default(), day_of(&f.created_at))).collect(),
         timeline: o
             .timeline

@@ -118,6 +118,7 @@ const PRODUCTS: Section = Section {
             field("brand", "Brand", Text),
             hinted("tags", "Tags", List, "Comma-separated"),
             hinted("categories", "Categories", List, "Category ids or slugs, comma-separated"),
+            hinted("options", "Options", Json, r#"e.g. [{"name": "Size", "values": ["S", "M", "L"]}]; every variant's values must still be offered"#),
             field("seo_title", "Title for search engines", Text),
             field("seo_description", "Description for search engines", Text),
         ], CatalogWrite, After::Stay),
