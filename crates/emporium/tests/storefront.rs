@@ -452,3 +452,35 @@ async fn with_stripe_set_up_the_payment_page_takes_cards_through_stripe_elements
     let (_, headers, _) = page(&plain, "/").await;
     assert!(!headers["content-security-policy"].to_str().unwrap().contains("stripe"));
 }
+
+#[tokio::test]
+async fn shared_pages_are_kept_a_moment_for_visitors_without_a_session_each_with_their_own_form_token() {
+    let shop = Shop::with(|c| {
+        c.services.extend(["search".to_owned()]);
+        c.http.page_cache_secs = 1;
+    })
+    .await;
+    create(&shop, json!({"title": "Mug", "status": "active", "variants": [{"sku": "MUG-9", "prices": {"USD": 1200}}]})).await;
+    stock(&shop, "MUG-9", 3).await;
+
+    let mut first = Browser::new(&shop);
+    let (_, drawn) = first.get("/products/mug").await;
+    assert!(drawn.contains("Only 3 left"));
+    stock(&shop, "MUG-9", 2).await;
+    let mut second = Browser::new(&shop);
+    let (_, kept) = second.get("/products/mug").await;
+    assert!(kept.contains("Only 3 left"), "the page drawn a moment ago: {kept}");
+    let (first_token, second_token) = (between(&drawn, r#"name="csrf" value=""#, "\""), between(&kept, r#"name="csrf" value=""#, "\""));
+    assert_ne!(first_token, second_token, "each visitor's own token");
+    assert_eq!(second.cookies.get("csrf").map(String::as_str), Some(second_token));
+    let (status, cart) = second.submit(&kept, "/cart/items", &[("sku", "MUG-9")]).await;
+    assert_eq!(status, StatusCode::OK, "a kept page's form posts: {cart}");
+    assert!(cart.contains("Mug"));
+    let (_, with_cart) = second.get("/products/mug").await;
+    assert!(with_cart.contains("Only 2 left"), "a shopper with a cart sees the page drawn for them: {with_cart}");
+
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (_, later) = first.get("/products/mug").await;
+    assert!(later.contains("Only 2 left"), "kept no longer than configured: {later}");
+    assert_eq!(between(&later, r#"name="csrf" value=""#, "\""), first_token, "a visitor keeps their token");
+}

@@ -276,6 +276,9 @@ pub struct HttpConfig {
     pub body_limit_bytes: usize,
     /// How long in-flight requests get to finish on shutdown.
     pub shutdown_grace_secs: u64,
+    /// How long the storefront's shared pages (home, categories, products)
+    /// are kept rendered for visitors without a session or cart; 0: never.
+    pub page_cache_secs: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -357,7 +360,7 @@ impl Default for LogConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { body_limit_bytes: 1024 * 1024, shutdown_grace_secs: 20 }
+        Self { body_limit_bytes: 1024 * 1024, shutdown_grace_secs: 20, page_cache_secs: 2 }
     }
 }
 
@@ -511,6 +514,7 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("EMPORIUM_LOG", "log.filter", Kind::Str),
     ("EMPORIUM_HTTP_BODY_LIMIT_BYTES", "http.body_limit_bytes", Kind::Int),
     ("EMPORIUM_HTTP_SHUTDOWN_GRACE_SECS", "http.shutdown_grace_secs", Kind::Int),
+    ("EMPORIUM_HTTP_PAGE_CACHE_SECS", "http.page_cache_secs", Kind::Int),
     ("EMPORIUM_DATABASE_URL", "database.url", Kind::Str),
     ("EMPORIUM_DATABASE_MAX_CONNECTIONS", "database.max_connections", Kind::Int),
     ("EMPORIUM_DATABASE_BUSY_TIMEOUT_SECS", "database.busy_timeout_secs", Kind::Int),

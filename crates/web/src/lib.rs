@@ -9,6 +9,7 @@ mod admin;
 pub mod api;
 mod cart;
 mod console;
+mod page_cache;
 mod pages;
 mod sections;
 mod session;
@@ -34,6 +35,8 @@ pub struct Site {
     /// The pages' content policy: Stripe's script and frames are allowed
     /// only when Stripe is set up.
     csp: HeaderValue,
+    /// The shared pages kept rendered, unless turned off.
+    pages: Option<std::sync::Arc<page_cache::PageCache>>,
 }
 
 impl Site {
@@ -44,6 +47,8 @@ impl Site {
             currency: config.orders.currency.clone(),
             public_url: config.public_url().trim_end_matches('/').to_owned(),
             csp: HeaderValue::from_static(if config.orders.stripe_publishable_key.is_some() { CSP_WITH_STRIPE } else { CSP }),
+            pages: (config.http.page_cache_secs > 0)
+                .then(|| std::sync::Arc::new(page_cache::PageCache::new(std::time::Duration::from_secs(config.http.page_cache_secs)))),
         }
     }
 }
@@ -94,6 +99,7 @@ pub fn router(site: Site) -> Router {
         .route("/assets/site.css", get(stylesheet))
         .route("/assets/search.js", get(script))
         .route("/assets/stripe.js", get(stripe_script))
+        .layer(middleware::from_fn_with_state(site.clone(), page_cache::layer))
         .layer(middleware::from_fn_with_state(site.clone(), account::renew_session))
         .layer(middleware::from_fn_with_state(site.clone(), security_headers))
         .with_state(site)
