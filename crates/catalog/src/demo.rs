@@ -53,7 +53,7 @@ type Picture = (String, u32, Vec<(u32, String)>);
 /// generated placeholder picture per sub-category when `media` is given.
 pub async fn load_demo(db: &Db, media: Option<&MediaStore>) -> Result<usize, CatalogError> {
     if !store::products(db, &store::ProductQuery {
-        status: None, text: None, brand: None, tag: None, categories: None, currency: "USD", min_price: None,
+        status: None, text: None, low_stock: false, brand: None, tag: None, categories: None, currency: "USD", min_price: None,
         max_price: None, in_stock: false, sort: store::Sort::Oldest, after: None, limit: 1,
     })
     .await?

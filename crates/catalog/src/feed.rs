@@ -72,6 +72,7 @@ pub async fn listings(db: &Db, after: Option<&str>, limit: u32, currency: &str) 
     let filter = ListFilter {
         status: Some("active"),
         text: None,
+        low_stock: false,
         brand: None,
         tag: None,
         category: None,

@@ -302,6 +302,7 @@ impl ProductFilter {
         ListFilter {
             status,
             text: None,
+            low_stock: false,
             brand: self.brand.as_deref(),
             tag: self.tag.as_deref(),
             category: self.category.as_deref(),
@@ -351,6 +352,9 @@ pub struct AdminProductFilter {
     pub status: Option<Status>,
     /// Words the title or a SKU contains, in any case.
     pub q: Option<String>,
+    /// Only products with a tracked variant at or under its low-stock threshold.
+    #[serde(default)]
+    pub low_stock: bool,
 }
 
 /// Staff: products in any status (`catalog:write` or `inventory:write`).
@@ -368,7 +372,7 @@ async fn admin_list_products(
         who.require(kernel::auth::Permission::CatalogWrite)?;
     }
     let p = params.parse()?;
-    let f = ListFilter { text: status.q.as_deref(), ..filter.list_filter(status.status.map(Status::as_str)) };
+    let f = ListFilter { text: status.q.as_deref(), low_stock: status.low_stock, ..filter.list_filter(status.status.map(Status::as_str)) };
     let rows = products::list(&c.inventory.db, &f, p.after.as_deref(), p.limit).await.map_err(|e| kernel::ApiError::from(&e))?;
     Ok(Json(page(rows, p.limit, true)))
 }

@@ -283,6 +283,8 @@ pub struct ListFilter<'a> {
     pub status: Option<&'a str>,
     /// Words the title or a SKU contains, in any case.
     pub text: Option<&'a str>,
+    /// Only products with a tracked variant at or under its low-stock threshold.
+    pub low_stock: bool,
     pub brand: Option<&'a str>,
     pub tag: Option<&'a str>,
     /// A category id or slug; products in it or below it.
@@ -316,6 +318,7 @@ pub async fn list(db: &Db, f: &ListFilter<'_>, after: Option<&str>, limit: u32) 
     let listed = store::products(db, &ProductQuery {
         status: f.status,
         text: f.text,
+        low_stock: f.low_stock,
         brand: f.brand,
         tag: f.tag,
         categories: categories.as_deref(),

@@ -672,6 +672,7 @@ pub async fn export(db: &platform::db::Db, out: impl Write, currency: Currency, 
     let filter = products::ListFilter {
         status: None,
         text: None,
+        low_stock: false,
         brand: None,
         tag: None,
         category: None,

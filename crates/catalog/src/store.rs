@@ -168,6 +168,8 @@ pub struct ProductQuery<'a> {
     pub status: Option<&'a str>,
     /// Words the title or a SKU contains, in any case.
     pub text: Option<&'a str>,
+    /// Only products with a tracked variant at or under its low-stock threshold.
+    pub low_stock: bool,
     pub brand: Option<&'a str>,
     pub tag: Option<&'a str>,
     /// Products in any of these categories.
@@ -233,6 +235,10 @@ pub async fn products(db: &Db, q: &ProductQuery<'_>) -> Result<Vec<ListedProduct
             " AND EXISTS (SELECT 1 FROM variants v JOIN variant_prices vp ON vp.variant_id = v.id \
              WHERE v.product_id = p.id AND vp.currency = {currency} AND vp.amount >= {min} AND vp.amount <= {max})"
         );
+    }
+    if q.low_stock {
+        filters += " AND EXISTS (SELECT 1 FROM variants v WHERE v.product_id = p.id AND v.track_inventory = TRUE \
+             AND COALESCE((SELECT SUM(l.on_hand - l.reserved) FROM inventory_levels l WHERE l.sku = v.sku), 0) <= v.low_stock_threshold)";
     }
     if q.in_stock {
         filters += " AND EXISTS (SELECT 1 FROM variants v WHERE v.product_id = p.id \

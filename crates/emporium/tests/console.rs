@@ -41,6 +41,11 @@ async fn every_page_opens_for_an_admin_and_each_role_sees_only_its_own() {
     let shop = full_shop().await;
     create(&shop, json!({"title": "Mug", "status": "active", "variants": [{"sku": "MUG-9", "prices": {"USD": 1200}, "low_stock_threshold": 3}]})).await;
     stock(&shop, "MUG-9", 2).await;
+    create(&shop, json!({"title": "Teapot", "status": "active", "variants": [{"sku": "POT-1", "prices": {"USD": 3200}, "low_stock_threshold": 3}]})).await;
+    stock(&shop, "POT-1", 40).await;
+    let (_, low) = shop.send("GET", "/api/v1/admin/products?low_stock=true", &shop.as_staff(), None).await;
+    let titles: Vec<&str> = low["data"].as_array().unwrap().iter().map(|p| p["title"].as_str().unwrap()).collect();
+    assert_eq!(titles, ["Mug"], "only what runs low: {low}");
 
     let mut admin = staff_browser(&shop, "boss@example.com", Role::Admin).await;
     for path in SECTIONS.iter().chain(&["/admin/staff", "/admin/api-keys", "/admin/audit", "/admin/inventory/MUG-9", "/admin/templates/order.paid.email"]) {
@@ -51,6 +56,7 @@ async fn every_page_opens_for_an_admin_and_each_role_sees_only_its_own() {
     let (_, dashboard) = admin.get("/admin").await;
     assert!(dashboard.contains(r#"<span class="big">1</span> low-stock variants"#), "{dashboard}");
     assert!(dashboard.contains(r#"<a href="/admin/inventory/MUG-9">MUG-9</a></td><td>Mug</td><td>2</td>"#), "{dashboard}");
+    assert!(!dashboard.contains("POT-1"), "plenty of teapots");
     let (_, nav) = admin.get("/admin/products").await;
     let nav = between(&nav, "<nav", "</nav>");
     for label in ["Orders", "Products", "Inventory", "Customers", "Discounts", "Taxes", "Templates", "Staff", "API keys", "Audit log"] {

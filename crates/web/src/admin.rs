@@ -121,7 +121,7 @@ async fn low_stock(site: &Site, staff: &Staff) -> Result<Vec<LowStock>, ApiError
     let mut low = Vec::new();
     let mut after: Option<String> = None;
     for _ in 0..50 {
-        let mut path = "/api/v1/admin/products?status=active&limit=100".to_owned();
+        let mut path = "/api/v1/admin/products?status=active&low_stock=true&limit=100".to_owned();
         if let Some(a) = &after {
             path += &format!("&starting_after={}", encode(a));
         }

@@ -159,6 +159,7 @@ const INVENTORY: Section = Section {
     filters: &[
         field("status", "Product status", Choice(&["draft", "active", "archived"])),
         field("in_stock", "In stock", Choice(&["true", "false"])),
+        field("low_stock", "Low on stock", Choice(&["true"])),
         field("brand", "Brand", Text),
     ],
     explode: Explode::Items("variants"),
