@@ -292,6 +292,18 @@ async fn a_shopper_with_two_step_sign_in_follows_the_order_an_order_manager_ship
     manager.wait_text("main", "Status: fulfilled").await;
     manager.quit().await;
 
+    // The console works on a phone too: nothing wider than the screen.
+    let phone = driver.session(390, 844).await;
+    sign_in(&phone, &base, "orders@example.com").await;
+    for (name, path) in [("dashboard", "/admin".to_owned()), ("orders", "/admin/orders".to_owned()), ("order", format!("/admin{order_path}")), ("inventory", "/admin/inventory".to_owned())] {
+        phone.goto(&format!("{base}{path}")).await;
+        phone.wait_text("main h1", "").await;
+        let overflow = phone.execute("return document.documentElement.scrollWidth - document.documentElement.clientWidth;", json!([])).await;
+        phone.screenshot(&format!("phone-admin-{name}")).await;
+        assert_eq!(overflow, 0, "the console's {name} page is wider than the phone");
+    }
+    phone.quit().await;
+
     // The customer's order page shows the parcel and its tracking link.
     shopper.goto(&format!("{base}{order_path}")).await;
     let parcels = shopper.text("main").await;
