@@ -70,6 +70,11 @@ impl Currency {
         format!("{sign}{}.{:0width$}", abs / scale as u64, abs % scale as u64, width = digits as usize)
     }
 
+    /// 1999 minor units → `"19.99 USD"`: an amount as people read it.
+    pub fn format_with_code(&self, amount: i64) -> String {
+        format!("{} {}", self.format_decimal(amount), self.as_str())
+    }
+
     pub fn as_str(&self) -> &str {
         // Only ASCII upper-case letters are ever stored.
         std::str::from_utf8(&self.0).unwrap_or("XXX")
@@ -167,6 +172,7 @@ mod tests {
         assert!(jpy.parse_decimal("12.5").is_err());
         assert_eq!(usd.format_decimal(1999), "19.99");
         assert_eq!(usd.format_decimal(5), "0.05");
+        assert_eq!(usd.format_with_code(1999), "19.99 USD");
         assert_eq!(jpy.format_decimal(1200), "1200");
     }
 

@@ -221,7 +221,7 @@ pub fn valid_endpoint_url(url: &str) -> bool {
 /// Money in minor units as people read it: `$12.34`-like with the code, `12.34 USD`.
 pub fn format_money(amount: i64, currency: &str) -> String {
     match kernel::money::Currency::parse(currency) {
-        Ok(c) => format!("{} {}", c.format_decimal(amount), c.as_str()),
+        Ok(c) => c.format_with_code(amount),
         Err(_) => format!("{amount} {currency}"),
     }
 }

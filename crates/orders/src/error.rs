@@ -129,7 +129,7 @@ impl IntoResponse for OrdersError {
 /// An amount in minor units as people read it: `30.74 USD`.
 fn shown(amount: i64, currency: &str) -> String {
     match kernel::money::Currency::parse(currency) {
-        Ok(c) => format!("{} {}", c.format_decimal(amount), c.as_str()),
+        Ok(c) => c.format_with_code(amount),
         Err(_) => format!("{amount} (minor units of {currency})"),
     }
 }

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use crate::Site;
 use crate::api::{ApiError, encode};
-use crate::pages::{DoneQuery, PageError, money, render};
+use crate::pages::{DoneQuery, PageError, message_of, money, render};
 use crate::session::{self, CART_ID, CART_SECRET};
 
 pub const ACCESS: &str = "access";
@@ -25,14 +25,6 @@ pub const REFRESH: &str = "refresh";
 
 fn client(ext: &Extensions) -> Option<SocketAddr> {
     ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0)
-}
-
-fn message_of(body: &Value) -> String {
-    body["error"]["message"].as_str().unwrap_or("That did not work; please try again.").to_owned()
-}
-
-fn expired() -> Response {
-    PageError(StatusCode::FORBIDDEN, "This form has expired. Please go back, reload the page and try again.".into()).into_response()
 }
 
 fn append(mut response: Response, cookies: Vec<Option<HeaderValue>>) -> Response {
@@ -209,7 +201,7 @@ pub struct SignInForm {
 
 pub async fn sign_in(State(site): State<Site>, headers: HeaderMap, ext: Extensions, Form(f): Form<SignInForm>) -> Result<Response, PageError> {
     if !session::csrf_ok(&headers, &f.csrf) {
-        return Ok(expired());
+        return Err(PageError::expired_form());
     }
     let code = Some(f.totp_code.trim().to_owned()).filter(|c| !c.is_empty());
     let body = json!({"email": f.email, "password": f.password, "totp_code": code});
@@ -238,7 +230,7 @@ pub struct SignUpForm {
 
 pub async fn sign_up(State(site): State<Site>, headers: HeaderMap, ext: Extensions, Form(f): Form<SignUpForm>) -> Result<Response, PageError> {
     if !session::csrf_ok(&headers, &f.csrf) {
-        return Ok(expired());
+        return Err(PageError::expired_form());
     }
     let body = json!({"email": f.email, "password": f.password, "name": f.name});
     let (status, answer) = site.api.send_from(client(&ext), Method::POST, "/api/v1/auth/register", &[], Some(body)).await?;
@@ -262,7 +254,7 @@ pub struct CsrfOnly {
 
 pub async fn sign_out(State(site): State<Site>, headers: HeaderMap, Form(f): Form<CsrfOnly>) -> Result<Response, PageError> {
     if !session::csrf_ok(&headers, &f.csrf) {
-        return Ok(expired());
+        return Err(PageError::expired_form());
     }
     if let Some(refresh) = session::cookie(&headers, REFRESH) {
         site.api.send(Method::POST, "/api/v1/auth/logout", Some(json!({"refresh_token": refresh}))).await?;
@@ -391,7 +383,7 @@ pub struct TokenForm {
 
 pub async fn verify(State(site): State<Site>, headers: HeaderMap, Form(f): Form<TokenForm>) -> Result<Response, PageError> {
     if !session::csrf_ok(&headers, &f.csrf) {
-        return Ok(expired());
+        return Err(PageError::expired_form());
     }
     let (status, body) = site.api.send(Method::POST, "/api/v1/auth/verify-email", Some(json!({"token": f.token}))).await?;
     Ok(if status.is_success() {
@@ -403,7 +395,7 @@ pub async fn verify(State(site): State<Site>, headers: HeaderMap, Form(f): Form<
 
 pub async fn reset(State(site): State<Site>, headers: HeaderMap, Form(f): Form<TokenForm>) -> Result<Response, PageError> {
     if !session::csrf_ok(&headers, &f.csrf) {
-        return Ok(expired());
+        return Err(PageError::expired_form());
     }
     let (status, body) = site.api.send(Method::POST, "/api/v1/auth/password/reset", Some(json!({"token": f.token, "password": f.password}))).await?;
     Ok(if status.is_success() {
@@ -436,7 +428,7 @@ pub struct ForgotForm {
 
 pub async fn forgot(State(site): State<Site>, headers: HeaderMap, ext: Extensions, Form(f): Form<ForgotForm>) -> Result<Response, PageError> {
     if !session::csrf_ok(&headers, &f.csrf) {
-        return Ok(expired());
+        return Err(PageError::expired_form());
     }
     // The same answer whether or not the address has an account.
     site.api.send_from(client(&ext), Method::POST, "/api/v1/auth/password/forgot", &[], Some(json!({"email": f.email}))).await?;
@@ -502,7 +494,7 @@ pub async fn security(State(site): State<Site>, headers: HeaderMap) -> Result<Re
 /// Starts enrolment: the QR code and the secret to type, and a field for the first code.
 pub async fn mfa_start(State(site): State<Site>, headers: HeaderMap, Form(f): Form<CsrfOnly>) -> Result<Response, PageError> {
     if !session::csrf_ok(&headers, &f.csrf) {
-        return Ok(expired());
+        return Err(PageError::expired_form());
     }
     let Some((status, body)) = site.user_call(&headers, Method::POST, "/api/v1/me/mfa/totp", None).await? else { return Ok(to_sign_in()) };
     let mut page = SecurityPage::new(&site, f.csrf, false);
@@ -525,7 +517,7 @@ pub struct CodeForm {
 /// Turns TOTP on with a first code; shows the recovery codes, once.
 pub async fn mfa_confirm(State(site): State<Site>, headers: HeaderMap, Form(f): Form<CodeForm>) -> Result<Response, PageError> {
     if !session::csrf_ok(&headers, &f.csrf) {
-        return Ok(expired());
+        return Err(PageError::expired_form());
     }
     let body = json!({"code": f.code.trim()});
     let Some((status, answer)) = site.user_call(&headers, Method::POST, "/api/v1/me/mfa/totp/confirm", Some(body)).await? else { return Ok(to_sign_in()) };
@@ -592,7 +584,7 @@ pub struct PreferencesForm {
 
 pub async fn save_preferences(State(site): State<Site>, headers: HeaderMap, Form(f): Form<PreferencesForm>) -> Result<Response, PageError> {
     if !session::csrf_ok(&headers, &f.csrf) {
-        return Ok(expired());
+        return Err(PageError::expired_form());
     }
     let phone = Some(f.phone.trim().to_owned()).filter(|p| !p.is_empty());
     let body = json!({"order_sms": f.order_sms.is_some(), "phone": phone, "marketing_email": f.marketing_email.is_some()});
@@ -627,7 +619,7 @@ pub struct DeleteForm {
 /// Deletes the account (the password confirms it) and signs out.
 pub async fn delete(State(site): State<Site>, headers: HeaderMap, Form(f): Form<DeleteForm>) -> Result<Response, PageError> {
     if !session::csrf_ok(&headers, &f.csrf) {
-        return Ok(expired());
+        return Err(PageError::expired_form());
     }
     let Some((status, answer)) = site.user_call(&headers, Method::DELETE, "/api/v1/me", Some(json!({"password": f.password}))).await? else { return Ok(to_sign_in()) };
     if !status.is_success() {
@@ -639,7 +631,6 @@ pub async fn delete(State(site): State<Site>, headers: HeaderMap, Form(f): Form<
     };
     Ok(append(render(&page), site.signed_out_cookies()))
 }
-
 
 // Addresses
 
@@ -670,8 +661,8 @@ pub struct AddressFields {
 }
 
 impl AddressFields {
-    /// The address on one line.
-    fn line(&self) -> String {
+    /// The address on one line (without the phone).
+    pub(crate) fn line(&self) -> String {
         let mut parts = vec![self.name.as_str(), self.line1.as_str()];
         parts.extend(self.line2.as_deref().filter(|l| !l.is_empty()));
         parts.push(self.city.as_str());
@@ -783,7 +774,7 @@ pub struct AddressPost {
 /// Adds an address (`id` empty) or changes, makes default or removes one.
 async fn change_address(site: &Site, headers: &HeaderMap, id: Option<&str>, post: AddressPost) -> Result<Response, PageError> {
     if !session::csrf_ok(headers, &post.csrf) {
-        return Ok(expired());
+        return Err(PageError::expired_form());
     }
     let mut fields = post.fields;
     fields.default_shipping = post.make_default.is_some();

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::Site;
-use crate::account::ACCESS;
+use crate::account::{ACCESS, AddressFields};
 use crate::api::{ApiError, encode};
 use crate::pages::{DoneQuery, PageError, item_name, money, render};
 use crate::session;
@@ -119,14 +119,8 @@ struct LowStock {
 /// their threshold, fewest first.
 async fn low_stock(site: &Site, staff: &Staff) -> Result<Vec<LowStock>, ApiError> {
     let mut low = Vec::new();
-    let mut after: Option<String> = None;
-    for _ in 0..50 {
-        let mut path = "/api/v1/admin/products?status=active&low_stock=true&limit=100".to_owned();
-        if let Some(a) = &after {
-            path += &format!("&starting_after={}", encode(a));
-        }
-        let page = site.staff_get(staff, &path).await?;
-        for product in page["data"].as_array().into_iter().flatten() {
+    for data in pages_of(site, staff, "/api/v1/admin/products?status=active&low_stock=true&limit=100", 50).await? {
+        for product in data.as_array().into_iter().flatten() {
             for v in product["variants"].as_array().into_iter().flatten() {
                 let (Some(available), Some(threshold)) = (v["available"].as_i64(), v["low_stock_threshold"].as_i64()) else {
                     continue; // untracked stock is never low
@@ -137,10 +131,6 @@ async fn low_stock(site: &Site, staff: &Staff) -> Result<Vec<LowStock>, ApiError
                     low.push(LowStock { link: format!("/admin/inventory/{}", encode(&sku)), sku, name, available });
                 }
             }
-        }
-        match (page["has_more"].as_bool(), page["next_cursor"].as_str()) {
-            (Some(true), Some(c)) => after = Some(c.to_owned()),
-            _ => break,
         }
     }
     low.sort_by(|a, b| a.available.cmp(&b.available).then_with(|| a.sku.cmp(&b.sku)));
@@ -196,22 +186,34 @@ struct Summary {
 }
 
 /// Staff's orders placed since `from` (RFC 3339), newest first, up to 1,000.
-async fn orders_since(site: &Site, staff: &Staff, from: &str) -> Result<Vec<Summary>, ApiError> {
+/// The `data` of each page of a staff list, following the cursor for at
+/// most `pages` pages; `path` has its query (with `limit`) already.
+async fn pages_of(site: &Site, staff: &Staff, path: &str, pages: usize) -> Result<Vec<Value>, ApiError> {
     let mut all = Vec::new();
     let mut after: Option<String> = None;
-    while all.len() < 1000 {
-        let mut path = format!("/api/v1/admin/orders?limit=100&from={}", encode(from));
+    while all.len() < pages {
+        let mut path = path.to_owned();
         if let Some(a) = &after {
             path += &format!("&starting_after={}", encode(a));
         }
-        let page = site.staff_get(staff, &path).await?;
-        all.extend(serde_json::from_value::<Vec<Summary>>(page["data"].clone()).unwrap_or_default());
-        match (page["has_more"].as_bool(), page["next_cursor"].as_str()) {
-            (Some(true), Some(c)) => after = Some(c.to_owned()),
-            _ => break,
+        let mut page = site.staff_get(staff, &path).await?;
+        let next = match (page["has_more"].as_bool(), page["next_cursor"].as_str()) {
+            (Some(true), Some(c)) => Some(c.to_owned()),
+            _ => None,
+        };
+        all.push(page["data"].take());
+        match next {
+            Some(c) => after = Some(c),
+            None => break,
         }
     }
     Ok(all)
+}
+
+/// Orders placed since `from` (at most 1,000).
+async fn orders_since(site: &Site, staff: &Staff, from: &str) -> Result<Vec<Summary>, ApiError> {
+    let pages = pages_of(site, staff, &format!("/api/v1/admin/orders?limit=100&from={}", encode(from)), 10).await?;
+    Ok(pages.into_iter().flat_map(|data| serde_json::from_value::<Vec<Summary>>(data).unwrap_or_default()).collect())
 }
 
 const COUNTED: [&str; 6] = ["paid", "partially_fulfilled", "fulfilled", "delivered", "partially_refunded", "refunded"];
@@ -432,11 +434,12 @@ async fn order_page(site: &Site, headers: &HeaderMap, staff: &Staff, id: &str, s
     });
     let cash = |v: &Value| money(v["amount"].as_i64().unwrap_or(0), v["currency"].as_str().unwrap_or(&site.currency));
     let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
-    let ship_to = ["name", "line1", "line2", "city", "region", "postal_code", "country", "phone"]
-        .iter()
-        .filter_map(|k| record["shipping_address"][*k].as_str().filter(|t| !t.is_empty()))
-        .collect::<Vec<_>>()
-        .join(", ");
+    // Staff see the phone too, for the carrier.
+    let ship_to = match serde_json::from_value::<Option<AddressFields>>(record["shipping_address"].clone()).ok().flatten() {
+        Some(a) if a.phone().is_empty() => a.line(),
+        Some(a) => format!("{}, {}", a.line(), a.phone()),
+        None => String::new(),
+    };
     let totals = &record["totals"];
     let mut sums = vec![("Subtotal", cash(&totals["subtotal"]))];
     if totals["discount"]["amount"].as_i64().unwrap_or(0) != 0 {
@@ -536,7 +539,7 @@ fn some(text: &str) -> Option<String> {
 /// Ships everything left, with the carrier and tracking given.
 pub async fn fulfil(State(site): State<Site>, headers: HeaderMap, Path(id): Path<String>, Form(f): Form<FulfilForm>) -> Result<Response, PageError> {
     if !session::csrf_ok(&headers, &f.csrf) {
-        return Err(PageError(StatusCode::FORBIDDEN, "This form has expired. Please go back, reload the page and try again.".into()));
+        return Err(PageError::expired_form());
     }
     let staff = match staff(&site, &headers).await? {
         Gate::In(s) => s,
@@ -559,7 +562,7 @@ pub async fn fulfil(State(site): State<Site>, headers: HeaderMap, Path(id): Path
 pub async fn order_action(State(site): State<Site>, headers: HeaderMap, Path(id): Path<String>, Form(posted): Form<Vec<(String, String)>>) -> Result<Response, PageError> {
     let csrf = posted.iter().find(|(k, _)| k == "csrf").map(|(_, v)| v.as_str()).unwrap_or_default();
     if !session::csrf_ok(&headers, csrf) {
-        return Err(PageError(StatusCode::FORBIDDEN, "This form has expired. Please go back, reload the page and try again.".into()));
+        return Err(PageError::expired_form());
     }
     let staff = match staff(&site, &headers).await? {
         Gate::In(s) => s,
@@ -659,7 +662,7 @@ pub async fn create_product(State(site): State<Site>, headers: HeaderMap, mut fo
     }
     let get = |k: &str| fields.get(k).map(|v| v.trim().to_owned()).unwrap_or_default();
     if !session::csrf_ok(&headers, &get("csrf")) {
-        return Err(PageError(StatusCode::FORBIDDEN, "This form has expired. Please go back, reload the page and try again.".into()));
+        return Err(PageError::expired_form());
     }
     let option = get("option");
     let mut values = Vec::new();
@@ -826,7 +829,7 @@ pub async fn add_picture(State(site): State<Site>, headers: HeaderMap, Path(id):
         }
     }
     if !session::csrf_ok(&headers, &csrf) {
-        return Err(PageError(StatusCode::FORBIDDEN, "This form has expired. Please go back, reload the page and try again.".into()));
+        return Err(PageError::expired_form());
     }
     let Some(picture) = picture else {
         return pictures_page(&site, &headers, &staff, &id, StatusCode::UNPROCESSABLE_ENTITY, "Choose a picture to upload.".into(), "").await;
@@ -837,8 +840,7 @@ pub async fn add_picture(State(site): State<Site>, headers: HeaderMap, Path(id):
     if status.is_success() {
         return Ok(Redirect::to(&format!("/admin/products/{}/pictures?done=added", encode(&id))).into_response());
     }
-    let message = answer["error"]["message"].as_str().unwrap_or("The picture was refused.").to_owned();
-    let status = if status.is_client_error() { status } else { StatusCode::BAD_GATEWAY };
+    let (status, message) = crate::console::refusal(status, &answer);
     pictures_page(&site, &headers, &staff, &id, status, message, "").await
 }
 
@@ -855,7 +857,7 @@ pub struct PictureForm {
 /// Describes, moves first or removes one of a product's pictures.
 pub async fn change_picture(State(site): State<Site>, headers: HeaderMap, Path((id, media)): Path<(String, String)>, Form(f): Form<PictureForm>) -> Result<Response, PageError> {
     if !session::csrf_ok(&headers, &f.csrf) {
-        return Err(PageError(StatusCode::FORBIDDEN, "This form has expired. Please go back, reload the page and try again.".into()));
+        return Err(PageError::expired_form());
     }
     let staff = match catalog_staff(&site, &headers).await? {
         Ok(s) => s,
@@ -866,14 +868,13 @@ pub async fn change_picture(State(site): State<Site>, headers: HeaderMap, Path((
         "alt" => (Method::PATCH, Some(json!({"alt": f.alt.trim()})), "alt"),
         "first" => (Method::PATCH, Some(json!({"position": 0})), "first"),
         "remove" => (Method::DELETE, None, "removed"),
-        _ => return Err(PageError(StatusCode::BAD_REQUEST, "This form asks for something the console does not do.".into())),
+        _ => return Err(PageError::unknown_action()),
     };
     let (status, answer) = site.api.send_as(method, &path, &staff.headers(), body).await?;
     if status.is_success() {
         return Ok(Redirect::to(&format!("/admin/products/{}/pictures?done={done}", encode(&id))).into_response());
     }
-    let message = answer["error"]["message"].as_str().unwrap_or("That did not work.").to_owned();
-    let status = if status.is_client_error() { status } else { StatusCode::BAD_GATEWAY };
+    let (status, message) = crate::console::refusal(status, &answer);
     pictures_page(&site, &headers, &staff, &id, status, message, "").await
 }
 
@@ -938,7 +939,7 @@ pub async fn import(State(site): State<Site>, headers: HeaderMap, mut form: axum
         }
     }
     if !session::csrf_ok(&headers, &csrf) {
-        return Err(PageError(StatusCode::FORBIDDEN, "This form has expired. Please go back, reload the page and try again.".into()));
+        return Err(PageError::expired_form());
     }
     let mut page = ImportPage { shop: &site.name, staff: staff.name.clone(), nav: staff.nav(), csrf, currency: currency.clone(), message: String::new(), totals: None, errors: Vec::new() };
     if file.is_empty() {

@@ -3,20 +3,20 @@
 //! (the guest cart's secret travels in `X-Cart-Secret`); every refusal is
 //! the API's, shown in words on the page.
 
+use std::collections::BTreeMap;
+
 use askama::Template;
 use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use std::collections::BTreeMap;
-
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::Site;
 use crate::account::AddressFields;
 use crate::api::{ApiError, encode};
-use crate::pages::{PageError, item_name, render};
+use crate::pages::{PageError, item_name, message_of, render};
 use crate::session::{self, CART_ID, CART_SECRET};
 
 /// Who is shopping: a signed-in customer (their access token), a guest
@@ -72,15 +72,6 @@ fn with_cookies(mut response: Response, cookies: impl IntoIterator<Item = Option
 
 fn see_other(to: &str) -> Response {
     Redirect::to(to).into_response()
-}
-
-/// The API's error message, for the page.
-fn message_of(body: &Value) -> String {
-    body["error"]["message"].as_str().unwrap_or("That did not work; please try again.").to_owned()
-}
-
-fn refused() -> Response {
-    PageError(StatusCode::FORBIDDEN, "This form has expired. Please go back, reload the page and try again.".into()).into_response()
 }
 
 impl Site {
@@ -251,7 +242,7 @@ fn one() -> i64 {
 /// Adds to the browser's cart, making one (a guest cart) on the first add.
 pub async fn add(State(site): State<Site>, headers: HeaderMap, Form(f): Form<AddForm>) -> Result<Response, PageError> {
     if !session::csrf_ok(&headers, &f.csrf) {
-        return Ok(refused());
+        return Err(PageError::expired_form());
     }
     let mut cookies = Vec::new();
     let key = match CartKey::of(&headers) {
@@ -291,7 +282,7 @@ pub struct QuantityForm {
 
 pub async fn update(State(site): State<Site>, headers: HeaderMap, Path(item): Path<String>, Form(f): Form<QuantityForm>) -> Result<Response, PageError> {
     if !session::csrf_ok(&headers, &f.csrf) {
-        return Ok(refused());
+        return Err(PageError::expired_form());
     }
     let Some(key) = CartKey::of(&headers) else { return Ok(see_other("/cart")) };
     let path = format!("/items/{}", encode(&item));
@@ -315,7 +306,7 @@ pub struct CodeForm {
 
 pub async fn discount(State(site): State<Site>, headers: HeaderMap, Form(f): Form<CodeForm>) -> Result<Response, PageError> {
     if !session::csrf_ok(&headers, &f.csrf) {
-        return Ok(refused());
+        return Err(PageError::expired_form());
     }
     let Some(key) = CartKey::of(&headers) else { return Ok(see_other("/cart")) };
     let (status, body) = if f.code.trim().is_empty() {
@@ -365,13 +356,12 @@ pub async fn checkout(State(site): State<Site>, headers: HeaderMap) -> Result<Re
     {
         email = me["email"].as_str().map(str::to_owned);
     }
-    let a = &a;
     let page = AddressPage {
         shop: &site.name,
         query: "",
         csrf,
         email: email.unwrap_or_default(),
-        form: a.clone().and_then(|a| serde_json::from_value(a).ok()).unwrap_or_default(),
+        form: a.and_then(|a| serde_json::from_value(a).ok()).unwrap_or_default(),
         message: String::new(),
     };
     Ok(with_cookies(render(&page), [set]))
@@ -389,7 +379,7 @@ pub struct AddressForm {
 
 pub async fn save_address(State(site): State<Site>, headers: HeaderMap, Form(f): Form<AddressForm>) -> Result<Response, PageError> {
     if !session::csrf_ok(&headers, &f.csrf) {
-        return Ok(refused());
+        return Err(PageError::expired_form());
     }
     let Some(key) = CartKey::of(&headers) else { return Ok(see_other("/cart")) };
     let (status, body) = site.cart_call(&key, Method::PUT, "/email", Some(json!({"email": f.email}))).await?;
@@ -543,7 +533,7 @@ pub struct PayForm {
 /// card's refusal on the same page otherwise.
 pub async fn place(State(site): State<Site>, headers: HeaderMap, Form(f): Form<PayForm>) -> Result<Response, PageError> {
     if !session::csrf_ok(&headers, &f.csrf) {
-        return Ok(refused());
+        return Err(PageError::expired_form());
     }
     let Some(key) = CartKey::of(&headers) else { return Ok(see_other("/cart")) };
     let Some(cart) = load_cart(&site, &key).await? else { return Ok(see_other("/cart")) };
@@ -772,7 +762,7 @@ pub async fn order(State(site): State<Site>, headers: HeaderMap, Path(id): Path<
 pub async fn request_return(State(site): State<Site>, headers: HeaderMap, Path(id): Path<String>, Form(posted): Form<Vec<(String, String)>>) -> Result<Response, PageError> {
     let value = |name: &str| posted.iter().find(|(k, _)| k == name).map(|(_, v)| v.trim().to_owned()).unwrap_or_default();
     if !session::csrf_ok(&headers, &value("csrf")) {
-        return Ok(refused());
+        return Err(PageError::expired_form());
     }
     let token = value("token");
     let mut items = Vec::new();

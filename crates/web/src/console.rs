@@ -788,7 +788,7 @@ pub async fn record(site: Site, headers: HeaderMap, section: &'static Section, i
 pub async fn act(site: Site, headers: HeaderMap, section: &'static Section, id: Option<String>, posted: Vec<(String, String)>) -> Result<Response, PageError> {
     let value = |k: &str| posted.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_default();
     if !session::csrf_ok(&headers, &value("csrf")) {
-        return Err(PageError(StatusCode::FORBIDDEN, "This form has expired. Please go back, reload the page and try again.".into()));
+        return Err(PageError::expired_form());
     }
     let staff = match open(&site, &headers, section).await? {
         Ok(s) => s,
@@ -800,7 +800,7 @@ pub async fn act(site: Site, headers: HeaderMap, section: &'static Section, id: 
         .iter()
         .chain(if id.is_some() { section.row } else { &[] })
         .find(|a| a.key == key)
-        .ok_or_else(|| PageError(StatusCode::BAD_REQUEST, "This form asks for something the console does not do.".into()))?;
+        .ok_or_else(PageError::unknown_action)?;
     if !staff.may(action.permission) {
         return Err(forbidden());
     }
@@ -841,7 +841,7 @@ pub async fn act(site: Site, headers: HeaderMap, section: &'static Section, id: 
 /// An API refusal as the page shows it: the status to answer with (the
 /// API's own for a client error, 502 when the API failed) and the reason in
 /// words, with the field it is about.
-fn refusal(status: StatusCode, answer: &Value) -> (StatusCode, String) {
+pub(crate) fn refusal(status: StatusCode, answer: &Value) -> (StatusCode, String) {
     let mut message = answer["error"]["message"].as_str().unwrap_or("That did not work.").to_owned();
     if let Some(field) = answer["error"]["field"].as_str() {
         message = format!("{message} ({field})");
@@ -887,7 +887,7 @@ pub fn forms(site: &Site, staff: &Staff, actions: &[Action], target: &str, recor
 pub async fn send(site: &Site, staff: &Staff, actions: &[Action], id: &str, posted: &[(String, String)]) -> Result<Result<(), (StatusCode, String)>, PageError> {
     let key = posted.iter().find(|(k, _)| k == "action").map(|(_, v)| v.as_str()).unwrap_or_default();
     let Some(action) = actions.iter().find(|a| a.key == key) else {
-        return Err(PageError(StatusCode::BAD_REQUEST, "This form asks for something the console does not do.".into()));
+        return Err(PageError::unknown_action());
     };
     if !staff.may(action.permission) {
         return Err(forbidden());

@@ -49,7 +49,7 @@ pub(crate) fn item_name(title: &str, variant: &str) -> String {
 
 pub(crate) fn money(amount: i64, currency: &str) -> String {
     match kernel::money::Currency::parse(currency) {
-        Ok(c) => format!("{} {}", c.format_decimal(amount), c.as_str()),
+        Ok(c) => c.format_with_code(amount),
         Err(_) => amount.to_string(),
     }
 }
@@ -77,6 +77,23 @@ impl Site {
 
 /// What went wrong, as a page: 404 for what is not there, 500 otherwise.
 pub struct PageError(pub StatusCode, pub String);
+
+impl PageError {
+    /// A form posted without its token, or with another browser's (403).
+    pub(crate) fn expired_form() -> Self {
+        PageError(StatusCode::FORBIDDEN, "This form has expired. Please go back, reload the page and try again.".into())
+    }
+
+    /// A form asking for an action its page does not offer (400).
+    pub(crate) fn unknown_action() -> Self {
+        PageError(StatusCode::BAD_REQUEST, "This form asks for something the console does not do.".into())
+    }
+}
+
+/// The API's error message, for the page.
+pub(crate) fn message_of(body: &Value) -> String {
+    body["error"]["message"].as_str().unwrap_or("That did not work; please try again.").to_owned()
+}
 
 impl From<ApiError> for PageError {
     fn from(e: ApiError) -> Self {
@@ -567,7 +584,7 @@ pub struct NotifyForm {
 /// "Email me when it is back": the notify API's alert for one SKU.
 pub async fn notify_me(State(site): State<Site>, headers: axum::http::HeaderMap, Path(slug): Path<String>, axum::Form(f): axum::Form<NotifyForm>) -> Result<Response, PageError> {
     if !crate::session::csrf_ok(&headers, &f.csrf) {
-        return Err(PageError(StatusCode::FORBIDDEN, "This form has expired. Please go back, reload the page and try again.".into()));
+        return Err(PageError::expired_form());
     }
     let p: Value = site.api.get(&format!("/api/v1/products/{}", encode(&slug))).await?;
     let id = p["id"].as_str().unwrap_or_default();
