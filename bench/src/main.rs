@@ -275,9 +275,11 @@ fn measure_emporium(call: &Call, dir: &Path, args: &Args, pin: bool) -> Result<M
         "--data-dir".into(),
         data.display().to_string(),
     ];
-    // The per-address login limit would stop a load generator on one address.
+    // The per-address limits would stop a load generator on one address.
     let env = [
         ("EMPORIUM_AUTH_LOGIN_ATTEMPTS_PER_IP_PER_MINUTE", "1000000000"),
+        ("EMPORIUM_LIMITS_PER_IP_PER_MINUTE", "0"),
+        ("EMPORIUM_LIMITS_PER_PRINCIPAL_PER_MINUTE", "0"),
         ("EMPORIUM_CATALOG_CACHE", if call.cache { "true" } else { "false" }),
     ];
     let mut child = spawn(&command, pin.then_some("0"), true, &env)?;

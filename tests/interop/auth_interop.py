@@ -68,7 +68,9 @@ try:
 except jwt.InvalidAudienceError:
     check(True, "PyJWT refuses the wrong audience")
 
-status, enrolment = call("POST", "/api/v1/me/mfa/totp", token=access)
+status, body = call("POST", "/api/v1/me/mfa/totp", token=access)
+check(status == 403 and body["error"]["code"] == "password_required", "TOTP enrolment needs the password")
+status, enrolment = call("POST", "/api/v1/me/mfa/totp", {"password": password}, token=access)
 check(status == 200 and enrolment["otpauth_uri"].startswith("otpauth://totp/"), "TOTP enrolment starts")
 totp = pyotp.parse_uri(enrolment["otpauth_uri"])
 check(totp.secret == enrolment["secret"], "the otpauth URI carries the secret")

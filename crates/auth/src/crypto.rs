@@ -22,6 +22,8 @@ pub enum CryptoError {
     Decrypt,
     #[error("a signing key is encrypted but no key-encryption key is configured")]
     NoKek,
+    #[error("the key-encryption key file {path}: {reason}")]
+    KekFile { path: String, reason: String },
 }
 
 /// Hashes and checks passwords with the configured Argon2id cost.
@@ -136,6 +138,68 @@ impl HashPool {
     }
 }
 
+/// Reads `<dir>/auth.kek`, or makes it (32 random bytes, base64, mode 0600)
+/// if it is not there. Two processes starting at once agree on one key: the
+/// file appears whole (a hard link of a finished temporary file) or not at all.
+fn kek_from_file(dir: &std::path::Path) -> Result<String, CryptoError> {
+    let path = dir.join(KEK_FILE);
+    let shown = path.display().to_string();
+    let fail = |e: std::io::Error| CryptoError::KekFile { path: shown.clone(), reason: e.to_string() };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            warn_if_readable_by_others(&path);
+            tracing::info!(path = %shown, "using the key-encryption key generated in this file; \
+                move it into auth.key_encryption_key (EMPORIUM_AUTH_KEY_ENCRYPTION_KEY) or your secret store");
+            return Ok(text);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(fail(e)),
+    }
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    let mut bytes = [0u8; 32];
+    SystemRandom::new().fill(&mut bytes).map_err(|_| CryptoError::Random)?;
+    let text = STANDARD.encode(bytes);
+    let temporary = dir.join(format!("{KEK_FILE}.{}.tmp", random_token(8)?));
+    let written = write_private(&temporary, text.as_bytes()).and_then(|()| std::fs::hard_link(&temporary, &path));
+    let _ = std::fs::remove_file(&temporary);
+    match written {
+        Ok(()) => {
+            tracing::warn!(path = %shown, "auth.key_encryption_key is not set: generated a key-encryption key into \
+                this file (mode 0600); it seals the token signing keys and TOTP secrets. Move it into the setting \
+                (EMPORIUM_AUTH_KEY_ENCRYPTION_KEY) or your secret store and keep a copy: without it they cannot be read");
+            Ok(text)
+        }
+        // Another process made it first: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => std::fs::read_to_string(&path).map_err(fail),
+        Err(e) => Err(fail(e)),
+    }
+}
+
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+fn warn_if_readable_by_others(path: &std::path::Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!(path = %path.display(), "the key-encryption key file is readable by others: chmod 600 it");
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
 /// `bytes` random bytes as URL-safe base64.
 pub fn random_token(bytes: usize) -> Result<String, CryptoError> {
     let mut buf = vec![0u8; bytes];
@@ -149,34 +213,45 @@ pub fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
-/// Encrypts signing keys at rest when a key-encryption key is configured.
+/// The file a generated key-encryption key is kept in, under `data_dir`.
+pub const KEK_FILE: &str = "auth.kek";
+
+/// Encrypts signing keys and TOTP secrets at rest (AES-256-GCM under the
+/// key-encryption key).
 #[derive(Clone)]
 pub struct KeyVault {
     kek: Option<[u8; 32]>,
 }
 
+fn parse_kek(text: &str) -> Result<[u8; 32], CryptoError> {
+    let bytes = STANDARD
+        .decode(text.trim())
+        .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(text.trim()))
+        .map_err(|_| CryptoError::Decrypt)?;
+    bytes.try_into().map_err(|_| CryptoError::Decrypt)
+}
+
 impl KeyVault {
     pub fn new(config: &AuthConfig) -> Result<Self, CryptoError> {
-        let kek = match &config.key_encryption_key {
-            None => None,
-            Some(text) => {
-                let bytes = STANDARD
-                    .decode(text.trim())
-                    .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(text.trim()))
-                    .map_err(|_| CryptoError::Decrypt)?;
-                Some(bytes.try_into().map_err(|_| CryptoError::Decrypt)?)
-            }
-        };
+        let kek = config.key_encryption_key.as_deref().map(parse_kek).transpose()?;
         Ok(Self { kek })
     }
 
-    pub fn encrypts(&self) -> bool {
-        self.kek.is_some()
+    /// The vault of a service: the configured key-encryption key, else the
+    /// one in `<data_dir>/auth.kek`, generated there on first start. There is
+    /// no vault without a key, so nothing is ever stored in plaintext.
+    pub fn for_service(config: &kernel::config::Config) -> Result<Self, CryptoError> {
+        if config.auth.key_encryption_key.is_some() {
+            return Self::new(&config.auth);
+        }
+        let text = kek_from_file(&config.data_dir)?;
+        Ok(Self { kek: Some(parse_kek(&text)?) })
     }
 
-    /// Returns (stored bytes, encrypted?): nonce ‖ ciphertext ‖ tag, or the plain key.
+    /// Returns (stored bytes, encrypted = true): nonce ‖ ciphertext ‖ tag.
+    /// Without a key-encryption key nothing is sealed: an error, never plaintext.
     pub fn seal(&self, plain: &[u8], kid: &str) -> Result<(Vec<u8>, bool), CryptoError> {
-        let Some(kek) = &self.kek else { return Ok((plain.to_vec(), false)) };
+        let kek = self.kek.as_ref().ok_or(CryptoError::NoKek)?;
         let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, kek).map_err(|_| CryptoError::Decrypt)?);
         let mut nonce = [0u8; NONCE_LEN];
         SystemRandom::new().fill(&mut nonce).map_err(|_| CryptoError::Random)?;
@@ -237,7 +312,7 @@ mod tests {
         assert!(vault.open(&sealed, true, "k2").is_err());
         let plain = KeyVault::new(&cheap()).unwrap();
         assert!(matches!(plain.open(&sealed, true, "k1"), Err(CryptoError::NoKek)));
-        assert_eq!(plain.seal(b"x", "k").unwrap(), (b"x".to_vec(), false));
+        assert!(matches!(plain.seal(b"x", "k"), Err(CryptoError::NoKek)), "no plaintext path");
     }
 
     #[test]

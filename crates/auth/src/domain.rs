@@ -1,5 +1,5 @@
 //! Auth's rules, without I/O: what an email, a password, a name and a phone
-//! number must be, and how long an account stays locked.
+//! number must be, and how long a failing sign-in waits.
 
 use std::collections::HashSet;
 use std::sync::OnceLock;
@@ -109,10 +109,14 @@ pub fn parse_locale(raw: &str) -> Result<String, Invalid> {
     Ok(raw.to_owned())
 }
 
-/// The lock after the `lockouts`-th lockout (0-based): base, doubled each
-/// time, at most a day.
-pub fn lock_duration_secs(base_secs: u64, previous_lockouts: u32) -> u64 {
-    base_secs.saturating_mul(1u64 << previous_lockouts.min(20)).min(86_400)
+/// How long an address waits to try an email again after `failures`
+/// failed sign-ins for it: nothing before `after`, then `base`, doubled with
+/// each further failure, at most `max`.
+pub fn sign_in_wait_secs(failures: u64, after: u32, base_secs: u64, max_secs: u64) -> u64 {
+    match failures.checked_sub(u64::from(after)) {
+        None => 0,
+        Some(over) => base_secs.saturating_mul(1u64 << over.min(30)).min(max_secs),
+    }
 }
 
 #[cfg(test)]
@@ -154,10 +158,12 @@ mod tests {
     }
 
     #[test]
-    fn locks_grow_and_are_capped() {
-        assert_eq!(lock_duration_secs(60, 0), 60);
-        assert_eq!(lock_duration_secs(60, 1), 120);
-        assert_eq!(lock_duration_secs(60, 3), 480);
-        assert_eq!(lock_duration_secs(60, 40), 86_400);
+    fn sign_in_waits_grow_and_are_capped() {
+        assert_eq!(sign_in_wait_secs(4, 5, 30, 900), 0);
+        assert_eq!(sign_in_wait_secs(5, 5, 30, 900), 30);
+        assert_eq!(sign_in_wait_secs(6, 5, 30, 900), 60);
+        assert_eq!(sign_in_wait_secs(8, 5, 30, 900), 240);
+        assert_eq!(sign_in_wait_secs(10, 5, 30, 900), 900);
+        assert_eq!(sign_in_wait_secs(u64::MAX, 5, 30, 900), 900);
     }
 }

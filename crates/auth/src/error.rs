@@ -16,8 +16,12 @@ pub enum AuthError {
     InvalidCredentials,
     #[error("wrong password")]
     WrongPassword,
-    #[error("the account is locked")]
-    Locked { retry_after_secs: u64 },
+    #[error("confirm this with your current password")]
+    PasswordRequired,
+    /// Too many failed sign-ins for this email from this address; the same
+    /// for known and unknown emails.
+    #[error("too many failed sign-ins for this email from your address; wait before trying again")]
+    SignInThrottled { retry_after_secs: u64 },
     #[error("too many attempts")]
     RateLimited { retry_after_secs: u64 },
     #[error("the account is disabled")]
@@ -65,11 +69,10 @@ impl From<&AuthError> for ApiError {
             AuthError::EmailTaken => ApiError::conflict("email_taken", e.to_string()).with_field("email"),
             AuthError::InvalidCredentials => ApiError::unauthenticated("invalid_credentials", e.to_string()),
             AuthError::WrongPassword => ApiError::forbidden("wrong_password", e.to_string()).with_field("password"),
-            AuthError::Locked { retry_after_secs } => ApiError::too_many(
-                "account_locked",
-                format!("too many failed sign-ins; try again in {retry_after_secs} s"),
-                *retry_after_secs,
-            ),
+            AuthError::PasswordRequired => ApiError::forbidden("password_required", e.to_string()).with_field("password"),
+            AuthError::SignInThrottled { retry_after_secs } => {
+                ApiError::too_many("sign_in_throttled", e.to_string(), *retry_after_secs)
+            }
             AuthError::RateLimited { retry_after_secs } => ApiError::rate_limited(*retry_after_secs),
             AuthError::Disabled => ApiError::forbidden("account_disabled", e.to_string()),
             AuthError::MfaRequired => ApiError::unauthenticated("mfa_required", e.to_string()).with_field("totp_code"),

@@ -1,8 +1,6 @@
 //! Auth's routes and their request and response types.
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
@@ -47,6 +45,8 @@ pub fn router(auth: Auth) -> OpenApiRouter {
         .routes(routes!(admin_list_users))
         .routes(routes!(admin_get_user, admin_update_user))
         .routes(routes!(admin_audit))
+        .routes(routes!(admin_unlock_user))
+        .routes(routes!(admin_reset_mfa))
         .with_state(auth)
 }
 
@@ -95,10 +95,13 @@ pub struct RegisterRequest {
     pub name: String,
 }
 
-/// Create a customer account; a verification link is mailed.
+/// Create a customer account; a verification link is mailed. An address that
+/// already has an account gets the same answer (its owner is mailed instead).
 #[utoipa::path(post, path = "/api/v1/auth/register", tag = "auth", request_body = RegisterRequest,
-    responses((status = 201, body = UserView), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
-async fn register(State(auth): State<Auth>, Json(body): Json<RegisterRequest>) -> Result<impl IntoResponse, AuthError> {
+    responses((status = 201, body = UserView), (status = 422, body = ErrorBody),
+              (status = 429, description = "too many sign-ups from this address; see Retry-After", body = ErrorBody)))]
+async fn register(State(auth): State<Auth>, ClientIp(ip): ClientIp, Json(body): Json<RegisterRequest>) -> Result<impl IntoResponse, AuthError> {
+    auth.sign_up_allowed(&ip).await?;
     let user = auth.register(&body.email, &body.password, &body.name).await?;
     Ok((StatusCode::CREATED, Json(UserView::from(user))))
 }
@@ -133,37 +136,23 @@ impl From<Tokens> for TokenResponse {
     }
 }
 
-/// The client's address: the connection's, or `X-Forwarded-For`'s first hop
-/// when the configuration trusts the proxy in front.
+/// The client's address, as `platform::http::client_ip` finds it (the
+/// peer, or the hop a trusted proxy reported); `unknown` for in-process calls.
 pub struct ClientIp(pub String);
 
 impl FromRequestParts<Auth> for ClientIp {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, auth: &Auth) -> Result<Self, Self::Rejection> {
-        if auth.config.auth.trust_forwarded_for
-            && let Some(first) = parts
-                .headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split(',').next())
-                .map(str::trim)
-                .filter(|v| v.parse::<std::net::IpAddr>().is_ok())
-        {
-            return Ok(ClientIp(first.to_owned()));
-        }
-        let ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string());
-        Ok(ClientIp(ip))
+        let ip = platform::http::request_client_ip(&auth.config, &parts.extensions, &parts.headers);
+        Ok(ClientIp(ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())))
     }
 }
 
 /// Sign in with email and password.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
     responses((status = 200, body = TokenResponse), (status = 401, body = ErrorBody),
-              (status = 429, description = "locked or rate limited; see Retry-After", body = ErrorBody)))]
+              (status = 429, description = "too many attempts from this address (for this email, or at all); see Retry-After", body = ErrorBody)))]
 async fn login(
     State(auth): State<Auth>,
     ClientIp(ip): ClientIp,
@@ -283,19 +272,25 @@ pub struct UpdateMeRequest {
     #[serde(default, deserialize_with = "platform::http::nullable")]
     #[schema(value_type = Option<String>)]
     pub locale: Option<Option<String>>,
-    /// A new address must be verified again.
+    /// A new address: needs `password`, and takes effect when the link
+    /// mailed to it is used. The answer is the same whether or not another
+    /// account has the address.
     pub email: Option<String>,
+    /// The current password; required with `email`.
+    pub password: Option<String>,
 }
 
 /// Update the signed-in user's profile.
 #[utoipa::path(patch, path = "/api/v1/me", tag = "me", request_body = UpdateMeRequest,
-    responses((status = 200, body = UserView), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = UserView), (status = 401, body = ErrorBody),
+              (status = 403, description = "`password_required` or `wrong_password` for a change of email", body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
 async fn update_me(
     State(auth): State<Auth>,
     who: Principal,
     Json(body): Json<UpdateMeRequest>,
 ) -> Result<Json<UserView>, AuthError> {
-    let change = ProfileUpdate { name: body.name, phone: body.phone, locale: body.locale, email: body.email };
+    let change = ProfileUpdate { name: body.name, phone: body.phone, locale: body.locale, email: body.email, password: body.password };
     Ok(Json(auth.update_profile(&who.user_id, change).await?.into()))
 }
 
@@ -399,6 +394,33 @@ async fn admin_update_user(
     Ok(Json(user.into()))
 }
 
+/// Staff: turn a user's two-step sign-in off, e.g. after a lost phone
+/// (`staff:manage`; audited; not on oneself).
+#[utoipa::path(delete, path = "/api/v1/admin/users/{id}/mfa", tag = "admin", params(("id" = String, Path)),
+    responses((status = 204, description = "off"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody)))]
+async fn admin_reset_mfa(
+    State(auth): State<Auth>,
+    RequirePermission(who, ..): RequirePermission<perm::StaffManage>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, AuthError> {
+    auth.reset_mfa(&who.user_id, &user_id(&id)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Staff: let a user sign in again at once from every address that was
+/// made to wait after failed sign-ins (`customers:write`; audited).
+#[utoipa::path(post, path = "/api/v1/admin/users/{id}/unlock", tag = "admin", params(("id" = String, Path)),
+    responses((status = 204, description = "every wait lifted"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn admin_unlock_user(
+    State(auth): State<Auth>,
+    RequirePermission(who, ..): RequirePermission<perm::CustomersWrite>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, AuthError> {
+    auth.clear_sign_in_throttles(&who.user_id, &user_id(&id)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct AuditView {
     pub id: String,
@@ -447,11 +469,26 @@ pub struct TotpEnrolmentView {
     pub otpauth_uri: String,
 }
 
-/// Start TOTP enrolment; confirm it with a first code.
-#[utoipa::path(post, path = "/api/v1/me/mfa/totp", tag = "me",
-    responses((status = 200, body = TotpEnrolmentView), (status = 409, body = ErrorBody)))]
-async fn start_totp(State(auth): State<Auth>, who: Principal) -> Result<Json<TotpEnrolmentView>, AuthError> {
-    let e = auth.start_totp(&who.user_id).await?;
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StepUpRequest {
+    /// The current password (required; a missing one is `password_required`).
+    pub password: Option<String>,
+}
+
+/// Start TOTP enrolment (needs the password); confirm it with a first code.
+#[utoipa::path(post, path = "/api/v1/me/mfa/totp", tag = "me", request_body = StepUpRequest,
+    responses((status = 200, body = TotpEnrolmentView),
+              (status = 403, description = "`password_required` or `wrong_password`", body = ErrorBody),
+              (status = 409, body = ErrorBody)))]
+async fn start_totp(
+    State(auth): State<Auth>,
+    who: Principal,
+    body: axum::body::Bytes,
+) -> Result<Json<TotpEnrolmentView>, kernel::ApiError> {
+    // No body at all is a missing password, answered as such.
+    let password = if body.is_empty() { None } else { platform::http::parse_json::<StepUpRequest>(&body)?.password };
+    let e = auth.start_totp(&who.user_id, password.as_deref()).await.map_err(|e| kernel::ApiError::from(&e))?;
     Ok(Json(TotpEnrolmentView { secret: e.secret, otpauth_uri: e.uri }))
 }
 

@@ -23,7 +23,7 @@ pub use service::Auth;
 pub const NAME: &str = "auth";
 
 /// This service's own tables, after the platform's.
-pub static MIGRATIONS: Migrations = platform::migrations!("auth", ["0001_accounts", "0002_mfa", "0003_addresses", "0004_api_keys"]);
+pub static MIGRATIONS: Migrations = platform::migrations!("auth", ["0001_accounts", "0002_mfa", "0003_addresses", "0004_api_keys", "0005_token_generation", "0006_sign_in_throttles"]);
 
 pub fn spec() -> ServiceSpec {
     ServiceSpec { name: NAME, migrations: &MIGRATIONS, mount, demo: Some(load_demo) }
@@ -32,7 +32,7 @@ pub fn spec() -> ServiceSpec {
 /// Builds the service over its database (also used by the CLI).
 pub fn open(ctx: &ServiceContext) -> Result<Auth, BoxError> {
     let config = ctx.config.clone();
-    let vault = crypto::KeyVault::new(&config.auth)?;
+    let vault = crypto::KeyVault::for_service(&config)?;
     let keys = Arc::new(keys::KeyRing::new(ctx.db.clone(), vault.clone(), config.auth.access_token_ttl_secs));
     Ok(Auth {
         db: ctx.db.clone(),
@@ -40,8 +40,10 @@ pub fn open(ctx: &ServiceContext) -> Result<Auth, BoxError> {
         keys,
         vault,
         ip_limiter: Arc::new(service::IpLimiter::default()),
+        limits: platform::limit::Limits::of(ctx),
         personal_data: ctx.ports.get::<platform::service::PersonalDataSources>(),
         hash_pool: crypto::HashPool::shared(),
+        revocations: ctx.ports.get::<platform::auth::Revocations>().unwrap_or_default(),
         config,
     })
 }
@@ -49,8 +51,10 @@ pub fn open(ctx: &ServiceContext) -> Result<Auth, BoxError> {
 fn mount(ctx: ServiceContext) -> BoxFuture<'static, Result<Mounted, BoxError>> {
     Box::pin(async move {
         let auth = open(&ctx)?;
+        auth.seal_plaintext_secrets().await?;
         // Make sure a signing key exists before the first request needs it.
         auth.keys.active().await?;
+        auth.load_revocations().await?;
         ctx.ports.provide::<dyn KeySource>(auth.keys.clone());
         ctx.ports.provide::<dyn platform::auth::ApiKeyResolver>(Arc::new(service::ApiKeys(auth.clone())));
         Ok(Mounted::routes(http::router(auth)))

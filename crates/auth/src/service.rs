@@ -20,6 +20,9 @@ use crate::store::{self, AuditEntry, NewUser, Purpose, User};
 
 const VERIFY_EMAIL_TTL_MS: i64 = 48 * 3600 * 1000;
 const RESET_PASSWORD_TTL_MS: i64 = 3600 * 1000;
+/// How long an address's failed sign-ins for an email are remembered after
+/// the last one (or after its wait ends).
+const SIGN_IN_FAILURES_KEPT_MS: i64 = 24 * 3600 * 1000;
 
 /// Everything the use cases need.
 #[derive(Clone)]
@@ -30,10 +33,16 @@ pub struct Auth {
     pub keys: Arc<KeyRing>,
     pub vault: KeyVault,
     pub ip_limiter: Arc<IpLimiter>,
+    /// Per-target limits (reset mails per address, sign-ups per IP), shared
+    /// by replicas when Redis is configured.
+    pub limits: platform::limit::Limits,
     /// Other services' parts of a data export.
     pub personal_data: Option<Arc<platform::service::PersonalDataSources>>,
     /// Where password hashes are computed (one thread per core).
     pub hash_pool: Arc<crypto::HashPool>,
+    /// This process's marks of revoked access tokens, raised as soon as a
+    /// revocation commits (other processes learn it from the event).
+    pub revocations: Arc<platform::auth::Revocations>,
 }
 
 /// What a user gets when TOTP enrolment starts.
@@ -74,15 +83,63 @@ impl Auth {
     }
 
     /// Creates a customer account and asks for its email to be verified.
+    /// For an address that has an account the answer looks the same (a new,
+    /// unconfirmed customer) and the owner is mailed instead: the answer never
+    /// says whether an address is known.
+    /// Counts a sign-up from `ip` (the client's address, `unknown` when the
+    /// process does not know it) against the hourly limit.
+    pub async fn sign_up_allowed(&self, ip: &str) -> Result<(), AuthError> {
+        let per_hour = self.config.limits.sign_ups_per_ip_per_hour;
+        self.limits
+            .hit("sign_up", ip, per_hour, platform::limit::HOUR)
+            .await
+            .map_err(|l| AuthError::RateLimited { retry_after_secs: l.retry_after_secs })
+    }
+
     pub async fn register(&self, email: &str, password: &str, name: &str) -> Result<User, AuthError> {
         let email = Email::parse(email)?;
         let password = Password::parse(password, &email, "password")?;
         let name = domain::parse_name(name)?;
-        if store::user_by_email(&self.db, email.as_str()).await?.is_some() {
-            return Err(AuthError::EmailTaken);
-        }
+        let existing = store::user_by_email(&self.db, email.as_str()).await?;
+        // Hashed either way, so both answers take as long.
         let hash = self.hash(password.expose()).await?;
-        self.create_user(&email, &name, &hash, &[Role::Customer]).await
+        if let Some(owner) = existing {
+            return self.registered_elsewhere(&owner, &email, &name).await;
+        }
+        match self.create_user(&email, &name, &hash, &[Role::Customer]).await {
+            // Someone registered the address meanwhile.
+            Err(AuthError::EmailTaken) => {
+                let owner = store::user_by_email(&self.db, email.as_str()).await?.ok_or(AuthError::EmailTaken)?;
+                self.registered_elsewhere(&owner, &email, &name).await
+            }
+            other => other,
+        }
+    }
+
+    /// A sign-up with a known address: the owner hears of it; the caller gets
+    /// an account that looks new and is nowhere.
+    async fn registered_elsewhere(&self, owner: &User, email: &Email, name: &str) -> Result<User, AuthError> {
+        let mut tx = self.db.begin().await?;
+        outbox::enqueue(&mut tx, &email_reuse(owner, "register")).await?;
+        tx.commit().await?;
+        self.audit(None, "registration_with_existing_email", Some(&owner.id), None, json!({})).await?;
+        Ok(User {
+            id: UserId::new(),
+            email: email.as_str().to_owned(),
+            email_verified_at: None,
+            name: name.to_owned(),
+            phone: None,
+            locale: None,
+            password_hash: None,
+            roles: vec![Role::Customer],
+            disabled_at: None,
+            failed_logins: 0,
+            lockouts: 0,
+            locked_until_ms: None,
+            totp_secret: None,
+            totp_enabled_at: None,
+            created_at: time::OffsetDateTime::now_utc(),
+        })
     }
 
     /// Writes a new account, its verification token and its events in one transaction.
@@ -141,21 +198,25 @@ impl Auth {
         if let Some(retry_after_secs) = self.ip_limiter.hit(ip, self.config.auth.login_attempts_per_ip_per_minute) {
             return Err(AuthError::RateLimited { retry_after_secs });
         }
+        // The wait is looked up before the account is, so a known and an
+        // unknown email are held up, and answered, alike.
+        let throttle = ThrottleKey::new(email, ip);
+        let now = now_ms();
+        let record = store::sign_in_throttle(&self.db, &throttle.pair, now).await?;
+        if let Some((_, until)) = record.filter(|(_, until)| *until > now) {
+            return Err(AuthError::SignInThrottled { retry_after_secs: ((until - now) as u64).div_ceil(1000) });
+        }
         let user = match Email::parse(email) {
             Ok(email) => store::user_by_email(&self.db, email.as_str()).await?,
             Err(_) => None,
         };
         let Some(user) = user else {
             self.verify(password, None).await?;
-            self.audit(None, "login_failed", None, Some(ip), json!({"reason": "unknown_email"})).await?;
+            self.count_failure(None, &throttle, ip, "unknown_email").await?;
             return Err(AuthError::InvalidCredentials);
         };
-        let now = now_ms();
-        if let Some(until) = user.locked_until_ms.filter(|u| *u > now) {
-            return Err(AuthError::Locked { retry_after_secs: ((until - now) as u64).div_ceil(1000) });
-        }
         if !self.verify(password, user.password_hash.clone()).await? {
-            self.count_failure(&user, ip, "wrong_password").await?;
+            self.count_failure(Some(&user.id), &throttle, ip, "wrong_password").await?;
             return Err(AuthError::InvalidCredentials);
         }
         if user.disabled_at.is_some() {
@@ -164,13 +225,13 @@ impl Auth {
         if user.totp_enabled_at.is_some() {
             let code = totp_code.ok_or(AuthError::MfaRequired)?;
             if !self.second_factor(&user, code).await? {
-                self.count_failure(&user, ip, "wrong_mfa_code").await?;
+                self.count_failure(Some(&user.id), &throttle, ip, "wrong_mfa_code").await?;
                 return Err(AuthError::InvalidMfaCode);
             }
         }
-        // Only an account with failures on record needs the write.
-        if user.failed_logins > 0 || user.lockouts > 0 || user.locked_until_ms.is_some() {
-            store::record_successful_login(&self.db, &user.id).await?;
+        // Only an address with failures on record needs the write.
+        if record.is_some() {
+            store::clear_sign_in_throttle(&self.db, &throttle.pair).await?;
         }
         if let Some(stored) = &user.password_hash
             && self.hasher.needs_rehash(stored)
@@ -183,18 +244,33 @@ impl Auth {
         Ok((user, tokens))
     }
 
-    /// Counts a failed sign-in towards the lock, and records it.
-    async fn count_failure(&self, user: &User, ip: &str, reason: &str) -> Result<(), AuthError> {
-        let base = self.config.auth.lockout_base_secs;
-        let locked = store::record_failed_login(&self.db, &user.id, self.config.auth.lockout_threshold, |n| {
-            (domain::lock_duration_secs(base, n) * 1000) as i64
-        })
-        .await?;
-        self.audit(None, "login_failed", Some(&user.id), Some(ip), json!({"reason": reason})).await?;
-        if let Some(until) = locked {
-            self.audit(None, "account_locked", Some(&user.id), Some(ip), json!({"until_ms": until})).await?;
+    /// Counts a failed sign-in of this email from this address, starts (or
+    /// lengthens) the address's wait once there are enough, and records it.
+    async fn count_failure(&self, user: Option<&UserId>, throttle: &ThrottleKey, ip: &str, reason: &str) -> Result<(), AuthError> {
+        let a = &self.config.auth;
+        let now = now_ms();
+        let forget_at = now + SIGN_IN_FAILURES_KEPT_MS;
+        let failures = store::count_sign_in_failure(&self.db, &throttle.pair, &throttle.email, now, forget_at).await?;
+        if failures == 1 {
+            // A new pair: the moment to drop the ones past their time.
+            store::forget_old_sign_in_throttles(&self.db, now).await?;
+        }
+        self.audit(None, "login_failed", user, Some(ip), json!({"reason": reason})).await?;
+        let wait = domain::sign_in_wait_secs(failures.max(0) as u64, a.sign_in_throttle_after, a.sign_in_throttle_base_secs, a.sign_in_throttle_max_secs);
+        if wait > 0 {
+            let until = now + (wait * 1000) as i64;
+            store::block_sign_in(&self.db, &throttle.pair, until, until + SIGN_IN_FAILURES_KEPT_MS).await?;
+            self.audit(None, "sign_in_throttled", user, Some(ip), json!({"failures": failures, "wait_secs": wait})).await?;
         }
         Ok(())
+    }
+
+    /// Staff: forgets every address's failed sign-ins for a user's email, so
+    /// they can try again at once. Audited.
+    pub async fn clear_sign_in_throttles(&self, actor: &UserId, target: &UserId) -> Result<(), AuthError> {
+        let user = self.user(target).await?;
+        let cleared = store::clear_sign_in_throttles_of(&self.db, &ThrottleKey::new(&user.email, "").email).await?;
+        self.audit(Some(actor), "sign_in_throttles_cleared", Some(target), None, json!({"addresses": cleared})).await
     }
 
     /// For actions a signed-in user confirms with their password.
@@ -220,6 +296,30 @@ impl Auth {
         Ok(used)
     }
 
+    /// A TOTP secret as stored: always sealed, bound to its user.
+    fn seal_totp(&self, id: &UserId, secret: &[u8]) -> Result<String, AuthError> {
+        use base64::Engine;
+        let (sealed, _) = self.vault.seal(secret, &format!("totp:{id}"))?;
+        Ok(format!("enc:{}", base64::engine::general_purpose::STANDARD.encode(sealed)))
+    }
+
+    /// Seals what an older version stored in plaintext: signing keys and
+    /// TOTP secrets. Runs at start; a row sealed meanwhile is left alone.
+    pub async fn seal_plaintext_secrets(&self) -> Result<(), AuthError> {
+        for (kid, plain) in store::plaintext_signing_keys(&self.db).await? {
+            let (sealed, _) = self.vault.seal(&plain, &kid)?;
+            store::seal_signing_key(&self.db, &kid, &sealed).await?;
+            tracing::info!(kid = %kid, "sealed a signing key stored in plaintext");
+        }
+        for (id, stored) in store::plaintext_totp_secrets(&self.db).await? {
+            let Some(secret) = stored.strip_prefix("raw:").and_then(crypto::base32_decode) else { continue };
+            let user = UserId::parse(&id).map_err(|e| platform::DbError::Corrupt(e.to_string()))?;
+            store::seal_totp_secret(&self.db, &user, &stored, &self.seal_totp(&user, &secret)?).await?;
+            tracing::info!(user = %user, "sealed a TOTP secret stored in plaintext");
+        }
+        Ok(())
+    }
+
     fn totp_secret(&self, user: &User) -> Result<Vec<u8>, AuthError> {
         let stored = user.totp_secret.as_deref().ok_or(AuthError::MfaNotStarted)?;
         let aad = format!("totp:{}", user.id);
@@ -235,21 +335,18 @@ impl Auth {
         Ok(secret)
     }
 
-    /// Starts TOTP enrolment: a new secret, pending until confirmed with a code.
-    pub async fn start_totp(&self, id: &UserId) -> Result<TotpEnrolment, AuthError> {
+    /// Starts TOTP enrolment: a new secret, pending until confirmed with a
+    /// code. Needs the password: a stolen access token must not be enough to
+    /// put the thief's phone on the account.
+    pub async fn start_totp(&self, id: &UserId, password: Option<&str>) -> Result<TotpEnrolment, AuthError> {
         let user = self.user(id).await?;
         if user.totp_enabled_at.is_some() {
             return Err(AuthError::MfaAlreadyEnabled);
         }
+        self.confirm_password(&user, password.ok_or(AuthError::PasswordRequired)?).await?;
         let mut secret = [0u8; 20];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret).map_err(|_| crypto::CryptoError::Random)?;
-        let stored = if self.vault.encrypts() {
-            use base64::Engine;
-            let (sealed, _) = self.vault.seal(&secret, &format!("totp:{id}"))?;
-            format!("enc:{}", base64::engine::general_purpose::STANDARD.encode(sealed))
-        } else {
-            format!("raw:{}", crypto::base32_encode(&secret))
-        };
+        let stored = self.seal_totp(id, &secret)?;
         if !store::set_pending_totp(&self.db, id, &stored).await? {
             return Err(AuthError::MfaAlreadyEnabled);
         }
@@ -299,17 +396,35 @@ impl Auth {
         Ok(())
     }
 
+    /// Staff: turns another user's TOTP off (a lost phone), audited. Not on
+    /// oneself: that takes the password, through `disable_totp`.
+    pub async fn reset_mfa(&self, actor: &UserId, target: &UserId) -> Result<(), AuthError> {
+        if actor == target {
+            return Err(AuthError::NotOnSelf);
+        }
+        let user = self.user(target).await?;
+        let mut tx = self.db.begin().await?;
+        store::disable_totp(&mut tx, target).await?;
+        tx.commit().await?;
+        self.audit(Some(actor), "mfa_reset", Some(target), None, json!({"method": "totp", "was_enabled": user.totp_enabled_at.is_some()}))
+            .await
+    }
+
+    /// What `user` may do now. Where staff must use MFA, a staff account
+    /// without it has no permissions: enough to enrol, not enough to act.
+    fn permissions_now(&self, user: &User) -> Vec<kernel::auth::Permission> {
+        let must_enrol = self.config.auth.staff_mfa_required
+            && user.roles.iter().any(|r| r.is_staff())
+            && user.totp_enabled_at.is_none();
+        if must_enrol { Vec::new() } else { permissions_of(&user.roles) }
+    }
+
     /// An access token for `user` and the next refresh token of `family`.
     async fn issue(&self, user: &User, family: &str) -> Result<Tokens, AuthError> {
         let key = self.keys.active().await?;
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let ttl = self.config.auth.access_token_ttl_secs;
-        // Where staff must use MFA, a staff account without it signs in with
-        // no permissions: enough to enrol, not enough to act.
-        let must_enrol = self.config.auth.staff_mfa_required
-            && user.roles.iter().any(|r| r.is_staff())
-            && user.totp_enabled_at.is_none();
-        let permissions = if must_enrol { Vec::new() } else { permissions_of(&user.roles) };
+        let permissions = self.permissions_now(user);
         let claims = Claims {
             sub: user.id.to_string(),
             roles: user.roles.clone(),
@@ -320,6 +435,7 @@ impl Auth {
             aud: Audience::One(self.config.auth.audience.clone()),
             jti: random_token(16)?,
             email_verified: user.email_verified_at.is_some(),
+            generation: store::token_generation(&self.db, &user.id).await?,
         };
         let access_token = platform::auth::sign(&claims, &key.kid, &key.pair)
             .map_err(|e| platform::DbError::Corrupt(e.to_string()))?;
@@ -358,12 +474,44 @@ impl Auth {
     pub async fn logout(&self, refresh_token: &str) -> Result<(), AuthError> {
         if let Some(stored) = store::refresh_token_by_hash(&self.db, &token_hash(refresh_token)).await? {
             store::revoke_family(&self.db, &stored.family_id).await?;
+            // Access tokens do not say which session they belong to: all of
+            // the user's are revoked, and other sessions refresh.
+            self.revoke_access(&stored.user_id).await?;
         }
         Ok(())
     }
 
     pub async fn logout_all(&self, user: &UserId) -> Result<(), AuthError> {
         store::revoke_all_refresh_tokens(&self.db, user).await?;
+        self.revoke_access(user).await
+    }
+
+    /// Refuses every access token `user` holds now, in its own transaction.
+    async fn revoke_access(&self, user: &UserId) -> Result<(), AuthError> {
+        let mut tx = self.db.begin().await?;
+        let generation = self.revoke_access_in(&mut tx, user).await?;
+        tx.commit().await?;
+        self.revocations.raise(&user.to_string(), generation);
+        Ok(())
+    }
+
+    /// Raises `user`'s token generation in `tx` and tells the other
+    /// processes; the caller raises [`Auth::revocations`] once `tx` commits.
+    async fn revoke_access_in(&self, tx: &mut platform::Tx, user: &UserId) -> Result<i64, AuthError> {
+        let generation = store::revoke_access_tokens(tx, user).await?;
+        let revoked = platform::auth::TokensRevoked { user_id: *user, generation };
+        let data = serde_json::to_value(&revoked).map_err(|e| platform::DbError::Corrupt(e.to_string()))?;
+        outbox::enqueue(tx, &Envelope::new(platform::auth::TOKENS_REVOKED, user, data)).await?;
+        Ok(generation)
+    }
+
+    /// Raises this process's marks from the database, for revocations made
+    /// before it started whose tokens may still be alive.
+    pub async fn load_revocations(&self) -> Result<(), AuthError> {
+        let window_secs = self.config.auth.access_token_ttl_secs as i64 + 2 * platform::auth::LEEWAY_SECS + 60;
+        for (user, generation) in store::recent_revocations(&self.db, now_ms() - window_secs * 1000).await? {
+            self.revocations.raise(&user, generation);
+        }
         Ok(())
     }
 
@@ -373,18 +521,52 @@ impl Auth {
             .await?
             .ok_or(AuthError::InvalidOneTimeToken)?;
         let user = store::user_by_id(&self.db, &user_id).await?.ok_or(AuthError::InvalidOneTimeToken)?;
-        // A link sent to an address the account no longer has proves nothing.
+        // A link to another address than the account's confirms a change of
+        // address: it went to the new one, which is now proven.
         if user.email != email {
-            return Err(AuthError::InvalidOneTimeToken);
+            return self.apply_email_change(tx, &user, &email).await;
         }
         store::mark_email_verified(&mut tx, &user_id).await?;
+        // The other links to this address have nothing left to prove.
+        store::void_one_time_tokens(&mut tx, &user_id, Purpose::VerifyEmail, Some(&email)).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Moves the account to `new` (confirmed), voids every other pending
+    /// link, and mails the old address that it happened.
+    async fn apply_email_change(&self, mut tx: platform::Tx, user: &User, new: &str) -> Result<(), AuthError> {
+        match store::set_verified_email(&mut tx, &user.id, new).await {
+            // Taken since the link was sent.
+            Err(e) if e.is_unique_violation() => return Err(AuthError::InvalidOneTimeToken),
+            other => other?,
+        }
+        store::void_verification_tokens(&mut tx, &user.id).await?;
+        let mut after = user.clone();
+        after.email = new.to_owned();
+        outbox::enqueue(&mut tx, &contact_changed(&after)).await?;
+        outbox::enqueue(
+            &mut tx,
+            &Envelope::new(
+                "user.email_changed",
+                user.id,
+                json!({"user_id": user.id, "name": user.name, "old_email": user.email, "new_email": new}),
+            ),
+        )
+        .await?;
+        tx.commit().await?;
+        self.audit(Some(&user.id), "email_changed", Some(&user.id), None, json!({"from": user.email, "to": new})).await
     }
 
     /// Mails a reset link to a known address; says nothing either way.
     pub async fn forgot_password(&self, email: &str) -> Result<(), AuthError> {
         let Ok(email) = Email::parse(email) else { return Ok(()) };
+        // Counted for unknown addresses too, and answered alike: no mail past the limit, no tell.
+        let per_hour = self.config.limits.password_resets_per_email_per_hour;
+        if self.limits.hit("password_reset", email.as_str(), per_hour, platform::limit::HOUR).await.is_err() {
+            tracing::info!("password reset not mailed: the address had its hourly limit");
+            return Ok(());
+        }
         let Some(user) = store::user_by_email(&self.db, email.as_str()).await? else { return Ok(()) };
         if user.disabled_at.is_some() {
             return Ok(());
@@ -418,11 +600,15 @@ impl Auth {
         let user = store::user_by_id(&self.db, &user_id).await?.ok_or(AuthError::InvalidOneTimeToken)?;
         let email = Email::parse(&user.email)?;
         let password = Password::parse(password, &email, "password")?;
+        // One link used, every other reset link of the account is void.
+        store::void_one_time_tokens(&mut tx, &user_id, Purpose::ResetPassword, None).await?;
         tx.commit().await?;
         let hash = self.hash(password.expose()).await?;
         store::set_password_hash(&self.db, &user_id, &hash).await?;
-        store::record_successful_login(&self.db, &user_id).await?; // a reset also lifts a lock
+        // Whoever holds the mailbox may sign in at once, from anywhere.
+        store::clear_sign_in_throttles_of(&self.db, &ThrottleKey::new(&user.email, "").email).await?;
         store::revoke_all_refresh_tokens(&self.db, &user_id).await?;
+        self.revoke_access(&user_id).await?;
         self.audit(Some(&user_id), "password_reset", Some(&user_id), None, json!({})).await?;
         Ok(())
     }
@@ -435,7 +621,12 @@ impl Auth {
         let password = Password::parse(new, &email, "new_password")?;
         let hash = self.hash(password.expose()).await?;
         store::set_password_hash(&self.db, user_id, &hash).await?;
+        // A reset link mailed before the change must not undo it.
+        let mut tx = self.db.begin().await?;
+        store::void_one_time_tokens(&mut tx, user_id, Purpose::ResetPassword, None).await?;
+        tx.commit().await?;
         store::revoke_all_refresh_tokens(&self.db, user_id).await?;
+        self.revoke_access(user_id).await?;
         self.audit(Some(user_id), "password_changed", Some(user_id), None, json!({})).await?;
         Ok(())
     }
@@ -444,7 +635,9 @@ impl Auth {
         store::user_by_id(&self.db, id).await?.ok_or(AuthError::UserNotFound)
     }
 
-    /// Updates the profile; a new email must be verified again.
+    /// Updates the profile. A new email needs the password and waits for the
+    /// link mailed to it; if another account has the address, its owner is
+    /// mailed instead, and the answer is the same either way.
     pub async fn update_profile(&self, id: &UserId, change: ProfileUpdate) -> Result<User, AuthError> {
         let user = self.user(id).await?;
         let name = change.name.as_deref().map(domain::parse_name).transpose()?;
@@ -459,30 +652,37 @@ impl Auth {
             None => None,
         };
         let email = change.email.as_deref().map(Email::parse).transpose()?.filter(|e| e.as_str() != user.email);
+        // A stolen access token must not be enough to move the account to another mailbox.
+        let owner = match &email {
+            Some(email) => {
+                self.confirm_password(&user, change.password.as_deref().ok_or(AuthError::PasswordRequired)?).await?;
+                store::user_by_email(&self.db, email.as_str()).await?
+            }
+            None => None,
+        };
         let mut tx = self.db.begin().await?;
-        let result = store::update_profile(
+        store::update_profile(
             &mut tx,
             id,
             &store::ProfileChange {
                 name: name.as_deref(),
                 phone: phone.as_ref().map(|p| p.as_deref()),
                 locale: locale.as_ref().map(|l| l.as_deref()),
-                email: email.as_ref().map(Email::as_str),
+                email: None,
             },
         )
-        .await;
-        match result {
-            Err(e) if e.is_unique_violation() => return Err(AuthError::EmailTaken),
-            other => other?,
-        }
-        if let Some(email) = &email {
-            let name = name.as_deref().unwrap_or(&user.name);
-            self.request_verification(&mut tx, id, email.as_str(), name).await?;
+        .await?;
+        match (&email, &owner) {
+            (Some(_), Some(owner)) => outbox::enqueue(&mut tx, &email_reuse(owner, "email_change")).await?,
+            (Some(email), None) => {
+                let name = name.as_deref().unwrap_or(&user.name);
+                self.request_verification(&mut tx, id, email.as_str(), name).await?;
+            }
+            (None, _) => {}
         }
         let mut after = user.clone();
         after.name = name.unwrap_or(after.name);
         after.phone = phone.unwrap_or(after.phone);
-        after.email = email.map(|e| e.as_str().to_owned()).unwrap_or(after.email);
         outbox::enqueue(&mut tx, &contact_changed(&after)).await?;
         tx.commit().await?;
         self.user(id).await
@@ -518,7 +718,13 @@ impl Auth {
             after.disabled_at = disabled.then(time::OffsetDateTime::now_utc);
         }
         outbox::enqueue(&mut tx, &contact_changed(&after)).await?;
+        // Tokens carry roles and permissions: any change makes them stale.
+        let changed = after.roles != before.roles || after.disabled_at.is_some() != before.disabled_at.is_some();
+        let generation = if changed { Some(self.revoke_access_in(&mut tx, target).await?) } else { None };
         tx.commit().await?;
+        if let Some(generation) = generation {
+            self.revocations.raise(&target.to_string(), generation);
+        }
         if let Some(roles) = &roles
             && *roles != before.roles
         {
@@ -629,8 +835,10 @@ impl Auth {
         self.confirm_password(&user, password).await?;
         let mut tx = self.db.begin().await?;
         store::erase_user(&mut tx, user_id).await?;
+        let generation = self.revoke_access_in(&mut tx, user_id).await?;
         outbox::enqueue(&mut tx, &Envelope::new("user.deleted", user_id, json!({"user_id": user_id}))).await?;
         tx.commit().await?;
+        self.revocations.raise(&user_id.to_string(), generation);
         self.audit(Some(user_id), "account_deleted", Some(user_id), None, json!({})).await?;
         Ok(())
     }
@@ -657,6 +865,18 @@ impl Auth {
         if expires_at.is_some_and(|t| t <= time::OffsetDateTime::now_utc()) {
             return Err(domain::Invalid { field: "expires_at", code: "in_the_past", reason: "must be in the future".into() }.into());
         }
+        // Every key expires: no expiry asked for means the longest allowed.
+        let max_days = self.config.auth.api_key_max_days;
+        let latest = time::OffsetDateTime::now_utc() + time::Duration::days(i64::from(max_days));
+        if expires_at.is_some_and(|t| t > latest) {
+            return Err(domain::Invalid {
+                field: "expires_at",
+                code: "too_far",
+                reason: format!("API keys live at most {max_days} days"),
+            }
+            .into());
+        }
+        let expires_at = Some(expires_at.unwrap_or(latest));
         let secret = format!("sk_{}", random_token(32)?);
         let mut permissions = permissions;
         permissions.sort();
@@ -690,17 +910,23 @@ impl Auth {
     }
 
     /// The principal of an `sk_…` key, if it is known, live, and its creator
-    /// is still enabled.
+    /// is still enabled. The key may do what it was given and its creator may
+    /// still do now: a demoted creator's keys shrink with them.
     pub async fn resolve_api_key(&self, secret: &str) -> Result<Option<platform::auth::Principal>, AuthError> {
         let Some(key) = store::api_key_by_hash(&self.db, &token_hash(secret)).await? else { return Ok(None) };
         let now = time::OffsetDateTime::now_utc();
-        if key.revoked_at.is_some() || key.expires_at.is_some_and(|t| t <= now) {
+        // Keys made before expiry was required live the longest allowed.
+        let max_life = time::Duration::days(i64::from(self.config.auth.api_key_max_days));
+        let expires_at = key.expires_at.unwrap_or(key.created_at + max_life);
+        if key.revoked_at.is_some() || expires_at <= now {
             return Ok(None);
         }
-        let creator = store::user_by_id(&self.db, &key.created_by).await?;
-        if creator.is_none_or(|c| c.disabled_at.is_some()) {
+        let Some(creator) = store::user_by_id(&self.db, &key.created_by).await? else { return Ok(None) };
+        if creator.disabled_at.is_some() {
             return Ok(None);
         }
+        let held = self.permissions_now(&creator);
+        let permissions: Vec<_> = key.permissions.into_iter().filter(|p| held.contains(p)).collect();
         // Last use is kept to the minute: no write on every request.
         if key.last_used_at.is_none_or(|t| now - t > time::Duration::minutes(1)) {
             store::touch_api_key(&self.db, &key.id, now).await?;
@@ -708,7 +934,7 @@ impl Auth {
         Ok(Some(platform::auth::Principal {
             user_id: key.created_by,
             roles: Vec::new(),
-            permissions: key.permissions,
+            permissions,
             credential_id: key.id,
             credential: platform::auth::Credential::ApiKey,
             email_verified: false,
@@ -760,11 +986,29 @@ pub struct ProfileUpdate {
     pub name: Option<String>,
     pub phone: Option<Option<String>>,
     pub locale: Option<Option<String>>,
+    /// Takes effect when the link mailed to it is used.
     pub email: Option<String>,
+    /// The current password, which a change of email needs.
+    pub password: Option<String>,
+}
+
+/// What a sign-in throttle is keyed by: hashes of the email as typed
+/// (normalised when it is an address) with and without the client address.
+/// Hashes, so rows for unknown emails keep nothing anyone typed.
+struct ThrottleKey {
+    pair: String,
+    email: String,
+}
+
+impl ThrottleKey {
+    fn new(email: &str, ip: &str) -> ThrottleKey {
+        let email = Email::parse(email).map_or_else(|_| email.trim().to_lowercase(), |e| e.as_str().to_owned());
+        ThrottleKey { pair: token_hash(&format!("{email}\n{ip}")), email: token_hash(&email) }
+    }
 }
 
 /// Login attempts per client address per minute, in process. (Replicas each
-/// count their own; the per-account lock lives in the database and is shared.)
+/// count their own; the per-email-and-address throttle lives in the database and is shared.)
 #[derive(Default)]
 pub struct IpLimiter {
     windows: Mutex<HashMap<String, (i64, u32)>>,
@@ -796,6 +1040,17 @@ impl platform::auth::ApiKeyResolver for ApiKeys {
     async fn resolve(&self, secret: &str) -> Result<Option<platform::auth::Principal>, platform::service::BoxError> {
         Ok(self.0.resolve_api_key(secret).await?)
     }
+}
+
+/// `user.email_reuse_attempted`: someone used `owner`'s address to sign up
+/// (`attempt` = `register`) or as another account's new address
+/// (`email_change`). The owner is mailed; the one who tried learns nothing.
+fn email_reuse(owner: &User, attempt: &str) -> Envelope {
+    Envelope::new(
+        "user.email_reuse_attempted",
+        owner.id,
+        json!({"user_id": owner.id, "email": owner.email, "name": owner.name, "attempt": attempt}),
+    )
 }
 
 /// `user.updated`: how to reach a user and what they may do, for the

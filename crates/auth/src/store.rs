@@ -135,34 +135,6 @@ pub async fn list_users(
     rows.into_iter().map(user_from).collect()
 }
 
-/// Counts a failed login; locks the account for `lock_ms` once `threshold`
-/// failures in a row are reached. Returns the lock's end if it locked now.
-pub async fn record_failed_login(
-    db: &Db,
-    id: &UserId,
-    threshold: u32,
-    lock_ms: impl Fn(u32) -> i64,
-) -> Result<Option<i64>, DbError> {
-    let (failed, lockouts): (i32, i32) = on_db!(db, pool => sqlx::query_as(
-        "UPDATE users SET failed_logins = failed_logins + 1 WHERE id = $1 RETURNING failed_logins, lockouts")
-        .bind(id.to_string()).fetch_one(pool).await)?;
-    if failed < threshold as i32 {
-        return Ok(None);
-    }
-    let until = now_ms() + lock_ms(lockouts.max(0) as u32);
-    on_db!(db, pool => sqlx::query(
-        "UPDATE users SET failed_logins = 0, lockouts = lockouts + 1, locked_until_ms = $1 WHERE id = $2")
-        .bind(until).bind(id.to_string()).execute(pool).await.map(|_| ()))?;
-    Ok(Some(until))
-}
-
-pub async fn record_successful_login(db: &Db, id: &UserId) -> Result<(), DbError> {
-    on_db!(db, pool => sqlx::query(
-        "UPDATE users SET failed_logins = 0, lockouts = 0, locked_until_ms = NULL WHERE id = $1")
-        .bind(id.to_string()).execute(pool).await.map(|_| ()))?;
-    Ok(())
-}
-
 pub async fn set_password_hash(db: &Db, id: &UserId, hash: &str) -> Result<(), DbError> {
     on_db!(db, pool => sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3")
         .bind(hash).bind(OffsetDateTime::now_utc()).bind(id.to_string()).execute(pool).await.map(|_| ()))?;
@@ -294,6 +266,33 @@ pub async fn revoke_all_refresh_tokens(db: &Db, user_id: &UserId) -> Result<u64,
     Ok(n)
 }
 
+// Access-token revocation
+
+/// The generation `user`'s new access tokens carry.
+pub async fn token_generation(db: &Db, user: &UserId) -> Result<i64, DbError> {
+    let generation: Option<i64> = on_db!(db, pool => sqlx::query_scalar("SELECT token_generation FROM users WHERE id = $1")
+        .bind(user.to_string()).fetch_optional(pool).await)?;
+    Ok(generation.unwrap_or(0))
+}
+
+/// Raises `user`'s token generation (every access token issued before is
+/// refused from now on); returns the new one.
+pub async fn revoke_access_tokens(tx: &mut Tx, user: &UserId) -> Result<i64, DbError> {
+    let generation: i64 = on_tx!(tx, c => sqlx::query_scalar(
+        "UPDATE users SET token_generation = token_generation + 1, tokens_revoked_at_ms = $1 WHERE id = $2 \
+         RETURNING token_generation")
+        .bind(now_ms()).bind(user.to_string()).fetch_one(c).await)?;
+    Ok(generation)
+}
+
+/// Users whose tokens were revoked after `since_ms`, with their generation.
+pub async fn recent_revocations(db: &Db, since_ms: i64) -> Result<Vec<(String, i64)>, DbError> {
+    let rows: Vec<(String, i64)> = on_db!(db, pool => sqlx::query_as(
+        "SELECT id, token_generation FROM users WHERE tokens_revoked_at_ms > $1")
+        .bind(since_ms).fetch_all(pool).await)?;
+    Ok(rows)
+}
+
 // Single-use tokens
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -344,6 +343,87 @@ pub async fn consume_one_time_token(
     row.map(|(u, e)| Ok((UserId::parse(&u).map_err(|err| DbError::Corrupt(err.to_string()))?, e))).transpose()
 }
 
+/// Uses up every unused email link of a user (verification and pending
+/// address changes): once the address changes, none of them may apply.
+pub async fn void_verification_tokens(tx: &mut Tx, user_id: &UserId) -> Result<(), DbError> {
+    on_tx!(tx, c => sqlx::query(
+        "UPDATE one_time_tokens SET used_at_ms = $1 WHERE user_id = $2 AND purpose = $3 AND used_at_ms IS NULL")
+        .bind(now_ms()).bind(user_id.to_string()).bind(Purpose::VerifyEmail.as_str()).execute(c).await.map(|_| ()))?;
+    Ok(())
+}
+
+/// Sets a user's address, confirmed (the link mailed to it was used).
+pub async fn set_verified_email(tx: &mut Tx, id: &UserId, email: &str) -> Result<(), DbError> {
+    let now = OffsetDateTime::now_utc();
+    on_tx!(tx, c => sqlx::query("UPDATE users SET email = $1, email_verified_at = $2, updated_at = $2 WHERE id = $3")
+        .bind(email).bind(now).bind(id.to_string()).execute(c).await.map(|_| ()))?;
+    Ok(())
+}
+
+/// Uses up every unused token of `purpose` of a user (those sent to `email`
+/// only, when given): using one reset link, or changing the password, voids
+/// the others.
+pub async fn void_one_time_tokens(tx: &mut Tx, user_id: &UserId, purpose: Purpose, email: Option<&str>) -> Result<u64, DbError> {
+    let n = on_tx!(tx, c => sqlx::query(
+        "UPDATE one_time_tokens SET used_at_ms = $1 \
+         WHERE user_id = $2 AND purpose = $3 AND ($4 IS NULL OR email = $4) AND used_at_ms IS NULL")
+        .bind(now_ms()).bind(user_id.to_string()).bind(purpose.as_str()).bind(email)
+        .execute(c).await.map(|r| r.rows_affected()))?;
+    Ok(n)
+}
+
+// Sign-in throttles, per hash of (email, client address)
+
+/// Failures so far and the end of the current wait, for a live row.
+pub async fn sign_in_throttle(db: &Db, key_hash: &str, now: i64) -> Result<Option<(i64, i64)>, DbError> {
+    let row: Option<(i64, i64)> = on_db!(db, pool => sqlx::query_as(
+        "SELECT failures, blocked_until_ms FROM sign_in_throttles WHERE key_hash = $1 AND expires_at_ms > $2")
+        .bind(key_hash).bind(now).fetch_optional(pool).await)?;
+    Ok(row)
+}
+
+/// Counts one failure (a row forgotten by `forget_at` starts again at one);
+/// returns the failures so far.
+pub async fn count_sign_in_failure(db: &Db, key_hash: &str, email_hash: &str, now: i64, forget_at: i64) -> Result<i64, DbError> {
+    let failures: i64 = on_db!(db, pool => sqlx::query_scalar(
+        "INSERT INTO sign_in_throttles (key_hash, email_hash, failures, blocked_until_ms, expires_at_ms) \
+         VALUES ($1, $2, 1, 0, $3) \
+         ON CONFLICT (key_hash) DO UPDATE SET \
+           failures = CASE WHEN sign_in_throttles.expires_at_ms > $4 THEN sign_in_throttles.failures + 1 ELSE 1 END, \
+           blocked_until_ms = CASE WHEN sign_in_throttles.expires_at_ms > $4 THEN sign_in_throttles.blocked_until_ms ELSE 0 END, \
+           expires_at_ms = $3 \
+         RETURNING failures")
+        .bind(key_hash).bind(email_hash).bind(forget_at).bind(now).fetch_one(pool).await)?;
+    Ok(failures)
+}
+
+pub async fn block_sign_in(db: &Db, key_hash: &str, until: i64, forget_at: i64) -> Result<(), DbError> {
+    on_db!(db, pool => sqlx::query("UPDATE sign_in_throttles SET blocked_until_ms = $1, expires_at_ms = $2 WHERE key_hash = $3")
+        .bind(until).bind(forget_at).bind(key_hash).execute(pool).await.map(|_| ()))?;
+    Ok(())
+}
+
+/// Forgets one pair (a successful sign-in from that address).
+pub async fn clear_sign_in_throttle(db: &Db, key_hash: &str) -> Result<(), DbError> {
+    on_db!(db, pool => sqlx::query("DELETE FROM sign_in_throttles WHERE key_hash = $1")
+        .bind(key_hash).execute(pool).await.map(|_| ()))?;
+    Ok(())
+}
+
+/// Forgets every address's failures for one email; how many there were.
+pub async fn clear_sign_in_throttles_of(db: &Db, email_hash: &str) -> Result<u64, DbError> {
+    let n = on_db!(db, pool => sqlx::query("DELETE FROM sign_in_throttles WHERE email_hash = $1")
+        .bind(email_hash).execute(pool).await.map(|r| r.rows_affected()))?;
+    Ok(n)
+}
+
+/// Drops rows past their time, so the table stays as small as the last day's failures.
+pub async fn forget_old_sign_in_throttles(db: &Db, now: i64) -> Result<(), DbError> {
+    on_db!(db, pool => sqlx::query("DELETE FROM sign_in_throttles WHERE expires_at_ms <= $1")
+        .bind(now).execute(pool).await.map(|_| ()))?;
+    Ok(())
+}
+
 // Signing keys
 
 pub struct StoredKey {
@@ -382,6 +462,34 @@ pub async fn published_keys(db: &Db, published_since_ms: i64) -> Result<Vec<Stor
             retired_at_ms,
         })
         .collect())
+}
+
+/// Signing keys stored in plaintext (by an older version), to be sealed.
+pub async fn plaintext_signing_keys(db: &Db) -> Result<Vec<(String, Vec<u8>)>, DbError> {
+    let rows: Vec<(String, Vec<u8>)> = on_db!(db, pool => sqlx::query_as(
+        "SELECT kid, private_key FROM signing_keys WHERE encrypted = FALSE").fetch_all(pool).await)?;
+    Ok(rows)
+}
+
+pub async fn seal_signing_key(db: &Db, kid: &str, sealed: &[u8]) -> Result<(), DbError> {
+    on_db!(db, pool => sqlx::query(
+        "UPDATE signing_keys SET private_key = $1, encrypted = TRUE WHERE kid = $2 AND encrypted = FALSE")
+        .bind(sealed).bind(kid).execute(pool).await.map(|_| ()))?;
+    Ok(())
+}
+
+/// Users whose TOTP secret is stored in plaintext (`raw:…`, by an older version).
+pub async fn plaintext_totp_secrets(db: &Db) -> Result<Vec<(String, String)>, DbError> {
+    let rows: Vec<(String, String)> = on_db!(db, pool => sqlx::query_as(
+        "SELECT id, totp_secret FROM users WHERE totp_secret LIKE 'raw:%'").fetch_all(pool).await)?;
+    Ok(rows)
+}
+
+/// Replaces a plaintext TOTP secret with its sealed form, if it is still the one read.
+pub async fn seal_totp_secret(db: &Db, id: &UserId, plain: &str, sealed: &str) -> Result<(), DbError> {
+    on_db!(db, pool => sqlx::query("UPDATE users SET totp_secret = $1 WHERE id = $2 AND totp_secret = $3")
+        .bind(sealed).bind(id.to_string()).bind(plain).execute(pool).await.map(|_| ()))?;
+    Ok(())
 }
 
 /// Retires every active key except `keep`.

@@ -1,5 +1,5 @@
 //! Accounts and credentials: registration, sign-in without enumeration,
-//! lockout and rate limits, email verification, password reset and change.
+//! sign-in throttles and rate limits, email verification, password reset and change.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
 mod support;
@@ -18,8 +18,12 @@ async fn registration_validates_and_normalises() {
     assert!(r.body["id"].as_str().unwrap().starts_with("usr_"));
     assert!(r.body.get("password_hash").is_none());
 
+    // A known address is answered like a new one; its owner is mailed instead.
     let again = t.post("/api/v1/auth/register", json!({"email": "ALICE@example.com", "password": PASSWORD, "name": "A"})).await;
-    assert_eq!((again.status, again.code()), (StatusCode::CONFLICT, "email_taken"));
+    assert_eq!((again.status, again.body["email"].as_str(), again.body["email_verified"].as_bool()), (StatusCode::CREATED, Some("alice@example.com"), Some(false)));
+    assert_ne!(again.body["id"], r.body["id"]);
+    let warned = t.last_event("user.email_reuse_attempted").await.unwrap();
+    assert_eq!((warned["data"]["email"].as_str(), warned["data"]["attempt"].as_str()), (Some("alice@example.com"), Some("register")));
 
     for (password, code) in [("short", "password_too_short"), ("qwertyuiop", "password_too_common"), ("bob.builder@example.com", "password_contains_email")] {
         let r = t.post("/api/v1/auth/register", json!({"email": "bob.builder@example.com", "password": password, "name": "Bob"})).await;
@@ -53,25 +57,31 @@ async fn unknown_email_and_wrong_password_look_the_same() {
 }
 
 #[tokio::test]
-async fn repeated_failures_lock_the_account_for_a_growing_time() {
+async fn repeated_failures_make_that_address_wait_for_that_email() {
     let t = TestApp::with(|c| {
-        c.auth.lockout_threshold = 3;
-        c.auth.lockout_base_secs = 60;
+        c.auth.sign_in_throttle_after = 3;
+        c.auth.sign_in_throttle_base_secs = 60;
     })
     .await;
     t.register("erin@example.com").await;
     for _ in 0..3 {
         assert_eq!(t.login("erin@example.com", "wrong password here").await.status, StatusCode::UNAUTHORIZED);
     }
-    let locked = t.login("erin@example.com", PASSWORD).await;
-    assert_eq!((locked.status, locked.code()), (StatusCode::TOO_MANY_REQUESTS, "account_locked"));
-    let retry: u64 = locked.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    let held = t.login("erin@example.com", PASSWORD).await;
+    assert_eq!((held.status, held.code()), (StatusCode::TOO_MANY_REQUESTS, "sign_in_throttled"));
+    let retry: u64 = held.headers["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((50..=60).contains(&retry), "{retry}");
+    // An unknown email is held up exactly alike.
+    for _ in 0..3 {
+        assert_eq!(t.login("nobody@example.com", "wrong password here").await.status, StatusCode::UNAUTHORIZED);
+    }
+    let unknown = t.login("nobody@example.com", PASSWORD).await;
+    assert_eq!((unknown.status, &unknown.body), (StatusCode::TOO_MANY_REQUESTS, &held.body));
 
     let staff = t.staff("sec@example.com", kernel::auth::Role::Admin).await;
     let audit = t.get("/api/v1/admin/audit", &staff).await;
     let actions: Vec<&str> = audit.body["data"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
-    assert!(actions.contains(&"account_locked") && actions.contains(&"login_failed"), "{actions:?}");
+    assert!(actions.contains(&"sign_in_throttled") && actions.contains(&"login_failed"), "{actions:?}");
 }
 
 #[tokio::test]
@@ -165,13 +175,25 @@ async fn profile_updates_and_email_change_needs_verification() {
 
     let mailed = t.last_event("user.email_verification_requested").await.unwrap()["data"]["token"].as_str().unwrap().to_owned();
     t.post("/api/v1/auth/verify-email", json!({"token": mailed})).await;
-    let moved = t.send("PATCH", "/api/v1/me", Some(&token), Some(json!({"email": "ivy@new.example"}))).await;
-    assert_eq!((moved.body["email"].as_str(), moved.body["email_verified"].as_bool()), (Some("ivy@new.example"), Some(false)));
+    // A new address needs the password, and waits for the link mailed to it.
+    let bare = t.send("PATCH", "/api/v1/me", Some(&token), Some(json!({"email": "ivy@new.example"}))).await;
+    assert_eq!((bare.status, bare.code(), bare.body["error"]["field"].as_str()), (StatusCode::FORBIDDEN, "password_required", Some("password")));
+    let moved = t.send("PATCH", "/api/v1/me", Some(&token), Some(json!({"email": "ivy@new.example", "password": PASSWORD}))).await;
+    assert_eq!((moved.body["email"].as_str(), moved.body["email_verified"].as_bool()), (Some("ivy@example.com"), Some(true)), "pending until the link is used");
     assert_eq!(t.count_events("user.email_verification_requested").await, 2);
+    let link = t.last_event("user.email_verification_requested").await.unwrap()["data"].clone();
+    assert_eq!(link["email"], "ivy@new.example");
+    assert_eq!(t.post("/api/v1/auth/verify-email", json!({"token": link["token"]})).await.status, StatusCode::NO_CONTENT);
+    let me = t.get("/api/v1/me", &token).await;
+    assert_eq!((me.body["email"].as_str(), me.body["email_verified"].as_bool()), (Some("ivy@new.example"), Some(true)));
+    assert_eq!(t.last_event("user.email_changed").await.unwrap()["data"]["old_email"], "ivy@example.com");
     // The link sent to the old address no longer verifies anything.
     let old_link = t.post("/api/v1/auth/verify-email", json!({"token": mailed})).await;
     assert_eq!(old_link.status, StatusCode::UNPROCESSABLE_ENTITY);
+    // Another account's address: the same answer, and its owner is told.
     t.register("taken@example.com").await;
-    let clash = t.send("PATCH", "/api/v1/me", Some(&token), Some(json!({"email": "taken@example.com"}))).await;
-    assert_eq!(clash.status, StatusCode::CONFLICT);
+    let clash = t.send("PATCH", "/api/v1/me", Some(&token), Some(json!({"email": "taken@example.com", "password": PASSWORD}))).await;
+    assert_eq!((clash.status, clash.body["email"].as_str()), (StatusCode::OK, Some("ivy@new.example")));
+    let warned = t.last_event("user.email_reuse_attempted").await.unwrap();
+    assert_eq!((warned["data"]["email"].as_str(), warned["data"]["attempt"].as_str()), (Some("taken@example.com"), Some("email_change")));
 }

@@ -18,7 +18,7 @@ fn now() -> u64 {
 async fn enrol_sign_in_with_codes_and_turn_off() {
     let t = TestApp::new().await;
     let (token, _) = t.customer("mia@example.com").await;
-    let started = t.send("POST", "/api/v1/me/mfa/totp", Some(&token), None).await;
+    let started = t.send("POST", "/api/v1/me/mfa/totp", Some(&token), Some(json!({"password": PASSWORD}))).await;
     assert_eq!(started.status, StatusCode::OK, "{}", started.body);
     let secret = started.body["secret"].as_str().unwrap().to_owned();
     let uri = started.body["otpauth_uri"].as_str().unwrap();
@@ -34,7 +34,7 @@ async fn enrol_sign_in_with_codes_and_turn_off() {
     let recovery: Vec<String> = serde_json::from_value(confirmed.body["recovery_codes"].clone()).unwrap();
     assert_eq!(recovery.len(), 10);
     assert_eq!(t.get("/api/v1/me", &token).await.body["mfa_enabled"], true);
-    assert_eq!(t.send("POST", "/api/v1/me/mfa/totp", Some(&token), None).await.status, StatusCode::CONFLICT);
+    assert_eq!(t.send("POST", "/api/v1/me/mfa/totp", Some(&token), Some(json!({"password": PASSWORD}))).await.status, StatusCode::CONFLICT);
 
     let no_code = t.login("mia@example.com", PASSWORD).await;
     assert_eq!((no_code.status, no_code.code()), (StatusCode::UNAUTHORIZED, "mfa_required"));
@@ -62,7 +62,7 @@ async fn staff_without_mfa_get_no_permissions_where_it_is_required() {
     let admin = t.staff("root@example.com", kernel::auth::Role::Admin).await;
     let denied = t.get("/api/v1/admin/users", &admin).await;
     assert_eq!(denied.status, StatusCode::FORBIDDEN);
-    let secret = t.send("POST", "/api/v1/me/mfa/totp", Some(&admin), None).await.body["secret"].as_str().unwrap().to_owned();
+    let secret = t.send("POST", "/api/v1/me/mfa/totp", Some(&admin), Some(json!({"password": PASSWORD}))).await.body["secret"].as_str().unwrap().to_owned();
     let confirm = t.send("POST", "/api/v1/me/mfa/totp/confirm", Some(&admin), Some(json!({"code": totp(&secret, now() - 30)}))).await;
     assert_eq!(confirm.status, StatusCode::OK);
     let login = t.post("/api/v1/auth/login", json!({"email": "root@example.com", "password": PASSWORD, "totp_code": totp(&secret, now())})).await;

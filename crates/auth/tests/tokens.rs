@@ -87,7 +87,11 @@ async fn logout_and_logout_all() {
     let b = t.login("dee@example.com", PASSWORD).await.body["refresh_token"].as_str().unwrap().to_owned();
     assert_eq!(t.post("/api/v1/auth/logout", json!({"refresh_token": a})).await.status, StatusCode::NO_CONTENT);
     assert_eq!(t.post("/api/v1/auth/refresh", json!({"refresh_token": a})).await.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(t.post("/api/v1/auth/refresh", json!({"refresh_token": b})).await.status, StatusCode::OK);
+    // Signing out revokes the user's access tokens; the other session refreshes.
+    assert_eq!(t.get("/api/v1/me", &token).await.code(), "token_revoked");
+    let refreshed = t.post("/api/v1/auth/refresh", json!({"refresh_token": b})).await;
+    assert_eq!(refreshed.status, StatusCode::OK);
+    let token = refreshed.body["access_token"].as_str().unwrap().to_owned();
     let c = t.login("dee@example.com", PASSWORD).await.body["refresh_token"].as_str().unwrap().to_owned();
     assert_eq!(t.send("POST", "/api/v1/auth/logout-all", Some(&token), None).await.status, StatusCode::NO_CONTENT);
     assert_eq!(t.post("/api/v1/auth/refresh", json!({"refresh_token": c})).await.status, StatusCode::UNAUTHORIZED);

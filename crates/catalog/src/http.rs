@@ -50,15 +50,33 @@ pub struct Parts {
     pub public_url: std::sync::Arc<str>,
 }
 
+/// A public route's query string read into its typed parameters: an
+/// unknown or malformed parameter is refused in the error shape, so junk
+/// never reaches the response cache.
+fn public_query<T: serde::de::DeserializeOwned>(uri: &Uri) -> Result<T, kernel::ApiError> {
+    Query::<T>::try_from_uri(uri).map(|Query(q)| q).map_err(|e| kernel::ApiError::bad_request("invalid_query", e.body_text()))
+}
+
+/// A cache key from the route and its parsed parameters, not the raw
+/// URI: the same question asked with parameters in another order, or
+/// spelled with other escapes, is one entry.
+fn cache_key(route: &str, params: &impl Serialize) -> String {
+    format!("{route} {}", serde_json::to_string(params).unwrap_or_default())
+}
+
+/// No query parameters: the routes that take none refuse any.
+#[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct NoParams {}
+
 /// Public, cacheable JSON: served from the cache when the catalog has not
 /// changed, with a strong `ETag`; `If-None-Match` gets a 304.
-async fn cached<F, Fut, T>(c: &Catalog, uri: &Uri, headers: &HeaderMap, build: F) -> Result<Response, CatalogError>
+async fn cached<F, Fut, T>(c: &Catalog, key: String, headers: &HeaderMap, build: F) -> Result<Response, CatalogError>
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Result<T, CatalogError>>,
     T: Serialize,
 {
-    let key = uri.path_and_query().map_or_else(|| uri.path().to_owned(), |p| p.as_str().to_owned());
     let entry = match c.cache.get(&key) {
         Some(hit) => hit,
         None => {
@@ -255,7 +273,7 @@ fn page(products: Vec<(String, Product)>, limit: u32, staff: bool) -> Page<Produ
     Page { data: page.data.into_iter().map(|(_, p)| view(p, staff)).collect(), has_more: page.has_more, next_cursor: page.next_cursor }
 }
 
-#[derive(Deserialize, Clone, Copy, Default, ToSchema)]
+#[derive(Deserialize, Serialize, Clone, Copy, Default, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SortOrder {
     #[default]
@@ -278,7 +296,9 @@ impl From<SortOrder> for store::Sort {
     }
 }
 
-#[derive(Deserialize, IntoParams)]
+/// The public list's parameters, all of them: any other is refused.
+#[derive(Deserialize, Serialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 pub struct ProductFilter {
     pub brand: Option<String>,
     pub tag: Option<String>,
@@ -295,9 +315,17 @@ pub struct ProductFilter {
     /// `newest` (default), `oldest`, `title`, `price_asc`, `price_desc`.
     #[serde(default)]
     pub sort: SortOrder,
+    /// 1–100, default 20.
+    pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    pub starting_after: Option<String>,
 }
 
 impl ProductFilter {
+    fn page(&self) -> PageParams {
+        PageParams { limit: self.limit, starting_after: self.starting_after.clone() }
+    }
+
     fn list_filter(&self, status: Option<&'static str>) -> ListFilter<'_> {
         ListFilter {
             status,
@@ -316,17 +344,12 @@ impl ProductFilter {
 }
 
 /// Active products: filtered, sorted, in cursor pages.
-#[utoipa::path(get, path = "/api/v1/products", tag = "catalog", params(ProductFilter, PageParams),
-    responses((status = 200, body = Page<ProductView>)))]
-async fn list_products(
-    State(c): State<Catalog>,
-    uri: Uri,
-    headers: HeaderMap,
-    Query(filter): Query<ProductFilter>,
-    Query(params): Query<PageParams>,
-) -> Result<Response, kernel::ApiError> {
-    let p = params.parse()?;
-    let result = cached(&c, &uri, &headers, || async {
+#[utoipa::path(get, path = "/api/v1/products", tag = "catalog", params(ProductFilter),
+    responses((status = 200, body = Page<ProductView>), (status = 400, body = ErrorBody)))]
+async fn list_products(State(c): State<Catalog>, uri: Uri, headers: HeaderMap) -> Result<Response, kernel::ApiError> {
+    let filter: ProductFilter = public_query(&uri)?;
+    let p = filter.page().parse()?;
+    let result = cached(&c, cache_key("products", &filter), &headers, || async {
         let f = filter.list_filter(Some("active"));
         let rows = products::list(&c.inventory.db, &f, p.after.as_deref(), p.limit).await?;
         Ok(page(rows, p.limit, false))
@@ -343,11 +366,16 @@ async fn get_product(
     uri: Uri,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<Response, CatalogError> {
-    cached(&c, &uri, &headers, || async { Ok(view(products::find(&c.inventory.db, &id, false).await?, false)) }).await
+) -> Result<Response, kernel::ApiError> {
+    let params: NoParams = public_query(&uri)?;
+    let result = cached(&c, cache_key(&format!("product {id}"), &params), &headers, || async { Ok(view(products::find(&c.inventory.db, &id, false).await?, false)) }).await;
+    result.map_err(|e| kernel::ApiError::from(&e))
 }
 
+/// The staff list's parameters: the public ones, plus status, text and low
+/// stock; any other is refused.
 #[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 pub struct AdminProductFilter {
     pub status: Option<Status>,
     /// Words the title or a SKU contains, in any case.
@@ -355,24 +383,61 @@ pub struct AdminProductFilter {
     /// Only products with a tracked variant at or under its low-stock threshold.
     #[serde(default)]
     pub low_stock: bool,
+    pub brand: Option<String>,
+    pub tag: Option<String>,
+    /// A category id or slug: its products and those of its sub-categories.
+    pub category: Option<String>,
+    /// Currency of the price filter and price sorts (default USD).
+    pub currency: Option<String>,
+    /// Minor units.
+    pub min_price: Option<i64>,
+    pub max_price: Option<i64>,
+    /// Only products with a variant that can be bought now.
+    #[serde(default)]
+    pub in_stock: bool,
+    /// `newest` (default), `oldest`, `title`, `price_asc`, `price_desc`.
+    #[serde(default)]
+    pub sort: SortOrder,
+    /// 1–100, default 20.
+    pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    pub starting_after: Option<String>,
+}
+
+impl AdminProductFilter {
+    /// The part the public list shares.
+    fn public(&self) -> ProductFilter {
+        ProductFilter {
+            brand: self.brand.clone(),
+            tag: self.tag.clone(),
+            category: self.category.clone(),
+            currency: self.currency.clone(),
+            min_price: self.min_price,
+            max_price: self.max_price,
+            in_stock: self.in_stock,
+            sort: self.sort,
+            limit: self.limit,
+            starting_after: self.starting_after.clone(),
+        }
+    }
 }
 
 /// Staff: products in any status (`catalog:write` or `inventory:write`).
-#[utoipa::path(get, path = "/api/v1/admin/products", tag = "admin", params(AdminProductFilter, ProductFilter, PageParams),
-    responses((status = 200, body = Page<ProductView>), (status = 403, body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/admin/products", tag = "admin", params(AdminProductFilter),
+    responses((status = 200, body = Page<ProductView>), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn admin_list_products(
     State(c): State<Catalog>,
     who: platform::auth::Principal,
-    Query(status): Query<AdminProductFilter>,
-    Query(filter): Query<ProductFilter>,
-    Query(params): Query<PageParams>,
+    uri: Uri,
 ) -> Result<Json<Page<ProductView>>, kernel::ApiError> {
     // Whoever keeps the stock reads the variants it belongs to, as editors do.
     if !who.has(kernel::auth::Permission::InventoryWrite) {
         who.require(kernel::auth::Permission::CatalogWrite)?;
     }
-    let p = params.parse()?;
-    let f = ListFilter { text: status.q.as_deref(), low_stock: status.low_stock, ..filter.list_filter(status.status.map(Status::as_str)) };
+    let query: AdminProductFilter = public_query(&uri)?;
+    let filter = query.public();
+    let p = filter.page().parse()?;
+    let f = ListFilter { text: query.q.as_deref(), low_stock: query.low_stock, ..filter.list_filter(query.status.map(Status::as_str)) };
     let rows = products::list(&c.inventory.db, &f, p.after.as_deref(), p.limit).await.map_err(|e| kernel::ApiError::from(&e))?;
     Ok(Json(page(rows, p.limit, true)))
 }
@@ -695,8 +760,10 @@ async fn inventory_history(
 /// The category tree.
 #[utoipa::path(get, path = "/api/v1/categories", tag = "catalog",
     responses((status = 200, body = Vec<crate::categories::Node>)))]
-async fn category_tree(State(c): State<Catalog>, uri: Uri, headers: HeaderMap) -> Result<Response, CatalogError> {
-    cached(&c, &uri, &headers, || async { Ok(crate::categories::tree(&store::categories(&c.inventory.db).await?)) }).await
+async fn category_tree(State(c): State<Catalog>, uri: Uri, headers: HeaderMap) -> Result<Response, kernel::ApiError> {
+    let params: NoParams = public_query(&uri)?;
+    let result = cached(&c, cache_key("categories", &params), &headers, || async { Ok(crate::categories::tree(&store::categories(&c.inventory.db).await?)) }).await;
+    result.map_err(|e| kernel::ApiError::from(&e))
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -24,6 +24,7 @@ use std::time::Duration;
 use platform::migrate::Migrations;
 use platform::service::{BoxError, BoxFuture, Mounted, ServiceContext, ServiceSpec};
 
+pub use cache::ResponseCache;
 pub use error::CatalogError;
 pub use inventory::{Inventory, Line, Offer, Reservation};
 
@@ -41,7 +42,7 @@ pub fn spec() -> ServiceSpec {
 
 fn mount(ctx: ServiceContext) -> BoxFuture<'static, Result<Mounted, BoxError>> {
     Box::pin(async move {
-        let cache = Arc::new(cache::ResponseCache::new(ctx.config.catalog.cache));
+        let cache = Arc::new(cache::ResponseCache::new(ctx.config.catalog.cache, ctx.config.catalog.cache_max_bytes));
         if let Some(url) = &ctx.config.redis.url {
             cache.share_through_redis(url, ctx.shutdown.clone())?;
         }

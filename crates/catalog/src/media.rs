@@ -23,6 +23,11 @@ use crate::store::{self, MediaRow};
 pub const THUMBNAIL_WIDTHS: [u32; 3] = [160, 480, 960];
 /// Pictures larger than this on a side are refused.
 const MAX_SIDE: u32 = 12_000;
+/// Pictures of more pixels than this are refused before decoding: a
+/// decoded pixel costs 3-8 bytes, whatever the file weighs.
+pub const MAX_PIXELS: u64 = 40_000_000;
+/// Pictures decoded at once; more uploads wait their turn.
+const CONCURRENT_DECODES: usize = 2;
 
 /// What an upload turned out to be, by its first bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,14 +85,13 @@ pub struct Processed {
 /// Checks and decodes an upload and makes its thumbnails (CPU work: call it
 /// off the async threads).
 pub fn process(bytes: &[u8]) -> Result<Processed, CatalogError> {
-    let kind = Kind::sniff(bytes).ok_or_else(|| {
-        CatalogError::from(domain::invalid("file", "unsupported_media_type", "a JPEG, PNG or WebP picture"))
-    })?;
+    let kind = inspect(bytes)?;
     let mut reader = image::ImageReader::with_format(Cursor::new(bytes), kind.format());
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
     limits.max_image_height = Some(MAX_SIDE);
-    limits.max_alloc = Some(512 * 1024 * 1024);
+    // The largest picture let in, at 8 bytes a pixel (16-bit RGBA).
+    limits.max_alloc = Some(MAX_PIXELS * 8);
     reader.limits(limits);
     let image = reader
         .decode()
@@ -103,6 +107,22 @@ pub fn process(bytes: &[u8]) -> Result<Processed, CatalogError> {
         }
     }
     Ok(Processed { kind, width, height, thumbnails })
+}
+
+/// Checks what a picture is and how many pixels it declares, reading only
+/// its header: nothing the size of the picture is allocated here.
+pub fn inspect(bytes: &[u8]) -> Result<Kind, CatalogError> {
+    let kind = Kind::sniff(bytes).ok_or_else(|| {
+        CatalogError::from(domain::invalid("file", "unsupported_media_type", "a JPEG, PNG or WebP picture"))
+    })?;
+    let (width, height) = image::ImageReader::with_format(Cursor::new(bytes), kind.format())
+        .into_dimensions()
+        .map_err(|e| CatalogError::from(domain::invalid("file", "unreadable_image", format!("not a readable picture: {e}"))))?;
+    if u64::from(width) * u64::from(height) > MAX_PIXELS || width > MAX_SIDE || height > MAX_SIDE {
+        let reason = format!("{width}×{height} pixels; at most {} megapixels and {MAX_SIDE} pixels a side", MAX_PIXELS / 1_000_000);
+        return Err(domain::invalid("file", "image_too_large", reason).into());
+    }
+    Ok(kind)
 }
 
 /// JPEG for opaque pictures, PNG where there is transparency.
@@ -131,6 +151,8 @@ struct Stored {
 pub struct MediaStore {
     store: Arc<dyn ObjectStore>,
     pub max_upload_bytes: usize,
+    /// Bounds the pictures decoded at once (each may take hundreds of MB).
+    decodes: Arc<tokio::sync::Semaphore>,
 }
 
 impl MediaStore {
@@ -159,15 +181,19 @@ impl MediaStore {
                 )
             }
         };
-        Ok(MediaStore { store, max_upload_bytes: m.max_upload_bytes })
+        Ok(MediaStore { store, max_upload_bytes: m.max_upload_bytes, decodes: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_DECODES)) })
     }
 
     /// Checks a picture, makes its thumbnails, and stores all of them under
     /// `prefix`: `original.<ext>` and `w<width>.<ext>`.
     async fn keep(&self, prefix: &str, bytes: Bytes) -> Result<Stored, CatalogError> {
+        // A picture too large is refused before it waits for a decode slot.
+        inspect(&bytes)?;
+        let permit = self.decodes.acquire().await.map_err(|e| CatalogError::Media(e.to_string()))?;
         let data = bytes.clone();
         let mut picture =
             tokio::task::spawn_blocking(move || process(&data)).await.map_err(|e| CatalogError::Media(e.to_string()))??;
+        drop(permit);
         let original = format!("{prefix}/original.{}", picture.kind.extension());
         self.put(&original, bytes.to_vec()).await?;
         let mut thumbnails = Vec::new();

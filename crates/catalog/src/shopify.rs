@@ -55,6 +55,35 @@ pub const COLUMNS: [&str; 28] = [
     "Status",
 ];
 
+/// The columns that hold numbers we write: never guarded, so a negative
+/// stock count stays a number. Every other column may hold text someone typed.
+const NUMBER_COLUMNS: [&str; 5] = ["Variant Grams", "Variant Inventory Qty", "Variant Price", "Variant Compare At Price", "Image Position"];
+
+/// Whether a spreadsheet would read `text` as a formula (OWASP's CSV
+/// injection list), or it is one we guarded already and must guard again
+/// so that import gives it back unchanged.
+fn needs_guard(text: &str) -> bool {
+    match text.as_bytes().first() {
+        Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r') => true,
+        Some(b'\'') => needs_guard(&text[1..]),
+        _ => false,
+    }
+}
+
+/// A text cell as written: a leading `'` makes a spreadsheet show a
+/// would-be formula as text.
+fn guard(text: String) -> String {
+    if needs_guard(&text) { format!("'{text}") } else { text }
+}
+
+/// A cell as read: the `'` that `guard` added is taken off again.
+fn unguard(text: &str) -> &str {
+    match text.strip_prefix('\'') {
+        Some(rest) if needs_guard(rest) => rest,
+        _ => text,
+    }
+}
+
 /// One problem with one row of the file.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct RowError {
@@ -102,7 +131,7 @@ struct Row {
 
 impl Row {
     fn get(&self, column: &str) -> &str {
-        self.cells.get(&column.to_ascii_lowercase()).map_or("", |v| v.trim())
+        self.cells.get(&column.to_ascii_lowercase()).map_or("", |v| unguard(v.trim()))
     }
 
     fn has(&self, column: &str) -> bool {
@@ -783,6 +812,11 @@ fn rows_of(
             set("Image Position", (i + 1).to_string());
             set("Image Alt Text", m.alt.clone());
         }
+        for (cell, column) in r.iter_mut().zip(COLUMNS) {
+            if !NUMBER_COLUMNS.contains(&column) {
+                *cell = guard(std::mem::take(cell));
+            }
+        }
         rows.push(r);
     }
     rows
@@ -810,5 +844,16 @@ mod tests {
         assert_eq!(parse_grams("-1"), None);
         assert_eq!(parse_bool("TRUE"), Some(true));
         assert_eq!(parse_bool("maybe"), None);
+    }
+
+    #[test]
+    fn formulas_are_written_as_text_and_read_back_as_they_were() {
+        for text in ["=HYPERLINK(\"http://x\",\"y\")", "+1", "-x", "@SUM(A1)", "\tx", "\rx", "'=x", "''+x", "plain", "'quoted", ""] {
+            let written = guard(text.to_owned());
+            assert!(!matches!(written.as_bytes().first(), Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r')), "{written}");
+            assert_eq!(unguard(&written), text);
+        }
+        assert_eq!(guard("=1".into()), "'=1");
+        assert_eq!(guard("plain".into()), "plain");
     }
 }

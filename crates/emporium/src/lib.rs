@@ -17,6 +17,7 @@ pub mod ports;
 /// Starts the services the configuration enables and wires their ports.
 /// The whole shop: every configured service, and the storefront over their API.
 pub async fn start_shop(config: Arc<Config>, demo: bool) -> Result<App, app::StartError> {
+    let config = demo_defaults(config, demo);
     let api = web::Api::default();
     let app = start(config.clone(), web::router(web::Site::new(api.clone(), &config)), demo).await?;
     api.bind(app.internal_router());
@@ -24,7 +25,19 @@ pub async fn start_shop(config: Arc<Config>, demo: bool) -> Result<App, app::Sta
 }
 
 pub async fn start(config: Arc<Config>, pages: axum::Router, demo: bool) -> Result<App, app::StartError> {
+    let config = demo_defaults(config, demo);
     App::start_wired(config.clone(), &services(), pages, demo, |ports| ports::wire(ports, &config)).await
+}
+
+/// The demo takes test payments unless told otherwise; any other shop
+/// takes them only when `orders.test_payments` says so.
+fn demo_defaults(config: Arc<Config>, demo: bool) -> Arc<Config> {
+    if !demo || config.orders.test_payments.is_some() {
+        return config;
+    }
+    let mut config = (*config).clone();
+    config.orders.test_payments = Some(true);
+    Arc::new(config)
 }
 
 /// Every service, in start-up order.
@@ -367,6 +380,14 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 .map_err(|source| CliError::Bind { addr: config.bind, source })?;
             let addr = listener.local_addr().map_err(CliError::Serve)?;
             tracing::info!(%addr, services = ?config.services, "listening");
+            let metrics = match config.metrics.bind {
+                Some(at) => {
+                    let metrics = tokio::net::TcpListener::bind(at).await.map_err(|source| CliError::Bind { addr: at, source })?;
+                    tracing::info!(addr = %at, "serving /metrics on its own listener");
+                    Some(metrics)
+                }
+                None => None,
+            };
             // Said on stdout for whoever started the server; a closed stdout does not stop it.
             let mut out = std::io::stdout();
             let _ = writeln!(out, "Emporium is listening on http://{addr}");
@@ -378,7 +399,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 );
             }
             let _ = out.flush();
-            app.serve(listener, shutdown_signal()).await.map_err(CliError::Serve)
+            app.serve_with_metrics(listener, metrics, shutdown_signal()).await.map_err(CliError::Serve)
         }
     }
 }

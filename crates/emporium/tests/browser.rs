@@ -227,6 +227,7 @@ async fn a_shopper_with_two_step_sign_in_follows_the_order_an_order_manager_ship
 
     // Two-step sign-in: the QR code is drawn in the page; the key beside it gives the first code.
     shopper.goto(&format!("{base}/account/security")).await;
+    shopper.fill("#mfa-password", "a long passphrase").await;
     shopper.click("form[action='/account/security/totp'] button").await;
     shopper.wait_text("main", "Scan this code").await;
     let drawn = shopper.execute("return document.querySelector('svg') !== null;", json!([])).await;

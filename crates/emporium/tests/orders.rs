@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
 use kernel::auth::Role;
 use platform::testing::Sandbox;
 use serde_json::{Value, json};
@@ -101,7 +102,13 @@ async fn every_test_card_behaves_as_documented() {
     assert_eq!(shop.available("TEE-1").await, (2, 1), "held while the shopper confirms");
     let page = shop.app.router().oneshot(Request::get(&path).body(Body::empty()).unwrap()).await.unwrap();
     assert_eq!(page.status(), StatusCode::OK);
-    let (status, _) = shop.send("POST", &format!("{path}&action=approve"), &Who::default(), None).await;
+    let html = String::from_utf8(page.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    let csrf = html.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap();
+    let approve = Request::post(format!("{path}&action=approve"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from(format!("csrf={csrf}")))
+        .unwrap();
+    let status = shop.app.router().oneshot(approve).await.unwrap().status();
     assert_eq!(status, StatusCode::OK);
     let id = order["id"].as_str().unwrap();
     let (_, order) = shop.send("GET", &format!("/api/v1/orders/{id}?token={}", order["lookup_token"].as_str().unwrap()), &Who::default(), None).await;
@@ -392,6 +399,7 @@ async fn stripe_webhooks_settle_payments_only_when_signed() {
     let base = support::fake_stripe().await;
     let shop = Shop::with(|c| {
         c.orders.stripe_secret_key = Some("sk_test_emporium".into());
+        c.orders.test_payments = None; // as a real shop: no test gateway unless told
         c.orders.stripe_webhook_secret = Some("whsec_emporium".into());
         c.orders.stripe_api_base = base;
     })

@@ -178,13 +178,13 @@ async fn a_shopper_signs_up_confirms_the_email_signs_in_and_sees_their_orders() 
 
     // Two-step sign-in: a QR code drawn by the shop, the key, a first code.
     let (_, security) = browser.get("/account/security").await;
-    let (_, enrol) = browser.submit(&security, "/account/security/totp", &[]).await;
+    let (_, enrol) = browser.submit(&security, "/account/security/totp", &[("password", "a long passphrase")]).await;
     assert!(enrol.contains("<svg") && enrol.contains("aria-label=\"QR code of your sign-in key\""), "{enrol}");
     let secret = between(&enrol, r#"<code class="secret">"#, "</code>").to_owned();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let (status, wrong) = browser.submit(&enrol, "/account/security/totp/confirm", &[("code", "000000")]).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{wrong}");
-    let (_, enrol) = browser.submit(&security, "/account/security/totp", &[]).await;
+    let (_, enrol) = browser.submit(&security, "/account/security/totp", &[("password", "a long passphrase")]).await;
     let secret = if enrol.contains(r#"<code class="secret">"#) { between(&enrol, r#"<code class="secret">"#, "</code>").to_owned() } else { secret };
     let (status, on) = browser.submit(&enrol, "/account/security/totp/confirm", &[("code", &platform::testing::totp(&secret, now))]).await;
     assert_eq!(status, StatusCode::OK, "{on}");
@@ -419,6 +419,7 @@ async fn with_stripe_set_up_the_payment_page_takes_cards_through_stripe_elements
     let shop = Shop::with(|c| {
         c.services.extend(["search".to_owned()]);
         c.orders.stripe_secret_key = Some("sk_test_emporium".into());
+        c.orders.test_payments = None; // as a real shop: no test gateway unless told
         c.orders.stripe_publishable_key = Some("pk_test_emporium".into());
         c.orders.stripe_api_base = stripe;
     })

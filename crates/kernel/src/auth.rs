@@ -144,6 +144,11 @@ pub struct Claims {
     /// (a refresh after verifying brings it up to date).
     #[serde(default)]
     pub email_verified: bool,
+    /// The user's token generation when the token was issued: signing out,
+    /// a password change, a role change or disabling raises the user's
+    /// generation, and tokens of an older one are refused.
+    #[serde(default, rename = "gen")]
+    pub generation: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

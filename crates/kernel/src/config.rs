@@ -27,7 +27,9 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub nats: NatsConfig,
     pub redis: RedisConfig,
+    pub limits: LimitsConfig,
     pub outbox: OutboxConfig,
+    pub metrics: MetricsConfig,
     pub auth: AuthConfig,
     pub catalog: CatalogConfig,
     pub media: MediaConfig,
@@ -54,8 +56,8 @@ pub struct OrdersConfig {
     /// the reconciler completes or rolls it back.
     pub reconcile_after_secs: u64,
     /// The built-in test gateway (test cards that succeed or fail as they
-    /// are named). Unset: on unless Stripe is set up, so a shop taking real
-    /// payments never takes make-believe ones.
+    /// are named). Unset: on only for `serve --demo`, so a shop never takes
+    /// make-believe payments unless told to.
     pub test_payments: Option<bool>,
     /// The Stripe secret key (`sk_test_…`); Stripe is offered when set.
     pub stripe_secret_key: Option<String>,
@@ -122,6 +124,8 @@ pub struct NotifyConfig {
     pub concurrency: usize,
     /// The key unsubscribe links are signed with; unset, one is made and kept in the database.
     pub signing_key: Option<String>,
+    /// Lets webhooks reach loopback, private and link-local addresses (development only).
+    pub webhooks_allow_private: bool,
 }
 
 impl Default for NotifyConfig {
@@ -142,6 +146,7 @@ impl Default for NotifyConfig {
             order_placed_delay_secs: 300,
             concurrency: 8,
             signing_key: None,
+            webhooks_allow_private: false,
         }
     }
 }
@@ -193,11 +198,14 @@ pub struct CatalogConfig {
     /// Where processes without the catalog (orders, search) reach it
     /// (`http://catalog.internal:8080`); they present `service_token`.
     pub url: Option<String>,
+    /// The most the public response cache holds, in bytes of bodies and
+    /// keys; past it the oldest responses are forgotten.
+    pub cache_max_bytes: u64,
 }
 
 impl Default for CatalogConfig {
     fn default() -> Self {
-        Self { cache: true, service_token: None, url: None }
+        Self { cache: true, service_token: None, url: None, cache_max_bytes: 64 * 1024 * 1024 }
     }
 }
 
@@ -213,19 +221,29 @@ pub struct AuthConfig {
     pub argon2_memory_kib: u32,
     pub argon2_iterations: u32,
     pub argon2_parallelism: u32,
-    /// 32 bytes, base64: encrypts the token signing keys at rest when set.
+    /// 32 bytes, base64: encrypts the token signing keys and TOTP secrets
+    /// at rest. Unset: one is generated into `<data_dir>/auth.kek` (0600) on
+    /// first start and used from there.
     pub key_encryption_key: Option<String>,
+    /// The longest an API key may live, in days; a key asked for without an
+    /// expiry gets this.
+    pub api_key_max_days: u32,
     /// Customers must verify their email before checkout.
     pub require_verified_email: bool,
     /// Staff must enrol TOTP before they can sign in.
     pub staff_mfa_required: bool,
-    /// Failed logins in a row before an account is locked.
-    pub lockout_threshold: u32,
-    /// The first lock's length; each further lock doubles it (capped at a day).
-    pub lockout_base_secs: u64,
+    /// Failed sign-ins for one email from one client address before that
+    /// address must wait to try that email again (the owner elsewhere is
+    /// not held up; unknown emails are held up alike).
+    pub sign_in_throttle_after: u32,
+    /// The first wait; each further failure doubles it, up to `sign_in_throttle_max_secs`.
+    pub sign_in_throttle_base_secs: u64,
+    pub sign_in_throttle_max_secs: u64,
     /// Login attempts allowed per client IP per minute.
     pub login_attempts_per_ip_per_minute: u32,
-    /// Trust `X-Forwarded-For` for the client IP (behind a proxy you run).
+    /// Take the client IP from `X-Forwarded-For` when the connection comes
+    /// from one of `http.trusted_proxies`: the right-most hop that is not a
+    /// trusted proxy (hops further left are the client's to write).
     pub trust_forwarded_for: bool,
     /// Where processes without the auth service fetch the token keys
     /// (`http://auth.internal:8080/.well-known/jwks.json`).
@@ -242,10 +260,12 @@ impl Default for AuthConfig {
             argon2_iterations: 2,
             argon2_parallelism: 1,
             key_encryption_key: None,
+            api_key_max_days: 365,
             require_verified_email: false,
             staff_mfa_required: false,
-            lockout_threshold: 5,
-            lockout_base_secs: 60,
+            sign_in_throttle_after: 5,
+            sign_in_throttle_base_secs: 30,
+            sign_in_throttle_max_secs: 900,
             login_attempts_per_ip_per_minute: 30,
             trust_forwarded_for: false,
             jwks_url: None,
@@ -269,6 +289,15 @@ pub enum LogFormat {
     Pretty,
 }
 
+/// Where Prometheus scrapes `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// A listener of its own for `/metrics` (`127.0.0.1:9100`), kept off the
+    /// public port; unset: `/metrics` is served on the main port.
+    pub bind: Option<SocketAddr>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
@@ -279,6 +308,28 @@ pub struct HttpConfig {
     /// How long the storefront's shared pages (home, categories, products)
     /// are kept rendered for visitors without a session or cart; 0: never.
     pub page_cache_secs: u64,
+    /// A client must send a request's headers within this many seconds (an
+    /// idle keep-alive connection is closed after it too).
+    pub header_timeout_secs: u64,
+    /// The longest pause while a request body is read; past it: 408 and
+    /// the connection is closed.
+    pub body_timeout_secs: u64,
+    /// The longest a request may take until its response starts; past it:
+    /// 503 `request_timeout`.
+    pub request_timeout_secs: u64,
+    /// Open connections served at once; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// The most the kept pages may hold together, in bytes (pages are
+    /// dropped, oldest first, to stay under it).
+    pub page_cache_max_bytes: usize,
+    /// The secret the storefront's form (CSRF) tokens are signed with, at
+    /// least 32 characters. Unset: a random one per process, which is fine
+    /// for one process; give every web process the same one when several
+    /// serve one shop.
+    pub form_key: Option<String>,
+    /// The proxies (IPs or CIDR blocks) whose `X-Forwarded-For` hops are
+    /// believed when `auth.trust_forwarded_for` is on.
+    pub trusted_proxies: Vec<crate::net::IpCidr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -322,6 +373,49 @@ pub struct RedisConfig {
     pub url: Option<String>,
 }
 
+/// Request limits, per client and per target; shared through Redis when
+/// `redis.url` is set. 0 turns a limit off.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// API and page requests per client IP per minute (anonymous callers).
+    pub per_ip_per_minute: u32,
+    /// API and page requests per signed-in user or API key per minute.
+    pub per_principal_per_minute: u32,
+    /// Password-reset mails per email address per hour (more requests still answer 202).
+    pub password_resets_per_email_per_hour: u32,
+    /// Back-in-stock requests per email address per hour.
+    pub stock_alerts_per_email_per_hour: u32,
+    /// Discount-code attempts per cart per 10 minutes.
+    pub discount_attempts_per_cart_per_10_min: u32,
+    /// Account sign-ups per client IP per hour.
+    pub sign_ups_per_ip_per_hour: u32,
+    /// Carts created per client IP per hour.
+    pub carts_per_ip_per_hour: u32,
+    /// A visitor's views of one product count once per this many seconds
+    /// toward trending.
+    pub view_dedup_secs: u64,
+    /// The prefix of limit keys in Redis, so shops sharing a Redis keep
+    /// their counts apart.
+    pub namespace: String,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            per_ip_per_minute: 600,
+            per_principal_per_minute: 1200,
+            password_resets_per_email_per_hour: 3,
+            stock_alerts_per_email_per_hour: 5,
+            discount_attempts_per_cart_per_10_min: 10,
+            sign_ups_per_ip_per_hour: 20,
+            carts_per_ip_per_hour: 100,
+            view_dedup_secs: 1800,
+            namespace: "emporium".into(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OutboxConfig {
@@ -342,7 +436,9 @@ impl Default for Config {
             database: DatabaseConfig::default(),
             nats: NatsConfig::default(),
             redis: RedisConfig::default(),
+            limits: LimitsConfig::default(),
             outbox: OutboxConfig::default(),
+            metrics: MetricsConfig::default(),
             auth: AuthConfig::default(),
             catalog: CatalogConfig::default(),
             media: MediaConfig::default(),
@@ -360,7 +456,18 @@ impl Default for LogConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { body_limit_bytes: 1024 * 1024, shutdown_grace_secs: 20, page_cache_secs: 2 }
+        Self {
+            body_limit_bytes: 1024 * 1024,
+            shutdown_grace_secs: 20,
+            page_cache_secs: 2,
+            header_timeout_secs: 10,
+            body_timeout_secs: 30,
+            request_timeout_secs: 60,
+            max_connections: 10_000,
+            page_cache_max_bytes: 32 * 1024 * 1024,
+            form_key: None,
+            trusted_proxies: ["127.0.0.1/32", "::1/128"].iter().filter_map(|c| c.parse().ok()).collect(),
+        }
     }
 }
 
@@ -453,37 +560,80 @@ impl Config {
         if shown.catalog.service_token.is_some() {
             shown.catalog.service_token = Some("****".into());
         }
-        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot show: {e}"))
+        if shown.http.form_key.is_some() {
+            shown.http.form_key = Some("****".into());
+        }
+        // Whatever the list above misses (a setting added later): every URL
+        // and every secret-named value goes through the one masking rule.
+        let mut value = match toml::Value::try_from(&shown) {
+            Ok(v) => v,
+            Err(e) => return format!("# cannot show: {e}"),
+        };
+        mask_settings("", &mut value);
+        toml::to_string_pretty(&value).unwrap_or_else(|e| format!("# cannot show: {e}"))
     }
 }
 
-/// Hides the password (and any token-like user) of a URL: `postgres://u:****@h/db`,
-/// and password-like query parameters.
+/// Masks, in place, each secret-named setting and each URL-valued one.
+fn mask_settings(key: &str, value: &mut toml::Value) {
+    match value {
+        toml::Value::String(s) if is_secret_key(key) && !s.is_empty() => *s = "****".into(),
+        toml::Value::String(s) if s.contains("://") => *s = mask_url(s),
+        toml::Value::Table(table) => {
+            for (k, v) in table.iter_mut() {
+                mask_settings(k, v);
+            }
+        }
+        toml::Value::Array(items) => items.iter_mut().for_each(|v| mask_settings(key, v)),
+        _ => {}
+    }
+}
+
+/// Settings whose value is a credential, by name (`*_key` but the
+/// publishable one, `*token*`, `*secret*`, `*password*`).
+fn is_secret_key(key: &str) -> bool {
+    ["secret", "token", "password"].iter().any(|w| key.contains(w))
+        || (key.ends_with("_key") && !key.contains("publishable"))
+}
+
+/// The one masking rule for every URL-valued setting: the password of the
+/// userinfo (a lone user, often a token, too), every query value but a few
+/// harmless connection options, and any fragment:
+/// `postgres://u:****@h/db?sslmode=require&key=****`.
 pub fn mask_url(url: &str) -> String {
+    /// Query parameters that never hold a credential.
+    const SHOWN: [&str; 4] = ["sslmode", "connect_timeout", "application_name", "mode"];
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let (rest, fragment) = match rest.split_once('#') {
+        Some((r, _)) => (r, "#****"),
+        None => (rest, ""),
+    };
     let (rest, query) = match rest.split_once('?') {
         Some((r, q)) => (r, Some(q)),
         None => (rest, None),
     };
-    let mut masked = match rest.rsplit_once('@') {
+    // The userinfo is in the authority only, never in the path.
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let authority = match authority.rsplit_once('@') {
         Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _password)) => format!("{scheme}://{user}:****@{host}"),
-            None => format!("{scheme}://****@{host}"),
+            Some((user, _password)) => format!("{user}:****@{host}"),
+            None => format!("****@{host}"),
         },
-        None => format!("{scheme}://{rest}"),
+        None => authority.to_owned(),
     };
+    let mut masked = format!("{scheme}://{authority}{path}");
     if let Some(query) = query {
         let query: Vec<String> = query
             .split('&')
             .map(|kv| match kv.split_once('=') {
-                Some((k, _)) if ["pass", "token", "secret"].iter().any(|w| k.contains(w)) => {
-                    format!("{k}=****")
-                }
-                _ => kv.to_owned(),
+                Some((k, _)) if SHOWN.contains(&k) => kv.to_owned(),
+                Some((k, _)) => format!("{k}=****"),
+                None => kv.to_owned(),
             })
             .collect();
         masked = format!("{masked}?{}", query.join("&"));
     }
+    masked.push_str(fragment);
     masked
 }
 
@@ -515,6 +665,14 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("EMPORIUM_HTTP_BODY_LIMIT_BYTES", "http.body_limit_bytes", Kind::Int),
     ("EMPORIUM_HTTP_SHUTDOWN_GRACE_SECS", "http.shutdown_grace_secs", Kind::Int),
     ("EMPORIUM_HTTP_PAGE_CACHE_SECS", "http.page_cache_secs", Kind::Int),
+    ("EMPORIUM_HTTP_HEADER_TIMEOUT_SECS", "http.header_timeout_secs", Kind::Int),
+    ("EMPORIUM_HTTP_BODY_TIMEOUT_SECS", "http.body_timeout_secs", Kind::Int),
+    ("EMPORIUM_HTTP_REQUEST_TIMEOUT_SECS", "http.request_timeout_secs", Kind::Int),
+    ("EMPORIUM_HTTP_MAX_CONNECTIONS", "http.max_connections", Kind::Int),
+    ("EMPORIUM_METRICS_BIND", "metrics.bind", Kind::Str),
+    ("EMPORIUM_HTTP_PAGE_CACHE_MAX_BYTES", "http.page_cache_max_bytes", Kind::Int),
+    ("EMPORIUM_HTTP_FORM_KEY", "http.form_key", Kind::Str),
+    ("EMPORIUM_HTTP_TRUSTED_PROXIES", "http.trusted_proxies", Kind::List),
     ("EMPORIUM_DATABASE_URL", "database.url", Kind::Str),
     ("EMPORIUM_DATABASE_MAX_CONNECTIONS", "database.max_connections", Kind::Int),
     ("EMPORIUM_DATABASE_BUSY_TIMEOUT_SECS", "database.busy_timeout_secs", Kind::Int),
@@ -527,6 +685,15 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("EMPORIUM_NATS_STREAM", "nats.stream", Kind::Str),
     ("EMPORIUM_NATS_SUBJECT_PREFIX", "nats.subject_prefix", Kind::Str),
     ("EMPORIUM_REDIS_URL", "redis.url", Kind::Str),
+    ("EMPORIUM_LIMITS_PER_IP_PER_MINUTE", "limits.per_ip_per_minute", Kind::Int),
+    ("EMPORIUM_LIMITS_PER_PRINCIPAL_PER_MINUTE", "limits.per_principal_per_minute", Kind::Int),
+    ("EMPORIUM_LIMITS_PASSWORD_RESETS_PER_EMAIL_PER_HOUR", "limits.password_resets_per_email_per_hour", Kind::Int),
+    ("EMPORIUM_LIMITS_STOCK_ALERTS_PER_EMAIL_PER_HOUR", "limits.stock_alerts_per_email_per_hour", Kind::Int),
+    ("EMPORIUM_LIMITS_DISCOUNT_ATTEMPTS_PER_CART_PER_10_MIN", "limits.discount_attempts_per_cart_per_10_min", Kind::Int),
+    ("EMPORIUM_LIMITS_SIGN_UPS_PER_IP_PER_HOUR", "limits.sign_ups_per_ip_per_hour", Kind::Int),
+    ("EMPORIUM_LIMITS_CARTS_PER_IP_PER_HOUR", "limits.carts_per_ip_per_hour", Kind::Int),
+    ("EMPORIUM_LIMITS_VIEW_DEDUP_SECS", "limits.view_dedup_secs", Kind::Int),
+    ("EMPORIUM_LIMITS_NAMESPACE", "limits.namespace", Kind::Str),
     ("EMPORIUM_OUTBOX_POLL_INTERVAL_MS", "outbox.poll_interval_ms", Kind::Int),
     ("EMPORIUM_OUTBOX_BATCH_SIZE", "outbox.batch_size", Kind::Int),
     ("EMPORIUM_PUBLIC_URL", "public_url", Kind::Str),
@@ -537,14 +704,17 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("EMPORIUM_AUTH_ARGON2_ITERATIONS", "auth.argon2_iterations", Kind::Int),
     ("EMPORIUM_AUTH_ARGON2_PARALLELISM", "auth.argon2_parallelism", Kind::Int),
     ("EMPORIUM_AUTH_KEY_ENCRYPTION_KEY", "auth.key_encryption_key", Kind::Str),
+    ("EMPORIUM_AUTH_API_KEY_MAX_DAYS", "auth.api_key_max_days", Kind::Int),
     ("EMPORIUM_AUTH_REQUIRE_VERIFIED_EMAIL", "auth.require_verified_email", Kind::Bool),
     ("EMPORIUM_AUTH_STAFF_MFA_REQUIRED", "auth.staff_mfa_required", Kind::Bool),
-    ("EMPORIUM_AUTH_LOCKOUT_THRESHOLD", "auth.lockout_threshold", Kind::Int),
-    ("EMPORIUM_AUTH_LOCKOUT_BASE_SECS", "auth.lockout_base_secs", Kind::Int),
+    ("EMPORIUM_AUTH_SIGN_IN_THROTTLE_AFTER", "auth.sign_in_throttle_after", Kind::Int),
+    ("EMPORIUM_AUTH_SIGN_IN_THROTTLE_BASE_SECS", "auth.sign_in_throttle_base_secs", Kind::Int),
+    ("EMPORIUM_AUTH_SIGN_IN_THROTTLE_MAX_SECS", "auth.sign_in_throttle_max_secs", Kind::Int),
     ("EMPORIUM_AUTH_LOGIN_ATTEMPTS_PER_IP_PER_MINUTE", "auth.login_attempts_per_ip_per_minute", Kind::Int),
     ("EMPORIUM_AUTH_TRUST_FORWARDED_FOR", "auth.trust_forwarded_for", Kind::Bool),
     ("EMPORIUM_AUTH_JWKS_URL", "auth.jwks_url", Kind::Str),
     ("EMPORIUM_CATALOG_CACHE", "catalog.cache", Kind::Bool),
+    ("EMPORIUM_CATALOG_CACHE_MAX_BYTES", "catalog.cache_max_bytes", Kind::Int),
     ("EMPORIUM_CATALOG_SERVICE_TOKEN", "catalog.service_token", Kind::Str),
     ("EMPORIUM_CATALOG_URL", "catalog.url", Kind::Str),
     ("EMPORIUM_MEDIA_STORE", "media.store", Kind::Str),
@@ -582,6 +752,7 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("EMPORIUM_NOTIFY_ORDER_PLACED_DELAY_SECS", "notify.order_placed_delay_secs", Kind::Int),
     ("EMPORIUM_NOTIFY_CONCURRENCY", "notify.concurrency", Kind::Int),
     ("EMPORIUM_NOTIFY_SIGNING_KEY", "notify.signing_key", Kind::Str),
+    ("EMPORIUM_NOTIFY_WEBHOOKS_ALLOW_PRIVATE", "notify.webhooks_allow_private", Kind::Bool),
 ];
 
 /// The variables `load` reads, with their keys, for documentation and `--help`.
@@ -699,6 +870,21 @@ impl Config {
         if self.http.body_limit_bytes < 1024 {
             return Err(invalid("http.body_limit_bytes", "must be at least 1024".into()));
         }
+        for (key, secs) in [
+            ("http.header_timeout_secs", self.http.header_timeout_secs),
+            ("http.body_timeout_secs", self.http.body_timeout_secs),
+            ("http.request_timeout_secs", self.http.request_timeout_secs),
+        ] {
+            if !(1..=3600).contains(&secs) {
+                return Err(invalid(key, "must be between 1 and 3600".into()));
+            }
+        }
+        if !(1..=1_000_000).contains(&self.http.max_connections) {
+            return Err(invalid("http.max_connections", "must be between 1 and 1000000".into()));
+        }
+        if self.metrics.bind.is_some_and(|m| m == self.bind) {
+            return Err(invalid("metrics.bind", "must differ from `bind`".into()));
+        }
         let a = &self.auth;
         if a.argon2_memory_kib < 8 * a.argon2_parallelism.max(1) || a.argon2_iterations == 0 || a.argon2_parallelism == 0 {
             return Err(invalid("auth.argon2_memory_kib", "Argon2 needs memory >= 8 KiB per lane, and at least 1 pass and 1 lane".into()));
@@ -706,8 +892,17 @@ impl Config {
         if !(60..=86_400).contains(&a.access_token_ttl_secs) {
             return Err(invalid("auth.access_token_ttl_secs", "must be between 60 and 86400".into()));
         }
-        if a.lockout_threshold == 0 {
-            return Err(invalid("auth.lockout_threshold", "must be at least 1".into()));
+        if !(1..=3650).contains(&a.api_key_max_days) {
+            return Err(invalid("auth.api_key_max_days", "must be between 1 and 3650".into()));
+        }
+        if !(1..=1000).contains(&a.sign_in_throttle_after) {
+            return Err(invalid("auth.sign_in_throttle_after", "must be between 1 and 1000".into()));
+        }
+        if !(1..=a.sign_in_throttle_max_secs).contains(&a.sign_in_throttle_base_secs) || a.sign_in_throttle_max_secs > 86_400 {
+            return Err(invalid(
+                "auth.sign_in_throttle_base_secs",
+                "base must be at least 1 s and at most the max, and the max at most a day".into(),
+            ));
         }
         if let Some(kek) = &a.key_encryption_key
             && !is_base64_32_bytes(kek)
@@ -742,6 +937,15 @@ impl Config {
         if self.media.max_upload_bytes < 1024 {
             return Err(invalid("media.max_upload_bytes", "at least 1024".into()));
         }
+        if !(64 * 1024..=16 * 1024 * 1024 * 1024).contains(&self.catalog.cache_max_bytes) {
+            return Err(invalid("catalog.cache_max_bytes", "must be between 64 KiB and 16 GiB".into()));
+        }
+        if !(64 * 1024..=16 * 1024 * 1024 * 1024).contains(&self.http.page_cache_max_bytes) {
+            return Err(invalid("http.page_cache_max_bytes", "must be between 64 KiB and 16 GiB".into()));
+        }
+        if self.http.form_key.as_ref().is_some_and(|k| k.len() < 32) {
+            return Err(invalid("http.form_key", "use at least 32 characters".into()));
+        }
         if self.catalog.service_token.as_ref().is_some_and(|t| t.len() < 32) {
             return Err(invalid("catalog.service_token", "use at least 32 characters".into()));
         }
@@ -767,6 +971,12 @@ impl Config {
         if n.signing_key.as_ref().is_some_and(|k| k.len() < 32) {
             return Err(invalid("notify.signing_key", "use at least 32 characters".into()));
         }
+        if self.limits.view_dedup_secs > 7 * 86_400 {
+            return Err(invalid("limits.view_dedup_secs", "at most 604800 (a week)".into()));
+        }
+        if !self.limits.namespace.split(':').all(is_key_part) {
+            return Err(invalid("limits.namespace", "letters, digits, - and _, parts separated by :".into()));
+        }
         if !(1..=10_000).contains(&self.outbox.batch_size) {
             return Err(invalid("outbox.batch_size", "must be between 1 and 10000".into()));
         }
@@ -781,6 +991,11 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// A non-empty run of letters, digits, `-` and `_` (at most 64).
+fn is_key_part(s: &str) -> bool {
+    (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// Standard base64 (with or without padding) of exactly 32 bytes.
@@ -889,6 +1104,10 @@ mod tests {
         assert!(e.to_string().contains("services") && e.to_string().contains("shipping"), "{e}");
         let e = load(None, false, env(&[("EMPORIUM_LOG_FORMAT", "xml")])).unwrap_err();
         assert!(e.to_string().contains("log.format"), "{e}");
+        let e = load(None, false, env(&[("EMPORIUM_HTTP_TRUSTED_PROXIES", "10.0.0.0/8, 10.0.0.1/33")])).unwrap_err();
+        assert!(e.to_string().contains("http.trusted_proxies") && e.to_string().contains("10.0.0.1/33"), "{e}");
+        let c = load(None, false, env(&[("EMPORIUM_HTTP_TRUSTED_PROXIES", "10.0.0.0/8, fd00::/8")])).unwrap();
+        assert_eq!(c.http.trusted_proxies.iter().map(ToString::to_string).collect::<Vec<_>>(), ["10.0.0.0/8", "fd00::/8"]);
 
         let dir = tempfile_dir();
         let path = dir.join("emporium.toml");
@@ -909,6 +1128,11 @@ mod tests {
             mask_url("postgres://u@h/db?sslmode=require&password=x"),
             "postgres://****@h/db?sslmode=require&password=****"
         );
+        assert_eq!(
+            mask_url("https://sid:smspass@sms.example/send@x?sig=abc&mode=live#frag"),
+            "https://sid:****@sms.example/send@x?sig=****&mode=live#****"
+        );
+        assert_eq!(mask_url("http://auth/.well-known/jwks.json?key=k1"), "http://auth/.well-known/jwks.json?key=****");
     }
 
     fn tempfile_dir() -> PathBuf {

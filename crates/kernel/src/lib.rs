@@ -9,6 +9,7 @@ pub mod error;
 pub mod event;
 pub mod id;
 pub mod money;
+pub mod net;
 pub mod page;
 
 pub use error::{ApiError, ErrorType};

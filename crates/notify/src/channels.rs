@@ -327,24 +327,65 @@ impl SmsTransport for HttpSms {
     }
 }
 
+/// An endpoint's address that is not public (loopback, private, link-local, ...).
+#[derive(Debug, thiserror::Error)]
+#[error("the endpoint's address is not a public one")]
+pub struct NotPublic;
+
+/// Resolves endpoints' host names and answers their addresses only when
+/// every one is public: the client connects only to an address checked
+/// here, so a name that is public when saved and private when used (DNS
+/// rebinding) reaches nothing inside.
+pub struct PublicOnly;
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            if addrs.is_empty() || !addrs.iter().all(|a| domain::public_ip(a.ip())) {
+                return Err(Box::new(NotPublic) as Box<dyn std::error::Error + Send + Sync>);
+            }
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// Whether a URL's host is a literal IP that is not public (names are left to [`PublicOnly`]).
+fn literal_ip_refused(url: &str) -> bool {
+    let Ok(parsed) = reqwest::Url::parse(url) else { return true };
+    let host = parsed.host_str().unwrap_or_default();
+    host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>().is_ok_and(|ip| !domain::public_ip(ip))
+}
+
 /// Posts webhook deliveries, signed with the endpoint's secret.
 pub struct Webhooks {
     client: reqwest::Client,
+    allow_private: bool,
 }
 
 impl Webhooks {
-    pub fn new() -> Result<Self, SetupError> {
-        let client = reqwest::Client::builder()
+    /// `allow_private` (development only) lets endpoints be on loopback and private networks.
+    pub fn new(allow_private: bool) -> Result<Self, SetupError> {
+        let mut builder = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("Emporium-Webhooks/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| SetupError::Http(e.to_string()))?;
-        Ok(Self { client })
+            // A proxy would resolve the name itself, past the check.
+            .no_proxy()
+            .user_agent(concat!("Emporium-Webhooks/", env!("CARGO_PKG_VERSION")));
+        if !allow_private {
+            builder = builder.dns_resolver(PublicOnly);
+        }
+        let client = builder.build().map_err(|e| SetupError::Http(e.to_string()))?;
+        Ok(Self { client, allow_private })
     }
 
     /// Any 2xx is delivered; anything else, or no answer in 10 s, is retried.
+    /// An address that is not public fails for good.
     pub async fn post(&self, endpoint: &Endpoint, d: &Delivery) -> Result<Sent, SendError> {
+        if !self.allow_private && literal_ip_refused(&endpoint.url) {
+            return Err(SendError::permanent(NotPublic.to_string(), None));
+        }
         let now = now_ms() / 1000;
         let signature = domain::webhook_signature(&endpoint.secret, now, &d.body);
         let response = self
@@ -358,7 +399,10 @@ impl Webhooks {
             .body(d.body.clone())
             .send()
             .await
-            .map_err(|e| SendError::transient(format!("no answer from the endpoint: {e}"), None))?;
+            .map_err(|e| match refused_address(&e) {
+                true => SendError::permanent(NotPublic.to_string(), None),
+                false => SendError::transient(format!("no answer from the endpoint: {e}"), None),
+            })?;
         let status = response.status().as_u16();
         if (200..300).contains(&status) {
             Ok(Sent { provider_message_id: None, status_code: Some(i32::from(status)) })
@@ -368,9 +412,35 @@ impl Webhooks {
     }
 }
 
+/// Whether a request failed because [`PublicOnly`] refused the address.
+fn refused_address(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.is::<NotPublic>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_resolver_refuses_names_of_this_machine() {
+        use reqwest::dns::Resolve;
+        for name in ["localhost", "127.0.0.1", "::1"] {
+            let Ok(parsed) = name.parse::<reqwest::dns::Name>() else { panic!("{name}") };
+            let refused = PublicOnly.resolve(parsed).await.err().map(|e| e.is::<NotPublic>());
+            assert_eq!(refused, Some(true), "{name}");
+        }
+        assert!(literal_ip_refused("http://127.0.0.1:9/"));
+        assert!(literal_ip_refused("http://[::ffff:169.254.169.254]/"));
+        assert!(!literal_ip_refused("http://localhost:9/"), "names are the resolver's");
+        assert!(!literal_ip_refused("https://93.184.215.14/"));
+    }
 
     #[test]
     fn smtp_urls_name_their_tls() {

@@ -19,8 +19,13 @@ pub enum NotifyError {
     Template(#[from] TemplateError),
     #[error("the catalog is unavailable: {0}")]
     Catalog(String),
+    /// A secret could not be sealed or opened.
+    #[error("a message's secret: {0}")]
+    Secret(String),
     #[error(transparent)]
     Store(#[from] DbError),
+    #[error(transparent)]
+    RateLimited(#[from] platform::limit::Limited),
 }
 
 pub fn invalid(field: impl Into<String>, code: &'static str, message: impl Into<String>) -> NotifyError {
@@ -34,7 +39,8 @@ impl From<&NotifyError> for ApiError {
             NotifyError::NotFound(what) => ApiError::not_found("not_found", format!("no such {what}")),
             NotifyError::Conflict(code, message) => ApiError::conflict(*code, message.clone()),
             NotifyError::Template(t) => ApiError::invalid("template_error", t.to_string()).with_field(t.part),
-            NotifyError::Catalog(_) | NotifyError::Store(_) => ApiError::internal(e),
+            NotifyError::RateLimited(limited) => ApiError::from(*limited),
+            NotifyError::Catalog(_) | NotifyError::Secret(_) | NotifyError::Store(_) => ApiError::internal(e),
         }
     }
 }

@@ -121,6 +121,20 @@ impl Notify {
                     messages.extend(self.compose(&key, &ctx, &email, text(data, "user_id").as_deref(), dedupe, Some(event), kind, None).await?);
                 }
             }
+            // Security notices to an account's owner: its address was used by
+            // someone else, or the account moved to another address.
+            "user.email_reuse_attempted" | "user.email_changed" => {
+                let to = if kind == "user.email_changed" { text(data, "old_email") } else { text(data, "email") };
+                if let Some(email) = to {
+                    let shop = self.shop_url();
+                    let ctx = json!({"shop": self.shop(), "user": {"name": text(data, "name").unwrap_or_default(), "email": email},
+                        "attempt": text(data, "attempt").unwrap_or_default(), "new_email": text(data, "new_email").unwrap_or_default(),
+                        "sign_in_url": format!("{shop}/account/sign-in"), "reset_url": format!("{shop}/account/forgot-password")});
+                    let key = format!("{kind}.email");
+                    let dedupe = format!("{}:{key}", event.id);
+                    messages.extend(self.compose(&key, &ctx, &email, text(data, "user_id").as_deref(), dedupe, Some(event), kind, None).await?);
+                }
+            }
             "user.deleted" => {
                 let user_id = text(data, "user_id").unwrap_or_else(|| event.aggregate_id.clone());
                 let email = store::contact(&self.db, &user_id).await?.map(|c| c.email);
@@ -176,17 +190,23 @@ impl Notify {
             (Some((_, placed)), _) => serde_json::from_str(placed).unwrap_or_default(),
             (None, _) => Value::Null,
         };
-        let lookup = text(data, "lookup_token").or_else(|| facts.as_ref().and_then(|f| f.0.clone()));
+        // A guest's lookup token is kept only sealed, and only for the links of the order's messages.
+        let lookup = text(data, "lookup_token").or_else(|| facts.as_ref().and_then(|f| f.0.as_deref()).and_then(|s| domain::unseal(&self.key, s)));
         let email = text(data, "email").or_else(|| text(&placed, "email"));
         let user_id = text(data, "user_id").or_else(|| text(&placed, "user_id"));
         if kind == "order.placed" {
+            let sealed = lookup.as_deref().map(|l| domain::seal(&self.key, l)).transpose().map_err(|e| NotifyError::Secret(e.0.to_owned()))?;
+            let mut kept = data.clone();
+            if let Value::Object(map) = &mut kept {
+                map.remove("lookup_token");
+            }
             effects.push(Effect::Order {
                 id: order_id.clone(),
                 number,
                 email: email.clone(),
                 user_id: user_id.clone(),
-                lookup: lookup.clone(),
-                data: data.to_string(),
+                lookup: sealed,
+                data: kept.to_string(),
             });
         }
         // The storefront's order page: a signed-in customer's session shows it, a guest's link carries the token.
@@ -277,6 +297,18 @@ impl Notify {
     ) -> Result<Option<NewDelivery>, NotifyError> {
         let Some(shipped) = templates::shipped(key) else { return Ok(None) };
         let source = self.source(key).await?.unwrap_or_else(|| shipped.source());
+        // Secret links (a reset, a guest's order) are rendered as words the
+        // log may show; the links wait sealed for the sender to put back.
+        let mut ctx = ctx.clone();
+        let links = domain::withhold_links(&mut ctx);
+        let secret = match links.is_empty() {
+            true => None,
+            false => {
+                let links = serde_json::to_string(&links).map_err(|e| NotifyError::Secret(e.to_string()))?;
+                Some(domain::seal(&self.key, &links).map_err(|e| NotifyError::Secret(e.0.to_owned()))?)
+            }
+        };
+        let ctx = &ctx;
         let rendered = match templates::render(&source, shipped.channel, ctx) {
             Ok(r) => r,
             Err(e) => {
@@ -314,6 +346,7 @@ impl Notify {
             give_up_ms: None,
             lease_until_ms: 0,
             send_at_ms: 0,
+            secret,
         }))
     }
 }

@@ -7,6 +7,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use kernel::Envelope;
 use kernel::error::ErrorBody;
+use kernel::auth::Permission;
 use kernel::id::{NotificationId, ProductId, WebhookId};
 use kernel::page::{Page, PageParams};
 use platform::auth::{Principal, RequirePermission, perm};
@@ -167,7 +168,8 @@ pub struct NotifyMeView {
 
 /// Asks for one email when a product (or one SKU of it) is back in stock.
 #[utoipa::path(post, path = "/api/v1/products/{id}/notify-me", tag = "notifications", params(("id" = String, Path)), request_body = NotifyMeRequest,
-    responses((status = 201, body = NotifyMeView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 201, body = NotifyMeView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody),
+              (status = 429, description = "too many requests for this address; see Retry-After", body = ErrorBody)))]
 async fn notify_me(State(n): State<Notify>, who: Option<Principal>, Path(id): Path<String>, Json(b): Json<NotifyMeRequest>) -> Result<Response, NotifyError> {
     ProductId::parse(&id).map_err(|_| NotifyError::NotFound("product"))?;
     let user = who.map(|p| p.user_id.to_string());
@@ -179,6 +181,8 @@ async fn notify_me(State(n): State<Notify>, who: Option<Principal>, Path(id): Pa
             .ok_or_else(|| invalid("email", "email_required", "an email address to write to"))?,
         (None, None) => return Err(invalid("email", "email_required", "an email address to write to")),
     };
+    let per_hour = n.config.limits.stock_alerts_per_email_per_hour;
+    n.limits.hit("stock_alert", &email, per_hour, platform::limit::HOUR).await?;
     let products = n.products().ok_or_else(|| NotifyError::Catalog("no catalog port in this process".into()))?;
     let product = products.product(&id).await.map_err(|e| NotifyError::Catalog(e.to_string()))?;
     let product = product.filter(|p| p.active).ok_or(NotifyError::NotFound("product"))?;
@@ -333,9 +337,18 @@ pub struct AttemptView {
 pub struct NotificationDetail {
     #[serde(flatten)]
     pub summary: NotificationView,
-    pub body: String,
+    /// The message as stored (secret links withheld); only for staff with `staff:manage`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub html: Option<String>,
     pub attempt_log: Vec<AttemptView>,
+}
+
+/// Whether `who` may read what messages say, beyond to whom and about what:
+/// mail carries sign-in links and guests' order links, keys to accounts.
+fn reads_content(who: &Principal) -> bool {
+    who.has(Permission::StaffManage)
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -383,14 +396,20 @@ async fn found_delivery(n: &Notify, id: &str) -> Result<Delivery, NotifyError> {
 /// One message with its content and every attempt.
 #[utoipa::path(get, path = "/api/v1/admin/notifications/{id}", tag = "admin", params(("id" = String, Path)),
     responses((status = 200, body = NotificationDetail), (status = 404, body = ErrorBody)))]
-async fn get_notification(State(n): State<Notify>, _: RequirePermission<perm::CustomersRead>, Path(id): Path<String>) -> Result<Json<NotificationDetail>, NotifyError> {
+async fn get_notification(State(n): State<Notify>, RequirePermission(who, ..): RequirePermission<perm::CustomersRead>, Path(id): Path<String>) -> Result<Json<NotificationDetail>, NotifyError> {
     let d = found_delivery(&n, &id).await?;
     let attempt_log = store::attempts(&n.db, &d.id)
         .await?
         .into_iter()
         .map(|a| AttemptView { attempt: a.attempt, at: rfc3339(a.at_ms), ok: a.ok, status_code: a.status_code, error: a.error, duration_ms: a.duration_ms })
         .collect();
-    Ok(Json(NotificationDetail { summary: notification_view(&d), body: d.body.clone(), html: d.html.clone(), attempt_log }))
+    let content = reads_content(&who);
+    Ok(Json(NotificationDetail {
+        summary: notification_view(&d),
+        body: content.then(|| d.body.clone()),
+        html: d.html.clone().filter(|_| content),
+        attempt_log,
+    }))
 }
 
 /// Sends a failed or dead message again, with its retries afresh.
@@ -398,6 +417,9 @@ async fn get_notification(State(n): State<Notify>, _: RequirePermission<perm::Cu
     responses((status = 202, body = NotificationView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn retry_notification(State(n): State<Notify>, _: RequirePermission<perm::CustomersWrite>, Path(id): Path<String>) -> Result<Response, NotifyError> {
     let d = found_delivery(&n, &id).await?;
+    if d.secret.as_deref() == Some("") {
+        return Err(NotifyError::Conflict("not_retryable", "this message carried a one-time link that is no longer kept; the customer can ask for a new one".into()));
+    }
     let give_up = now_ms() + (n.config.notify.webhook_retry_secs as i64) * 1000;
     if !store::requeue(&n.db, &d.id, Some(give_up)).await? {
         return Err(NotifyError::Conflict("not_retryable", format!("only failed or dead messages are retried; this one is {}", d.status)));
@@ -418,14 +440,18 @@ pub struct MailView {
     pub from: String,
     pub to: String,
     pub subject: String,
-    pub text: String,
+    /// What the recipient got; only for staff with `staff:manage` (the
+    /// mailbox stands in for people's inboxes, links and all).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub html: Option<String>,
     #[schema(value_type = Object)]
     pub headers: Value,
     pub received_at: String,
 }
 
-fn mail_view(m: Mail) -> MailView {
+fn mail_view(m: Mail, content: bool) -> MailView {
     MailView {
         id: m.id,
         notification_id: m.delivery_id,
@@ -433,8 +459,8 @@ fn mail_view(m: Mail) -> MailView {
         from: m.sender,
         to: m.recipient,
         subject: m.subject,
-        text: m.text,
-        html: m.html,
+        text: content.then_some(m.text),
+        html: m.html.filter(|_| content),
         headers: serde_json::from_str(&m.headers).unwrap_or_else(|_| json!({})),
         received_at: rfc3339(m.created_ms),
     }
@@ -455,13 +481,13 @@ pub struct MailboxQuery {
 /// Email and SMS that went to the dev mailbox (no provider configured), newest first.
 #[utoipa::path(get, path = "/api/v1/admin/mailbox", tag = "admin", params(MailboxQuery),
     responses((status = 200, body = Page<MailView>), (status = 403, body = ErrorBody)))]
-async fn list_mailbox(State(n): State<Notify>, _: RequirePermission<perm::CustomersRead>, Query(q): Query<MailboxQuery>) -> Result<Json<Page<MailView>>, NotifyError> {
+async fn list_mailbox(State(n): State<Notify>, RequirePermission(who, ..): RequirePermission<perm::CustomersRead>, Query(q): Query<MailboxQuery>) -> Result<Json<Page<MailView>>, NotifyError> {
     let page = page_of(q.limit, q.starting_after)?;
     let to = q.to.map(|t| t.trim().to_lowercase());
     let rows: Vec<MailView> = store::mails(&n.db, to.as_deref(), q.channel.as_deref(), page.after.as_deref(), page.limit)
         .await?
         .into_iter()
-        .map(mail_view)
+        .map(|m| mail_view(m, reads_content(&who)))
         .collect();
     Ok(Json(Page::from_rows(rows, page.limit, |m| m.id.clone())))
 }
@@ -469,9 +495,9 @@ async fn list_mailbox(State(n): State<Notify>, _: RequirePermission<perm::Custom
 /// One message of the dev mailbox.
 #[utoipa::path(get, path = "/api/v1/admin/mailbox/{id}", tag = "admin", params(("id" = String, Path)),
     responses((status = 200, body = MailView), (status = 404, body = ErrorBody)))]
-async fn get_mail(State(n): State<Notify>, _: RequirePermission<perm::CustomersRead>, Path(id): Path<String>) -> Result<Json<MailView>, NotifyError> {
+async fn get_mail(State(n): State<Notify>, RequirePermission(who, ..): RequirePermission<perm::CustomersRead>, Path(id): Path<String>) -> Result<Json<MailView>, NotifyError> {
     let mail = store::mail(&n.db, &id).await?.ok_or(NotifyError::NotFound("message"))?;
-    Ok(Json(mail_view(mail)))
+    Ok(Json(mail_view(mail, reads_content(&who))))
 }
 
 // Templates
@@ -637,10 +663,14 @@ fn webhook_view(e: &Endpoint, with_secret: bool) -> WebhookView {
     }
 }
 
-fn check_url(url: &str) -> Result<String, NotifyError> {
+fn check_url(url: &str, allow_private: bool) -> Result<String, NotifyError> {
     let url = url.trim();
     if !domain::valid_endpoint_url(url) {
         return Err(invalid("url", "invalid_url", "an absolute http(s) address without credentials"));
+    }
+    // Checked again, address by address, whenever a delivery connects.
+    if !allow_private && let Some(why) = domain::endpoint_host_refused(url) {
+        return Err(invalid("url", "private_address", why));
     }
     Ok(url.to_owned())
 }
@@ -694,7 +724,7 @@ async fn create_webhook(State(n): State<Notify>, _: RequirePermission<perm::Sett
     let now = now_ms();
     let e = Endpoint {
         id: WebhookId::new().to_string(),
-        url: check_url(&b.url)?,
+        url: check_url(&b.url, n.config.notify.webhooks_allow_private)?,
         description: check_description(b.description)?,
         secret: new_secret()?,
         event_types: check_types(&b.event_types)?,
@@ -736,7 +766,7 @@ pub struct WebhookChange {
 async fn update_webhook(State(n): State<Notify>, _: RequirePermission<perm::SettingsWrite>, Path(id): Path<String>, Json(b): Json<WebhookChange>) -> Result<Json<WebhookView>, NotifyError> {
     let mut e = found_endpoint(&n, &id).await?;
     if let Some(url) = &b.url {
-        e.url = check_url(url)?;
+        e.url = check_url(url, n.config.notify.webhooks_allow_private)?;
     }
     if let Some(types) = &b.event_types {
         e.event_types = check_types(types)?;
@@ -770,16 +800,17 @@ async fn delete_webhook(State(n): State<Notify>, _: RequirePermission<perm::Sett
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Only whether it arrived: what the other side answered, or why nothing
+/// did, would make this a probe of whatever the URL points at.
 #[derive(Serialize, ToSchema)]
 pub struct TestDelivery {
-    pub notification_id: String,
     /// Whether the endpoint answered 2xx.
     pub ok: bool,
-    pub status_code: Option<i32>,
-    pub error: Option<String>,
+    /// `delivered` or `failed`.
+    pub result: &'static str,
 }
 
-/// Sends a signed `webhook.test` event to the endpoint now and reports its answer (logged, not retried).
+/// Sends a signed `webhook.test` event to the endpoint now and says whether it was delivered (logged, not retried).
 #[utoipa::path(post, path = "/api/v1/admin/webhooks/{id}/test", tag = "admin", params(("id" = String, Path)),
     responses((status = 200, body = TestDelivery), (status = 404, body = ErrorBody)))]
 async fn test_webhook(State(n): State<Notify>, _: RequirePermission<perm::SettingsWrite>, Path(id): Path<String>) -> Result<Json<TestDelivery>, NotifyError> {
@@ -790,10 +821,6 @@ async fn test_webhook(State(n): State<Notify>, _: RequirePermission<perm::Settin
     let mut delivery = NewDelivery::webhook(&event, &e, body, now_ms());
     delivery.dedupe_key = format!("test:{}", delivery.id);
     delivery.lease_until_ms = now_ms() + 60_000;
-    let id = delivery.id.clone();
-    let outcome = n.send_now(&delivery).await?;
-    Ok(Json(TestDelivery { notification_id: id, ok: outcome.is_ok(), status_code: match &outcome {
-        Ok(s) => s.status_code,
-        Err(e) => e.status_code,
-    }, error: outcome.err().map(|e| e.message) }))
+    let ok = n.send_now(&delivery).await?.is_ok();
+    Ok(Json(TestDelivery { ok, result: if ok { "delivered" } else { "failed" } }))
 }

@@ -35,7 +35,7 @@ use crate::templates::Source;
 pub const NAME: &str = "notify";
 
 /// This service's own tables, after the platform's.
-pub static MIGRATIONS: Migrations = platform::migrations!("notify", ["0001_notify"]);
+pub static MIGRATIONS: Migrations = platform::migrations!("notify", ["0001_notify", "0002_private"]);
 
 /// A product as a back-in-stock alert needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +65,8 @@ pub struct Notify {
     key: Arc<Vec<u8>>,
     wake: Arc<tokio::sync::Notify>,
     ports: Ports,
+    /// Back-in-stock requests per address.
+    limits: platform::limit::Limits,
 }
 
 impl Notify {
@@ -88,15 +90,17 @@ impl Notify {
                 store::setting_or_insert(&db, "unsubscribe_key", &fresh).await?.into_bytes()
             }
         };
+        let webhooks = Webhooks::new(n.webhooks_allow_private)?;
         tracing::info!(email = email.kind(), sms = sms.kind(), "notification channels");
         Ok(Self {
             db,
             config,
             email,
             sms,
-            webhooks: Arc::new(Webhooks::new()?),
+            webhooks: Arc::new(webhooks),
             key: Arc::new(key),
             wake: Arc::new(tokio::sync::Notify::new()),
+            limits: platform::limit::Limits::from_ports(&ports),
             ports,
         })
     }

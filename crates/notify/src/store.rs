@@ -149,6 +149,8 @@ pub struct NewDelivery {
     pub lease_until_ms: i64,
     /// Not sent before this time (0: at once).
     pub send_at_ms: i64,
+    /// The secret links the stored copy withholds, sealed (`domain::seal`); put back only when sending.
+    pub secret: Option<String>,
 }
 
 impl NewDelivery {
@@ -171,6 +173,7 @@ impl NewDelivery {
             give_up_ms: Some(give_up_ms),
             lease_until_ms: 0,
             send_at_ms: 0,
+            secret: None,
         }
     }
 }
@@ -180,13 +183,13 @@ pub async fn insert_delivery(tx: &mut Tx, d: &NewDelivery) -> Result<bool, DbErr
     let now = now_ms();
     let n = on_tx!(tx, c => sqlx::query(
         "INSERT INTO deliveries (id, dedupe_key, event_id, event_type, template, channel, recipient, user_id, endpoint_id, \
-         subject, body, html, unsubscribe_url, status, attempts, next_attempt_ms, give_up_ms, created_ms, updated_ms, lease_until_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'queued', $16, $18, $15, $14, $14, $17) \
+         subject, body, html, unsubscribe_url, status, attempts, next_attempt_ms, give_up_ms, created_ms, updated_ms, lease_until_ms, secret) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'queued', $16, $18, $15, $14, $14, $17, $19) \
          ON CONFLICT (dedupe_key) DO NOTHING")
         .bind(&d.id).bind(&d.dedupe_key).bind(&d.event_id).bind(&d.event_type).bind(&d.template).bind(d.channel)
         .bind(&d.recipient).bind(&d.user_id).bind(&d.endpoint_id).bind(&d.subject).bind(&d.body).bind(&d.html)
         .bind(&d.unsubscribe_url).bind(now).bind(d.give_up_ms).bind(i32::from(d.lease_until_ms > 0)).bind(d.lease_until_ms)
-        .bind(d.send_at_ms.max(now)).execute(c).await.map(|r| r.rows_affected()))?;
+        .bind(d.send_at_ms.max(now)).bind(&d.secret).execute(c).await.map(|r| r.rows_affected()))?;
     Ok(n == 1)
 }
 
@@ -213,11 +216,14 @@ pub struct Delivery {
     pub created_ms: i64,
     pub updated_ms: i64,
     pub sent_ms: Option<i64>,
+    /// The sealed secret links of a private message while it may still be
+    /// sent; `""` once they were dropped (sent, failed or dead); `None` when it has none.
+    pub secret: Option<String>,
 }
 
 const DELIVERY_COLUMNS: &str = "id, event_id, event_type, template, channel, recipient, user_id, endpoint_id, subject, body, \
      html, unsubscribe_url, status, attempts, next_attempt_ms, give_up_ms, last_error, provider_message_id, created_ms, \
-     updated_ms, sent_ms";
+     updated_ms, sent_ms, secret";
 
 macro_rules! delivery_row {
     ($r:expr) => {{
@@ -243,6 +249,7 @@ macro_rules! delivery_row {
             created_ms: $r.try_get(18)?,
             updated_ms: $r.try_get(19)?,
             sent_ms: $r.try_get(20)?,
+            secret: $r.try_get(21)?,
         }
     }};
 }
@@ -330,7 +337,7 @@ pub async fn finish_attempt(
     on_tx!(&mut tx, c => sqlx::query(
         "UPDATE deliveries SET status = $1, next_attempt_ms = $2, lease_until_ms = 0, last_error = $3, \
          provider_message_id = COALESCE($4, provider_message_id), sent_ms = CASE WHEN $1 = 'sent' THEN $5 ELSE sent_ms END, \
-         updated_ms = $5 WHERE id = $6")
+         secret = CASE WHEN $1 = 'queued' OR secret IS NULL THEN secret ELSE '' END, updated_ms = $5 WHERE id = $6")
         .bind(status).bind(next_attempt_ms).bind(if a.ok { None } else { a.error.clone() }).bind(provider_message_id)
         .bind(now).bind(&d.id).execute(c).await.map(|_| ()))?;
     tx.commit().await?;
@@ -355,7 +362,7 @@ pub async fn requeue(db: &Db, id: &str, give_up_ms: Option<i64>) -> Result<bool,
     let n = on_db!(db, pool => sqlx::query(
         "UPDATE deliveries SET status = 'queued', attempts = 0, next_attempt_ms = $1, lease_until_ms = 0, \
          give_up_ms = CASE WHEN give_up_ms IS NULL THEN NULL ELSE $2 END, updated_ms = $1 \
-         WHERE id = $3 AND status IN ('failed', 'dead')")
+         WHERE id = $3 AND status IN ('failed', 'dead') AND (secret IS NULL OR secret <> '')")
         .bind(now).bind(give_up_ms).bind(id).execute(pool).await.map(|r| r.rows_affected()))?;
     Ok(n == 1)
 }
@@ -522,12 +529,13 @@ pub async fn mark_digested(tx: &mut Tx, sku: &str, day: &str) -> Result<(), DbEr
 
 // Orders as messages need them
 
-pub async fn save_order(tx: &mut Tx, order_id: &str, number: i64, email: Option<&str>, user_id: Option<&str>, lookup_token: Option<&str>, placed: &str) -> Result<(), DbError> {
+/// `sealed_lookup` is a guest's lookup token as `domain::seal` keeps it (never in clear), `placed` the event without it.
+pub async fn save_order(tx: &mut Tx, order_id: &str, number: i64, email: Option<&str>, user_id: Option<&str>, sealed_lookup: Option<&str>, placed: &str) -> Result<(), DbError> {
     on_tx!(tx, c => sqlx::query(
         "INSERT INTO order_facts (order_id, number, email, user_id, lookup_token, placed, created_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) \
          ON CONFLICT (order_id) DO UPDATE SET number = excluded.number, email = excluded.email, user_id = excluded.user_id, \
          lookup_token = excluded.lookup_token, placed = excluded.placed")
-        .bind(order_id).bind(number).bind(email).bind(user_id).bind(lookup_token).bind(placed).bind(now_ms())
+        .bind(order_id).bind(number).bind(email).bind(user_id).bind(sealed_lookup).bind(placed).bind(now_ms())
         .execute(c).await.map(|_| ()))?;
     Ok(())
 }
@@ -548,7 +556,7 @@ pub async fn order_settled(db: &Db, order_id: &str) -> Result<bool, DbError> {
     Ok(row.is_some_and(|r| r.0.is_some()))
 }
 
-/// (lookup token, the `order.placed` data) of an order.
+/// (sealed lookup token, the `order.placed` data) of an order.
 pub async fn order_facts(db: &Db, order_id: &str) -> Result<Option<(Option<String>, String)>, DbError> {
     let row = on_db!(db, pool => sqlx::query_as("SELECT lookup_token, placed FROM order_facts WHERE order_id = $1 AND placed <> '{}'")
         .bind(order_id).fetch_optional(pool).await)?;
@@ -655,7 +663,7 @@ pub async fn erase_user(tx: &mut Tx, user_id: &str, email: Option<&str>) -> Resu
          (SELECT id FROM deliveries WHERE user_id = $2 OR ($3 IS NOT NULL AND recipient = $3 AND channel = 'email'))")
         .bind(erased).bind(user_id).bind(email).execute(c).await.map(|_| ()))?;
     let n = on_tx!(tx, c => sqlx::query(
-        "UPDATE deliveries SET recipient = $1, subject = $1, body = $1, html = NULL, unsubscribe_url = NULL, user_id = NULL \
+        "UPDATE deliveries SET recipient = $1, subject = $1, body = $1, html = NULL, unsubscribe_url = NULL, user_id = NULL, secret = NULL \
          WHERE user_id = $2 OR ($3 IS NOT NULL AND recipient = $3 AND channel = 'email')")
         .bind(erased).bind(user_id).bind(email).execute(c).await.map(|r| r.rows_affected()))?;
     on_tx!(tx, c => sqlx::query("DELETE FROM stock_alerts WHERE user_id = $1 OR email = $2")
@@ -692,6 +700,7 @@ mod tests {
             give_up_ms: None,
             lease_until_ms: 0,
             send_at_ms: 0,
+            secret: None,
         }
     }
 

@@ -102,6 +102,26 @@ pub static SHIPPED: &[Shipped] = &[
         text: "Hello {{ user.name }},\n\nSomeone asked to reset the password of your account. To choose a new one:\n{{ url }}\n\nThe link works for {{ expires_in_hours }} hour(s) and only once. If it was not you, ignore this message: your password stays as it is.\n",
     },
     Shipped {
+        key: "user.email_reuse_attempted.email",
+        channel: Channel::Email,
+        description: "Someone used the owner's address to sign up, or as another account's new address",
+        subject: "Someone tried to use your email address at {{ shop.name }}",
+        html: r#"<p>Hello {{ user.name }},</p>
+<p>{% if attempt == "email_change" %}Someone tried to move another account at {{ shop.name }} to your email address.{% else %}Someone tried to create an account at {{ shop.name }} with your email address, which already has one.{% endif %} Nothing was changed.</p>
+<p>If it was you, <a href="{{ sign_in_url }}">sign in</a> or <a href="{{ reset_url }}">reset your password</a>. If it was not, you can ignore this message.</p>"#,
+        text: "Hello {{ user.name }},\n\n{% if attempt == \"email_change\" %}Someone tried to move another account at {{ shop.name }} to your email address.{% else %}Someone tried to create an account at {{ shop.name }} with your email address, which already has one.{% endif %} Nothing was changed.\n\nIf it was you, sign in: {{ sign_in_url }}\nor reset your password: {{ reset_url }}\n\nIf it was not, you can ignore this message.\n",
+    },
+    Shipped {
+        key: "user.email_changed.email",
+        channel: Channel::Email,
+        description: "To the old address: the account's email was changed",
+        subject: "Your {{ shop.name }} email address was changed",
+        html: r#"<p>Hello {{ user.name }},</p>
+<p>The email address of your account at {{ shop.name }} was changed to <strong>{{ new_email }}</strong>. Messages about your account now go there.</p>
+<p>If this was not you, <a href="{{ reset_url }}">reset your password</a> and contact us at once.</p>"#,
+        text: "Hello {{ user.name }},\n\nThe email address of your account at {{ shop.name }} was changed to {{ new_email }}. Messages about your account now go there.\n\nIf this was not you, reset your password and contact us at once: {{ reset_url }}\n",
+    },
+    Shipped {
         key: "order.placed.email",
         channel: Channel::Email,
         description: "Order received (itemised), sent only if the payment is still pending after `order_placed_delay_secs`",
@@ -305,6 +325,10 @@ pub fn sample_context(key: &str, shop_name: &str, shop_url: &str) -> Value {
         "staff": {"name": "Grace Hopper", "email": "grace@example.com"},
         "url": format!("{shop_url}/account/verify-email?token=sample"),
         "expires_in_hours": 24,
+        "attempt": "register",
+        "new_email": "ada.lovelace@example.org",
+        "sign_in_url": format!("{shop_url}/account/sign-in"),
+        "reset_url": format!("{shop_url}/account/forgot-password"),
         "order": order,
         "fulfilment": {"carrier": "UPS", "tracking_number": "1Z999AA10123456784",
                        "tracking_url": "https://www.ups.com/track?tracknum=1Z999AA10123456784", "complete": true},

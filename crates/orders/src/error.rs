@@ -45,10 +45,14 @@ pub enum OrdersError {
     CodeRefused(Refusal),
     #[error("this code was already used as many times as allowed for you")]
     CodeLimitReached,
+    #[error(transparent)]
+    RateLimited(#[from] platform::limit::Limited),
     #[error("{message}")]
     PaymentDeclined { code: String, message: String },
     #[error("the payment provider `{0}` is not available")]
     UnknownProvider(String),
+    #[error("this form is out of date or was not sent from its page; reload the page and try again")]
+    CsrfRejected,
     #[error("{message}")]
     PaymentRefused { code: String, message: String },
     #[error(transparent)]
@@ -109,8 +113,10 @@ impl From<&OrdersError> for ApiError {
             OrdersError::UnknownCode => ApiError::invalid("discount_not_found", msg).with_field("code"),
             OrdersError::CodeRefused(r) => ApiError::invalid(r.code(), msg).with_field("code"),
             OrdersError::CodeLimitReached => ApiError::conflict("discount_limit_reached", msg),
+            OrdersError::RateLimited(limited) => ApiError::from(*limited),
             OrdersError::PaymentDeclined { code, .. } => ApiError::payment_failed(code.clone(), msg),
             OrdersError::UnknownProvider(_) => ApiError::invalid("unknown_provider", msg).with_field("payment.provider"),
+            OrdersError::CsrfRejected => ApiError::forbidden("csrf_failed", msg),
             OrdersError::PaymentRefused { code, .. } => ApiError::invalid(code.clone(), msg).with_field("payment.token"),
             OrdersError::Transition(_) => ApiError::conflict("invalid_transition", msg),
             OrdersError::Conflict(code, _) => ApiError::conflict(*code, msg),

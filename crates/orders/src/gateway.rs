@@ -87,6 +87,9 @@ pub trait PaymentGateway: Send + Sync + 'static {
 pub struct TestGateway {
     db: Db,
     public_url: String,
+    /// Signs the confirmation page's CSRF tokens; made at start, so a page
+    /// shown before a restart is shown again.
+    confirm_key: ring::hmac::Key,
 }
 
 /// How a test token behaves.
@@ -124,8 +127,21 @@ fn card(token: &str) -> Option<Card> {
 type ChargeRow = (String, String, String, i64, i64, i64);
 
 impl TestGateway {
-    pub fn new(db: Db, public_url: impl Into<String>) -> Self {
-        Self { db, public_url: public_url.into() }
+    pub fn new(db: Db, public_url: impl Into<String>) -> Result<Self, GatewayError> {
+        let confirm_key = ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &ring::rand::SystemRandom::new())
+            .map_err(|_| GatewayError::Unavailable("no randomness for the test gateway's key".into()))?;
+        Ok(Self { db, public_url: public_url.into(), confirm_key })
+    }
+
+    /// The CSRF token of a payment's confirmation form: an HMAC of the
+    /// payment, so a token is good for that payment only.
+    pub fn confirm_token(&self, reference: &str) -> String {
+        hex::encode(ring::hmac::sign(&self.confirm_key, format!("test-gateway-confirm:{reference}").as_bytes()))
+    }
+
+    pub fn confirm_token_ok(&self, reference: &str, token: &str) -> bool {
+        let message = format!("test-gateway-confirm:{reference}");
+        hex::decode(token).is_ok_and(|tag| ring::hmac::verify(&self.confirm_key, message.as_bytes(), &tag).is_ok())
     }
 
     async fn by_key(&self, key: &str) -> Result<Option<ChargeRow>, DbError> {

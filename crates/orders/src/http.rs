@@ -13,7 +13,7 @@ use kernel::money::{Currency, Money};
 use kernel::page::{Page, PageParams};
 use platform::auth::Principal;
 use platform::http::Json;
-use platform::idempotency::{Idempotency, idempotent};
+use platform::idempotency::{Idempotency, ShownOnce, idempotent};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -187,8 +187,17 @@ async fn view(o: &Orders, id: &str, a: &Access) -> Result<Json<CartView>, Orders
 /// A new cart. Signed in, the customer's open cart is returned (200) if they
 /// have one; a guest cart comes with its `secret`, shown once.
 #[utoipa::path(post, path = "/api/v1/carts", tag = "carts",
-    responses((status = 201, body = CartView), (status = 200, body = CartView)))]
-async fn create_cart(State(o): State<Orders>, principal: Option<Principal>) -> Result<Response, OrdersError> {
+    responses((status = 201, body = CartView), (status = 200, body = CartView),
+              (status = 429, description = "too many carts from this address; see Retry-After", body = ErrorBody)))]
+async fn create_cart(State(o): State<Orders>, principal: Option<Principal>, ext: axum::http::Extensions) -> Result<Response, OrdersError> {
+    // Guests only (a customer has one open cart), and only when the client's
+    // address is known: the pages' own calls are counted per browser by the general limit.
+    if principal.is_none()
+        && let Some(ip) = platform::limit::peer_ip(&ext)
+    {
+        let per_hour = o.limit_settings.carts_per_ip_per_hour;
+        o.limits.hit("cart", &ip.to_string(), per_hour, platform::limit::HOUR).await?;
+    }
     let user = principal.map(|p| p.user_id.to_string());
     let (cart, secret, created) = o.create_cart(user.as_deref()).await?;
     let mut body = cart_view(o.price(cart).await?, o.settings.prices_include_tax);
@@ -336,10 +345,14 @@ pub struct ApplyCode {
 
 /// Applies a discount code (one per cart; a new one replaces it).
 #[utoipa::path(post, path = "/api/v1/carts/{id}/discounts", tag = "carts", params(("id" = String, Path)), request_body = ApplyCode,
-    responses((status = 200, body = CartView), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = CartView), (status = 422, body = ErrorBody),
+              (status = 429, description = "too many codes tried on this cart; see Retry-After", body = ErrorBody)))]
 async fn apply_discount(State(o): State<Orders>, p: Option<Principal>, h: HeaderMap, Path(id): Path<String>, Json(b): Json<ApplyCode>) -> Result<Json<CartView>, OrdersError> {
     let a = access(&p, &h);
     let cart = o.cart_for(&id, &a).await?;
+    // Counted once the caller holds the cart, so nobody uses up another's attempts.
+    let per_10_min = o.limit_settings.discount_attempts_per_cart_per_10_min;
+    o.limits.hit("discount_code", &id, per_10_min, 10 * platform::limit::MINUTE).await?;
     o.apply_code(&cart, &b.code).await?;
     view(&o, &id, &a).await
 }
@@ -403,7 +416,10 @@ async fn checkout_as(o: &Orders, p: &Option<Principal>, h: &HeaderMap, id: &str,
     let mut body = order_view(o, placed.order, false).await?;
     body.lookup_token = placed.lookup_token;
     body.next_action = placed.next_action;
-    Ok((StatusCode::CREATED, Json(body)).into_response())
+    let mut response = (StatusCode::CREATED, Json(body)).into_response();
+    // Shown once: a replay of this answer has no lookup token (the cart's secret still shows the order).
+    response.extensions_mut().insert(ShownOnce(&["lookup_token"]));
+    Ok(response)
 }
 
 #[derive(Serialize, ToSchema)]
@@ -790,24 +806,41 @@ fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
+/// The confirmation form's fields: the CSRF token the page was shown with.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmForm {
+    pub csrf: String,
+}
+
 /// The test gateway's stand-in for a bank's 3-D Secure page.
 #[utoipa::path(get, path = "/test-gateway/confirm", tag = "payments", params(ConfirmQuery),
     responses((status = 200, description = "an HTML page")))]
-async fn confirm_page(Query(q): Query<ConfirmQuery>) -> Html<String> {
+async fn confirm_page(State(o): State<Orders>, Query(q): Query<ConfirmQuery>) -> Html<String> {
     let p = escape(&q.payment);
+    let csrf = o.test_gateway.confirm_token(&q.payment);
     Html(format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Confirm your payment</title></head>\
          <body><main><h1>Confirm your payment</h1><p>This is the test gateway's confirmation step for payment <code>{p}</code>.</p>\
-         <form method=\"post\" action=\"/test-gateway/confirm?payment={p}&amp;action=approve\"><button>Complete authentication</button></form>\
-         <form method=\"post\" action=\"/test-gateway/confirm?payment={p}&amp;action=decline\"><button>Fail authentication</button></form>\
+         <form method=\"post\" action=\"/test-gateway/confirm?payment={p}&amp;action=approve\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><button>Complete authentication</button></form>\
+         <form method=\"post\" action=\"/test-gateway/confirm?payment={p}&amp;action=decline\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><button>Fail authentication</button></form>\
          </main></body></html>"
     ))
 }
 
 /// Completes (or fails) a test payment that needed confirmation.
 #[utoipa::path(post, path = "/test-gateway/confirm", tag = "payments", params(ConfirmQuery),
-    responses((status = 200, description = "an HTML page"), (status = 404, body = ErrorBody)))]
-async fn confirm(State(o): State<Orders>, Query(q): Query<ConfirmQuery>) -> Result<Html<String>, OrdersError> {
+    responses((status = 200, description = "an HTML page"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn confirm(
+    State(o): State<Orders>,
+    Query(q): Query<ConfirmQuery>,
+    form: Result<axum::Form<ConfirmForm>, axum::extract::rejection::FormRejection>,
+) -> Result<Html<String>, OrdersError> {
+    // Only the page this process showed for this payment may post here.
+    let sent = form.map(|axum::Form(f)| f.csrf).unwrap_or_default();
+    if !o.test_gateway.confirm_token_ok(&q.payment, &sent) {
+        return Err(OrdersError::CsrfRejected);
+    }
     let approve = match q.action.as_deref() {
         Some("approve") => true,
         Some("decline") => false,

@@ -35,6 +35,9 @@ pub struct Orders {
     pub(crate) test_gateway: TestGateway,
     /// Signed-in customers must have verified their email to check out.
     pub(crate) require_verified_email: bool,
+    /// Discount-code attempts per cart, carts per client address.
+    pub(crate) limits: platform::limit::Limits,
+    pub(crate) limit_settings: Arc<kernel::config::LimitsConfig>,
 }
 
 /// One unit count per SKU of an order, as staff and customers send them.
@@ -64,10 +67,11 @@ fn capture_now(mode: &str) -> bool {
 
 impl Orders {
     pub fn new(db: Db, ports: Ports, config: &Config) -> Result<Orders, GatewayError> {
-        let test_gateway = TestGateway::new(db.clone(), config.public_url());
+        let test_gateway = TestGateway::new(db.clone(), config.public_url())?;
         let mut gateways: Vec<Arc<dyn PaymentGateway>> = Vec::new();
-        let test_payments = config.orders.test_payments.unwrap_or(config.orders.stripe_secret_key.is_none());
-        if test_payments {
+        // Never by default: a shop without Stripe takes no payments rather
+        // than make-believe ones (`--demo` turns them on).
+        if config.orders.test_payments == Some(true) {
             gateways.push(Arc::new(test_gateway.clone()));
         }
         if let Some(key) = &config.orders.stripe_secret_key {
@@ -77,6 +81,7 @@ impl Orders {
                 config.orders.stripe_api_base.clone(),
             )?));
         }
+        let limits = platform::limit::Limits::from_ports(&ports);
         Ok(Orders {
             db,
             ports,
@@ -84,6 +89,8 @@ impl Orders {
             gateways: Arc::new(gateways),
             test_gateway,
             require_verified_email: config.auth.require_verified_email,
+            limits,
+            limit_settings: Arc::new(config.limits.clone()),
         })
     }
 
@@ -201,7 +208,8 @@ impl Orders {
     async fn create_order(&self, p: &Priced, id: &str, lookup: &str, provider: &str, token: &str) -> Result<(OrderRow, PaymentRow), OrdersError> {
         let cart = &p.cart;
         let email = cart.email.clone();
-        let customer_key = cart.user_id.clone().or_else(|| email.clone()).unwrap_or_default();
+        // A guest is their mailbox, however its address is spelled.
+        let customer_key = cart.user_id.clone().or_else(|| email.as_deref().map(crate::domain::mailbox_key)).unwrap_or_default();
         let method = p.method.as_ref().map(|m| {
             json!({"id": m.method.id, "name": m.method.name, "amount": p.totals.shipping,
                    "min_days": m.method.min_days, "max_days": m.method.max_days})

@@ -22,13 +22,13 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::{ApiKeyResolver, AuthLayer, HttpKeySource, KeySource, Verifier};
+use crate::auth::{ApiKeyResolver, AuthLayer, HttpKeySource, KeySource, RevocationListener, Revocations, Verifier};
 use crate::bus::{self, BusError, EventBus};
 use crate::db::{Db, DbError, DbOptions};
 use crate::migrate::{self, PLATFORM};
 use crate::outbox::Relay;
 use crate::service::{BoxError, PersonalDataSources, Ports, ServiceContext, ServiceSpec};
-use crate::{http, idempotency, telemetry};
+use crate::{http, idempotency, limit, server, telemetry};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -146,6 +146,13 @@ impl App {
         let mut contexts = Vec::new();
         let ports = Ports::default();
         ports.provide(Arc::new(PersonalDataSources::default()));
+        // Rate limits: in Redis when configured, so replicas count together.
+        let limiter = limit::connect(&config.limits, redis.clone());
+        ports.provide::<dyn limit::RateLimiter>(limiter.clone());
+        // Revoked access tokens: auth (when in this process) raises the marks
+        // directly; the bus tells every process, each on a consumer of its own.
+        let revocations = Arc::new(Revocations::default());
+        ports.provide(revocations.clone());
         for spec in &enabled {
             let db = connect_db(&config, spec.name).await?;
             migrate::migrate(&db, &[&PLATFORM, spec.migrations])
@@ -171,6 +178,8 @@ impl App {
         for handler in handlers {
             bus.subscribe(handler, shutdown.clone()).await?;
         }
+        let replay = Duration::from_secs(config.auth.access_token_ttl_secs + 2 * crate::auth::LEEWAY_SECS as u64 + 60);
+        bus.subscribe(Arc::new(RevocationListener::new(revocations.clone(), replay)), shutdown.clone()).await?;
         if demo {
             for (spec, ctx) in &contexts {
                 match spec.demo {
@@ -213,10 +222,16 @@ impl App {
                 key_source,
                 config.public_url(),
                 config.auth.audience.clone(),
-            )),
+            ).with_revocations(revocations)),
             api_keys: ports.get::<dyn ApiKeyResolver>(),
         };
-        let (router, internal) = assemble(api, pages, readiness, auth, &config);
+        let general = limit::GeneralLimit {
+            config: config.clone(),
+            limits: limit::Limits::new(limiter),
+            per_ip_per_minute: config.limits.per_ip_per_minute,
+            per_principal_per_minute: config.limits.per_principal_per_minute,
+        };
+        let (router, internal) = assemble(api, pages, readiness, auth, general, &config);
         Ok(App { router, internal, config, dbs, bus, shutdown, relays, ports })
     }
 
@@ -248,16 +263,38 @@ impl App {
 
     /// Serves until `signal` completes, lets in-flight requests finish (up to
     /// the configured grace period), then shuts the background work down.
+    /// With `metrics.bind` set, `/metrics` is served on a listener of its own.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
         signal: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        let metrics = match self.config.metrics.bind {
+            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await?),
+            None => None,
+        };
+        self.serve_with_metrics(listener, metrics, signal).await
+    }
+
+    /// [`App::serve`] with the metrics listener (for `metrics.bind`) bound by the caller.
+    pub async fn serve_with_metrics(
+        self,
+        listener: tokio::net::TcpListener,
+        metrics: Option<tokio::net::TcpListener>,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
         let stop = CancellationToken::new();
         let grace = Duration::from_secs(self.config.http.shutdown_grace_secs);
-        let service = self.router.clone().into_make_service_with_connect_info::<std::net::SocketAddr>();
-        let server = axum::serve(listener, service)
-            .with_graceful_shutdown(stop.clone().cancelled_owned());
+        let limits = server::Limits::from_config(&self.config.http);
+        let main = server::serve(listener, self.router.clone(), limits, stop.clone());
+        let scrape = async {
+            if let Some(listener) = metrics {
+                server::serve(listener, metrics_router(), limits, stop.clone()).await;
+            }
+        };
+        let server = async {
+            tokio::join!(main, scrape);
+        };
         let deadline = {
             let stop = stop.clone();
             async move {
@@ -268,7 +305,7 @@ impl App {
             }
         };
         tokio::select! {
-            result = server => result?,
+            () = server => {}
             () = deadline => tracing::warn!(grace_secs = grace.as_secs(), "grace period over; dropping the requests still running"),
         }
         self.shutdown().await;
@@ -313,7 +350,7 @@ async fn connect_redis(url: &str) -> Result<redis::aio::ConnectionManager, Start
 struct ApiDoc;
 
 /// The app's router, and the API's routes alone for in-process callers.
-fn assemble(api: OpenApiRouter, pages: Router, readiness: Readiness, auth: AuthLayer, config: &Config) -> (Router, Router) {
+fn assemble(api: OpenApiRouter, pages: Router, readiness: Readiness, auth: AuthLayer, general: limit::GeneralLimit, config: &Config) -> (Router, Router) {
     let core = OpenApiRouter::with_openapi(<ApiDoc as utoipa::OpenApi>::openapi())
         .routes(routes!(healthz))
         .merge(OpenApiRouter::new().routes(routes!(readyz)).with_state(readiness))
@@ -328,8 +365,9 @@ fn assemble(api: OpenApiRouter, pages: Router, readiness: Readiness, auth: AuthL
         .layer(CatchPanicLayer::custom(http::panic_response))
         .layer(middleware::from_fn(http::shape_errors));
     let openapi = Arc::new(openapi);
+    // With a listener of its own (`metrics.bind`), /metrics is not on this port.
+    let router = if config.metrics.bind.is_none() { router.route("/metrics", get(metrics)) } else { router };
     let public = router
-        .route("/metrics", get(metrics))
         .route(
             "/api/openapi.json",
             get(move || {
@@ -338,14 +376,19 @@ fn assemble(api: OpenApiRouter, pages: Router, readiness: Readiness, auth: AuthL
             }),
         )
         .route("/api/docs", get(|| async { Html(DOCS_PAGE) }))
+        .route("/api/docs.js", get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], DOCS_SCRIPT) }))
         .merge(pages)
         .fallback(http::not_found)
         .method_not_allowed_fallback(http::method_not_allowed)
+        // Per client, before any work; inside the auth extension it reads.
+        .layer(middleware::from_fn_with_state(general, limit::general))
         .layer(axum::Extension(auth))
         .layer(middleware::from_fn(http::track_metrics))
         .layer(axum::extract::DefaultBodyLimit::max(config.http.body_limit_bytes))
         .layer(CatchPanicLayer::custom(http::panic_response))
         .layer(middleware::from_fn(http::shape_errors))
+        .layer(middleware::from_fn(http::html_security_headers))
+        .layer(middleware::from_fn_with_state(server::Limits::from_config(&config.http), server::deadlines))
         .layer(middleware::from_fn(http::request_id));
     (public, internal)
 }
@@ -401,6 +444,11 @@ fn flatten<E>(r: Result<Result<(), String>, E>) -> Result<(), String> {
     r.unwrap_or_else(|_| Err("timed out".into()))
 }
 
+/// What the metrics listener serves: `/metrics` and nothing else.
+fn metrics_router() -> Router {
+    Router::new().route("/metrics", get(metrics)).fallback(http::not_found)
+}
+
 async fn metrics() -> Response {
     let handle = telemetry::metrics_handle();
     handle.run_upkeep();
@@ -408,3 +456,5 @@ async fn metrics() -> Response {
 }
 
 const DOCS_PAGE: &str = include_str!("docs.html");
+/// The page's script, apart, so the page's CSP can refuse inline scripts.
+const DOCS_SCRIPT: &str = include_str!("docs.js");

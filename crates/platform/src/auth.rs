@@ -68,12 +68,15 @@ pub enum TokenError {
     WrongAudience,
     #[error("verification keys are unavailable: {0}")]
     KeysUnavailable(String),
+    #[error("the token was revoked (signed out, password or roles changed); refresh or sign in again")]
+    Revoked,
 }
 
 impl From<&TokenError> for ApiError {
     fn from(e: &TokenError) -> Self {
         match e {
             TokenError::Expired => ApiError::unauthenticated("token_expired", e.to_string()),
+            TokenError::Revoked => ApiError::unauthenticated("token_revoked", e.to_string()),
             TokenError::Malformed
             | TokenError::UnsupportedAlgorithm(_)
             | TokenError::UnknownKey
@@ -99,6 +102,84 @@ struct KeyCache {
     keys: HashMap<String, Vec<u8>>,
 }
 
+/// The lowest token generation each user's access tokens must carry, for
+/// users whose tokens were revoked (signed out, password or roles changed,
+/// disabled). In a process with the auth service, auth raises it directly
+/// when it revokes; every process also learns it from the
+/// `user.tokens_revoked` event ([`RevocationListener`]). A process that does
+/// not run auth starts empty: it knows what the bus replays to it (the last
+/// access-token lifetime on JetStream; nothing on the in-process bus, where
+/// auth is always in the same process).
+#[derive(Default)]
+pub struct Revocations {
+    minimum: std::sync::RwLock<HashMap<String, i64>>,
+}
+
+/// The event auth publishes when it revokes a user's access tokens.
+pub const TOKENS_REVOKED: &str = "user.tokens_revoked";
+
+/// The payload of [`TOKENS_REVOKED`].
+#[derive(Debug, Clone, serde::Serialize, Deserialize)]
+pub struct TokensRevoked {
+    pub user_id: UserId,
+    /// Tokens of a lower generation are refused.
+    pub generation: i64,
+}
+
+impl Revocations {
+    /// Refuses `user`'s tokens below `generation` from now on (never lowers).
+    pub fn raise(&self, user: &str, generation: i64) {
+        if let Ok(mut map) = self.minimum.write() {
+            let entry = map.entry(user.to_owned()).or_insert(generation);
+            *entry = (*entry).max(generation);
+        }
+    }
+
+    /// The lowest generation `user`'s tokens must carry (0: no revocation known).
+    pub fn minimum(&self, user: &str) -> i64 {
+        self.minimum.read().ok().and_then(|m| m.get(user).copied()).unwrap_or(0)
+    }
+}
+
+/// Feeds [`Revocations`] from the bus. Every process needs every such event,
+/// so it subscribes under a name of its own, not as one replica of a shared
+/// durable consumer.
+pub struct RevocationListener {
+    revocations: Arc<Revocations>,
+    consumer: String,
+    replay: Duration,
+}
+
+impl RevocationListener {
+    /// `replay`: how far back a new subscription starts (the access-token
+    /// lifetime and leeway: older revocations concern only expired tokens).
+    pub fn new(revocations: Arc<Revocations>, replay: Duration) -> Self {
+        let consumer = format!("tokens_revoked_{}", uuid::Uuid::now_v7().simple());
+        Self { revocations, consumer, replay }
+    }
+}
+
+#[async_trait]
+impl crate::bus::EventHandler for RevocationListener {
+    fn consumer(&self) -> &str {
+        &self.consumer
+    }
+
+    fn interested_in(&self, event_type: &str) -> bool {
+        event_type == TOKENS_REVOKED
+    }
+
+    fn per_process(&self) -> Option<crate::bus::PerProcess> {
+        Some(crate::bus::PerProcess { replay: self.replay, event_type: TOKENS_REVOKED })
+    }
+
+    async fn handle(&self, event: &kernel::Envelope) -> Result<(), crate::bus::HandlerError> {
+        let revoked: TokensRevoked = serde_json::from_value(event.data.clone())?;
+        self.revocations.raise(&revoked.user_id.to_string(), revoked.generation);
+        Ok(())
+    }
+}
+
 /// How many verified tokens are remembered; past it the memory starts over.
 const VERIFIED_CAPACITY: usize = 10_000;
 
@@ -112,6 +193,9 @@ pub struct Verifier {
     /// sends the same token for its whole life, and the signature check is
     /// the expensive part. Lifetime checks still run on every request.
     verified: std::sync::Mutex<HashMap<[u8; 32], Claims>>,
+    /// Checked on every request, after the cache: a remembered token is
+    /// refused as soon as its user's tokens are revoked.
+    revocations: Arc<Revocations>,
 }
 
 impl Verifier {
@@ -122,7 +206,19 @@ impl Verifier {
             audience: audience.into(),
             cache: RwLock::new(KeyCache { fetched: None, keys: HashMap::new() }),
             verified: std::sync::Mutex::new(HashMap::new()),
+            revocations: Arc::new(Revocations::default()),
         }
+    }
+
+    /// Checks tokens against `revocations` (shared with the auth service
+    /// and the bus listener of this process).
+    pub fn with_revocations(mut self, revocations: Arc<Revocations>) -> Self {
+        self.revocations = revocations;
+        self
+    }
+
+    pub fn revocations(&self) -> &Arc<Revocations> {
+        &self.revocations
     }
 
     pub fn issuer(&self) -> &str {
@@ -160,6 +256,9 @@ impl Verifier {
         }
         if claims.iat - LEEWAY_SECS > now {
             return Err(TokenError::NotYetValid);
+        }
+        if claims.generation < self.revocations.minimum(&claims.sub) {
+            return Err(TokenError::Revoked);
         }
         Ok(claims)
     }
@@ -500,6 +599,7 @@ mod tests {
             aud: Audience::One("emporium".into()),
             jti: "jti_1".into(),
             email_verified: false,
+            generation: 0,
         }
     }
 
@@ -522,6 +622,15 @@ mod tests {
         assert_eq!(v.verify(&token).await.unwrap().jti, "jti_1", "again, from the verified cache");
         let later = now() + 900 + LEEWAY_SECS + 1;
         assert_eq!(v.verify_at(&token, later).await, Err(TokenError::Expired), "a remembered token still expires");
+        let sub = v.verify(&token).await.unwrap().sub;
+        v.revocations().raise(&sub, 1);
+        assert_eq!(v.verify(&token).await, Err(TokenError::Revoked), "a remembered token is still revoked");
+        let mut next = claims(now());
+        next.sub = sub.clone();
+        next.generation = 1;
+        assert!(v.verify(&sign(&next, "k1", &key).unwrap()).await.is_ok(), "a token of the new generation is good");
+        v.revocations().raise(&sub, 0);
+        assert_eq!(v.revocations().minimum(&sub), 1, "never lowered");
 
         // Tampered payload.
         let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();

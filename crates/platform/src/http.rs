@@ -2,11 +2,12 @@
 //! error shape and refuses unknown fields, request ids, per-route metrics,
 //! body limits, JSON 404/405, panics turned into 500s.
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequest, MatchedPath, Request};
-use axum::http::{HeaderValue, header};
+use axum::extract::{ConnectInfo, FromRequest, MatchedPath, Request};
+use axum::http::{Extensions, HeaderMap, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use kernel::ApiError;
@@ -222,6 +223,36 @@ pub async fn shape_errors(request: Request, next: Next) -> Response {
     response
 }
 
+/// The policy of HTML the API serves (the API reference, the unsubscribe
+/// page, the test gateway's page): scripts and forms of this origin only,
+/// never framed. Inline styles are allowed: those pages' layouts use them.
+const HTML_CSP: &str = "default-src 'self'; img-src 'self' data: https:; style-src 'self' 'unsafe-inline'; \
+                        script-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// Gives every HTML response the pages' security headers (CSP, framing,
+/// sniffing, referrer), in one place for all routes; a header a route (the
+/// storefront) already set is kept.
+pub async fn html_security_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let is_html = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.trim_start().to_ascii_lowercase().starts_with("text/html"));
+    if is_html {
+        let headers = response.headers_mut();
+        for (name, value) in [
+            (header::CONTENT_SECURITY_POLICY, HTML_CSP),
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "strict-origin-when-cross-origin"),
+        ] {
+            headers.entry(name).or_insert(HeaderValue::from_static(value));
+        }
+    }
+    response
+}
+
 pub async fn not_found() -> ApiError {
     ApiError::not_found("route_not_found", "no such route")
 }
@@ -230,6 +261,46 @@ pub async fn method_not_allowed() -> Response {
     let mut e = ApiError::bad_request("method_not_allowed", "this route does not take that method");
     e.status = axum::http::StatusCode::METHOD_NOT_ALLOWED;
     e.into_response()
+}
+
+/// The address of the client behind a request: the connection's peer, or,
+/// when `auth.trust_forwarded_for` is on and the peer is one of
+/// `http.trusted_proxies`, the right-most `X-Forwarded-For` hop that is not a
+/// trusted proxy. Hops further left were written by the client and prove
+/// nothing. `None` when the peer is unknown (a request made in process).
+/// Every per-client limit and every audit record takes its address from here.
+pub fn client_ip(config: &kernel::config::Config, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
+    let peer = peer?.to_canonical();
+    let trusted = |ip: IpAddr| config.http.trusted_proxies.iter().any(|net| net.contains(ip));
+    if !config.auth.trust_forwarded_for || !trusted(peer) {
+        return Some(peer);
+    }
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    let mut client = peer;
+    for hop in hops.into_iter().rev() {
+        // Some proxies write `ip:port` or `[v6]:port`; anything else ends the
+        // chain, and the last address known stands.
+        let Some(ip) = hop.parse::<IpAddr>().ok().or_else(|| hop.parse::<SocketAddr>().ok().map(|s| s.ip())) else {
+            break;
+        };
+        client = ip.to_canonical();
+        if !trusted(client) {
+            break;
+        }
+    }
+    Some(client)
+}
+
+/// [`client_ip`] of a request, its peer read from the connection info.
+pub fn request_client_ip(config: &kernel::config::Config, extensions: &Extensions, headers: &HeaderMap) -> Option<IpAddr> {
+    let peer = extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    client_ip(config, peer, headers)
 }
 
 /// What a panic in a handler becomes: a logged 500, never a dropped connection.
@@ -259,6 +330,42 @@ mod tests {
     #[allow(dead_code)]
     struct Body {
         items: Vec<Item>,
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn forwarded(hops: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in hops {
+            h.append("x-forwarded-for", HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn the_client_is_the_right_most_hop_not_a_trusted_proxy() {
+        let mut config = kernel::config::Config::default();
+        let spoofed = forwarded(&["6.6.6.6, 10.9.8.7"]);
+        // Off by default: the peer, whatever the header says.
+        assert_eq!(client_ip(&config, Some(ip("127.0.0.1")), &spoofed), Some(ip("127.0.0.1")));
+        config.auth.trust_forwarded_for = true;
+        // From the (default-trusted) local proxy: the hop it appended, not the client-written one.
+        assert_eq!(client_ip(&config, Some(ip("127.0.0.1")), &spoofed), Some(ip("10.9.8.7")));
+        assert_eq!(client_ip(&config, Some(ip("::ffff:127.0.0.1")), &spoofed), Some(ip("10.9.8.7")));
+        // From an untrusted peer the header is ignored.
+        assert_eq!(client_ip(&config, Some(ip("192.0.2.1")), &spoofed), Some(ip("192.0.2.1")));
+        // A chain of trusted proxies is walked through; split headers are one list.
+        config.http.trusted_proxies = vec!["127.0.0.1".parse().unwrap(), "10.0.0.0/8".parse().unwrap()];
+        assert_eq!(client_ip(&config, Some(ip("127.0.0.1")), &spoofed), Some(ip("6.6.6.6")));
+        let split = forwarded(&["1.1.1.1, 203.0.113.5", "10.1.1.1"]);
+        assert_eq!(client_ip(&config, Some(ip("127.0.0.1")), &split), Some(ip("203.0.113.5")));
+        // Ports and brackets are understood; junk stops the walk at the last known address.
+        assert_eq!(client_ip(&config, Some(ip("127.0.0.1")), &forwarded(&["[2001:db8::1]:443, 10.0.0.9"])), Some(ip("2001:db8::1")));
+        assert_eq!(client_ip(&config, Some(ip("127.0.0.1")), &forwarded(&["1.1.1.1, junk, 10.0.0.9"])), Some(ip("10.0.0.9")));
+        assert_eq!(client_ip(&config, Some(ip("127.0.0.1")), &HeaderMap::new()), Some(ip("127.0.0.1")));
+        assert_eq!(client_ip(&config, None, &spoofed), None);
     }
 
     #[test]

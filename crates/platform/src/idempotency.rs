@@ -9,13 +9,15 @@
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{OptionalFromRequestParts, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use kernel::ApiError;
 use sha2::{Digest, Sha256};
 
+use crate::auth::{Credential, Principal};
 use crate::db::{Db, DbError, now_ms};
 use crate::on_db;
 
@@ -27,6 +29,28 @@ const RETENTION_MS: i64 = 24 * 3600 * 1000;
 const LOCK_MS: i64 = 60 * 1000;
 /// Response headers worth replaying.
 const KEPT_HEADERS: [&str; 3] = ["content-type", "location", "etag"];
+
+/// Put in a response's extensions by a handler: these top-level fields of
+/// its JSON body are secrets shown once (a guest order's lookup token). The
+/// stored copy leaves them out, so a replay answers without them and the
+/// table never holds them.
+#[derive(Debug, Clone, Copy)]
+pub struct ShownOnce(pub &'static [&'static str]);
+
+impl ShownOnce {
+    fn strip(&self, body: &[u8]) -> Vec<u8> {
+        match serde_json::from_slice::<serde_json::Value>(body) {
+            Ok(serde_json::Value::Object(mut map)) => {
+                for field in self.0 {
+                    map.remove(*field);
+                }
+                serde_json::to_vec(&map).unwrap_or_default()
+            }
+            // Not an object: nothing of it is kept rather than a secret.
+            _ => Vec::new(),
+        }
+    }
+}
 
 #[derive(Clone)]
 pub struct Idempotency {
@@ -172,9 +196,8 @@ async fn run(idem: &Idempotency, request: Request, next: Next) -> Result<Respons
                 .with_field("Idempotency-Key")
         })?
         .to_owned();
-    let scope = format!("{}:{}", idem.scope, caller_fingerprint(request.headers()));
-
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
+    let scope = format!("{}:{}", idem.scope, caller(&mut parts).await?);
     let bytes = axum::body::to_bytes(body, idem.body_limit)
         .await
         .map_err(|_| ApiError::payload_too_large(idem.body_limit))?;
@@ -218,7 +241,10 @@ async fn run(idem: &Idempotency, request: Request, next: Next) -> Result<Respons
             .iter()
             .filter_map(|h| Some((h.to_string(), parts.headers.get(*h)?.to_str().ok()?.to_owned())))
             .collect(),
-        body: body.to_vec(),
+        body: match parts.extensions.get::<ShownOnce>() {
+            Some(once) => once.strip(&body),
+            None => body.to_vec(),
+        },
     };
     complete(&idem.db, &scope, &key, &stored).await.map_err(|e| ApiError::internal(&e))?;
     Ok(Response::from_parts(parts, Body::from(body)))
@@ -236,15 +262,23 @@ fn replay(stored: StoredResponse) -> Response {
     (status, headers, stored.body).into_response()
 }
 
-/// Keys belong to a caller: two customers choosing the same key do not meet.
-fn caller_fingerprint(headers: &HeaderMap) -> String {
-    let mut h = Sha256::new();
-    for name in ["authorization", "x-cart-secret"] {
-        h.update(name.as_bytes());
-        h.update(headers.get(name).map(|v| v.as_bytes()).unwrap_or_default());
-        h.update([0]);
+/// Keys belong to a caller: two customers choosing the same key do not meet,
+/// and one caller's retry meets its first try whatever credential it holds
+/// now. The caller is the principal (the user across token refreshes; the
+/// API key by its id), a guest by the hash of their cart secret; never the
+/// client address. A credential that does not verify is refused here, as
+/// the route would refuse it.
+async fn caller(parts: &mut Parts) -> Result<String, ApiError> {
+    if let Some(principal) = <Principal as OptionalFromRequestParts<()>>::from_request_parts(parts, &()).await? {
+        return Ok(match principal.credential {
+            Credential::AccessToken => format!("user:{}", principal.user_id),
+            Credential::ApiKey => format!("key:{}", principal.credential_id),
+        });
     }
-    hex::encode(&h.finalize()[..12])
+    Ok(match parts.headers.get("x-cart-secret") {
+        Some(secret) => format!("cart:{}", hex::encode(&Sha256::digest(secret.as_bytes())[..16])),
+        None => "anonymous".to_owned(),
+    })
 }
 
 fn fingerprint(method: &str, uri: &str, body: &[u8]) -> String {

@@ -136,6 +136,22 @@ impl Sandbox {
             config.nats.subject_prefix = prefix;
         }
         config.redis.url = redis_url();
+        // Tests pay with test cards; a shop takes them only when told to.
+        config.orders.test_payments = Some(true);
+        // Tests send many requests from one in-process "client" and reuse
+        // addresses: every rate limit is off unless a test turns it on, and
+        // counts in a shared Redis are this test's own.
+        config.limits = kernel::config::LimitsConfig {
+            per_ip_per_minute: 0,
+            per_principal_per_minute: 0,
+            password_resets_per_email_per_hour: 0,
+            stock_alerts_per_email_per_hour: 0,
+            discount_attempts_per_cart_per_10_min: 0,
+            sign_ups_per_ip_per_hour: 0,
+            carts_per_ip_per_hour: 0,
+            view_dedup_secs: 0,
+            namespace: unique("t"),
+        };
         Arc::new(config)
     }
 }

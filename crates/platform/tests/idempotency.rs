@@ -51,11 +51,11 @@ fn app(db: &Db) -> Router {
         .with_state(db.clone())
 }
 
-fn request(key: &str, body: &str, auth: &str) -> Request<Body> {
+fn request(key: &str, body: &str, cart_secret: &str) -> Request<Body> {
     Request::post("/charges")
         .header("content-type", "application/json")
         .header("idempotency-key", key)
-        .header("authorization", auth)
+        .header("x-cart-secret", cart_secret)
         .body(Body::from(body.to_owned()))
         .unwrap()
 }
@@ -83,7 +83,7 @@ async fn concurrent_requests_with_one_key_run_the_effect_once() {
         let (app, barrier) = (app.clone(), barrier.clone());
         tasks.push(tokio::spawn(async move {
             barrier.wait().await;
-            send(&app, request("key-1", r#"{"amount": 500}"#, "Bearer a")).await
+            send(&app, request("key-1", r#"{"amount": 500}"#, "cart-secret-a")).await
         }));
     }
     let mut results = Vec::new();
@@ -105,13 +105,13 @@ async fn a_key_reused_with_another_body_is_a_conflict() {
     let sandbox = Sandbox::new().await;
     let db = sandbox.db("orders", &[&CHARGES]).await;
     let app = app(&db);
-    assert_eq!(send(&app, request("k", r#"{"amount": 1}"#, "Bearer a")).await.0, StatusCode::CREATED);
-    let (status, _, body) = send(&app, request("k", r#"{"amount": 2}"#, "Bearer a")).await;
+    assert_eq!(send(&app, request("k", r#"{"amount": 1}"#, "cart-secret-a")).await.0, StatusCode::CREATED);
+    let (status, _, body) = send(&app, request("k", r#"{"amount": 2}"#, "cart-secret-a")).await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert!(body.contains(r#""code":"idempotency_key_reused""#), "{body}");
     assert!(body.contains(r#""type":"conflict""#), "{body}");
     // Another caller's key of the same name is theirs alone.
-    assert_eq!(send(&app, request("k", r#"{"amount": 2}"#, "Bearer b")).await.0, StatusCode::CREATED);
+    assert_eq!(send(&app, request("k", r#"{"amount": 2}"#, "cart-secret-b")).await.0, StatusCode::CREATED);
     assert_eq!(charges(&db).await, 2);
 }
 

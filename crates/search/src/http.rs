@@ -21,6 +21,7 @@ impl From<&SearchError> for ApiError {
     fn from(e: &SearchError) -> Self {
         match e {
             SearchError::Invalid { field, code, message } => ApiError::invalid(*code, message.clone()).with_field(*field),
+            SearchError::BadCursor => ApiError::bad_request("invalid_cursor", e.to_string()).with_field("starting_after"),
             SearchError::Busy => ApiError::conflict("reindex_running", e.to_string()),
             SearchError::Index(_) | SearchError::Feed(_) | SearchError::Store(_) => ApiError::internal(e),
         }
@@ -51,6 +52,11 @@ pub fn router(search: Search) -> OpenApiRouter {
 fn invalid(field: &'static str, code: &'static str, message: &str) -> SearchError {
     SearchError::Invalid { field, code, message: message.into() }
 }
+
+/// How deep results can be paged: a cursor is an offset into the ranked
+/// results, and the index collects `offset + limit` hits to answer it, so
+/// the offset a client sends must be bounded before it sizes anything.
+pub const MAX_RESULT_WINDOW: usize = 10_000;
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -110,7 +116,10 @@ fn parse(q: SearchQuery) -> Result<Request, SearchError> {
         return Err(invalid("limit", "invalid_limit", "1 to 100"));
     }
     let offset = match &q.starting_after {
-        Some(c) => decode_cursor(c).and_then(|o| o.parse::<usize>().ok()).ok_or_else(|| invalid("starting_after", "invalid_cursor", "a cursor from an earlier page"))?,
+        Some(c) => decode_cursor(c)
+            .and_then(|o| o.parse::<usize>().ok())
+            .filter(|o| o.saturating_add(limit as usize) <= MAX_RESULT_WINDOW)
+            .ok_or(SearchError::BadCursor)?,
         None => 0,
     };
     let mut attributes = Vec::new();
@@ -142,7 +151,7 @@ fn parse(q: SearchQuery) -> Result<Request, SearchError> {
 /// Full-text search over active products with typo tolerance, filters,
 /// facets for the filtered result, sorts and cursor pages.
 #[utoipa::path(get, path = "/api/v1/search", tag = "search", params(SearchQuery),
-    responses((status = 200, body = SearchResponse), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = SearchResponse), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn search_products(State(s): State<Search>, Query(q): Query<SearchQuery>) -> Result<Json<SearchResponse>, SearchError> {
     let request = parse(q)?;
     let (offset, limit, text) = (request.offset, request.limit, request.q.trim().to_lowercase());
@@ -324,9 +333,15 @@ pub struct ViewEvent {
 /// Records a product view (answers at once; the count is written after).
 #[utoipa::path(post, path = "/api/v1/events/view", tag = "recommendations", request_body = ViewEvent,
     responses((status = 202, description = "recorded"), (status = 422, body = ErrorBody)))]
-async fn view(State(s): State<Search>, who: Option<Principal>, Json(b): Json<ViewEvent>) -> Result<StatusCode, SearchError> {
+async fn view(State(s): State<Search>, who: Option<Principal>, ext: axum::http::Extensions, Json(b): Json<ViewEvent>) -> Result<StatusCode, SearchError> {
     if kernel::id::ProductId::parse(&b.product_id).is_err() {
         return Err(invalid("product_id", "invalid_product_id", "a product id (prod_…)"));
+    }
+    // One counted view per visitor and product per window: repeats are accepted and not counted.
+    let visitor = platform::limit::visitor(who.as_ref(), &ext);
+    let seen = format!("{visitor} {}", b.product_id);
+    if s.limits.hit("view", &seen, 1, s.view_dedup).await.is_err() {
+        return Ok(StatusCode::ACCEPTED);
     }
     let user = who.map(|p| p.user_id.to_string());
     tokio::spawn(async move {

@@ -73,6 +73,8 @@ pub enum SearchError {
     Store(#[from] platform::db::DbError),
     #[error("{message}")]
     Invalid { field: &'static str, code: &'static str, message: String },
+    #[error("not a cursor from an earlier page, or past the first {} results (narrow the search instead)", http::MAX_RESULT_WINDOW)]
+    BadCursor,
     #[error("a rebuild of the index is already running")]
     Busy,
 }
@@ -85,12 +87,17 @@ pub struct Search {
     ports: Ports,
     /// While a rebuild runs: the products changed meanwhile, redone after the swap.
     rebuilding: Arc<Mutex<Option<BTreeSet<String>>>>,
+    /// Views of one product by one visitor count once per this window (zero: every view counts).
+    pub(crate) view_dedup: Duration,
+    pub(crate) limits: platform::limit::Limits,
 }
 
 impl Search {
     pub fn open(db: Db, ports: Ports, data_dir: &std::path::Path) -> Result<(Search, bool), SearchError> {
         let (index, fresh) = SearchIndex::open(&data_dir.join("search"))?;
-        Ok((Search { index: Arc::new(index), db, ports, rebuilding: Arc::new(Mutex::new(None)) }, fresh))
+        let limits = platform::limit::Limits::from_ports(&ports);
+        let search = Search { index: Arc::new(index), db, ports, rebuilding: Arc::new(Mutex::new(None)), view_dedup: Duration::ZERO, limits };
+        Ok((search, fresh))
     }
 
     pub(crate) fn feed(&self) -> Result<Arc<dyn CatalogFeed>, FeedError> {
@@ -231,7 +238,8 @@ pub fn open(ctx: &ServiceContext) -> Result<Search, SearchError> {
 
 fn mount(ctx: ServiceContext) -> BoxFuture<'static, Result<Mounted, BoxError>> {
     Box::pin(async move {
-        let (search, fresh) = Search::open(ctx.db.clone(), ctx.ports.clone(), &ctx.config.data_dir)?;
+        let (mut search, fresh) = Search::open(ctx.db.clone(), ctx.ports.clone(), &ctx.config.data_dir)?;
+        search.view_dedup = Duration::from_secs(ctx.config.limits.view_dedup_secs);
         ctx.ports.provide(Arc::new(search.clone()));
         if fresh {
             tokio::spawn(search.clone().first_build());

@@ -322,8 +322,10 @@ pub fn run(open: &Open, r: &Request, synonyms: &[Vec<String>]) -> Result<Results
     for a in &r.facet_attributes {
         facet_collector.add_facet(Facet::from_path(["attr", a.as_str()]));
     }
-    let limit = r.limit.max(1);
-    let top = TopDocs::with_limit(limit).and_offset(r.offset);
+    // The route bounds both; a caller that did not gets no more than a page.
+    let limit = r.limit.clamp(1, 100);
+    let offset = r.offset.min(crate::http::MAX_RESULT_WINDOW);
+    let top = TopDocs::with_limit(limit).and_offset(offset);
     let (addresses, total, facet_counts, bands): (Vec<(f32, DocAddress)>, usize, _, _) = match r.sort {
         Sort::Relevance => searcher.search(&*query, &(top.order_by_score(), Count, facet_collector, Bands))?,
         Sort::PriceAsc | Sort::PriceDesc => {

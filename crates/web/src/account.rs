@@ -27,6 +27,12 @@ fn client(ext: &Extensions) -> Option<SocketAddr> {
     ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0)
 }
 
+/// The browser's `X-Forwarded-For`, passed on with its connection so the API
+/// finds the same client address (`platform::http::client_ip`) behind a proxy.
+fn forwarded(headers: &HeaderMap) -> Vec<(&'static str, String)> {
+    headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).map(|v| ("x-forwarded-for", v.to_owned())).collect()
+}
+
 fn append(mut response: Response, cookies: Vec<Option<HeaderValue>>) -> Response {
     for c in cookies.into_iter().flatten() {
         response.headers_mut().append(header::SET_COOKIE, c);
@@ -205,7 +211,7 @@ pub async fn sign_in(State(site): State<Site>, headers: HeaderMap, ext: Extensio
     }
     let code = Some(f.totp_code.trim().to_owned()).filter(|c| !c.is_empty());
     let body = json!({"email": f.email, "password": f.password, "totp_code": code});
-    let (status, tokens) = site.api.send_from(client(&ext), Method::POST, "/api/v1/auth/login", &[], Some(body)).await?;
+    let (status, tokens) = site.api.send_from(client(&ext), Method::POST, "/api/v1/auth/login", &forwarded(&headers), Some(body)).await?;
     if status.is_success() {
         return Ok(site.begin_session(&headers, &tokens).await);
     }
@@ -233,15 +239,18 @@ pub async fn sign_up(State(site): State<Site>, headers: HeaderMap, ext: Extensio
         return Err(PageError::expired_form());
     }
     let body = json!({"email": f.email, "password": f.password, "name": f.name});
-    let (status, answer) = site.api.send_from(client(&ext), Method::POST, "/api/v1/auth/register", &[], Some(body)).await?;
+    let (status, answer) = site.api.send_from(client(&ext), Method::POST, "/api/v1/auth/register", &forwarded(&headers), Some(body)).await?;
     if !status.is_success() {
         let typed = Typed { sign_up: true, email: f.email, name: f.name, message: message_of(&answer), ..Typed::default() };
         return Ok(sign_in_page(&site, &headers, StatusCode::UNPROCESSABLE_ENTITY, typed));
     }
     let login = json!({"email": f.email, "password": f.password});
-    let (status, tokens) = site.api.send_from(client(&ext), Method::POST, "/api/v1/auth/login", &[], Some(login)).await?;
+    let (status, tokens) = site.api.send_from(client(&ext), Method::POST, "/api/v1/auth/login", &forwarded(&headers), Some(login)).await?;
     if !status.is_success() {
-        return Err(ApiError::Status { status, body: tokens }.into());
+        // The address had an account already (the API answers alike and mails
+        // its owner): say no more than that a message is on its way.
+        let message = format!("We have sent a message to {}: follow it to continue, or sign in.", f.email.trim());
+        return Ok(sign_in_page(&site, &headers, StatusCode::OK, Typed { email: f.email, message, ..Typed::default() }));
     }
     Ok(site.begin_session(&headers, &tokens).await)
 }
@@ -298,9 +307,27 @@ struct AccountPage<'a> {
     verified: bool,
     mfa: bool,
     orders: Vec<(String, i64, String, String, String)>,
+    /// What came of a change of email (`?email=`), in our words.
+    email_notice: &'static str,
+    email_ok: bool,
 }
 
-pub async fn account(State(site): State<Site>, headers: HeaderMap) -> Result<Response, PageError> {
+#[derive(Deserialize)]
+pub struct AccountQuery {
+    email: Option<String>,
+}
+
+/// The account page's words for what `PATCH /api/v1/me` answered a change of email.
+fn email_notice(code: Option<&str>) -> (&'static str, bool) {
+    match code {
+        Some("sent") => ("To finish, follow the link we have sent to the new address. Until then your address stays as it is.", true),
+        Some("password_required" | "wrong_password") => ("That is not your current password; your address is unchanged.", false),
+        Some(_) => ("That address could not be used; please check it and try again.", false),
+        None => ("", true),
+    }
+}
+
+pub async fn account(State(site): State<Site>, headers: HeaderMap, Query(q): Query<AccountQuery>) -> Result<Response, PageError> {
     let Some((me, mut cookies)) = site.as_user(&headers, "/api/v1/me").await? else {
         return Ok(append(Redirect::to("/account/sign-in").into_response(), site.signed_out_cookies()));
     };
@@ -325,10 +352,40 @@ pub async fn account(State(site): State<Site>, headers: HeaderMap) -> Result<Res
     };
     let (csrf, set) = session::csrf(&headers, site.secure());
     cookies.push(set);
-    let page = AccountPage { shop: &site.name, query: "", csrf, name: me.name, email: me.email, verified: me.email_verified, mfa: me.mfa_enabled, orders };
+    let (email_notice, email_ok) = email_notice(q.email.as_deref());
+    let page = AccountPage { shop: &site.name, query: "", csrf, name: me.name, email: me.email, verified: me.email_verified, mfa: me.mfa_enabled, orders, email_notice, email_ok };
     let mut response = render(&page);
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(append(response, cookies))
+}
+
+#[derive(Deserialize)]
+pub struct EmailForm {
+    #[serde(default)]
+    csrf: String,
+    email: String,
+    #[serde(default)]
+    password: String,
+}
+
+/// Asks for a change of email (the current password confirms it); the
+/// change waits for the link mailed to the new address.
+pub async fn change_email(State(site): State<Site>, headers: HeaderMap, Form(f): Form<EmailForm>) -> Result<Response, PageError> {
+    if !session::csrf_ok(&headers, &f.csrf) {
+        return Err(PageError::expired_form());
+    }
+    let body = json!({"email": f.email.trim(), "password": f.password});
+    let Some((status, answer)) = site.user_call(&headers, Method::PATCH, "/api/v1/me", Some(body)).await? else { return Ok(to_sign_in()) };
+    let outcome = if status.is_success() {
+        "sent"
+    } else {
+        match answer["error"]["code"].as_str() {
+            Some("password_required") => "password_required",
+            Some("wrong_password") => "wrong_password",
+            _ => "invalid",
+        }
+    };
+    Ok(Redirect::to(&format!("/account?email={outcome}")).into_response())
 }
 
 // The links the shop mails
@@ -431,7 +488,7 @@ pub async fn forgot(State(site): State<Site>, headers: HeaderMap, ext: Extension
         return Err(PageError::expired_form());
     }
     // The same answer whether or not the address has an account.
-    site.api.send_from(client(&ext), Method::POST, "/api/v1/auth/password/forgot", &[], Some(json!({"email": f.email}))).await?;
+    site.api.send_from(client(&ext), Method::POST, "/api/v1/auth/password/forgot", &forwarded(&headers), Some(json!({"email": f.email}))).await?;
     Ok(render(&ForgotPage { shop: &site.name, query: "", csrf: f.csrf, sent: true }))
 }
 
@@ -491,20 +548,30 @@ pub async fn security(State(site): State<Site>, headers: HeaderMap) -> Result<Re
     Ok(append(render(&page), vec![set]))
 }
 
-/// Starts enrolment: the QR code and the secret to type, and a field for the first code.
-pub async fn mfa_start(State(site): State<Site>, headers: HeaderMap, Form(f): Form<CsrfOnly>) -> Result<Response, PageError> {
+#[derive(Deserialize)]
+pub struct PasswordForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    password: String,
+}
+
+/// Starts enrolment (the current password confirms it): the QR code and the
+/// secret to type, and a field for the first code.
+pub async fn mfa_start(State(site): State<Site>, headers: HeaderMap, Form(f): Form<PasswordForm>) -> Result<Response, PageError> {
     if !session::csrf_ok(&headers, &f.csrf) {
         return Err(PageError::expired_form());
     }
-    let Some((status, body)) = site.user_call(&headers, Method::POST, "/api/v1/me/mfa/totp", None).await? else { return Ok(to_sign_in()) };
+    let body = json!({"password": f.password});
+    let Some((status, body)) = site.user_call(&headers, Method::POST, "/api/v1/me/mfa/totp", Some(body)).await? else { return Ok(to_sign_in()) };
     let mut page = SecurityPage::new(&site, f.csrf, false);
     if status.is_success() {
         page.qr = qr_svg(body["otpauth_uri"].as_str().unwrap_or_default());
         page.secret = body["secret"].as_str().unwrap_or_default().to_owned();
-    } else {
-        page.message = message_of(&body);
+        return Ok(render(&page));
     }
-    Ok(render(&page))
+    page.message = message_of(&body);
+    Ok((StatusCode::UNPROCESSABLE_ENTITY, render(&page)).into_response())
 }
 
 #[derive(Deserialize)]

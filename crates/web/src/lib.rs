@@ -37,6 +37,8 @@ pub struct Site {
     csp: HeaderValue,
     /// The shared pages kept rendered, unless turned off.
     pages: Option<std::sync::Arc<page_cache::PageCache>>,
+    /// Signs the forms' CSRF tokens.
+    forms: session::FormKey,
 }
 
 impl Site {
@@ -47,9 +49,17 @@ impl Site {
             currency: config.orders.currency.clone(),
             public_url: config.public_url().trim_end_matches('/').to_owned(),
             csp: HeaderValue::from_static(if config.orders.stripe_publishable_key.is_some() { CSP_WITH_STRIPE } else { CSP }),
-            pages: (config.http.page_cache_secs > 0)
-                .then(|| std::sync::Arc::new(page_cache::PageCache::new(std::time::Duration::from_secs(config.http.page_cache_secs)))),
+            pages: (config.http.page_cache_secs > 0).then(|| {
+                std::sync::Arc::new(page_cache::PageCache::new(std::time::Duration::from_secs(config.http.page_cache_secs), config.http.page_cache_max_bytes))
+            }),
+            forms: session::FormKey::new(config.http.form_key.as_deref()),
         }
+    }
+
+    /// How many shared pages are kept and what they weigh in bytes (for
+    /// operators' tools and tests); `None` when the page cache is off.
+    pub fn page_cache_usage(&self) -> Option<(usize, usize)> {
+        self.pages.as_ref().map(|p| p.usage())
     }
 }
 
@@ -79,6 +89,7 @@ pub fn router(site: Site) -> Router {
         .route("/account/addresses", get(account::addresses).post(account::add_address))
         .route("/account/addresses/{id}", get(account::address).post(account::update_address))
         .route("/account/delete", post(account::delete))
+        .route("/account/email", post(account::change_email))
         .route("/account/security/totp", post(account::mfa_start))
         .route("/account/security/totp/confirm", post(account::mfa_confirm))
         .route("/account/verify-email", get(account::verify_form).post(account::verify))
@@ -100,9 +111,108 @@ pub fn router(site: Site) -> Router {
         .route("/assets/search.js", get(script))
         .route("/assets/stripe.js", get(stripe_script))
         .layer(middleware::from_fn_with_state(site.clone(), page_cache::layer))
+        .layer(middleware::from_fn_with_state(site.clone(), form_tokens))
         .layer(middleware::from_fn_with_state(site.clone(), account::renew_session))
+        .layer(middleware::from_fn(no_store))
+        .layer(middleware::from_fn_with_state(site.clone(), host_cookies))
         .layer(middleware::from_fn_with_state(site.clone(), security_headers))
         .with_state(site)
+}
+
+/// Over HTTPS, the pages see our cookies only as set under their `__Host-`
+/// names (see [`session::unprefixed`]), by their plain names.
+async fn host_cookies(State(site): State<Site>, mut request: Request, next: Next) -> Response {
+    if site.secure()
+        && let Some(cookies) = session::unprefixed(request.headers())
+    {
+        request.headers_mut().insert(header::COOKIE, cookies);
+    }
+    next.run(request).await
+}
+
+/// Replaces `name`'s value in the request's cookies (`None` removes it).
+fn set_request_cookie(request: &mut Request, name: &str, value: Option<&str>) {
+    let mut jar: Vec<String> = request
+        .headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(|p| p.trim().to_owned())
+        .filter(|p| !p.is_empty() && p.split_once('=').map_or(p.as_str(), |(n, _)| n) != name)
+        .collect();
+    if let Some(v) = value {
+        jar.push(format!("{name}={v}"));
+    }
+    request.headers_mut().remove(header::COOKIE);
+    if !jar.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&jar.join("; "))
+    {
+        request.headers_mut().insert(header::COOKIE, v);
+    }
+}
+
+/// The value a response sets cookie `name` to (`""` when it removes it).
+fn set_in_response(response: &Response, name: &str) -> Option<String> {
+    response.headers().get_all(header::SET_COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(|text| {
+        let pair = text.split(';').next().unwrap_or_default();
+        let (n, v) = pair.split_once('=')?;
+        (n == name || n.strip_prefix(session::HOST_PREFIX) == Some(name)).then(|| v.to_owned())
+    })
+}
+
+/// Before any page: the visitor's form token must be one this shop signed
+/// for whoever is signed in now; any other (none, junk, another visitor's,
+/// one from before signing in) is replaced by a new one, which the page then
+/// sees and the browser is given. Signing in or out (a page that changes
+/// the session's cookies) rotates it again, for the new session.
+async fn form_tokens(State(site): State<Site>, mut request: Request, next: Next) -> Response {
+    let user = session::form_user(request.headers());
+    let held = session::cookie(request.headers(), session::CSRF).filter(|t| site.forms.verify(t, &user));
+    let fresh = match held {
+        Some(_) => None,
+        None => {
+            let token = site.forms.mint(&user);
+            set_request_cookie(&mut request, session::CSRF, Some(&token).filter(|t| !t.is_empty()).map(String::as_str));
+            Some(token).filter(|t| !t.is_empty())
+        }
+    };
+    let signs_in_or_out = matches!(request.uri().path(), "/account/sign-in" | "/account/sign-up" | "/account/sign-out");
+    let mut response = next.run(request).await;
+    let now = set_in_response(&response, account::ACCESS).map(|access| session::token_subject(&access).unwrap_or_default());
+    let rotated = match now {
+        Some(now) if signs_in_or_out || now != user => Some(site.forms.mint(&now)).filter(|t| !t.is_empty()),
+        _ => None,
+    };
+    let html = response.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|t| t.starts_with("text/html"));
+    let give = rotated.or(fresh.filter(|_| html));
+    if let Some(token) = give
+        && let Some(cookie) = session::set_cookie(session::CSRF, Some(&token), site.secure())
+    {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+/// Pages for one person (their account, cart, checkout, orders, the
+/// console) and every answer to a browser holding a session or a cart are
+/// kept by no cache; only the shared pages an anonymous visitor sees (and
+/// the static assets) may be.
+async fn no_store(request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    let personal = ["/account", "/cart", "/checkout", "/orders", "/admin"]
+        .iter()
+        .any(|p| path.strip_prefix(p).is_some_and(|rest| rest.is_empty() || rest.starts_with('/')));
+    let asset = path.starts_with("/assets/");
+    let personal_cookies = [account::ACCESS, account::REFRESH, session::CART_ID, session::CART_SECRET];
+    let holds = personal_cookies.iter().any(|n| session::cookie(request.headers(), n).is_some());
+    let mut response = next.run(request).await;
+    let sets = personal_cookies.iter().any(|n| set_in_response(&response, n).is_some());
+    let already = response.headers().get(header::CACHE_CONTROL).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("no-store"));
+    if (personal || ((holds || sets) && !asset)) && !already {
+        response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store, private"));
+    }
+    response
 }
 
 const CSP: &str = "default-src 'self'; img-src 'self' data: https:; style-src 'self'; script-src 'self'; \

@@ -257,6 +257,16 @@ fn link(base: &str, p: &SearchParams, change: &[(&str, Option<String>)]) -> Stri
     format!("{base}?{}", query.join("&"))
 }
 
+impl SearchParams {
+    /// What a kept page of `base` is known by: the filters this page reads,
+    /// in one order (a category page is its own category, so that filter is not read).
+    pub(crate) fn page_key(mut self, base: &str) -> String {
+        self.category = None;
+        let after = self.after.clone();
+        link(base, &self, &[("after", after)])
+    }
+}
+
 const SORTS: [(&str, &str); 4] = [("relevance", "Best match"), ("newest", "Newest"), ("price_asc", "Price, low to high"), ("price_desc", "Price, high to low")];
 
 async fn results(site: &Site, base: &str, heading: String, p: SearchParams, category_names: &[(String, String, String)]) -> Result<Response, PageError> {
@@ -273,8 +283,9 @@ async fn results(site: &Site, base: &str, heading: String, p: SearchParams, cate
     }
     let found: Found = match site.api.get(&api).await {
         Ok(f) => f,
-        // A filter the search refuses (a bad sort, say) shows the unfiltered page.
-        Err(ApiError::Status { status: StatusCode::UNPROCESSABLE_ENTITY, .. }) => {
+        // A filter or cursor the search refuses (a bad sort, a page past the
+        // last one) shows the unfiltered page.
+        Err(ApiError::Status { status: StatusCode::UNPROCESSABLE_ENTITY | StatusCode::BAD_REQUEST, .. }) => {
             return Ok(axum::response::Redirect::to(base).into_response());
         }
         Err(e) => return Err(e.into()),
@@ -499,6 +510,13 @@ fn plain(text: &str, max: usize) -> String {
 pub struct ProductQuery {
     #[serde(default)]
     notified: Option<u8>,
+}
+
+impl ProductQuery {
+    /// What a kept product page is known by: whether it thanks for a notify-me.
+    pub(crate) fn page_key(&self, base: &str) -> String {
+        if self.notified.is_some() { format!("{base}?notified") } else { base.to_owned() }
+    }
 }
 
 pub async fn product(State(site): State<Site>, headers: axum::http::HeaderMap, Path(slug): Path<String>, Query(q): Query<ProductQuery>) -> Result<Response, PageError> {

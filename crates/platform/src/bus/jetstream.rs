@@ -80,21 +80,42 @@ impl EventBus for JetStreamBus {
     ) -> Result<(), BusError> {
         let name = handler.consumer().to_owned();
         let fail = |reason: String| BusError::Subscribe { consumer: name.clone(), reason };
-        let consumer = self
-            .stream
-            .get_or_create_consumer(
-                &name,
-                pull::Config {
-                    durable_name: Some(name.clone()),
-                    filter_subject: format!("{}.>", self.subject_prefix),
+        let consumer: jetstream::consumer::Consumer<pull::Config> = match handler.per_process() {
+            // A consumer of this process alone: ephemeral (the server drops
+            // it once the process is gone), starting `replay` ago.
+            Some(each) => self
+                .stream
+                .create_consumer(pull::Config {
+                    name: Some(name.clone()),
+                    durable_name: None,
+                    filter_subject: self.subject(each.event_type),
+                    deliver_policy: jetstream::consumer::DeliverPolicy::ByStartTime {
+                        start_time: time::OffsetDateTime::now_utc() - each.replay,
+                    },
                     ack_policy: jetstream::consumer::AckPolicy::Explicit,
                     ack_wait: ACK_WAIT,
                     max_ack_pending: 256,
+                    inactive_threshold: Duration::from_secs(300),
                     ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| fail(e.to_string()))?;
+                })
+                .await
+                .map_err(|e| fail(e.to_string()))?,
+            None => self
+                .stream
+                .get_or_create_consumer(
+                    &name,
+                    pull::Config {
+                        durable_name: Some(name.clone()),
+                        filter_subject: format!("{}.>", self.subject_prefix),
+                        ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                        ack_wait: ACK_WAIT,
+                        max_ack_pending: 256,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(|e| fail(e.to_string()))?,
+        };
         let mut messages = consumer.messages().await.map_err(|e| fail(e.to_string()))?;
         tokio::spawn(async move {
             let up = metrics::gauge!("worker_up", "worker" => format!("consumer_{name}"));

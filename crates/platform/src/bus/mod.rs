@@ -28,10 +28,27 @@ pub trait EventHandler: Send + Sync + 'static {
     /// Whether this consumer wants events of this type at all.
     fn interested_in(&self, event_type: &str) -> bool;
 
+    /// `Some` for a listener that every process needs for itself (not one
+    /// replica among many sharing a durable consumer): it gets a consumer of
+    /// its own, which starts with the last `replay` of `event_type` and goes
+    /// away with the process. Its `consumer()` name must be unique per process.
+    fn per_process(&self) -> Option<PerProcess> {
+        None
+    }
+
     /// Applies the event. It may be called again with the same event (at least
     /// once delivery): record its id in the same transaction as the effect
     /// (see [`crate::outbox::begin_once`]).
     async fn handle(&self, event: &Envelope) -> Result<(), HandlerError>;
+}
+
+/// How a per-process listener subscribes (see [`EventHandler::per_process`]).
+#[derive(Debug, Clone, Copy)]
+pub struct PerProcess {
+    /// How far back a new subscription starts.
+    pub replay: std::time::Duration,
+    /// The one event type it listens to.
+    pub event_type: &'static str,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,165 @@
+//! Accounts: a stolen access token is not enough to take an account over
+//! (step-up for email and TOTP changes), and sign-up and email change say
+//! nothing about which addresses have accounts.
+
+use axum::http::StatusCode;
+use kernel::auth::Role;
+use serde_json::{Value, json};
+
+use super::support::pages::{Browser, mail_link};
+use super::support::{Shop, Who};
+
+const PASSWORD: &str = "a long passphrase";
+
+async fn shop_with_mail() -> Shop {
+    Shop::with(|c| c.services.push("notify".into())).await
+}
+
+fn bearer(token: &str) -> Who {
+    Who { token: Some(token.to_owned()), ..Who::default() }
+}
+
+/// Registers through the API and signs in: the access token.
+async fn customer(shop: &Shop, email: &str) -> String {
+    let (s, body) = shop.send("POST", "/api/v1/auth/register", &Who::default(), Some(json!({"email": email, "password": PASSWORD, "name": "Ada"}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    let (s, tokens) = shop.send("POST", "/api/v1/auth/login", &Who::default(), Some(json!({"email": email, "password": PASSWORD}))).await;
+    assert_eq!(s, StatusCode::OK, "{tokens}");
+    tokens["access_token"].as_str().unwrap().to_owned()
+}
+
+/// The dev mailbox's messages to `to` whose subject contains `subject`, once at least `at_least` arrived.
+async fn mails(shop: &Shop, to: &str, subject: &str, at_least: usize) -> Vec<Value> {
+    for _ in 0..200 {
+        let (_, mail) = shop.send("GET", &format!("/api/v1/admin/mailbox?to={to}"), &shop.as_staff(), None).await;
+        let found: Vec<Value> = mail["data"].as_array().unwrap().iter().filter(|m| m["subject"].as_str().unwrap_or("").contains(subject)).cloned().collect();
+        if found.len() >= at_least {
+            return found;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("fewer than {at_least} mails to {to} about {subject}");
+}
+
+fn error(body: &Value) -> (Option<&str>, Option<&str>) {
+    (body["error"]["code"].as_str(), body["error"]["field"].as_str())
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+#[tokio::test]
+async fn item_7_a_stolen_access_token_cannot_take_the_account_over() {
+    let shop = shop_with_mail().await;
+    let token = customer(&shop, "ada@example.com").await;
+    let ada = bearer(&token);
+
+    // Moving the account to the thief's mailbox needs the password.
+    let (s, e) = shop.send("PATCH", "/api/v1/me", &ada, Some(json!({"email": "thief@example.com"}))).await;
+    assert_eq!((s, error(&e)), (StatusCode::FORBIDDEN, (Some("password_required"), Some("password"))), "{e}");
+    let (s, e) = shop.send("PATCH", "/api/v1/me", &ada, Some(json!({"email": "thief@example.com", "password": "a guess at it"}))).await;
+    assert_eq!((s, error(&e)), (StatusCode::FORBIDDEN, (Some("wrong_password"), Some("password"))), "{e}");
+    let (_, me) = shop.send("GET", "/api/v1/me", &ada, None).await;
+    assert_eq!(me["email"], "ada@example.com");
+
+    // So does putting the thief's phone on it, and taking it off.
+    let (s, e) = shop.send("POST", "/api/v1/me/mfa/totp", &ada, None).await;
+    assert_eq!((s, error(&e)), (StatusCode::FORBIDDEN, (Some("password_required"), Some("password"))), "{e}");
+    let (s, e) = shop.send("POST", "/api/v1/me/mfa/totp", &ada, Some(json!({"password": "a guess at it"}))).await;
+    assert_eq!((s, error(&e)), (StatusCode::FORBIDDEN, (Some("wrong_password"), Some("password"))), "{e}");
+    let (s, enrolment) = shop.send("POST", "/api/v1/me/mfa/totp", &ada, Some(json!({"password": PASSWORD}))).await;
+    assert_eq!(s, StatusCode::OK, "{enrolment}");
+    let code = platform::testing::totp(enrolment["secret"].as_str().unwrap(), now() - 30);
+    let (s, _) = shop.send("POST", "/api/v1/me/mfa/totp/confirm", &ada, Some(json!({"code": code}))).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, e) = shop.send("DELETE", "/api/v1/me/mfa/totp", &ada, Some(json!({"password": "a guess at it"}))).await;
+    assert_eq!((s, error(&e).0), (StatusCode::FORBIDDEN, Some("wrong_password")));
+
+    // With the password, the change waits for the link mailed to the new
+    // address; once used, the old address hears of it.
+    let (s, me) = shop.send("PATCH", "/api/v1/me", &ada, Some(json!({"email": "ada@new.example", "password": PASSWORD}))).await;
+    assert_eq!((s, me["email"].as_str()), (StatusCode::OK, Some("ada@example.com")), "{me}");
+    let link = mail_link(&shop, "ada@new.example", "Confirm your email", "/account/verify-email?token=").await;
+    let token_in_link = link.split("token=").nth(1).unwrap();
+    let (s, _) = shop.send("POST", "/api/v1/auth/verify-email", &Who::default(), Some(json!({"token": token_in_link}))).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (_, me) = shop.send("GET", "/api/v1/me", &ada, None).await;
+    assert_eq!((me["email"].as_str(), me["email_verified"].as_bool()), (Some("ada@new.example"), Some(true)));
+    let notice = mails(&shop, "ada@example.com", "email address was changed", 1).await;
+    assert!(notice[0]["text"].as_str().unwrap().contains("ada@new.example"), "{}", notice[0]);
+
+    // Staff who manage staff can turn a lost phone off; others cannot; it is audited.
+    let ada_id = me["id"].as_str().unwrap().to_owned();
+    let orders = bearer(&shop.user("orders@example.com", Role::OrderManager).await);
+    let path = format!("/api/v1/admin/users/{ada_id}/mfa");
+    assert_eq!(shop.send("DELETE", &path, &orders, None).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(shop.send("DELETE", &path, &ada, None).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(shop.send("GET", "/api/v1/me", &ada, None).await.1["mfa_enabled"], true);
+    assert_eq!(shop.send("DELETE", &path, &shop.as_staff(), None).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(shop.send("GET", "/api/v1/me", &ada, None).await.1["mfa_enabled"], false);
+    let (_, audit) = shop.send("GET", "/api/v1/admin/audit", &shop.as_staff(), None).await;
+    assert!(audit["data"].as_array().unwrap().iter().any(|a| a["action"] == "mfa_reset" && a["subject_id"] == ada_id.as_str()), "{audit}");
+    let (_, admin) = shop.send("GET", "/api/v1/me", &shop.as_staff(), None).await;
+    let own = format!("/api/v1/admin/users/{}/mfa", admin["id"].as_str().unwrap());
+    assert_eq!(shop.send("DELETE", &own, &shop.as_staff(), None).await.0, StatusCode::CONFLICT, "not on oneself: that takes the password");
+
+    // The account pages ask for the password and send it.
+    let mut browser = Browser::new(&shop);
+    let (_, form) = browser.get("/account/sign-in").await;
+    let (s, account) = browser.submit(&form, "/account/sign-in", &[("email", "ada@new.example"), ("password", PASSWORD)]).await;
+    assert_eq!(s, StatusCode::OK, "{account}");
+    assert!(account.contains(r#"id="email-password""#), "{account}");
+    let (_, wrong) = browser.submit(&account, "/account/email", &[("email", "ada@third.example"), ("password", "a guess at it")]).await;
+    assert!(wrong.contains("not your current password") && wrong.contains("ada@new.example"), "{wrong}");
+    let (_, sent) = browser.submit(&account, "/account/email", &[("email", "ada@third.example"), ("password", PASSWORD)]).await;
+    assert!(sent.contains("follow the link we have sent to the new address"), "{sent}");
+    mail_link(&shop, "ada@third.example", "Confirm your email", "/account/verify-email?token=").await;
+    let (_, security) = browser.get("/account/security").await;
+    let (s, refused) = browser.submit(&security, "/account/security/totp", &[("password", "a guess at it")]).await;
+    assert!(s == StatusCode::UNPROCESSABLE_ENTITY && !refused.contains(r#"<code class="secret">"#), "{refused}");
+    let (_, enrol) = browser.submit(&security, "/account/security/totp", &[("password", PASSWORD)]).await;
+    assert!(enrol.contains(r#"<code class="secret">"#), "{enrol}");
+}
+
+#[tokio::test]
+async fn item_14_sign_up_and_email_change_do_not_say_which_addresses_have_accounts() {
+    let shop = shop_with_mail().await;
+    customer(&shop, "grace@example.com").await;
+
+    // Signing up with a known address is answered like a new one.
+    let anyone = Who::default();
+    let register = |email: &'static str| {
+        shop.send("POST", "/api/v1/auth/register", &anyone, Some(json!({"email": email, "password": "another passphrase", "name": "Mallory"})))
+    };
+    let (new_status, new) = register("mallory@example.com").await;
+    let (taken_status, taken) = register("GRACE@example.com").await;
+    assert_eq!((new_status, taken_status), (StatusCode::CREATED, StatusCode::CREATED), "{taken}");
+    let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(&new), keys(&taken));
+    for field in ["email_verified", "name", "roles", "mfa_enabled", "disabled"] {
+        assert_eq!(new[field], taken[field], "{field}");
+    }
+    assert_eq!(taken["email"], "grace@example.com");
+    assert!(taken["id"].as_str().unwrap().starts_with("usr_"));
+    // The owner is told; the account is untouched.
+    let warned = mails(&shop, "grace@example.com", "Someone tried to use your email address", 1).await;
+    assert!(warned[0]["text"].as_str().unwrap().contains("create an account"), "{}", warned[0]);
+    let login = |password: &'static str| shop.send("POST", "/api/v1/auth/login", &anyone, Some(json!({"email": "grace@example.com", "password": password})));
+    assert_eq!(login(PASSWORD).await.0, StatusCode::OK);
+    assert_eq!(login("another passphrase").await.0, StatusCode::UNAUTHORIZED);
+
+    // Changing to a free address and to a taken one answer the same.
+    let lin = bearer(&customer(&shop, "lin@example.com").await);
+    let (free_status, free) = shop.send("PATCH", "/api/v1/me", &lin, Some(json!({"email": "lin@new.example", "password": PASSWORD}))).await;
+    let (taken_status, taken) = shop.send("PATCH", "/api/v1/me", &lin, Some(json!({"email": "grace@example.com", "password": PASSWORD}))).await;
+    assert_eq!((free_status, &free), (taken_status, &taken));
+    assert_eq!(free_status, StatusCode::OK);
+    // The free address gets the link; the taken one's owner a warning, and no link.
+    mail_link(&shop, "lin@new.example", "Confirm your email", "/account/verify-email?token=").await;
+    let warned = mails(&shop, "grace@example.com", "Someone tried to use your email address", 2).await;
+    assert!(warned.iter().any(|m| m["text"].as_str().unwrap().contains("move another account")), "{warned:?}");
+    assert_eq!(mails(&shop, "grace@example.com", "Confirm your email", 1).await.len(), 1, "only her own sign-up's");
+    let (_, me) = shop.send("GET", "/api/v1/me", &lin, None).await;
+    assert_eq!(me["email"], "lin@example.com");
+}

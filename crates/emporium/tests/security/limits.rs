@@ -1,0 +1,212 @@
+//! Item 12: rate limits beyond sign-in — the general limit per client and
+//! per user, and the per-target ones (reset mails per address, code guesses
+//! per cart, sign-ups and carts per address, views counted once per visitor).
+
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode};
+use http_body_util::BodyExt;
+use kernel::auth::Role;
+use platform::on_db;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use super::support::{Shop, Who};
+
+const IP_A: &str = "203.0.113.10:50000";
+const IP_B: &str = "203.0.113.20:50000";
+
+/// One request through the router as the connection at `from` sends it.
+async fn call_from(shop: &Shop, from: &str, method: &str, path: &str, who: &Who, body: Option<Value>) -> (StatusCode, HeaderMap, Value) {
+    let mut r = Request::builder().method(method).uri(path);
+    if let Some(t) = &who.token {
+        r = r.header("authorization", format!("Bearer {t}"));
+    }
+    if let Some(s) = &who.secret {
+        r = r.header("x-cart-secret", s);
+    }
+    let mut r = match body {
+        Some(b) => r.header("content-type", "application/json").body(Body::from(b.to_string())),
+        None => r.body(Body::empty()),
+    }
+    .unwrap();
+    r.extensions_mut().insert(axum::extract::ConnectInfo(from.parse::<SocketAddr>().unwrap()));
+    let response = shop.app.router().oneshot(r).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+fn assert_limited(status: StatusCode, headers: &HeaderMap, body: &Value) {
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(body["error"]["type"], "rate_limited", "{body}");
+    let wait: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(wait >= 1, "Retry-After: {wait}");
+}
+
+async fn reset_mails(shop: &Shop, email: &str) -> usize {
+    let db = shop.app.db("auth").unwrap();
+    let payloads: Vec<String> = on_db!(db, pool => sqlx::query_scalar(
+        "SELECT payload FROM outbox WHERE event_type = 'user.password_reset_requested'")
+        .fetch_all(pool).await)
+    .unwrap();
+    payloads.iter().filter(|p| serde_json::from_str::<Value>(p).unwrap()["data"]["email"] == email).count()
+}
+
+#[tokio::test]
+async fn item_12_password_reset_mails_stop_at_the_limit_per_address() {
+    let shop = Shop::with(|c| c.limits.password_resets_per_email_per_hour = 3).await;
+    shop.user("ada@example.com", Role::Customer).await;
+    shop.user("bob@example.com", Role::Customer).await;
+    for _ in 0..5 {
+        let (status, _) = shop.send("POST", "/api/v1/auth/password/forgot", &Who::default(), Some(json!({"email": "ada@example.com"}))).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "the answer never tells");
+    }
+    assert_eq!(reset_mails(&shop, "ada@example.com").await, 3, "the 4th and 5th requests mail nothing");
+    let (status, _) = shop.send("POST", "/api/v1/auth/password/forgot", &Who::default(), Some(json!({"email": "bob@example.com"}))).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(reset_mails(&shop, "bob@example.com").await, 1, "another address has its own count");
+}
+
+#[tokio::test]
+async fn item_12_discount_code_guesses_per_cart_answer_429_with_retry_after() {
+    let default = kernel::config::LimitsConfig::default().discount_attempts_per_cart_per_10_min;
+    let shop = Shop::with(|c| c.limits.discount_attempts_per_cart_per_10_min = default).await;
+    let (status, cart) = shop.send("POST", "/api/v1/carts", &Who::default(), None).await;
+    assert_eq!(status, StatusCode::CREATED, "{cart}");
+    let id = cart["id"].as_str().unwrap().to_owned();
+    let who = Who { secret: cart["secret"].as_str().map(str::to_owned), ..Who::default() };
+    let path = format!("/api/v1/carts/{id}/discounts");
+    for i in 0..default {
+        let (status, body) = shop.send("POST", &path, &who, Some(json!({"code": format!("GUESS{i}")}))).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    }
+    let (status, headers, body) = shop.send_full("POST", &path, &who, Some(json!({"code": "GUESS-MORE"}))).await;
+    assert_limited(status, &headers, &body);
+
+    let (_, other) = shop.send("POST", "/api/v1/carts", &Who::default(), None).await;
+    let other_who = Who { secret: other["secret"].as_str().map(str::to_owned), ..Who::default() };
+    let (status, body) =
+        shop.send("POST", &format!("/api/v1/carts/{}/discounts", other["id"].as_str().unwrap()), &other_who, Some(json!({"code": "GUESS0"}))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "another cart has its own count: {body}");
+}
+
+#[tokio::test]
+async fn item_12_view_events_from_one_visitor_count_once_toward_trending() {
+    let shop = Shop::with(|c| {
+        c.services.push("search".into());
+        c.limits.view_dedup_secs = 1800;
+    })
+    .await;
+    let pushed = shop.product("VIEW-A", 1000, 5).await;
+    let liked = shop.product("VIEW-B", 1000, 5).await;
+    for _ in 0..100 {
+        let (status, _, _) = call_from(&shop, IP_A, "POST", "/api/v1/events/view", &Who::default(), Some(json!({"product_id": pushed}))).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+    }
+    for from in [IP_A, IP_B, "203.0.113.30:1"] {
+        call_from(&shop, from, "POST", "/api/v1/events/view", &Who::default(), Some(json!({"product_id": liked}))).await;
+    }
+    let score = |product: String| {
+        let db = shop.app.db("search").unwrap().clone();
+        async move {
+            let s: Option<f64> = on_db!(&db, pool => sqlx::query_scalar("SELECT score FROM trend WHERE product_id = $1")
+                .bind(&product).fetch_optional(pool).await)
+            .unwrap();
+            s.unwrap_or(0.0)
+        }
+    };
+    // Views are written just after the answer: wait until the three visitors' ones are in.
+    let started = std::time::Instant::now();
+    while score(liked.clone()).await < 0.29 || score(pushed.clone()).await < 0.09 {
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "views were not recorded");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let pushed_score = score(pushed.clone()).await;
+    assert!(pushed_score < 0.15, "100 views of one visitor counted as {pushed_score} (one view is 0.1)");
+    assert!(score(liked.clone()).await > pushed_score, "three visitors outrank one who reloads");
+}
+
+#[tokio::test]
+async fn item_12_sign_ups_per_ip_are_limited() {
+    let shop = Shop::with(|c| c.limits.sign_ups_per_ip_per_hour = 3).await;
+    let sign_up = |from: &'static str, n: usize| {
+        let body = json!({"email": format!("new{n}@example.com"), "password": "a long passphrase 42", "name": "New"});
+        let shop = &shop;
+        async move { call_from(shop, from, "POST", "/api/v1/auth/register", &Who::default(), Some(body)).await }
+    };
+    for n in 0..3 {
+        let (status, _, body) = sign_up(IP_A, n).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let (status, headers, body) = sign_up(IP_A, 3).await;
+    assert_limited(status, &headers, &body);
+    let (status, _, body) = sign_up(IP_B, 4).await;
+    assert_eq!(status, StatusCode::CREATED, "another address has its own count: {body}");
+}
+
+#[tokio::test]
+async fn item_12_guest_carts_per_ip_are_limited() {
+    let shop = Shop::with(|c| c.limits.carts_per_ip_per_hour = 2).await;
+    for _ in 0..2 {
+        let (status, _, body) = call_from(&shop, IP_A, "POST", "/api/v1/carts", &Who::default(), None).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let (status, headers, body) = call_from(&shop, IP_A, "POST", "/api/v1/carts", &Who::default(), None).await;
+    assert_limited(status, &headers, &body);
+    let (status, _, _) = call_from(&shop, IP_B, "POST", "/api/v1/carts", &Who::default(), None).await;
+    assert_eq!(status, StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn item_12_general_limit_per_ip_and_per_user_answers_429_with_retry_after() {
+    let shop = Shop::with(|c| {
+        c.limits.per_ip_per_minute = 5;
+        c.limits.per_principal_per_minute = 8;
+    })
+    .await;
+    let anonymous = Who::default();
+    for _ in 0..5 {
+        let (status, _, body) = call_from(&shop, IP_A, "GET", "/api/v1/products", &anonymous, None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let (status, headers, body) = call_from(&shop, IP_A, "GET", "/api/v1/products", &anonymous, None).await;
+    assert_limited(status, &headers, &body);
+    let (status, _, _) = call_from(&shop, IP_A, "GET", "/healthz", &anonymous, None).await;
+    assert_eq!(status, StatusCode::OK, "probes are not limited");
+    let (status, _, _) = call_from(&shop, IP_B, "GET", "/api/v1/products", &anonymous, None).await;
+    assert_eq!(status, StatusCode::OK, "another address has its own count");
+
+    // Signed in, the user is counted, not the (exhausted) address; a bad token is the address's.
+    let customer = Who { token: Some(shop.user("cust@example.com", Role::Customer).await), ..Who::default() };
+    for _ in 0..8 {
+        let (status, _, body) = call_from(&shop, IP_A, "GET", "/api/v1/me", &customer, None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let (status, headers, body) = call_from(&shop, IP_A, "GET", "/api/v1/me", &customer, None).await;
+    assert_limited(status, &headers, &body);
+    let forged = Who { token: Some("not-a-token".into()), ..Who::default() };
+    let (status, headers, body) = call_from(&shop, IP_A, "GET", "/api/v1/me", &forged, None).await;
+    assert_limited(status, &headers, &body);
+}
+
+/// Two replicas on one Redis count one address's reset mails together.
+#[tokio::test]
+async fn item_12_replicas_share_limits_through_redis() {
+    if platform::testing::redis_url().is_none() {
+        eprintln!("EMPORIUM_TEST_REDIS_URL unset: shared limits are checked in the run with Redis");
+        return;
+    }
+    let shop = Shop::with(|c| c.limits.password_resets_per_email_per_hour = 2).await;
+    shop.user("ada@example.com", Role::Customer).await;
+    let replica = emporium::start(shop.config.clone(), axum::Router::new(), false).await.unwrap();
+    let forgot = json!({"email": "ada@example.com"});
+    super::support::call(&shop.app, "POST", "/api/v1/auth/password/forgot", &[], Some(forgot.clone())).await;
+    super::support::call(&replica, "POST", "/api/v1/auth/password/forgot", &[], Some(forgot.clone())).await;
+    super::support::call(&replica, "POST", "/api/v1/auth/password/forgot", &[], Some(forgot.clone())).await;
+    super::support::call(&shop.app, "POST", "/api/v1/auth/password/forgot", &[], Some(forgot)).await;
+    assert_eq!(reset_mails(&shop, "ada@example.com").await, 2, "the limit is the shop's, not each replica's");
+    replica.shutdown().await;
+}
