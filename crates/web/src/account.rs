@@ -23,13 +23,13 @@ use crate::session::{self, CART_ID, CART_SECRET};
 pub const ACCESS: &str = "access";
 pub const REFRESH: &str = "refresh";
 
-fn client(ext: &Extensions) -> Option<SocketAddr> {
+pub(crate) fn client(ext: &Extensions) -> Option<SocketAddr> {
     ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0)
 }
 
 /// The browser's `X-Forwarded-For`, passed on with its connection so the API
 /// finds the same client address (`platform::http::client_ip`) behind a proxy.
-fn forwarded(headers: &HeaderMap) -> Vec<(&'static str, String)> {
+pub(crate) fn forwarded(headers: &HeaderMap) -> Vec<(&'static str, String)> {
     headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).map(|v| ("x-forwarded-for", v.to_owned())).collect()
 }
 

@@ -240,7 +240,7 @@ fn one() -> i64 {
 }
 
 /// Adds to the browser's cart, making one (a guest cart) on the first add.
-pub async fn add(State(site): State<Site>, headers: HeaderMap, Form(f): Form<AddForm>) -> Result<Response, PageError> {
+pub async fn add(State(site): State<Site>, headers: HeaderMap, ext: axum::http::Extensions, Form(f): Form<AddForm>) -> Result<Response, PageError> {
     if !session::csrf_ok(&headers, &f.csrf) {
         return Err(PageError::expired_form());
     }
@@ -250,7 +250,10 @@ pub async fn add(State(site): State<Site>, headers: HeaderMap, Form(f): Form<Add
         _ => {
             // A customer's cart is theirs (reached with their token); a guest's has a secret.
             let who = Shopper { bearer: session::cookie(&headers, crate::account::ACCESS), secret: None };
-            let (status, body) = site.api.send_as(Method::POST, "/api/v1/carts", &who.headers(), None).await?;
+            // On behalf of the browser, so the carts-per-client limit counts it.
+            let mut sent = who.headers();
+            sent.extend(crate::account::forwarded(&headers));
+            let (status, body) = site.api.send_from(crate::account::client(&ext), Method::POST, "/api/v1/carts", &sent, None).await?;
             if !status.is_success() {
                 return Err(ApiError::Status { status, body }.into());
             }

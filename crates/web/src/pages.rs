@@ -99,6 +99,9 @@ impl From<ApiError> for PageError {
     fn from(e: ApiError) -> Self {
         match e.status() {
             Some(StatusCode::NOT_FOUND) => PageError(StatusCode::NOT_FOUND, "This page does not exist.".into()),
+            Some(StatusCode::TOO_MANY_REQUESTS) => {
+                PageError(StatusCode::TOO_MANY_REQUESTS, "Too many requests from here just now. Please wait a minute and try again.".into())
+            }
             _ => {
                 tracing::error!(error = %e, "a page could not be made");
                 PageError(StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong on our side. Please try again.".into())

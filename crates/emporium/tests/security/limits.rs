@@ -210,3 +210,53 @@ async fn item_12_replicas_share_limits_through_redis() {
     assert_eq!(reset_mails(&shop, "ada@example.com").await, 2, "the limit is the shop's, not each replica's");
     replica.shutdown().await;
 }
+
+#[tokio::test]
+async fn item_12_storefront_carts_count_against_the_browsers_address() {
+    let shop = Shop::with(|c| c.limits.carts_per_ip_per_hour = 2).await;
+    super::support::pages::create(&shop, json!({"title": "Cup", "status": "active",
+        "variants": [{"sku": "CUP-1", "prices": {"USD": 800}}]})).await;
+    super::support::pages::stock(&shop, "CUP-1", 50).await;
+    // Each browser starts without a cart, so each first add makes one.
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        let mut browser = super::support::pages::Browser::at(&shop, IP_A);
+        let (_, page) = browser.get("/products/cup").await;
+        let (status, _) = browser.submit(&page, "/cart/items", &[("sku", "CUP-1"), ("quantity", "1")]).await;
+        answers.push((status, browser.cookies.contains_key("cart_id")));
+    }
+    assert!(answers[..2].iter().all(|(s, cart)| s.is_success() && *cart), "{answers:?}");
+    assert_eq!(answers[2], (StatusCode::TOO_MANY_REQUESTS, false), "the third cart from one address is refused");
+    let mut elsewhere = super::support::pages::Browser::at(&shop, IP_B);
+    let (_, page) = elsewhere.get("/products/cup").await;
+    let (status, _) = elsewhere.submit(&page, "/cart/items", &[("sku", "CUP-1"), ("quantity", "1")]).await;
+    assert!(status.is_success(), "{status}");
+}
+
+#[tokio::test]
+async fn item_12_back_in_stock_requests_per_address_are_limited() {
+    let shop = Shop::with(|c| {
+        c.services = vec!["auth".into(), "catalog".into(), "orders".into(), "notify".into()];
+        c.limits.stock_alerts_per_email_per_hour = 2;
+    })
+    .await;
+    let mut products = Vec::new();
+    for sku in ["GONE-1", "GONE-2", "GONE-3"] {
+        products.push(shop.product(sku, 1000, 0).await);
+    }
+    let shop = &shop;
+    let ask = |product: &str, email: &str| {
+        let path = format!("/api/v1/products/{product}/notify-me");
+        let body = json!({"email": email});
+        async move { shop.send_full("POST", &path, &Who::default(), Some(body)).await }
+    };
+    for product in &products[..2] {
+        let (status, _, body) = ask(product, "lin@example.com").await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    // The third request for one address, in another spelling of it, waits.
+    let (status, headers, body) = ask(&products[2], "LIN@example.com").await;
+    assert_limited(status, &headers, &body);
+    let (status, _, body) = ask(&products[2], "kim@example.com").await;
+    assert_eq!(status, StatusCode::CREATED, "another address has its own count: {body}");
+}

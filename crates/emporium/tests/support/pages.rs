@@ -60,11 +60,18 @@ pub async fn searchable(shop: &Shop, q: &str) {
 pub struct Browser<'a> {
     pub shop: &'a Shop,
     pub cookies: std::collections::BTreeMap<String, String>,
+    /// The connection's address, as the server would see it.
+    pub from: Option<std::net::SocketAddr>,
 }
 
 impl<'a> Browser<'a> {
     pub fn new(shop: &'a Shop) -> Self {
-        Browser { shop, cookies: Default::default() }
+        Browser { shop, cookies: Default::default(), from: None }
+    }
+
+    /// A browser whose requests arrive from `from` (no traffic goes there).
+    pub fn at(shop: &'a Shop, from: &str) -> Self {
+        Browser { from: Some(from.parse().unwrap()), ..Browser::new(shop) }
     }
 
     pub async fn request(&mut self, method: &str, path: &str, form: Option<&[(&str, &str)]>) -> (StatusCode, HeaderMap, String) {
@@ -81,6 +88,10 @@ impl<'a> Browser<'a> {
             None => r.body(Body::empty()),
         }
         .unwrap();
+        let mut r = r;
+        if let Some(from) = self.from {
+            r.extensions_mut().insert(axum::extract::ConnectInfo(from));
+        }
         let response = self.shop.app.router().oneshot(r).await.unwrap();
         let (status, headers) = (response.status(), response.headers().clone());
         for set in headers.get_all("set-cookie") {
