@@ -422,6 +422,9 @@ pub struct OutboxConfig {
     /// How often the relay looks for rows it was not told about.
     pub poll_interval_ms: u64,
     pub batch_size: u32,
+    /// How long published events stay in the outbox before they are
+    /// forgotten (they carry order details and guests' order links).
+    pub keep_published_hours: u32,
 }
 
 impl Default for Config {
@@ -485,7 +488,7 @@ impl Default for NatsConfig {
 
 impl Default for OutboxConfig {
     fn default() -> Self {
-        Self { poll_interval_ms: 500, batch_size: 100 }
+        Self { poll_interval_ms: 500, batch_size: 100, keep_published_hours: 24 }
     }
 }
 
@@ -696,6 +699,7 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("EMPORIUM_LIMITS_NAMESPACE", "limits.namespace", Kind::Str),
     ("EMPORIUM_OUTBOX_POLL_INTERVAL_MS", "outbox.poll_interval_ms", Kind::Int),
     ("EMPORIUM_OUTBOX_BATCH_SIZE", "outbox.batch_size", Kind::Int),
+    ("EMPORIUM_OUTBOX_KEEP_PUBLISHED_HOURS", "outbox.keep_published_hours", Kind::Int),
     ("EMPORIUM_PUBLIC_URL", "public_url", Kind::Str),
     ("EMPORIUM_AUTH_AUDIENCE", "auth.audience", Kind::Str),
     ("EMPORIUM_AUTH_ACCESS_TOKEN_TTL_SECS", "auth.access_token_ttl_secs", Kind::Int),
@@ -979,6 +983,9 @@ impl Config {
         }
         if !(1..=10_000).contains(&self.outbox.batch_size) {
             return Err(invalid("outbox.batch_size", "must be between 1 and 10000".into()));
+        }
+        if !(1..=8760).contains(&self.outbox.keep_published_hours) {
+            return Err(invalid("outbox.keep_published_hours", "must be between 1 and 8760 (a year)".into()));
         }
         let token_ok = |s: &str| {
             !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')

@@ -204,7 +204,7 @@ impl App {
                 );
                 tokio::spawn(relay.run(shutdown.clone()))
             })
-            .chain(dbs.iter().map(|(_, db)| tokio::spawn(sweep(db.clone(), shutdown.clone()))))
+            .chain(dbs.iter().map(|(_, db)| tokio::spawn(sweep(db.clone(), config.outbox.keep_published_hours, shutdown.clone()))))
             .collect();
 
         let readiness = Readiness { dbs: dbs.clone(), bus: bus.clone(), redis };
@@ -326,11 +326,15 @@ impl App {
     }
 }
 
-/// Removes idempotency records past their retention, every ten minutes.
-async fn sweep(db: Db, shutdown: CancellationToken) {
+/// Removes idempotency records past their retention and events published
+/// longer ago than `keep_published_hours`, every ten minutes.
+async fn sweep(db: Db, keep_published_hours: u32, shutdown: CancellationToken) {
     let name = format!("idempotency_sweeper_{}", db.schema());
+    let keep = time::Duration::hours(i64::from(keep_published_hours));
     crate::worker::every(name, Duration::from_secs(600), shutdown, || async {
-        idempotency::purge_expired(&db).await.map(|n| n as usize)
+        let expired = idempotency::purge_expired(&db).await?;
+        let published = crate::outbox::purge_published(&db, time::OffsetDateTime::now_utc() - keep).await?;
+        Ok::<usize, crate::db::DbError>((expired + published) as usize)
     })
     .await;
 }

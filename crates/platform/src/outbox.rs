@@ -29,6 +29,17 @@ pub async fn enqueue(tx: &mut Tx, event: &Envelope) -> Result<(), DbError> {
     Ok(())
 }
 
+/// Forgets events published before `before`; rows parked because they could
+/// not be read stay for operators. Returns how many went.
+pub async fn purge_published(db: &Db, before: OffsetDateTime) -> Result<u64, DbError> {
+    let gone = on_db!(db, pool => sqlx::query(
+        "DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < $1 \
+         AND (last_error IS NULL OR last_error NOT LIKE 'unreadable:%')")
+        .bind(before)
+        .execute(pool).await.map(|r| r.rows_affected()))?;
+    Ok(gone)
+}
+
 /// Starts the transaction in which `consumer` applies `event`, or returns
 /// `None` if it already applied it. The mark and the effect commit together.
 pub async fn begin_once(db: &Db, consumer: &str, event: &EventId) -> Result<Option<Tx>, DbError> {

@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use kernel::Envelope;
 use platform::bus::{BusError, EventBus, EventHandler, InProcessBus, JetStreamBus};
 use platform::db::{Db, DbOptions};
+use platform::on_db;
 use platform::outbox::Relay;
 use platform::testing::{self, Sandbox};
 use support::{EFFECTS, Recorder, commit, event, unpublished};
@@ -48,6 +49,25 @@ async fn an_event_is_published_if_and_only_if_its_transaction_commits() {
     assert_eq!(recorder.ids().await, vec![committed.id.to_string()]);
     assert_eq!(unpublished(&db).await, 0);
     assert_eq!(relay(&db, bus).drain().await.unwrap(), 0, "published once");
+}
+
+#[tokio::test]
+async fn published_events_are_forgotten_after_their_retention_and_pending_ones_never() {
+    let sandbox = Sandbox::new().await;
+    let db = sandbox.db("orders", &[]).await;
+    let bus = Arc::new(InProcessBus::new());
+    commit(&db, &event("order.placed")).await;
+    commit(&db, &event("order.paid")).await;
+    assert_eq!(relay(&db, bus).drain().await.unwrap(), 2);
+    commit(&db, &event("order.placed")).await; // not published yet
+    let all = || async { on_db!(db, pool => sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM outbox").fetch_one(pool).await).unwrap() };
+    let an_hour_ago = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+    assert_eq!(platform::outbox::purge_published(&db, an_hour_ago).await.unwrap(), 0, "kept until the retention passes");
+    assert_eq!(all().await, 3);
+    let soon = time::OffsetDateTime::now_utc() + time::Duration::seconds(1);
+    assert_eq!(platform::outbox::purge_published(&db, soon).await.unwrap(), 2);
+    assert_eq!(all().await, 1);
+    assert_eq!(unpublished(&db).await, 1, "what is still to be published stays");
 }
 
 #[tokio::test]
