@@ -372,8 +372,7 @@ async fn get_product(
     result.map_err(|e| kernel::ApiError::from(&e))
 }
 
-/// The staff list's parameters: the public ones, plus status, text and low
-/// stock; any other is refused.
+/// What the staff list takes besides the public list's parameters.
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct AdminProductFilter {
@@ -383,47 +382,30 @@ pub struct AdminProductFilter {
     /// Only products with a tracked variant at or under its low-stock threshold.
     #[serde(default)]
     pub low_stock: bool,
-    pub brand: Option<String>,
-    pub tag: Option<String>,
-    /// A category id or slug: its products and those of its sub-categories.
-    pub category: Option<String>,
-    /// Currency of the price filter and price sorts (default USD).
-    pub currency: Option<String>,
-    /// Minor units.
-    pub min_price: Option<i64>,
-    pub max_price: Option<i64>,
-    /// Only products with a variant that can be bought now.
-    #[serde(default)]
-    pub in_stock: bool,
-    /// `newest` (default), `oldest`, `title`, `price_asc`, `price_desc`.
-    #[serde(default)]
-    pub sort: SortOrder,
-    /// 1–100, default 20.
-    pub limit: Option<u32>,
-    /// The `next_cursor` of the previous page.
-    pub starting_after: Option<String>,
 }
 
 impl AdminProductFilter {
-    /// The part the public list shares.
-    fn public(&self) -> ProductFilter {
-        ProductFilter {
-            brand: self.brand.clone(),
-            tag: self.tag.clone(),
-            category: self.category.clone(),
-            currency: self.currency.clone(),
-            min_price: self.min_price,
-            max_price: self.max_price,
-            in_stock: self.in_stock,
-            sort: self.sort,
-            limit: self.limit,
-            starting_after: self.starting_after.clone(),
-        }
+    const NAMES: [&str; 3] = ["status", "q", "low_stock"];
+
+    /// Splits a staff list's query into its own part and the public list's,
+    /// each parsed strictly: a parameter neither knows is refused.
+    fn parse(uri: &Uri) -> Result<(AdminProductFilter, ProductFilter), kernel::ApiError> {
+        let (own, public): (Vec<&str>, Vec<&str>) = uri
+            .query()
+            .unwrap_or_default()
+            .split('&')
+            .filter(|pair| !pair.is_empty())
+            .partition(|pair| Self::NAMES.contains(&pair.split('=').next().unwrap_or_default()));
+        let part = |pairs: Vec<&str>| {
+            Uri::try_from(format!("/?{}", pairs.join("&")))
+                .map_err(|e| kernel::ApiError::bad_request("invalid_query", e.to_string()))
+        };
+        Ok((public_query(&part(own)?)?, public_query(&part(public)?)?))
     }
 }
 
 /// Staff: products in any status (`catalog:write` or `inventory:write`).
-#[utoipa::path(get, path = "/api/v1/admin/products", tag = "admin", params(AdminProductFilter),
+#[utoipa::path(get, path = "/api/v1/admin/products", tag = "admin", params(AdminProductFilter, ProductFilter),
     responses((status = 200, body = Page<ProductView>), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn admin_list_products(
     State(c): State<Catalog>,
@@ -434,10 +416,9 @@ async fn admin_list_products(
     if !who.has(kernel::auth::Permission::InventoryWrite) {
         who.require(kernel::auth::Permission::CatalogWrite)?;
     }
-    let query: AdminProductFilter = public_query(&uri)?;
-    let filter = query.public();
+    let (own, filter) = AdminProductFilter::parse(&uri)?;
     let p = filter.page().parse()?;
-    let f = ListFilter { text: query.q.as_deref(), low_stock: query.low_stock, ..filter.list_filter(query.status.map(Status::as_str)) };
+    let f = ListFilter { text: own.q.as_deref(), low_stock: own.low_stock, ..filter.list_filter(own.status.map(Status::as_str)) };
     let rows = products::list(&c.inventory.db, &f, p.after.as_deref(), p.limit).await.map_err(|e| kernel::ApiError::from(&e))?;
     Ok(Json(page(rows, p.limit, true)))
 }

@@ -78,6 +78,26 @@ async fn item_13_junk_query_parameters_are_refused_and_the_catalog_cache_stays_w
 }
 
 #[tokio::test]
+async fn item_13_the_staff_product_list_takes_its_own_and_the_public_parameters_and_no_others() {
+    let shop = Shop::new().await;
+    shop.product("LOW-1", 1500, 1).await;
+    shop.product("PLENTY-1", 1500, 500).await;
+    let staff = shop.as_staff();
+    let (status, body) = shop.send("GET", "/api/v1/admin/products?status=active&low_stock=true&sort=title&limit=10", &staff, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let titles: Vec<&str> = body["data"].as_array().unwrap().iter().map(|p| p["title"].as_str().unwrap()).collect();
+    assert_eq!(titles, ["Product LOW-1"]);
+    let (status, body) = shop.send("GET", "/api/v1/admin/products?q=plenty", &staff, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"][0]["title"], "Product PLENTY-1");
+    for junk in ["junk=1", "q=a&junk=1", "low_stock=perhaps"] {
+        let (status, body) = shop.send("GET", &format!("/api/v1/admin/products?{junk}"), &staff, None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{junk}: {body}");
+        assert_eq!(body["error"]["code"], "invalid_query", "{body}");
+    }
+}
+
+#[tokio::test]
 async fn item_16_the_csv_export_writes_formulas_as_text_and_numbers_as_numbers() {
     let shop = Shop::new().await;
     let title = r#"=HYPERLINK("http://x","y")"#;
