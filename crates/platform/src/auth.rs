@@ -465,7 +465,22 @@ pub struct AuthLayer {
     pub api_keys: Option<Arc<dyn ApiKeyResolver>>,
 }
 
-async fn authenticate(parts: &Parts) -> Result<Option<Principal>, ApiError> {
+/// The caller a request was already found to be: the general rate limit,
+/// the idempotency store and the handler each ask, and an API key costs
+/// database reads, so the answer is kept with the request.
+#[derive(Clone)]
+struct Authenticated(Option<Principal>);
+
+async fn authenticate(parts: &mut Parts) -> Result<Option<Principal>, ApiError> {
+    if let Some(Authenticated(known)) = parts.extensions.get::<Authenticated>() {
+        return Ok(known.clone());
+    }
+    let found = resolve(parts).await?;
+    parts.extensions.insert(Authenticated(found.clone()));
+    Ok(found)
+}
+
+async fn resolve(parts: &Parts) -> Result<Option<Principal>, ApiError> {
     let Some(value) = parts.headers.get(AUTHORIZATION) else { return Ok(None) };
     let value = value
         .to_str()
