@@ -24,6 +24,10 @@ pub enum CryptoError {
     NoKek,
     #[error("the key-encryption key file {path}: {reason}")]
     KekFile { path: String, reason: String },
+    #[error("the auth database holds signing keys or TOTP secrets sealed with a key-encryption key, but \
+        auth.key_encryption_key (EMPORIUM_AUTH_KEY_ENCRYPTION_KEY) is not set and {path} does not exist: \
+        set the key that sealed them, or put its file back; a new key could never open them, so none is generated")]
+    KekLost { path: String },
 }
 
 /// Hashes and checks passwords with the configured Argon2id cost.
@@ -246,6 +250,18 @@ impl KeyVault {
         }
         let text = kek_from_file(&config.data_dir)?;
         Ok(Self { kek: Some(parse_kek(&text)?) })
+    }
+
+    /// Refuses to start where a key would be generated although the data was
+    /// sealed with another one (a lost `auth.kek`, ephemeral storage, a
+    /// replica with its own data folder): `sealed` says whether the database
+    /// holds sealed rows.
+    pub fn check_kek_at_hand(config: &kernel::config::Config, sealed: bool) -> Result<(), CryptoError> {
+        let path = config.data_dir.join(KEK_FILE);
+        if sealed && config.auth.key_encryption_key.is_none() && !path.exists() {
+            return Err(CryptoError::KekLost { path: path.display().to_string() });
+        }
+        Ok(())
     }
 
     /// Returns (stored bytes, encrypted = true): nonce ‖ ciphertext ‖ tag.

@@ -50,6 +50,9 @@ pub enum AuthError {
     CannotGrant(kernel::auth::Permission),
     #[error("you cannot do this to your own account")]
     NotOnSelf,
+    /// Staff accounts are looked after only by those who manage staff.
+    #[error("this needs the `{0}` permission")]
+    MissingPermission(kernel::auth::Permission),
     #[error(transparent)]
     Store(#[from] platform::DbError),
     #[error(transparent)]
@@ -90,6 +93,7 @@ impl From<&AuthError> for ApiError {
             AuthError::ApiKeyNotFound => ApiError::not_found("api_key_not_found", e.to_string()),
             AuthError::CannotGrant(_) => ApiError::forbidden("cannot_grant", e.to_string()).with_field("permissions"),
             AuthError::NotOnSelf => ApiError::conflict("not_on_self", e.to_string()),
+            AuthError::MissingPermission(_) => ApiError::forbidden("missing_permission", e.to_string()),
             AuthError::Store(cause) => ApiError::internal(cause),
             AuthError::Crypto(cause) => ApiError::internal(cause),
             AuthError::Keys(cause) => ApiError::internal(cause),

@@ -214,8 +214,8 @@ pub struct ForgotRequest {
 /// Ask for a password-reset link. Always 202, whether the address is known or not.
 #[utoipa::path(post, path = "/api/v1/auth/password/forgot", tag = "auth", request_body = ForgotRequest,
     responses((status = 202, description = "a link is mailed if the address has an account")))]
-async fn forgot_password(State(auth): State<Auth>, Json(body): Json<ForgotRequest>) -> Result<StatusCode, AuthError> {
-    auth.forgot_password(&body.email).await?;
+async fn forgot_password(State(auth): State<Auth>, ClientIp(ip): ClientIp, Json(body): Json<ForgotRequest>) -> Result<StatusCode, AuthError> {
+    auth.forgot_password(&body.email, &ip).await?;
     Ok(StatusCode::ACCEPTED)
 }
 
@@ -247,9 +247,10 @@ pub struct ChangePasswordRequest {
 async fn change_password(
     State(auth): State<Auth>,
     who: Principal,
+    ClientIp(ip): ClientIp,
     Json(body): Json<ChangePasswordRequest>,
 ) -> Result<StatusCode, AuthError> {
-    auth.change_password(&who.user_id, &body.current_password, &body.new_password).await?;
+    auth.change_password(&who.user_id, &body.current_password, &body.new_password, &ip).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -288,9 +289,10 @@ pub struct UpdateMeRequest {
 async fn update_me(
     State(auth): State<Auth>,
     who: Principal,
+    ClientIp(ip): ClientIp,
     Json(body): Json<UpdateMeRequest>,
 ) -> Result<Json<UserView>, AuthError> {
-    let change = ProfileUpdate { name: body.name, phone: body.phone, locale: body.locale, email: body.email, password: body.password };
+    let change = ProfileUpdate { name: body.name, phone: body.phone, locale: body.locale, email: body.email, password: body.password, ip };
     Ok(Json(auth.update_profile(&who.user_id, change).await?.into()))
 }
 
@@ -409,7 +411,8 @@ async fn admin_reset_mfa(
 }
 
 /// Staff: let a user sign in again at once from every address that was
-/// made to wait after failed sign-ins (`customers:write`; audited).
+/// made to wait after failed sign-ins (`customers:write`, and `staff:manage`
+/// for a staff account; audited).
 #[utoipa::path(post, path = "/api/v1/admin/users/{id}/unlock", tag = "admin", params(("id" = String, Path)),
     responses((status = 204, description = "every wait lifted"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn admin_unlock_user(
@@ -417,7 +420,7 @@ async fn admin_unlock_user(
     RequirePermission(who, ..): RequirePermission<perm::CustomersWrite>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, AuthError> {
-    auth.clear_sign_in_throttles(&who.user_id, &user_id(&id)?).await?;
+    auth.clear_sign_in_throttles(&who, &user_id(&id)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -484,11 +487,12 @@ pub struct StepUpRequest {
 async fn start_totp(
     State(auth): State<Auth>,
     who: Principal,
+    ClientIp(ip): ClientIp,
     body: axum::body::Bytes,
 ) -> Result<Json<TotpEnrolmentView>, kernel::ApiError> {
     // No body at all is a missing password, answered as such.
     let password = if body.is_empty() { None } else { platform::http::parse_json::<StepUpRequest>(&body)?.password };
-    let e = auth.start_totp(&who.user_id, password.as_deref()).await.map_err(|e| kernel::ApiError::from(&e))?;
+    let e = auth.start_totp(&who.user_id, password.as_deref(), &ip).await.map_err(|e| kernel::ApiError::from(&e))?;
     Ok(Json(TotpEnrolmentView { secret: e.secret, otpauth_uri: e.uri }))
 }
 
@@ -527,9 +531,10 @@ pub struct PasswordRequest {
 async fn disable_totp(
     State(auth): State<Auth>,
     who: Principal,
+    ClientIp(ip): ClientIp,
     Json(body): Json<PasswordRequest>,
 ) -> Result<StatusCode, AuthError> {
-    auth.disable_totp(&who.user_id, &body.password).await?;
+    auth.disable_totp(&who.user_id, &body.password, &ip).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -649,8 +654,8 @@ async fn export_me(State(auth): State<Auth>, who: Principal) -> Result<impl Into
 /// session ends, and the other services anonymise their copies.
 #[utoipa::path(delete, path = "/api/v1/me", tag = "me", request_body = PasswordRequest,
     responses((status = 204, description = "erased"), (status = 403, body = ErrorBody)))]
-async fn delete_me(State(auth): State<Auth>, who: Principal, Json(body): Json<PasswordRequest>) -> Result<StatusCode, AuthError> {
-    auth.delete_account(&who.user_id, &body.password).await?;
+async fn delete_me(State(auth): State<Auth>, who: Principal, ClientIp(ip): ClientIp, Json(body): Json<PasswordRequest>) -> Result<StatusCode, AuthError> {
+    auth.delete_account(&who.user_id, &body.password, &ip).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

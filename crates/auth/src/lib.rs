@@ -29,7 +29,15 @@ pub fn spec() -> ServiceSpec {
     ServiceSpec { name: NAME, migrations: &MIGRATIONS, mount, demo: Some(load_demo) }
 }
 
-/// Builds the service over its database (also used by the CLI).
+/// Builds the service over its database, after making sure no key-encryption
+/// key would be generated for data sealed with another (start and CLI).
+pub async fn open_checked(ctx: &ServiceContext) -> Result<Auth, BoxError> {
+    let sealed = store::holds_sealed_secrets(&ctx.db).await?;
+    crypto::KeyVault::check_kek_at_hand(&ctx.config, sealed)?;
+    open(ctx)
+}
+
+/// Builds the service over its database (see `open_checked`).
 pub fn open(ctx: &ServiceContext) -> Result<Auth, BoxError> {
     let config = ctx.config.clone();
     let vault = crypto::KeyVault::for_service(&config)?;
@@ -50,7 +58,7 @@ pub fn open(ctx: &ServiceContext) -> Result<Auth, BoxError> {
 
 fn mount(ctx: ServiceContext) -> BoxFuture<'static, Result<Mounted, BoxError>> {
     Box::pin(async move {
-        let auth = open(&ctx)?;
+        let auth = open_checked(&ctx).await?;
         auth.seal_plaintext_secrets().await?;
         // Make sure a signing key exists before the first request needs it.
         auth.keys.active().await?;

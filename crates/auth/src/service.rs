@@ -23,6 +23,9 @@ const RESET_PASSWORD_TTL_MS: i64 = 3600 * 1000;
 /// How long an address's failed sign-ins for an email are remembered after
 /// the last one (or after its wait ends).
 const SIGN_IN_FAILURES_KEPT_MS: i64 = 24 * 3600 * 1000;
+/// How often an attempt tries to be counted while parallel ones of the same
+/// email and address keep winning; after that it is refused like a waiting one.
+const SIGN_IN_ATTEMPT_TRIES: usize = 8;
 
 /// Everything the use cases need.
 #[derive(Clone)]
@@ -91,7 +94,7 @@ impl Auth {
     pub async fn sign_up_allowed(&self, ip: &str) -> Result<(), AuthError> {
         let per_hour = self.config.limits.sign_ups_per_ip_per_hour;
         self.limits
-            .hit("sign_up", ip, per_hour, platform::limit::HOUR)
+            .hit("sign_up", &client_of(ip), per_hour, platform::limit::HOUR)
             .await
             .map_err(|l| AuthError::RateLimited { retry_after_secs: l.retry_after_secs })
     }
@@ -198,25 +201,22 @@ impl Auth {
         if let Some(retry_after_secs) = self.ip_limiter.hit(ip, self.config.auth.login_attempts_per_ip_per_minute) {
             return Err(AuthError::RateLimited { retry_after_secs });
         }
-        // The wait is looked up before the account is, so a known and an
-        // unknown email are held up, and answered, alike.
+        // The attempt is counted before the account is looked up, so a known
+        // and an unknown email are held up, and answered, alike; and before
+        // the password is checked, so parallel guesses cannot all get in.
         let throttle = ThrottleKey::new(email, ip);
-        let now = now_ms();
-        let record = store::sign_in_throttle(&self.db, &throttle.pair, now).await?;
-        if let Some((_, until)) = record.filter(|(_, until)| *until > now) {
-            return Err(AuthError::SignInThrottled { retry_after_secs: ((until - now) as u64).div_ceil(1000) });
-        }
+        let attempt = self.take_attempt(&throttle).await?;
         let user = match Email::parse(email) {
             Ok(email) => store::user_by_email(&self.db, email.as_str()).await?,
             Err(_) => None,
         };
         let Some(user) = user else {
             self.verify(password, None).await?;
-            self.count_failure(None, &throttle, ip, "unknown_email").await?;
+            self.count_failure(None, &attempt, ip, "unknown_email").await?;
             return Err(AuthError::InvalidCredentials);
         };
         if !self.verify(password, user.password_hash.clone()).await? {
-            self.count_failure(Some(&user.id), &throttle, ip, "wrong_password").await?;
+            self.count_failure(Some(&user.id), &attempt, ip, "wrong_password").await?;
             return Err(AuthError::InvalidCredentials);
         }
         if user.disabled_at.is_some() {
@@ -225,14 +225,11 @@ impl Auth {
         if user.totp_enabled_at.is_some() {
             let code = totp_code.ok_or(AuthError::MfaRequired)?;
             if !self.second_factor(&user, code).await? {
-                self.count_failure(Some(&user.id), &throttle, ip, "wrong_mfa_code").await?;
+                self.count_failure(Some(&user.id), &attempt, ip, "wrong_mfa_code").await?;
                 return Err(AuthError::InvalidMfaCode);
             }
         }
-        // Only an address with failures on record needs the write.
-        if record.is_some() {
-            store::clear_sign_in_throttle(&self.db, &throttle.pair).await?;
-        }
+        store::clear_sign_in_throttle(&self.db, &throttle.pair).await?;
         if let Some(stored) = &user.password_hash
             && self.hasher.needs_rehash(stored)
         {
@@ -240,42 +237,75 @@ impl Auth {
             store::set_password_hash(&self.db, &user.id, &rehashed).await?;
         }
         let family = format!("fam_{}", random_token(12)?);
-        let tokens = self.issue(&user, &family).await?;
-        Ok((user, tokens))
+        let generation = store::token_generation(&self.db, &user.id).await?;
+        self.issue_current(&user.id, &family, generation).await
     }
 
-    /// Counts a failed sign-in of this email from this address, starts (or
-    /// lengthens) the address's wait once there are enough, and records it.
-    async fn count_failure(&self, user: Option<&UserId>, throttle: &ThrottleKey, ip: &str, reason: &str) -> Result<(), AuthError> {
+    /// Counts an attempt of this email from this address before its password
+    /// is checked: an address that must wait is refused (nothing counted);
+    /// otherwise the attempt counts as a failure until a success clears it,
+    /// and the one that makes enough starts the wait at once. Compare and
+    /// set, so of any number sent at once only as many get through as one
+    /// after another would.
+    async fn take_attempt(&self, throttle: &ThrottleKey) -> Result<Attempt, AuthError> {
         let a = &self.config.auth;
-        let now = now_ms();
-        let forget_at = now + SIGN_IN_FAILURES_KEPT_MS;
-        let failures = store::count_sign_in_failure(&self.db, &throttle.pair, &throttle.email, now, forget_at).await?;
-        if failures == 1 {
-            // A new pair: the moment to drop the ones past their time.
-            store::forget_old_sign_in_throttles(&self.db, now).await?;
+        for _ in 0..SIGN_IN_ATTEMPT_TRIES {
+            let now = now_ms();
+            let seen = store::sign_in_throttle(&self.db, &throttle.pair).await?;
+            let live = seen.filter(|(_, _, forget_at)| *forget_at > now);
+            if let Some((_, until, _)) = live.filter(|(_, until, _)| *until > now) {
+                return Err(AuthError::SignInThrottled { retry_after_secs: ((until - now) as u64).div_ceil(1000) });
+            }
+            let failures = live.map_or(0, |(failures, _, _)| failures.max(0)) + 1;
+            let wait_secs = domain::sign_in_wait_secs(failures as u64, a.sign_in_throttle_after, a.sign_in_throttle_base_secs, a.sign_in_throttle_max_secs);
+            let until = if wait_secs > 0 { now.saturating_add(i64::try_from(wait_secs.saturating_mul(1000)).unwrap_or(i64::MAX)) } else { 0 };
+            let forget_at = until.max(now).saturating_add(SIGN_IN_FAILURES_KEPT_MS);
+            if store::record_sign_in_attempt(&self.db, &throttle.pair, &throttle.email, seen, (failures, until, forget_at)).await? {
+                if seen.is_none() {
+                    // A new pair: the moment to drop the ones past their time.
+                    store::forget_old_sign_in_throttles(&self.db, now).await?;
+                }
+                return Ok(Attempt { failures, wait_secs });
+            }
         }
+        // Lost every race: others are guessing at this very moment.
+        Err(AuthError::SignInThrottled { retry_after_secs: 1 })
+    }
+
+    /// Records an attempt that failed (it was counted already), and the wait it started.
+    async fn count_failure(&self, user: Option<&UserId>, attempt: &Attempt, ip: &str, reason: &str) -> Result<(), AuthError> {
         self.audit(None, "login_failed", user, Some(ip), json!({"reason": reason})).await?;
-        let wait = domain::sign_in_wait_secs(failures.max(0) as u64, a.sign_in_throttle_after, a.sign_in_throttle_base_secs, a.sign_in_throttle_max_secs);
-        if wait > 0 {
-            let until = now + (wait * 1000) as i64;
-            store::block_sign_in(&self.db, &throttle.pair, until, until + SIGN_IN_FAILURES_KEPT_MS).await?;
-            self.audit(None, "sign_in_throttled", user, Some(ip), json!({"failures": failures, "wait_secs": wait})).await?;
+        if attempt.wait_secs > 0 {
+            self.audit(None, "sign_in_throttled", user, Some(ip), json!({"failures": attempt.failures, "wait_secs": attempt.wait_secs})).await?;
         }
         Ok(())
     }
 
     /// Staff: forgets every address's failed sign-ins for a user's email, so
-    /// they can try again at once. Audited.
-    pub async fn clear_sign_in_throttles(&self, actor: &UserId, target: &UserId) -> Result<(), AuthError> {
+    /// they can try again at once. A staff account's waits are lifted only
+    /// by those who manage staff (else support could help a guesser along). Audited.
+    pub async fn clear_sign_in_throttles(&self, actor: &platform::auth::Principal, target: &UserId) -> Result<(), AuthError> {
         let user = self.user(target).await?;
+        if user.roles.iter().any(|r| r.is_staff()) && !actor.has(kernel::auth::Permission::StaffManage) {
+            return Err(AuthError::MissingPermission(kernel::auth::Permission::StaffManage));
+        }
         let cleared = store::clear_sign_in_throttles_of(&self.db, &ThrottleKey::new(&user.email, "").email).await?;
-        self.audit(Some(actor), "sign_in_throttles_cleared", Some(target), None, json!({"addresses": cleared})).await
+        self.audit(Some(&actor.user_id), "sign_in_throttles_cleared", Some(target), None, json!({"addresses": cleared})).await
     }
 
-    /// For actions a signed-in user confirms with their password.
-    async fn confirm_password(&self, user: &User, password: &str) -> Result<(), AuthError> {
-        if self.verify(password, user.password_hash.clone()).await? { Ok(()) } else { Err(AuthError::WrongPassword) }
+    /// For actions a signed-in user confirms with their password. Each try
+    /// counts in the account's sign-in throttle for the client's address, so
+    /// a stolen access token is no faster a way to guess it than signing in.
+    async fn confirm_password(&self, user: &User, password: &str, ip: &str) -> Result<(), AuthError> {
+        let throttle = ThrottleKey::new(&user.email, ip);
+        let attempt = self.take_attempt(&throttle).await?;
+        if self.verify(password, user.password_hash.clone()).await? {
+            store::clear_sign_in_throttle(&self.db, &throttle.pair).await?;
+            Ok(())
+        } else {
+            self.count_failure(Some(&user.id), &attempt, ip, "wrong_current_password").await?;
+            Err(AuthError::WrongPassword)
+        }
     }
 
     /// Checks a TOTP code (each step once) or uses up a recovery code.
@@ -338,12 +368,12 @@ impl Auth {
     /// Starts TOTP enrolment: a new secret, pending until confirmed with a
     /// code. Needs the password: a stolen access token must not be enough to
     /// put the thief's phone on the account.
-    pub async fn start_totp(&self, id: &UserId, password: Option<&str>) -> Result<TotpEnrolment, AuthError> {
+    pub async fn start_totp(&self, id: &UserId, password: Option<&str>, ip: &str) -> Result<TotpEnrolment, AuthError> {
         let user = self.user(id).await?;
         if user.totp_enabled_at.is_some() {
             return Err(AuthError::MfaAlreadyEnabled);
         }
-        self.confirm_password(&user, password.ok_or(AuthError::PasswordRequired)?).await?;
+        self.confirm_password(&user, password.ok_or(AuthError::PasswordRequired)?, ip).await?;
         let mut secret = [0u8; 20];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret).map_err(|_| crypto::CryptoError::Random)?;
         let stored = self.seal_totp(id, &secret)?;
@@ -386,9 +416,9 @@ impl Auth {
     }
 
     /// Turns TOTP off; needs the password.
-    pub async fn disable_totp(&self, id: &UserId, password: &str) -> Result<(), AuthError> {
+    pub async fn disable_totp(&self, id: &UserId, password: &str, ip: &str) -> Result<(), AuthError> {
         let user = self.user(id).await?;
-        self.confirm_password(&user, password).await?;
+        self.confirm_password(&user, password, ip).await?;
         let mut tx = self.db.begin().await?;
         store::disable_totp(&mut tx, id).await?;
         tx.commit().await?;
@@ -405,7 +435,11 @@ impl Auth {
         let user = self.user(target).await?;
         let mut tx = self.db.begin().await?;
         store::disable_totp(&mut tx, target).await?;
+        // What a staff account may do depends on MFA (`staff_mfa_required`):
+        // tokens issued with it on are stale.
+        let generation = self.revoke_access_in(&mut tx, target).await?;
         tx.commit().await?;
+        self.revocations.raise(&target.to_string(), generation);
         self.audit(Some(actor), "mfa_reset", Some(target), None, json!({"method": "totp", "was_enabled": user.totp_enabled_at.is_some()}))
             .await
     }
@@ -419,8 +453,33 @@ impl Auth {
         if must_enrol { Vec::new() } else { permissions_of(&user.roles) }
     }
 
-    /// An access token for `user` and the next refresh token of `family`.
-    async fn issue(&self, user: &User, family: &str) -> Result<Tokens, AuthError> {
+    /// Tokens for `user_id`'s session `family`, from the account as stored
+    /// now. `generation` was read before the account (its roles, whether it
+    /// is disabled) and before the old refresh token was used: a sign-out,
+    /// password change or role change committed since moves it on, and then
+    /// no refresh token is written. A moved generation of a session still
+    /// live (a role change) is read again, with the account after it.
+    async fn issue_current(&self, user_id: &UserId, family: &str, generation: i64) -> Result<(User, Tokens), AuthError> {
+        let mut generation = generation;
+        for _ in 0..3 {
+            let user = store::user_by_id(&self.db, user_id).await?.ok_or(AuthError::InvalidRefreshToken)?;
+            if user.disabled_at.is_some() {
+                store::revoke_family(&self.db, user_id, family).await?;
+                return Err(AuthError::Disabled);
+            }
+            match self.issue(&user, family, generation).await? {
+                (store::RefreshWrite::Written, tokens) => return Ok((user, tokens)),
+                (store::RefreshWrite::GenerationMoved, _) => generation = store::token_generation(&self.db, user_id).await?,
+                (store::RefreshWrite::FamilyRevoked, _) => break,
+            }
+        }
+        Err(AuthError::InvalidRefreshToken)
+    }
+
+    /// An access token for `user` carrying `generation`, and the next refresh
+    /// token of `family` if the generation is still current and the family
+    /// live; the tokens are worth nothing unless written.
+    async fn issue(&self, user: &User, family: &str, generation: i64) -> Result<(store::RefreshWrite, Tokens), AuthError> {
         let key = self.keys.active().await?;
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let ttl = self.config.auth.access_token_ttl_secs;
@@ -435,14 +494,14 @@ impl Auth {
             aud: Audience::One(self.config.auth.audience.clone()),
             jti: random_token(16)?,
             email_verified: user.email_verified_at.is_some(),
-            generation: store::token_generation(&self.db, &user.id).await?,
+            generation,
         };
         let access_token = platform::auth::sign(&claims, &key.kid, &key.pair)
             .map_err(|e| platform::DbError::Corrupt(e.to_string()))?;
         let refresh_token = random_token(32)?;
         let expires = now_ms() + (self.config.auth.refresh_token_ttl_days * 86_400_000) as i64;
-        store::insert_refresh_token(&self.db, family, &user.id, &token_hash(&refresh_token), expires).await?;
-        Ok(Tokens { access_token, expires_in: ttl, refresh_token })
+        let written = store::insert_refresh_token_if_current(&self.db, family, &user.id, &token_hash(&refresh_token), expires, generation).await?;
+        Ok((written, Tokens { access_token, expires_in: ttl, refresh_token }))
     }
 
     /// Trades a refresh token for new tokens. A token used twice revokes its family.
@@ -453,8 +512,10 @@ impl Auth {
         if stored.revoked_at_ms.is_some() {
             return Err(AuthError::InvalidRefreshToken);
         }
+        // Read before the token is used up and the account loaded: see `issue_current`.
+        let generation = store::token_generation(&self.db, &stored.user_id).await?;
         if stored.used_at_ms.is_some() || !store::use_refresh_token(&self.db, &stored.id).await? {
-            store::revoke_family(&self.db, &stored.family_id).await?;
+            store::revoke_family(&self.db, &stored.user_id, &stored.family_id).await?;
             self.audit(None, "refresh_token_reused", Some(&stored.user_id), None, json!({"family": stored.family_id}))
                 .await?;
             return Err(AuthError::RefreshTokenReused);
@@ -462,34 +523,37 @@ impl Auth {
         if stored.expires_at_ms <= now_ms() {
             return Err(AuthError::InvalidRefreshToken);
         }
-        let user = store::user_by_id(&self.db, &stored.user_id).await?.ok_or(AuthError::InvalidRefreshToken)?;
-        if user.disabled_at.is_some() {
-            store::revoke_family(&self.db, &stored.family_id).await?;
-            return Err(AuthError::Disabled);
-        }
-        self.issue(&user, &stored.family_id).await
+        let (_, tokens) = self.issue_current(&stored.user_id, &stored.family_id, generation).await?;
+        Ok(tokens)
     }
 
-    /// Signs out the session the refresh token belongs to.
+    /// Signs out the session the refresh token belongs to. A token already
+    /// revoked or expired signs nothing out (its session is over).
     pub async fn logout(&self, refresh_token: &str) -> Result<(), AuthError> {
-        if let Some(stored) = store::refresh_token_by_hash(&self.db, &token_hash(refresh_token)).await? {
-            store::revoke_family(&self.db, &stored.family_id).await?;
-            // Access tokens do not say which session they belong to: all of
-            // the user's are revoked, and other sessions refresh.
-            self.revoke_access(&stored.user_id).await?;
+        let Some(stored) = store::refresh_token_by_hash(&self.db, &token_hash(refresh_token)).await? else { return Ok(()) };
+        if stored.revoked_at_ms.is_some() || stored.expires_at_ms <= now_ms() {
+            return Ok(());
         }
-        Ok(())
+        // Access tokens do not say which session they belong to: all of
+        // the user's are revoked, and other sessions refresh.
+        self.sign_out(&stored.user_id, Some(&stored.family_id)).await
     }
 
     pub async fn logout_all(&self, user: &UserId) -> Result<(), AuthError> {
-        store::revoke_all_refresh_tokens(&self.db, user).await?;
-        self.revoke_access(user).await
+        self.sign_out(user, None).await
     }
 
-    /// Refuses every access token `user` holds now, in its own transaction.
-    async fn revoke_access(&self, user: &UserId) -> Result<(), AuthError> {
+    /// Refuses every access token `user` holds now and revokes the refresh
+    /// tokens of `family` (all sessions when `None`); pending links to change
+    /// the address go too. One transaction, the generation first (see
+    /// `store::insert_refresh_token_if_current`).
+    async fn sign_out(&self, user: &UserId, family: Option<&str>) -> Result<(), AuthError> {
         let mut tx = self.db.begin().await?;
         let generation = self.revoke_access_in(&mut tx, user).await?;
+        store::revoke_refresh_tokens_in(&mut tx, user, family).await?;
+        if family.is_none() {
+            store::void_email_change_tokens(&mut tx, user).await?;
+        }
         tx.commit().await?;
         self.revocations.raise(&user.to_string(), generation);
         Ok(())
@@ -542,6 +606,8 @@ impl Auth {
             other => other?,
         }
         store::void_verification_tokens(&mut tx, &user.id).await?;
+        // Reset links still in the old mailbox must not take the account back.
+        store::void_one_time_tokens(&mut tx, &user.id, Purpose::ResetPassword, None).await?;
         let mut after = user.clone();
         after.email = new.to_owned();
         outbox::enqueue(&mut tx, &contact_changed(&after)).await?;
@@ -559,11 +625,16 @@ impl Auth {
     }
 
     /// Mails a reset link to a known address; says nothing either way.
-    pub async fn forgot_password(&self, email: &str) -> Result<(), AuthError> {
+    pub async fn forgot_password(&self, email: &str, ip: &str) -> Result<(), AuthError> {
         let Ok(email) = Email::parse(email) else { return Ok(()) };
-        // Counted for unknown addresses too, and answered alike: no mail past the limit, no tell.
-        let per_hour = self.config.limits.password_resets_per_email_per_hour;
-        if self.limits.hit("password_reset", email.as_str(), per_hour, platform::limit::HOUR).await.is_err() {
+        // Counted for unknown addresses too, and answered alike: no mail past
+        // the limit, no tell. Per client first, so one client's requests
+        // cannot use up the owner's; then a higher cap for all clients.
+        let limits = &self.config.limits;
+        let per_client = format!("{}\n{}", email.as_str(), client_of(ip));
+        if self.limits.hit("password_reset", &per_client, limits.password_resets_per_email_per_hour, platform::limit::HOUR).await.is_err()
+            || self.limits.hit("password_reset_all", email.as_str(), limits.password_resets_per_email_all_clients_per_hour, platform::limit::HOUR).await.is_err()
+        {
             tracing::info!("password reset not mailed: the address had its hourly limit");
             return Ok(());
         }
@@ -594,10 +665,15 @@ impl Auth {
     /// Sets a new password with a mailed token; signs out every session.
     pub async fn reset_password(&self, token: &str, password: &str) -> Result<(), AuthError> {
         let mut tx = self.db.begin().await?;
-        let (user_id, _) = store::consume_one_time_token(&mut tx, &token_hash(token), Purpose::ResetPassword)
+        let (user_id, sent_to) = store::consume_one_time_token(&mut tx, &token_hash(token), Purpose::ResetPassword)
             .await?
             .ok_or(AuthError::InvalidOneTimeToken)?;
         let user = store::user_by_id(&self.db, &user_id).await?.ok_or(AuthError::InvalidOneTimeToken)?;
+        // A link mailed to an address the account has left is not the owner's to use.
+        if sent_to != user.email {
+            tx.commit().await?;
+            return Err(AuthError::InvalidOneTimeToken);
+        }
         let email = Email::parse(&user.email)?;
         let password = Password::parse(password, &email, "password")?;
         // One link used, every other reset link of the account is void.
@@ -607,16 +683,15 @@ impl Auth {
         store::set_password_hash(&self.db, &user_id, &hash).await?;
         // Whoever holds the mailbox may sign in at once, from anywhere.
         store::clear_sign_in_throttles_of(&self.db, &ThrottleKey::new(&user.email, "").email).await?;
-        store::revoke_all_refresh_tokens(&self.db, &user_id).await?;
-        self.revoke_access(&user_id).await?;
+        self.sign_out(&user_id, None).await?;
         self.audit(Some(&user_id), "password_reset", Some(&user_id), None, json!({})).await?;
         Ok(())
     }
 
     /// Changes the password of a signed-in user; other sessions are signed out.
-    pub async fn change_password(&self, user_id: &UserId, current: &str, new: &str) -> Result<(), AuthError> {
+    pub async fn change_password(&self, user_id: &UserId, current: &str, new: &str, ip: &str) -> Result<(), AuthError> {
         let user = self.user(user_id).await?;
-        self.confirm_password(&user, current).await?;
+        self.confirm_password(&user, current, ip).await?;
         let email = Email::parse(&user.email)?;
         let password = Password::parse(new, &email, "new_password")?;
         let hash = self.hash(password.expose()).await?;
@@ -625,8 +700,7 @@ impl Auth {
         let mut tx = self.db.begin().await?;
         store::void_one_time_tokens(&mut tx, user_id, Purpose::ResetPassword, None).await?;
         tx.commit().await?;
-        store::revoke_all_refresh_tokens(&self.db, user_id).await?;
-        self.revoke_access(user_id).await?;
+        self.sign_out(user_id, None).await?;
         self.audit(Some(user_id), "password_changed", Some(user_id), None, json!({})).await?;
         Ok(())
     }
@@ -655,7 +729,7 @@ impl Auth {
         // A stolen access token must not be enough to move the account to another mailbox.
         let owner = match &email {
             Some(email) => {
-                self.confirm_password(&user, change.password.as_deref().ok_or(AuthError::PasswordRequired)?).await?;
+                self.confirm_password(&user, change.password.as_deref().ok_or(AuthError::PasswordRequired)?, &change.ip).await?;
                 store::user_by_email(&self.db, email.as_str()).await?
             }
             None => None,
@@ -721,6 +795,9 @@ impl Auth {
         // Tokens carry roles and permissions: any change makes them stale.
         let changed = after.roles != before.roles || after.disabled_at.is_some() != before.disabled_at.is_some();
         let generation = if changed { Some(self.revoke_access_in(&mut tx, target).await?) } else { None };
+        if disabled == Some(true) {
+            store::revoke_refresh_tokens_in(&mut tx, target, None).await?;
+        }
         tx.commit().await?;
         if let Some(generation) = generation {
             self.revocations.raise(&target.to_string(), generation);
@@ -732,9 +809,6 @@ impl Auth {
                 .await?;
         }
         if let Some(disabled) = disabled {
-            if disabled {
-                store::revoke_all_refresh_tokens(&self.db, target).await?;
-            }
             let action = if disabled { "user_disabled" } else { "user_enabled" };
             self.audit(Some(actor), action, Some(target), None, json!({})).await?;
         }
@@ -830,9 +904,9 @@ impl Auth {
 
     /// Erases the account's personal data (needs the password) and tells the
     /// other services (`user.deleted`) to anonymise their copies.
-    pub async fn delete_account(&self, user_id: &UserId, password: &str) -> Result<(), AuthError> {
+    pub async fn delete_account(&self, user_id: &UserId, password: &str, ip: &str) -> Result<(), AuthError> {
         let user = self.user(user_id).await?;
-        self.confirm_password(&user, password).await?;
+        self.confirm_password(&user, password, ip).await?;
         let mut tx = self.db.begin().await?;
         store::erase_user(&mut tx, user_id).await?;
         let generation = self.revoke_access_in(&mut tx, user_id).await?;
@@ -990,6 +1064,14 @@ pub struct ProfileUpdate {
     pub email: Option<String>,
     /// The current password, which a change of email needs.
     pub password: Option<String>,
+    /// The client's address, where a wrong password is counted.
+    pub ip: String,
+}
+
+/// A counted sign-in attempt: the failures it makes if it fails, and the wait it started.
+struct Attempt {
+    failures: i64,
+    wait_secs: u64,
 }
 
 /// What a sign-in throttle is keyed by: hashes of the email as typed
@@ -1003,8 +1085,14 @@ struct ThrottleKey {
 impl ThrottleKey {
     fn new(email: &str, ip: &str) -> ThrottleKey {
         let email = Email::parse(email).map_or_else(|_| email.trim().to_lowercase(), |e| e.as_str().to_owned());
-        ThrottleKey { pair: token_hash(&format!("{email}\n{ip}")), email: token_hash(&email) }
+        ThrottleKey { pair: token_hash(&format!("{email}\n{}", client_of(ip))), email: token_hash(&email) }
     }
+}
+
+/// The client a per-client count keys by: the address's
+/// [`kernel::net::client_prefix`] (an IPv6 client is its /64), `unknown` as is.
+fn client_of(ip: &str) -> String {
+    ip.parse::<std::net::IpAddr>().map_or_else(|_| ip.to_owned(), |ip| kernel::net::client_prefix(ip).to_string())
 }
 
 /// Login attempts per client address per minute, in process. (Replicas each
@@ -1023,7 +1111,7 @@ impl IpLimiter {
         if windows.len() > 100_000 {
             windows.retain(|_, (m, _)| *m == minute);
         }
-        let entry = windows.entry(ip.to_owned()).or_insert((minute, 0));
+        let entry = windows.entry(client_of(ip)).or_insert((minute, 0));
         if entry.0 != minute {
             *entry = (minute, 0);
         }

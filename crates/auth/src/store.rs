@@ -208,21 +208,51 @@ pub struct RefreshToken {
     pub revoked_at_ms: Option<i64>,
 }
 
-pub async fn insert_refresh_token(
+/// What became of a refresh token to be written for a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshWrite {
+    Written,
+    /// The user's token generation is no longer the one the tokens carry.
+    GenerationMoved,
+    /// The session was signed out meanwhile.
+    FamilyRevoked,
+}
+
+/// Writes the next refresh token of `family` only if the user's token
+/// generation is still `generation` and no token of the family was revoked.
+/// The user's row is locked first, and every sign-out moves the generation
+/// before it revokes refresh tokens, in one transaction: either this write
+/// sees the sign-out and is refused, or it commits first and the sign-out's
+/// revocation then covers the new row.
+pub async fn insert_refresh_token_if_current(
     db: &Db,
     family_id: &str,
     user_id: &UserId,
     token_hash: &str,
     expires_at_ms: i64,
-) -> Result<(), DbError> {
+    generation: i64,
+) -> Result<RefreshWrite, DbError> {
     let id = format!("rt_{}", kernel::id::encode_base32(kernel::id::Uuid::now_v7().as_u128()));
-    on_db!(db, pool => sqlx::query(
+    let mut tx = db.begin().await?;
+    let locked = on_tx!(tx, c => sqlx::query(
+        "UPDATE users SET token_generation = token_generation WHERE id = $1 AND token_generation = $2")
+        .bind(user_id.to_string()).bind(generation).execute(c).await.map(|r| r.rows_affected()))?;
+    if locked != 1 {
+        return Ok(RefreshWrite::GenerationMoved);
+    }
+    let written = on_tx!(tx, c => sqlx::query(
         "INSERT INTO refresh_tokens (id, family_id, user_id, token_hash, created_at, expires_at_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6)")
+         SELECT $1, $2, $3, $4, $5, $6 \
+         WHERE NOT EXISTS (SELECT 1 FROM refresh_tokens WHERE family_id = $2 AND revoked_at_ms IS NOT NULL) \
+         AND (SELECT token_generation FROM users WHERE id = $3) = $7")
         .bind(id).bind(family_id).bind(user_id.to_string()).bind(token_hash)
-        .bind(OffsetDateTime::now_utc()).bind(expires_at_ms)
-        .execute(pool).await.map(|_| ()))?;
-    Ok(())
+        .bind(OffsetDateTime::now_utc()).bind(expires_at_ms).bind(generation)
+        .execute(c).await.map(|r| r.rows_affected()))?;
+    if written != 1 {
+        return Ok(RefreshWrite::FamilyRevoked);
+    }
+    tx.commit().await?;
+    Ok(RefreshWrite::Written)
 }
 
 pub async fn refresh_token_by_hash(db: &Db, token_hash: &str) -> Result<Option<RefreshToken>, DbError> {
@@ -252,17 +282,25 @@ pub async fn use_refresh_token(db: &Db, id: &str) -> Result<bool, DbError> {
     Ok(n == 1)
 }
 
-pub async fn revoke_family(db: &Db, family_id: &str) -> Result<u64, DbError> {
-    let n = on_db!(db, pool => sqlx::query(
-        "UPDATE refresh_tokens SET revoked_at_ms = $1 WHERE family_id = $2 AND revoked_at_ms IS NULL")
-        .bind(now_ms()).bind(family_id).execute(pool).await.map(|r| r.rows_affected()))?;
+/// Revokes a session's refresh tokens, the user's row locked first like
+/// `insert_refresh_token_if_current` does, so a token written meanwhile is
+/// either seen here or refused there.
+pub async fn revoke_family(db: &Db, user_id: &UserId, family_id: &str) -> Result<u64, DbError> {
+    let mut tx = db.begin().await?;
+    on_tx!(tx, c => sqlx::query("UPDATE users SET token_generation = token_generation WHERE id = $1")
+        .bind(user_id.to_string()).execute(c).await.map(|_| ()))?;
+    let n = revoke_refresh_tokens_in(&mut tx, user_id, Some(family_id)).await?;
+    tx.commit().await?;
     Ok(n)
 }
 
-pub async fn revoke_all_refresh_tokens(db: &Db, user_id: &UserId) -> Result<u64, DbError> {
-    let n = on_db!(db, pool => sqlx::query(
-        "UPDATE refresh_tokens SET revoked_at_ms = $1 WHERE user_id = $2 AND revoked_at_ms IS NULL")
-        .bind(now_ms()).bind(user_id.to_string()).execute(pool).await.map(|r| r.rows_affected()))?;
+/// Revokes `user`'s refresh tokens of `family` (all of them when `None`), in
+/// the transaction that moved their token generation first.
+pub async fn revoke_refresh_tokens_in(tx: &mut Tx, user_id: &UserId, family_id: Option<&str>) -> Result<u64, DbError> {
+    let n = on_tx!(tx, c => sqlx::query(
+        "UPDATE refresh_tokens SET revoked_at_ms = $1 \
+         WHERE user_id = $2 AND ($3 IS NULL OR family_id = $3) AND revoked_at_ms IS NULL")
+        .bind(now_ms()).bind(user_id.to_string()).bind(family_id).execute(c).await.map(|r| r.rows_affected()))?;
     Ok(n)
 }
 
@@ -352,6 +390,17 @@ pub async fn void_verification_tokens(tx: &mut Tx, user_id: &UserId) -> Result<(
     Ok(())
 }
 
+/// Uses up every unused link to move a user to another address (a
+/// verification link sent to an address other than the current one).
+pub async fn void_email_change_tokens(tx: &mut Tx, user_id: &UserId) -> Result<u64, DbError> {
+    let n = on_tx!(tx, c => sqlx::query(
+        "UPDATE one_time_tokens SET used_at_ms = $1 WHERE user_id = $2 AND purpose = $3 AND used_at_ms IS NULL \
+         AND email <> (SELECT email FROM users WHERE id = $2)")
+        .bind(now_ms()).bind(user_id.to_string()).bind(Purpose::VerifyEmail.as_str())
+        .execute(c).await.map(|r| r.rows_affected()))?;
+    Ok(n)
+}
+
 /// Sets a user's address, confirmed (the link mailed to it was used).
 pub async fn set_verified_email(tx: &mut Tx, id: &UserId, email: &str) -> Result<(), DbError> {
     let now = OffsetDateTime::now_utc();
@@ -374,33 +423,37 @@ pub async fn void_one_time_tokens(tx: &mut Tx, user_id: &UserId, purpose: Purpos
 
 // Sign-in throttles, per hash of (email, client address)
 
-/// Failures so far and the end of the current wait, for a live row.
-pub async fn sign_in_throttle(db: &Db, key_hash: &str, now: i64) -> Result<Option<(i64, i64)>, DbError> {
-    let row: Option<(i64, i64)> = on_db!(db, pool => sqlx::query_as(
-        "SELECT failures, blocked_until_ms FROM sign_in_throttles WHERE key_hash = $1 AND expires_at_ms > $2")
-        .bind(key_hash).bind(now).fetch_optional(pool).await)?;
+/// One pair's row: failures (attempts not yet followed by a success), the
+/// end of the current wait, and when the row is forgotten.
+pub type SignInThrottle = (i64, i64, i64);
+
+/// A pair's row as stored, live or past its time.
+pub async fn sign_in_throttle(db: &Db, key_hash: &str) -> Result<Option<SignInThrottle>, DbError> {
+    let row: Option<SignInThrottle> = on_db!(db, pool => sqlx::query_as(
+        "SELECT failures, blocked_until_ms, expires_at_ms FROM sign_in_throttles WHERE key_hash = $1")
+        .bind(key_hash).fetch_optional(pool).await)?;
     Ok(row)
 }
 
-/// Counts one failure (a row forgotten by `forget_at` starts again at one);
-/// returns the failures so far.
-pub async fn count_sign_in_failure(db: &Db, key_hash: &str, email_hash: &str, now: i64, forget_at: i64) -> Result<i64, DbError> {
-    let failures: i64 = on_db!(db, pool => sqlx::query_scalar(
-        "INSERT INTO sign_in_throttles (key_hash, email_hash, failures, blocked_until_ms, expires_at_ms) \
-         VALUES ($1, $2, 1, 0, $3) \
-         ON CONFLICT (key_hash) DO UPDATE SET \
-           failures = CASE WHEN sign_in_throttles.expires_at_ms > $4 THEN sign_in_throttles.failures + 1 ELSE 1 END, \
-           blocked_until_ms = CASE WHEN sign_in_throttles.expires_at_ms > $4 THEN sign_in_throttles.blocked_until_ms ELSE 0 END, \
-           expires_at_ms = $3 \
-         RETURNING failures")
-        .bind(key_hash).bind(email_hash).bind(forget_at).bind(now).fetch_one(pool).await)?;
-    Ok(failures)
-}
-
-pub async fn block_sign_in(db: &Db, key_hash: &str, until: i64, forget_at: i64) -> Result<(), DbError> {
-    on_db!(db, pool => sqlx::query("UPDATE sign_in_throttles SET blocked_until_ms = $1, expires_at_ms = $2 WHERE key_hash = $3")
-        .bind(until).bind(forget_at).bind(key_hash).execute(pool).await.map(|_| ()))?;
-    Ok(())
+/// Moves a pair from `seen` (`None`: no row) to `next`, unless another
+/// attempt moved it first (compare and set, so parallel attempts are each
+/// counted once). Whether it moved.
+pub async fn record_sign_in_attempt(db: &Db, key_hash: &str, email_hash: &str, seen: Option<SignInThrottle>, next: SignInThrottle) -> Result<bool, DbError> {
+    let (failures, blocked_until, forget_at) = next;
+    let n = match seen {
+        None => on_db!(db, pool => sqlx::query(
+            "INSERT INTO sign_in_throttles (key_hash, email_hash, failures, blocked_until_ms, expires_at_ms) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (key_hash) DO NOTHING")
+            .bind(key_hash).bind(email_hash).bind(failures).bind(blocked_until).bind(forget_at)
+            .execute(pool).await.map(|r| r.rows_affected()))?,
+        Some((was_failures, was_blocked_until, was_forget_at)) => on_db!(db, pool => sqlx::query(
+            "UPDATE sign_in_throttles SET failures = $1, blocked_until_ms = $2, expires_at_ms = $3 \
+             WHERE key_hash = $4 AND failures = $5 AND blocked_until_ms = $6 AND expires_at_ms = $7")
+            .bind(failures).bind(blocked_until).bind(forget_at)
+            .bind(key_hash).bind(was_failures).bind(was_blocked_until).bind(was_forget_at)
+            .execute(pool).await.map(|r| r.rows_affected()))?,
+    };
+    Ok(n == 1)
 }
 
 /// Forgets one pair (a successful sign-in from that address).
@@ -462,6 +515,14 @@ pub async fn published_keys(db: &Db, published_since_ms: i64) -> Result<Vec<Stor
             retired_at_ms,
         })
         .collect())
+}
+
+/// Whether anything here was sealed with a key-encryption key (signing keys, TOTP secrets).
+pub async fn holds_sealed_secrets(db: &Db) -> Result<bool, DbError> {
+    let n: i64 = on_db!(db, pool => sqlx::query_scalar(
+        "SELECT (SELECT COUNT(*) FROM signing_keys WHERE encrypted = TRUE) + \
+         (SELECT COUNT(*) FROM users WHERE totp_secret LIKE 'enc:%')").fetch_one(pool).await)?;
+    Ok(n > 0)
 }
 
 /// Signing keys stored in plaintext (by an older version), to be sealed.

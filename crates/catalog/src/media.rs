@@ -189,11 +189,7 @@ impl MediaStore {
     async fn keep(&self, prefix: &str, bytes: Bytes) -> Result<Stored, CatalogError> {
         // A picture too large is refused before it waits for a decode slot.
         inspect(&bytes)?;
-        let permit = self.decodes.acquire().await.map_err(|e| CatalogError::Media(e.to_string()))?;
-        let data = bytes.clone();
-        let mut picture =
-            tokio::task::spawn_blocking(move || process(&data)).await.map_err(|e| CatalogError::Media(e.to_string()))??;
-        drop(permit);
+        let mut picture = self.decode(bytes.clone(), process).await?;
         let original = format!("{prefix}/original.{}", picture.kind.extension());
         self.put(&original, bytes.to_vec()).await?;
         let mut thumbnails = Vec::new();
@@ -203,6 +199,24 @@ impl MediaStore {
             thumbnails.push((width, key));
         }
         Ok(Stored { picture, original, thumbnails })
+    }
+
+    /// Runs `work` (a decode) off the async threads once a decode slot is
+    /// free. The slot goes with the work, not with the request: a request
+    /// given up on leaves its decode running, and that decode still counts.
+    async fn decode<T: Send + 'static>(
+        &self,
+        bytes: Bytes,
+        work: impl FnOnce(&[u8]) -> Result<T, CatalogError> + Send + 'static,
+    ) -> Result<T, CatalogError> {
+        let permit = self.decodes.clone().acquire_owned().await.map_err(|e| CatalogError::Media(e.to_string()))?;
+        tokio::task::spawn_blocking(move || {
+            let done = work(&bytes);
+            drop(permit);
+            done
+        })
+        .await
+        .map_err(|e| CatalogError::Media(e.to_string()))?
     }
 
     async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), CatalogError> {
@@ -480,6 +494,38 @@ mod tests {
             let decoded = image::load_from_memory(bytes).unwrap();
             assert_eq!(decoded.width(), *w);
         }
+    }
+
+    #[tokio::test]
+    async fn a_decode_keeps_its_slot_until_it_ends_even_when_its_request_is_given_up() {
+        let media = MediaStore {
+            store: Arc::new(object_store::memory::InMemory::new()),
+            max_upload_bytes: 1024,
+            decodes: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_DECODES)),
+        };
+        let (started, on_start) = tokio::sync::oneshot::channel();
+        let (release, on_release) = std::sync::mpsc::channel::<()>();
+        let (finished, on_finish) = tokio::sync::oneshot::channel();
+        let request = tokio::spawn({
+            let media = media.clone();
+            async move {
+                media.decode(Bytes::from_static(b"picture"), move |_| {
+                    let _ = started.send(());
+                    let _ = on_release.recv();
+                    let _ = finished.send(());
+                    Ok(())
+                }).await
+            }
+        });
+        on_start.await.unwrap();
+        // The shopper's connection drops: the request's future is dropped mid-decode.
+        request.abort();
+        assert!(request.await.unwrap_err().is_cancelled());
+        assert_eq!(media.decodes.available_permits(), CONCURRENT_DECODES - 1, "the running decode still holds its slot");
+        release.send(()).unwrap();
+        on_finish.await.unwrap();
+        let all = media.decodes.acquire_many(CONCURRENT_DECODES as u32).await.unwrap();
+        drop(all);
     }
 
     #[test]

@@ -61,13 +61,10 @@ const NUMBER_COLUMNS: [&str; 5] = ["Variant Grams", "Variant Inventory Qty", "Va
 
 /// Whether a spreadsheet would read `text` as a formula (OWASP's CSV
 /// injection list), or it is one we guarded already and must guard again
-/// so that import gives it back unchanged.
+/// so that import gives it back unchanged. A loop, not recursion: a cell may
+/// start with any number of `'`.
 fn needs_guard(text: &str) -> bool {
-    match text.as_bytes().first() {
-        Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r') => true,
-        Some(b'\'') => needs_guard(&text[1..]),
-        _ => false,
-    }
+    matches!(text.bytes().find(|b| *b != b'\''), Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r'))
 }
 
 /// A text cell as written: a leading `'` makes a spreadsheet show a
@@ -855,5 +852,7 @@ mod tests {
         }
         assert_eq!(guard("=1".into()), "'=1");
         assert_eq!(guard("plain".into()), "plain");
+        let long = format!("{}=1", "'".repeat(100_000));
+        assert_eq!(unguard(&guard(long.clone())), long);
     }
 }

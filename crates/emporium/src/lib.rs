@@ -406,7 +406,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
 
 async fn open_auth(config: Arc<Config>) -> Result<auth::Auth, CliError> {
     let ctx = app::open_service(config, &auth::spec()).await?;
-    auth::open(&ctx).map_err(CliError::Service)
+    auth::open_checked(&ctx).await.map_err(CliError::Service)
 }
 
 /// Ctrl-C or SIGTERM.

@@ -217,13 +217,14 @@ async fn a_shopper_with_two_step_sign_in_follows_the_order_an_order_manager_ship
         shopper.fill(field, value).await;
     }
     shopper.click("form.stack button[type=submit]").await;
-    shopper.wait_url("/account").await;
-    shopper.wait_text("main", "not confirmed yet").await;
+    shopper.wait_text("main", "We have sent a message to grace@example.com").await;
     let link = support::pages::mail_link(&shop, "grace@example.com", "Confirm your email", "/account/verify-email?token=").await;
     let path = &link[link.find("/account/").unwrap()..];
     shopper.goto(&format!("{base}{path}")).await;
     shopper.click("form.stack button[type=submit]").await;
     shopper.wait_text("main", "Your email address is confirmed.").await;
+    // Signing up and confirming do not sign in: she signs in now.
+    sign_in(&shopper, &base, "grace@example.com").await;
 
     // Two-step sign-in: the QR code is drawn in the page; the key beside it gives the first code.
     shopper.goto(&format!("{base}/account/security")).await;

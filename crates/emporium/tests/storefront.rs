@@ -164,17 +164,22 @@ async fn a_shopper_signs_up_confirms_the_email_signs_in_and_sees_their_orders() 
     let (status, weak) = browser.submit(&form, "/account/sign-up", &[("name", "Grace Hopper"), ("email", "grace@example.com"), ("password", "short")]).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(weak.contains(r#"class="alert""#) && weak.contains(r#"value="Grace Hopper""#), "the form keeps what was typed: {weak}");
-    let (status, account) = browser.submit(&form, "/account/sign-up", &[("name", "Grace Hopper"), ("email", "grace@example.com"), ("password", "a long passphrase")]).await;
-    assert_eq!(status, StatusCode::OK, "{account}");
-    assert!(account.contains("Hello, Grace Hopper") && account.contains("not confirmed yet"), "{account}");
-    assert!(browser.cookies.contains_key("access") && browser.cookies.contains_key("refresh"));
+    let (status, sent) = browser.submit(&form, "/account/sign-up", &[("name", "Grace Hopper"), ("email", "grace@example.com"), ("password", "a long passphrase")]).await;
+    assert_eq!(status, StatusCode::OK, "{sent}");
+    assert!(sent.contains("We have sent a message to grace@example.com") && sent.contains(r#"action="/account/sign-in""#), "{sent}");
+    assert!(!browser.cookies.contains_key("access") && !browser.cookies.contains_key("refresh"), "signing up does not sign in");
 
-    // The link in the mail confirms the address.
+    // The link in the mail confirms the address (and does not sign in); then she signs in.
     let link = mail_link(&shop, "grace@example.com", "Confirm your email", "/account/verify-email?token=").await;
     let (_, confirm) = browser.get(&link).await;
     let (status, done) = browser.submit(&confirm, "/account/verify-email", &[("token", between(&confirm, r#"name="token" value=""#, "\""))]).await;
     assert_eq!(status, StatusCode::OK);
-    assert!(done.contains("Your email address is confirmed."), "{done}");
+    assert!(done.contains("Your email address is confirmed.") && done.contains(r#"href="/account/sign-in""#), "{done}");
+    assert!(!browser.cookies.contains_key("access"));
+    let (status, account) = browser.submit(&sent, "/account/sign-in", &[("email", "grace@example.com"), ("password", "a long passphrase")]).await;
+    assert_eq!(status, StatusCode::OK, "{account}");
+    assert!(account.contains("Hello, Grace Hopper") && !account.contains("not confirmed yet"), "{account}");
+    assert!(browser.cookies.contains_key("access") && browser.cookies.contains_key("refresh"));
 
     // Two-step sign-in: a QR code drawn by the shop, the key, a first code.
     let (_, security) = browser.get("/account/security").await;
@@ -305,7 +310,9 @@ async fn a_customer_sets_preferences_downloads_their_data_and_deletes_the_accoun
     let shop = Shop::with(|c| c.services.extend(["search".to_owned(), "notify".to_owned()])).await;
     let mut browser = Browser::new(&shop);
     let (_, form) = browser.get("/account/sign-up").await;
-    browser.submit(&form, "/account/sign-up", &[("name", "Lin"), ("email", "lin@example.com"), ("password", "a long passphrase")]).await;
+    let (_, sent) = browser.submit(&form, "/account/sign-up", &[("name", "Lin"), ("email", "lin@example.com"), ("password", "a long passphrase")]).await;
+    let (status, _) = browser.submit(&sent, "/account/sign-in", &[("email", "lin@example.com"), ("password", "a long passphrase")]).await;
+    assert_eq!(status, StatusCode::OK, "signed in after signing up");
 
     let (_, prefs) = browser.get("/account/preferences").await;
     assert!(prefs.contains("Emails about your account and your orders always come."));
@@ -341,7 +348,9 @@ async fn a_customer_keeps_addresses_checks_out_with_the_default_and_asks_to_retu
     stock(&shop, "MUG-9", 5).await;
     let mut browser = Browser::new(&shop);
     let (_, form) = browser.get("/account/sign-up").await;
-    browser.submit(&form, "/account/sign-up", &[("name", "Lin Wu"), ("email", "lin@example.com"), ("password", "a long passphrase")]).await;
+    let (_, sent) = browser.submit(&form, "/account/sign-up", &[("name", "Lin Wu"), ("email", "lin@example.com"), ("password", "a long passphrase")]).await;
+    let (status, _) = browser.submit(&sent, "/account/sign-in", &[("email", "lin@example.com"), ("password", "a long passphrase")]).await;
+    assert_eq!(status, StatusCode::OK, "signed in after signing up");
 
     let (status, book) = browser.get("/account/addresses").await;
     assert_eq!(status, StatusCode::OK);

@@ -319,6 +319,14 @@ pub struct HttpConfig {
     pub request_timeout_secs: u64,
     /// Open connections served at once; more are answered 503 and closed.
     pub max_connections: usize,
+    /// Open connections served at once from one client (an IPv4 address or
+    /// an IPv6 /64); more are answered 503 and closed. Connections from
+    /// `trusted_proxies` are not counted this way (behind a proxy, all come
+    /// from it).
+    pub max_connections_per_ip: usize,
+    /// The longest a response write may make no progress (a client that
+    /// does not read); past it the connection is closed.
+    pub write_timeout_secs: u64,
     /// The most the kept pages may hold together, in bytes (pages are
     /// dropped, oldest first, to stay under it).
     pub page_cache_max_bytes: usize,
@@ -382,12 +390,19 @@ pub struct LimitsConfig {
     pub per_ip_per_minute: u32,
     /// API and page requests per signed-in user or API key per minute.
     pub per_principal_per_minute: u32,
-    /// Password-reset mails per email address per hour (more requests still answer 202).
+    /// Password-reset mails per email address and client (an IPv6 client is
+    /// its /64) per hour (more requests still answer 202), so one client's
+    /// requests cannot use up the owner's.
     pub password_resets_per_email_per_hour: u32,
+    /// Password-reset mails per email address per hour from all clients together.
+    pub password_resets_per_email_all_clients_per_hour: u32,
     /// Back-in-stock requests per email address per hour.
     pub stock_alerts_per_email_per_hour: u32,
     /// Discount-code attempts per cart per 10 minutes.
     pub discount_attempts_per_cart_per_10_min: u32,
+    /// Discount codes refused as unknown or malformed per client (an IPv6
+    /// client is its /64) and per signed-in user per hour, whatever the cart.
+    pub discount_failures_per_client_per_hour: u32,
     /// Account sign-ups per client IP per hour.
     pub sign_ups_per_ip_per_hour: u32,
     /// Carts created per client IP per hour.
@@ -406,8 +421,10 @@ impl Default for LimitsConfig {
             per_ip_per_minute: 600,
             per_principal_per_minute: 1200,
             password_resets_per_email_per_hour: 3,
+            password_resets_per_email_all_clients_per_hour: 10,
             stock_alerts_per_email_per_hour: 5,
             discount_attempts_per_cart_per_10_min: 10,
+            discount_failures_per_client_per_hour: 30,
             sign_ups_per_ip_per_hour: 20,
             carts_per_ip_per_hour: 100,
             view_dedup_secs: 1800,
@@ -467,6 +484,8 @@ impl Default for HttpConfig {
             body_timeout_secs: 30,
             request_timeout_secs: 60,
             max_connections: 10_000,
+            max_connections_per_ip: 256,
+            write_timeout_secs: 30,
             page_cache_max_bytes: 32 * 1024 * 1024,
             form_key: None,
             trusted_proxies: ["127.0.0.1/32", "::1/128"].iter().filter_map(|c| c.parse().ok()).collect(),
@@ -603,10 +622,32 @@ fn is_secret_key(key: &str) -> bool {
 /// userinfo (a lone user, often a token, too), every query value but a few
 /// harmless connection options, and any fragment:
 /// `postgres://u:****@h/db?sslmode=require&key=****`.
+///
+/// A password may hold `/`, `?`, `#` and `@` unescaped, so the userinfo is
+/// not found by parsing: it is everything before the last `@` that is
+/// followed by something shaped like a host. Where that is ambiguous (an `@`
+/// in the path) more is hidden, never less.
 pub fn mask_url(url: &str) -> String {
     /// Query parameters that never hold a credential.
     const SHOWN: [&str; 4] = ["sslmode", "connect_timeout", "application_name", "mode"];
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let host_after = |at: usize| {
+        let tail = &rest[at + 1..];
+        let host = &tail[..tail.find(['/', '?', '#']).unwrap_or(tail.len())];
+        !host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || !b.is_ascii() || b".-_:[]%".contains(&b))
+    };
+    // No host-shaped `@`: an odd host, or an `@` in a query value only.
+    let before_query = &rest[..rest.find('?').unwrap_or(rest.len())];
+    let at = rest.match_indices('@').map(|(i, _)| i).rev().find(|i| host_after(*i)).or_else(|| before_query.rfind('@'));
+    let (userinfo, rest) = match at {
+        Some(i) => (Some(&rest[..i]), &rest[i + 1..]),
+        None => (None, rest),
+    };
+    let userinfo = match userinfo.map(|u| u.split_once(':')) {
+        Some(Some((user, _password))) => format!("{user}:****@"),
+        Some(None) => "****@".to_owned(),
+        None => String::new(),
+    };
     let (rest, fragment) = match rest.split_once('#') {
         Some((r, _)) => (r, "#****"),
         None => (rest, ""),
@@ -615,16 +656,7 @@ pub fn mask_url(url: &str) -> String {
         Some((r, q)) => (r, Some(q)),
         None => (rest, None),
     };
-    // The userinfo is in the authority only, never in the path.
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let authority = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _password)) => format!("{user}:****@{host}"),
-            None => format!("****@{host}"),
-        },
-        None => authority.to_owned(),
-    };
-    let mut masked = format!("{scheme}://{authority}{path}");
+    let mut masked = format!("{scheme}://{userinfo}{rest}");
     if let Some(query) = query {
         let query: Vec<String> = query
             .split('&')
@@ -672,6 +704,8 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("EMPORIUM_HTTP_BODY_TIMEOUT_SECS", "http.body_timeout_secs", Kind::Int),
     ("EMPORIUM_HTTP_REQUEST_TIMEOUT_SECS", "http.request_timeout_secs", Kind::Int),
     ("EMPORIUM_HTTP_MAX_CONNECTIONS", "http.max_connections", Kind::Int),
+    ("EMPORIUM_HTTP_MAX_CONNECTIONS_PER_IP", "http.max_connections_per_ip", Kind::Int),
+    ("EMPORIUM_HTTP_WRITE_TIMEOUT_SECS", "http.write_timeout_secs", Kind::Int),
     ("EMPORIUM_METRICS_BIND", "metrics.bind", Kind::Str),
     ("EMPORIUM_HTTP_PAGE_CACHE_MAX_BYTES", "http.page_cache_max_bytes", Kind::Int),
     ("EMPORIUM_HTTP_FORM_KEY", "http.form_key", Kind::Str),
@@ -691,8 +725,10 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("EMPORIUM_LIMITS_PER_IP_PER_MINUTE", "limits.per_ip_per_minute", Kind::Int),
     ("EMPORIUM_LIMITS_PER_PRINCIPAL_PER_MINUTE", "limits.per_principal_per_minute", Kind::Int),
     ("EMPORIUM_LIMITS_PASSWORD_RESETS_PER_EMAIL_PER_HOUR", "limits.password_resets_per_email_per_hour", Kind::Int),
+    ("EMPORIUM_LIMITS_PASSWORD_RESETS_PER_EMAIL_ALL_CLIENTS_PER_HOUR", "limits.password_resets_per_email_all_clients_per_hour", Kind::Int),
     ("EMPORIUM_LIMITS_STOCK_ALERTS_PER_EMAIL_PER_HOUR", "limits.stock_alerts_per_email_per_hour", Kind::Int),
     ("EMPORIUM_LIMITS_DISCOUNT_ATTEMPTS_PER_CART_PER_10_MIN", "limits.discount_attempts_per_cart_per_10_min", Kind::Int),
+    ("EMPORIUM_LIMITS_DISCOUNT_FAILURES_PER_CLIENT_PER_HOUR", "limits.discount_failures_per_client_per_hour", Kind::Int),
     ("EMPORIUM_LIMITS_SIGN_UPS_PER_IP_PER_HOUR", "limits.sign_ups_per_ip_per_hour", Kind::Int),
     ("EMPORIUM_LIMITS_CARTS_PER_IP_PER_HOUR", "limits.carts_per_ip_per_hour", Kind::Int),
     ("EMPORIUM_LIMITS_VIEW_DEDUP_SECS", "limits.view_dedup_secs", Kind::Int),
@@ -878,6 +914,7 @@ impl Config {
             ("http.header_timeout_secs", self.http.header_timeout_secs),
             ("http.body_timeout_secs", self.http.body_timeout_secs),
             ("http.request_timeout_secs", self.http.request_timeout_secs),
+            ("http.write_timeout_secs", self.http.write_timeout_secs),
         ] {
             if !(1..=3600).contains(&secs) {
                 return Err(invalid(key, "must be between 1 and 3600".into()));
@@ -885,6 +922,9 @@ impl Config {
         }
         if !(1..=1_000_000).contains(&self.http.max_connections) {
             return Err(invalid("http.max_connections", "must be between 1 and 1000000".into()));
+        }
+        if !(1..=1_000_000).contains(&self.http.max_connections_per_ip) {
+            return Err(invalid("http.max_connections_per_ip", "must be between 1 and 1000000".into()));
         }
         if self.metrics.bind.is_some_and(|m| m == self.bind) {
             return Err(invalid("metrics.bind", "must differ from `bind`".into()));
@@ -1136,10 +1176,28 @@ mod tests {
             "postgres://****@h/db?sslmode=require&password=****"
         );
         assert_eq!(
-            mask_url("https://sid:smspass@sms.example/send@x?sig=abc&mode=live#frag"),
-            "https://sid:****@sms.example/send@x?sig=****&mode=live#****"
+            mask_url("https://sid:smspass@sms.example/send?sig=abc&mode=live#frag"),
+            "https://sid:****@sms.example/send?sig=****&mode=live#****"
         );
+        // An `@` in the path could as well end a password holding a `/`: more is hidden.
+        assert_eq!(mask_url("https://sid:smspass@sms.example/send@x?sig=abc"), "https://sid:****@x?sig=****");
+        assert_eq!(mask_url("https://sms.example/send?to=a@b.c&sig=abc"), "https://sms.example/send?to=****&sig=****");
         assert_eq!(mask_url("http://auth/.well-known/jwks.json?key=k1"), "http://auth/.well-known/jwks.json?key=****");
+    }
+
+    #[test]
+    fn item_24_passwords_holding_url_delimiters_are_masked_whole() {
+        for (url, masked, password) in [
+            ("postgres://u:p/a?s#h@host/db", "postgres://u:****@host/db", ["p/a", "a?s", "s#h"]),
+            ("smtp://u:pa@ss@host:587", "smtp://u:****@host:587", ["pa@", "@ss", "pa@ss"]),
+            ("redis://:x/y@host:6379/0", "redis://:****@host:6379/0", [":x", "x/y", "y@"]),
+        ] {
+            let shown = mask_url(url);
+            assert_eq!(shown, masked);
+            for part in password {
+                assert!(!shown.contains(part), "{url} shows {part}: {shown}");
+            }
+        }
     }
 
     fn tempfile_dir() -> PathBuf {

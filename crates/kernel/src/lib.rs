@@ -5,6 +5,7 @@
 pub mod address;
 pub mod auth;
 pub mod config;
+pub mod email;
 pub mod error;
 pub mod event;
 pub mod id;

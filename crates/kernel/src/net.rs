@@ -32,6 +32,17 @@ impl IpCidr {
     }
 }
 
+/// The part of a client's address that names the client, for counting and
+/// limiting per client: an IPv4 address itself, an IPv6 address's /64 (one
+/// subscriber usually holds a whole /64, so its addresses count as one).
+/// An IPv4 address written as IPv6 counts as IPv4.
+pub fn client_prefix(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => IpAddr::V6(mask_u128(u128::from(v6), 64).into()),
+    }
+}
+
 fn mask_u32(bits: u32, prefix: u8) -> u32 {
     if prefix == 0 { 0 } else { bits & (u32::MAX << (32 - u32::from(prefix))) }
 }
@@ -117,6 +128,15 @@ mod tests {
         assert!(all.contains(ip("203.0.113.9")));
         let odd: IpCidr = "172.16.0.0/12".parse().unwrap();
         assert!(odd.contains(ip("172.31.255.255")) && !odd.contains(ip("172.32.0.0")));
+    }
+
+    #[test]
+    fn clients_are_their_ipv4_address_or_ipv6_64() {
+        assert_eq!(client_prefix(ip("203.0.113.9")), ip("203.0.113.9"));
+        assert_eq!(client_prefix(ip("::ffff:203.0.113.9")), ip("203.0.113.9"));
+        assert_eq!(client_prefix(ip("2001:db8:1:2:aaaa:bbbb:cccc:dddd")), ip("2001:db8:1:2::"));
+        assert_eq!(client_prefix(ip("2001:db8:1:2::1")), client_prefix(ip("2001:db8:1:2:ffff::9")));
+        assert_ne!(client_prefix(ip("2001:db8:1:2::1")), client_prefix(ip("2001:db8:1:3::1")));
     }
 
     #[test]

@@ -181,8 +181,6 @@ async fn notify_me(State(n): State<Notify>, who: Option<Principal>, Path(id): Pa
             .ok_or_else(|| invalid("email", "email_required", "an email address to write to"))?,
         (None, None) => return Err(invalid("email", "email_required", "an email address to write to")),
     };
-    let per_hour = n.config.limits.stock_alerts_per_email_per_hour;
-    n.limits.hit("stock_alert", &email, per_hour, platform::limit::HOUR).await?;
     let products = n.products().ok_or_else(|| NotifyError::Catalog("no catalog port in this process".into()))?;
     let product = products.product(&id).await.map_err(|e| NotifyError::Catalog(e.to_string()))?;
     let product = product.filter(|p| p.active).ok_or(NotifyError::NotFound("product"))?;
@@ -194,6 +192,10 @@ async fn notify_me(State(n): State<Notify>, who: Option<Principal>, Path(id): Pa
     if b.sku.is_none() && product.in_stock {
         return Err(NotifyError::Conflict("in_stock", "this product is in stock now".into()));
     }
+    // Counted once there is something to wait for, per mailbox (`+tag` and
+    // Gmail's dots are one inbox), so spellings do not multiply the limit.
+    let per_hour = n.config.limits.stock_alerts_per_email_per_hour;
+    n.limits.hit("stock_alert", &kernel::email::mailbox_key(&email), per_hour, platform::limit::HOUR).await?;
     let alert = StockAlert {
         id: NotificationId::new().to_string(),
         product_id: product.id.clone(),
@@ -294,6 +296,8 @@ pub struct NotificationView {
     pub status: String,
     pub attempts: i32,
     pub next_attempt_at: Option<String>,
+    /// What the last failure said; only for staff with `staff:manage` (a
+    /// webhook's refusals and status codes map the network behind it).
     pub last_error: Option<String>,
     pub provider_message_id: Option<String>,
     pub created_at: String,
@@ -301,7 +305,7 @@ pub struct NotificationView {
     pub sent_at: Option<String>,
 }
 
-fn notification_view(d: &Delivery) -> NotificationView {
+fn notification_view(d: &Delivery, detail: bool) -> NotificationView {
     NotificationView {
         id: d.id.clone(),
         event_id: d.event_id.clone(),
@@ -315,7 +319,7 @@ fn notification_view(d: &Delivery) -> NotificationView {
         status: d.status.clone(),
         attempts: d.attempts,
         next_attempt_at: (d.status == "queued").then(|| rfc3339(d.next_attempt_ms)),
-        last_error: d.last_error.clone(),
+        last_error: d.last_error.clone().filter(|_| detail),
         provider_message_id: d.provider_message_id.clone(),
         created_at: rfc3339(d.created_ms),
         updated_at: rfc3339(d.updated_ms),
@@ -328,6 +332,7 @@ pub struct AttemptView {
     pub attempt: i32,
     pub at: String,
     pub ok: bool,
+    /// The answer's status and what failed; only for staff with `staff:manage`.
     pub status_code: Option<i32>,
     pub error: Option<String>,
     pub duration_ms: i64,
@@ -351,6 +356,12 @@ fn reads_content(who: &Principal) -> bool {
     who.has(Permission::StaffManage)
 }
 
+/// Whether `who` may read why a delivery failed (status codes, connection
+/// errors): for a webhook that is a scan of the network behind its address.
+fn reads_failures(who: &Principal) -> bool {
+    who.has(Permission::StaffManage)
+}
+
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
@@ -367,7 +378,7 @@ pub struct NotificationQuery {
 /// Every message sent or to send, newest first, filtered.
 #[utoipa::path(get, path = "/api/v1/admin/notifications", tag = "admin", params(NotificationQuery),
     responses((status = 200, body = Page<NotificationView>), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
-async fn list_notifications(State(n): State<Notify>, _: RequirePermission<perm::CustomersRead>, Query(q): Query<NotificationQuery>) -> Result<Json<Page<NotificationView>>, NotifyError> {
+async fn list_notifications(State(n): State<Notify>, RequirePermission(who, ..): RequirePermission<perm::CustomersRead>, Query(q): Query<NotificationQuery>) -> Result<Json<Page<NotificationView>>, NotifyError> {
     let page = page_of(q.limit, q.starting_after)?;
     if q.status.as_deref().is_some_and(|s| !domain::STATUSES.contains(&s)) {
         return Err(invalid("status", "invalid_status", "queued, sent, failed or dead"));
@@ -384,7 +395,8 @@ async fn list_notifications(State(n): State<Notify>, _: RequirePermission<perm::
         after: page.after.as_deref(),
         limit: page.limit,
     };
-    let rows: Vec<NotificationView> = store::deliveries(&n.db, &filter).await?.iter().map(notification_view).collect();
+    let detail = reads_failures(&who);
+    let rows: Vec<NotificationView> = store::deliveries(&n.db, &filter).await?.iter().map(|d| notification_view(d, detail)).collect();
     Ok(Json(Page::from_rows(rows, page.limit, |v| v.id.clone())))
 }
 
@@ -398,14 +410,22 @@ async fn found_delivery(n: &Notify, id: &str) -> Result<Delivery, NotifyError> {
     responses((status = 200, body = NotificationDetail), (status = 404, body = ErrorBody)))]
 async fn get_notification(State(n): State<Notify>, RequirePermission(who, ..): RequirePermission<perm::CustomersRead>, Path(id): Path<String>) -> Result<Json<NotificationDetail>, NotifyError> {
     let d = found_delivery(&n, &id).await?;
+    let detail = reads_failures(&who);
     let attempt_log = store::attempts(&n.db, &d.id)
         .await?
         .into_iter()
-        .map(|a| AttemptView { attempt: a.attempt, at: rfc3339(a.at_ms), ok: a.ok, status_code: a.status_code, error: a.error, duration_ms: a.duration_ms })
+        .map(|a| AttemptView {
+            attempt: a.attempt,
+            at: rfc3339(a.at_ms),
+            ok: a.ok,
+            status_code: a.status_code.filter(|_| detail),
+            error: a.error.filter(|_| detail),
+            duration_ms: a.duration_ms,
+        })
         .collect();
     let content = reads_content(&who);
     Ok(Json(NotificationDetail {
-        summary: notification_view(&d),
+        summary: notification_view(&d, detail),
         body: content.then(|| d.body.clone()),
         html: d.html.clone().filter(|_| content),
         attempt_log,
@@ -415,7 +435,7 @@ async fn get_notification(State(n): State<Notify>, RequirePermission(who, ..): R
 /// Sends a failed or dead message again, with its retries afresh.
 #[utoipa::path(post, path = "/api/v1/admin/notifications/{id}/retry", tag = "admin", params(("id" = String, Path)),
     responses((status = 202, body = NotificationView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn retry_notification(State(n): State<Notify>, _: RequirePermission<perm::CustomersWrite>, Path(id): Path<String>) -> Result<Response, NotifyError> {
+async fn retry_notification(State(n): State<Notify>, RequirePermission(who, ..): RequirePermission<perm::CustomersWrite>, Path(id): Path<String>) -> Result<Response, NotifyError> {
     let d = found_delivery(&n, &id).await?;
     if d.secret.as_deref() == Some("") {
         return Err(NotifyError::Conflict("not_retryable", "this message carried a one-time link that is no longer kept; the customer can ask for a new one".into()));
@@ -426,7 +446,7 @@ async fn retry_notification(State(n): State<Notify>, _: RequirePermission<perm::
     }
     n.wake();
     let d = found_delivery(&n, &id).await?;
-    Ok((StatusCode::ACCEPTED, Json(notification_view(&d))).into_response())
+    Ok((StatusCode::ACCEPTED, Json(notification_view(&d, reads_failures(&who)))).into_response())
 }
 
 // The dev mailbox

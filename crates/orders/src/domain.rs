@@ -52,19 +52,6 @@ pub fn parse_email(raw: &str, field: &str) -> Result<String, Invalid> {
     if ok { Ok(email) } else { Err(invalid(field, "invalid_email", "an email address")) }
 }
 
-/// Who a guest is for "once per customer" codes: the mailbox behind an
-/// address, so `Ada+1@Example.com` is `ada@example.com`, and for Gmail
-/// `a.d.a@googlemail.com` is `ada@gmail.com`.
-pub fn mailbox_key(email: &str) -> String {
-    let email = email.trim().to_lowercase();
-    let Some((local, domain)) = email.rsplit_once('@') else { return email };
-    let local = local.split_once('+').map_or(local, |(base, _)| base);
-    match domain {
-        "gmail.com" | "googlemail.com" => format!("{}@gmail.com", local.replace('.', "")),
-        _ => format!("{local}@{domain}"),
-    }
-}
-
 /// `n / d` rounded half to even; `n >= 0`, `d > 0`.
 pub fn div_half_even(n: i128, d: i128) -> i64 {
     let (q, r) = (n / d, n % d);
@@ -477,14 +464,6 @@ pub fn refund_for_units(line_total: i64, line_quantity: i64, units: i64) -> i64 
 mod tests {
     use super::*;
     use proptest::prelude::*;
-
-    #[test]
-    fn a_mailbox_is_one_customer_however_it_is_spelled() {
-        assert_eq!(mailbox_key("Ada+1@Example.com"), "ada@example.com");
-        assert_eq!(mailbox_key("ada@example.com"), "ada@example.com");
-        assert_eq!(mailbox_key("a.d.a+x@GoogleMail.com"), "ada@gmail.com");
-        assert_eq!(mailbox_key("a.da@example.com"), "a.da@example.com", "dots count outside Gmail");
-    }
 
     fn line(product: &str, unit_price: i64, quantity: i64) -> PricedLine {
         PricedLine { product_id: product.into(), category_ids: vec![format!("cat_{product}")], unit_price, quantity }

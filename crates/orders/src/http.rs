@@ -191,12 +191,12 @@ async fn view(o: &Orders, id: &str, a: &Access) -> Result<Json<CartView>, Orders
               (status = 429, description = "too many carts from this address; see Retry-After", body = ErrorBody)))]
 async fn create_cart(State(o): State<Orders>, principal: Option<Principal>, ext: axum::http::Extensions) -> Result<Response, OrdersError> {
     // Guests only (a customer has one open cart), and only when the client's
-    // address is known: the pages' own calls are counted per browser by the general limit.
+    // address is known (the storefront's calls carry the browser's).
     if principal.is_none()
-        && let Some(ip) = platform::limit::peer_ip(&ext)
+        && let Some(client) = platform::limit::client_key(&ext)
     {
         let per_hour = o.limit_settings.carts_per_ip_per_hour;
-        o.limits.hit("cart", &ip.to_string(), per_hour, platform::limit::HOUR).await?;
+        o.limits.hit("cart", &client, per_hour, platform::limit::HOUR).await?;
     }
     let user = principal.map(|p| p.user_id.to_string());
     let (cart, secret, created) = o.create_cart(user.as_deref()).await?;
@@ -346,14 +346,38 @@ pub struct ApplyCode {
 /// Applies a discount code (one per cart; a new one replaces it).
 #[utoipa::path(post, path = "/api/v1/carts/{id}/discounts", tag = "carts", params(("id" = String, Path)), request_body = ApplyCode,
     responses((status = 200, body = CartView), (status = 422, body = ErrorBody),
-              (status = 429, description = "too many codes tried on this cart; see Retry-After", body = ErrorBody)))]
-async fn apply_discount(State(o): State<Orders>, p: Option<Principal>, h: HeaderMap, Path(id): Path<String>, Json(b): Json<ApplyCode>) -> Result<Json<CartView>, OrdersError> {
+              (status = 429, description = "too many codes tried on this cart, or too many refused codes from this client or user; see Retry-After", body = ErrorBody)))]
+async fn apply_discount(
+    State(o): State<Orders>,
+    p: Option<Principal>,
+    h: HeaderMap,
+    ext: axum::http::Extensions,
+    Path(id): Path<String>,
+    Json(b): Json<ApplyCode>,
+) -> Result<Json<CartView>, OrdersError> {
     let a = access(&p, &h);
     let cart = o.cart_for(&id, &a).await?;
     // Counted once the caller holds the cart, so nobody uses up another's attempts.
     let per_10_min = o.limit_settings.discount_attempts_per_cart_per_10_min;
     o.limits.hit("discount_code", &id, per_10_min, 10 * platform::limit::MINUTE).await?;
-    o.apply_code(&cart, &b.code).await?;
+    // Carts are cheap: refused codes also count per client and per user, whatever the cart.
+    let guessers: Vec<String> = p.iter().map(|p| format!("user:{}", p.user_id)).chain(platform::limit::client_key(&ext).map(|c| format!("ip:{c}"))).collect();
+    let per_hour = o.limit_settings.discount_failures_per_client_per_hour;
+    for guesser in &guessers {
+        o.limits.over("discount_failure", guesser, per_hour, platform::limit::HOUR).await?;
+    }
+    match o.apply_code(&cart, &b.code).await {
+        Err(refused @ (OrdersError::UnknownCode | OrdersError::Invalid(_))) => {
+            let mut limited = None;
+            for guesser in &guessers {
+                if let Err(l) = o.limits.hit("discount_failure", guesser, per_hour, platform::limit::HOUR).await {
+                    limited = Some(l);
+                }
+            }
+            return Err(limited.map_or(refused, OrdersError::RateLimited));
+        }
+        other => other?,
+    }
     view(&o, &id, &a).await
 }
 

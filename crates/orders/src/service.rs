@@ -65,6 +65,18 @@ fn capture_now(mode: &str) -> bool {
     mode == "on_authorise"
 }
 
+/// Every key a "once per customer" code is counted against: the account
+/// (or an order's recorded key) and the mailbox of the email, so neither a
+/// new account nor a guest checkout with an alias of the address gives a
+/// second use.
+fn customer_keys(account: Option<&str>, email: Option<&str>) -> Vec<String> {
+    let mut keys: Vec<String> = account.filter(|k| !k.is_empty()).map(str::to_owned).into_iter().collect();
+    if let Some(mailbox) = email.map(kernel::email::mailbox_key).filter(|k| !k.is_empty() && !keys.contains(k)) {
+        keys.push(mailbox);
+    }
+    keys
+}
+
 impl Orders {
     pub fn new(db: Db, ports: Ports, config: &Config) -> Result<Orders, GatewayError> {
         let test_gateway = TestGateway::new(db.clone(), config.public_url())?;
@@ -208,8 +220,10 @@ impl Orders {
     async fn create_order(&self, p: &Priced, id: &str, lookup: &str, provider: &str, token: &str) -> Result<(OrderRow, PaymentRow), OrdersError> {
         let cart = &p.cart;
         let email = cart.email.clone();
-        // A guest is their mailbox, however its address is spelled.
-        let customer_key = cart.user_id.clone().or_else(|| email.as_deref().map(crate::domain::mailbox_key)).unwrap_or_default();
+        // A guest is their mailbox, however its address is spelled; a
+        // signed-in customer is their account and the mailbox they order to.
+        let customer_keys = customer_keys(cart.user_id.as_deref(), email.as_deref());
+        let customer_key = customer_keys.first().cloned().unwrap_or_default();
         let method = p.method.as_ref().map(|m| {
             json!({"id": m.method.id, "name": m.method.name, "amount": p.totals.shipping,
                    "min_days": m.method.min_days, "max_days": m.method.max_days})
@@ -277,7 +291,7 @@ impl Orders {
                 "variant_title": line.variant_title, "quantity": line.quantity, "unit_price": line.unit_price, "total": line.total}));
         }
         if let Some(d) = &p.discount {
-            match store::use_discount(&mut tx, &d.id, &order.customer_key, d.per_customer_limit).await? {
+            match store::use_discount(&mut tx, &d.id, &customer_keys, d.per_customer_limit).await? {
                 UseOutcome::Taken => {}
                 UseOutcome::Exhausted => {
                     tx.rollback().await?;
@@ -573,7 +587,7 @@ impl Orders {
             return Err(OrdersError::RefundTooLarge { asked: refunded, left: order.captured - order.refunded, currency: order.currency.clone() });
         }
         if let Some(d) = &order.discount_id {
-            store::return_discount(&mut tx, d, &order.customer_key).await?;
+            store::return_discount(&mut tx, d, &customer_keys(Some(&order.customer_key), order.email.as_deref())).await?;
         }
         store::record(&mut tx, &order.id, "cancelled", actor, &json!({"reason": reason, "refunded": refunded})).await?;
         let data = json!({"order_id": order.id, "number": order.number, "email": order.email, "user_id": order.user_id,

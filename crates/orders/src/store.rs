@@ -321,10 +321,11 @@ pub async fn delete_discount(db: &Db, id: &str) -> Result<bool, DbError> {
     Ok(n == 1)
 }
 
-/// Takes one use of a code, for the whole shop and for one customer, or
-/// none: two conditional writes, so concurrent checkouts cannot exceed a
-/// limit (the first write locks the discount's row until commit).
-pub async fn use_discount(tx: &mut Tx, id: &str, customer: &str, per_customer: Option<i64>) -> Result<UseOutcome, DbError> {
+/// Takes one use of a code, for the whole shop and for each of the keys a
+/// customer is known by (account, mailbox), or none: conditional writes, so
+/// concurrent checkouts cannot exceed a limit (the first write locks the
+/// discount's row until commit). On any refusal the caller rolls back.
+pub async fn use_discount(tx: &mut Tx, id: &str, customers: &[String], per_customer: Option<i64>) -> Result<UseOutcome, DbError> {
     let n = on_tx!(tx, c => sqlx::query(
         "UPDATE discounts SET times_used = times_used + 1 WHERE id = $1 AND (usage_limit IS NULL OR times_used < usage_limit)")
         .bind(id).execute(c).await.map(|r| r.rows_affected()))?;
@@ -332,11 +333,16 @@ pub async fn use_discount(tx: &mut Tx, id: &str, customer: &str, per_customer: O
         return Ok(UseOutcome::Exhausted);
     }
     let limit = per_customer.unwrap_or(i64::MAX);
-    let n = on_tx!(tx, c => sqlx::query(
-        "INSERT INTO discount_uses (discount_id, customer_key, uses) VALUES ($1, $2, 1) \
-         ON CONFLICT (discount_id, customer_key) DO UPDATE SET uses = discount_uses.uses + 1 WHERE discount_uses.uses < $3")
-        .bind(id).bind(customer).bind(limit).execute(c).await.map(|r| r.rows_affected()))?;
-    Ok(if n == 1 { UseOutcome::Taken } else { UseOutcome::CustomerLimit })
+    for customer in customers {
+        let n = on_tx!(tx, c => sqlx::query(
+            "INSERT INTO discount_uses (discount_id, customer_key, uses) VALUES ($1, $2, 1) \
+             ON CONFLICT (discount_id, customer_key) DO UPDATE SET uses = discount_uses.uses + 1 WHERE discount_uses.uses < $3")
+            .bind(id).bind(customer).bind(limit).execute(c).await.map(|r| r.rows_affected()))?;
+        if n != 1 {
+            return Ok(UseOutcome::CustomerLimit);
+        }
+    }
+    Ok(UseOutcome::Taken)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -346,13 +352,16 @@ pub enum UseOutcome {
     CustomerLimit,
 }
 
-/// Gives a use back (the order was cancelled).
-pub async fn return_discount(tx: &mut Tx, id: &str, customer: &str) -> Result<(), DbError> {
+/// Gives a use back (the order was cancelled), to the shop and to each of
+/// the customer's keys.
+pub async fn return_discount(tx: &mut Tx, id: &str, customers: &[String]) -> Result<(), DbError> {
     on_tx!(tx, c => sqlx::query("UPDATE discounts SET times_used = times_used - 1 WHERE id = $1 AND times_used > 0")
         .bind(id).execute(c).await.map(|_| ()))?;
-    on_tx!(tx, c => sqlx::query(
-        "UPDATE discount_uses SET uses = uses - 1 WHERE discount_id = $1 AND customer_key = $2 AND uses > 0")
-        .bind(id).bind(customer).execute(c).await.map(|_| ()))?;
+    for customer in customers {
+        on_tx!(tx, c => sqlx::query(
+            "UPDATE discount_uses SET uses = uses - 1 WHERE discount_id = $1 AND customer_key = $2 AND uses > 0")
+            .bind(id).bind(customer).execute(c).await.map(|_| ()))?;
+    }
     Ok(())
 }
 

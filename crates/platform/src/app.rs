@@ -286,7 +286,7 @@ impl App {
         let stop = CancellationToken::new();
         let grace = Duration::from_secs(self.config.http.shutdown_grace_secs);
         let limits = server::Limits::from_config(&self.config.http);
-        let main = server::serve(listener, self.router.clone(), limits, stop.clone());
+        let main = server::serve(listener, self.router.clone(), limits.clone(), stop.clone());
         let scrape = async {
             if let Some(listener) = metrics {
                 server::serve(listener, metrics_router(), limits, stop.clone()).await;
@@ -364,6 +364,8 @@ fn assemble(api: OpenApiRouter, pages: Router, readiness: Readiness, auth: AuthL
         .clone()
         .fallback(http::not_found)
         .method_not_allowed_fallback(http::method_not_allowed)
+        // The browser behind a page's call, as the public router finds it (no limit here: the page was counted).
+        .layer(middleware::from_fn_with_state(general.config.clone(), limit::find_client))
         .layer(axum::Extension(auth.clone()))
         .layer(axum::extract::DefaultBodyLimit::max(config.http.body_limit_bytes))
         .layer(CatchPanicLayer::custom(http::panic_response))
@@ -392,6 +394,7 @@ fn assemble(api: OpenApiRouter, pages: Router, readiness: Readiness, auth: AuthL
         .layer(CatchPanicLayer::custom(http::panic_response))
         .layer(middleware::from_fn(http::shape_errors))
         .layer(middleware::from_fn(http::html_security_headers))
+        .layer(middleware::from_fn(http::api_no_store))
         .layer(middleware::from_fn_with_state(server::Limits::from_config(&config.http), server::deadlines))
         .layer(middleware::from_fn(http::request_id));
     (public, internal)

@@ -253,6 +253,18 @@ pub async fn html_security_headers(request: Request, next: Next) -> Response {
     response
 }
 
+/// Keeps the API's answers out of caches (they carry tokens, secrets and
+/// personal data): every `/api/` response without a `Cache-Control` of its
+/// own gets `no-store`; the public catalog's cacheable answers set theirs.
+pub async fn api_no_store(request: Request, next: Next) -> Response {
+    let is_api = request.uri().path().starts_with("/api/");
+    let mut response = next.run(request).await;
+    if is_api {
+        response.headers_mut().entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
+    }
+    response
+}
+
 pub async fn not_found() -> ApiError {
     ApiError::not_found("route_not_found", "no such route")
 }

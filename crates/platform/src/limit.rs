@@ -43,6 +43,10 @@ impl From<Limited> for ApiError {
 #[async_trait]
 pub trait RateLimiter: Send + Sync + 'static {
     async fn hit(&self, scope: &'static str, subject: &str, limit: NonZeroU32, per: Duration) -> Result<(), Limited>;
+
+    /// Whether the next [`hit`](RateLimiter::hit) would be refused, without
+    /// counting one (for limits that count only failures: look before trying).
+    async fn over(&self, scope: &'static str, subject: &str, limit: NonZeroU32, per: Duration) -> Result<(), Limited>;
 }
 
 /// What a service holds: the process's limiter, with limits of 0 meaning off.
@@ -82,6 +86,20 @@ impl Limits {
         }
         verdict
     }
+
+    /// Refuses when `subject` has used up `limit` already, counting nothing;
+    /// a `limit` of 0 is no limit.
+    pub async fn over(&self, scope: &'static str, subject: &str, limit: u32, per: Duration) -> Result<(), Limited> {
+        let Some(limit) = NonZeroU32::new(limit) else { return Ok(()) };
+        if per.is_zero() {
+            return Ok(());
+        }
+        let verdict = self.limiter.over(scope, subject, limit, per).await;
+        if verdict.is_err() {
+            metrics::counter!("rate_limited_total", "scope" => scope).increment(1);
+        }
+        verdict
+    }
 }
 
 /// The limiter of a process: in Redis when there is one, in process otherwise.
@@ -105,7 +123,7 @@ fn digest(scope: &str, subject: &str) -> [u8; 16] {
     out
 }
 
-type Keyed = governor::DefaultKeyedRateLimiter<[u8; 16]>;
+type Keyed = governor::DefaultKeyedRateLimiter<[u8; 16], governor::middleware::StateInformationMiddleware>;
 /// A limit's identity: its scope and its quota (count, window).
 type QuotaKey = (&'static str, u32, Duration);
 
@@ -115,6 +133,9 @@ type QuotaKey = (&'static str, u32, Duration);
 #[derive(Default)]
 pub struct InProcessLimiter {
     limiters: Mutex<HashMap<QuotaKey, Arc<Keyed>>>,
+    /// Keys whose next hit is refused until then (their burst is used up),
+    /// for [`RateLimiter::over`]: GCRA cannot be read without a hit.
+    spent: Mutex<HashMap<(QuotaKey, [u8; 16]), Instant>>,
     last_purge: Mutex<Option<Instant>>,
 }
 
@@ -129,7 +150,7 @@ impl InProcessLimiter {
         // `limit` hits at once, then one more each per/limit: GCRA's reading of "limit per `per`".
         let period = (per / limit.get()).max(Duration::from_nanos(1));
         let quota = governor::Quota::with_period(period)?.allow_burst(limit);
-        let made = Arc::new(Keyed::hashmap(quota));
+        let made = Arc::new(governor::DefaultKeyedRateLimiter::<[u8; 16]>::hashmap(quota).with_middleware());
         all.insert((scope, limit.get(), per), made.clone());
         Some(made)
     }
@@ -147,9 +168,25 @@ impl InProcessLimiter {
                     l.retain_recent();
                     l.shrink_to_fit();
                 }
+                if let Ok(mut spent) = self.spent.lock() {
+                    spent.retain(|_, until| *until > now);
+                    spent.shrink_to_fit();
+                }
             }
         }
     }
+
+    fn note_spent(&self, key: (QuotaKey, [u8; 16]), until: Option<Instant>) {
+        let Ok(mut spent) = self.spent.lock() else { return };
+        match until {
+            Some(until) => spent.insert(key, until),
+            None => spent.remove(&key),
+        };
+    }
+}
+
+fn whole_secs(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
 #[async_trait]
@@ -157,20 +194,46 @@ impl RateLimiter for InProcessLimiter {
     async fn hit(&self, scope: &'static str, subject: &str, limit: NonZeroU32, per: Duration) -> Result<(), Limited> {
         self.purge_now_and_then();
         let Some(limiter) = self.limiter(scope, limit, per) else { return Ok(()) };
-        limiter.check_key(&digest(scope, subject)).map_err(|not_until| {
-            let wait = not_until.wait_time_from(limiter.clock().now());
-            Limited { retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0) }
-        })
+        let key = digest(scope, subject);
+        let spent_key = ((scope, limit.get(), per), key);
+        match limiter.check_key(&key) {
+            Ok(state) => {
+                // The last of the burst: the next hit waits at most one period.
+                let until = (state.remaining_burst_capacity() == 0).then(|| Instant::now() + per / limit.get());
+                self.note_spent(spent_key, until);
+                Ok(())
+            }
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(limiter.clock().now());
+                self.note_spent(spent_key, Some(Instant::now() + wait));
+                Err(Limited { retry_after_secs: whole_secs(wait) })
+            }
+        }
+    }
+
+    async fn over(&self, scope: &'static str, subject: &str, limit: NonZeroU32, per: Duration) -> Result<(), Limited> {
+        let key = ((scope, limit.get(), per), digest(scope, subject));
+        let until = self.spent.lock().ok().and_then(|spent| spent.get(&key).copied());
+        match until.map(|until| until.saturating_duration_since(Instant::now())) {
+            Some(wait) if !wait.is_zero() => Err(Limited { retry_after_secs: whole_secs(wait) }),
+            _ => Ok(()),
+        }
     }
 }
 
 /// A fixed window per key in Redis (INCR, expiry set by the first hit, in
 /// one script so the two never part), shared by every replica. If Redis
-/// does not answer within half a second the hit is let through: a limit
-/// must not take the shop down with it.
+/// fails or does not answer within half a second, the check falls back to
+/// this process's own limiter (and Redis is left alone for a few seconds):
+/// while Redis is away each replica limits on its own, never not at all.
 pub struct RedisLimiter {
     conn: redis::aio::ConnectionManager,
     namespace: String,
+    fallback: InProcessLimiter,
+    /// Until when Redis is skipped after a failure, so a dead Redis does not
+    /// cost every request the whole timeout.
+    down_until: Mutex<Option<Instant>>,
+    last_warning: Mutex<Option<Instant>>,
 }
 
 const WINDOW_SCRIPT: &str = r"
@@ -183,43 +246,110 @@ end
 return {n, ttl}
 ";
 
+const PEEK_SCRIPT: &str = r"
+local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+return {n, redis.call('PTTL', KEYS[1])}
+";
+
+const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long Redis is left alone after it failed.
+const REDIS_RETRY_AFTER: Duration = Duration::from_secs(5);
+/// At most one "Redis is away" warning per this long.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
 impl RedisLimiter {
     pub fn new(conn: redis::aio::ConnectionManager, namespace: &str) -> Self {
-        Self { conn, namespace: namespace.to_owned() }
+        Self {
+            conn,
+            namespace: namespace.to_owned(),
+            fallback: InProcessLimiter::default(),
+            down_until: Mutex::new(None),
+            last_warning: Mutex::new(None),
+        }
     }
-}
 
-#[async_trait]
-impl RateLimiter for RedisLimiter {
-    async fn hit(&self, scope: &'static str, subject: &str, limit: NonZeroU32, per: Duration) -> Result<(), Limited> {
-        let window_ms = u64::try_from(per.as_millis()).unwrap_or(u64::MAX).max(1);
-        let key = format!("{}:limit:{scope}:{}:{window_ms}:{}", self.namespace, limit, hex::encode(digest(scope, subject)));
+    fn key(&self, scope: &str, subject: &str, limit: NonZeroU32, window_ms: u64) -> String {
+        format!("{}:limit:{scope}:{}:{window_ms}:{}", self.namespace, limit, hex::encode(digest(scope, subject)))
+    }
+
+    fn is_down(&self) -> bool {
+        self.down_until.lock().ok().and_then(|d| *d).is_some_and(|until| Instant::now() < until)
+    }
+
+    /// Redis failed: skip it for a while, and say so now and then.
+    fn went_down(&self, scope: &'static str, cause: &str) {
+        let now = Instant::now();
+        if let Ok(mut down) = self.down_until.lock() {
+            *down = Some(now + REDIS_RETRY_AFTER);
+        }
+        let Ok(mut last) = self.last_warning.lock() else { return };
+        if last.is_none_or(|at| now.duration_since(at) >= WARN_EVERY) {
+            *last = Some(now);
+            tracing::warn!(cause, scope, "rate limits counted in this process only: redis is not answering");
+        }
+    }
+
+    /// One script against Redis: `None` when Redis failed or timed out.
+    async fn run(&self, scope: &'static str, script: &str, key: &str, window_ms: u64) -> Option<(u64, i64)> {
+        if self.is_down() {
+            return None;
+        }
         let mut conn = self.conn.clone();
         let mut cmd = redis::cmd("EVAL");
-        cmd.arg(WINDOW_SCRIPT).arg(1).arg(&key).arg(window_ms);
-        let answer = tokio::time::timeout(Duration::from_millis(500), cmd.query_async::<(u64, i64)>(&mut conn)).await;
-        match answer {
-            Ok(Ok((count, ttl_ms))) if count > u64::from(limit.get()) => {
-                let ttl_ms = u64::try_from(ttl_ms).unwrap_or(window_ms);
-                Err(Limited { retry_after_secs: ttl_ms.div_ceil(1000).max(1) })
-            }
-            Ok(Ok(_)) => Ok(()),
+        cmd.arg(script).arg(1).arg(key).arg(window_ms);
+        match tokio::time::timeout(REDIS_TIMEOUT, cmd.query_async::<(u64, i64)>(&mut conn)).await {
+            Ok(Ok(answer)) => Some(answer),
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, scope, "rate limit not checked: redis failed");
-                Ok(())
+                self.went_down(scope, &e.to_string());
+                None
             }
             Err(_) => {
-                tracing::warn!(scope, "rate limit not checked: redis timed out");
-                Ok(())
+                self.went_down(scope, "timed out");
+                None
             }
         }
     }
 }
 
+fn window_ms(per: Duration) -> u64 {
+    u64::try_from(per.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+fn over_window(count: u64, ttl_ms: i64, limit: NonZeroU32, window_ms: u64) -> Result<(), Limited> {
+    if count > u64::from(limit.get()) {
+        let ttl_ms = u64::try_from(ttl_ms).unwrap_or(window_ms);
+        return Err(Limited { retry_after_secs: ttl_ms.div_ceil(1000).max(1) });
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl RateLimiter for RedisLimiter {
+    async fn hit(&self, scope: &'static str, subject: &str, limit: NonZeroU32, per: Duration) -> Result<(), Limited> {
+        let window_ms = window_ms(per);
+        let key = self.key(scope, subject, limit, window_ms);
+        match self.run(scope, WINDOW_SCRIPT, &key, window_ms).await {
+            Some((count, ttl_ms)) => over_window(count, ttl_ms, limit, window_ms),
+            None => self.fallback.hit(scope, subject, limit, per).await,
+        }
+    }
+
+    async fn over(&self, scope: &'static str, subject: &str, limit: NonZeroU32, per: Duration) -> Result<(), Limited> {
+        let window_ms = window_ms(per);
+        let key = self.key(scope, subject, limit, window_ms);
+        match self.run(scope, PEEK_SCRIPT, &key, window_ms).await {
+            // The next hit would make it count + 1.
+            Some((count, ttl_ms)) => over_window(count.saturating_add(1), ttl_ms, limit, window_ms),
+            None => self.fallback.over(scope, subject, limit, per).await,
+        }
+    }
+}
+
 /// The client's address, as [`http::client_ip`](crate::http::client_ip)
-/// found it for the general limit (trusted proxies and all); else the
-/// connection's peer. `None` for a request made inside this process without
-/// a browser's address, or by a test.
+/// found it (trusted proxies and all) for the public router ([`general`]) or
+/// the internal one the pages call ([`find_client`]); else the connection's
+/// peer. `None` for a request made inside this process without a browser's
+/// address, or by a test.
 pub fn peer_ip(extensions: &Extensions) -> Option<IpAddr> {
     match extensions.get::<ClientAddr>() {
         Some(ClientAddr(ip)) => *ip,
@@ -227,18 +357,35 @@ pub fn peer_ip(extensions: &Extensions) -> Option<IpAddr> {
     }
 }
 
-/// The client's address, found once per request by [`general`].
+/// What a per-client count is keyed by: [`peer_ip`] reduced by
+/// [`kernel::net::client_prefix`] (an IPv6 client is its /64, so one
+/// subscriber's 2^64 addresses count once).
+pub fn client_key(extensions: &Extensions) -> Option<String> {
+    peer_ip(extensions).map(|ip| kernel::net::client_prefix(ip).to_string())
+}
+
+/// The client's address, found once per request by [`general`] or [`find_client`].
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub Option<IpAddr>);
 
 /// The visitor a per-visitor count uses: the signed-in user, else the
-/// client's address, else one shared `unknown`.
+/// client (its /64 for IPv6), else one shared `unknown`.
 pub fn visitor(principal: Option<&Principal>, extensions: &Extensions) -> String {
-    match (principal, peer_ip(extensions)) {
+    match (principal, client_key(extensions)) {
         (Some(p), _) => format!("user:{}", p.user_id),
-        (None, Some(ip)) => format!("ip:{ip}"),
+        (None, Some(client)) => format!("ip:{client}"),
         (None, None) => "unknown".to_owned(),
     }
+}
+
+/// For the internal router (the storefront's calls, which carry the
+/// browser's connection and its `X-Forwarded-For`): finds the client as
+/// [`general`] does, without limiting, so per-client counts of the routes
+/// (carts, sign-ups) count the browser, not the proxy in front of the shop.
+pub async fn find_client(State(config): State<Arc<kernel::config::Config>>, mut request: Request, next: Next) -> Response {
+    let client = crate::http::request_client_ip(&config, request.extensions(), request.headers());
+    request.extensions_mut().insert(ClientAddr(client));
+    next.run(request).await
 }
 
 /// The general limit: requests per client IP per minute for anonymous
@@ -271,7 +418,7 @@ pub async fn general(State(g): State<GeneralLimit>, request: Request, next: Next
     let verdict = match &principal {
         Some(p) => g.limits.hit("principal", &p.user_id.to_string(), g.per_principal_per_minute, MINUTE).await,
         None => {
-            let ip = client.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+            let ip = client.map_or_else(|| "unknown".to_owned(), |ip| kernel::net::client_prefix(ip).to_string());
             g.limits.hit("ip", &ip, g.per_ip_per_minute, MINUTE).await
         }
     };
@@ -303,6 +450,22 @@ macro_rules! limiter_contract_tests {
                 assert!((1..=3600).contains(&refused.retry_after_secs), "{refused:?}");
                 assert_eq!(l.hit("test", "bob@example.com", 3, HOUR).await, Ok(()), "another subject counts apart");
                 assert_eq!(l.hit("other", "ada@example.com", 3, HOUR).await, Ok(()), "another scope counts apart");
+            }
+
+            #[tokio::test]
+            async fn over_looks_without_counting() {
+                let Some(l) = limiter().await else { return };
+                for _ in 0..10 {
+                    assert_eq!(l.over("peek", "ada", 3, HOUR).await, Ok(()), "looking counts nothing");
+                }
+                for _ in 0..2 {
+                    l.hit("peek", "ada", 3, HOUR).await.unwrap();
+                }
+                assert_eq!(l.over("peek", "ada", 3, HOUR).await, Ok(()), "one left");
+                l.hit("peek", "ada", 3, HOUR).await.unwrap();
+                let refused = l.over("peek", "ada", 3, HOUR).await.unwrap_err();
+                assert!((1..=3600).contains(&refused.retry_after_secs), "{refused:?}");
+                assert_eq!(l.over("peek", "bob", 3, HOUR).await, Ok(()));
             }
 
             #[tokio::test]

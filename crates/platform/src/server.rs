@@ -1,10 +1,13 @@
 //! The HTTP listener and its guards against slow or greedy clients: a cap on
-//! open connections, a header read timeout, a body read timeout and a
-//! per-request timeout; and a graceful stop that lets requests finish.
+//! open connections (in all and per client), a header read timeout, a body
+//! read timeout, a per-request timeout and a write-stall timeout; and a
+//! graceful stop that lets requests finish.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -20,13 +23,15 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use kernel::ApiError;
 use kernel::config::HttpConfig;
 use kernel::error::ErrorType;
+use kernel::net::IpCidr;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 /// What a connection and a request may take (`http.*` settings).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Limits {
     /// To send a request's headers (and the longest a kept-alive connection idles).
     pub header_timeout: Duration,
@@ -36,6 +41,12 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// Open connections served at once.
     pub max_connections: usize,
+    /// Open connections served at once from one client (IPv4 address, IPv6 /64).
+    pub max_connections_per_ip: usize,
+    /// Peers the per-client cap does not apply to (the proxies).
+    pub trusted_proxies: Arc<[IpCidr]>,
+    /// The longest a response write may make no progress.
+    pub write_timeout: Duration,
 }
 
 impl Limits {
@@ -45,6 +56,9 @@ impl Limits {
             body_timeout: Duration::from_secs(http.body_timeout_secs),
             request_timeout: Duration::from_secs(http.request_timeout_secs),
             max_connections: http.max_connections.max(1),
+            max_connections_per_ip: http.max_connections_per_ip.max(1),
+            trusted_proxies: http.trusted_proxies.iter().copied().collect(),
+            write_timeout: Duration::from_secs(http.write_timeout_secs),
         }
     }
 }
@@ -53,9 +67,12 @@ impl Limits {
 /// accepting, lets each connection finish the request it is on, and returns
 /// when all are closed. Past `max_connections` open connections a new one is
 /// answered 503 `too_many_connections` and closed at once, so a flood of idle
-/// sockets costs the shop nothing but the accept.
+/// sockets costs the shop nothing but the accept; the same past
+/// `max_connections_per_ip` from one client that is not a trusted proxy, so
+/// one client cannot take every slot.
 pub async fn serve(listener: TcpListener, router: Router, limits: Limits, stop: CancellationToken) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let per_client = PerClient::default();
     loop {
         let accepted = tokio::select! {
             () = stop.cancelled() => break,
@@ -70,11 +87,22 @@ pub async fn serve(listener: TcpListener, router: Router, limits: Limits, stop: 
                 continue;
             }
         };
+        let trusted = limits.trusted_proxies.iter().any(|net| net.contains(peer.ip()));
+        let client = match trusted {
+            true => None,
+            false => match per_client.enter(peer.ip(), limits.max_connections_per_ip) {
+                Some(client) => Some(client),
+                None => {
+                    refuse(&stream, "http.max_connections_per_ip");
+                    continue;
+                }
+            },
+        };
         match slots.clone().try_acquire_owned() {
             Ok(slot) => {
-                tokio::spawn(connection(stream, peer, router.clone(), limits, stop.clone(), slot));
+                tokio::spawn(connection(stream, peer, router.clone(), limits.clone(), stop.clone(), (slot, client)));
             }
-            Err(_) => refuse(&stream),
+            Err(_) => refuse(&stream, "http.max_connections"),
         }
     }
     drop(listener);
@@ -89,7 +117,7 @@ async fn connection(
     router: Router,
     limits: Limits,
     stop: CancellationToken,
-    _slot: OwnedSemaphorePermit,
+    _slots: (OwnedSemaphorePermit, Option<ClientSlot>),
 ) {
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
         let mut request = request.map(Body::new);
@@ -98,7 +126,8 @@ async fn connection(
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
-    let conn = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
+    let io = TokioIo::new(WriteDeadline::new(stream, limits.write_timeout));
+    let conn = builder.serve_connection(io, service).with_upgrades();
     let mut conn = std::pin::pin!(conn);
     let result = tokio::select! {
         result = conn.as_mut() => result,
@@ -112,8 +141,8 @@ async fn connection(
     }
 }
 
-/// Answers a connection over the cap without serving it.
-fn refuse(stream: &TcpStream) {
+/// Answers a connection over a cap (the setting named by `cap`) without serving it.
+fn refuse(stream: &TcpStream, cap: &'static str) {
     static BUSY: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
     let busy = BUSY.get_or_init(|| {
         let mut e = ApiError::bad_request("too_many_connections", "the server is at its connection limit; retry shortly");
@@ -132,7 +161,115 @@ fn refuse(stream: &TcpStream) {
     let mut sent = [0u8; 4096];
     let _ = stream.try_read(&mut sent);
     let _ = stream.try_write(busy);
-    tracing::warn!("connection refused: at http.max_connections");
+    tracing::warn!(cap, "connection refused: at its connection limit");
+}
+
+/// Open connections per client (IPv4 address or IPv6 /64).
+#[derive(Clone, Default)]
+struct PerClient(Arc<Mutex<HashMap<IpAddr, usize>>>);
+
+/// One open connection of a client; counted until dropped.
+struct ClientSlot {
+    counts: PerClient,
+    client: IpAddr,
+}
+
+impl PerClient {
+    /// A slot for one more connection of `peer`'s client, unless it has `max` open.
+    fn enter(&self, peer: IpAddr, max: usize) -> Option<ClientSlot> {
+        let client = kernel::net::client_prefix(peer);
+        let mut counts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let open = counts.entry(client).or_insert(0);
+        if *open >= max {
+            return None;
+        }
+        *open += 1;
+        Some(ClientSlot { counts: self.clone(), client })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(open) = counts.get_mut(&self.client) {
+            *open = open.saturating_sub(1);
+            if *open == 0 {
+                counts.remove(&self.client);
+            }
+        }
+    }
+}
+
+/// A connection whose writes fail with `TimedOut` once one makes no progress
+/// for `limit`: a client that requests and never reads would otherwise hold
+/// its slot for ever (the request timeout ends when the response starts).
+/// Hyper then drops the connection, which frees the slot.
+struct WriteDeadline<S> {
+    inner: S,
+    limit: Duration,
+    /// Armed when a write waits, disarmed when one makes progress.
+    stalled_since: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> WriteDeadline<S> {
+    fn new(inner: S, limit: Duration) -> Self {
+        Self { inner, limit, stalled_since: None }
+    }
+
+    /// `polled` is what the inner stream said to a write, flush or shutdown.
+    fn watch<T>(&mut self, cx: &mut Context<'_>, polled: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        match polled {
+            Poll::Ready(done) => {
+                self.stalled_since = None;
+                Poll::Ready(done)
+            }
+            Poll::Pending => {
+                let limit = self.limit;
+                let sleep = self.stalled_since.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                if sleep.as_mut().poll(cx).is_ready() {
+                    tracing::debug!(timeout_secs = limit.as_secs(), "connection closed: the client stopped reading (http.write_timeout_secs)");
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "the client stopped reading")));
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for WriteDeadline<S> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<S> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.watch(cx, polled)
+    }
+
+    fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.watch(cx, polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_flush(cx);
+        this.watch(cx, polled)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_shutdown(cx);
+        this.watch(cx, polled)
+    }
 }
 
 /// The body and request deadlines, as a layer of the router:

@@ -1,7 +1,7 @@
 //! Every SQL statement of the search service: synonym groups and the
 //! searches that found nothing.
 
-use platform::db::{Db, DbError, now_ms};
+use platform::db::{Db, DbError, Dialect, now_ms};
 use platform::{on_db, on_tx};
 
 pub async fn synonyms(db: &Db) -> Result<Vec<Vec<String>>, DbError> {
@@ -52,14 +52,20 @@ fn decayed(score: f64, at_ms: i64, now_ms: i64) -> f64 {
 }
 
 /// Adds `weight` to a product's popularity, decaying what was there.
+/// The row is made first and then read locked, so two bumps at once (two
+/// visitors' views) both count: on PostgreSQL `FOR UPDATE` holds the second
+/// until the first commits; SQLite's single writer already does.
 async fn bump(tx: &mut platform::db::Tx, product: &str, weight: f64, now: i64) -> Result<(), DbError> {
-    let row: Option<(f64, i64)> = on_tx!(tx, c => sqlx::query_as("SELECT score, at_ms FROM trend WHERE product_id = $1")
-        .bind(product).fetch_optional(c).await)?;
-    let score = row.map_or(0.0, |(s, at)| decayed(s, at, now)) + weight;
-    on_tx!(tx, c => sqlx::query(
-        "INSERT INTO trend (product_id, score, at_ms) VALUES ($1, $2, $3) \
-         ON CONFLICT (product_id) DO UPDATE SET score = excluded.score, at_ms = excluded.at_ms")
-        .bind(product).bind(score).bind(now).execute(c).await.map(|_| ()))?;
+    on_tx!(tx, c => sqlx::query("INSERT INTO trend (product_id, score, at_ms) VALUES ($1, 0, $2) ON CONFLICT (product_id) DO NOTHING")
+        .bind(product).bind(now).execute(c).await.map(|_| ()))?;
+    let read = match tx.dialect() {
+        Dialect::Postgres => "SELECT score, at_ms FROM trend WHERE product_id = $1 FOR UPDATE",
+        Dialect::Sqlite => "SELECT score, at_ms FROM trend WHERE product_id = $1",
+    };
+    let (score, at): (f64, i64) = on_tx!(tx, c => sqlx::query_as(read).bind(product).fetch_one(c).await)?;
+    let score = decayed(score, at, now) + weight;
+    on_tx!(tx, c => sqlx::query("UPDATE trend SET score = $2, at_ms = $3 WHERE product_id = $1")
+        .bind(product).bind(score).bind(now.max(at)).execute(c).await.map(|_| ()))?;
     Ok(())
 }
 

@@ -169,9 +169,11 @@ struct SignIn<'a> {
     name: String,
     totp: bool,
     message: String,
+    notice: bool,
 }
 
-/// What the sign-in or sign-up form shows again: what was typed, and why it did not work.
+/// What the sign-in or sign-up form shows again: what was typed, and why it
+/// did not work (or, with `notice`, what to do next).
 #[derive(Default)]
 struct Typed {
     sign_up: bool,
@@ -179,11 +181,12 @@ struct Typed {
     name: String,
     totp: bool,
     message: String,
+    notice: bool,
 }
 
 fn sign_in_page(site: &Site, headers: &HeaderMap, status: StatusCode, t: Typed) -> Response {
     let (csrf, set) = session::csrf(headers, site.secure());
-    let page = SignIn { shop: &site.name, query: "", csrf, sign_up: t.sign_up, email: t.email, name: t.name, totp: t.totp, message: t.message };
+    let page = SignIn { shop: &site.name, query: "", csrf, sign_up: t.sign_up, email: t.email, name: t.name, totp: t.totp, message: t.message, notice: t.notice };
     append((status, render(&page)).into_response(), vec![set])
 }
 
@@ -244,15 +247,11 @@ pub async fn sign_up(State(site): State<Site>, headers: HeaderMap, ext: Extensio
         let typed = Typed { sign_up: true, email: f.email, name: f.name, message: message_of(&answer), ..Typed::default() };
         return Ok(sign_in_page(&site, &headers, StatusCode::UNPROCESSABLE_ENTITY, typed));
     }
-    let login = json!({"email": f.email, "password": f.password});
-    let (status, tokens) = site.api.send_from(client(&ext), Method::POST, "/api/v1/auth/login", &forwarded(&headers), Some(login)).await?;
-    if !status.is_success() {
-        // The address had an account already (the API answers alike and mails
-        // its owner): say no more than that a message is on its way.
-        let message = format!("We have sent a message to {}: follow it to continue, or sign in.", f.email.trim());
-        return Ok(sign_in_page(&site, &headers, StatusCode::OK, Typed { email: f.email, message, ..Typed::default() }));
-    }
-    Ok(site.begin_session(&headers, &tokens).await)
+    // Never signed in here: a new address and one with an account (whose
+    // owner the API mails instead) must get the same page, so both wait for
+    // the mailed link and then sign in.
+    let message = format!("We have sent a message to {}: follow it to confirm your address, then sign in.", f.email.trim());
+    Ok(sign_in_page(&site, &headers, StatusCode::OK, Typed { email: f.email, message, notice: true, ..Typed::default() }))
 }
 
 #[derive(Deserialize)]
@@ -403,6 +402,8 @@ struct TokenPage<'a> {
     button: &'a str,
     message: String,
     done: bool,
+    /// When done: a link to the account for a session, to sign in otherwise.
+    signed_in: bool,
 }
 
 #[derive(Deserialize)]
@@ -413,10 +414,11 @@ pub struct TokenQuery {
 
 fn token_page(site: &Site, headers: &HeaderMap, verify: bool, token: String, status: StatusCode, message: String, done: bool) -> Response {
     let (csrf, set) = session::csrf(headers, site.secure());
+    let signed_in = session::cookie(headers, ACCESS).is_some();
     let page = if verify {
-        TokenPage { shop: &site.name, query: "", csrf, heading: "Confirm your email address", action: "/account/verify-email", token, password: false, button: "Confirm my address", message, done }
+        TokenPage { shop: &site.name, query: "", csrf, heading: "Confirm your email address", action: "/account/verify-email", token, password: false, button: "Confirm my address", message, done, signed_in }
     } else {
-        TokenPage { shop: &site.name, query: "", csrf, heading: "Choose a new password", action: "/account/reset-password", token, password: true, button: "Set my password", message, done }
+        TokenPage { shop: &site.name, query: "", csrf, heading: "Choose a new password", action: "/account/reset-password", token, password: true, button: "Set my password", message, done, signed_in }
     };
     append((status, render(&page)).into_response(), vec![set])
 }
@@ -695,6 +697,7 @@ pub async fn delete(State(site): State<Site>, headers: HeaderMap, Form(f): Form<
     let page = TokenPage {
         shop: &site.name, query: "", csrf: f.csrf, heading: "Your account is deleted", action: "", token: String::new(),
         password: false, button: "", message: "Your account and its personal data are gone.".into(), done: true,
+        signed_in: false,
     };
     Ok(append(render(&page), site.signed_out_cookies()))
 }

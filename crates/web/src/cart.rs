@@ -307,7 +307,7 @@ pub struct CodeForm {
     code: String,
 }
 
-pub async fn discount(State(site): State<Site>, headers: HeaderMap, Form(f): Form<CodeForm>) -> Result<Response, PageError> {
+pub async fn discount(State(site): State<Site>, headers: HeaderMap, ext: axum::http::Extensions, Form(f): Form<CodeForm>) -> Result<Response, PageError> {
     if !session::csrf_ok(&headers, &f.csrf) {
         return Err(PageError::expired_form());
     }
@@ -315,12 +315,17 @@ pub async fn discount(State(site): State<Site>, headers: HeaderMap, Form(f): For
     let (status, body) = if f.code.trim().is_empty() {
         site.cart_call(&key, Method::DELETE, "/discounts", None).await?
     } else {
-        site.cart_call(&key, Method::POST, "/discounts", Some(json!({"code": f.code.trim()}))).await?
+        // On behalf of the browser, so failed codes count against it (not only the cart).
+        let mut sent = key.headers();
+        sent.extend(crate::account::forwarded(&headers));
+        let path = format!("/api/v1/carts/{}/discounts", encode(&key.id));
+        site.api.send_from(crate::account::client(&ext), Method::POST, &path, &sent, Some(json!({"code": f.code.trim()}))).await?
     };
     if status.is_success() {
         return Ok(see_other("/cart"));
     }
-    cart_page(&site, &headers, StatusCode::UNPROCESSABLE_ENTITY, message_of(&body)).await
+    let shown = if status == StatusCode::TOO_MANY_REQUESTS { status } else { StatusCode::UNPROCESSABLE_ENTITY };
+    cart_page(&site, &headers, shown, message_of(&body)).await
 }
 
 // Checkout: where to, then how to pay

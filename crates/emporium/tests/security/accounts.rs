@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use kernel::auth::Role;
 use serde_json::{Value, json};
 
-use super::support::pages::{Browser, mail_link};
+use super::support::pages::{Browser, between, mail_link};
 use super::support::{Shop, Who};
 
 const PASSWORD: &str = "a long passphrase";
@@ -97,7 +97,8 @@ async fn item_7_a_stolen_access_token_cannot_take_the_account_over() {
     assert_eq!(shop.send("DELETE", &path, &ada, None).await.0, StatusCode::FORBIDDEN);
     assert_eq!(shop.send("GET", "/api/v1/me", &ada, None).await.1["mfa_enabled"], true);
     assert_eq!(shop.send("DELETE", &path, &shop.as_staff(), None).await.0, StatusCode::NO_CONTENT);
-    assert_eq!(shop.send("GET", "/api/v1/me", &ada, None).await.1["mfa_enabled"], false);
+    // (The reset also signs ada's tokens out: what she may do can hang on MFA.)
+    assert_eq!(shop.send("GET", &format!("/api/v1/admin/users/{ada_id}"), &shop.as_staff(), None).await.1["mfa_enabled"], false);
     let (_, audit) = shop.send("GET", "/api/v1/admin/audit", &shop.as_staff(), None).await;
     assert!(audit["data"].as_array().unwrap().iter().any(|a| a["action"] == "mfa_reset" && a["subject_id"] == ada_id.as_str()), "{audit}");
     let (_, admin) = shop.send("GET", "/api/v1/me", &shop.as_staff(), None).await;
@@ -162,4 +163,177 @@ async fn item_14_sign_up_and_email_change_do_not_say_which_addresses_have_accoun
     assert_eq!(mails(&shop, "grace@example.com", "Confirm your email", 1).await.len(), 1, "only her own sign-up's");
     let (_, me) = shop.send("GET", "/api/v1/me", &lin, None).await;
     assert_eq!(me["email"], "lin@example.com");
+}
+
+/// Signs up through the storefront's form from a fresh browser: the status,
+/// the cookies set (names) and the page with `email` and the form token masked.
+async fn storefront_sign_up(shop: &Shop, email: &str) -> (StatusCode, Vec<String>, String) {
+    let mut browser = Browser::new(shop);
+    let (_, form) = browser.get("/account/sign-up").await;
+    let csrf = between(&form, r#"name="csrf" value=""#, "\"").to_owned();
+    let fields = [("csrf", csrf.as_str()), ("name", "Mallory"), ("email", email), ("password", "another passphrase")];
+    let (status, headers, page) = browser.request("POST", "/account/sign-up", Some(&fields)).await;
+    let mut cookies: Vec<String> = headers.get_all("set-cookie").iter().map(|c| c.to_str().unwrap().split('=').next().unwrap().to_owned()).collect();
+    cookies.sort();
+    let mut masked = page.replace(email, "EMAIL").replace(&csrf, "TOKEN");
+    if masked.contains(r#"name="csrf" value=""#) {
+        let token = between(&masked, r#"name="csrf" value=""#, "\"").to_owned();
+        masked = masked.replace(&token, "TOKEN");
+    }
+    (status, cookies, masked)
+}
+
+#[tokio::test]
+async fn item_14_the_storefront_sign_up_answers_a_taken_address_like_a_new_one_and_signs_nobody_in() {
+    let shop = shop_with_mail().await;
+    customer(&shop, "grace@example.com").await;
+
+    let new = storefront_sign_up(&shop, "mallory@example.com").await;
+    let taken = storefront_sign_up(&shop, "grace@example.com").await;
+    assert_eq!(new, taken, "one form post must not tell which addresses have accounts");
+    let (status, cookies, page) = new;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(!cookies.iter().any(|c| c == "access" || c == "refresh"), "no session from signing up: {cookies:?}");
+    assert!(page.contains("We have sent a message to EMAIL: follow it to confirm your address, then sign in"), "{page}");
+    assert!(page.contains(r#"action="/account/sign-in""#), "the sign-in form: {page}");
+
+    // The new address's link confirms it and offers sign-in, without signing in.
+    let link = mail_link(&shop, "mallory@example.com", "Confirm your email", "/account/verify-email?token=").await;
+    let mut browser = Browser::new(&shop);
+    let (_, confirm) = browser.get(&link).await;
+    let (status, done) = browser.submit(&confirm, "/account/verify-email", &[("token", between(&confirm, r#"name="token" value=""#, "\""))]).await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    assert!(done.contains("Your email address is confirmed.") && done.contains(r#"href="/account/sign-in""#), "{done}");
+    assert!(!browser.cookies.contains_key("access") && !browser.cookies.contains_key("refresh"));
+    let (_, form) = browser.get("/account/sign-in").await;
+    let (status, account) = browser.submit(&form, "/account/sign-in", &[("email", "mallory@example.com"), ("password", "another passphrase")]).await;
+    assert_eq!(status, StatusCode::OK, "{account}");
+    assert!(browser.cookies.contains_key("access"), "{account}");
+}
+
+/// The token of a mailed link.
+fn token_of(link: &str) -> String {
+    link.split("token=").nth(1).unwrap().to_owned()
+}
+
+async fn verify(shop: &Shop, token: &str) -> (StatusCode, Value) {
+    shop.send("POST", "/api/v1/auth/verify-email", &Who::default(), Some(json!({"token": token}))).await
+}
+
+/// Asks for a move to `to` and returns the link mailed there.
+async fn email_change_link(shop: &Shop, who: &Who, to: &str) -> String {
+    let (s, me) = shop.send("PATCH", "/api/v1/me", who, Some(json!({"email": to, "password": PASSWORD}))).await;
+    assert_eq!(s, StatusCode::OK, "{me}");
+    token_of(&mail_link(shop, to, "Confirm your email", "/account/verify-email?token=").await)
+}
+
+#[tokio::test]
+async fn item_15_email_change_links_die_with_account_recovery() {
+    let shop = shop_with_mail().await;
+    let ada = bearer(&customer(&shop, "ada@example.com").await);
+
+    // A move to another mailbox is asked for, then the password changed
+    // (someone had the password): the pending move is void.
+    let link = email_change_link(&shop, &ada, "ada@one.example").await;
+    let (s, body) = shop.send("POST", "/api/v1/auth/password/change", &ada, Some(json!({
+        "current_password": PASSWORD, "new_password": "a newer passphrase"}))).await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{body}");
+    let (s, body) = verify(&shop, &link).await;
+    assert_eq!((s, error(&body).0), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_token")), "an email change survived a password change: {body}");
+
+    // The same after a password reset and after signing out everywhere.
+    let anyone = Who::default();
+    let login = |password: &'static str| shop.send("POST", "/api/v1/auth/login", &anyone, Some(json!({"email": "ada@example.com", "password": password})));
+    let (_, tokens) = login("a newer passphrase").await;
+    let ada = bearer(tokens["access_token"].as_str().unwrap());
+    let (s, _) = shop.send("PATCH", "/api/v1/me", &ada, Some(json!({"email": "ada@two.example", "password": "a newer passphrase"}))).await;
+    assert_eq!(s, StatusCode::OK);
+    let link = token_of(&mail_link(&shop, "ada@two.example", "Confirm your email", "/account/verify-email?token=").await);
+    shop.send("POST", "/api/v1/auth/password/forgot", &Who::default(), Some(json!({"email": "ada@example.com"}))).await;
+    let reset = token_of(&mail_link(&shop, "ada@example.com", "Reset your", "/account/reset-password?token=").await);
+    let (s, body) = shop.send("POST", "/api/v1/auth/password/reset", &Who::default(), Some(json!({"token": reset, "password": PASSWORD}))).await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{body}");
+    let (s, body) = verify(&shop, &link).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "an email change survived a password reset: {body}");
+
+    let (_, tokens) = login(PASSWORD).await;
+    let ada = bearer(tokens["access_token"].as_str().unwrap());
+    let link = email_change_link(&shop, &ada, "ada@three.example").await;
+    assert_eq!(shop.send("POST", "/api/v1/auth/logout-all", &ada, None).await.0, StatusCode::NO_CONTENT);
+    let (s, body) = verify(&shop, &link).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "an email change survived signing out everywhere: {body}");
+    let (_, tokens) = login(PASSWORD).await;
+    let (_, me) = shop.send("GET", "/api/v1/me", &bearer(tokens["access_token"].as_str().unwrap()), None).await;
+    assert_eq!(me["email"], "ada@example.com");
+}
+
+#[tokio::test]
+async fn item_15_reset_links_die_with_an_email_change() {
+    let shop = shop_with_mail().await;
+    let bo = bearer(&customer(&shop, "bo@example.com").await);
+
+    // A reset link sits in the old mailbox; the account moves to a new one.
+    shop.send("POST", "/api/v1/auth/password/forgot", &Who::default(), Some(json!({"email": "bo@example.com"}))).await;
+    let reset = token_of(&mail_link(&shop, "bo@example.com", "Reset your", "/account/reset-password?token=").await);
+    let link = email_change_link(&shop, &bo, "bo@new.example").await;
+    assert_eq!(verify(&shop, &link).await.0, StatusCode::NO_CONTENT);
+
+    // The old mailbox's link no longer sets the password.
+    let (s, body) = shop.send("POST", "/api/v1/auth/password/reset", &Who::default(), Some(json!({"token": reset, "password": "the old mailbox's pick"}))).await;
+    assert_eq!((s, error(&body).0), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_token")), "a reset link outlived an email change: {body}");
+    let anyone = Who::default();
+    let login = |password: &'static str| shop.send("POST", "/api/v1/auth/login", &anyone, Some(json!({"email": "bo@new.example", "password": password})));
+    assert_eq!(login(PASSWORD).await.0, StatusCode::OK);
+
+    // Nor does any reset link made out to another address than the account's.
+    let (_, me) = shop.send("GET", "/api/v1/me", &bo, None).await;
+    use sha2::Digest;
+    let stray = "a-reset-token-sent-to-the-old-address";
+    let db = shop.app.db("auth").unwrap().clone();
+    platform::on_db!(db, pool => sqlx::query(
+        "INSERT INTO one_time_tokens (token_hash, user_id, purpose, email, expires_at_ms, created_at) VALUES ($1, $2, 'reset_password', 'bo@example.com', $3, $4)")
+        .bind(hex::encode(sha2::Sha256::digest(stray.as_bytes()))).bind(me["id"].as_str().unwrap())
+        .bind(((now() + 3600) * 1000) as i64).bind(time::OffsetDateTime::now_utc())
+        .execute(pool).await.map(|_| ())).unwrap();
+    let (s, body) = shop.send("POST", "/api/v1/auth/password/reset", &Who::default(), Some(json!({"token": stray, "password": "the old mailbox's pick"}))).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(login("the old mailbox's pick").await.0, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn item_7_wrong_current_passwords_at_step_ups_are_throttled_like_sign_ins() {
+    let shop = Shop::new().await;
+    let n = shop.config.auth.sign_in_throttle_after as usize;
+    let ada = bearer(&customer(&shop, "ada@example.com").await);
+    let guess = |i: usize| -> (&'static str, &'static str, Value) {
+        let wrong = format!("guess number {i}");
+        match i % 4 {
+            0 => ("PATCH", "/api/v1/me", json!({"email": "thief@example.com", "password": wrong})),
+            1 => ("POST", "/api/v1/me/mfa/totp", json!({"password": wrong})),
+            2 => ("POST", "/api/v1/auth/password/change", json!({"current_password": wrong, "new_password": "the thiefs passphrase"})),
+            _ => ("DELETE", "/api/v1/me", json!({"password": wrong})),
+        }
+    };
+
+    // A stolen token guesses the password through each step-up in turn: as
+    // many guesses as signing in would allow, then a wait.
+    for i in 0..n {
+        let (method, path, body) = guess(i);
+        let (s, e) = shop.send(method, path, &ada, Some(body)).await;
+        assert_eq!((s, error(&e).0), (StatusCode::FORBIDDEN, Some("wrong_password")), "guess {i} at {path}: {e}");
+    }
+    for i in n..n + 4 {
+        let (method, path, body) = guess(i);
+        let (s, headers, e) = shop.send_full(method, path, &ada, Some(body)).await;
+        assert_eq!((s, error(&e).0), (StatusCode::TOO_MANY_REQUESTS, Some("sign_in_throttled")), "guess {i} at {path}: {e}");
+        let wait: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!(wait >= 1, "{headers:?}");
+    }
+    // Even the right password waits now, and so does signing in from that client.
+    let (s, e) = shop.send("PATCH", "/api/v1/me", &ada, Some(json!({"email": "thief@example.com", "password": PASSWORD}))).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{e}");
+    let (s, e) = shop.send("POST", "/api/v1/auth/login", &Who::default(), Some(json!({"email": "ada@example.com", "password": PASSWORD}))).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{e}");
+    let (_, me) = shop.send("GET", "/api/v1/me", &ada, None).await;
+    assert_eq!((me["email"].as_str(), me["mfa_enabled"].as_bool()), (Some("ada@example.com"), Some(false)), "{me}");
 }

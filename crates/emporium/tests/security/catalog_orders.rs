@@ -127,6 +127,34 @@ async fn item_16_the_csv_export_writes_formulas_as_text_and_numbers_as_numbers()
     assert_eq!(p["tags"], json!(["-sale"]));
 }
 
+#[tokio::test]
+async fn item_16_a_long_run_of_quotes_before_a_formula_exports_and_imports_without_crashing() {
+    let shop = Shop::new().await;
+    let quoted = format!("{}=1", "'".repeat(100_000));
+    let (s, p) = shop.send("POST", "/api/v1/admin/products", &shop.as_staff(), Some(json!({
+        "title": "Quotes", "description": quoted, "status": "active",
+        "variants": [{"sku": "QUOTES-1", "prices": {"USD": 500}}]}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{p}");
+    let id = p["id"].as_str().unwrap().to_owned();
+
+    let (status, csv) = raw(&shop, "GET", "/api/v1/admin/products/export", "text/plain", Vec::new()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(csv.contains(&format!("'{quoted}")), "the cell is guarded once more");
+    let (status, report) = raw(&shop, "POST", "/api/v1/admin/products/import", "text/csv", csv.into_bytes()).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    let (_, p) = shop.send("GET", &format!("/api/v1/admin/products/{id}"), &shop.as_staff(), None).await;
+    assert_eq!(p["description"].as_str().map(str::len), Some(quoted.len()), "{report}");
+    assert_eq!(p["description"], json!(quoted));
+
+    // A staff member's file with such a title is read (and the title refused as too long), not a crash.
+    let file = format!("Handle,Title,Variant SKU,Variant Price\nquotes-2,{quoted},QUOTES-2,5.00\n");
+    let (status, report) = raw(&shop, "POST", "/api/v1/admin/products/import", "text/csv", file.into_bytes()).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    assert_eq!(report["products_created"], 0, "{report}");
+    assert_eq!(report["errors"][0]["reason"], "1 to 200 characters", "{report}");
+}
+
 /// CRC-32 (ISO-HDLC, as PNG chunks use), bit by bit.
 fn crc32(bytes: &[u8]) -> u32 {
     let mut crc = 0xFFFF_FFFFu32;
@@ -260,4 +288,41 @@ async fn item_19_a_once_per_customer_code_is_once_per_mailbox() {
         ("ADA+shop@example.com", StatusCode::CONFLICT, refused),
         ("bob@example.com", StatusCode::CREATED, None),
     ]);
+}
+
+#[tokio::test]
+async fn item_19_a_once_per_customer_code_is_once_per_mailbox_and_once_per_account() {
+    let shop = Shop::new().await;
+    shop.product("ONCE-2", 2000, 20).await;
+    for code in ["GUESTFIRST", "ACCOUNTFIRST"] {
+        let (s, body) = shop.send("POST", "/api/v1/admin/discounts", &shop.as_staff(), Some(json!({
+            "code": code, "kind": "fixed", "amount_off": 300, "currency": "USD", "per_customer_limit": 1}))).await;
+        assert_eq!(s, StatusCode::CREATED, "{body}");
+    }
+    let ada = super::support::Who { token: Some(shop.user("Ada+2@example.com", kernel::auth::Role::Customer).await), ..Default::default() };
+    let grace = super::support::Who { token: Some(shop.user("grace@example.com", kernel::auth::Role::Customer).await), ..Default::default() };
+    let order = |who: Option<super::support::Who>, email: &'static str, code: &'static str| {
+        let shop = &shop;
+        async move {
+            let (cart, who) = shop.ready_cart(&[("ONCE-2", 1)], who.as_ref()).await;
+            let (s, body) = shop.send("PUT", &format!("/api/v1/carts/{cart}/email"), &who, Some(json!({"email": email}))).await;
+            assert_eq!(s, StatusCode::OK, "{body}");
+            let (s, body) = shop.send("POST", &format!("/api/v1/carts/{cart}/discounts"), &who, Some(json!({"code": code}))).await;
+            assert!(s.is_success(), "{body}");
+            let (status, body) = shop.checkout(&cart, &who, "tok_visa").await;
+            (status, body["error"]["code"].as_str().map(str::to_owned))
+        }
+    };
+    let taken = (StatusCode::CREATED, None);
+    let refused = (StatusCode::CONFLICT, Some("discount_limit_reached".to_owned()));
+
+    // A guest's use counts for the account whose address is an alias of that mailbox ...
+    assert_eq!(order(None, "ada@example.com", "GUESTFIRST").await, taken);
+    assert_eq!(order(Some(ada.clone()), "Ada+2@example.com", "GUESTFIRST").await, refused);
+    // ... and an account's use counts for a guest at the same mailbox, and for the account under any address.
+    assert_eq!(order(Some(ada.clone()), "Ada+2@example.com", "ACCOUNTFIRST").await, taken);
+    assert_eq!(order(None, "ADA@example.com", "ACCOUNTFIRST").await, refused);
+    assert_eq!(order(Some(ada), "lovelace@example.com", "ACCOUNTFIRST").await, refused);
+    // Another customer still gets it.
+    assert_eq!(order(Some(grace), "grace@example.com", "ACCOUNTFIRST").await, taken);
 }

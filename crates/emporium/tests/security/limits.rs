@@ -121,12 +121,48 @@ async fn item_12_view_events_from_one_visitor_count_once_toward_trending() {
     // Views are written just after the answer: wait until the three visitors' ones are in.
     let started = std::time::Instant::now();
     while score(liked.clone()).await < 0.29 || score(pushed.clone()).await < 0.09 {
-        assert!(started.elapsed() < std::time::Duration::from_secs(10), "views were not recorded");
+        if started.elapsed() > std::time::Duration::from_secs(10) {
+            panic!("views were not recorded: liked {}, pushed {}", score(liked.clone()).await, score(pushed.clone()).await);
+        }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     let pushed_score = score(pushed.clone()).await;
     assert!(pushed_score < 0.15, "100 views of one visitor counted as {pushed_score} (one view is 0.1)");
     assert!(score(liked.clone()).await > pushed_score, "three visitors outrank one who reloads");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn item_12_views_of_many_visitors_at_once_all_count() {
+    let shop = Shop::with(|c| c.services.push("search".into())).await;
+    let product = shop.product("VIEW-C", 1000, 5).await;
+    let mut views = tokio::task::JoinSet::new();
+    for n in 0..20 {
+        let (router, product) = (shop.app.router(), product.clone());
+        views.spawn(async move {
+            let mut r = Request::builder().method("POST").uri("/api/v1/events/view")
+                .header("content-type", "application/json")
+                .body(Body::from(json!({"product_id": product}).to_string())).unwrap();
+            let from: SocketAddr = format!("203.0.113.{}:1", 100 + n).parse().unwrap();
+            r.extensions_mut().insert(axum::extract::ConnectInfo(from));
+            router.oneshot(r).await.unwrap().status()
+        });
+    }
+    while let Some(status) = views.join_next().await {
+        assert_eq!(status.unwrap(), StatusCode::ACCEPTED);
+    }
+    let db = shop.app.db("search").unwrap().clone();
+    let mut score = 0.0;
+    for _ in 0..500 {
+        let s: Option<f64> = on_db!(&db, pool => sqlx::query_scalar("SELECT score FROM trend WHERE product_id = $1")
+            .bind(&product).fetch_optional(pool).await)
+        .unwrap();
+        score = s.unwrap_or(0.0);
+        if score > 1.99 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(score > 1.99 && score < 2.01, "20 visitors' views counted as {score} (one view is 0.1)");
 }
 
 #[tokio::test]
@@ -259,4 +295,208 @@ async fn item_12_back_in_stock_requests_per_address_are_limited() {
     assert_limited(status, &headers, &body);
     let (status, _, body) = ask(&products[2], "kim@example.com").await;
     assert_eq!(status, StatusCode::CREATED, "another address has its own count: {body}");
+}
+
+/// One IPv6 subscriber holds a whole /64: its addresses are one client for
+/// the general limit; an IPv4 address written as IPv6 is that IPv4 address.
+#[tokio::test]
+async fn item_12_an_ipv6_64_is_one_client_for_the_general_limit() {
+    let shop = Shop::with(|c| c.limits.per_ip_per_minute = 3).await;
+    let anonymous = Who::default();
+    for from in ["[2001:db8::1]:1", "[2001:db8::2]:1", "[2001:db8::1]:2"] {
+        let (status, _, body) = call_from(&shop, from, "GET", "/api/v1/products", &anonymous, None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let (status, headers, body) = call_from(&shop, "[2001:db8::9:9]:1", "GET", "/api/v1/products", &anonymous, None).await;
+    assert_limited(status, &headers, &body);
+    let (status, _, body) = call_from(&shop, "[2001:db8:0:1::1]:1", "GET", "/api/v1/products", &anonymous, None).await;
+    assert_eq!(status, StatusCode::OK, "another /64 is another client: {body}");
+
+    for from in ["203.0.113.10:1", "[::ffff:203.0.113.10]:1", "203.0.113.10:2"] {
+        let (status, _, body) = call_from(&shop, from, "GET", "/api/v1/products", &anonymous, None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let (status, headers, body) = call_from(&shop, "[::ffff:203.0.113.10]:3", "GET", "/api/v1/products", &anonymous, None).await;
+    assert_limited(status, &headers, &body);
+}
+
+/// Carts, sign-ups and the sign-in throttle count an IPv6 client by its /64.
+#[tokio::test]
+async fn item_12_an_ipv6_64_is_one_client_for_carts_sign_ups_and_sign_ins() {
+    let shop = Shop::with(|c| {
+        c.limits.carts_per_ip_per_hour = 2;
+        c.limits.sign_ups_per_ip_per_hour = 2;
+    })
+    .await;
+    let anonymous = Who::default();
+    for from in ["[2001:db8::1]:1", "[2001:db8::2]:1"] {
+        let (status, _, body) = call_from(&shop, from, "POST", "/api/v1/carts", &anonymous, None).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let (status, headers, body) = call_from(&shop, "[2001:db8::3]:1", "POST", "/api/v1/carts", &anonymous, None).await;
+    assert_limited(status, &headers, &body);
+    let (status, _, body) = call_from(&shop, "[2001:db8:0:1::1]:1", "POST", "/api/v1/carts", &anonymous, None).await;
+    assert_eq!(status, StatusCode::CREATED, "another /64 has its own count: {body}");
+    for from in ["[::ffff:203.0.113.10]:1", "203.0.113.10:1"] {
+        let (status, _, body) = call_from(&shop, from, "POST", "/api/v1/carts", &anonymous, None).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let (status, headers, body) = call_from(&shop, "[::ffff:203.0.113.10]:2", "POST", "/api/v1/carts", &anonymous, None).await;
+    assert_limited(status, &headers, &body);
+
+    let register = |n: u32| json!({"email": format!("v6-{n}@example.com"), "password": "a long passphrase 42", "name": "New"});
+    for (n, from) in [(0, "[2001:db8::10]:1"), (1, "[2001:db8::11]:1")] {
+        let (status, _, body) = call_from(&shop, from, "POST", "/api/v1/auth/register", &anonymous, Some(register(n))).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let (status, headers, body) = call_from(&shop, "[2001:db8::12]:1", "POST", "/api/v1/auth/register", &anonymous, Some(register(2))).await;
+    assert_limited(status, &headers, &body);
+    let (status, _, body) = call_from(&shop, "[2001:db8:0:1::12]:1", "POST", "/api/v1/auth/register", &anonymous, Some(register(3))).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    // Wrong passwords for one account, each from a new address of one /64: the /64 waits.
+    shop.user("ada@example.com", Role::Customer).await;
+    let login = |password: &str| json!({"email": "ada@example.com", "password": password});
+    let after = shop.config.auth.sign_in_throttle_after;
+    for n in 0..after + 1 {
+        call_from(&shop, &format!("[2001:db8::a:{n:x}]:1"), "POST", "/api/v1/auth/login", &anonymous, Some(login("not the passphrase"))).await;
+    }
+    let (status, _, body) = call_from(&shop, "[2001:db8::b:1]:1", "POST", "/api/v1/auth/login", &anonymous, Some(login("a long passphrase"))).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::TOO_MANY_REQUESTS, Some("sign_in_throttled")), "{body}");
+    let (status, _, body) = call_from(&shop, "[2001:db8:0:1::b]:1", "POST", "/api/v1/auth/login", &anonymous, Some(login("a long passphrase"))).await;
+    assert_eq!(status, StatusCode::OK, "the owner in another /64 signs in: {body}");
+}
+
+/// Behind a trusted proxy, the storefront's guest carts count each browser
+/// the proxy names in `X-Forwarded-For`, not the proxy.
+#[tokio::test]
+async fn item_12_storefront_carts_behind_a_proxy_count_each_forwarded_browser() {
+    let shop = Shop::with(|c| {
+        c.auth.trust_forwarded_for = true;
+        c.limits.carts_per_ip_per_hour = 1;
+    })
+    .await;
+    super::support::pages::create(&shop, json!({"title": "Cup", "status": "active",
+        "variants": [{"sku": "CUP-1", "prices": {"USD": 800}}]})).await;
+    super::support::pages::stock(&shop, "CUP-1", 50).await;
+    let mut answers = Vec::new();
+    for client in ["203.0.113.10", "203.0.113.20", "203.0.113.10"] {
+        let mut browser = super::support::pages::Browser::at(&shop, "127.0.0.1:40000");
+        browser.headers.push(("x-forwarded-for", client.to_owned()));
+        let (_, page) = browser.get("/products/cup").await;
+        let (status, _) = browser.submit(&page, "/cart/items", &[("sku", "CUP-1"), ("quantity", "1")]).await;
+        answers.push((status.is_success(), browser.cookies.contains_key("cart_id")));
+    }
+    assert_eq!(answers, [(true, true), (true, true), (false, false)], "one cart per forwarded browser, not one for the whole proxy");
+}
+
+/// Refused discount codes count per client whatever the cart, so new carts
+/// buy no new guesses.
+#[tokio::test]
+async fn item_12_refused_discount_codes_count_per_client_across_carts() {
+    let defaults = kernel::config::LimitsConfig::default();
+    let shop = Shop::with(|c| {
+        c.limits.discount_attempts_per_cart_per_10_min = defaults.discount_attempts_per_cart_per_10_min;
+        c.limits.discount_failures_per_client_per_hour = defaults.discount_failures_per_client_per_hour;
+    })
+    .await;
+    assert_eq!(defaults.discount_failures_per_client_per_hour, 30);
+    let new_cart = |from: &'static str| {
+        let shop = &shop;
+        async move {
+            let (status, _, cart) = call_from(shop, from, "POST", "/api/v1/carts", &Who::default(), None).await;
+            assert_eq!(status, StatusCode::CREATED, "{cart}");
+            let who = Who { secret: cart["secret"].as_str().map(str::to_owned), ..Who::default() };
+            (format!("/api/v1/carts/{}/discounts", cart["id"].as_str().unwrap()), who)
+        }
+    };
+    let mut answers = Vec::new();
+    for n in 0..4 {
+        let (path, who) = new_cart(IP_A).await;
+        for i in 0..8 {
+            if answers.len() == 31 {
+                break;
+            }
+            // Unknown codes and malformed ones alike.
+            let code = if i == 7 { "not a code!".to_owned() } else { format!("GUESS{n}X{i}") };
+            let (status, headers, body) = call_from(&shop, IP_A, "POST", &path, &who, Some(json!({"code": code}))).await;
+            answers.push((status, headers, body));
+        }
+    }
+    assert!(answers[..30].iter().all(|(s, _, _)| *s == StatusCode::UNPROCESSABLE_ENTITY), "{:?}", answers.iter().map(|a| a.0).collect::<Vec<_>>());
+    let (status, headers, body) = &answers[30];
+    assert_limited(*status, headers, body);
+
+    let (path, who) = new_cart(IP_B).await;
+    let (status, _, body) = call_from(&shop, IP_B, "POST", &path, &who, Some(json!({"code": "GUESS-B"}))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "another client has its own count: {body}");
+
+    // The storefront's code form counts the browser too: from A, it waits.
+    super::support::pages::create(&shop, json!({"title": "Cup", "status": "active",
+        "variants": [{"sku": "CUP-1", "prices": {"USD": 800}}]})).await;
+    super::support::pages::stock(&shop, "CUP-1", 50).await;
+    let mut browser = super::support::pages::Browser::at(&shop, IP_A);
+    let (_, page) = browser.get("/products/cup").await;
+    let (status, page) = browser.submit(&page, "/cart/items", &[("sku", "CUP-1"), ("quantity", "1")]).await;
+    assert!(status.is_success(), "{status}");
+    let (status, _) = browser.submit(&page, "/cart/discount", &[("code", "GUESS-PAGE")]).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+/// With Redis away (a closed port), a limit still holds, in this process.
+#[tokio::test]
+async fn item_12_limits_hold_in_process_while_redis_is_away() {
+    let client = redis::Client::open("redis://127.0.0.1:1").unwrap();
+    let quick = redis::aio::ConnectionManagerConfig::new()
+        .set_number_of_retries(0)
+        .set_connection_timeout(Some(std::time::Duration::from_millis(200)));
+    let conn = redis::aio::ConnectionManager::new_lazy_with_config(client, quick).unwrap();
+    let limits = platform::limit::Limits::new(std::sync::Arc::new(platform::limit::RedisLimiter::new(conn, "t")));
+    let hour = platform::limit::HOUR;
+    for _ in 0..3 {
+        assert_eq!(limits.hit("password_reset", "ada@example.com", 3, hour).await, Ok(()));
+    }
+    let refused = limits.hit("password_reset", "ada@example.com", 3, hour).await.unwrap_err();
+    assert!((1..=3600).contains(&refused.retry_after_secs), "{refused:?}");
+    assert_eq!(limits.hit("password_reset", "bob@example.com", 3, hour).await, Ok(()), "another subject counts apart");
+}
+
+/// Back-in-stock requests count per mailbox (`+tag` spellings are one inbox),
+/// and only requests for something that can be waited for count.
+#[tokio::test]
+async fn item_12_back_in_stock_requests_count_per_mailbox_once_the_product_is_found() {
+    let shop = Shop::with(|c| {
+        c.services = vec!["auth".into(), "catalog".into(), "orders".into(), "notify".into()];
+        c.limits.stock_alerts_per_email_per_hour = 2;
+    })
+    .await;
+    let gone = shop.product("MBX-GONE", 1000, 0).await;
+    let gone_too = shop.product("MBX-GONE-2", 1000, 0).await;
+    let here = shop.product("MBX-HERE", 1000, 5).await;
+    let shop = &shop;
+    let ask = |product: &str, email: &str| {
+        let path = format!("/api/v1/products/{product}/notify-me");
+        let body = json!({"email": email});
+        async move { shop.send_full("POST", &path, &Who::default(), Some(body)).await }
+    };
+    // Refused requests (in stock, unknown SKU) use up nothing.
+    for _ in 0..3 {
+        let (status, _, body) = ask(&here, "kim@example.com").await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    }
+    for product in [&gone, &gone_too] {
+        let (status, _, body) = ask(product, "kim@example.com").await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    for (product, email) in [(&gone, "lin+1@example.com"), (&gone_too, "Lin+2@Example.com")] {
+        let (status, _, body) = ask(product, email).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let (status, headers, body) = ask(&gone, "lin+3@example.com").await;
+    assert_limited(status, &headers, &body);
+    let (status, headers, body) = ask(&gone, "l.i.n+4@gmail.com").await;
+    assert_eq!(status, StatusCode::CREATED, "another mailbox: {body} {headers:?}");
+    let (_, _, _) = ask(&gone_too, "lin@googlemail.com").await;
+    let (status, headers, body) = ask(&gone, "L.in@gmail.com").await;
+    assert_limited(status, &headers, &body);
 }

@@ -232,3 +232,83 @@ async fn item_20_guest_lookup_tokens_are_kept_nowhere_in_clear() {
         assert!(!row.contains(&token), "a notify row holds the lookup token: {row}");
     }
 }
+
+/// A loopback server that answers every request with a 500 naming itself.
+async fn failing_server() -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                let _ = socket.read(&mut buf).await;
+                let body = "internal-billing-service v2.3";
+                let answer = format!("HTTP/1.1 500 Internal Server Error\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+                let _ = socket.write_all(answer.as_bytes()).await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn item_6_why_a_webhook_failed_is_shown_only_to_staff_managers() {
+    // A developer's shop, where loopback targets are let through: what the
+    // log says about a closed port and a failing server is what a scan would learn.
+    let shop = notify_shop(|c| c.notify.webhooks_allow_private = true).await;
+    let manager = bearer(&shop.user("om@example.com", Role::OrderManager).await);
+    let closed = {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let failing = failing_server().await;
+    let mut ids = Vec::new();
+    for url in [format!("http://127.0.0.1:{closed}/in"), format!("http://127.0.0.1:{failing}/in")] {
+        let (s, hook) = shop.send("POST", "/api/v1/admin/webhooks", &shop.as_staff(), Some(json!({"url": url, "event_types": ["inventory.low_stock"]}))).await;
+        assert_eq!(s, StatusCode::CREATED, "{hook}");
+        let id = hook["id"].as_str().unwrap().to_owned();
+        let (s, test) = shop.send("POST", &format!("/api/v1/admin/webhooks/{id}/test"), &shop.as_staff(), None).await;
+        assert_eq!((s, test), (StatusCode::OK, json!({"ok": false, "result": "failed"})));
+        ids.push(id);
+    }
+
+    for (endpoint, port) in ids.iter().zip([closed, failing]) {
+        let query = format!("/api/v1/admin/notifications?endpoint_id={endpoint}");
+        // The merchant's admin reads why.
+        let (s, list) = shop.send("GET", &query, &shop.as_staff(), None).await;
+        assert_eq!(s, StatusCode::OK, "{list}");
+        let delivery = list["data"][0].clone();
+        let why = delivery["last_error"].as_str().unwrap_or_default().to_owned();
+        assert!(!why.is_empty(), "{delivery}");
+        let id = delivery["id"].as_str().unwrap().to_owned();
+        let (_, detail) = shop.send("GET", &format!("/api/v1/admin/notifications/{id}"), &shop.as_staff(), None).await;
+        let attempt = &detail["attempt_log"][0];
+        assert_eq!(attempt["ok"], false, "{detail}");
+        assert!(attempt["error"].is_string() || attempt["status_code"] == 500, "{detail}");
+
+        // An order manager reads that it failed, and when; not why.
+        let (s, list) = shop.send("GET", &query, &manager, None).await;
+        assert_eq!(s, StatusCode::OK, "{list}");
+        assert_eq!(list["data"][0]["status"], delivery["status"]);
+        assert!(list["data"][0]["last_error"].is_null(), "{list}");
+        assert!(!list.to_string().contains(&why), "{list}");
+        let (s, detail) = shop.send("GET", &format!("/api/v1/admin/notifications/{id}"), &manager, None).await;
+        assert_eq!(s, StatusCode::OK, "{detail}");
+        let attempt = &detail["attempt_log"][0];
+        assert_eq!(attempt["ok"], false, "{detail}");
+        assert!(attempt["at"].is_string(), "{detail}");
+        assert!(attempt["error"].is_null() && attempt["status_code"].is_null(), "{detail}");
+        assert!(detail["last_error"].is_null(), "{detail}");
+        let text = detail.to_string();
+        assert!(!text.contains(&why) && !text.contains("500") && !text.to_lowercase().contains("refused"), "{port}: {detail}");
+    }
+
+    // Nor in the console, which asks the API as them.
+    let mut console = staff_browser(&shop, "om2@example.com", Role::OrderManager).await;
+    let (s, page) = console.get("/admin/notifications?channel=webhook").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(page.contains(&format!("127.0.0.1:{closed}/in")) && page.contains("failed"), "the failed deliveries are listed: {page}");
+    assert!(!page.contains("HTTP 500") && !page.contains("no answer") && !page.contains("error sending"), "{page}");
+}

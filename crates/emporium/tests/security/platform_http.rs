@@ -23,7 +23,7 @@ use super::support::{Shop, Who, call, signed_in};
 const PATIENCE: Duration = Duration::from_secs(20);
 
 /// A process served on loopback, with probe routes: one that reads its
-/// body, one that never answers.
+/// body, one that never answers, one that answers [`BIG`] bytes.
 struct Served {
     _sandbox: Sandbox,
     addr: SocketAddr,
@@ -50,7 +50,8 @@ async fn served(tune: impl FnOnce(&mut kernel::config::Config), own_metrics_port
                 tokio::time::sleep(Duration::from_secs(3600)).await;
                 "late"
             }),
-        );
+        )
+        .route("/probe/big", get(|| async { vec![b'x'; BIG] }));
     let app = App::start(Arc::new(config), &emporium::services(), probes, false).await.unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -282,4 +283,147 @@ async fn item_26_without_metrics_bind_the_main_port_serves_metrics() {
     let shop = served(|_| {}, false).await;
     let said = exchange(shop.addr, "GET /metrics HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n").await;
     assert!(said.starts_with("HTTP/1.1 200"), "{said}");
+}
+
+/// A client socket bound to `local` (a loopback address such as 127.0.0.2,
+/// so one machine plays several clients), with a receive buffer of
+/// `receive_buffer` bytes when given, connected to `addr`.
+async fn client_from(local: &str, addr: SocketAddr, receive_buffer: Option<u32>) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    if let Some(bytes) = receive_buffer {
+        socket.set_recv_buffer_size(bytes).unwrap();
+    }
+    socket.bind(format!("{local}:0").parse().unwrap()).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+/// [`exchange`] from `local`; a refused connection may be closed before the
+/// request is written, which is no failure here.
+async fn exchange_from(local: &str, addr: SocketAddr, raw: &str) -> String {
+    let mut stream = client_from(local, addr, None).await;
+    let _ = stream.write_all(raw.as_bytes()).await;
+    until_closed(&mut stream).await
+}
+
+/// What a probe answers for a client that will not read it: far more than
+/// the kernel's socket buffers hold, so the server's writes stall.
+const BIG: usize = 32 << 20;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item_8_a_client_that_stops_reading_is_dropped_and_its_slot_reused() {
+    let shop = served(
+        |c| {
+            c.http.max_connections = 1;
+            c.http.write_timeout_secs = 1;
+        },
+        false,
+    )
+    .await;
+    // It asks, with a tiny receive window, and never reads: it holds the
+    // only slot. (The answer is far larger than the socket buffers; the API
+    // document alone would fit in them and be written whole.)
+    let mut slow = client_from("127.0.0.1", shop.addr, Some(4096)).await;
+    slow.write_all(b"GET /probe/big HTTP/1.1\r\nHost: shop\r\n\r\n").await.unwrap();
+
+    // Once its writes have stalled for the write timeout, the server drops
+    // it and the slot serves someone else.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let said = exchange(shop.addr, "GET /healthz HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n").await;
+        if said.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the slot of a client that never reads was never freed: {said}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The slow client got the start of its answer, cut short, then the end.
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(PATIENCE, slow.read_to_end(&mut got)).await;
+    assert!(read.is_ok(), "the server kept the stalled connection open");
+    assert!(got.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&got[..got.len().min(200)]));
+    assert!(got.len() < BIG, "the whole answer was sent ({} bytes)", got.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item_8_one_client_cannot_take_every_connection() {
+    let get = "GET /healthz HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n";
+    let shop = served(|c| c.http.max_connections_per_ip = 2, false).await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut open = client_from("127.0.0.2", shop.addr, None).await;
+        let said = kept_alive_get(&mut open, "/healthz").await;
+        assert!(said.starts_with("HTTP/1.1 200"), "{said}");
+        held.push(open);
+    }
+
+    // 127.0.0.2 holds its two: its third is refused, another client is served.
+    let said = exchange_from("127.0.0.2", shop.addr, get).await;
+    assert!(!said.contains(" 200 "), "served past the per-client cap: {said}");
+    if !said.is_empty() {
+        assert!(said.starts_with("HTTP/1.1 503") && said.contains("too_many_connections"), "{said}");
+    }
+    let said = exchange_from("127.0.0.3", shop.addr, get).await;
+    assert!(said.starts_with("HTTP/1.1 200"), "another client: {said}");
+
+    // One of the two closes: 127.0.0.2 may open another.
+    drop(held.pop());
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let said = exchange_from("127.0.0.2", shop.addr, get).await;
+        if said.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the client's freed slot was never reused: {said}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A trusted proxy speaks for many clients: it is not capped so.
+    let behind_proxy = served(
+        |c| {
+            c.http.max_connections_per_ip = 2;
+            c.http.trusted_proxies = vec!["127.0.0.2".parse().unwrap()];
+        },
+        false,
+    )
+    .await;
+    let mut proxied = Vec::new();
+    for _ in 0..4 {
+        let mut open = client_from("127.0.0.2", behind_proxy.addr, None).await;
+        let said = kept_alive_get(&mut open, "/healthz").await;
+        assert!(said.starts_with("HTTP/1.1 200"), "the proxy's connection was refused: {said}");
+        proxied.push(open);
+    }
+}
+
+#[tokio::test]
+async fn item_22_api_answers_holding_secrets_are_never_cached() {
+    let shop = Shop::new().await;
+    let cache_control = |headers: &axum::http::HeaderMap| headers.get("cache-control").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+
+    let (s, headers, tokens) = call(&shop.app, "POST", "/api/v1/auth/login", &[],
+        Some(json!({"email": "admin@example.com", "password": "a long passphrase"}))).await;
+    assert_eq!(s, StatusCode::OK, "{tokens}");
+    assert_eq!(cache_control(&headers), "no-store", "login");
+    let (s, headers, refreshed) = call(&shop.app, "POST", "/api/v1/auth/refresh", &[],
+        Some(json!({"refresh_token": tokens["refresh_token"]}))).await;
+    assert_eq!(s, StatusCode::OK, "{refreshed}");
+    assert_eq!(cache_control(&headers), "no-store", "refresh");
+
+    let admin = Who { token: Some(refreshed["access_token"].as_str().unwrap().to_owned()), ..Who::default() };
+    let (s, headers, enrolment) = shop.send_full("POST", "/api/v1/me/mfa/totp", &admin, Some(json!({"password": "a long passphrase"}))).await;
+    assert_eq!(s, StatusCode::OK, "{enrolment}");
+    assert!(enrolment["secret"].is_string(), "{enrolment}");
+    assert_eq!(cache_control(&headers), "no-store", "TOTP enrolment");
+    let (s, headers, made) = shop.send_full("POST", "/api/v1/admin/api-keys", &admin,
+        Some(json!({"name": "integration", "permissions": ["customers:read"]}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{made}");
+    assert_eq!(cache_control(&headers), "no-store", "API key creation");
+    let (s, headers, _) = call(&shop.app, "GET", "/api/v1/me", &[("authorization", format!("Bearer {}", refreshed["access_token"].as_str().unwrap()))], None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(cache_control(&headers), "no-store", "/me");
+
+    // The public catalog's answers keep their own caching.
+    let (s, headers, _) = call(&shop.app, "GET", "/api/v1/products", &[], None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(cache_control(&headers).starts_with("public, max-age="), "{headers:?}");
 }

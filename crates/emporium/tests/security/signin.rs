@@ -89,14 +89,14 @@ async fn item_11_failed_sign_ins_hold_up_one_address_not_the_owner_and_not_only_
         }
     }
 
-    // Staff with customers:write lift the admin's waits; a customer cannot.
+    // Staff who manage staff lift the admin's waits; a customer cannot.
     let admin = user_id(&shop, "admin@example.com").await;
     let unlock = format!("/api/v1/admin/users/{admin}/unlock");
     let customer = Who { token: Some(shop.user("cleo@example.com", Role::Customer).await), ..Who::default() };
     let (status, _) = shop.send("POST", &unlock, &customer, None).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     let support = Who { token: Some(shop.user("help@example.com", Role::Support).await), ..Who::default() };
-    let (status, body) = shop.send("POST", &unlock, &support, None).await;
+    let (status, body) = shop.send("POST", &unlock, &shop.as_staff(), None).await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
     let (status, _, body) = sign_in(&shop, IP_A, None, "admin@example.com", PASSWORD).await;
     assert_eq!(status, StatusCode::OK, "unlocked: {body}");
@@ -188,4 +188,94 @@ async fn item_25_behind_a_trusted_proxy_the_client_is_the_hop_the_proxy_wrote() 
     // An untrusted peer's header is ignored altogether: its own address counts.
     let (status, _, body) = sign_in(&shop, IP_A, Some("203.0.113.50"), "ghost@example.com", "not the passphrase").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+}
+
+#[tokio::test]
+async fn item_11_only_staff_who_manage_staff_lift_a_staff_accounts_sign_in_waits() {
+    let shop = Shop::new().await;
+    shop.user("cat@example.com", Role::CatalogManager).await;
+    shop.user("dora@example.com", Role::Customer).await;
+    for email in ["cat@example.com", "dora@example.com"] {
+        for _ in 0..5 {
+            sign_in(&shop, IP_A, None, email, "not the passphrase").await;
+        }
+        assert_eq!(sign_in(&shop, IP_A, None, email, PASSWORD).await.0, StatusCode::TOO_MANY_REQUESTS);
+    }
+    let support = Who { token: Some(shop.user("help@example.com", Role::Support).await), ..Who::default() };
+    let unlock = |id: &str| format!("/api/v1/admin/users/{id}/unlock");
+
+    // A customer's waits: support (customers:write) lifts them.
+    let dora = user_id(&shop, "dora@example.com").await;
+    let (status, body) = shop.send("POST", &unlock(&dora), &support, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    assert_eq!(sign_in(&shop, IP_A, None, "dora@example.com", PASSWORD).await.0, StatusCode::OK);
+
+    // A staff account's: not without staff:manage, and the wait stays ...
+    let cat = user_id(&shop, "cat@example.com").await;
+    let (status, body) = shop.send("POST", &unlock(&cat), &support, None).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::FORBIDDEN, Some("missing_permission")), "{body}");
+    assert_eq!(sign_in(&shop, IP_A, None, "cat@example.com", PASSWORD).await.0, StatusCode::TOO_MANY_REQUESTS);
+    // ... until someone who manages staff lifts it.
+    let (status, body) = shop.send("POST", &unlock(&cat), &shop.as_staff(), None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    assert_eq!(sign_in(&shop, IP_A, None, "cat@example.com", PASSWORD).await.0, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item_11_wrong_sign_ins_sent_at_once_get_no_more_guesses_than_one_by_one() {
+    let shop = Shop::new().await;
+    let n = shop.config.auth.sign_in_throttle_after as usize;
+    assert!(n > 0);
+    let mut guesses = tokio::task::JoinSet::new();
+    for i in 0..3 * n {
+        let router = shop.app.router();
+        guesses.spawn(async move {
+            let body = json!({"email": "admin@example.com", "password": format!("guess number {i}")});
+            let mut r = Request::builder().method("POST").uri("/api/v1/auth/login").header("content-type", "application/json")
+                .body(Body::from(body.to_string())).unwrap();
+            r.extensions_mut().insert(ConnectInfo(IP_A.parse::<SocketAddr>().unwrap()));
+            router.oneshot(r).await.unwrap().status()
+        });
+    }
+    let statuses = guesses.join_all().await;
+    let checked = statuses.iter().filter(|s| **s == StatusCode::UNAUTHORIZED).count();
+    let refused = statuses.iter().filter(|s| **s == StatusCode::TOO_MANY_REQUESTS).count();
+    assert_eq!(checked + refused, 3 * n, "{statuses:?}");
+    assert!(checked <= n, "{checked} guesses got their password checked, more than {n}: {statuses:?}");
+    // The owner elsewhere is not held up.
+    let (status, _, body) = sign_in(&shop, IP_B, None, "admin@example.com", PASSWORD).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+/// A reset request for `email` from the connection `peer`.
+async fn forgot_from(shop: &Shop, peer: &str, email: &str) {
+    let mut r = Request::builder().method("POST").uri("/api/v1/auth/password/forgot").header("content-type", "application/json")
+        .body(Body::from(json!({"email": email}).to_string())).unwrap();
+    r.extensions_mut().insert(ConnectInfo(peer.parse::<SocketAddr>().unwrap()));
+    let status = shop.app.router().oneshot(r).await.unwrap().status();
+    assert_eq!(status, StatusCode::ACCEPTED, "the answer never tells");
+}
+
+#[tokio::test]
+async fn item_12_one_clients_reset_requests_do_not_use_up_the_owners() {
+    let shop = Shop::with(|c| {
+        c.limits.password_resets_per_email_per_hour = 3;
+        c.limits.password_resets_per_email_all_clients_per_hour = 5;
+    })
+    .await;
+    shop.user("rita@example.com", Role::Customer).await;
+
+    // An attacker asks for Rita's reset over and over: three are mailed.
+    for _ in 0..5 {
+        forgot_from(&shop, IP_A, "rita@example.com").await;
+    }
+    assert_eq!(reset_links(&shop, "rita@example.com").await.len(), 3);
+    // Rita, elsewhere, still gets her link.
+    forgot_from(&shop, IP_B, "rita@example.com").await;
+    assert_eq!(reset_links(&shop, "rita@example.com").await.len(), 4, "the owner's own request is mailed");
+    // All clients together stop at the higher cap.
+    for _ in 0..3 {
+        forgot_from(&shop, "192.0.2.9:50000", "rita@example.com").await;
+    }
+    assert_eq!(reset_links(&shop, "rita@example.com").await.len(), 5);
 }

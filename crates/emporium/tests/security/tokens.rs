@@ -303,3 +303,111 @@ async fn item_5_a_process_without_auth_learns_revocations_from_the_bus() {
     let (fresh, _) = login(&shop, "bo@example.com", PASSWORD).await;
     assert_eq!(ask(&fresh).await.0, StatusCode::FORBIDDEN, "a fresh sign-in works in the other process");
 }
+
+/// The stored form of a refresh token (as the service keeps it).
+fn stored_hash(token: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
+}
+
+#[tokio::test]
+async fn item_5_a_refresh_racing_a_sign_out_gets_no_session() {
+    let shop = Shop::with(|c| c.services = vec!["auth".into()]).await;
+    let email = "rae@example.com";
+    shop.user(email, Role::Customer).await;
+    let (_, refresh) = login(&shop, email, PASSWORD).await;
+
+    // A sign-out commits the instant the refresh has used its old token up,
+    // before the new tokens are made: a trigger does what the logout would
+    // (the family revoked, the user's token generation moved on), no timing.
+    let db = shop.app.db("auth").unwrap().clone();
+    match db.dialect() {
+        platform::db::Dialect::Sqlite => {
+            platform::on_db!(db, pool => sqlx::raw_sql(
+                "CREATE TRIGGER race_logout AFTER UPDATE OF used_at_ms ON refresh_tokens FOR EACH ROW \
+                 WHEN OLD.used_at_ms IS NULL AND NEW.used_at_ms IS NOT NULL BEGIN \
+                 UPDATE users SET token_generation = token_generation + 1 WHERE id = NEW.user_id; \
+                 UPDATE refresh_tokens SET revoked_at_ms = NEW.used_at_ms WHERE family_id = NEW.family_id AND revoked_at_ms IS NULL; \
+                 END").execute(pool).await.map(|_| ())).unwrap();
+        }
+        platform::db::Dialect::Postgres => {
+            platform::on_db!(db, pool => sqlx::raw_sql(
+                "CREATE FUNCTION race_logout() RETURNS trigger AS $$ BEGIN \
+                 UPDATE users SET token_generation = token_generation + 1 WHERE id = NEW.user_id; \
+                 UPDATE refresh_tokens SET revoked_at_ms = NEW.used_at_ms WHERE family_id = NEW.family_id AND revoked_at_ms IS NULL; \
+                 RETURN NEW; END $$ LANGUAGE plpgsql; \
+                 CREATE TRIGGER race_logout AFTER UPDATE OF used_at_ms ON refresh_tokens FOR EACH ROW \
+                 WHEN (OLD.used_at_ms IS NULL AND NEW.used_at_ms IS NOT NULL) EXECUTE FUNCTION race_logout();")
+                .execute(pool).await.map(|_| ())).unwrap();
+        }
+    }
+    let (s, body) = shop.send("POST", "/api/v1/auth/refresh", &Who::default(), Some(json!({"refresh_token": refresh}))).await;
+    assert_eq!((s, code(&body)), (StatusCode::UNAUTHORIZED, "invalid_refresh_token"), "a refresh that lost the race to a sign-out got a session: {body}");
+    let family = format!("SELECT COUNT(*) FROM refresh_tokens WHERE revoked_at_ms IS NULL AND family_id = \
+        (SELECT family_id FROM refresh_tokens WHERE token_hash = '{}')", stored_hash(&refresh));
+    assert_eq!(shop.count("auth", &family).await, 0, "a refresh token outlived the sign-out");
+}
+
+#[tokio::test]
+async fn item_5_a_dead_refresh_token_signs_nothing_out() {
+    let shop = Shop::with(|c| c.services = vec!["auth".into()]).await;
+    let email = "dee@example.com";
+    shop.user(email, Role::Customer).await;
+    let anyone = Who::default();
+    let logout = |token: String| shop.send("POST", "/api/v1/auth/logout", &anyone, Some(json!({"refresh_token": token})));
+
+    // A session signed out; a later one is live.
+    let (_, old) = login(&shop, email, PASSWORD).await;
+    assert_eq!(logout(old.clone()).await.0, StatusCode::NO_CONTENT);
+    let (access, _) = login(&shop, email, PASSWORD).await;
+    user_id(&shop, &access).await;
+
+    // Signing out with the revoked token again, or with an expired one,
+    // leaves the live session's access token alone.
+    assert_eq!(logout(old).await.0, StatusCode::NO_CONTENT);
+    let (s, body) = shop.send("GET", "/api/v1/me", &bearer(&access), None).await;
+    assert_eq!(s, StatusCode::OK, "a revoked refresh token signed the user out again: {body}");
+    let (_, expired) = login(&shop, email, PASSWORD).await;
+    let db = shop.app.db("auth").unwrap().clone();
+    platform::on_db!(db, pool => sqlx::query("UPDATE refresh_tokens SET expires_at_ms = 1 WHERE token_hash = $1")
+        .bind(stored_hash(&expired)).execute(pool).await.map(|_| ())).unwrap();
+    assert_eq!(logout(expired).await.0, StatusCode::NO_CONTENT);
+    let (s, body) = shop.send("GET", "/api/v1/me", &bearer(&access), None).await;
+    assert_eq!(s, StatusCode::OK, "an expired refresh token signed the user out: {body}");
+}
+
+#[tokio::test]
+async fn item_5_a_staff_mfa_reset_revokes_the_users_access_tokens() {
+    let shop = Shop::with(|c| c.services = vec!["auth".into()]).await;
+    let token = shop.user("mo@example.com", Role::OrderManager).await;
+    let id = user_id(&shop, &token).await;
+    let (s, enrolment) = shop.send("POST", "/api/v1/me/mfa/totp", &bearer(&token), Some(json!({"password": PASSWORD}))).await;
+    assert_eq!(s, StatusCode::OK, "{enrolment}");
+    let code_now = totp_now(&base32_decode(enrolment["secret"].as_str().unwrap()));
+    let (s, body) = shop.send("POST", "/api/v1/me/mfa/totp/confirm", &bearer(&token), Some(json!({"code": code_now}))).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(shop.send("GET", "/api/v1/admin/users", &bearer(&token), None).await.0, StatusCode::OK);
+
+    // What a staff account may do can hang on MFA: its tokens go with it.
+    assert_eq!(shop.send("DELETE", &format!("/api/v1/admin/users/{id}/mfa"), &shop.as_staff(), None).await.0, StatusCode::NO_CONTENT);
+    assert_revoked(&shop, &token, "/api/v1/admin/users", "a staff reset of MFA").await;
+}
+
+#[tokio::test]
+async fn item_10_a_lost_key_file_stops_the_start_instead_of_making_a_new_key() {
+    let shop = Shop::with(|c| c.services = vec!["auth".into()]).await;
+    let kek = shop.config.data_dir.join("auth.kek");
+    assert!(kek.exists(), "a key was generated on first start");
+    assert!(shop.count("auth", "SELECT COUNT(*) FROM signing_keys WHERE encrypted = TRUE").await > 0);
+
+    // The same database, the key file gone (ephemeral storage, another replica's folder).
+    let Shop { _sandbox, app, config, .. } = shop;
+    app.shutdown().await;
+    std::fs::remove_file(&kek).unwrap();
+    let error = match emporium::start_shop(config.clone(), false).await {
+        Ok(_) => panic!("started with a new key that cannot open the sealed signing keys"),
+        Err(e) => e.to_string(),
+    };
+    assert!(error.contains("auth.key_encryption_key") && error.contains(&kek.display().to_string()), "{error}");
+    assert!(!kek.exists(), "a new key file was left behind");
+}

@@ -62,11 +62,13 @@ pub struct Browser<'a> {
     pub cookies: std::collections::BTreeMap<String, String>,
     /// The connection's address, as the server would see it.
     pub from: Option<std::net::SocketAddr>,
+    /// Headers sent with every request (`X-Forwarded-For`, as a proxy adds it).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl<'a> Browser<'a> {
     pub fn new(shop: &'a Shop) -> Self {
-        Browser { shop, cookies: Default::default(), from: None }
+        Browser { shop, cookies: Default::default(), from: None, headers: Vec::new() }
     }
 
     /// A browser whose requests arrive from `from` (no traffic goes there).
@@ -79,6 +81,9 @@ impl<'a> Browser<'a> {
         if !self.cookies.is_empty() {
             let jar: Vec<String> = self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect();
             r = r.header("cookie", jar.join("; "));
+        }
+        for (name, value) in &self.headers {
+            r = r.header(*name, value);
         }
         let r = match form {
             Some(fields) => {
