@@ -23,7 +23,7 @@ pub use service::Auth;
 pub const NAME: &str = "auth";
 
 /// This service's own tables, after the platform's.
-pub static MIGRATIONS: Migrations = platform::migrations!("auth", ["0001_accounts", "0002_mfa", "0003_addresses", "0004_api_keys", "0005_token_generation", "0006_sign_in_throttles"]);
+pub static MIGRATIONS: Migrations = platform::migrations!("auth", ["0001_accounts", "0002_mfa", "0003_addresses", "0004_api_keys", "0005_token_generation", "0006_sign_in_throttles", "0007_known_clients"]);
 
 pub fn spec() -> ServiceSpec {
     ServiceSpec { name: NAME, migrations: &MIGRATIONS, mount, demo: Some(load_demo) }

@@ -26,6 +26,9 @@ const SIGN_IN_FAILURES_KEPT_MS: i64 = 24 * 3600 * 1000;
 /// How often an attempt tries to be counted while parallel ones of the same
 /// email and address keep winning; after that it is refused like a waiting one.
 const SIGN_IN_ATTEMPT_TRIES: usize = 8;
+/// How long a client that signed in to an account is known as one of its
+/// owner's (for the reset mails) after its last sign-in.
+const KNOWN_CLIENT_KEPT_MS: i64 = 90 * 24 * 3600 * 1000;
 
 /// Everything the use cases need.
 #[derive(Clone)]
@@ -230,11 +233,16 @@ impl Auth {
             }
         }
         store::clear_sign_in_throttle(&self.db, &throttle.pair).await?;
+        if let Some(client) = known_client_hash(&user.id, ip) {
+            let now = now_ms();
+            store::note_known_client(&self.db, &user.id, &client, now, now - KNOWN_CLIENT_KEPT_MS).await?;
+        }
         if let Some(stored) = &user.password_hash
             && self.hasher.needs_rehash(stored)
         {
             let rehashed = self.hash(password).await?;
-            store::set_password_hash(&self.db, &user.id, &rehashed).await?;
+            // Not over a password changed meanwhile.
+            store::rehash_password(&self.db, &user.id, stored, &rehashed).await?;
         }
         let family = format!("fam_{}", random_token(12)?);
         let generation = store::token_generation(&self.db, &user.id).await?;
@@ -549,14 +557,23 @@ impl Auth {
     /// `store::insert_refresh_token_if_current`).
     async fn sign_out(&self, user: &UserId, family: Option<&str>) -> Result<(), AuthError> {
         let mut tx = self.db.begin().await?;
-        let generation = self.revoke_access_in(&mut tx, user).await?;
-        store::revoke_refresh_tokens_in(&mut tx, user, family).await?;
-        if family.is_none() {
-            store::void_email_change_tokens(&mut tx, user).await?;
-        }
+        let generation = self.sign_out_in(&mut tx, user, family).await?;
         tx.commit().await?;
         self.revocations.raise(&user.to_string(), generation);
         Ok(())
+    }
+
+    /// [`Auth::sign_out`] in `tx`, for a change that must not happen without
+    /// it (a new password); the caller raises [`Auth::revocations`] with the
+    /// generation returned once `tx` commits. The user's row is written
+    /// first, as everywhere (see `store::lock_user`).
+    async fn sign_out_in(&self, tx: &mut platform::Tx, user: &UserId, family: Option<&str>) -> Result<i64, AuthError> {
+        let generation = self.revoke_access_in(tx, user).await?;
+        store::revoke_refresh_tokens_in(tx, user, family).await?;
+        if family.is_none() {
+            store::void_email_change_tokens(tx, user).await?;
+        }
+        Ok(generation)
     }
 
     /// Raises `user`'s token generation in `tx` and tells the other
@@ -580,10 +597,16 @@ impl Auth {
     }
 
     pub async fn verify_email(&self, token: &str) -> Result<(), AuthError> {
+        let hash = token_hash(token);
+        let user_id = store::one_time_token_user(&self.db, &hash, Purpose::VerifyEmail).await?.ok_or(AuthError::InvalidOneTimeToken)?;
+        // The account before its token, like a sign-out (which voids the
+        // token): the other order deadlocks against it.
         let mut tx = self.db.begin().await?;
-        let (user_id, email) = store::consume_one_time_token(&mut tx, &token_hash(token), Purpose::VerifyEmail)
-            .await?
-            .ok_or(AuthError::InvalidOneTimeToken)?;
+        if !store::lock_user(&mut tx, &user_id).await? {
+            return Err(AuthError::InvalidOneTimeToken);
+        }
+        let email = store::consume_one_time_token(&mut tx, &hash, Purpose::VerifyEmail, &user_id).await?.ok_or(AuthError::InvalidOneTimeToken)?;
+        // Read while the row is locked: what it says holds until commit.
         let user = store::user_by_id(&self.db, &user_id).await?.ok_or(AuthError::InvalidOneTimeToken)?;
         // A link to another address than the account's confirms a change of
         // address: it went to the new one, which is now proven.
@@ -629,16 +652,29 @@ impl Auth {
         let Ok(email) = Email::parse(email) else { return Ok(()) };
         // Counted for unknown addresses too, and answered alike: no mail past
         // the limit, no tell. Per client first, so one client's requests
-        // cannot use up the owner's; then a higher cap for all clients.
+        // cannot use up the owner's; then a higher cap for all clients,
+        // which a client that signed in to the account before is spared:
+        // strangers using the cap up must not keep the owner's mail away.
         let limits = &self.config.limits;
         let per_client = format!("{}\n{}", email.as_str(), client_of(ip));
-        if self.limits.hit("password_reset", &per_client, limits.password_resets_per_email_per_hour, platform::limit::HOUR).await.is_err()
-            || self.limits.hit("password_reset_all", email.as_str(), limits.password_resets_per_email_all_clients_per_hour, platform::limit::HOUR).await.is_err()
-        {
+        let not_mailed = || {
             tracing::info!("password reset not mailed: the address had its hourly limit");
-            return Ok(());
+            Ok(())
+        };
+        if self.limits.hit("password_reset", &per_client, limits.password_resets_per_email_per_hour, platform::limit::HOUR).await.is_err() {
+            return not_mailed();
         }
-        let Some(user) = store::user_by_email(&self.db, email.as_str()).await? else { return Ok(()) };
+        let user = store::user_by_email(&self.db, email.as_str()).await?;
+        let known = match (&user, user.as_ref().and_then(|u| known_client_hash(&u.id, ip))) {
+            (Some(user), Some(client)) => store::is_known_client(&self.db, &user.id, &client, now_ms() - KNOWN_CLIENT_KEPT_MS).await?,
+            _ => false,
+        };
+        if !known
+            && self.limits.hit("password_reset_all", email.as_str(), limits.password_resets_per_email_all_clients_per_hour, platform::limit::HOUR).await.is_err()
+        {
+            return not_mailed();
+        }
+        let Some(user) = user else { return Ok(()) };
         if user.disabled_at.is_some() {
             return Ok(());
         }
@@ -663,27 +699,37 @@ impl Auth {
     }
 
     /// Sets a new password with a mailed token; signs out every session.
+    /// The link is used up, the password set and every session signed out
+    /// in one transaction: all of it or none.
     pub async fn reset_password(&self, token: &str, password: &str) -> Result<(), AuthError> {
+        let token = token_hash(token);
+        let user_id = store::one_time_token_user(&self.db, &token, Purpose::ResetPassword).await?.ok_or(AuthError::InvalidOneTimeToken)?;
+        let user = store::user_by_id(&self.db, &user_id).await?.ok_or(AuthError::InvalidOneTimeToken)?;
+        let email = Email::parse(&user.email)?;
+        let password = Password::parse(password, &email, "password")?;
+        // Hashed before anything is locked: it takes a while.
+        let hash = self.hash(password.expose()).await?;
+        // The account before its token (see `store::lock_user`).
         let mut tx = self.db.begin().await?;
-        let (user_id, sent_to) = store::consume_one_time_token(&mut tx, &token_hash(token), Purpose::ResetPassword)
-            .await?
-            .ok_or(AuthError::InvalidOneTimeToken)?;
+        if !store::lock_user(&mut tx, &user_id).await? {
+            return Err(AuthError::InvalidOneTimeToken);
+        }
+        let sent_to = store::consume_one_time_token(&mut tx, &token, Purpose::ResetPassword, &user_id).await?.ok_or(AuthError::InvalidOneTimeToken)?;
+        // Read again under the lock: the address may have moved since.
         let user = store::user_by_id(&self.db, &user_id).await?.ok_or(AuthError::InvalidOneTimeToken)?;
         // A link mailed to an address the account has left is not the owner's to use.
         if sent_to != user.email {
             tx.commit().await?;
             return Err(AuthError::InvalidOneTimeToken);
         }
-        let email = Email::parse(&user.email)?;
-        let password = Password::parse(password, &email, "password")?;
+        store::set_password_hash(&mut tx, &user_id, &hash).await?;
         // One link used, every other reset link of the account is void.
         store::void_one_time_tokens(&mut tx, &user_id, Purpose::ResetPassword, None).await?;
+        let generation = self.sign_out_in(&mut tx, &user_id, None).await?;
         tx.commit().await?;
-        let hash = self.hash(password.expose()).await?;
-        store::set_password_hash(&self.db, &user_id, &hash).await?;
+        self.revocations.raise(&user_id.to_string(), generation);
         // Whoever holds the mailbox may sign in at once, from anywhere.
         store::clear_sign_in_throttles_of(&self.db, &ThrottleKey::new(&user.email, "").email).await?;
-        self.sign_out(&user_id, None).await?;
         self.audit(Some(&user_id), "password_reset", Some(&user_id), None, json!({})).await?;
         Ok(())
     }
@@ -695,12 +741,15 @@ impl Auth {
         let email = Email::parse(&user.email)?;
         let password = Password::parse(new, &email, "new_password")?;
         let hash = self.hash(password.expose()).await?;
-        store::set_password_hash(&self.db, user_id, &hash).await?;
-        // A reset link mailed before the change must not undo it.
+        // The new password, the sign-out and the void links in one
+        // transaction, the account's row first: all of it or none.
         let mut tx = self.db.begin().await?;
+        store::set_password_hash(&mut tx, user_id, &hash).await?;
+        // A reset link mailed before the change must not undo it.
         store::void_one_time_tokens(&mut tx, user_id, Purpose::ResetPassword, None).await?;
+        let generation = self.sign_out_in(&mut tx, user_id, None).await?;
         tx.commit().await?;
-        self.sign_out(user_id, None).await?;
+        self.revocations.raise(&user_id.to_string(), generation);
         self.audit(Some(user_id), "password_changed", Some(user_id), None, json!({})).await?;
         Ok(())
     }
@@ -1093,6 +1142,14 @@ impl ThrottleKey {
 /// [`kernel::net::client_prefix`] (an IPv6 client is its /64), `unknown` as is.
 fn client_of(ip: &str) -> String {
     ip.parse::<std::net::IpAddr>().map_or_else(|_| ip.to_owned(), |ip| kernel::net::client_prefix(ip).to_string())
+}
+
+/// What a client that signed in to `user` is known by: a hash of the user and
+/// the address's [`kernel::net::client_prefix`]; `None` when the address is
+/// not known (`unknown`), which is no one's in particular.
+fn known_client_hash(user: &UserId, ip: &str) -> Option<String> {
+    let ip = ip.parse::<std::net::IpAddr>().ok()?;
+    Some(token_hash(&format!("{user}\n{}", kernel::net::client_prefix(ip))))
 }
 
 /// Login attempts per client address per minute, in process. (Replicas each

@@ -135,10 +135,28 @@ pub async fn list_users(
     rows.into_iter().map(user_from).collect()
 }
 
-pub async fn set_password_hash(db: &Db, id: &UserId, hash: &str) -> Result<(), DbError> {
-    on_db!(db, pool => sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3")
-        .bind(hash).bind(OffsetDateTime::now_utc()).bind(id.to_string()).execute(pool).await.map(|_| ()))?;
+/// Replaces a password hash with a stronger one of the same password, unless
+/// the password changed since `old` was read.
+pub async fn rehash_password(db: &Db, id: &UserId, old: &str, hash: &str) -> Result<(), DbError> {
+    on_db!(db, pool => sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3 AND password_hash = $4")
+        .bind(hash).bind(OffsetDateTime::now_utc()).bind(id.to_string()).bind(old).execute(pool).await.map(|_| ()))?;
     Ok(())
+}
+
+/// Sets a new password, in the transaction that signs the user out.
+pub async fn set_password_hash(tx: &mut Tx, id: &UserId, hash: &str) -> Result<(), DbError> {
+    on_tx!(tx, c => sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3")
+        .bind(hash).bind(OffsetDateTime::now_utc()).bind(id.to_string()).execute(c).await.map(|_| ()))?;
+    Ok(())
+}
+
+/// Locks a user's row for the rest of `tx`; false if there is none. Every
+/// transaction that writes a user's row and their tokens (refresh, one-time)
+/// locks the row first, so two of them never wait on each other in a circle.
+pub async fn lock_user(tx: &mut Tx, id: &UserId) -> Result<bool, DbError> {
+    let n = on_tx!(tx, c => sqlx::query("UPDATE users SET token_generation = token_generation WHERE id = $1")
+        .bind(id.to_string()).execute(c).await.map(|r| r.rows_affected()))?;
+    Ok(n == 1)
 }
 
 pub struct ProfileChange<'a> {
@@ -365,20 +383,32 @@ pub async fn insert_one_time_token(
     Ok(())
 }
 
-/// Uses a single-use token up, atomically; returns its user and the email it
-/// was sent to, or `None` if it is unknown, used, expired or for another purpose.
+/// The user a live single-use token is for, read without locking anything:
+/// the caller locks that user ([`lock_user`]) before it uses the token up.
+pub async fn one_time_token_user(db: &Db, token_hash: &str, purpose: Purpose) -> Result<Option<UserId>, DbError> {
+    let user: Option<String> = on_db!(db, pool => sqlx::query_scalar(
+        "SELECT user_id FROM one_time_tokens \
+         WHERE token_hash = $1 AND purpose = $2 AND used_at_ms IS NULL AND expires_at_ms > $3")
+        .bind(token_hash).bind(purpose.as_str()).bind(now_ms()).fetch_optional(pool).await)?;
+    user.map(|u| UserId::parse(&u).map_err(|err| DbError::Corrupt(err.to_string()))).transpose()
+}
+
+/// Uses a single-use token of `user` up, atomically, in the transaction that
+/// locked `user` first; returns the email it was sent to, or `None` if it is
+/// unknown, used, expired, for another purpose or another user.
 pub async fn consume_one_time_token(
     tx: &mut Tx,
     token_hash: &str,
     purpose: Purpose,
-) -> Result<Option<(UserId, String)>, DbError> {
+    user: &UserId,
+) -> Result<Option<String>, DbError> {
     let now = now_ms();
-    let row: Option<(String, String)> = on_tx!(tx, c => sqlx::query_as(
+    let email: Option<String> = on_tx!(tx, c => sqlx::query_scalar(
         "UPDATE one_time_tokens SET used_at_ms = $1 \
-         WHERE token_hash = $2 AND purpose = $3 AND used_at_ms IS NULL AND expires_at_ms > $1 \
-         RETURNING user_id, email")
-        .bind(now).bind(token_hash).bind(purpose.as_str()).fetch_optional(c).await)?;
-    row.map(|(u, e)| Ok((UserId::parse(&u).map_err(|err| DbError::Corrupt(err.to_string()))?, e))).transpose()
+         WHERE token_hash = $2 AND purpose = $3 AND user_id = $4 AND used_at_ms IS NULL AND expires_at_ms > $1 \
+         RETURNING email")
+        .bind(now).bind(token_hash).bind(purpose.as_str()).bind(user.to_string()).fetch_optional(c).await)?;
+    Ok(email)
 }
 
 /// Uses up every unused email link of a user (verification and pending
@@ -475,6 +505,30 @@ pub async fn forget_old_sign_in_throttles(db: &Db, now: i64) -> Result<(), DbErr
     on_db!(db, pool => sqlx::query("DELETE FROM sign_in_throttles WHERE expires_at_ms <= $1")
         .bind(now).execute(pool).await.map(|_| ()))?;
     Ok(())
+}
+
+// Clients that signed in, per user (hashes of their address's prefix)
+
+/// Notes that `client_hash` signed in to `user` at `now`, and forgets the
+/// user's clients not seen since `forget_before`.
+pub async fn note_known_client(db: &Db, user: &UserId, client_hash: &str, now: i64, forget_before: i64) -> Result<(), DbError> {
+    let mut tx = db.begin().await?;
+    on_tx!(tx, c => sqlx::query(
+        "INSERT INTO known_clients (user_id, client_hash, last_seen_ms) VALUES ($1, $2, $3) \
+         ON CONFLICT (user_id, client_hash) DO UPDATE SET last_seen_ms = $3")
+        .bind(user.to_string()).bind(client_hash).bind(now).execute(c).await.map(|_| ()))?;
+    on_tx!(tx, c => sqlx::query("DELETE FROM known_clients WHERE user_id = $1 AND last_seen_ms < $2")
+        .bind(user.to_string()).bind(forget_before).execute(c).await.map(|_| ()))?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Whether `client_hash` signed in to `user` at or after `since`.
+pub async fn is_known_client(db: &Db, user: &UserId, client_hash: &str, since: i64) -> Result<bool, DbError> {
+    let n: i64 = on_db!(db, pool => sqlx::query_scalar(
+        "SELECT COUNT(*) FROM known_clients WHERE user_id = $1 AND client_hash = $2 AND last_seen_ms >= $3")
+        .bind(user.to_string()).bind(client_hash).bind(since).fetch_one(pool).await)?;
+    Ok(n > 0)
 }
 
 // Signing keys
@@ -760,6 +814,7 @@ pub async fn erase_user(tx: &mut Tx, user: &UserId) -> Result<(), DbError> {
         "DELETE FROM recovery_codes WHERE user_id = $1",
         "DELETE FROM one_time_tokens WHERE user_id = $1",
         "DELETE FROM refresh_tokens WHERE user_id = $1",
+        "DELETE FROM known_clients WHERE user_id = $1",
     ] {
         on_tx!(tx, c => sqlx::query(sql).bind(&id).execute(c).await.map(|_| ()))?;
     }

@@ -400,9 +400,11 @@ pub struct LimitsConfig {
     pub stock_alerts_per_email_per_hour: u32,
     /// Discount-code attempts per cart per 10 minutes.
     pub discount_attempts_per_cart_per_10_min: u32,
-    /// Discount codes refused as unknown or malformed per client (an IPv6
-    /// client is its /64) and per signed-in user per hour, whatever the cart.
-    pub discount_failures_per_client_per_hour: u32,
+    /// Discount codes tried (accepted or not) per client (an IPv6 client is
+    /// its /64) and per signed-in user per hour, whatever the cart. Every try
+    /// counts before the code is looked at, so guesses sent at once cannot
+    /// outrun the count.
+    pub discount_attempts_per_client_per_hour: u32,
     /// Account sign-ups per client IP per hour.
     pub sign_ups_per_ip_per_hour: u32,
     /// Carts created per client IP per hour.
@@ -424,7 +426,7 @@ impl Default for LimitsConfig {
             password_resets_per_email_all_clients_per_hour: 10,
             stock_alerts_per_email_per_hour: 5,
             discount_attempts_per_cart_per_10_min: 10,
-            discount_failures_per_client_per_hour: 30,
+            discount_attempts_per_client_per_hour: 30,
             sign_ups_per_ip_per_hour: 20,
             carts_per_ip_per_hour: 100,
             view_dedup_secs: 1800,
@@ -728,7 +730,7 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("EMPORIUM_LIMITS_PASSWORD_RESETS_PER_EMAIL_ALL_CLIENTS_PER_HOUR", "limits.password_resets_per_email_all_clients_per_hour", Kind::Int),
     ("EMPORIUM_LIMITS_STOCK_ALERTS_PER_EMAIL_PER_HOUR", "limits.stock_alerts_per_email_per_hour", Kind::Int),
     ("EMPORIUM_LIMITS_DISCOUNT_ATTEMPTS_PER_CART_PER_10_MIN", "limits.discount_attempts_per_cart_per_10_min", Kind::Int),
-    ("EMPORIUM_LIMITS_DISCOUNT_FAILURES_PER_CLIENT_PER_HOUR", "limits.discount_failures_per_client_per_hour", Kind::Int),
+    ("EMPORIUM_LIMITS_DISCOUNT_ATTEMPTS_PER_CLIENT_PER_HOUR", "limits.discount_attempts_per_client_per_hour", Kind::Int),
     ("EMPORIUM_LIMITS_SIGN_UPS_PER_IP_PER_HOUR", "limits.sign_ups_per_ip_per_hour", Kind::Int),
     ("EMPORIUM_LIMITS_CARTS_PER_IP_PER_HOUR", "limits.carts_per_ip_per_hour", Kind::Int),
     ("EMPORIUM_LIMITS_VIEW_DEDUP_SECS", "limits.view_dedup_secs", Kind::Int),

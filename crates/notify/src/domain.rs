@@ -377,6 +377,14 @@ pub fn endpoint_host_refused(url: &str) -> Option<&'static str> {
     }
 }
 
+/// Why an endpoint was switched off, as `settings:write` sees it and is
+/// mailed: how long it failed, never what failed (resolver answers, refused
+/// addresses and status codes would map the inside network; the delivery
+/// log, for `staff:manage`, keeps them).
+pub fn endpoint_disabled_reason(failing_for: &str) -> String {
+    format!("no delivery succeeded for {failing_for}; what failed is in the delivery log (staff with staff:manage)")
+}
+
 /// Money in minor units as people read it: `$12.34`-like with the code, `12.34 USD`.
 pub fn format_money(amount: i64, currency: &str) -> String {
     match kernel::money::Currency::parse(currency) {

@@ -35,7 +35,7 @@ use crate::templates::Source;
 pub const NAME: &str = "notify";
 
 /// This service's own tables, after the platform's.
-pub static MIGRATIONS: Migrations = platform::migrations!("notify", ["0001_notify", "0002_private"]);
+pub static MIGRATIONS: Migrations = platform::migrations!("notify", ["0001_notify", "0002_private", "0003_webhook_reasons"]);
 
 /// A product as a back-in-stock alert needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]

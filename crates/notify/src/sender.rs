@@ -167,8 +167,11 @@ impl Notify {
     /// staff who manage settings are told.
     async fn endpoint_gave_up(&self, endpoint_id: &str, d: &Delivery) -> Result<(), NotifyError> {
         let failing_for = humanise_ms(now_ms() - d.created_ms);
-        let reason = format!("no delivery succeeded for {failing_for}; the last said: {}",
-            d.last_error.clone().unwrap_or_else(|| "no answer".into()));
+        // Shown to and mailed to `settings:write`: what failed (a name that
+        // does not resolve, one resolving to a private address, a status)
+        // would map the inside network, so it stays in the delivery log,
+        // which only `staff:manage` reads.
+        let reason = domain::endpoint_disabled_reason(&failing_for);
         if !store::disable_endpoint_unless_recovered(&self.db, endpoint_id, d.created_ms, &reason).await? {
             return Ok(());
         }

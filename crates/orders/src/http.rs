@@ -346,7 +346,7 @@ pub struct ApplyCode {
 /// Applies a discount code (one per cart; a new one replaces it).
 #[utoipa::path(post, path = "/api/v1/carts/{id}/discounts", tag = "carts", params(("id" = String, Path)), request_body = ApplyCode,
     responses((status = 200, body = CartView), (status = 422, body = ErrorBody),
-              (status = 429, description = "too many codes tried on this cart, or too many refused codes from this client or user; see Retry-After", body = ErrorBody)))]
+              (status = 429, description = "too many codes tried on this cart, or by this client or user on any cart; see Retry-After", body = ErrorBody)))]
 async fn apply_discount(
     State(o): State<Orders>,
     p: Option<Principal>,
@@ -360,24 +360,15 @@ async fn apply_discount(
     // Counted once the caller holds the cart, so nobody uses up another's attempts.
     let per_10_min = o.limit_settings.discount_attempts_per_cart_per_10_min;
     o.limits.hit("discount_code", &id, per_10_min, 10 * platform::limit::MINUTE).await?;
-    // Carts are cheap: refused codes also count per client and per user, whatever the cart.
-    let guessers: Vec<String> = p.iter().map(|p| format!("user:{}", p.user_id)).chain(platform::limit::client_key(&ext).map(|c| format!("ip:{c}"))).collect();
-    let per_hour = o.limit_settings.discount_failures_per_client_per_hour;
-    for guesser in &guessers {
-        o.limits.over("discount_failure", guesser, per_hour, platform::limit::HOUR).await?;
+    // Carts are cheap: codes also count per client and per user, whatever the cart.
+    // Each try is counted before the code is looked at, so guesses sent at once
+    // cannot all pass a check made before any of them is counted.
+    let per_hour = o.limit_settings.discount_attempts_per_client_per_hour;
+    let guessers = p.iter().map(|p| format!("user:{}", p.user_id)).chain(platform::limit::client_key(&ext).map(|c| format!("ip:{c}")));
+    for guesser in guessers {
+        o.limits.hit("discount_attempt", &guesser, per_hour, platform::limit::HOUR).await?;
     }
-    match o.apply_code(&cart, &b.code).await {
-        Err(refused @ (OrdersError::UnknownCode | OrdersError::Invalid(_))) => {
-            let mut limited = None;
-            for guesser in &guessers {
-                if let Err(l) = o.limits.hit("discount_failure", guesser, per_hour, platform::limit::HOUR).await {
-                    limited = Some(l);
-                }
-            }
-            return Err(limited.map_or(refused, OrdersError::RateLimited));
-        }
-        other => other?,
-    }
+    o.apply_code(&cart, &b.code).await?;
     view(&o, &id, &a).await
 }
 

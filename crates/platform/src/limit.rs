@@ -43,10 +43,6 @@ impl From<Limited> for ApiError {
 #[async_trait]
 pub trait RateLimiter: Send + Sync + 'static {
     async fn hit(&self, scope: &'static str, subject: &str, limit: NonZeroU32, per: Duration) -> Result<(), Limited>;
-
-    /// Whether the next [`hit`](RateLimiter::hit) would be refused, without
-    /// counting one (for limits that count only failures: look before trying).
-    async fn over(&self, scope: &'static str, subject: &str, limit: NonZeroU32, per: Duration) -> Result<(), Limited>;
 }
 
 /// What a service holds: the process's limiter, with limits of 0 meaning off.
@@ -86,20 +82,6 @@ impl Limits {
         }
         verdict
     }
-
-    /// Refuses when `subject` has used up `limit` already, counting nothing;
-    /// a `limit` of 0 is no limit.
-    pub async fn over(&self, scope: &'static str, subject: &str, limit: u32, per: Duration) -> Result<(), Limited> {
-        let Some(limit) = NonZeroU32::new(limit) else { return Ok(()) };
-        if per.is_zero() {
-            return Ok(());
-        }
-        let verdict = self.limiter.over(scope, subject, limit, per).await;
-        if verdict.is_err() {
-            metrics::counter!("rate_limited_total", "scope" => scope).increment(1);
-        }
-        verdict
-    }
 }
 
 /// The limiter of a process: in Redis when there is one, in process otherwise.
@@ -123,7 +105,7 @@ fn digest(scope: &str, subject: &str) -> [u8; 16] {
     out
 }
 
-type Keyed = governor::DefaultKeyedRateLimiter<[u8; 16], governor::middleware::StateInformationMiddleware>;
+type Keyed = governor::DefaultKeyedRateLimiter<[u8; 16]>;
 /// A limit's identity: its scope and its quota (count, window).
 type QuotaKey = (&'static str, u32, Duration);
 
@@ -133,9 +115,6 @@ type QuotaKey = (&'static str, u32, Duration);
 #[derive(Default)]
 pub struct InProcessLimiter {
     limiters: Mutex<HashMap<QuotaKey, Arc<Keyed>>>,
-    /// Keys whose next hit is refused until then (their burst is used up),
-    /// for [`RateLimiter::over`]: GCRA cannot be read without a hit.
-    spent: Mutex<HashMap<(QuotaKey, [u8; 16]), Instant>>,
     last_purge: Mutex<Option<Instant>>,
 }
 
@@ -150,7 +129,7 @@ impl InProcessLimiter {
         // `limit` hits at once, then one more each per/limit: GCRA's reading of "limit per `per`".
         let period = (per / limit.get()).max(Duration::from_nanos(1));
         let quota = governor::Quota::with_period(period)?.allow_burst(limit);
-        let made = Arc::new(governor::DefaultKeyedRateLimiter::<[u8; 16]>::hashmap(quota).with_middleware());
+        let made = Arc::new(governor::DefaultKeyedRateLimiter::<[u8; 16]>::hashmap(quota));
         all.insert((scope, limit.get(), per), made.clone());
         Some(made)
     }
@@ -168,20 +147,8 @@ impl InProcessLimiter {
                     l.retain_recent();
                     l.shrink_to_fit();
                 }
-                if let Ok(mut spent) = self.spent.lock() {
-                    spent.retain(|_, until| *until > now);
-                    spent.shrink_to_fit();
-                }
             }
         }
-    }
-
-    fn note_spent(&self, key: (QuotaKey, [u8; 16]), until: Option<Instant>) {
-        let Ok(mut spent) = self.spent.lock() else { return };
-        match until {
-            Some(until) => spent.insert(key, until),
-            None => spent.remove(&key),
-        };
     }
 }
 
@@ -195,29 +162,9 @@ impl RateLimiter for InProcessLimiter {
         self.purge_now_and_then();
         let Some(limiter) = self.limiter(scope, limit, per) else { return Ok(()) };
         let key = digest(scope, subject);
-        let spent_key = ((scope, limit.get(), per), key);
-        match limiter.check_key(&key) {
-            Ok(state) => {
-                // The last of the burst: the next hit waits at most one period.
-                let until = (state.remaining_burst_capacity() == 0).then(|| Instant::now() + per / limit.get());
-                self.note_spent(spent_key, until);
-                Ok(())
-            }
-            Err(not_until) => {
-                let wait = not_until.wait_time_from(limiter.clock().now());
-                self.note_spent(spent_key, Some(Instant::now() + wait));
-                Err(Limited { retry_after_secs: whole_secs(wait) })
-            }
-        }
-    }
-
-    async fn over(&self, scope: &'static str, subject: &str, limit: NonZeroU32, per: Duration) -> Result<(), Limited> {
-        let key = ((scope, limit.get(), per), digest(scope, subject));
-        let until = self.spent.lock().ok().and_then(|spent| spent.get(&key).copied());
-        match until.map(|until| until.saturating_duration_since(Instant::now())) {
-            Some(wait) if !wait.is_zero() => Err(Limited { retry_after_secs: whole_secs(wait) }),
-            _ => Ok(()),
-        }
+        limiter
+            .check_key(&key)
+            .map_err(|not_until| Limited { retry_after_secs: whole_secs(not_until.wait_time_from(limiter.clock().now())) })
     }
 }
 
@@ -244,11 +191,6 @@ if ttl < 0 then
   ttl = tonumber(ARGV[1])
 end
 return {n, ttl}
-";
-
-const PEEK_SCRIPT: &str = r"
-local n = tonumber(redis.call('GET', KEYS[1]) or '0')
-return {n, redis.call('PTTL', KEYS[1])}
 ";
 
 const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
@@ -331,16 +273,6 @@ impl RateLimiter for RedisLimiter {
         match self.run(scope, WINDOW_SCRIPT, &key, window_ms).await {
             Some((count, ttl_ms)) => over_window(count, ttl_ms, limit, window_ms),
             None => self.fallback.hit(scope, subject, limit, per).await,
-        }
-    }
-
-    async fn over(&self, scope: &'static str, subject: &str, limit: NonZeroU32, per: Duration) -> Result<(), Limited> {
-        let window_ms = window_ms(per);
-        let key = self.key(scope, subject, limit, window_ms);
-        match self.run(scope, PEEK_SCRIPT, &key, window_ms).await {
-            // The next hit would make it count + 1.
-            Some((count, ttl_ms)) => over_window(count.saturating_add(1), ttl_ms, limit, window_ms),
-            None => self.fallback.over(scope, subject, limit, per).await,
         }
     }
 }
@@ -450,22 +382,6 @@ macro_rules! limiter_contract_tests {
                 assert!((1..=3600).contains(&refused.retry_after_secs), "{refused:?}");
                 assert_eq!(l.hit("test", "bob@example.com", 3, HOUR).await, Ok(()), "another subject counts apart");
                 assert_eq!(l.hit("other", "ada@example.com", 3, HOUR).await, Ok(()), "another scope counts apart");
-            }
-
-            #[tokio::test]
-            async fn over_looks_without_counting() {
-                let Some(l) = limiter().await else { return };
-                for _ in 0..10 {
-                    assert_eq!(l.over("peek", "ada", 3, HOUR).await, Ok(()), "looking counts nothing");
-                }
-                for _ in 0..2 {
-                    l.hit("peek", "ada", 3, HOUR).await.unwrap();
-                }
-                assert_eq!(l.over("peek", "ada", 3, HOUR).await, Ok(()), "one left");
-                l.hit("peek", "ada", 3, HOUR).await.unwrap();
-                let refused = l.over("peek", "ada", 3, HOUR).await.unwrap_err();
-                assert!((1..=3600).contains(&refused.retry_after_secs), "{refused:?}");
-                assert_eq!(l.over("peek", "bob", 3, HOUR).await, Ok(()));
             }
 
             #[tokio::test]

@@ -73,6 +73,7 @@ impl Limits {
 pub async fn serve(listener: TcpListener, router: Router, limits: Limits, stop: CancellationToken) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let per_client = PerClient::default();
+    let mut refusals = Refusals::default();
     loop {
         let accepted = tokio::select! {
             () = stop.cancelled() => break,
@@ -93,7 +94,7 @@ pub async fn serve(listener: TcpListener, router: Router, limits: Limits, stop: 
             false => match per_client.enter(peer.ip(), limits.max_connections_per_ip) {
                 Some(client) => Some(client),
                 None => {
-                    refuse(&stream, "http.max_connections_per_ip");
+                    refuse(&stream, "http.max_connections_per_ip", &mut refusals);
                     continue;
                 }
             },
@@ -102,7 +103,7 @@ pub async fn serve(listener: TcpListener, router: Router, limits: Limits, stop: 
             Ok(slot) => {
                 tokio::spawn(connection(stream, peer, router.clone(), limits.clone(), stop.clone(), (slot, client)));
             }
-            Err(_) => refuse(&stream, "http.max_connections"),
+            Err(_) => refuse(&stream, "http.max_connections", &mut refusals),
         }
     }
     drop(listener);
@@ -142,7 +143,7 @@ async fn connection(
 }
 
 /// Answers a connection over a cap (the setting named by `cap`) without serving it.
-fn refuse(stream: &TcpStream, cap: &'static str) {
+fn refuse(stream: &TcpStream, cap: &'static str, refusals: &mut Refusals) {
     static BUSY: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
     let busy = BUSY.get_or_init(|| {
         let mut e = ApiError::bad_request("too_many_connections", "the server is at its connection limit; retry shortly");
@@ -161,7 +162,35 @@ fn refuse(stream: &TcpStream, cap: &'static str) {
     let mut sent = [0u8; 4096];
     let _ = stream.try_read(&mut sent);
     let _ = stream.try_write(busy);
-    tracing::warn!(cap, "connection refused: at its connection limit");
+    metrics::counter!("http_connections_refused_total", "cap" => cap).increment(1);
+    if let Some(refused) = refusals.note(std::time::Instant::now()) {
+        tracing::warn!(cap, refused, "connections refused at a connection limit (count since the last such warning)");
+    }
+}
+
+/// At most one "connection refused" warning per this long: one client
+/// opening sockets in a loop must not flood the logs (the metric
+/// `http_connections_refused_total` counts every refusal).
+const REFUSAL_WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// Refused connections since the last warning about them, and when that was.
+#[derive(Default)]
+struct Refusals {
+    since_warning: u64,
+    last_warning: Option<std::time::Instant>,
+}
+
+impl Refusals {
+    /// Counts one refusal at `now`: the number to report (this one
+    /// included) when a warning is due, `None` while it is not.
+    fn note(&mut self, now: std::time::Instant) -> Option<u64> {
+        self.since_warning = self.since_warning.saturating_add(1);
+        if self.last_warning.is_some_and(|at| now.saturating_duration_since(at) < REFUSAL_WARN_EVERY) {
+            return None;
+        }
+        self.last_warning = Some(now);
+        Some(std::mem::take(&mut self.since_warning))
+    }
 }
 
 /// Open connections per client (IPv4 address or IPv6 /64).
@@ -358,5 +387,26 @@ impl hyper::body::Body for DeadlineBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    #[test]
+    fn refused_connections_warn_once_a_minute_with_their_count() {
+        let mut refusals = Refusals::default();
+        let start = Instant::now();
+        assert_eq!(refusals.note(start), Some(1), "the first refusal is told at once");
+        for n in 1..1000 {
+            assert_eq!(refusals.note(start + Duration::from_millis(n)), None, "a flood writes no more lines");
+        }
+        let later = start + REFUSAL_WARN_EVERY;
+        assert_eq!(refusals.note(later), Some(1000), "the next line counts what was not told");
+        assert_eq!(refusals.note(later + Duration::from_secs(1)), None);
+        assert_eq!(refusals.note(later + REFUSAL_WARN_EVERY * 2), Some(2));
     }
 }

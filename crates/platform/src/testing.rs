@@ -148,7 +148,7 @@ impl Sandbox {
             password_resets_per_email_all_clients_per_hour: 0,
             stock_alerts_per_email_per_hour: 0,
             discount_attempts_per_cart_per_10_min: 0,
-            discount_failures_per_client_per_hour: 0,
+            discount_attempts_per_client_per_hour: 0,
             sign_ups_per_ip_per_hour: 0,
             carts_per_ip_per_hour: 0,
             view_dedup_secs: 0,

@@ -369,12 +369,12 @@ pub struct EmailForm {
 
 /// Asks for a change of email (the current password confirms it); the
 /// change waits for the link mailed to the new address.
-pub async fn change_email(State(site): State<Site>, headers: HeaderMap, Form(f): Form<EmailForm>) -> Result<Response, PageError> {
+pub async fn change_email(State(site): State<Site>, headers: HeaderMap, ext: Extensions, Form(f): Form<EmailForm>) -> Result<Response, PageError> {
     if !session::csrf_ok(&headers, &f.csrf) {
         return Err(PageError::expired_form());
     }
     let body = json!({"email": f.email.trim(), "password": f.password});
-    let Some((status, answer)) = site.user_call(&headers, Method::PATCH, "/api/v1/me", Some(body)).await? else { return Ok(to_sign_in()) };
+    let Some((status, answer)) = site.user_call(&headers, &ext, Method::PATCH, "/api/v1/me", Some(body)).await? else { return Ok(to_sign_in()) };
     let outcome = if status.is_success() {
         "sent"
     } else {
@@ -497,10 +497,19 @@ pub async fn forgot(State(site): State<Site>, headers: HeaderMap, ext: Extension
 // Two-step sign-in (TOTP)
 
 impl Site {
-    /// A call as the signed-in user (the session middleware keeps the token fresh).
-    pub(crate) async fn user_call(&self, headers: &HeaderMap, method: Method, path: &str, body: Option<Value>) -> Result<Option<(StatusCode, Value)>, ApiError> {
+    /// A call as the signed-in user (the session middleware keeps the token
+    /// fresh), on behalf of the browser: the API's per-client counts (the
+    /// password a step-up checks) count its address, not one shared client.
+    /// A refusal to wait (429) is the page's answer too.
+    pub(crate) async fn user_call(&self, headers: &HeaderMap, ext: &Extensions, method: Method, path: &str, body: Option<Value>) -> Result<Option<(StatusCode, Value)>, ApiError> {
         let Some(access) = session::cookie(headers, ACCESS) else { return Ok(None) };
-        Ok(Some(self.api.send_as(method, path, &[("authorization", format!("Bearer {access}"))], body).await?))
+        let mut sent = forwarded(headers);
+        sent.push(("authorization", format!("Bearer {access}")));
+        let (status, body) = self.api.send_from(client(ext), method, path, &sent, body).await?;
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            return Err(ApiError::Status { status, body });
+        }
+        Ok(Some((status, body)))
     }
 }
 
@@ -543,8 +552,8 @@ fn to_sign_in() -> Response {
     Redirect::to("/account/sign-in").into_response()
 }
 
-pub async fn security(State(site): State<Site>, headers: HeaderMap) -> Result<Response, PageError> {
-    let Some((StatusCode::OK, me)) = site.user_call(&headers, Method::GET, "/api/v1/me", None).await? else { return Ok(to_sign_in()) };
+pub async fn security(State(site): State<Site>, headers: HeaderMap, ext: Extensions) -> Result<Response, PageError> {
+    let Some((StatusCode::OK, me)) = site.user_call(&headers, &ext, Method::GET, "/api/v1/me", None).await? else { return Ok(to_sign_in()) };
     let (csrf, set) = session::csrf(&headers, site.secure());
     let page = SecurityPage::new(&site, csrf, me["mfa_enabled"].as_bool().unwrap_or(false));
     Ok(append(render(&page), vec![set]))
@@ -560,12 +569,12 @@ pub struct PasswordForm {
 
 /// Starts enrolment (the current password confirms it): the QR code and the
 /// secret to type, and a field for the first code.
-pub async fn mfa_start(State(site): State<Site>, headers: HeaderMap, Form(f): Form<PasswordForm>) -> Result<Response, PageError> {
+pub async fn mfa_start(State(site): State<Site>, headers: HeaderMap, ext: Extensions, Form(f): Form<PasswordForm>) -> Result<Response, PageError> {
     if !session::csrf_ok(&headers, &f.csrf) {
         return Err(PageError::expired_form());
     }
     let body = json!({"password": f.password});
-    let Some((status, body)) = site.user_call(&headers, Method::POST, "/api/v1/me/mfa/totp", Some(body)).await? else { return Ok(to_sign_in()) };
+    let Some((status, body)) = site.user_call(&headers, &ext, Method::POST, "/api/v1/me/mfa/totp", Some(body)).await? else { return Ok(to_sign_in()) };
     let mut page = SecurityPage::new(&site, f.csrf, false);
     if status.is_success() {
         page.qr = qr_svg(body["otpauth_uri"].as_str().unwrap_or_default());
@@ -584,12 +593,12 @@ pub struct CodeForm {
 }
 
 /// Turns TOTP on with a first code; shows the recovery codes, once.
-pub async fn mfa_confirm(State(site): State<Site>, headers: HeaderMap, Form(f): Form<CodeForm>) -> Result<Response, PageError> {
+pub async fn mfa_confirm(State(site): State<Site>, headers: HeaderMap, ext: Extensions, Form(f): Form<CodeForm>) -> Result<Response, PageError> {
     if !session::csrf_ok(&headers, &f.csrf) {
         return Err(PageError::expired_form());
     }
     let body = json!({"code": f.code.trim()});
-    let Some((status, answer)) = site.user_call(&headers, Method::POST, "/api/v1/me/mfa/totp/confirm", Some(body)).await? else { return Ok(to_sign_in()) };
+    let Some((status, answer)) = site.user_call(&headers, &ext, Method::POST, "/api/v1/me/mfa/totp/confirm", Some(body)).await? else { return Ok(to_sign_in()) };
     if status.is_success() {
         let mut page = SecurityPage::new(&site, f.csrf, true);
         page.recovery_codes = answer["recovery_codes"].as_array().map(|a| a.iter().filter_map(|c| c.as_str().map(str::to_owned)).collect()).unwrap_or_default();
@@ -631,8 +640,8 @@ fn preferences_page(site: &Site, headers: &HeaderMap, prefs: &Value, status: Sta
     append((status, render(&page)).into_response(), vec![set])
 }
 
-pub async fn preferences(State(site): State<Site>, headers: HeaderMap) -> Result<Response, PageError> {
-    match site.user_call(&headers, Method::GET, "/api/v1/me/notification-preferences", None).await? {
+pub async fn preferences(State(site): State<Site>, headers: HeaderMap, ext: Extensions) -> Result<Response, PageError> {
+    match site.user_call(&headers, &ext, Method::GET, "/api/v1/me/notification-preferences", None).await? {
         Some((status, prefs)) if status.is_success() => Ok(preferences_page(&site, &headers, &prefs, StatusCode::OK, String::new(), false)),
         Some((status, body)) if status != StatusCode::UNAUTHORIZED => Err(ApiError::Status { status, body }.into()),
         _ => Ok(to_sign_in()),
@@ -651,13 +660,13 @@ pub struct PreferencesForm {
     marketing_email: Option<String>,
 }
 
-pub async fn save_preferences(State(site): State<Site>, headers: HeaderMap, Form(f): Form<PreferencesForm>) -> Result<Response, PageError> {
+pub async fn save_preferences(State(site): State<Site>, headers: HeaderMap, ext: Extensions, Form(f): Form<PreferencesForm>) -> Result<Response, PageError> {
     if !session::csrf_ok(&headers, &f.csrf) {
         return Err(PageError::expired_form());
     }
     let phone = Some(f.phone.trim().to_owned()).filter(|p| !p.is_empty());
     let body = json!({"order_sms": f.order_sms.is_some(), "phone": phone, "marketing_email": f.marketing_email.is_some()});
-    let Some((status, answer)) = site.user_call(&headers, Method::PUT, "/api/v1/me/notification-preferences", Some(body.clone())).await? else { return Ok(to_sign_in()) };
+    let Some((status, answer)) = site.user_call(&headers, &ext, Method::PUT, "/api/v1/me/notification-preferences", Some(body.clone())).await? else { return Ok(to_sign_in()) };
     if status.is_success() {
         return Ok(preferences_page(&site, &headers, &answer, StatusCode::OK, "Saved.".into(), true));
     }
@@ -665,8 +674,8 @@ pub async fn save_preferences(State(site): State<Site>, headers: HeaderMap, Form
 }
 
 /// The account's data, as the API exports it, for download.
-pub async fn export(State(site): State<Site>, headers: HeaderMap) -> Result<Response, PageError> {
-    let Some((status, data)) = site.user_call(&headers, Method::GET, "/api/v1/me/export", None).await? else { return Ok(to_sign_in()) };
+pub async fn export(State(site): State<Site>, headers: HeaderMap, ext: Extensions) -> Result<Response, PageError> {
+    let Some((status, data)) = site.user_call(&headers, &ext, Method::GET, "/api/v1/me/export", None).await? else { return Ok(to_sign_in()) };
     if !status.is_success() {
         return Err(ApiError::Status { status, body: data }.into());
     }
@@ -686,11 +695,11 @@ pub struct DeleteForm {
 }
 
 /// Deletes the account (the password confirms it) and signs out.
-pub async fn delete(State(site): State<Site>, headers: HeaderMap, Form(f): Form<DeleteForm>) -> Result<Response, PageError> {
+pub async fn delete(State(site): State<Site>, headers: HeaderMap, ext: Extensions, Form(f): Form<DeleteForm>) -> Result<Response, PageError> {
     if !session::csrf_ok(&headers, &f.csrf) {
         return Err(PageError::expired_form());
     }
-    let Some((status, answer)) = site.user_call(&headers, Method::DELETE, "/api/v1/me", Some(json!({"password": f.password}))).await? else { return Ok(to_sign_in()) };
+    let Some((status, answer)) = site.user_call(&headers, &ext, Method::DELETE, "/api/v1/me", Some(json!({"password": f.password}))).await? else { return Ok(to_sign_in()) };
     if !status.is_success() {
         return Err(PageError(StatusCode::UNPROCESSABLE_ENTITY, message_of(&answer)));
     }
@@ -795,8 +804,9 @@ fn address_done(done: &str) -> &'static str {
     }
 }
 
-async fn addresses_page(site: &Site, headers: &HeaderMap, edit: Option<&str>, form: Option<AddressFields>, status: StatusCode, message: String, done: &'static str) -> Result<Response, PageError> {
-    let Some((listed, list)) = site.user_call(headers, Method::GET, "/api/v1/me/addresses", None).await? else { return Ok(to_sign_in()) };
+/// The list and the form: `edit`'s fields, or those typed when `refused` (with the refusal's status and message).
+async fn addresses_page(site: &Site, headers: &HeaderMap, ext: &Extensions, edit: Option<&str>, refused: Option<(AddressFields, StatusCode, String)>, done: &'static str) -> Result<Response, PageError> {
+    let Some((listed, list)) = site.user_call(headers, ext, Method::GET, "/api/v1/me/addresses", None).await? else { return Ok(to_sign_in()) };
     if listed == StatusCode::UNAUTHORIZED {
         return Ok(to_sign_in());
     }
@@ -805,12 +815,13 @@ async fn addresses_page(site: &Site, headers: &HeaderMap, edit: Option<&str>, fo
     }
     let data = list.get("data").cloned().unwrap_or(list);
     let addresses: Vec<AddressFields> = serde_json::from_value(data).map_err(|e| PageError::from(ApiError::Shape { path: "/api/v1/me/addresses".into(), reason: e.to_string() }))?;
-    let form = match (form, edit) {
+    let (form, status, message) = match (refused, edit) {
         (Some(typed), _) => typed,
         (None, Some(id)) => {
-            addresses.iter().find(|a| a.id == id).cloned().ok_or_else(|| PageError(StatusCode::NOT_FOUND, "There is no such address.".into()))?
+            let found = addresses.iter().find(|a| a.id == id).cloned().ok_or_else(|| PageError(StatusCode::NOT_FOUND, "There is no such address.".into()))?;
+            (found, StatusCode::OK, String::new())
         }
-        (None, None) => AddressFields { default_shipping: addresses.is_empty(), ..Default::default() },
+        (None, None) => (AddressFields { default_shipping: addresses.is_empty(), ..Default::default() }, StatusCode::OK, String::new()),
     };
     let (csrf, set) = session::csrf(headers, site.secure());
     let page = AddressesPage { shop: &site.name, query: "", csrf, addresses, form, editing: edit.is_some(), message, done };
@@ -819,12 +830,12 @@ async fn addresses_page(site: &Site, headers: &HeaderMap, edit: Option<&str>, fo
     Ok(append(response, vec![set]))
 }
 
-pub async fn addresses(State(site): State<Site>, headers: HeaderMap, Query(q): Query<DoneQuery>) -> Result<Response, PageError> {
-    addresses_page(&site, &headers, None, None, StatusCode::OK, String::new(), address_done(&q.done)).await
+pub async fn addresses(State(site): State<Site>, headers: HeaderMap, ext: Extensions, Query(q): Query<DoneQuery>) -> Result<Response, PageError> {
+    addresses_page(&site, &headers, &ext, None, None, address_done(&q.done)).await
 }
 
-pub async fn address(State(site): State<Site>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, PageError> {
-    addresses_page(&site, &headers, Some(&id), None, StatusCode::OK, String::new(), "").await
+pub async fn address(State(site): State<Site>, headers: HeaderMap, ext: Extensions, Path(id): Path<String>) -> Result<Response, PageError> {
+    addresses_page(&site, &headers, &ext, Some(&id), None, "").await
 }
 
 #[derive(Deserialize)]
@@ -842,7 +853,7 @@ pub struct AddressPost {
 }
 
 /// Adds an address (`id` empty) or changes, makes default or removes one.
-async fn change_address(site: &Site, headers: &HeaderMap, id: Option<&str>, post: AddressPost) -> Result<Response, PageError> {
+async fn change_address(site: &Site, headers: &HeaderMap, ext: &Extensions, id: Option<&str>, post: AddressPost) -> Result<Response, PageError> {
     if !session::csrf_ok(headers, &post.csrf) {
         return Err(PageError::expired_form());
     }
@@ -854,7 +865,7 @@ async fn change_address(site: &Site, headers: &HeaderMap, id: Option<&str>, post
         (Some(id), "default") => (Method::PATCH, format!("/api/v1/me/addresses/{}", encode(id)), Some(json!({"default_shipping": true, "default_billing": true})), "default"),
         (Some(id), _) => (Method::PATCH, format!("/api/v1/me/addresses/{}", encode(id)), Some(fields.body()), "saved"),
     };
-    let Some((status, answer)) = site.user_call(headers, method, &path, body).await? else { return Ok(to_sign_in()) };
+    let Some((status, answer)) = site.user_call(headers, ext, method, &path, body).await? else { return Ok(to_sign_in()) };
     if status.is_success() {
         return Ok(Redirect::to(&format!("/account/addresses?done={done}")).into_response());
     }
@@ -863,13 +874,13 @@ async fn change_address(site: &Site, headers: &HeaderMap, id: Option<&str>, post
     }
     let status = if status == StatusCode::NOT_FOUND { status } else { StatusCode::UNPROCESSABLE_ENTITY };
     fields.id = id.unwrap_or_default().to_owned();
-    addresses_page(site, headers, id, Some(fields), status, message_of(&answer), "").await
+    addresses_page(site, headers, ext, id, Some((fields, status, message_of(&answer))), "").await
 }
 
-pub async fn add_address(State(site): State<Site>, headers: HeaderMap, Form(post): Form<AddressPost>) -> Result<Response, PageError> {
-    change_address(&site, &headers, None, post).await
+pub async fn add_address(State(site): State<Site>, headers: HeaderMap, ext: Extensions, Form(post): Form<AddressPost>) -> Result<Response, PageError> {
+    change_address(&site, &headers, &ext, None, post).await
 }
 
-pub async fn update_address(State(site): State<Site>, headers: HeaderMap, Path(id): Path<String>, Form(post): Form<AddressPost>) -> Result<Response, PageError> {
-    change_address(&site, &headers, Some(&id), post).await
+pub async fn update_address(State(site): State<Site>, headers: HeaderMap, ext: Extensions, Path(id): Path<String>, Form(post): Form<AddressPost>) -> Result<Response, PageError> {
+    change_address(&site, &headers, &ext, Some(&id), post).await
 }

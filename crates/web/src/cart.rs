@@ -345,21 +345,21 @@ fn field(address: &Option<Value>, key: &str) -> String {
     address.as_ref().and_then(|a| a.get(key)).and_then(Value::as_str).unwrap_or_default().to_owned()
 }
 
-pub async fn checkout(State(site): State<Site>, headers: HeaderMap) -> Result<Response, PageError> {
+pub async fn checkout(State(site): State<Site>, headers: HeaderMap, ext: axum::http::Extensions) -> Result<Response, PageError> {
     let Some(key) = CartKey::of(&headers) else { return Ok(see_other("/cart")) };
     let Some(cart) = open_cart(&site, &key).await?.filter(|c| !c.items.is_empty()) else { return Ok(see_other("/cart")) };
     let (csrf, set) = session::csrf(&headers, site.secure());
     let (mut a, mut email) = (cart.shipping_address.clone(), cart.email.clone());
     // A signed-in shopper starts from their default address and their email.
     if a.is_none()
-        && let Some((status, list)) = site.user_call(&headers, Method::GET, "/api/v1/me/addresses", None).await?
+        && let Some((status, list)) = site.user_call(&headers, &ext, Method::GET, "/api/v1/me/addresses", None).await?
         && status.is_success()
     {
         let saved = list.get("data").unwrap_or(&list).as_array().cloned().unwrap_or_default();
         a = saved.iter().find(|x| x["default_shipping"] == true).or(saved.first()).cloned();
     }
     if email.is_none()
-        && let Some((status, me)) = site.user_call(&headers, Method::GET, "/api/v1/me", None).await?
+        && let Some((status, me)) = site.user_call(&headers, &ext, Method::GET, "/api/v1/me", None).await?
         && status.is_success()
     {
         email = me["email"].as_str().map(str::to_owned);

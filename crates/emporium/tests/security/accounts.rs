@@ -337,3 +337,194 @@ async fn item_7_wrong_current_passwords_at_step_ups_are_throttled_like_sign_ins(
     let (_, me) = shop.send("GET", "/api/v1/me", &ada, None).await;
     assert_eq!((me["email"].as_str(), me["mfa_enabled"].as_bool()), (Some("ada@example.com"), Some(false)), "{me}");
 }
+
+/// A browser at `from` signed in through the storefront's form.
+async fn signed_in_at<'a>(shop: &'a Shop, from: &str, email: &str) -> Browser<'a> {
+    let mut browser = Browser::at(shop, from);
+    let (_, form) = browser.get("/account/sign-in").await;
+    let (s, account) = browser.submit(&form, "/account/sign-in", &[("email", email), ("password", PASSWORD)]).await;
+    assert_eq!(s, StatusCode::OK, "{account}");
+    assert!(browser.cookies.contains_key("access"), "{account}");
+    browser
+}
+
+#[tokio::test]
+async fn item_7_storefront_step_ups_count_the_browsers_address_not_one_shared_client() {
+    let shop = Shop::new().await;
+    let n = shop.config.auth.sign_in_throttle_after as usize;
+    customer(&shop, "ada@example.com").await;
+    let owner = signed_in_at(&shop, "198.51.100.7:1", "ada@example.com").await;
+    // A thief with a copy of the session, elsewhere.
+    let mut thief = Browser::at(&shop, "203.0.113.5:1");
+    thief.cookies = owner.cookies.clone();
+    let mut owner = owner;
+
+    // The thief guesses through the storefront's email and TOTP forms.
+    let (_, account) = thief.get("/account").await;
+    let (_, security) = thief.get("/account/security").await;
+    for i in 0..n {
+        let wrong = format!("guess number {i}");
+        if i % 2 == 0 {
+            let (s, page) = thief.submit(&account, "/account/email", &[("email", "thief@example.com"), ("password", &wrong)]).await;
+            assert!(s == StatusCode::OK && page.contains("not your current password"), "guess {i}: {s} {page}");
+        } else {
+            let (s, page) = thief.submit(&security, "/account/security/totp", &[("password", &wrong)]).await;
+            assert!(s == StatusCode::UNPROCESSABLE_ENTITY && !page.contains(r#"<code class="secret">"#), "guess {i}: {s} {page}");
+        }
+    }
+
+    // The owner, at their own address, is not held up by the thief's guesses.
+    let (_, security) = owner.get("/account/security").await;
+    let (s, enrol) = owner.submit(&security, "/account/security/totp", &[("password", PASSWORD)]).await;
+    assert!(s == StatusCode::OK && enrol.contains(r#"<code class="secret">"#), "the owner could not enrol TOTP: {s} {enrol}");
+    let (_, account) = owner.get("/account").await;
+    let (s, sent) = owner.submit(&account, "/account/email", &[("email", "ada@new.example"), ("password", PASSWORD)]).await;
+    assert!(s == StatusCode::OK && sent.contains("follow the link we have sent to the new address"), "the owner could not change email: {s} {sent}");
+
+    // The thief's address waits, even with the right password, at every
+    // step-up and at signing in: one budget for both.
+    let (_, account) = thief.get("/account").await;
+    let (s, page) = thief.submit(&account, "/account/email", &[("email", "thief@example.com"), ("password", PASSWORD)]).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{page}");
+    let (s, page) = thief.submit(&security, "/account/security/totp", &[("password", PASSWORD)]).await;
+    assert!(s == StatusCode::TOO_MANY_REQUESTS && !page.contains(r#"<code class="secret">"#), "{s} {page}");
+    let (s, page) = thief.submit(&account, "/account/delete", &[("password", PASSWORD)]).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{page}");
+    let mut elsewhere = Browser::at(&shop, "203.0.113.5:2");
+    let (_, form) = elsewhere.get("/account/sign-in").await;
+    let (s, page) = elsewhere.submit(&form, "/account/sign-in", &[("email", "ada@example.com"), ("password", PASSWORD)]).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{page}");
+    assert!(!elsewhere.cookies.contains_key("access"));
+    let (_, me) = owner.get("/account").await;
+    assert!(me.contains("ada@example.com"), "the account is still there: {me}");
+}
+
+/// The live refresh tokens and unused email-change links of `email`'s account.
+async fn live_sessions_and_moves(shop: &Shop, email: &str) -> (i64, i64) {
+    let tokens = shop.count("auth", &format!(
+        "SELECT COUNT(*) FROM refresh_tokens WHERE revoked_at_ms IS NULL AND user_id = (SELECT id FROM users WHERE email = '{email}')")).await;
+    let moves = shop.count("auth", &format!(
+        "SELECT COUNT(*) FROM one_time_tokens t JOIN users u ON u.id = t.user_id \
+         WHERE u.email = '{email}' AND t.purpose = 'verify_email' AND t.used_at_ms IS NULL AND t.email <> u.email")).await;
+    (tokens, moves)
+}
+
+#[tokio::test]
+async fn item_15_a_new_password_comes_with_its_sign_out_or_not_at_all() {
+    let shop = shop_with_mail().await;
+    let ada = bearer(&customer(&shop, "ada@example.com").await);
+    let anyone = Who::default();
+    let login = |password: &'static str| shop.send("POST", "/api/v1/auth/login", &anyone, Some(json!({"email": "ada@example.com", "password": password})));
+    email_change_link(&shop, &ada, "ada@elsewhere.example").await;
+    shop.send("POST", "/api/v1/auth/password/forgot", &Who::default(), Some(json!({"email": "ada@example.com"}))).await;
+    let reset = token_of(&mail_link(&shop, "ada@example.com", "Reset your", "/account/reset-password?token=").await);
+    assert_eq!(live_sessions_and_moves(&shop, "ada@example.com").await, (1, 1));
+
+    // Signing the other sessions out fails (the database refuses to revoke
+    // refresh tokens): the new password must not be kept without it.
+    let db = shop.app.db("auth").unwrap().clone();
+    let (refuse, allow) = match db.dialect() {
+        platform::db::Dialect::Sqlite => (
+            "CREATE TRIGGER refuse_sign_out BEFORE UPDATE OF revoked_at_ms ON refresh_tokens \
+             BEGIN SELECT RAISE(ABORT, 'sign-out refused'); END",
+            "DROP TRIGGER refuse_sign_out",
+        ),
+        platform::db::Dialect::Postgres => (
+            "CREATE FUNCTION refuse_sign_out() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'sign-out refused'; END $$ LANGUAGE plpgsql; \
+             CREATE TRIGGER refuse_sign_out BEFORE UPDATE OF revoked_at_ms ON refresh_tokens FOR EACH ROW EXECUTE FUNCTION refuse_sign_out();",
+            "DROP TRIGGER refuse_sign_out ON refresh_tokens",
+        ),
+    };
+    platform::on_db!(db, pool => sqlx::raw_sql(refuse).execute(pool).await.map(|_| ())).unwrap();
+    let (s, body) = shop.send("POST", "/api/v1/auth/password/change", &ada, Some(json!({
+        "current_password": PASSWORD, "new_password": "the changed passphrase"}))).await;
+    assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    let (s, body) = shop.send("POST", "/api/v1/auth/password/reset", &Who::default(), Some(json!({"token": reset, "password": "the reset passphrase"}))).await;
+    assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    platform::on_db!(db, pool => sqlx::raw_sql(allow).execute(pool).await.map(|_| ())).unwrap();
+    assert_eq!(login("the changed passphrase").await.0, StatusCode::UNAUTHORIZED, "a password change was kept without its sign-out");
+    assert_eq!(login("the reset passphrase").await.0, StatusCode::UNAUTHORIZED, "a password reset was kept without its sign-out");
+    assert_eq!(live_sessions_and_moves(&shop, "ada@example.com").await, (1, 1), "nothing else happened either");
+
+    // Once it can, the reset link (unused) sets the password and signs
+    // everything out, the pending move to another mailbox included.
+    let (s, body) = shop.send("POST", "/api/v1/auth/password/reset", &Who::default(), Some(json!({"token": reset, "password": "the reset passphrase"}))).await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{body}");
+    assert_eq!(live_sessions_and_moves(&shop, "ada@example.com").await, (0, 0));
+    let (_, tokens) = login("the reset passphrase").await;
+    let ada = bearer(tokens["access_token"].as_str().unwrap());
+    let (s, me) = shop.send("PATCH", "/api/v1/me", &ada, Some(json!({"email": "ada@another.example", "password": "the reset passphrase"}))).await;
+    assert_eq!(s, StatusCode::OK, "{me}");
+    assert_eq!(live_sessions_and_moves(&shop, "ada@example.com").await, (1, 1));
+    let (s, body) = shop.send("POST", "/api/v1/auth/password/change", &ada, Some(json!({
+        "current_password": "the reset passphrase", "new_password": "the changed passphrase"}))).await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{body}");
+    assert_eq!(live_sessions_and_moves(&shop, "ada@example.com").await, (0, 0), "a password change left a session or a move alive");
+}
+
+/// Posts `body` to `path` in a task of its own: its status when it is done.
+fn post_meanwhile(shop: &Shop, path: &'static str, body: Value) -> tokio::task::JoinHandle<StatusCode> {
+    use tower::ServiceExt;
+    let router = shop.app.router();
+    tokio::spawn(async move {
+        let r = axum::http::Request::builder().method("POST").uri(path).header("content-type", "application/json")
+            .body(axum::body::Body::from(body.to_string())).unwrap();
+        router.oneshot(r).await.unwrap().status()
+    })
+}
+
+/// Uses a mailed link while another transaction holds the account's row, as
+/// a sign-out does before it voids the account's links: the link's use must
+/// wait for the account before it takes its token, or the two deadlock
+/// (PostgreSQL locks rows; SQLite the whole database, where the link is used
+/// once the sign-out is done).
+async fn use_link_while_the_account_is_held(shop: &Shop, email: &str, token: &str, path: &'static str, body: Value) {
+    use sha2::Digest;
+    let db = shop.app.db("auth").unwrap().clone();
+    if db.dialect() == platform::db::Dialect::Sqlite {
+        assert_eq!(post_meanwhile(shop, path, body).await.unwrap(), StatusCode::NO_CONTENT);
+        return;
+    }
+    let mut held = db.begin().await.unwrap();
+    let pid: i32 = platform::on_tx!(held, c => sqlx::query_scalar("UPDATE users SET name = name WHERE email = $1 RETURNING pg_backend_pid()")
+        .bind(email).fetch_one(c).await).unwrap();
+    let link = post_meanwhile(shop, path, body);
+    // Until the link's use waits on the held row.
+    let mut waiting = 0;
+    for _ in 0..2000 {
+        waiting = platform::on_db!(db, pool => sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))").bind(pid).fetch_one(pool).await).unwrap();
+        if waiting > 0 || link.is_finished() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(waiting, 1, "the link's use did not wait for the account");
+    // The sign-out's next step: the account's links. Still free, and unused.
+    let token_row = platform::on_tx!(held, c => sqlx::query_scalar::<_, Option<i64>>(
+        "SELECT used_at_ms FROM one_time_tokens WHERE token_hash = $1 FOR UPDATE NOWAIT")
+        .bind(hex::encode(sha2::Sha256::digest(token.as_bytes()))).fetch_one(c).await);
+    held.rollback().await.unwrap();
+    assert!(matches!(token_row, Ok(None)), "the link's use took its token before the account (a deadlock with a sign-out): {token_row:?}");
+    assert_eq!(link.await.unwrap(), StatusCode::NO_CONTENT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item_15_a_mailed_link_locks_the_account_before_its_token_like_a_sign_out() {
+    let shop = shop_with_mail().await;
+    let ada = bearer(&customer(&shop, "ada@example.com").await);
+    customer(&shop, "bo@example.com").await;
+
+    // An email-change link, used while the account is held.
+    let link = email_change_link(&shop, &ada, "ada@new.example").await;
+    use_link_while_the_account_is_held(&shop, "ada@example.com", &link, "/api/v1/auth/verify-email", json!({"token": link})).await;
+    let (_, me) = shop.send("GET", "/api/v1/me", &ada, None).await;
+    assert_eq!(me["email"], "ada@new.example");
+
+    // A reset link alike.
+    shop.send("POST", "/api/v1/auth/password/forgot", &Who::default(), Some(json!({"email": "bo@example.com"}))).await;
+    let reset = token_of(&mail_link(&shop, "bo@example.com", "Reset your", "/account/reset-password?token=").await);
+    use_link_while_the_account_is_held(&shop, "bo@example.com", &reset, "/api/v1/auth/password/reset", json!({"token": reset, "password": "a brand new passphrase"})).await;
+    let (s, _) = shop.send("POST", "/api/v1/auth/login", &Who::default(), Some(json!({"email": "bo@example.com", "password": "a brand new passphrase"}))).await;
+    assert_eq!(s, StatusCode::OK);
+}

@@ -390,17 +390,17 @@ async fn item_12_storefront_carts_behind_a_proxy_count_each_forwarded_browser() 
     assert_eq!(answers, [(true, true), (true, true), (false, false)], "one cart per forwarded browser, not one for the whole proxy");
 }
 
-/// Refused discount codes count per client whatever the cart, so new carts
+/// Discount codes tried count per client whatever the cart, so new carts
 /// buy no new guesses.
 #[tokio::test]
-async fn item_12_refused_discount_codes_count_per_client_across_carts() {
+async fn item_12_discount_codes_tried_count_per_client_across_carts() {
     let defaults = kernel::config::LimitsConfig::default();
     let shop = Shop::with(|c| {
         c.limits.discount_attempts_per_cart_per_10_min = defaults.discount_attempts_per_cart_per_10_min;
-        c.limits.discount_failures_per_client_per_hour = defaults.discount_failures_per_client_per_hour;
+        c.limits.discount_attempts_per_client_per_hour = defaults.discount_attempts_per_client_per_hour;
     })
     .await;
-    assert_eq!(defaults.discount_failures_per_client_per_hour, 30);
+    assert_eq!(defaults.discount_attempts_per_client_per_hour, 30);
     let new_cart = |from: &'static str| {
         let shop = &shop;
         async move {
@@ -499,4 +499,48 @@ async fn item_12_back_in_stock_requests_count_per_mailbox_once_the_product_is_fo
     let (_, _, _) = ask(&gone_too, "lin@googlemail.com").await;
     let (status, headers, body) = ask(&gone, "L.in@gmail.com").await;
     assert_limited(status, &headers, &body);
+}
+
+/// Guesses sent at once from one client, over several carts: each is counted
+/// before its code is looked at, so no more than the limit reach the check
+/// (a right guess among them included: it is not let through after wrong
+/// ones that were all looked at before any was counted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn item_12_discount_guesses_sent_at_once_stop_at_the_client_limit() {
+    const LIMIT: usize = 5;
+    const CARTS: usize = 5;
+    let shop = Shop::with(|c| c.limits.discount_attempts_per_client_per_hour = LIMIT as u32).await;
+    let (status, body) = shop.send("POST", "/api/v1/admin/discounts", &shop.as_staff(), Some(json!({"code": "RIGHT10", "kind": "percentage", "percent_off": 10}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let mut carts = Vec::new();
+    for _ in 0..CARTS {
+        let (status, _, cart) = call_from(&shop, IP_A, "POST", "/api/v1/carts", &Who::default(), None).await;
+        assert_eq!(status, StatusCode::CREATED, "{cart}");
+        carts.push((cart["id"].as_str().unwrap().to_owned(), cart["secret"].as_str().unwrap().to_owned()));
+    }
+    let router = shop.app.router();
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(3 * LIMIT));
+    let mut guesses = tokio::task::JoinSet::new();
+    for n in 0..3 * LIMIT {
+        let (id, secret) = carts[n % CARTS].clone();
+        // Every third guess is right: the answer to it would tell.
+        let code = if n % 3 == 2 { "RIGHT10".to_owned() } else { format!("GUESS{n}") };
+        let mut r = Request::post(format!("/api/v1/carts/{id}/discounts"))
+            .header("content-type", "application/json")
+            .header("x-cart-secret", secret)
+            .body(Body::from(json!({"code": code}).to_string()))
+            .unwrap();
+        r.extensions_mut().insert(axum::extract::ConnectInfo(IP_A.parse::<SocketAddr>().unwrap()));
+        let (router, start) = (router.clone(), start.clone());
+        guesses.spawn(async move {
+            start.wait().await;
+            router.oneshot(r).await.unwrap().status()
+        });
+    }
+    let answers: Vec<StatusCode> = guesses.join_all().await;
+    let limited = answers.iter().filter(|s| **s == StatusCode::TOO_MANY_REQUESTS).count();
+    let checked = answers.iter().filter(|s| matches!(**s, StatusCode::OK | StatusCode::UNPROCESSABLE_ENTITY | StatusCode::NOT_FOUND)).count();
+    assert_eq!(checked + limited, answers.len(), "{answers:?}");
+    assert!(checked <= LIMIT, "{checked} codes looked at, {LIMIT} allowed: {answers:?}");
+    assert_eq!(checked, LIMIT, "the limit's worth are looked at: {answers:?}");
 }

@@ -312,3 +312,71 @@ async fn item_6_why_a_webhook_failed_is_shown_only_to_staff_managers() {
     assert!(page.contains(&format!("127.0.0.1:{closed}/in")) && page.contains("failed"), "the failed deliveries are listed: {page}");
     assert!(!page.contains("HTTP 500") && !page.contains("no answer") && !page.contains("error sending"), "{page}");
 }
+
+/// An endpoint switched off after failing says so, and for how long, to
+/// `settings:write` (its page and the mail about it), never what failed: a
+/// refused connection, a status or a resolver's answer would map the inside
+/// network. The delivery log keeps that for `staff:manage`.
+#[tokio::test]
+async fn item_6_a_switched_off_webhook_says_not_what_failed() {
+    let shop = notify_shop(|c| {
+        c.notify.webhooks_allow_private = true;
+        // Tried a few times (0.1 s apart, growing), given up after a second.
+        c.notify.webhook_retry_secs = 1;
+    })
+    .await;
+    let closed = {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let failing = failing_server().await;
+    let mut ids = Vec::new();
+    for url in [format!("http://127.0.0.1:{closed}/in"), format!("http://127.0.0.1:{failing}/in")] {
+        let (s, hook) = shop.send("POST", "/api/v1/admin/webhooks", &shop.as_staff(), Some(json!({"url": url, "event_types": ["inventory.changed"]}))).await;
+        assert_eq!(s, StatusCode::CREATED, "{hook}");
+        ids.push(hook["id"].as_str().unwrap().to_owned());
+    }
+    shop.product("HOOK-1", 300, 10).await;
+
+    let mut whys = Vec::new();
+    for id in &ids {
+        let mut endpoint = Value::Null;
+        for _ in 0..400 {
+            endpoint = shop.send("GET", &format!("/api/v1/admin/webhooks/{id}"), &shop.as_staff(), None).await.1;
+            if endpoint["enabled"] == false {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(endpoint["enabled"], false, "switched off: {endpoint}");
+        let (_, log) = shop.send("GET", &format!("/api/v1/admin/notifications?endpoint_id={id}"), &shop.as_staff(), None).await;
+        let why = log["data"][0]["last_error"].as_str().unwrap_or_default().to_owned();
+        assert!(!why.is_empty(), "the delivery log keeps what failed: {log}");
+        let reason = endpoint["disabled_reason"].as_str().unwrap_or_default().to_owned();
+        assert!(reason.contains("no delivery succeeded"), "{endpoint}");
+        let (_, list) = shop.send("GET", "/api/v1/admin/webhooks", &shop.as_staff(), None).await;
+        for shown in [reason.clone(), list.to_string()] {
+            let lower = shown.to_lowercase();
+            assert!(!shown.contains(&why) && !shown.contains("HTTP 500") && !lower.contains("refused") && !lower.contains("error"), "{why} shown: {shown}");
+        }
+        whys.push(why);
+    }
+
+    // The mails about it, one per endpoint, say no more.
+    let mut notices = Vec::new();
+    for _ in 0..400 {
+        let (_, mail) = shop.send("GET", "/api/v1/admin/mailbox?to=admin@example.com&limit=100", &shop.as_staff(), None).await;
+        notices = mail["data"].as_array().unwrap().iter().filter(|m| m["subject"].as_str().unwrap_or("").contains("was switched off")).cloned().collect();
+        if notices.len() == ids.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(notices.len(), ids.len(), "{notices:?}");
+    for notice in &notices {
+        let text = format!("{} {}", notice["text"], notice["html"]);
+        let lower = text.to_lowercase();
+        assert!(text.contains("no delivery succeeded"), "{text}");
+        assert!(whys.iter().all(|why| !text.contains(why)) && !text.contains("HTTP 500") && !lower.contains("refused") && !lower.contains("error"), "{text}");
+    }
+}

@@ -279,3 +279,36 @@ async fn item_12_one_clients_reset_requests_do_not_use_up_the_owners() {
     }
     assert_eq!(reset_links(&shop, "rita@example.com").await.len(), 5);
 }
+
+#[tokio::test]
+async fn item_12_strangers_using_up_the_reset_cap_do_not_keep_the_owners_mail_away() {
+    let shop = Shop::with(|c| {
+        c.limits.password_resets_per_email_per_hour = 3;
+        c.limits.password_resets_per_email_all_clients_per_hour = 10;
+    })
+    .await;
+    shop.user("rita@example.com", Role::Customer).await;
+    // Rita signs in from her usual address (an IPv6 client is its /64).
+    let home = "[2001:db8:7:1::10]:50000";
+    let (status, _, body) = sign_in(&shop, home, None, "rita@example.com", PASSWORD).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // Four strangers ask three times each: the cap for all clients is used up.
+    for i in 1..=4 {
+        for _ in 0..3 {
+            forgot_from(&shop, &format!("192.0.2.{i}:50000"), "rita@example.com").await;
+        }
+    }
+    assert_eq!(reset_links(&shop, "rita@example.com").await.len(), 10);
+    forgot_from(&shop, "192.0.2.5:50000", "rita@example.com").await;
+    assert_eq!(reset_links(&shop, "rita@example.com").await.len(), 10, "a fresh client is held by the cap");
+
+    // Rita, from another address of her network, still gets her mail; her
+    // own per-client limit still holds.
+    for _ in 0..4 {
+        forgot_from(&shop, "[2001:db8:7:1::99]:41000", "rita@example.com").await;
+    }
+    assert_eq!(reset_links(&shop, "rita@example.com").await.len(), 13, "the owner's own client is mailed up to its own limit");
+    forgot_from(&shop, IP_B, "rita@example.com").await;
+    assert_eq!(reset_links(&shop, "rita@example.com").await.len(), 13, "a client that never signed in is held by the cap");
+}
