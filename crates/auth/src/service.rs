@@ -606,8 +606,9 @@ impl Auth {
             return Err(AuthError::InvalidOneTimeToken);
         }
         let email = store::consume_one_time_token(&mut tx, &hash, Purpose::VerifyEmail, &user_id).await?.ok_or(AuthError::InvalidOneTimeToken)?;
-        // Read while the row is locked: what it says holds until commit.
-        let user = store::user_by_id(&self.db, &user_id).await?.ok_or(AuthError::InvalidOneTimeToken)?;
+        // Read while the row is locked, in the transaction (a second
+        // connection here would let a burst of one link's uses hold the pool).
+        let user = store::user_by_id_in(&mut tx, &user_id).await?.ok_or(AuthError::InvalidOneTimeToken)?;
         // A link to another address than the account's confirms a change of
         // address: it went to the new one, which is now proven.
         if user.email != email {
@@ -715,8 +716,8 @@ impl Auth {
             return Err(AuthError::InvalidOneTimeToken);
         }
         let sent_to = store::consume_one_time_token(&mut tx, &token, Purpose::ResetPassword, &user_id).await?.ok_or(AuthError::InvalidOneTimeToken)?;
-        // Read again under the lock: the address may have moved since.
-        let user = store::user_by_id(&self.db, &user_id).await?.ok_or(AuthError::InvalidOneTimeToken)?;
+        // Read again under the lock, in the transaction: the address may have moved since.
+        let user = store::user_by_id_in(&mut tx, &user_id).await?.ok_or(AuthError::InvalidOneTimeToken)?;
         // A link mailed to an address the account has left is not the owner's to use.
         if sent_to != user.email {
             tx.commit().await?;
@@ -743,8 +744,14 @@ impl Auth {
         let hash = self.hash(password.expose()).await?;
         // The new password, the sign-out and the void links in one
         // transaction, the account's row first: all of it or none.
+        let confirmed = user.password_hash.as_deref().ok_or(AuthError::WrongPassword)?;
         let mut tx = self.db.begin().await?;
-        store::set_password_hash(&mut tx, user_id, &hash).await?;
+        // Only over the password just confirmed: a reset that committed
+        // meanwhile stands, and this change is refused.
+        if !store::replace_password_hash(&mut tx, user_id, confirmed, &hash).await? {
+            tx.rollback().await?;
+            return Err(AuthError::WrongPassword);
+        }
         // A reset link mailed before the change must not undo it.
         store::void_one_time_tokens(&mut tx, user_id, Purpose::ResetPassword, None).await?;
         let generation = self.sign_out_in(&mut tx, user_id, None).await?;

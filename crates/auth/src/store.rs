@@ -150,6 +150,24 @@ pub async fn set_password_hash(tx: &mut Tx, id: &UserId, hash: &str) -> Result<(
     Ok(())
 }
 
+/// Replaces the password the caller just confirmed, in the transaction that
+/// signs the user out; false (nothing written) when the hash is no longer
+/// `old`, so a change confirmed with the old password cannot undo a reset
+/// that committed meanwhile.
+pub async fn replace_password_hash(tx: &mut Tx, id: &UserId, old: &str, hash: &str) -> Result<bool, DbError> {
+    let n = on_tx!(tx, c => sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3 AND password_hash = $4")
+        .bind(hash).bind(OffsetDateTime::now_utc()).bind(id.to_string()).bind(old).execute(c).await.map(|r| r.rows_affected()))?;
+    Ok(n == 1)
+}
+
+/// A user read inside `tx` (after [`lock_user`], what it says holds until commit).
+pub async fn user_by_id_in(tx: &mut Tx, id: &UserId) -> Result<Option<User>, DbError> {
+    let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
+    let row: Option<UserTuple> =
+        on_tx!(tx, c => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id.to_string()).fetch_optional(c).await)?;
+    row.map(user_from).transpose()
+}
+
 /// Locks a user's row for the rest of `tx`; false if there is none. Every
 /// transaction that writes a user's row and their tokens (refresh, one-time)
 /// locks the row first, so two of them never wait on each other in a circle.

@@ -528,3 +528,23 @@ async fn item_15_a_mailed_link_locks_the_account_before_its_token_like_a_sign_ou
     let (s, _) = shop.send("POST", "/api/v1/auth/login", &Who::default(), Some(json!({"email": "bo@example.com", "password": "a brand new passphrase"}))).await;
     assert_eq!(s, StatusCode::OK);
 }
+
+/// One mailed link sent many times at once: each use waits for the account's
+/// row in its own transaction and reads the account there, so the burst
+/// cannot hold every database connection while the first use waits for one
+/// more (which stalled sign-in for everyone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn item_15_one_link_sent_many_times_at_once_is_used_once_and_holds_up_nobody() {
+    let shop = shop_with_mail().await;
+    let ada = bearer(&customer(&shop, "ada@example.com").await);
+    let link = email_change_link(&shop, &ada, "ada@burst.example").await;
+    let uses: Vec<_> = (0..24).map(|_| post_meanwhile(&shop, "/api/v1/auth/verify-email", json!({"token": link}))).collect();
+    let mut answers = Vec::new();
+    for used in uses {
+        answers.push(used.await.unwrap());
+    }
+    assert_eq!(answers.iter().filter(|s| **s == StatusCode::NO_CONTENT).count(), 1, "{answers:?}");
+    assert!(answers.iter().all(|s| *s == StatusCode::NO_CONTENT || *s == StatusCode::UNPROCESSABLE_ENTITY), "{answers:?}");
+    let (s, _) = shop.send("POST", "/api/v1/auth/login", &Who::default(), Some(json!({"email": "ada@burst.example", "password": PASSWORD}))).await;
+    assert_eq!(s, StatusCode::OK);
+}
