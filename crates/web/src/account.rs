@@ -131,24 +131,11 @@ pub async fn renew_session(State(site): State<Site>, mut request: axum::extract:
         },
         None => None,
     };
-    let jar: Vec<String> = request
-        .headers()
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .map(|p| p.trim().to_owned())
-        .filter(|p| !p.starts_with("access=") && !p.starts_with("refresh="))
-        .collect();
-    let mut jar = jar;
-    if let Some(tokens) = &renewed {
-        jar.push(format!("{ACCESS}={}", tokens["access_token"].as_str().unwrap_or_default()));
-        jar.push(format!("{REFRESH}={}", tokens["refresh_token"].as_str().unwrap_or_default()));
-    }
-    request.headers_mut().remove(header::COOKIE);
-    if let Ok(v) = HeaderValue::from_str(&jar.join("; ")) {
-        request.headers_mut().insert(header::COOKIE, v);
-    }
+    // The pages of this request read the renewed tokens (or none).
+    let token = |name: &str| renewed.as_ref().map(|t| t[name].as_str().unwrap_or_default().to_owned());
+    let (access, refresh) = (token("access_token"), token("refresh_token"));
+    crate::set_request_cookie(&mut request, ACCESS, access.as_deref());
+    crate::set_request_cookie(&mut request, REFRESH, refresh.as_deref());
     let response = next.run(request).await;
     match &renewed {
         Some(tokens) => append(response, site.session_cookies(tokens)),

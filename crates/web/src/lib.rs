@@ -131,7 +131,7 @@ async fn host_cookies(State(site): State<Site>, mut request: Request, next: Next
 }
 
 /// Replaces `name`'s value in the request's cookies (`None` removes it).
-fn set_request_cookie(request: &mut Request, name: &str, value: Option<&str>) {
+pub(crate) fn set_request_cookie(request: &mut Request, name: &str, value: Option<&str>) {
     let mut jar: Vec<String> = request
         .headers()
         .get_all(header::COOKIE)
