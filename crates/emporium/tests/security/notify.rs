@@ -253,25 +253,34 @@ async fn failing_server() -> u16 {
     port
 }
 
-#[tokio::test]
-async fn item_6_why_a_webhook_failed_is_shown_only_to_staff_managers() {
-    // A developer's shop, where loopback targets are let through: what the
-    // log says about a closed port and a failing server is what a scan would learn.
-    let shop = notify_shop(|c| c.notify.webhooks_allow_private = true).await;
-    let manager = bearer(&shop.user("om@example.com", Role::OrderManager).await);
+/// Two webhook endpoints for `event` that cannot take a delivery: a closed
+/// port and a server answering 500. Their ids, and their ports in that order.
+async fn failing_endpoints(shop: &Shop, event: &str) -> (Vec<String>, [u16; 2]) {
     let closed = {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         listener.local_addr().unwrap().port()
     };
     let failing = failing_server().await;
     let mut ids = Vec::new();
-    for url in [format!("http://127.0.0.1:{closed}/in"), format!("http://127.0.0.1:{failing}/in")] {
-        let (s, hook) = shop.send("POST", "/api/v1/admin/webhooks", &shop.as_staff(), Some(json!({"url": url, "event_types": ["inventory.low_stock"]}))).await;
+    for port in [closed, failing] {
+        let url = format!("http://127.0.0.1:{port}/in");
+        let (s, hook) = shop.send("POST", "/api/v1/admin/webhooks", &shop.as_staff(), Some(json!({"url": url, "event_types": [event]}))).await;
         assert_eq!(s, StatusCode::CREATED, "{hook}");
-        let id = hook["id"].as_str().unwrap().to_owned();
+        ids.push(hook["id"].as_str().unwrap().to_owned());
+    }
+    (ids, [closed, failing])
+}
+
+#[tokio::test]
+async fn item_6_why_a_webhook_failed_is_shown_only_to_staff_managers() {
+    // A developer's shop, where loopback targets are let through: what the
+    // log says about a closed port and a failing server is what a scan would learn.
+    let shop = notify_shop(|c| c.notify.webhooks_allow_private = true).await;
+    let manager = bearer(&shop.user("om@example.com", Role::OrderManager).await);
+    let (ids, [closed, failing]) = failing_endpoints(&shop, "inventory.low_stock").await;
+    for id in &ids {
         let (s, test) = shop.send("POST", &format!("/api/v1/admin/webhooks/{id}/test"), &shop.as_staff(), None).await;
         assert_eq!((s, test), (StatusCode::OK, json!({"ok": false, "result": "failed"})));
-        ids.push(id);
     }
 
     for (endpoint, port) in ids.iter().zip([closed, failing]) {
@@ -325,17 +334,7 @@ async fn item_6_a_switched_off_webhook_says_not_what_failed() {
         c.notify.webhook_retry_secs = 1;
     })
     .await;
-    let closed = {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        listener.local_addr().unwrap().port()
-    };
-    let failing = failing_server().await;
-    let mut ids = Vec::new();
-    for url in [format!("http://127.0.0.1:{closed}/in"), format!("http://127.0.0.1:{failing}/in")] {
-        let (s, hook) = shop.send("POST", "/api/v1/admin/webhooks", &shop.as_staff(), Some(json!({"url": url, "event_types": ["inventory.changed"]}))).await;
-        assert_eq!(s, StatusCode::CREATED, "{hook}");
-        ids.push(hook["id"].as_str().unwrap().to_owned());
-    }
+    let (ids, _) = failing_endpoints(&shop, "inventory.changed").await;
     shop.product("HOOK-1", 300, 10).await;
 
     let mut whys = Vec::new();
