@@ -78,6 +78,7 @@ fn doc(i: usize, groups: usize) -> ProductDoc {
         price: Some(1000),
         in_stock: true,
         created_ms: 0,
+        thumbnail: None,
     }
 }
 

@@ -190,6 +190,7 @@ fn product(rng: &mut Rng, brands: &[String], i: usize, sku: &mut usize) -> Produ
         price: Some(500 + rng.below(49_501) as i64),
         in_stock: rng.chance(85),
         created_ms: 1_700_000_000_000 + i as i64 * 60_000,
+        thumbnail: None,
     }
 }
 

@@ -52,6 +52,11 @@ type Picture = (String, u32, Vec<(u32, String)>);
 /// Loads the demo catalog unless the shop has products already, with a
 /// generated placeholder picture per sub-category when `media` is given.
 pub async fn load_demo(db: &Db, media: Option<&MediaStore>) -> Result<usize, CatalogError> {
+    load_demo_with_progress(db, media, &|_, _| {}).await
+}
+
+/// [`load_demo`], telling `progress` the products made so far and the total after each batch.
+pub async fn load_demo_with_progress(db: &Db, media: Option<&MediaStore>, progress: &(dyn Fn(usize, usize) + Send + Sync)) -> Result<usize, CatalogError> {
     if !store::products(db, &store::ProductQuery {
         status: None, text: None, low_stock: false, brand: None, tag: None, categories: None, currency: "USD", min_price: None,
         max_price: None, in_stock: false, sort: store::Sort::Oldest, after: None, limit: 1,
@@ -68,17 +73,22 @@ pub async fn load_demo(db: &Db, media: Option<&MediaStore>) -> Result<usize, Cat
             pictures.push(crate::media::store_placeholder(media, &crate::domain::slugify(name), i as u32 * 45).await?);
         }
     }
-    generate_with(db, 240, true, &pictures).await
+    generate_with(db, 240, true, &pictures, progress).await
 }
 
 /// Adds `count` active products (with categories, 1–4 variants, USD and EUR
 /// prices, stock) and returns how many were made. Writes in batches; events
 /// are written only for the demo (a benchmark catalog does not announce).
 pub async fn generate(db: &Db, count: usize, announce: bool) -> Result<usize, CatalogError> {
-    generate_with(db, count, announce, &[]).await
+    generate_with(db, count, announce, &[], &|_, _| {}).await
 }
 
-async fn generate_with(db: &Db, count: usize, announce: bool, pictures: &[Picture]) -> Result<usize, CatalogError> {
+/// [`generate`], telling `progress` the products made so far and the total after each batch.
+pub async fn generate_with_progress(db: &Db, count: usize, announce: bool, progress: &(dyn Fn(usize, usize) + Send + Sync)) -> Result<usize, CatalogError> {
+    generate_with(db, count, announce, &[], progress).await
+}
+
+async fn generate_with(db: &Db, count: usize, announce: bool, pictures: &[Picture], progress: &(dyn Fn(usize, usize) + Send + Sync)) -> Result<usize, CatalogError> {
     let categories = ensure_categories(db).await?;
     let subs: Vec<(&CategoryRow, &[&str], bool)> = TREE
         .iter()
@@ -173,6 +183,7 @@ async fn generate_with(db: &Db, count: usize, announce: bool, pictures: &[Pictur
             made += 1;
         }
         tx.commit().await?;
+        progress(made, count);
     }
     Ok(made)
 }

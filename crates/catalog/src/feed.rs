@@ -31,6 +31,49 @@ pub struct Listing {
     pub price: Option<i64>,
     pub in_stock: bool,
     pub created_ms: i64,
+    /// The product's first picture, sized for a list (absent without one).
+    #[serde(default)]
+    pub thumbnail: Option<Thumbnail>,
+}
+
+/// A picture small enough for a product list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Thumbnail {
+    pub url: String,
+    /// Pixels, when known (a picture kept elsewhere has no recorded size).
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+}
+
+/// Narrowest width a list's picture is drawn from: sharp on a phone's
+/// two-column grid at twice its pixel density.
+const LIST_WIDTH: u32 = 320;
+
+/// The first picture's copy for lists: the narrowest thumbnail at least
+/// [`LIST_WIDTH`] wide, else the widest one, else the picture itself.
+pub fn thumbnail(media: &[store::MediaRow]) -> Option<Thumbnail> {
+    let first = media.iter().min_by_key(|m| (m.position, m.id.clone()))?;
+    let size = |w: u32| -> (Option<u32>, Option<u32>) {
+        match (first.width, first.height) {
+            (Some(ow), Some(oh)) if ow > 0 => {
+                let h = (u64::from(oh.unsigned_abs()) * u64::from(w) / u64::from(ow.unsigned_abs())).max(1);
+                (Some(w), u32::try_from(h).ok())
+            }
+            _ => (None, None),
+        }
+    };
+    let chosen = first.thumbnails.iter().filter(|(w, _)| *w >= LIST_WIDTH).min_by_key(|(w, _)| *w).or_else(|| first.thumbnails.iter().max_by_key(|(w, _)| *w));
+    if let Some((w, key)) = chosen {
+        let (width, height) = size(*w);
+        return Some(Thumbnail { url: format!("/media/{key}"), width, height });
+    }
+    let url = match (&first.object_key, &first.source_url) {
+        (Some(key), _) => format!("/media/{key}"),
+        (None, Some(url)) => url.clone(),
+        (None, None) => return None,
+    };
+    let known = |v: Option<i32>| v.and_then(|v| u32::try_from(v).ok()).filter(|v| *v > 0);
+    Some(Thumbnail { url, width: known(first.width), height: known(first.height) })
 }
 
 fn listing(p: Product, all: &[CategoryRow], currency: &str) -> Listing {
@@ -49,7 +92,9 @@ fn listing(p: Product, all: &[CategoryRow], currency: &str) -> Listing {
     }
     let price = p.variants.iter().filter_map(|v| v.prices.iter().find(|pr| pr.0 == currency).map(|pr| pr.1)).min();
     let in_stock = p.variants.iter().any(|v| !v.track_inventory || v.allow_backorder || v.on_hand - v.reserved > 0);
+    let thumbnail = thumbnail(&p.media);
     Listing {
+        thumbnail,
         attributes: serde_json::from_str(&p.row.attributes).unwrap_or_default(),
         skus: p.variants.iter().map(|v| v.sku.clone()).collect(),
         id: p.row.id,
@@ -99,4 +144,41 @@ pub async fn listing_of(db: &Db, id: &str, currency: &str) -> Result<Option<List
 /// The product a SKU belongs to.
 pub async fn product_of_sku(db: &Db, sku: &str) -> Result<Option<String>, CatalogError> {
     Ok(store::product_of_sku(db, sku).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn picture(position: i32, size: Option<(i32, i32)>, thumbnails: &[u32], source: Option<&str>) -> store::MediaRow {
+        store::MediaRow {
+            id: format!("med_{position}"),
+            product_id: "prd_1".into(),
+            object_key: source.is_none().then(|| format!("products/prd_1/med_{position}.png")),
+            source_url: source.map(str::to_owned),
+            content_type: None,
+            alt: String::new(),
+            position,
+            width: size.map(|s| s.0),
+            height: size.map(|s| s.1),
+            byte_size: None,
+            thumbnails: thumbnails.iter().map(|w| (*w, format!("products/prd_1/med_{position}-{w}.jpg"))).collect(),
+            created_at: time::OffsetDateTime::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn lists_get_the_first_pictures_copy_sized_for_them() {
+        let media = [picture(1, Some((1200, 800)), &[160, 480, 960], None), picture(0, Some((600, 600)), &[160, 480], None)];
+        assert_eq!(thumbnail(&media), Some(Thumbnail { url: "/media/products/prd_1/med_0-480.jpg".into(), width: Some(480), height: Some(480) }));
+        let wide = [picture(0, Some((1200, 800)), &[160, 480, 960], None)];
+        assert_eq!(thumbnail(&wide).map(|t| (t.width, t.height)), Some((Some(480), Some(320))));
+        let small = [picture(0, Some((300, 150)), &[160], None)];
+        assert_eq!(thumbnail(&small).map(|t| t.url), Some("/media/products/prd_1/med_0-160.jpg".into()), "the widest copy there is");
+        let tiny = [picture(0, Some((120, 90)), &[], None)];
+        assert_eq!(thumbnail(&tiny), Some(Thumbnail { url: "/media/products/prd_1/med_0.png".into(), width: Some(120), height: Some(90) }));
+        let elsewhere = [picture(0, None, &[], Some("https://cdn.example/a.jpg"))];
+        assert_eq!(thumbnail(&elsewhere), Some(Thumbnail { url: "https://cdn.example/a.jpg".into(), width: None, height: None }));
+        assert_eq!(thumbnail(&[]), None);
+    }
 }

@@ -692,6 +692,17 @@ async fn upsert_variants(
 
 /// Writes every product, in any status, as Shopify CSV; returns how many.
 pub async fn export(db: &platform::db::Db, out: impl Write, currency: Currency, public_url: &str) -> Result<usize, CatalogError> {
+    export_with_progress(db, out, currency, public_url, &|_| {}).await
+}
+
+/// [`export`], telling `progress` how many products are written so far.
+pub async fn export_with_progress(
+    db: &platform::db::Db,
+    out: impl Write,
+    currency: Currency,
+    public_url: &str,
+    progress: &(dyn Fn(usize) + Send + Sync),
+) -> Result<usize, CatalogError> {
     let mut writer = csv::Writer::from_writer(out);
     let io = |e: csv::Error| CatalogError::Media(format!("writing the export: {e}"));
     writer.write_record(COLUMNS).map_err(io)?;
@@ -723,6 +734,7 @@ pub async fn export(db: &platform::db::Db, out: impl Write, currency: Currency, 
             }
             count += 1;
         }
+        progress(count);
         if !more {
             break;
         }

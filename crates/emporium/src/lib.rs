@@ -12,7 +12,9 @@ use kernel::money::Currency;
 use platform::app::{self, App};
 use platform::service::ServiceSpec;
 
+pub mod doctor;
 pub mod ports;
+mod progress;
 
 /// Starts the services the configuration enables and wires their ports.
 /// The whole shop: every configured service, and the storefront over their API.
@@ -70,9 +72,9 @@ pub struct Overrides {
 pub enum Command {
     /// Serve the API, the storefront and the console.
     Serve {
-        /// Address to listen on [env: EMPORIUM_BIND] [default: 127.0.0.1:8080]
+        /// Address to listen on, `host:port` (`localhost:8080` is resolved) [env: EMPORIUM_BIND] [default: 127.0.0.1:8080]
         #[arg(long)]
-        bind: Option<SocketAddr>,
+        bind: Option<String>,
         #[command(flatten)]
         overrides: Overrides,
         /// Load the demo shop (products, shipping, taxes, a discount code).
@@ -86,6 +88,13 @@ pub enum Command {
     },
     /// Print the effective configuration, secrets masked.
     Config {
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+    /// Check the configuration and reach every part it names (databases,
+    /// NATS, Redis, the object store, SMTP, the catalog and JWKS URLs): one
+    /// line each, with what to fix; exits non-zero when something fails.
+    Doctor {
         #[command(flatten)]
         overrides: Overrides,
     },
@@ -204,8 +213,8 @@ pub enum CliError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Start(#[from] app::StartError),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot listen on {addr} (`{key}`): {source}; {}", bind_hint(.source, .key))]
+    Bind { key: &'static str, addr: SocketAddr, source: std::io::Error },
     #[error("server error: {0}")]
     Serve(std::io::Error),
     #[error("{0}")]
@@ -214,13 +223,31 @@ pub enum CliError {
     Auth(#[from] auth::AuthError),
     #[error("{0}")]
     Service(platform::service::BoxError),
+    #[error("{failed} of {checked} checks failed")]
+    Doctor { failed: usize, checked: usize },
+}
+
+/// What to do about an address that cannot be listened on.
+fn bind_hint(e: &std::io::Error, key: &str) -> String {
+    let setting = if key == "bind" { "`--bind` or EMPORIUM_BIND" } else { "EMPORIUM_METRICS_BIND" };
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => format!("another program (another Emporium?) listens there: stop it, or choose another port with {setting}"),
+        std::io::ErrorKind::AddrNotAvailable => format!("this machine has no such address: use one of its own (127.0.0.1, 0.0.0.0) with {setting}"),
+        std::io::ErrorKind::PermissionDenied => format!("ports below 1024 need privileges: use a port above 1024 with {setting}"),
+        _ => format!("check {setting}"),
+    }
+}
+
+/// Listens on `addr` (the setting `key`), or says why it cannot.
+pub async fn listen(key: &'static str, addr: SocketAddr) -> Result<tokio::net::TcpListener, CliError> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|source| CliError::Bind { key, addr, source })
 }
 
 /// Loads the configuration: defaults, the file, the environment, then flags.
 pub fn load_config(
     file: Option<&PathBuf>,
     overrides: &Overrides,
-    bind: Option<SocketAddr>,
+    bind: Option<&str>,
 ) -> Result<Config, ConfigError> {
     let (path, required) = match file {
         Some(p) => (p.clone(), true),
@@ -228,7 +255,7 @@ pub fn load_config(
     };
     let mut config = config::load(Some(&path), required, |k| std::env::var(k).ok())?;
     if let Some(bind) = bind {
-        config.bind = bind;
+        config.bind = config::resolve_bind(bind).map_err(|message| ConfigError::Invalid { key: "bind (--bind)".into(), message })?;
     }
     if let Some(dir) = &overrides.data_dir {
         config.data_dir = dir.clone();
@@ -246,6 +273,13 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let config = load_config(cli.config.as_ref(), &overrides, None)?;
             print!("{}", config.to_masked_toml());
             Ok(())
+        }
+        Command::Doctor { overrides } => {
+            let report = doctor::run(cli.config.as_ref(), &overrides, &mut std::io::stdout()).await;
+            match report.failed {
+                0 => Ok(()),
+                failed => Err(CliError::Doctor { failed, checked: report.checked }),
+            }
         }
         Command::Migrate { overrides } => {
             let config = load_config(cli.config.as_ref(), &overrides, None)?;
@@ -288,13 +322,19 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let config = Arc::new(load_config(cli.config.as_ref(), &overrides, None)?);
             let ctx = app::open_service(config.clone(), &catalog::spec()).await?;
             let media = catalog::media::MediaStore::from_config(&config).map_err(|e| CliError::Service(Box::new(e)))?;
+            let bar = progress::bar("products");
+            let report = |done: usize, total: usize| {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            };
             let made = match (demo, products) {
-                (_, Some(n)) => catalog::demo::generate(&ctx.db, n, false).await,
-                (true, None) => catalog::demo::load_demo(&ctx.db, Some(&media)).await,
+                (_, Some(n)) => catalog::demo::generate_with_progress(&ctx.db, n, false, &report).await,
+                (true, None) => catalog::demo::load_demo_with_progress(&ctx.db, Some(&media), &report).await,
                 (false, None) => return Err(CliError::Usage("say --demo or --products N".into())),
             }
             .map_err(|e| CliError::Service(Box::new(e)))?;
-            println!("added {made} products");
+            bar.finish_and_clear();
+            println!("added {} products", progress::count(made));
             Ok(())
         }
         Command::Search { command: SearchCommand::Reindex { overrides } } => {
@@ -302,15 +342,11 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let catalog_ctx = app::open_service(config.clone(), &catalog::spec()).await?;
             let inventory = catalog::Inventory { db: catalog_ctx.db.clone(), reservation_ttl: catalog::RESERVATION_TTL, cache: None };
             let feed: Arc<dyn search::CatalogFeed> = Arc::new(ports::Feed { inventory, currency: config.orders.currency.clone() });
-            let bar = indicatif::ProgressBar::new_spinner();
-            bar.set_style(
-                indicatif::ProgressStyle::with_template("{spinner} {pos} products indexed ({per_sec})")
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-            );
-            let progress = |done: usize| bar.set_position(done as u64);
-            let count = search::rebuild_offline(feed, &config.data_dir, &progress).await.map_err(|e| CliError::Service(Box::new(e)))?;
+            let bar = progress::counter("products indexed", "products");
+            let report = |done: usize| bar.set_position(done as u64);
+            let count = search::rebuild_offline(feed, &config.data_dir, &report).await.map_err(|e| CliError::Service(Box::new(e)))?;
             bar.finish_and_clear();
-            println!("indexed {count} products; a running server switches to the new index within seconds");
+            println!("indexed {} products; a running server switches to the new index within seconds", progress::count(count));
             Ok(())
         }
         Command::Search { command: SearchCommand::RebuildRecommendations { overrides } } => {
@@ -326,11 +362,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let input = std::fs::File::open(&file).map_err(|e| CliError::Usage(format!("{}: {e}", file.display())))?;
             let ctx = app::open_service(config, &catalog::spec()).await?;
             let inventory = catalog::Inventory { db: ctx.db.clone(), reservation_ttl: catalog::RESERVATION_TTL, cache: None };
-            let bar = indicatif::ProgressBar::new(0);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} products ({eta} left)")
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
+            let bar = progress::bar("products");
             let progress = |done: usize, total: usize| {
                 bar.set_length(total as u64);
                 bar.set_position(done as u64);
@@ -358,10 +390,13 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let currency = Currency::parse(&currency).map_err(|_| CliError::Usage(format!("`{currency}` is not an ISO 4217 code")))?;
             let ctx = app::open_service(config.clone(), &catalog::spec()).await?;
             let out = std::fs::File::create(&file).map_err(|e| CliError::Usage(format!("{}: {e}", file.display())))?;
-            let count = catalog::shopify::export(&ctx.db, std::io::BufWriter::new(out), currency, &config.public_url())
+            let bar = progress::counter("products exported", "products");
+            let report = |done: usize| bar.set_position(done as u64);
+            let count = catalog::shopify::export_with_progress(&ctx.db, std::io::BufWriter::new(out), currency, &config.public_url(), &report)
                 .await
                 .map_err(|e| CliError::Service(Box::new(e)))?;
-            println!("exported {count} products to {}", file.display());
+            bar.finish_and_clear();
+            println!("exported {} products to {}", progress::count(count), file.display());
             Ok(())
         }
         Command::Keys { command: KeysCommand::Rotate { overrides } } => {
@@ -372,25 +407,33 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Serve { bind, overrides, demo } => {
-            let config = Arc::new(load_config(cli.config.as_ref(), &overrides, bind)?);
+            let config = Arc::new(load_config(cli.config.as_ref(), &overrides, bind.as_deref())?);
             platform::telemetry::init_logging(&config.log);
-            let app = start_shop(config.clone(), demo).await?;
-            let listener = tokio::net::TcpListener::bind(config.bind)
-                .await
-                .map_err(|source| CliError::Bind { addr: config.bind, source })?;
-            let addr = listener.local_addr().map_err(CliError::Serve)?;
-            tracing::info!(%addr, services = ?config.services, "listening");
+            // The addresses first: a port in use is said before migrations and demo data run.
+            let listener = listen("bind", config.bind).await?;
             let metrics = match config.metrics.bind {
-                Some(at) => {
-                    let metrics = tokio::net::TcpListener::bind(at).await.map_err(|source| CliError::Bind { addr: at, source })?;
-                    tracing::info!(addr = %at, "serving /metrics on its own listener");
-                    Some(metrics)
-                }
+                Some(at) => Some(listen("metrics.bind", at).await?),
                 None => None,
             };
+            let addr = listener.local_addr().map_err(CliError::Serve)?;
+            let app = start_shop(config.clone(), demo).await?;
+            let startup = app.startup();
+            tracing::info!(%addr, services = ?config.services, "listening");
+            if let Some(at) = config.metrics.bind {
+                tracing::info!(addr = %at, "serving /metrics on its own listener");
+            }
+            let serving = app.serve_with_metrics(listener, metrics, shutdown_signal());
+            tokio::pin!(serving);
+            // Requests are answered at once (`/readyz` says 503 while the
+            // process catches up); "ready" is said once it has.
+            tokio::select! {
+                stopped = &mut serving => return stopped.map_err(CliError::Serve),
+                () = startup.wait() => {}
+            }
+            tracing::info!(%addr, "ready");
             // Said on stdout for whoever started the server; a closed stdout does not stop it.
             let mut out = std::io::stdout();
-            let _ = writeln!(out, "Emporium is listening on http://{addr}");
+            let _ = writeln!(out, "Emporium is ready at http://{addr}");
             if demo && config.services.iter().any(|s| s == auth::NAME) {
                 let _ = writeln!(
                     out,
@@ -399,7 +442,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 );
             }
             let _ = out.flush();
-            app.serve_with_metrics(listener, metrics, shutdown_signal()).await.map_err(CliError::Serve)
+            serving.await.map_err(CliError::Serve)
         }
     }
 }

@@ -149,6 +149,38 @@ impl Http {
         Ok((status, value))
     }
 
+    /// Asks for one listing as search would (`emporium doctor`): `Ok` when
+    /// the catalog answers and takes the token, else what went wrong.
+    pub async fn probe(&self) -> Result<(), String> {
+        let response = self
+            .client
+            .post(format!("{}/internal/v1/listings", self.base))
+            .header("authorization", format!("Bearer {}", self.token))
+            .header("content-type", "application/json")
+            .body(json!({"currency": self.currency, "after": null, "limit": 1}).to_string())
+            .send()
+            .await
+            .map_err(|e| {
+                let mut text = e.to_string();
+                let mut source = std::error::Error::source(&e);
+                while let Some(inner) = source {
+                    text = format!("{text}: {inner}");
+                    source = inner.source();
+                }
+                text
+            })?;
+        let status = response.status().as_u16();
+        let body: Value = response.bytes().await.ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or(Value::Null);
+        match (status, body["error"]["code"].as_str()) {
+            (200, _) => Ok(()),
+            (401, _) => Err("the catalog refused catalog.service_token: give both processes the same token".into()),
+            (404, Some("route_not_found")) => {
+                Err("no catalog answers there, or it has no catalog.service_token (its internal routes are closed)".into())
+            }
+            (status, code) => Err(format!("the catalog answered {status} {}", code.unwrap_or_default())),
+        }
+    }
+
     fn failure(status: u16, body: &Value) -> PortError {
         let code = body["error"]["code"].as_str().unwrap_or_default();
         PortError::Unavailable(format!("catalog answered {status} {code}"))
@@ -228,6 +260,7 @@ fn doc(l: catalog::feed::Listing) -> search::ProductDoc {
         price: l.price,
         in_stock: l.in_stock,
         created_ms: l.created_ms,
+        thumbnail: l.thumbnail.map(|t| search::query::Thumbnail { url: t.url, width: t.width, height: t.height }),
     }
 }
 

@@ -230,7 +230,9 @@ async fn a_changed_price_is_shown_before_it_is_charged() {
     assert_eq!(status, StatusCode::CREATED, "{order}");
     assert_eq!(order["lines"][0]["unit_price"]["amount"], 3500);
 
-    let (cart, who) = shop.ready_cart(&[("BAG-1", 5)], None).await;
+    // Stock that runs short after the cart was filled (a cart cannot be filled past it).
+    let (cart, who) = shop.ready_cart(&[("BAG-1", 4)], None).await;
+    shop.send("PUT", "/api/v1/admin/inventory/BAG-1", &shop.as_staff(), Some(json!({"on_hand": 3}))).await;
     let (_, view) = shop.send("GET", &format!("/api/v1/carts/{cart}"), &who, None).await;
     assert_eq!(view["notices"][0]["code"], "out_of_stock");
     let (status, err) = shop.checkout(&cart, &who, "tok_visa").await;
@@ -484,13 +486,14 @@ async fn orders_in_its_own_process_reaches_the_catalog_over_http() {
     assert_eq!(s, StatusCode::CREATED, "staff tokens verify through the published keys");
     shop.product("REMOTE-1", 2500, 2).await;
     let (cart, who) = remote.ready_cart(&[("REMOTE-1", 2)], None).await;
+    // Filled while the stock lasts; the first order then takes it all.
+    let (later, later_who) = remote.ready_cart(&[("REMOTE-1", 1)], None).await;
     let (_, view) = remote.send("GET", &format!("/api/v1/carts/{cart}"), &who, None).await;
     assert_eq!(view["items"][0]["title"], "Product REMOTE-1", "offers come over HTTP");
     let (status, order) = remote.checkout(&cart, &who, "tok_visa").await;
     assert_eq!((status, order["status"].as_str()), (StatusCode::CREATED, Some("paid")), "{order}");
     assert_eq!(shop.available("REMOTE-1").await, (0, 0), "the remote catalog's stock was committed");
-    let (cart, who) = remote.ready_cart(&[("REMOTE-1", 1)], None).await;
-    let (status, err) = remote.checkout(&cart, &who, "tok_visa").await;
+    let (status, err) = remote.checkout(&later, &later_who, "tok_visa").await;
     assert_eq!((status, err["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("out_of_stock")), "{err}");
 
     // Search in that process reads the catalog over HTTP too.

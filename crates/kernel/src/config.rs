@@ -13,7 +13,9 @@ pub const SERVICES: [&str; 5] = ["auth", "catalog", "orders", "search", "notify"
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// Address the HTTP server listens on.
+    /// Address the HTTP server listens on: `host:port`, a host name
+    /// (`localhost:8080`) resolved when the configuration is read.
+    #[serde(deserialize_with = "bind_address")]
     pub bind: SocketAddr,
     /// Where SQLite files, the search index and local media live.
     pub data_dir: PathBuf,
@@ -29,6 +31,7 @@ pub struct Config {
     pub redis: RedisConfig,
     pub limits: LimitsConfig,
     pub outbox: OutboxConfig,
+    pub startup: StartupConfig,
     pub metrics: MetricsConfig,
     pub auth: AuthConfig,
     pub catalog: CatalogConfig,
@@ -295,6 +298,7 @@ pub enum LogFormat {
 pub struct MetricsConfig {
     /// A listener of its own for `/metrics` (`127.0.0.1:9100`), kept off the
     /// public port; unset: `/metrics` is served on the main port.
+    #[serde(deserialize_with = "optional_bind_address")]
     pub bind: Option<SocketAddr>,
 }
 
@@ -446,6 +450,23 @@ pub struct OutboxConfig {
     pub keep_published_hours: u32,
 }
 
+/// What a process does right after it starts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StartupConfig {
+    /// How long a new process may take to catch up (the events written
+    /// before start published, the search index holding what the event
+    /// stream held at start) before it says ready anyway, logging a warning
+    /// that names what is still behind. Until then `/readyz` answers 503.
+    pub ready_timeout_secs: u64,
+}
+
+impl Default for StartupConfig {
+    fn default() -> Self {
+        Self { ready_timeout_secs: 120 }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -460,6 +481,7 @@ impl Default for Config {
             redis: RedisConfig::default(),
             limits: LimitsConfig::default(),
             outbox: OutboxConfig::default(),
+            startup: StartupConfig::default(),
             metrics: MetricsConfig::default(),
             auth: AuthConfig::default(),
             catalog: CatalogConfig::default(),
@@ -632,7 +654,7 @@ fn is_secret_key(key: &str) -> bool {
 pub fn mask_url(url: &str) -> String {
     /// Query parameters that never hold a credential.
     const SHOWN: [&str; 4] = ["sslmode", "connect_timeout", "application_name", "mode"];
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let Some((scheme, rest)) = url.split_once("://") else { return mask_unparsed(url) };
     let host_after = |at: usize| {
         let tail = &rest[at + 1..];
         let host = &tail[..tail.find(['/', '?', '#']).unwrap_or(tail.len())];
@@ -672,6 +694,23 @@ pub fn mask_url(url: &str) -> String {
     }
     masked.push_str(fragment);
     masked
+}
+
+/// A URL-valued setting that is not shaped like a URL (`postgres//u:pw@h`)
+/// may hold a password anywhere: only a leading word that ends at `:` or
+/// `/` (a scheme, or a user name before its password) is shown, then `****`.
+fn mask_unparsed(value: &str) -> String {
+    let end = value.find([':', '/', '@']).unwrap_or(value.len());
+    let word = &value[..end];
+    let shown = value[end..].starts_with([':', '/'])
+        && word.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-._".contains(&b));
+    if value.is_empty() {
+        String::new()
+    } else if shown {
+        format!("{word}****")
+    } else {
+        "****".into()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -738,6 +777,7 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("EMPORIUM_OUTBOX_POLL_INTERVAL_MS", "outbox.poll_interval_ms", Kind::Int),
     ("EMPORIUM_OUTBOX_BATCH_SIZE", "outbox.batch_size", Kind::Int),
     ("EMPORIUM_OUTBOX_KEEP_PUBLISHED_HOURS", "outbox.keep_published_hours", Kind::Int),
+    ("EMPORIUM_STARTUP_READY_TIMEOUT_SECS", "startup.ready_timeout_secs", Kind::Int),
     ("EMPORIUM_PUBLIC_URL", "public_url", Kind::Str),
     ("EMPORIUM_AUTH_AUDIENCE", "auth.audience", Kind::Str),
     ("EMPORIUM_AUTH_ACCESS_TOKEN_TTL_SECS", "auth.access_token_ttl_secs", Kind::Int),
@@ -828,8 +868,10 @@ pub fn load(
         }
     }
 
+    let mut from_env = Vec::new();
     for (var, key, kind) in ENV_KEYS {
         let Some(raw) = env(var) else { continue };
+        from_env.push((*var, *key));
         let env_err = |message: String| ConfigError::Env {
             var: var.to_string(),
             key: key.to_string(),
@@ -856,7 +898,14 @@ pub fn load(
         set_path(&mut table, key, value);
     }
 
-    from_table(table)
+    // A bad value that came from a variable is reported under the variable too.
+    from_table(table).map_err(|e| match e {
+        ConfigError::Invalid { key, message } => match from_env.iter().find(|(_, k)| key == *k || key.starts_with(&format!("{k}[")) || key.starts_with(&format!("{k}."))) {
+            Some((var, _)) => ConfigError::Env { var: (*var).to_owned(), key, message },
+            None => ConfigError::Invalid { key, message },
+        },
+        other => other,
+    })
 }
 
 /// Deserializes a merged table; a type error names the key at fault.
@@ -875,6 +924,13 @@ impl Config {
     /// Checks what types alone cannot: URL schemes, ranges, service names.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key: &str, message: String| ConfigError::Invalid { key: key.into(), message };
+        // The value at fault, then the rule it breaks.
+        let bad = |key: &str, value: &dyn std::fmt::Display, rule: &str| ConfigError::Invalid { key: key.into(), message: format!("`{value}` {rule}") };
+        // A secret is not echoed: its length says enough.
+        let short = |key: &str, secret: &str| ConfigError::Invalid {
+            key: key.into(),
+            message: format!("is {} characters long; use at least 32 (e.g. the output of `openssl rand -hex 32`)", secret.chars().count()),
+        };
         for s in &self.services {
             if !SERVICES.contains(&s.as_str()) {
                 return Err(invalid(
@@ -884,7 +940,10 @@ impl Config {
             }
         }
         if self.services.is_empty() {
-            return Err(invalid("services", "at least one service must run".into()));
+            return Err(invalid("services", format!("is empty: at least one service must run (known: {})", SERVICES.join(", "))));
+        }
+        if let Err(message) = check_log_filter(&self.log.filter) {
+            return Err(invalid("log.filter", message));
         }
         let db_urls = std::iter::once(("database.url", &self.database.url)).chain(
             [
@@ -907,10 +966,10 @@ impl Config {
             check_scheme("redis.url", url, &["redis", "rediss"])?;
         }
         if self.database.max_connections == 0 {
-            return Err(invalid("database.max_connections", "must be at least 1".into()));
+            return Err(bad("database.max_connections", &self.database.max_connections, "is too few: use at least 1"));
         }
         if self.http.body_limit_bytes < 1024 {
-            return Err(invalid("http.body_limit_bytes", "must be at least 1024".into()));
+            return Err(bad("http.body_limit_bytes", &self.http.body_limit_bytes, "is too small: use at least 1024"));
         }
         for (key, secs) in [
             ("http.header_timeout_secs", self.http.header_timeout_secs),
@@ -919,41 +978,53 @@ impl Config {
             ("http.write_timeout_secs", self.http.write_timeout_secs),
         ] {
             if !(1..=3600).contains(&secs) {
-                return Err(invalid(key, "must be between 1 and 3600".into()));
+                return Err(bad(key, &secs, "is out of range: use 1 to 3600"));
             }
         }
         if !(1..=1_000_000).contains(&self.http.max_connections) {
-            return Err(invalid("http.max_connections", "must be between 1 and 1000000".into()));
+            return Err(bad("http.max_connections", &self.http.max_connections, "is out of range: use 1 to 1000000"));
         }
         if !(1..=1_000_000).contains(&self.http.max_connections_per_ip) {
-            return Err(invalid("http.max_connections_per_ip", "must be between 1 and 1000000".into()));
+            return Err(bad("http.max_connections_per_ip", &self.http.max_connections_per_ip, "is out of range: use 1 to 1000000"));
         }
         if self.metrics.bind.is_some_and(|m| m == self.bind) {
-            return Err(invalid("metrics.bind", "must differ from `bind`".into()));
+            return Err(bad("metrics.bind", &self.bind, "is also `bind`: give /metrics a port of its own, or unset metrics.bind"));
         }
         let a = &self.auth;
         if a.argon2_memory_kib < 8 * a.argon2_parallelism.max(1) || a.argon2_iterations == 0 || a.argon2_parallelism == 0 {
-            return Err(invalid("auth.argon2_memory_kib", "Argon2 needs memory >= 8 KiB per lane, and at least 1 pass and 1 lane".into()));
+            return Err(invalid(
+                "auth.argon2_memory_kib",
+                format!(
+                    "`{}` KiB with {} passes and {} lanes: Argon2 needs at least 8 KiB per lane, 1 pass and 1 lane",
+                    a.argon2_memory_kib, a.argon2_iterations, a.argon2_parallelism
+                ),
+            ));
         }
         if !(60..=86_400).contains(&a.access_token_ttl_secs) {
-            return Err(invalid("auth.access_token_ttl_secs", "must be between 60 and 86400".into()));
+            return Err(bad("auth.access_token_ttl_secs", &a.access_token_ttl_secs, "is out of range: use 60 to 86400"));
         }
         if !(1..=3650).contains(&a.api_key_max_days) {
-            return Err(invalid("auth.api_key_max_days", "must be between 1 and 3650".into()));
+            return Err(bad("auth.api_key_max_days", &a.api_key_max_days, "is out of range: use 1 to 3650"));
         }
         if !(1..=1000).contains(&a.sign_in_throttle_after) {
-            return Err(invalid("auth.sign_in_throttle_after", "must be between 1 and 1000".into()));
+            return Err(bad("auth.sign_in_throttle_after", &a.sign_in_throttle_after, "is out of range: use 1 to 1000"));
         }
         if !(1..=a.sign_in_throttle_max_secs).contains(&a.sign_in_throttle_base_secs) || a.sign_in_throttle_max_secs > 86_400 {
             return Err(invalid(
                 "auth.sign_in_throttle_base_secs",
-                "base must be at least 1 s and at most the max, and the max at most a day".into(),
+                format!(
+                    "`{}` with a max of `{}`: the base must be at least 1 s and at most the max, and the max at most 86400 (a day)",
+                    a.sign_in_throttle_base_secs, a.sign_in_throttle_max_secs
+                ),
             ));
         }
         if let Some(kek) = &a.key_encryption_key
             && !is_base64_32_bytes(kek)
         {
-            return Err(invalid("auth.key_encryption_key", "must be 32 bytes, base64-encoded".into()));
+            return Err(invalid(
+                "auth.key_encryption_key",
+                format!("is not 32 bytes in base64 ({} characters given; `openssl rand -base64 32` makes one)", kek.trim().len()),
+            ));
         }
         if let Some(url) = &a.jwks_url {
             check_scheme("auth.jwks_url", url, &["http"])?;
@@ -966,7 +1037,7 @@ impl Config {
             return Err(invalid("orders.capture", format!("`{}` is not `on_authorise` or `on_fulfilment`", o.capture)));
         }
         if o.payment_timeout_mins == 0 {
-            return Err(invalid("orders.payment_timeout_mins", "must be at least 1".into()));
+            return Err(bad("orders.payment_timeout_mins", &o.payment_timeout_mins, "is too short: use at least 1"));
         }
         check_scheme("orders.stripe_api_base", &o.stripe_api_base, &["https", "http"])?;
         if let Some(url) = &self.catalog.url {
@@ -975,25 +1046,25 @@ impl Config {
         match self.media.store.as_str() {
             "local" => {}
             "s3" if self.media.s3_bucket.is_none() => {
-                return Err(invalid("media.s3_bucket", "the s3 store needs a bucket".into()));
+                return Err(invalid("media.s3_bucket", "is unset, and `media.store = \"s3\"` needs a bucket".into()));
             }
             "s3" => {}
             other => return Err(invalid("media.store", format!("`{other}` is not `local` or `s3`"))),
         }
         if self.media.max_upload_bytes < 1024 {
-            return Err(invalid("media.max_upload_bytes", "at least 1024".into()));
+            return Err(bad("media.max_upload_bytes", &self.media.max_upload_bytes, "is too small: use at least 1024"));
         }
         if !(64 * 1024..=16 * 1024 * 1024 * 1024).contains(&self.catalog.cache_max_bytes) {
-            return Err(invalid("catalog.cache_max_bytes", "must be between 64 KiB and 16 GiB".into()));
+            return Err(bad("catalog.cache_max_bytes", &self.catalog.cache_max_bytes, "is out of range: use 65536 (64 KiB) to 17179869184 (16 GiB)"));
         }
         if !(64 * 1024..=16 * 1024 * 1024 * 1024).contains(&self.http.page_cache_max_bytes) {
-            return Err(invalid("http.page_cache_max_bytes", "must be between 64 KiB and 16 GiB".into()));
+            return Err(bad("http.page_cache_max_bytes", &self.http.page_cache_max_bytes, "is out of range: use 65536 (64 KiB) to 17179869184 (16 GiB)"));
         }
-        if self.http.form_key.as_ref().is_some_and(|k| k.len() < 32) {
-            return Err(invalid("http.form_key", "use at least 32 characters".into()));
+        if let Some(key) = self.http.form_key.as_ref().filter(|k| k.len() < 32) {
+            return Err(short("http.form_key", key));
         }
-        if self.catalog.service_token.as_ref().is_some_and(|t| t.len() < 32) {
-            return Err(invalid("catalog.service_token", "use at least 32 characters".into()));
+        if let Some(token) = self.catalog.service_token.as_ref().filter(|t| t.len() < 32) {
+            return Err(short("catalog.service_token", token));
         }
         if let Some(url) = &self.public_url {
             check_scheme("public_url", url, &["http", "https"])?;
@@ -1005,38 +1076,48 @@ impl Config {
         if let Some(url) = &n.sms_url {
             check_scheme("notify.sms_url", url, &["http", "https"])?;
             if n.sms_account.is_none() || n.sms_token.is_none() || n.sms_from.is_none() {
-                return Err(invalid("notify.sms_url", "an SMS provider needs sms_account, sms_token and sms_from".into()));
+                let missing: Vec<&str> = [("notify.sms_account", n.sms_account.is_none()), ("notify.sms_token", n.sms_token.is_none()), ("notify.sms_from", n.sms_from.is_none())]
+                    .into_iter()
+                    .filter_map(|(key, unset)| unset.then_some(key))
+                    .collect();
+                return Err(invalid("notify.sms_url", format!("is set, and an SMS provider also needs {} (unset)", missing.join(", "))));
             }
         }
-        if n.max_attempts == 0 || n.concurrency == 0 {
-            return Err(invalid("notify.max_attempts", "max_attempts and concurrency must be at least 1".into()));
+        if n.max_attempts == 0 {
+            return Err(bad("notify.max_attempts", &n.max_attempts, "is too few: use at least 1"));
+        }
+        if n.concurrency == 0 {
+            return Err(bad("notify.concurrency", &n.concurrency, "is too few: use at least 1"));
         }
         if n.digest_interval_secs == 0 {
-            return Err(invalid("notify.digest_interval_secs", "must be at least 1".into()));
+            return Err(bad("notify.digest_interval_secs", &n.digest_interval_secs, "is too short: use at least 1"));
         }
-        if n.signing_key.as_ref().is_some_and(|k| k.len() < 32) {
-            return Err(invalid("notify.signing_key", "use at least 32 characters".into()));
+        if let Some(key) = n.signing_key.as_ref().filter(|k| k.len() < 32) {
+            return Err(short("notify.signing_key", key));
         }
         if self.limits.view_dedup_secs > 7 * 86_400 {
-            return Err(invalid("limits.view_dedup_secs", "at most 604800 (a week)".into()));
+            return Err(bad("limits.view_dedup_secs", &self.limits.view_dedup_secs, "is too long: use at most 604800 (a week)"));
         }
         if !self.limits.namespace.split(':').all(is_key_part) {
-            return Err(invalid("limits.namespace", "letters, digits, - and _, parts separated by :".into()));
+            return Err(bad("limits.namespace", &self.limits.namespace, "is not a key prefix: use letters, digits, - and _, parts separated by :"));
         }
         if !(1..=10_000).contains(&self.outbox.batch_size) {
-            return Err(invalid("outbox.batch_size", "must be between 1 and 10000".into()));
+            return Err(bad("outbox.batch_size", &self.outbox.batch_size, "is out of range: use 1 to 10000"));
         }
         if !(1..=8760).contains(&self.outbox.keep_published_hours) {
-            return Err(invalid("outbox.keep_published_hours", "must be between 1 and 8760 (a year)".into()));
+            return Err(bad("outbox.keep_published_hours", &self.outbox.keep_published_hours, "is out of range: use 1 to 8760 (a year)"));
+        }
+        if !(1..=86_400).contains(&self.startup.ready_timeout_secs) {
+            return Err(bad("startup.ready_timeout_secs", &self.startup.ready_timeout_secs, "is out of range: use 1 to 86400 (a day)"));
         }
         let token_ok = |s: &str| {
             !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
         };
         if !token_ok(&self.nats.stream) {
-            return Err(invalid("nats.stream", "letters, digits, - and _ only".into()));
+            return Err(bad("nats.stream", &self.nats.stream, "is not a stream name: use letters, digits, - and _ only"));
         }
         if !self.nats.subject_prefix.split('.').all(token_ok) {
-            return Err(invalid("nats.subject_prefix", "dot-separated letters, digits, - and _".into()));
+            return Err(bad("nats.subject_prefix", &self.nats.subject_prefix, "is not a subject prefix: use dot-separated letters, digits, - and _"));
         }
         Ok(())
     }
@@ -1052,6 +1133,81 @@ fn is_base64_32_bytes(text: &str) -> bool {
     let t = text.trim().trim_end_matches('=');
     t.len() == 43
         && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+}
+
+/// An address to listen on: `127.0.0.1:8080`, `[::1]:8080`, or a host name
+/// and port (`localhost:8080`), resolved now; of a name's addresses the
+/// first IPv4 one is taken (what `http://localhost` reaches everywhere).
+pub fn resolve_bind(text: &str) -> Result<SocketAddr, String> {
+    let text = text.trim();
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let shape = || format!("`{text}` is not an address to listen on: use host:port, e.g. `127.0.0.1:8080` or `localhost:8080`");
+    let (host, port) = text.rsplit_once(':').ok_or_else(shape)?;
+    let port: u16 = port.parse().map_err(|_| shape())?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || !host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b)) {
+        return Err(shape());
+    }
+    use std::net::ToSocketAddrs;
+    let found: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("`{text}`: the host name `{host}` does not resolve ({e}); use an IP address or a name this machine knows"))?
+        .collect();
+    found
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(found.first())
+        .copied()
+        .ok_or_else(|| format!("`{text}`: the host name `{host}` has no address"))
+}
+
+fn bind_address<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(d)?;
+    resolve_bind(&text).map_err(serde::de::Error::custom)
+}
+
+fn optional_bind_address<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    match Option::<String>::deserialize(d)? {
+        None => Ok(None),
+        Some(text) => resolve_bind(&text).map(Some).map_err(serde::de::Error::custom),
+    }
+}
+
+const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// Checks a log filter (`log.filter`): comma-separated directives, each a
+/// level (`info`) or a target with its level (`sqlx=warn`,
+/// `emporium::web[request]=debug`). A word that is not a level is refused
+/// rather than read as a target, so a typo cannot silence the log.
+pub fn check_log_filter(filter: &str) -> Result<(), String> {
+    let is_level = |s: &str| LEVELS.contains(&s.trim().to_ascii_lowercase().as_str()) || matches!(s.trim(), "0" | "1" | "2" | "3" | "4" | "5");
+    let is_target = |s: &str| {
+        !s.is_empty()
+            && s.split("::").all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
+    };
+    let help = "use a level (off, error, warn, info, debug, trace) or `target=level` pairs, e.g. `info,sqlx=warn`";
+    for directive in filter.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let (target, level) = match directive.rsplit_once('=') {
+            // `target[span{field=value}]` with no level of its own.
+            _ if directive.ends_with(']') => (directive, None),
+            Some((target, level)) if !level.contains(']') => (target, Some(level)),
+            _ => (directive, None),
+        };
+        let target_ok = match target.split_once('[') {
+            Some((path, span)) => (path.is_empty() || is_target(path)) && span.ends_with(']'),
+            None => is_target(target),
+        };
+        let ok = match level {
+            Some(level) => target_ok && is_level(level),
+            None => is_level(directive) || (target.contains('[') && target_ok),
+        };
+        if !ok {
+            return Err(format!("`{filter}` is not a log filter (`{directive}` is not understood): {help}"));
+        }
+    }
+    Ok(())
 }
 
 fn check_scheme(key: &str, url: &str, schemes: &[&str]) -> Result<(), ConfigError> {
@@ -1165,6 +1321,72 @@ mod tests {
         assert!(e.to_string().contains("max_conections"), "unknown keys are refused: {e}");
         let e = load(Some(&dir.join("missing.toml")), true, env(&[])).unwrap_err();
         assert!(matches!(e, ConfigError::File { .. }));
+    }
+
+    #[test]
+    fn host_names_are_resolved_for_listening() {
+        let c = load(None, false, env(&[("EMPORIUM_BIND", "localhost:8080"), ("EMPORIUM_METRICS_BIND", "localhost:9100")])).unwrap();
+        assert!(c.bind.ip().is_loopback() && c.bind.port() == 8080, "{}", c.bind);
+        assert_eq!(c.metrics.bind.map(|m| m.port()), Some(9100));
+        assert_eq!(resolve_bind("[::1]:80").unwrap().to_string(), "[::1]:80");
+        for bad in ["localhost", "localhost:http", ":8080", "local host:80", "300.1.2.3:80x"] {
+            let e = load(None, false, env(&[("EMPORIUM_BIND", bad)])).unwrap_err().to_string();
+            assert!(e.contains("EMPORIUM_BIND") && e.contains("`bind`") && e.contains(bad), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn log_filters_are_checked() {
+        for good in ["info", "INFO", "info,sqlx=warn", "emporium::web=debug, tower_http=trace", "warn,[request]=debug", "off", "3", ""] {
+            assert!(check_log_filter(good).is_ok(), "{good}");
+        }
+        for garbage in ["loud", "info,sqlx=lots", "info;debug", "=debug", "info,,,sq lx=warn", "!!!"] {
+            let e = load(None, false, env(&[("EMPORIUM_LOG", garbage)])).unwrap_err().to_string();
+            assert!(e.contains("EMPORIUM_LOG") && e.contains("log.filter") && e.contains(garbage), "{garbage}: {e}");
+        }
+    }
+
+    #[test]
+    fn every_refusal_names_the_value_but_never_a_secret() {
+        for (var, value) in [
+            ("EMPORIUM_DATABASE_MAX_CONNECTIONS", "0"),
+            ("EMPORIUM_HTTP_BODY_LIMIT_BYTES", "12"),
+            ("EMPORIUM_HTTP_HEADER_TIMEOUT_SECS", "9999"),
+            ("EMPORIUM_AUTH_ACCESS_TOKEN_TTL_SECS", "5"),
+            ("EMPORIUM_ORDERS_CURRENCY", "dollars"),
+            ("EMPORIUM_ORDERS_CAPTURE", "later"),
+            ("EMPORIUM_MEDIA_STORE", "ftp"),
+            ("EMPORIUM_OUTBOX_BATCH_SIZE", "0"),
+            ("EMPORIUM_NATS_STREAM", "my stream"),
+            ("EMPORIUM_LIMITS_NAMESPACE", "a b"),
+            ("EMPORIUM_NOTIFY_CONCURRENCY", "0"),
+        ] {
+            let e = load(None, false, env(&[(var, value)])).unwrap_err().to_string();
+            assert!(e.contains(var) && e.contains(&format!("`{value}`")), "{var}={value}: {e}");
+        }
+        let e = load(None, false, env(&[("EMPORIUM_HTTP_FORM_KEY", "hunter2")])).unwrap_err().to_string();
+        assert!(e.contains("http.form_key") && e.contains("7 characters") && !e.contains("hunter2"), "{e}");
+        let e = load(None, false, env(&[("EMPORIUM_AUTH_KEY_ENCRYPTION_KEY", "sekrit")])).unwrap_err().to_string();
+        assert!(e.contains("auth.key_encryption_key") && !e.contains("sekrit"), "{e}");
+        let e = load(None, false, env(&[("EMPORIUM_SMS_URL", "https://sms.example")])).unwrap_err().to_string();
+        assert!(e.contains("notify.sms_token"), "names what is missing: {e}");
+    }
+
+    #[test]
+    fn values_not_shaped_like_urls_show_no_secret() {
+        assert_eq!(mask_url("postgres//app:S3cret@db/x"), "postgres****");
+        assert_eq!(mask_url("postgres:app:S3cret@db/x"), "postgres****");
+        assert_eq!(mask_url("redis:/:S3cret@h"), "redis****");
+        assert_eq!(mask_url("nats//tok3n@h"), "nats****");
+        assert_eq!(mask_url("tok3n@h"), "****");
+        assert_eq!(mask_url("S3cret"), "****");
+        assert_eq!(mask_url(""), "");
+        for (var, value) in [("EMPORIUM_DATABASE_URL", "postgres//app:S3cret@db/x"), ("EMPORIUM_REDIS_URL", "redis:app:S3cret@h"), ("EMPORIUM_SMTP_URL", "S3cret@mail")] {
+            let e = load(None, false, env(&[(var, value)])).unwrap_err().to_string();
+            assert!(e.contains(var) && e.contains("****") && !e.contains("S3cret"), "{e}");
+            let c = Config { database: DatabaseConfig { url: Some(value.into()), ..DatabaseConfig::default() }, ..Config::default() };
+            assert!(!c.to_masked_toml().contains("S3cret"));
+        }
     }
 
     #[test]

@@ -75,6 +75,59 @@ impl Currency {
         format!("{} {}", self.format_decimal(amount), self.as_str())
     }
 
+    /// 6899 minor units → `"$68.99"`, `"€68.99"`, `"£1,250.00"`, `"¥1,200"`,
+    /// `"CHF 68.99"`: an amount as a price tag shows it, in English notation
+    /// (thousands grouped by commas), with the currency's sign where one is
+    /// well known, its code otherwise.
+    pub fn format_price(&self, amount: i64) -> String {
+        let decimal = self.format_decimal(amount.unsigned_abs().min(i64::MAX as u64) as i64);
+        let (whole, fraction) = decimal.split_once('.').map_or((decimal.as_str(), None), |(w, f)| (w, Some(f)));
+        let mut grouped = String::with_capacity(whole.len() + whole.len() / 3);
+        for (i, digit) in whole.chars().enumerate() {
+            if i > 0 && (whole.len() - i) % 3 == 0 {
+                grouped.push(',');
+            }
+            grouped.push(digit);
+        }
+        if let Some(f) = fraction {
+            grouped.push('.');
+            grouped.push_str(f);
+        }
+        let sign = if amount < 0 { "-" } else { "" };
+        match self.symbol() {
+            Some(symbol) => format!("{sign}{symbol}{grouped}"),
+            None => format!("{sign}{} {grouped}", self.as_str()),
+        }
+    }
+
+    /// The sign English-speaking shoppers know the currency by, where it
+    /// names one currency alone (`$` is the US dollar; other dollars carry
+    /// their country's letters).
+    pub fn symbol(&self) -> Option<&'static str> {
+        Some(match self.as_str() {
+            "USD" => "$",
+            "EUR" => "€",
+            "GBP" => "£",
+            "JPY" => "¥",
+            "CNY" => "CN¥",
+            "INR" => "₹",
+            "KRW" => "₩",
+            "ILS" => "₪",
+            "VND" => "₫",
+            "PHP" => "₱",
+            "NGN" => "₦",
+            "UAH" => "₴",
+            "CAD" => "CA$",
+            "AUD" => "A$",
+            "NZD" => "NZ$",
+            "HKD" => "HK$",
+            "MXN" => "MX$",
+            "TWD" => "NT$",
+            "BRL" => "R$",
+            _ => return None,
+        })
+    }
+
     pub fn as_str(&self) -> &str {
         // Only ASCII upper-case letters are ever stored.
         std::str::from_utf8(&self.0).unwrap_or("XXX")
@@ -174,6 +227,23 @@ mod tests {
         assert_eq!(usd.format_decimal(5), "0.05");
         assert_eq!(usd.format_with_code(1999), "19.99 USD");
         assert_eq!(jpy.format_decimal(1200), "1200");
+    }
+
+    #[test]
+    fn prices_as_shoppers_read_them() {
+        let c = |code: &str| Currency::parse(code).unwrap();
+        assert_eq!(c("USD").format_price(6899), "$68.99");
+        assert_eq!(c("USD").format_price(5), "$0.05");
+        assert_eq!(c("USD").format_price(6_892_101), "$68,921.01");
+        assert_eq!(c("USD").format_price(100_000_000), "$1,000,000.00");
+        assert_eq!(c("USD").format_price(-500), "-$5.00");
+        assert_eq!(c("EUR").format_price(6899), "€68.99");
+        assert_eq!(c("GBP").format_price(125_000), "£1,250.00");
+        assert_eq!(c("JPY").format_price(1200), "¥1,200");
+        assert_eq!(c("CAD").format_price(999), "CA$9.99");
+        assert_eq!(c("CHF").format_price(6899), "CHF 68.99");
+        assert_eq!(c("KWD").format_price(1234), "KWD 1.234");
+        assert_eq!(c("USD").format_price(i64::MIN), "-$92,233,720,368,547,758.07");
     }
 
     proptest! {

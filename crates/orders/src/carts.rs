@@ -145,6 +145,10 @@ impl Orders {
             return Err(OrdersError::NotPurchasable(sku));
         }
         let price = offer.price.ok_or_else(|| OrdersError::NoPrice(sku.clone()))?;
+        // What the cart would hold is checked against what can be bought now
+        // (checkout holds the stock; this only spares the shopper a cart that cannot be).
+        let in_cart = store::items(&self.db, &cart.id).await?.iter().find(|i| i.sku == offer.sku).map_or(0, |i| i.quantity);
+        Self::check_stock(&offer, (in_cart + quantity).min(MAX_QUANTITY), in_cart)?;
         let id = CartItemId::new().to_string();
         store::add_item(&self.db, &cart.id, &id, &offer.sku, quantity, Some(price), MAX_QUANTITY).await?;
         Ok(())
@@ -155,10 +159,21 @@ impl Orders {
         let quantity = domain::parse_quantity(quantity, "quantity")?;
         let items = store::items(&self.db, &cart.id).await?;
         let row = items.iter().find(|i| i.id == item).ok_or(OrdersError::ItemNotFound)?;
+        let offer = self.catalog()?.offers(std::slice::from_ref(&row.sku), &cart.currency).await?.into_iter().next();
+        if let Some(offer) = &offer {
+            Self::check_stock(offer, quantity, 0)?;
+        }
         // Changing a line is looking at it: its current price is now seen.
-        let price = self.catalog()?.offers(std::slice::from_ref(&row.sku), &cart.currency).await?.into_iter().next().and_then(|o| o.price);
+        let price = offer.and_then(|o| o.price);
         store::set_quantity(&self.db, &cart.id, item, quantity, price.or(row.unit_price)).await?;
         Ok(())
+    }
+
+    /// Whether `wanted` units of `offer` can be bought (backorders and
+    /// uncounted stock have no cap), refused with the product's name.
+    fn check_stock(offer: &Offer, wanted: i64, in_cart: i64) -> Result<(), OrdersError> {
+        domain::check_stock(wanted, offer.available, in_cart)
+            .map_err(|shortfall| OrdersError::NotEnoughStock { name: domain::item_name(&offer.title, &offer.variant_title), shortfall })
     }
 
     pub async fn remove_item(&self, cart: &CartRow, item: &str) -> Result<(), OrdersError> {
@@ -329,6 +344,17 @@ impl Orders {
             prices_include_tax: self.settings.prices_include_tax,
         });
         Ok(Priced { cart, items, shipping_address, billing_address, method, shipping_quote, discount, totals, notices, weight_grams })
+    }
+
+    /// The countries the shop's active shipping methods (in its currency) serve, sorted.
+    pub async fn shipping_countries(&self) -> Result<Vec<String>, OrdersError> {
+        let served: std::collections::BTreeSet<String> = store::shipping_methods(&self.db)
+            .await?
+            .into_iter()
+            .filter(|m| m.active && m.method.currency == self.settings.currency)
+            .flat_map(|m| m.method.countries)
+            .collect();
+        Ok(served.into_iter().collect())
     }
 
     /// The methods that serve the cart's address, with their price for it.

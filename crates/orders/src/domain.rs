@@ -34,6 +34,42 @@ pub fn parse_quantity(q: i64, field: &str) -> Result<i64, Invalid> {
     if (1..=999).contains(&q) { Ok(q) } else { Err(invalid(field, "invalid_quantity", "a quantity from 1 to 999")) }
 }
 
+/// A product and its variant as shoppers read them: "Brass Desk Lamp —
+/// Black", or the title alone for a product with only its default variant.
+pub fn item_name(title: &str, variant: &str) -> String {
+    if variant.is_empty() || variant == "Default" { title.to_owned() } else { format!("{title} — {variant}") }
+}
+
+/// Not enough of an item can be bought: what can be, and how many of them
+/// the cart holds already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shortfall {
+    pub available: i64,
+    pub in_cart: i64,
+}
+
+/// Whether a cart may hold `wanted` units of an item of which `available`
+/// can be sold now (`None`: stock is not counted, or backorders are taken,
+/// so there is no cap). `in_cart` is what the cart held before, for the message.
+pub fn check_stock(wanted: i64, available: Option<i64>, in_cart: i64) -> Result<(), Shortfall> {
+    match available {
+        Some(left) if wanted > left => Err(Shortfall { available: left.max(0), in_cart }),
+        _ => Ok(()),
+    }
+}
+
+/// What a shopper is told when `name` cannot be had in the number asked.
+pub fn shortfall_message(name: &str, s: Shortfall) -> String {
+    let verb = |n: i64| if n == 1 { "is" } else { "are" };
+    match s {
+        Shortfall { available: 0, .. } => format!("{name} is sold out"),
+        Shortfall { available, in_cart } if in_cart > 0 => {
+            format!("Only {available} of {name} {} left, and {in_cart} {} already in your cart", verb(available), verb(in_cart))
+        }
+        Shortfall { available, .. } => format!("Only {available} of {name} {} left", verb(available)),
+    }
+}
+
 /// A discount code as typed: trimmed, upper-case, letters, digits, - and _.
 pub fn parse_code(raw: &str, field: &str) -> Result<String, Invalid> {
     let code = raw.trim().to_uppercase();
@@ -630,6 +666,21 @@ mod tests {
         assert!(PartiallyFulfilled.can_ship() && !Fulfilled.can_ship() && !PendingPayment.can_ship());
         assert_eq!(after_fulfilment(3, 2), PartiallyFulfilled);
         assert_eq!(after_refund(100, 100), Refunded);
+    }
+
+    #[test]
+    fn quantities_are_held_to_what_can_be_bought() {
+        assert_eq!(check_stock(38, Some(38), 0), Ok(()));
+        assert_eq!(check_stock(999, Some(38), 0), Err(Shortfall { available: 38, in_cart: 0 }));
+        assert_eq!(check_stock(999, None, 0), Ok(()), "uncounted or backordered: no cap");
+        assert_eq!(check_stock(1, Some(-2), 0), Err(Shortfall { available: 0, in_cart: 0 }));
+        let lamp = item_name("Brass Desk Lamp", "Black");
+        assert_eq!(lamp, "Brass Desk Lamp — Black");
+        assert_eq!(item_name("Mug", "Default"), "Mug");
+        assert_eq!(shortfall_message(&lamp, Shortfall { available: 38, in_cart: 0 }), "Only 38 of Brass Desk Lamp — Black are left");
+        assert_eq!(shortfall_message("Mug", Shortfall { available: 1, in_cart: 0 }), "Only 1 of Mug is left");
+        assert_eq!(shortfall_message("Mug", Shortfall { available: 3, in_cart: 1 }), "Only 3 of Mug are left, and 1 is already in your cart");
+        assert_eq!(shortfall_message("Mug", Shortfall { available: 0, in_cart: 2 }), "Mug is sold out");
     }
 
     #[test]

@@ -5,7 +5,7 @@ use axum::response::{IntoResponse, Response};
 use kernel::ApiError;
 use platform::db::DbError;
 
-use crate::domain::{BadTransition, Invalid, Refusal};
+use crate::domain::{BadTransition, Invalid, Refusal, Shortfall, shortfall_message};
 use crate::gateway::GatewayError;
 use crate::PortError;
 
@@ -35,6 +35,12 @@ pub enum OrdersError {
     NoPrice(String),
     #[error("only {available} of {sku} left")]
     OutOfStock { sku: String, available: i64 },
+    /// Fewer units of a product can be bought than a cart asks for (named as shoppers know it).
+    #[error("{}", shortfall_message(name, *shortfall))]
+    NotEnoughStock { name: String, shortfall: Shortfall },
+    /// The total a checkout was sent with is not what it would charge.
+    #[error("the total is now {} (not the {} shown); check it and pay again", shown(*now, currency), shown(*shown_total, currency))]
+    TotalChanged { now: i64, shown_total: i64, currency: String },
     #[error("prices changed since the cart was shown: {0}; check the cart and try again")]
     PriceChanged(String),
     #[error("the chosen shipping method does not serve this address")]
@@ -106,6 +112,8 @@ impl From<&OrdersError> for ApiError {
             OrdersError::NotPurchasable(_) => ApiError::conflict("not_purchasable", msg),
             OrdersError::NoPrice(_) => ApiError::conflict("not_priced", msg),
             OrdersError::OutOfStock { .. } => ApiError::conflict("out_of_stock", msg),
+            OrdersError::NotEnoughStock { .. } => ApiError::conflict("out_of_stock", msg).with_field("quantity"),
+            OrdersError::TotalChanged { .. } => ApiError::conflict("total_changed", msg).with_field("expected_total"),
             OrdersError::PriceChanged(_) => ApiError::conflict("price_changed", msg),
             OrdersError::ShippingUnavailable => {
                 ApiError::invalid("shipping_method_unavailable", msg).with_field("shipping_method")

@@ -112,6 +112,23 @@ pub const TEST_TOKENS: [(&str, &str); 7] = [
     ("tok_requires_action", "Needs 3-D Secure confirmation"),
 ];
 
+/// How a payment was made, in the words a receipt uses: the test cards
+/// stand for Stripe's test cards of the same name ("Visa ending 4242"); a
+/// Stripe payment is a card the shop never saw.
+pub fn payment_method_label(provider: &str, token: Option<&str>) -> String {
+    match (provider, token.unwrap_or_default()) {
+        ("test", "tok_visa") => "Visa ending 4242".into(),
+        ("test", "tok_mastercard") => "Mastercard ending 4444".into(),
+        ("test", "tok_amex") => "American Express ending 0005".into(),
+        ("test", other) => match TEST_TOKENS.iter().find(|(t, _)| *t == other) {
+            Some((_, label)) => format!("Test card ({label})"),
+            None => "Test card".into(),
+        },
+        ("stripe", _) => "Card, paid through Stripe".into(),
+        (other, _) => format!("Paid through {other}"),
+    }
+}
+
 fn card(token: &str) -> Option<Card> {
     Some(match token {
         "tok_visa" | "tok_mastercard" | "tok_amex" => Card::Succeeds,

@@ -38,6 +38,7 @@ pub fn router(orders: Orders) -> OpenApiRouter {
         .routes(routes!(set_shipping_address))
         .routes(routes!(set_billing_address))
         .routes(routes!(shipping_options))
+        .routes(routes!(shipping_countries))
         .routes(routes!(set_shipping_method))
         .routes(routes!(apply_discount, remove_discount))
         .routes(routes!(claim))
@@ -220,9 +221,14 @@ pub struct AddItem {
     pub quantity: i64,
 }
 
-/// Adds units of a SKU (more of it when it is already in the cart).
+/// Adds units of a SKU (more of it when it is already in the cart). When
+/// the cart would then hold more than can be bought now, nothing is added
+/// and 409 `out_of_stock` answers, its message naming the product and how
+/// many are left ("Only 38 of Brass Desk Lamp — Black are left"); variants
+/// sold on backorder, or whose stock is not counted, have no such limit.
 #[utoipa::path(post, path = "/api/v1/carts/{id}/items", tag = "carts", params(("id" = String, Path)), request_body = AddItem,
-    responses((status = 200, body = CartView), (status = 422, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 200, body = CartView), (status = 422, body = ErrorBody),
+              (status = 409, description = "out_of_stock (fewer can be bought; the message names the product and how many are left), not_purchasable, not_priced, cart_closed", body = ErrorBody)))]
 async fn add_item(State(o): State<Orders>, p: Option<Principal>, h: HeaderMap, Path(id): Path<String>, Json(b): Json<AddItem>) -> Result<Json<CartView>, OrdersError> {
     let a = access(&p, &h);
     let cart = o.cart_for(&id, &a).await?;
@@ -236,10 +242,14 @@ pub struct SetQuantity {
     pub quantity: i64,
 }
 
-/// Changes a line's quantity.
+/// Changes a line's quantity. More than can be bought now answers 409
+/// `out_of_stock` naming the product and how many are left (variants sold
+/// on backorder, or whose stock is not counted, have no such limit).
 #[utoipa::path(patch, path = "/api/v1/carts/{id}/items/{item_id}", tag = "carts",
     params(("id" = String, Path), ("item_id" = String, Path)), request_body = SetQuantity,
-    responses((status = 200, body = CartView), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = CartView), (status = 404, body = ErrorBody),
+              (status = 409, description = "out_of_stock: fewer can be bought; the message names the product and how many are left", body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
 async fn update_item(State(o): State<Orders>, p: Option<Principal>, h: HeaderMap, Path((id, item)): Path<(String, String)>, Json(b): Json<SetQuantity>) -> Result<Json<CartView>, OrdersError> {
     let a = access(&p, &h);
     let cart = o.cart_for(&id, &a).await?;
@@ -319,6 +329,20 @@ async fn shipping_options(State(o): State<Orders>, p: Option<Principal>, h: Head
         })
         .collect();
     Ok(Json(ShippingOptions { data }))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ShippingCountries {
+    /// ISO 3166-1 alpha-2 codes, sorted; empty while no shipping method is set up.
+    pub data: Vec<String>,
+}
+
+/// The countries the shop ships to: those its active shipping methods in
+/// the shop's currency serve (an address form offers these).
+#[utoipa::path(get, path = "/api/v1/shipping-countries", tag = "carts",
+    responses((status = 200, body = ShippingCountries)))]
+async fn shipping_countries(State(o): State<Orders>) -> Result<Json<ShippingCountries>, OrdersError> {
+    Ok(Json(ShippingCountries { data: o.shipping_countries().await? }))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -411,6 +435,11 @@ pub struct PaymentInput {
 #[serde(deny_unknown_fields)]
 pub struct CheckoutRequest {
     pub payment: PaymentInput,
+    /// The total the shopper was shown. When sent, nothing is charged
+    /// unless it is exactly the amount: otherwise 409 `total_changed`
+    /// answers (with the total now in its message) and the cart stays open.
+    #[serde(default)]
+    pub expected_total: Option<Money>,
 }
 
 /// Places the order and pays for it. Send an `Idempotency-Key`: a retry
@@ -427,7 +456,7 @@ async fn checkout(State(o): State<Orders>, p: Option<Principal>, h: HeaderMap, P
 }
 
 async fn checkout_as(o: &Orders, p: &Option<Principal>, h: &HeaderMap, id: &str, b: CheckoutRequest) -> Result<Response, OrdersError> {
-    let placed = o.checkout(id, &access(p, h), &b.payment.provider, &b.payment.token).await?;
+    let placed = o.checkout(id, &access(p, h), &b.payment.provider, &b.payment.token, b.expected_total).await?;
     let mut body = order_view(o, placed.order, false).await?;
     body.lookup_token = placed.lookup_token;
     body.next_action = placed.next_action;
@@ -492,6 +521,8 @@ pub struct LineView {
 pub struct PaymentView {
     pub id: String,
     pub provider: String,
+    /// How it was paid, as a receipt says it: `Visa ending 4242`.
+    pub method: String,
     pub status: String,
     pub amount: Money,
     pub captured: Money,
@@ -603,6 +634,7 @@ pub(crate) async fn order_view(o: &Orders, order: OrderRow, staff: bool) -> Resu
                 amount: money(p.amount, &c),
                 captured: money(p.captured, &c),
                 refunded: money(p.refunded, &c),
+                method: p.method.unwrap_or_else(|| crate::gateway::payment_method_label(&p.provider, None)),
                 id: p.id,
                 provider: p.provider,
                 status: p.status,

@@ -28,7 +28,7 @@ pub use service::Orders;
 pub const NAME: &str = "orders";
 
 /// This service's own tables, after the platform's.
-pub static MIGRATIONS: Migrations = platform::migrations!("orders", ["0001_orders"]);
+pub static MIGRATIONS: Migrations = platform::migrations!("orders", ["0001_orders", "0002_payment_method"]);
 
 /// A SKU as checkout needs it: what it is called, what it costs in a
 /// currency, what it weighs, where it is filed and whether it can be sold.

@@ -175,7 +175,9 @@ impl Orders {
     }
 
     /// The whole checkout of a cart (or a new payment attempt on its order).
-    pub async fn checkout(&self, cart_id: &str, access: &Access, provider: &str, token: &str) -> Result<Placed, OrdersError> {
+    /// With `shown_total` (what the shopper was shown), nothing is charged
+    /// unless that is exactly the amount.
+    pub async fn checkout(&self, cart_id: &str, access: &Access, provider: &str, token: &str, shown_total: Option<kernel::money::Money>) -> Result<Placed, OrdersError> {
         let cart = self.cart_for(cart_id, access).await?;
         let gateway = self.gateway(provider)?;
         let token = token.trim();
@@ -186,16 +188,17 @@ impl Orders {
             "open" => {}
             "ordered" => {
                 let order_id = cart.order_id.clone().ok_or(OrdersError::CartClosed)?;
-                return self.pay_again(&order_id, gateway, token).await;
+                return self.pay_again(&order_id, gateway, token, shown_total).await;
             }
             _ => return Err(OrdersError::CartClosed),
         }
         let priced = self.price(cart).await?;
         self.ready(&priced).await?;
+        same_total(priced.totals.total, shown_total, &priced.cart.currency)?;
 
         let order_id = OrderId::new().to_string();
         let lines: Vec<(String, i64)> = priced.items.iter().map(|i| (i.item.sku.clone(), i.item.quantity)).collect();
-        self.catalog()?.reserve(&order_id, &lines).await?;
+        self.catalog()?.reserve(&order_id, &lines).await.map_err(|e| named_shortfall(e, &priced))?;
         fault::point("checkout.reserved");
         let lookup_token = new_secret();
         let created = self.create_order(&priced, &order_id, &lookup_token, gateway.name(), token).await;
@@ -466,7 +469,7 @@ impl Orders {
     }
 
     /// Another card on an order whose payment failed.
-    async fn pay_again(&self, order_id: &str, gateway: Arc<dyn PaymentGateway>, token: &str) -> Result<Placed, OrdersError> {
+    async fn pay_again(&self, order_id: &str, gateway: Arc<dyn PaymentGateway>, token: &str, shown_total: Option<kernel::money::Money>) -> Result<Placed, OrdersError> {
         let order = store::order(&self.db, order_id).await?.ok_or(OrdersError::OrderNotFound)?;
         match order.status {
             Status::PaymentFailed => {}
@@ -480,6 +483,7 @@ impl Orders {
             Status::Cancelled => return Err(OrdersError::Conflict("order_cancelled", "this order was cancelled".into())),
             _ => return Err(OrdersError::Conflict("order_already_paid", "this order is already paid".into())),
         }
+        same_total(order.total, shown_total, &order.currency)?;
         let attempt = order.attempt + 1;
         let key = reservation_key(&order.id, attempt);
         let lines: Vec<(String, i64)> = store::lines(&self.db, order_id).await?.into_iter().map(|l| (l.sku, l.quantity)).collect();
@@ -1010,6 +1014,29 @@ impl Orders {
         }
         lookup_token.is_some_and(|t| platform::auth::constant_time_eq(hash_secret(t).as_bytes(), order.lookup_hash.as_bytes()))
     }
+}
+
+/// Refuses to charge `total` when the shopper was shown another amount.
+fn same_total(total: i64, shown: Option<kernel::money::Money>, currency: &str) -> Result<(), OrdersError> {
+    match shown {
+        Some(shown) if shown.amount != total || shown.currency.as_str() != currency => {
+            Err(OrdersError::TotalChanged { now: total, shown_total: shown.amount, currency: currency.to_owned() })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Stock that ran out between the cart and the checkout, named as the
+/// shopper knows the product rather than by its SKU.
+fn named_shortfall(e: PortError, priced: &Priced) -> OrdersError {
+    if let PortError::OutOfStock { sku, available } = &e
+        && let Some(item) = priced.items.iter().find(|i| &i.item.sku == sku)
+        && let Some(offer) = &item.offer
+    {
+        let shortfall = domain::Shortfall { available: (*available).max(0), in_cart: 0 };
+        return OrdersError::NotEnoughStock { name: domain::item_name(&offer.title, &offer.variant_title), shortfall };
+    }
+    e.into()
 }
 
 /// How a parcel travels.

@@ -776,6 +776,9 @@ pub struct PaymentRow {
     pub failure_code: Option<String>,
     pub failure_message: Option<String>,
     pub next_action_url: Option<String>,
+    /// How it is paid, as a receipt says it ("Visa ending 4242"): what
+    /// remains of the token once it is dropped.
+    pub method: Option<String>,
 }
 
 impl PaymentRow {
@@ -788,6 +791,7 @@ impl PaymentRow {
             provider: provider.to_owned(),
             provider_ref: None,
             token: Some(token.to_owned()),
+            method: Some(crate::gateway::payment_method_label(provider, Some(token))),
             status: "pending".into(),
             amount,
             captured: 0,
@@ -800,7 +804,7 @@ impl PaymentRow {
 }
 
 const PAYMENT_COLUMNS: &str = "id, order_id, attempt, provider, provider_ref, token, status, amount, captured, refunded, \
-     failure_code, failure_message, next_action_url";
+     failure_code, failure_message, next_action_url, method";
 
 macro_rules! payment_row {
     ($r:expr) => {
@@ -818,6 +822,7 @@ macro_rules! payment_row {
             failure_code: $r.try_get(10)?,
             failure_message: $r.try_get(11)?,
             next_action_url: $r.try_get(12)?,
+            method: $r.try_get(13)?,
         }
     };
 }
@@ -825,9 +830,9 @@ macro_rules! payment_row {
 pub async fn insert_payment(tx: &mut Tx, p: &PaymentRow) -> Result<(), DbError> {
     let now = now_ms();
     on_tx!(tx, c => sqlx::query(
-        "INSERT INTO payments (id, order_id, attempt, provider, token, status, amount, created_ms, updated_ms) \
-         VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $7)")
-        .bind(&p.id).bind(&p.order_id).bind(p.attempt).bind(&p.provider).bind(&p.token).bind(p.amount).bind(now)
+        "INSERT INTO payments (id, order_id, attempt, provider, token, status, amount, created_ms, updated_ms, method) \
+         VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $7, $8)")
+        .bind(&p.id).bind(&p.order_id).bind(p.attempt).bind(&p.provider).bind(&p.token).bind(p.amount).bind(now).bind(&p.method)
         .execute(c).await.map(|_| ()))?;
     Ok(())
 }

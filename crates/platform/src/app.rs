@@ -18,6 +18,7 @@ use serde::Serialize;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::compression::Predicate as _;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -27,7 +28,7 @@ use crate::bus::{self, BusError, EventBus};
 use crate::db::{Db, DbError, DbOptions};
 use crate::migrate::{self, PLATFORM};
 use crate::outbox::Relay;
-use crate::service::{BoxError, PersonalDataSources, Ports, ServiceContext, ServiceSpec};
+use crate::service::{BoxError, PersonalDataSources, Ports, ServiceContext, ServiceSpec, StartupCheck, StartupChecks};
 use crate::{http, idempotency, limit, server, telemetry};
 
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +51,89 @@ struct Readiness {
     dbs: Vec<(&'static str, Db)>,
     bus: Arc<dyn EventBus>,
     redis: Option<redis::aio::ConnectionManager>,
+    startup: Startup,
+}
+
+/// What a process finishes after start before it is ready: first the
+/// events written before start (the demo shop, say) leave the outboxes,
+/// then each service's [`StartupCheck`] passes (the search index has
+/// applied them). Once all is done it stays done. Past `ready_timeout`
+/// (`startup.ready_timeout_secs`) it is ready anyway, with a warning in the
+/// log naming what is still behind, so one event that keeps failing cannot
+/// keep a new process out of service for good.
+#[derive(Clone)]
+pub struct Startup {
+    /// Per service database: raised once its relay published what was waiting at start.
+    outboxes: Vec<(&'static str, Arc<std::sync::atomic::AtomicBool>)>,
+    checks: Vec<Arc<dyn StartupCheck>>,
+    done: Arc<std::sync::atomic::AtomicBool>,
+    started: std::time::Instant,
+    ready_timeout: Duration,
+}
+
+impl Startup {
+    fn new(outboxes: Vec<(&'static str, Arc<std::sync::atomic::AtomicBool>)>, checks: Vec<Arc<dyn StartupCheck>>, ready_timeout: Duration) -> Self {
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        Self { outboxes, checks, done, started: std::time::Instant::now(), ready_timeout }
+    }
+
+    /// `Ok` once the process has caught up (or its time to do so is up);
+    /// before, what it still waits for, in words for the log.
+    pub async fn state(&self) -> Result<(), String> {
+        use std::sync::atomic::Ordering;
+        if self.done.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        match self.behind().await {
+            Ok(()) => {}
+            Err(behind) if self.started.elapsed() >= self.ready_timeout => {
+                // Said once: whoever sees `done` first.
+                if !self.done.swap(true, Ordering::SeqCst) {
+                    tracing::warn!(behind = %behind, ready_timeout_secs = self.ready_timeout.as_secs(),
+                        "not caught up within startup.ready_timeout_secs; serving anyway (see what is behind)");
+                }
+                return Ok(());
+            }
+            Err(behind) => return Err(behind),
+        }
+        self.done.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// What is still outstanding, if anything.
+    async fn behind(&self) -> Result<(), String> {
+        use std::sync::atomic::Ordering;
+        let waiting: Vec<&str> = self.outboxes.iter().filter(|(_, f)| !f.load(Ordering::SeqCst)).map(|(name, _)| *name).collect();
+        if !waiting.is_empty() {
+            return Err(format!("publishing the events written before start ({})", waiting.join(", ")));
+        }
+        for check in &self.checks {
+            let outcome = tokio::time::timeout(Duration::from_secs(3), check.check()).await;
+            flatten(outcome).map_err(|e| format!("{}: {e}", check.name()))?;
+        }
+        Ok(())
+    }
+
+    /// Waits until [`Startup::state`] is `Ok`, saying every few seconds
+    /// what is still outstanding.
+    pub async fn wait(&self) {
+        let started = std::time::Instant::now();
+        let mut said = started;
+        loop {
+            match self.state().await {
+                Ok(()) => {
+                    tracing::info!(after_ms = started.elapsed().as_millis() as u64, "ready after start");
+                    return;
+                }
+                Err(waiting) if said.elapsed() >= Duration::from_secs(5) => {
+                    tracing::info!(waiting = %waiting, "not ready yet");
+                    said = std::time::Instant::now();
+                }
+                Err(_) => {}
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 /// A started process: its router and the background work behind it.
@@ -63,6 +147,7 @@ pub struct App {
     shutdown: CancellationToken,
     relays: Vec<JoinHandle<()>>,
     ports: Ports,
+    startup: Startup,
 }
 
 /// Migrates the databases of `specs` without starting anything (`emporium migrate`).
@@ -146,6 +231,8 @@ impl App {
         let mut contexts = Vec::new();
         let ports = Ports::default();
         ports.provide(Arc::new(PersonalDataSources::default()));
+        let startup_checks = StartupChecks::default();
+        ports.provide(Arc::new(startup_checks.clone()));
         // Rate limits: in Redis when configured, so replicas count together.
         let limiter = limit::connect(&config.limits, redis.clone());
         ports.provide::<dyn limit::RateLimiter>(limiter.clone());
@@ -193,21 +280,21 @@ impl App {
                 }
             }
         }
-        let relays = dbs
-            .iter()
-            .map(|(_, db)| {
-                let relay = Relay::new(
-                    db.clone(),
-                    bus.clone(),
-                    config.outbox.batch_size,
-                    Duration::from_millis(config.outbox.poll_interval_ms),
-                );
-                tokio::spawn(relay.run(shutdown.clone()))
-            })
-            .chain(dbs.iter().map(|(_, db)| tokio::spawn(sweep(db.clone(), config.outbox.keep_published_hours, shutdown.clone()))))
-            .collect();
+        let mut relays = Vec::new();
+        let mut outboxes = Vec::new();
+        for (name, db) in &dbs {
+            let relay = Relay::new(db.clone(), bus.clone(), config.outbox.batch_size, Duration::from_millis(config.outbox.poll_interval_ms));
+            // Events already waiting (the demo's, or a crash's leftovers)
+            // must be out before the process is ready.
+            let nothing_waiting = matches!(relay.backlog().await, Ok((0, _)));
+            let drained = Arc::new(std::sync::atomic::AtomicBool::new(nothing_waiting));
+            outboxes.push((*name, drained.clone()));
+            relays.push(tokio::spawn(relay.noting_drained(drained).run(shutdown.clone())));
+        }
+        relays.extend(dbs.iter().map(|(_, db)| tokio::spawn(sweep(db.clone(), config.outbox.keep_published_hours, shutdown.clone()))));
+        let startup = Startup::new(outboxes, startup_checks.all(), Duration::from_secs(config.startup.ready_timeout_secs));
 
-        let readiness = Readiness { dbs: dbs.clone(), bus: bus.clone(), redis };
+        let readiness = Readiness { dbs: dbs.clone(), bus: bus.clone(), redis, startup: startup.clone() };
         // Tokens are verified locally with the keys the auth service publishes
         // (in process here; absent when auth runs elsewhere and no source is set).
         let key_source = ports.get::<dyn KeySource>().or_else(|| {
@@ -232,7 +319,12 @@ impl App {
             per_principal_per_minute: config.limits.per_principal_per_minute,
         };
         let (router, internal) = assemble(api, pages, readiness, auth, general, &config);
-        Ok(App { router, internal, config, dbs, bus, shutdown, relays, ports })
+        Ok(App { router, internal, config, dbs, bus, shutdown, relays, ports, startup })
+    }
+
+    /// What the process finishes after start before it is ready (see [`Startup`]).
+    pub fn startup(&self) -> Startup {
+        self.startup.clone()
     }
 
     pub fn router(&self) -> Router {
@@ -339,13 +431,25 @@ async fn sweep(db: Db, keep_published_hours: u32, shutdown: CancellationToken) {
     .await;
 }
 
-async fn connect_redis(url: &str) -> Result<redis::aio::ConnectionManager, StartError> {
-    let client = redis::Client::open(url).map_err(|e| StartError::Redis(e.to_string()))?;
-    let connect = redis::aio::ConnectionManager::new(client);
-    tokio::time::timeout(Duration::from_secs(5), connect)
-        .await
-        .map_err(|_| StartError::Redis("connection timed out".into()))?
-        .map_err(|e| StartError::Redis(e.to_string()))
+/// Connects to Redis as the process does (`redis.url`), within 5 seconds.
+pub async fn connect_redis(url: &str) -> Result<redis::aio::ConnectionManager, StartError> {
+    let shown = kernel::config::mask_url(url);
+    let client = redis::Client::open(url).map_err(|e| StartError::Redis(format!("{shown}: {e}")))?;
+    let connect = redis::aio::ConnectionManager::new(client.clone());
+    match tokio::time::timeout(Duration::from_secs(5), connect).await {
+        Ok(Ok(manager)) => Ok(manager),
+        Ok(Err(e)) => Err(StartError::Redis(format!("cannot reach {shown}: {e}"))),
+        // The manager retries a refused connection until the time is up:
+        // one more attempt names the cause.
+        Err(_) => {
+            let cause = match tokio::time::timeout(Duration::from_secs(3), client.get_multiplexed_async_connection()).await {
+                Ok(Err(e)) => e.to_string(),
+                Ok(Ok(_)) => "it answered only after 5 seconds of trying".into(),
+                Err(_) => "no answer within 5 seconds".into(),
+            };
+            Err(StartError::Redis(format!("cannot reach {shown}: {cause}")))
+        }
+    }
 }
 
 #[derive(utoipa::OpenApi)]
@@ -383,8 +487,10 @@ fn assemble(api: OpenApiRouter, pages: Router, readiness: Readiness, auth: AuthL
         )
         .route("/api/docs", get(|| async { Html(DOCS_PAGE) }))
         .route("/api/docs.js", get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], DOCS_SCRIPT) }))
+        // An address no route knows: under /api/ the API's error; elsewhere
+        // the pages' own answer (a page of the shop), when they give one.
+        .route("/api/{*rest}", axum::routing::any(http::not_found))
         .merge(pages)
-        .fallback(http::not_found)
         .method_not_allowed_fallback(http::method_not_allowed)
         // Per client, before any work; inside the auth extension it reads.
         .layer(middleware::from_fn_with_state(general, limit::general))
@@ -396,6 +502,14 @@ fn assemble(api: OpenApiRouter, pages: Router, readiness: Readiness, auth: AuthL
         .layer(middleware::from_fn(http::html_security_headers))
         .layer(middleware::from_fn(http::api_no_store))
         .layer(middleware::from_fn_with_state(server::Limits::from_config(&config.http), server::deadlines))
+        // Pages, assets and API answers, gzip or brotli as the client accepts
+        // (pictures, tiny answers and event streams are left as they are) —
+        // except pages for one person (see [`http::shared_or_not_html`]).
+        .layer(
+            tower_http::compression::CompressionLayer::new()
+                .quality(tower_http::CompressionLevel::Precise(5))
+                .compress_when(tower_http::compression::predicate::DefaultPredicate::new().and(http::shared_or_not_html)),
+        )
         .layer(middleware::from_fn(http::request_id));
     (public, internal)
 }
@@ -416,20 +530,36 @@ async fn healthz() -> axum::Json<Health> {
 struct Ready {
     /// `ready` or `unavailable`.
     status: &'static str,
-    /// Each dependency and `ok` or what is wrong with it.
-    checks: BTreeMap<String, String>,
+    /// Each dependency and one word: `ok`, `unavailable`, or for
+    /// `startup` `starting` (the details are in the process's log).
+    checks: BTreeMap<String, &'static str>,
 }
 
-/// The process can serve: its databases answer, and NATS and Redis when configured.
+/// The process can serve: its databases answer, NATS and Redis when
+/// configured, and it has caught up after start (`startup`: the events
+/// written before start are out, and the search index has applied them).
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, description = "ready", body = Ready),
-              (status = 503, description = "a dependency is unreachable", body = Ready)))]
+              (status = 503, description = "a dependency is unreachable, or the process is still catching up after start", body = Ready)))]
 async fn readyz(State(r): State<Readiness>) -> Response {
+    // Anyone may ask: the answer is a word per check; what exactly is
+    // wrong (addresses, error text, counts) goes to the log.
     let mut checks = BTreeMap::new();
     let mut ok = true;
     let mut record = |name: String, result: Result<(), String>| {
         ok &= result.is_ok();
-        checks.insert(name, result.err().unwrap_or_else(|| "ok".into()));
+        let word = match result {
+            Ok(()) => "ok",
+            Err(e) if name == "startup" => {
+                tracing::info!(waiting = %e, "readiness: still catching up after start");
+                "starting"
+            }
+            Err(e) => {
+                tracing::warn!(check = %name, error = %e, "readiness: a dependency is unavailable");
+                "unavailable"
+            }
+        };
+        checks.insert(name, word);
     };
     for (name, db) in &r.dbs {
         let result = tokio::time::timeout(Duration::from_secs(2), db.ping()).await;
@@ -442,6 +572,7 @@ async fn readyz(State(r): State<Readiness>) -> Response {
         let result = tokio::time::timeout(Duration::from_secs(2), ping.query_async::<String>(&mut conn)).await;
         record("redis".into(), flatten(result.map(|r| r.map(|_| ()).map_err(|e| e.to_string()))));
     }
+    record("startup".into(), r.startup.state().await);
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = Ready { status: if ok { "ready" } else { "unavailable" }, checks };
     (status, axum::Json(body)).into_response()
@@ -465,3 +596,51 @@ async fn metrics() -> Response {
 const DOCS_PAGE: &str = include_str!("docs.html");
 /// The page's script, apart, so the page's CSP can refuse inline scripts.
 const DOCS_SCRIPT: &str = include_str!("docs.js");
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use super::Startup;
+    use crate::service::StartupCheck;
+
+    /// A check that passes once `passes` is raised.
+    struct Until(Arc<AtomicBool>);
+
+    #[async_trait::async_trait]
+    impl StartupCheck for Until {
+        fn name(&self) -> &'static str {
+            "test.check"
+        }
+        async fn check(&self) -> Result<(), String> {
+            if self.0.load(Ordering::SeqCst) { Ok(()) } else { Err("3 events still to apply".into()) }
+        }
+    }
+
+    #[tokio::test]
+    async fn startup_waits_for_outboxes_then_checks_and_stays_done() {
+        let drained = Arc::new(AtomicBool::new(false));
+        let passes = Arc::new(AtomicBool::new(false));
+        let startup = Startup::new(vec![("orders", drained.clone())], vec![Arc::new(Until(passes.clone()))], Duration::from_secs(600));
+        assert!(startup.state().await.unwrap_err().contains("orders"));
+        drained.store(true, Ordering::SeqCst);
+        assert_eq!(startup.state().await.unwrap_err(), "test.check: 3 events still to apply");
+        passes.store(true, Ordering::SeqCst);
+        assert_eq!(startup.state().await, Ok(()));
+        passes.store(false, Ordering::SeqCst);
+        assert_eq!(startup.state().await, Ok(()), "once caught up it stays so");
+    }
+
+    #[tokio::test]
+    async fn a_process_that_cannot_catch_up_is_ready_once_its_time_is_up() {
+        let never = Arc::new(AtomicBool::new(false));
+        let startup = Startup::new(Vec::new(), vec![Arc::new(Until(never.clone()))], Duration::from_millis(300));
+        assert!(startup.state().await.is_err());
+        tokio::time::timeout(Duration::from_secs(10), startup.wait()).await.expect("ready after the deadline");
+        assert_eq!(startup.state().await, Ok(()));
+        let stuck_outbox = Startup::new(vec![("catalog", never)], Vec::new(), Duration::ZERO);
+        assert_eq!(stuck_outbox.state().await, Ok(()));
+    }
+}

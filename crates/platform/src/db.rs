@@ -48,6 +48,8 @@ pub enum DbError {
     Sql(#[from] sqlx::Error),
     #[error("unsupported database url `{0}`: use sqlite:// or postgres://")]
     UnsupportedUrl(String),
+    #[error("cannot reach PostgreSQL at {target}: {cause}")]
+    Unreachable { target: String, cause: String },
     #[error("cannot create the data folder {path}: {source}")]
     DataDir { path: String, source: std::io::Error },
     #[error("migration {component}/{name}: {reason}")]
@@ -138,16 +140,41 @@ impl Db {
             let opts = PgConnectOptions::from_str(url)?
                 .options([("search_path", schema)])
                 .application_name(&format!("emporium-{schema}"));
-            let pool = PgPoolOptions::new()
+            let opened = PgPoolOptions::new()
                 .max_connections(options.max_connections)
                 .acquire_timeout(Duration::from_secs(10))
-                .connect_with(opts)
-                .await?;
-            Pool::Postgres(pool)
+                .connect_with(opts.clone())
+                .await;
+            match opened {
+                Ok(pool) => Pool::Postgres(pool),
+                // The pool waits out a refused connection (a server still
+                // starting) and then says only that it timed out: one more
+                // attempt names the cause.
+                Err(sqlx::Error::PoolTimedOut) => return Err(unreachable(&opts).await),
+                Err(e) => return Err(e.into()),
+            }
         } else {
             return Err(DbError::UnsupportedUrl(kernel::config::mask_url(url)));
         };
         Ok(Db { pool, schema: schema.into(), outbox_bell: Arc::new(Notify::new()) })
+    }
+
+    /// Opens `url` to look, creating nothing (`emporium doctor`): a SQLite
+    /// file is opened read-only and `None` returned when it does not exist
+    /// yet (nor its folder); PostgreSQL is connected to as by
+    /// [`Db::connect`] (which creates nothing there either).
+    pub async fn connect_existing(url: &str, schema: &str, options: &DbOptions) -> Result<Option<Db>, DbError> {
+        if !url.starts_with("sqlite:") {
+            return Db::connect(url, schema, options).await.map(Some);
+        }
+        let opts = SqliteConnectOptions::from_str(url)?.create_if_missing(false).read_only(true).busy_timeout(options.busy_timeout);
+        let path = opts.get_filename();
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        if !in_memory && !path.exists() {
+            return Ok(None);
+        }
+        let pool = SqlitePoolOptions::new().max_connections(options.max_connections).connect_with(opts).await?;
+        Ok(Some(Db { pool: Pool::Sqlite(pool), schema: schema.into(), outbox_bell: Arc::new(Notify::new()) }))
     }
 
     pub fn pool(&self) -> &Pool {
@@ -190,6 +217,25 @@ impl Db {
     pub async fn close(&self) {
         on_db!(self, pool => pool.close().await);
     }
+}
+
+/// Why PostgreSQL could not be reached, from one direct connection attempt.
+async fn unreachable(opts: &PgConnectOptions) -> DbError {
+    use sqlx::Connection;
+    let target = match opts.get_socket() {
+        Some(socket) => socket.display().to_string(),
+        None => format!("{}:{}", opts.get_host(), opts.get_port()),
+    };
+    let cause = match tokio::time::timeout(Duration::from_secs(10), sqlx::PgConnection::connect_with(opts)).await {
+        Ok(Err(sqlx::Error::Io(e))) => e.to_string(),
+        Ok(Err(e)) => e.to_string(),
+        Ok(Ok(conn)) => {
+            let _ = conn.close().await;
+            "it answered only after 10 seconds of trying (starting up, or at its connection limit)".into()
+        }
+        Err(_) => "no answer within 10 seconds".into(),
+    };
+    DbError::Unreachable { target, cause }
 }
 
 pub enum TxInner {

@@ -265,6 +265,24 @@ pub async fn api_no_store(request: Request, next: Next) -> Response {
     response
 }
 
+/// Whether an answer may be compressed, besides the usual rules: not a
+/// page for one person. Such a page (its `Cache-Control` says `no-store` or
+/// `private`) holds the visitor's form token and personal data next to text
+/// the request chose (a filter, a link's token); compressed, its size on the
+/// wire would let an onlooker who can make the browser ask again and again
+/// guess the secret a character at a time (BREACH). Shared pages, assets and
+/// the API's JSON (whose credentials travel in headers, never sent by a
+/// cross-site request) are compressed.
+pub fn shared_or_not_html(_: axum::http::StatusCode, _: axum::http::Version, headers: &HeaderMap, _: &Extensions) -> bool {
+    let html = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|t| t.starts_with("text/html"));
+    let personal = headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|d| matches!(d.trim().to_ascii_lowercase().as_str(), "no-store" | "private")));
+    !(html && personal)
+}
+
 pub async fn not_found() -> ApiError {
     ApiError::not_found("route_not_found", "no such route")
 }

@@ -73,11 +73,20 @@ pub struct Relay {
     bus: Arc<dyn EventBus>,
     batch_size: u32,
     poll_interval: Duration,
+    /// Raised after the first drain that published everything pending.
+    drained: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Relay {
     pub fn new(db: Db, bus: Arc<dyn EventBus>, batch_size: u32, poll_interval: Duration) -> Self {
-        Self { db, bus, batch_size, poll_interval }
+        Self { db, bus, batch_size, poll_interval, drained: None }
+    }
+
+    /// Raises `flag` once the relay has published everything that was
+    /// waiting when it started (readiness waits for that).
+    pub fn noting_drained(mut self, flag: Arc<std::sync::atomic::AtomicBool>) -> Self {
+        self.drained = Some(flag);
+        self
     }
 
     /// Publishes everything pending. Stops at the first failure so events
@@ -156,7 +165,12 @@ impl Relay {
         let mut backoff = Duration::ZERO;
         loop {
             match self.drain().await {
-                Ok(_) => backoff = Duration::ZERO,
+                Ok(_) => {
+                    backoff = Duration::ZERO;
+                    if let Some(flag) = &self.drained {
+                        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                    }
+                }
                 Err(e) => {
                     backoff = (backoff * 2).clamp(Duration::from_millis(100), Duration::from_secs(30));
                     tracing::warn!(service = %service, error = %e, retry_in_ms = backoff.as_millis() as u64,

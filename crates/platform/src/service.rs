@@ -138,3 +138,33 @@ impl PersonalDataSources {
         self.sources.read().map(|s| s.clone()).unwrap_or_default()
     }
 }
+
+/// Work a service finishes after start before its process says it is ready
+/// (the search index catching up with the catalog). `/readyz` answers 503
+/// and `emporium serve` holds back its "ready" line until every check passes.
+#[async_trait::async_trait]
+pub trait StartupCheck: Send + Sync + 'static {
+    /// What is waited for, as readiness reports it (`search.index`).
+    fn name(&self) -> &'static str;
+    /// `Ok` once done; before, what is still outstanding. Asked only once
+    /// every event written before start has left this process's outboxes.
+    async fn check(&self) -> Result<(), String>;
+}
+
+/// Every [`StartupCheck`] in this process (a port of its own).
+#[derive(Clone, Default)]
+pub struct StartupChecks {
+    checks: Arc<RwLock<Vec<Arc<dyn StartupCheck>>>>,
+}
+
+impl StartupChecks {
+    pub fn add(&self, check: Arc<dyn StartupCheck>) {
+        if let Ok(mut all) = self.checks.write() {
+            all.push(check);
+        }
+    }
+
+    pub fn all(&self) -> Vec<Arc<dyn StartupCheck>> {
+        self.checks.read().map(|c| c.clone()).unwrap_or_default()
+    }
+}

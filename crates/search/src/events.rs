@@ -16,7 +16,7 @@ pub struct Consumer {
 #[async_trait]
 impl EventHandler for Consumer {
     fn consumer(&self) -> &str {
-        "search"
+        crate::CONSUMER
     }
 
     fn interested_in(&self, event_type: &str) -> bool {
@@ -37,7 +37,7 @@ impl EventHandler for Consumer {
         if let Some(id) = product {
             self.search.refresh(&[id]).await.map_err(Box::new)?;
         }
-        if let Some(tx) = outbox::begin_once(&self.search.db, "search", &event.id).await? {
+        if let Some(tx) = outbox::begin_once(&self.search.db, crate::CONSUMER, &event.id).await? {
             tx.commit().await?;
         }
         Ok(())

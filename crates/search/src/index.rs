@@ -16,7 +16,7 @@ use crate::ProductDoc;
 
 /// Bumped whenever the schema or the analysis changes: an index of another
 /// version is rebuilt at start.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -49,6 +49,8 @@ pub struct Fields {
     pub price: Field,
     pub in_stock: Field,
     pub created: Field,
+    /// The list picture as JSON, stored only.
+    pub thumbnail: Field,
 }
 
 fn schema() -> (Schema, Fields) {
@@ -79,6 +81,7 @@ fn schema() -> (Schema, Fields) {
         price: b.add_u64_field("price", INDEXED | FAST | STORED),
         in_stock: b.add_u64_field("in_stock", INDEXED | FAST),
         created: b.add_i64_field("created", FAST),
+        thumbnail: b.add_text_field("thumbnail", STORED),
     };
     (b.build(), fields)
 }
@@ -179,6 +182,9 @@ impl Open {
         }
         doc.add_u64(f.in_stock, u64::from(p.in_stock));
         doc.add_i64(f.created, p.created_ms);
+        if let Some(json) = p.thumbnail.as_ref().and_then(|t| serde_json::to_string(t).ok()) {
+            doc.add_text(f.thumbnail, json);
+        }
         doc
     }
 

@@ -10,6 +10,7 @@ mod recs;
 mod store;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,6 +25,9 @@ pub use query::{Request, Results};
 pub use recs::rebuild_statistics;
 
 pub const NAME: &str = "search";
+
+/// The name of the service's event consumer (its durable consumer on NATS).
+pub(crate) const CONSUMER: &str = "search";
 
 /// This service's own tables, after the platform's.
 pub static MIGRATIONS: Migrations = platform::migrations!("search", ["0001_search", "0002_recommendations"]);
@@ -46,6 +50,9 @@ pub struct ProductDoc {
     pub price: Option<i64>,
     pub in_stock: bool,
     pub created_ms: i64,
+    /// The product's picture for lists.
+    #[serde(default)]
+    pub thumbnail: Option<query::Thumbnail>,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -89,6 +96,9 @@ pub struct Search {
     rebuilding: Arc<Mutex<Option<BTreeSet<String>>>>,
     /// Views of one product by one visitor count once per this window (zero: every view counts).
     pub(crate) view_dedup: Duration,
+    /// The index holds the whole catalog as of its last complete build (or
+    /// was kept from an earlier run); false from a fresh start until then.
+    built: Arc<AtomicBool>,
     pub(crate) limits: platform::limit::Limits,
 }
 
@@ -96,7 +106,8 @@ impl Search {
     pub fn open(db: Db, ports: Ports, data_dir: &std::path::Path) -> Result<(Search, bool), SearchError> {
         let (index, fresh) = SearchIndex::open(&data_dir.join("search"))?;
         let limits = platform::limit::Limits::from_ports(&ports);
-        let search = Search { index: Arc::new(index), db, ports, rebuilding: Arc::new(Mutex::new(None)), view_dedup: Duration::ZERO, limits };
+        let built = Arc::new(AtomicBool::new(!fresh));
+        let search = Search { index: Arc::new(index), db, ports, rebuilding: Arc::new(Mutex::new(None)), view_dedup: Duration::ZERO, limits, built };
         Ok((search, fresh))
     }
 
@@ -142,6 +153,7 @@ impl Search {
         if !touched.is_empty() {
             self.refresh(&touched.into_iter().collect::<Vec<_>>()).await?;
         }
+        self.built.store(true, Ordering::SeqCst);
         Ok(count)
     }
 
@@ -162,19 +174,39 @@ impl Search {
         .await;
     }
 
-    /// Waits for the catalog feed (wired after start), then builds the index.
-    async fn first_build(self) {
-        for _ in 0..600 {
-            if self.feed().is_ok() {
-                match self.reindex(&|_| {}).await {
-                    Ok(n) => tracing::info!(products = n, "search index built"),
-                    Err(e) => tracing::error!(error = %e, "building the search index failed"),
-                }
+    /// Waits for the catalog feed (wired once every service is mounted),
+    /// then builds the index, trying again while the catalog cannot be read
+    /// (another process not up yet).
+    async fn first_build(self, shutdown: tokio_util::sync::CancellationToken) {
+        let mut waited = Duration::ZERO;
+        while self.feed().is_err() {
+            if waited >= Duration::from_secs(60) {
+                tracing::error!("no catalog feed after a minute: the search index stays empty until `emporium search reindex`");
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            waited += Duration::from_millis(20);
         }
-        tracing::error!("no catalog feed after a minute: the search index stays empty until `emporium search reindex`");
+        let mut pause = Duration::from_millis(500);
+        loop {
+            match self.reindex(&|_| {}).await {
+                Ok(n) => {
+                    tracing::info!(products = n, "search index built");
+                    return;
+                }
+                // A rebuild asked for meanwhile does the same work.
+                Err(SearchError::Busy) => {}
+                Err(e) => tracing::warn!(error = %e, retry_in_ms = pause.as_millis() as u64, "building the search index failed; trying again"),
+            }
+            if self.built.load(Ordering::SeqCst) {
+                return;
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(pause) => {}
+            }
+            pause = (pause * 2).min(Duration::from_secs(30));
+        }
     }
 
     /// Puts documents in the live index as they are (tools and benchmarks;
@@ -189,6 +221,49 @@ impl Search {
         let live = self.index.live()?;
         let results = blocking(move || query::run(&live, &request, &synonyms)).await?;
         Ok(results)
+    }
+}
+
+/// Search is ready once its index holds the catalog: built (when it started
+/// empty), and every event in the stream when it was first asked (after
+/// this process published what was written before start) applied. Events
+/// published later do not count: under steady traffic the consumer is
+/// rarely idle, and that is not being behind.
+struct CaughtUp {
+    search: Search,
+    bus: Arc<dyn platform::bus::EventBus>,
+    /// The stream's end when first asked.
+    mark: std::sync::OnceLock<u64>,
+}
+
+#[async_trait]
+impl platform::service::StartupCheck for CaughtUp {
+    fn name(&self) -> &'static str {
+        "search.index"
+    }
+
+    async fn check(&self) -> Result<(), String> {
+        // Without a catalog in reach there is nothing to catch up with (the
+        // start-up log already says search will fail).
+        if self.search.feed().is_err() {
+            return Ok(());
+        }
+        let mark = match self.mark.get() {
+            Some(mark) => *mark,
+            None => {
+                let head = self.bus.head().await.map_err(|e| e.to_string())?;
+                *self.mark.get_or_init(|| head)
+            }
+        };
+        if !self.search.built.load(Ordering::SeqCst) {
+            return Err("building the index from the catalog".into());
+        }
+        let position = self.bus.position(CONSUMER).await.map_err(|e| e.to_string())?;
+        if position.reached(mark) {
+            Ok(())
+        } else {
+            Err(format!("the consumer {CONSUMER} has not applied the events up to {mark} yet ({position})"))
+        }
     }
 }
 
@@ -242,7 +317,10 @@ fn mount(ctx: ServiceContext) -> BoxFuture<'static, Result<Mounted, BoxError>> {
         search.view_dedup = Duration::from_secs(ctx.config.limits.view_dedup_secs);
         ctx.ports.provide(Arc::new(search.clone()));
         if fresh {
-            tokio::spawn(search.clone().first_build());
+            tokio::spawn(search.clone().first_build(ctx.shutdown.clone()));
+        }
+        if let Some(checks) = ctx.ports.get::<platform::service::StartupChecks>() {
+            checks.add(Arc::new(CaughtUp { search: search.clone(), bus: ctx.bus.clone(), mark: std::sync::OnceLock::new() }));
         }
         tokio::spawn(search.clone().follow(ctx.shutdown.clone()));
         let router = http::router(search.clone());

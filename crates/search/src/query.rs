@@ -59,6 +59,22 @@ pub struct Hit {
     pub score: f32,
     /// The best passage, matched words in `<b>`; HTML-escaped.
     pub snippet: String,
+    /// The product's first picture, sized for a list; absent when it has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thumbnail: Option<Thumbnail>,
+}
+
+/// A product's picture, small enough for a list of products.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Thumbnail {
+    /// `/media/…` for a stored picture, or the address of one kept elsewhere.
+    #[schema(example = "/media/products/prd_01/med_01-480.jpg")]
+    pub url: String,
+    /// Pixels; absent when not known (a picture kept elsewhere).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -510,6 +526,7 @@ fn hit(doc: &TantivyDocument, f: &Fields, score: f32, snippet: String) -> Hit {
         price: doc.get_first(f.price).and_then(|v| v.as_u64()).and_then(|p| i64::try_from(p).ok()),
         score,
         snippet,
+        thumbnail: text_of(doc, f.thumbnail).and_then(|t| serde_json::from_str(&t).ok()),
     }
 }
 

@@ -21,7 +21,8 @@
   });
   var paying = false;
   form.addEventListener("submit", function (e) {
-    if (!choice.checked || paying) return;
+    // "Update the total" only reprices the shipping: no card is read for it.
+    if (!choice.checked || paying || (e.submitter && e.submitter.name === "update")) return;
     e.preventDefault();
     var button = form.querySelector("button[type=submit]");
     button.disabled = true;

@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 
 use askama::Template;
-use axum::Form;
+use crate::form::Form;
 use axum::extract::connect_info::ConnectInfo;
 use axum::extract::{Path, Query, State};
 use axum::http::{Extensions, HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -98,7 +98,10 @@ impl Site {
                 Err(e) => tracing::warn!(error = %e, "could not bring a guest cart to the account"),
             }
         }
-        append(Redirect::to("/account").into_response(), cookies)
+        // Staff go to the console (the page they asked for, if any); customers to their account.
+        let (to, forget) = crate::admin::landing(self, headers, access).await;
+        cookies.push(forget);
+        append(Redirect::to(&to).into_response(), cookies)
     }
 }
 

@@ -3,7 +3,7 @@
 //! every action is the staff API's, which checks the permission again.
 
 use askama::Template;
-use axum::Form;
+use crate::form::Form;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use crate::Site;
 use crate::account::{ACCESS, AddressFields};
 use crate::api::{ApiError, encode};
+use crate::console::Menu;
 use crate::pages::{DoneQuery, PageError, item_name, money, render};
 use crate::session;
 
@@ -33,19 +34,50 @@ impl Staff {
         vec![("authorization", format!("Bearer {}", self.token))]
     }
 
-    /// The console's sections this person may open: (path, label).
-    pub(crate) fn nav(&self) -> Vec<(&'static str, &'static str)> {
-        let mut nav = vec![("/admin", "Dashboard")];
+    /// The console's menu as this person sees it: the sections their role
+    /// may open, in their groups (a group with none left out), with the
+    /// one `here` (a page's path) is in marked.
+    pub(crate) fn nav(&self, here: &str) -> Nav {
+        let within = |path: &str| here == path || here.strip_prefix(path).is_some_and(|rest| rest.starts_with('/'));
+        let mut links: Vec<(Menu, &'static str, &'static str)> = Vec::new();
         if self.may(Permission::OrdersRead) {
-            nav.push(("/admin/orders", "Orders"));
+            links.push((Menu::Sales, "/admin/orders", "Orders"));
         }
-        for s in crate::sections::SECTIONS.iter() {
-            if self.may(s.read) {
-                nav.push((s.path, s.title));
-            }
+        for s in crate::sections::SECTIONS.iter().filter(|s| self.may(s.read)) {
+            links.push((s.menu, s.path, s.title));
         }
-        nav
+        let groups = Menu::ALL
+            .iter()
+            .map(|menu| NavGroup {
+                id: menu.id(),
+                heading: menu.heading(),
+                links: links.iter().filter(|l| l.0 == *menu).map(|&(_, url, label)| NavLink { url, label, current: within(url) }).collect(),
+            })
+            .filter(|g| !g.links.is_empty())
+            .collect();
+        Nav { home: here == "/admin", groups }
     }
+}
+
+/// The console's menu, as the pages draw it.
+pub(crate) struct Nav {
+    /// The dashboard is the page shown.
+    pub(crate) home: bool,
+    pub(crate) groups: Vec<NavGroup>,
+}
+
+/// A group of the menu (Sales, Catalog, ...) with the links one person may follow.
+pub(crate) struct NavGroup {
+    pub(crate) id: &'static str,
+    pub(crate) heading: &'static str,
+    pub(crate) links: Vec<NavLink>,
+}
+
+pub(crate) struct NavLink {
+    pub(crate) url: &'static str,
+    pub(crate) label: &'static str,
+    /// The page shown is this section's (or one of its records).
+    pub(crate) current: bool,
 }
 
 pub(crate) enum Gate {
@@ -66,6 +98,67 @@ pub(crate) async fn staff(site: &Site, headers: &HeaderMap) -> Result<Gate, Page
         return Err(PageError(StatusCode::FORBIDDEN, "The console is for the shop's staff.".into()));
     }
     Ok(Gate::In(Staff { name: me["name"].as_str().unwrap_or_default().to_owned(), token, permissions: permissions_of(&roles) }))
+}
+
+/// The cookie that remembers which console page a signed-out visitor asked
+/// for, so that signing in leads back to it.
+const ASKED: &str = "console_page";
+
+/// The name [`ASKED`] has in this shop's requests (`__Host-` over HTTPS).
+fn asked_cookie(site: &Site) -> String {
+    if site.secure() { format!("{}{ASKED}", session::HOST_PREFIX) } else { ASKED.to_owned() }
+}
+
+/// A console address fit to be led to after signing in: a path under
+/// `/admin` of this shop (never another site's, however spelled), not too long.
+fn console_path(path: &str) -> Option<&str> {
+    let under = path.strip_prefix("/admin")?;
+    let fits = under.is_empty() || under.starts_with(['/', '?']);
+    let odd = path.contains("//") || path.contains('\\') || path.chars().any(|c| c.is_control() || c.is_whitespace());
+    (fits && !odd && path.len() <= 1024).then_some(path)
+}
+
+/// [`staff`] for a page someone may open from a link: when they are not
+/// signed in, they are sent to sign in and the page is remembered.
+pub(crate) async fn staff_asking(site: &Site, headers: &HeaderMap, asked: &axum::http::Uri) -> Result<Gate, PageError> {
+    use base64::Engine;
+    let gate = staff(site, headers).await?;
+    let Gate::Out(mut response) = gate else { return Ok(gate) };
+    let path = asked.path_and_query().map(|p| p.as_str()).unwrap_or("/admin");
+    if let Some(path) = console_path(path) {
+        let value = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(path);
+        if let Some(c) = session::set_cookie(ASKED, Some(&value), site.secure()) {
+            response.headers_mut().append(header::SET_COOKIE, c);
+        }
+    }
+    Ok(Gate::Out(response))
+}
+
+/// Where someone who just signed in (with `access`) lands: staff on the
+/// console page they asked for before signing in, or its dashboard;
+/// everyone else on their account. With the cookie that forgets the page
+/// asked for, when there was one.
+pub(crate) async fn landing(site: &Site, headers: &HeaderMap, access: &str) -> (String, Option<header::HeaderValue>) {
+    use base64::Engine;
+    let asked = session::cookie(headers, &asked_cookie(site))
+        .and_then(|v| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(v).ok())
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .and_then(|path| console_path(&path).map(str::to_owned));
+    let forget = session::cookie(headers, &asked_cookie(site)).and_then(|_| session::set_cookie(ASKED, None, site.secure()));
+    let staff = match site.api.send_as(Method::GET, "/api/v1/me", &[("authorization", format!("Bearer {access}"))], None).await {
+        Ok((status, me)) if status.is_success() => serde_json::from_value::<Vec<Role>>(me["roles"].clone()).unwrap_or_default().iter().any(|r| r.is_staff()),
+        Ok(_) => false,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not tell whether who signed in is staff");
+            false
+        }
+    };
+    let to = match (staff, asked) {
+        (true, Some(path)) => path,
+        (true, None) => "/admin".to_owned(),
+        (false, _) => "/account".to_owned(),
+    };
+    (to, forget)
 }
 
 pub(crate) fn forbidden() -> PageError {
@@ -94,7 +187,7 @@ pub(crate) fn no_store(mut r: Response) -> Response {
 struct Dashboard<'a> {
     shop: &'a str,
     staff: String,
-    nav: Vec<(&'static str, &'static str)>,
+    nav: Nav,
     sees_orders: bool,
     orders_today: usize,
     revenue_today: String,
@@ -218,8 +311,8 @@ async fn orders_since(site: &Site, staff: &Staff, from: &str) -> Result<Vec<Summ
 
 const COUNTED: [&str; 6] = ["paid", "partially_fulfilled", "fulfilled", "delivered", "partially_refunded", "refunded"];
 
-pub async fn dashboard(State(site): State<Site>, headers: HeaderMap) -> Result<Response, PageError> {
-    let staff = match staff(&site, &headers).await? {
+pub async fn dashboard(State(site): State<Site>, headers: HeaderMap, uri: axum::http::Uri) -> Result<Response, PageError> {
+    let staff = match staff_asking(&site, &headers, &uri).await? {
         Gate::In(s) => s,
         Gate::Out(r) => return Ok(r),
     };
@@ -257,7 +350,7 @@ pub async fn dashboard(State(site): State<Site>, headers: HeaderMap) -> Result<R
         low_stock,
         shop: &site.name,
         staff: staff.name.clone(),
-        nav: staff.nav(),
+        nav: staff.nav("/admin"),
         sees_orders: staff.may(Permission::OrdersRead),
         orders_today,
         revenue_today: money(revenue_today, &site.currency),
@@ -325,14 +418,14 @@ impl OrdersQuery {
 struct OrdersPage<'a> {
     shop: &'a str,
     staff: String,
-    nav: Vec<(&'static str, &'static str)>,
+    nav: Nav,
     filters: OrdersQuery,
     orders: Vec<(String, i64, String, String, String, String)>,
     next: Option<String>,
 }
 
-pub async fn orders(State(site): State<Site>, headers: HeaderMap, Query(q): Query<OrdersQuery>) -> Result<Response, PageError> {
-    let staff = match staff(&site, &headers).await? {
+pub async fn orders(State(site): State<Site>, headers: HeaderMap, uri: axum::http::Uri, Query(q): Query<OrdersQuery>) -> Result<Response, PageError> {
+    let staff = match staff_asking(&site, &headers, &uri).await? {
         Gate::In(s) => s,
         Gate::Out(r) => return Ok(r),
     };
@@ -350,7 +443,7 @@ pub async fn orders(State(site): State<Site>, headers: HeaderMap, Query(q): Quer
         .into_iter()
         .map(|o| (format!("/admin/orders/{}", encode(&o.id)), o.number, o.status.replace('_', " "), o.email.unwrap_or_default(), money(o.total.amount, &site.currency), day_of(&o.placed_at)))
         .collect();
-    Ok(no_store(render(&OrdersPage { shop: &site.name, staff: staff.name.clone(), nav: staff.nav(), filters: q, orders, next })))
+    Ok(no_store(render(&OrdersPage { shop: &site.name, staff: staff.name.clone(), nav: staff.nav("/admin/orders"), filters: q, orders, next })))
 }
 
 #[derive(Debug, Deserialize)]
@@ -397,7 +490,7 @@ struct Order {
 struct OrderPage<'a> {
     shop: &'a str,
     staff: String,
-    nav: Vec<(&'static str, &'static str)>,
+    nav: Nav,
     csrf: String,
     id: String,
     number: i64,
@@ -406,6 +499,8 @@ struct OrderPage<'a> {
     lines: Vec<(String, String, i64, i64)>,
     /// Where it goes, on one line.
     ship_to: String,
+    /// The shipping the customer chose and paid for: (name, price, delivery time).
+    shipping: Option<(String, String, String)>,
     /// Totals, then what was taken and given back.
     sums: Vec<(&'static str, String)>,
     payments: Vec<String>,
@@ -418,6 +513,28 @@ struct OrderPage<'a> {
     message: String,
     done: String,
     answer: Vec<crate::console::Detail>,
+}
+
+/// An order's shipping method as it was chosen: its name, what the customer
+/// paid for it (minor units, or an amount with its currency) and the days it
+/// takes; `None` when the order ships nothing.
+fn shipping_of(method: &Value, currency: &str) -> Option<(String, String, String)> {
+    let name = method["name"].as_str().filter(|n| !n.trim().is_empty())?.to_owned();
+    let amount = method["amount"].as_i64().map(|a| (a, currency)).or_else(|| {
+        let a = &method["amount"];
+        Some((a["amount"].as_i64()?, a["currency"].as_str().unwrap_or(currency)))
+    });
+    let price = match amount {
+        Some((0, _)) => "Free".to_owned(),
+        Some((a, c)) => money(a, c),
+        None => String::new(),
+    };
+    let days = match (method["min_days"].as_i64(), method["max_days"].as_i64()) {
+        (Some(a), Some(b)) if a == b => format!("{a} day{}", if a == 1 { "" } else { "s" }),
+        (Some(a), Some(b)) => format!("{a}–{b} days"),
+        _ => String::new(),
+    };
+    Some((name, price, days))
 }
 
 async fn order_page(site: &Site, headers: &HeaderMap, staff: &Staff, id: &str, status: StatusCode, message: String) -> Result<Response, PageError> {
@@ -440,6 +557,7 @@ async fn order_page(site: &Site, headers: &HeaderMap, staff: &Staff, id: &str, s
         Some(a) => format!("{}, {}", a.line(), a.phone()),
         None => String::new(),
     };
+    let shipping = shipping_of(&record["shipping_method"], record["currency"].as_str().unwrap_or(&site.currency));
     let totals = &record["totals"];
     let mut sums = vec![("Subtotal", cash(&totals["subtotal"]))];
     if totals["discount"]["amount"].as_i64().unwrap_or(0) != 0 {
@@ -472,7 +590,7 @@ async fn order_page(site: &Site, headers: &HeaderMap, staff: &Staff, id: &str, s
     let page = OrderPage {
         shop: &site.name,
         staff: staff.name.clone(),
-        nav: staff.nav(),
+        nav: staff.nav("/admin/orders"),
         csrf,
         id: o.id,
         number: o.number,
@@ -480,6 +598,7 @@ async fn order_page(site: &Site, headers: &HeaderMap, staff: &Staff, id: &str, s
         email: o.email.unwrap_or_default(),
         lines: o.lines.iter().map(|l| (item_name(&l.title, &l.variant_title), l.sku.clone(), l.quantity, l.fulfilled)).collect(),
         ship_to,
+        shipping,
         sums,
         payments,
         refunds,
@@ -509,8 +628,8 @@ async fn order_page(site: &Site, headers: &HeaderMap, staff: &Staff, id: &str, s
     Ok(response)
 }
 
-pub async fn order(State(site): State<Site>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, PageError> {
-    let staff = match staff(&site, &headers).await? {
+pub async fn order(State(site): State<Site>, headers: HeaderMap, uri: axum::http::Uri, Path(id): Path<String>) -> Result<Response, PageError> {
+    let staff = match staff_asking(&site, &headers, &uri).await? {
         Gate::In(s) => s,
         Gate::Out(r) => return Ok(r),
     };
@@ -579,25 +698,92 @@ pub async fn order_action(State(site): State<Site>, headers: HeaderMap, Path(id)
 /// Variant rows on the new-product form.
 const VARIANT_ROWS: usize = 3;
 
+/// A row of the new product's variants: its option value, SKU, price and stock.
+struct NewRow {
+    value: Input,
+    sku: Input,
+    price: Input,
+    stock: Input,
+}
+
+/// The new-product form, as typed.
+struct NewProductForm {
+    title: Input,
+    brand: Input,
+    description: Input,
+    status: Input,
+    option: Input,
+    rows: Vec<NewRow>,
+    alt: Input,
+    categories: Vec<String>,
+}
+
+impl NewProductForm {
+    /// The form from what was posted (empty when nothing was), each field named as it is labelled.
+    fn of(fields: &std::collections::HashMap<String, String>, categories: Vec<String>, currency: &str) -> NewProductForm {
+        let input = |name: &str, label: &str| Input { id: name.to_owned(), name: name.to_owned(), label: label.to_owned(), value: fields.get(name).cloned().unwrap_or_default(), error: String::new() };
+        NewProductForm {
+            title: input("title", "Title"),
+            brand: input("brand", "Brand (optional)"),
+            description: input("description", "Description (Markdown)"),
+            status: input("status", "Status"),
+            option: input("option", "Option name (e.g. Size; empty for one variant)"),
+            rows: (1..=VARIANT_ROWS)
+                .map(|n| NewRow {
+                    value: input(&format!("value{n}"), "Option value"),
+                    sku: input(&format!("sku{n}"), "SKU"),
+                    price: input(&format!("price{n}"), &format!("Price ({currency})")),
+                    stock: Input { value: fields.get(&format!("stock{n}")).cloned().unwrap_or_else(|| "0".into()), ..input(&format!("stock{n}"), "Stock") },
+                })
+                .collect(),
+            alt: input("alt", "Picture's description, for those who cannot see it"),
+            categories,
+        }
+    }
+
+    fn errors(&self) -> Vec<(String, String)> {
+        [&self.title, &self.option]
+            .into_iter()
+            .chain(self.rows.iter().flat_map(|r| [&r.value, &r.sku, &r.price, &r.stock]))
+            .filter(|i| !i.error.is_empty())
+            .map(|i| (i.id.clone(), i.error.clone()))
+            .collect()
+    }
+}
+
 #[derive(Template)]
 #[template(path = "admin/new_product.html")]
 struct NewProductPage<'a> {
     shop: &'a str,
     staff: String,
-    nav: Vec<(&'static str, &'static str)>,
+    nav: Nav,
     csrf: String,
-    currency: String,
-    rows: Vec<usize>,
+    form: NewProductForm,
+    statuses: Vec<(&'static str, &'static str, bool)>,
+    categories: Vec<CategoryChoice>,
+    errors: Vec<(String, String)>,
     message: String,
 }
 
-fn new_product_page(site: &Site, staff: &Staff, csrf: String, status: StatusCode, message: String) -> Response {
-    let page = NewProductPage { shop: &site.name, staff: staff.name.clone(), nav: staff.nav(), csrf, currency: site.currency.clone(), rows: (1..=VARIANT_ROWS).collect(), message };
-    no_store((status, render(&page)).into_response())
+async fn new_product_page(site: &Site, staff: &Staff, csrf: String, form: NewProductForm, status: StatusCode, message: String) -> Result<Response, PageError> {
+    let tree = site.staff_get(staff, "/api/v1/categories").await?;
+    let chosen = if form.status.value.is_empty() { "active" } else { form.status.text() };
+    let page = NewProductPage {
+        shop: &site.name,
+        staff: staff.name.clone(),
+        nav: staff.nav("/admin/products"),
+        csrf,
+        statuses: STATUSES.iter().filter(|(s, _)| *s != "archived").map(|(value, label)| (*value, *label, chosen == *value)).collect(),
+        categories: category_choices(&tree, &form.categories),
+        errors: form.errors(),
+        form,
+        message,
+    };
+    Ok(no_store((status, render(&page)).into_response()))
 }
 
-pub async fn new_product(State(site): State<Site>, headers: HeaderMap) -> Result<Response, PageError> {
-    let staff = match staff(&site, &headers).await? {
+pub async fn new_product(State(site): State<Site>, headers: HeaderMap, uri: axum::http::Uri) -> Result<Response, PageError> {
+    let staff = match staff_asking(&site, &headers, &uri).await? {
         Gate::In(s) => s,
         Gate::Out(r) => return Ok(r),
     };
@@ -605,7 +791,8 @@ pub async fn new_product(State(site): State<Site>, headers: HeaderMap) -> Result
         return Err(forbidden());
     }
     let (csrf, set) = session::csrf(&headers, site.secure());
-    let mut response = new_product_page(&site, &staff, csrf, StatusCode::OK, String::new());
+    let form = NewProductForm::of(&Default::default(), Vec::new(), &site.currency);
+    let mut response = new_product_page(&site, &staff, csrf, form, StatusCode::OK, String::new()).await?;
     if let Some(c) = set {
         response.headers_mut().append(header::SET_COOKIE, c);
     }
@@ -640,12 +827,17 @@ pub async fn create_product(State(site): State<Site>, headers: HeaderMap, mut fo
         Gate::Out(r) => return Ok(r),
     };
     let mut fields = std::collections::HashMap::new();
+    let mut categories = Vec::new();
     let mut picture: Option<Picture> = None;
+    let mut unread = None;
     loop {
         let field = match form.next_field().await {
             Ok(Some(f)) => f,
             Ok(None) => break,
-            Err(e) => return Ok(new_product_page(&site, &staff, String::new(), StatusCode::UNPROCESSABLE_ENTITY, e.body_text())),
+            Err(e) => {
+                unread = Some(e.body_text());
+                break;
+            }
         };
         let name = field.name().unwrap_or_default().to_owned();
         if name == "image" {
@@ -657,35 +849,68 @@ pub async fn create_product(State(site): State<Site>, headers: HeaderMap, mut fo
             }
         } else {
             let text = field.text().await.map_err(|e| PageError(StatusCode::UNPROCESSABLE_ENTITY, e.body_text()))?;
-            fields.insert(name, text);
+            if name == "categories" {
+                categories.push(text);
+            } else {
+                fields.insert(name, text);
+            }
         }
     }
-    let get = |k: &str| fields.get(k).map(|v| v.trim().to_owned()).unwrap_or_default();
-    if !session::csrf_ok(&headers, &get("csrf")) {
+    let csrf = fields.get("csrf").cloned().unwrap_or_default();
+    if !session::csrf_ok(&headers, &csrf) {
         return Err(PageError::expired_form());
     }
-    let option = get("option");
-    let mut values = Vec::new();
+    let mut typed = NewProductForm::of(&fields, categories, &site.currency);
+    if let Some(why) = unread {
+        tracing::warn!(error = %why, "a new product's form could not be read");
+        let message = "The form could not be read whole (is the picture too large?). Please check it and try again.".to_owned();
+        return new_product_page(&site, &staff, csrf, typed, StatusCode::UNPROCESSABLE_ENTITY, message).await;
+    }
+    let currency = shop_currency(&site)?;
+    if typed.title.text().is_empty() {
+        typed.title.error = "Give the product a title.".into();
+    }
+    let option = typed.option.text().to_owned();
+    let mut values: Vec<String> = Vec::new();
     let mut variants = Vec::new();
     let mut stock = Vec::new();
-    for row in 1..=VARIANT_ROWS {
-        let sku = get(&format!("sku{row}"));
+    let filled = typed.rows.iter().filter(|r| !r.sku.text().is_empty()).count();
+    for (n, row) in typed.rows.iter_mut().enumerate() {
+        let sku = row.sku.text().to_owned();
         if sku.is_empty() {
+            if n == 0 && filled == 0 {
+                row.sku.error = "Give the product's first variant a SKU, e.g. TEE-BLUE-M.".into();
+            } else if !row.price.text().is_empty() || !row.value.text().is_empty() {
+                row.sku.error = "Give this variant a SKU, or leave its row empty.".into();
+            }
             continue;
         }
-        let value = get(&format!("value{row}"));
-        let price = match kernel::money::Currency::parse(&site.currency).map(|c| c.parse_decimal(&get(&format!("price{row}")))) {
-            Ok(Ok(p)) => p,
-            _ => return Ok(new_product_page(&site, &staff, get("csrf"), StatusCode::UNPROCESSABLE_ENTITY, format!("The price of {sku} is not an amount (e.g. 19.99)."))),
-        };
+        let price = amount_in(currency, &mut row.price, &format!("the price of {sku}"));
+        if price.is_none() && row.price.error.is_empty() {
+            row.price.error = format!("Enter the price of {sku}, like {}.", currency.format_decimal(6899));
+        }
+        let units = if row.stock.text().is_empty() { Some(0) } else { count_in(&mut row.stock, MAX_UNITS, "Enter the units in stock as a whole number, 0 or more.") };
+        let value = row.value.text().to_owned();
+        if !option.is_empty() && value.is_empty() {
+            row.value.error = format!("Give {sku} its {option}, e.g. M.");
+        } else if !option.is_empty() && values.iter().any(|v| v.eq_ignore_ascii_case(&value)) {
+            row.value.error = format!("Another variant is already {value}.");
+        }
+        if option.is_empty() && filled > 1 {
+            typed.option.error = "Name the option the variants differ by, e.g. Size.".into();
+        }
         let option_values = if option.is_empty() { Vec::new() } else { vec![value.clone()] };
         values.push(value);
-        variants.push(json!({"sku": sku, "prices": {site.currency.as_str(): price}, "option_values": option_values}));
-        stock.push((sku, get(&format!("stock{row}")).parse::<i64>().unwrap_or(0)));
+        variants.push(json!({"sku": sku, "prices": {site.currency.as_str(): price.unwrap_or(0)}, "option_values": option_values}));
+        stock.push((sku, units.unwrap_or(0)));
     }
-    let mut body = json!({"title": get("title"), "description": get("description"), "status": get("status"), "variants": variants});
-    if !get("brand").is_empty() {
-        body["brand"] = json!(get("brand"));
+    if !typed.errors().is_empty() {
+        return new_product_page(&site, &staff, csrf, typed, StatusCode::UNPROCESSABLE_ENTITY, picture.as_ref().map(|_| "Choose the picture again, too.".to_owned()).unwrap_or_default()).await;
+    }
+    let status = if typed.status.text() == "draft" { "draft" } else { "active" };
+    let mut body = json!({"title": typed.title.text(), "description": typed.description.text(), "status": status, "variants": variants, "categories": typed.categories});
+    if !typed.brand.text().is_empty() {
+        body["brand"] = json!(typed.brand.text());
     }
     if !option.is_empty() {
         body["options"] = json!([{"name": option, "values": values}]);
@@ -695,27 +920,772 @@ pub async fn create_product(State(site): State<Site>, headers: HeaderMap, mut fo
         return Err(forbidden());
     }
     if !status.is_success() {
-        let message = product["error"]["message"].as_str().unwrap_or("The product could not be made.").to_owned();
-        return Ok(new_product_page(&site, &staff, get("csrf"), StatusCode::UNPROCESSABLE_ENTITY, message));
+        let (status, why) = crate::console::refusal(status, &product);
+        return new_product_page(&site, &staff, csrf, typed, status, format!("The product was not made: {why}")).await;
     }
     let id = product["id"].as_str().unwrap_or_default().to_owned();
     for (sku, on_hand) in stock {
         let path = format!("/api/v1/admin/inventory/{}", encode(&sku));
-        let (status, answer) = site.api.send_as(Method::PUT, &path, &staff.headers(), Some(json!({"on_hand": on_hand.max(0)}))).await?;
+        let (status, answer) = site.api.send_as(Method::PUT, &path, &staff.headers(), Some(json!({"on_hand": on_hand}))).await?;
         if !status.is_success() {
             tracing::warn!(sku, answer = %answer, "the new product's stock was not set");
         }
     }
     if let Some(p) = &picture {
-        let (content_type, body) = picture_form(p, &get("alt"));
+        let (content_type, body) = picture_form(p, typed.alt.text());
         let path = format!("/api/v1/admin/products/{}/media", encode(&id));
         let (status, answer) = site.api.send_bytes(Method::POST, &path, &staff.headers(), &content_type, body).await?;
         if !status.is_success() {
-            let message = format!("The product was made, but not its picture: {}", answer["error"]["message"].as_str().unwrap_or("refused"));
-            return Ok(new_product_page(&site, &staff, get("csrf"), StatusCode::UNPROCESSABLE_ENTITY, message));
+            // The product is made: its pictures' page asks for the picture again.
+            tracing::info!(product = id, answer = %answer, "a new product's picture was refused");
+            return Ok(Redirect::to(&format!("/admin/products/{}/pictures?done=refused", encode(&id))).into_response());
         }
     }
     Ok(Redirect::to("/admin/products").into_response())
+}
+
+// The product editor
+
+/// Options a product may have (as in Shopify's format).
+const MAX_OPTIONS: usize = 3;
+/// The highest price the console takes, in minor units.
+const MAX_PRICE: i64 = 1_000_000_000;
+/// The heaviest variant, in grams.
+const MAX_GRAMS: i64 = 1_000_000;
+/// The most units counted in at once.
+const MAX_UNITS: i64 = 1_000_000;
+
+/// A field of a product form: its name, what it holds as typed, and what
+/// is wrong with it (shown next to it).
+#[derive(Clone, Default)]
+struct Input {
+    id: String,
+    name: String,
+    /// What it is called, for the label (seen or read out).
+    label: String,
+    value: String,
+    error: String,
+}
+
+impl Input {
+    fn new(name: &str, value: impl Into<String>) -> Input {
+        Input { id: format!("f-{}", name.replace('.', "-")), name: name.to_owned(), label: String::new(), value: value.into(), error: String::new() }
+    }
+
+    fn text(&self) -> &str {
+        self.value.trim()
+    }
+}
+
+/// An option of the product: its name and its values, comma-separated.
+struct OptionRow {
+    name: Input,
+    values: Input,
+}
+
+/// A row of the variants' table.
+struct VariantRow {
+    sku: Input,
+    /// One per option of the product, in its order.
+    values: Vec<Input>,
+    price: Input,
+    compare: Input,
+    weight: Input,
+    /// Units counted in, for a new variant.
+    stock: Input,
+    /// What is available now, for a variant that exists, and its stock's page.
+    available: String,
+    stock_page: String,
+    remove: Input,
+    removed: bool,
+}
+
+impl VariantRow {
+    fn blank(prefix: &str, options: usize) -> VariantRow {
+        let field = |f: &str| Input::new(&format!("{prefix}.{f}"), "");
+        VariantRow {
+            sku: field("sku"),
+            values: (1..=options).map(|i| field(&format!("value{i}"))).collect(),
+            price: field("price"),
+            compare: field("compare"),
+            weight: field("weight"),
+            stock: field("stock"),
+            available: String::new(),
+            stock_page: String::new(),
+            remove: field("remove"),
+            removed: false,
+        }
+    }
+
+    fn inputs(&mut self) -> impl Iterator<Item = &mut Input> {
+        [&mut self.sku, &mut self.price, &mut self.compare, &mut self.weight, &mut self.stock].into_iter().chain(self.values.iter_mut())
+    }
+
+    fn errors(&self) -> impl Iterator<Item = &Input> {
+        [&self.sku, &self.price, &self.compare, &self.weight, &self.stock].into_iter().chain(self.values.iter()).filter(|i| !i.error.is_empty())
+    }
+}
+
+/// A category the product may be in, named with the categories above it.
+struct CategoryChoice {
+    id: String,
+    label: String,
+    chosen: bool,
+}
+
+/// The product form as it is filled in: from the product, then from what was posted.
+struct ProductForm {
+    title: Input,
+    description: Input,
+    status: Input,
+    brand: Input,
+    tags: Input,
+    seo_title: Input,
+    seo_description: Input,
+    categories: Vec<String>,
+    categories_error: String,
+    options: Vec<OptionRow>,
+    variants: Vec<VariantRow>,
+    new: VariantRow,
+}
+
+const STATUSES: [(&str, &str); 3] = [("active", "Active: for sale"), ("draft", "Draft: hidden"), ("archived", "Archived: no longer sold")];
+
+/// A variant's price in the shop's currency (minor units): its price or its "was" price.
+fn price_of(site: &Site, variant: &Value, key: &str) -> Option<i64> {
+    let price = variant.get(key)?.get(&site.currency)?;
+    price.get("amount").and_then(Value::as_i64).or_else(|| price.as_i64())
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    value.as_array().into_iter().flatten().filter_map(Value::as_str).map(str::to_owned).collect()
+}
+
+/// The options a product declares: (name, values).
+fn options_of(product: &Value) -> Vec<(String, Vec<String>)> {
+    product["options"].as_array().into_iter().flatten().map(|o| (o["name"].as_str().unwrap_or_default().to_owned(), strings(&o["values"]))).collect()
+}
+
+/// The name a variant is given from its option values (as the catalog names it).
+fn variant_title(values: &[String]) -> String {
+    if values.is_empty() { "Default".to_owned() } else { values.join(" / ") }
+}
+
+impl ProductForm {
+    /// The form filled in from the product.
+    fn of(site: &Site, product: &Value) -> ProductForm {
+        let currency = kernel::money::Currency::parse(&site.currency).ok();
+        let decimal = |amount: Option<i64>| match (amount, currency) {
+            (Some(a), Some(c)) => c.format_decimal(a),
+            (Some(a), None) => a.to_string(),
+            (None, _) => String::new(),
+        };
+        let text = |key: &str| product[key].as_str().unwrap_or_default().to_owned();
+        let options = options_of(product);
+        let mut rows: Vec<OptionRow> = options
+            .iter()
+            .enumerate()
+            .map(|(i, (name, values))| OptionRow { name: Input::new(&format!("option{}.name", i + 1), name.clone()), values: Input::new(&format!("option{}.values", i + 1), values.join(", ")) })
+            .collect();
+        while rows.len() < MAX_OPTIONS {
+            let i = rows.len() + 1;
+            rows.push(OptionRow { name: Input::new(&format!("option{i}.name"), ""), values: Input::new(&format!("option{i}.values"), "") });
+        }
+        let variants = product["variants"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+            .map(|(n, v)| {
+                let mut row = VariantRow::blank(&format!("variant{}", n + 1), options.len());
+                row.sku.value = v["sku"].as_str().unwrap_or_default().to_owned();
+                row.stock_page = format!("/admin/inventory/{}", encode(&row.sku.value));
+                for (input, value) in row.values.iter_mut().zip(strings(&v["option_values"])) {
+                    input.value = value;
+                }
+                row.price.value = decimal(price_of(site, v, "prices"));
+                row.compare.value = decimal(price_of(site, v, "compare_at_prices"));
+                row.weight.value = v["weight_grams"].as_i64().map(|w| w.to_string()).unwrap_or_default();
+                row.available = match v["available"].as_i64() {
+                    Some(n) => n.to_string(),
+                    None => "Not counted".to_owned(),
+                };
+                row
+            })
+            .collect();
+        ProductForm {
+            title: Input::new("title", text("title")),
+            description: Input::new("description", text("description")),
+            status: Input::new("status", text("status")),
+            brand: Input::new("brand", text("brand")),
+            tags: Input::new("tags", strings(&product["tags"]).join(", ")),
+            seo_title: Input::new("seo_title", text("seo_title")),
+            seo_description: Input::new("seo_description", text("seo_description")),
+            categories: product["categories"].as_array().into_iter().flatten().filter_map(|c| c["id"].as_str()).map(str::to_owned).collect(),
+            categories_error: String::new(),
+            options: rows,
+            variants,
+            new: VariantRow::blank("new", options.len()),
+        }
+    }
+
+    /// What was posted, over the product's own values. A field not posted
+    /// keeps the product's value; a variant's row is found by its SKU.
+    fn posted(mut self, posted: &[(String, String)]) -> ProductForm {
+        let find = |name: &str| posted.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        for input in [&mut self.title, &mut self.description, &mut self.status, &mut self.brand, &mut self.tags, &mut self.seo_title, &mut self.seo_description] {
+            if let Some(v) = find(&input.name) {
+                input.value = v;
+            }
+        }
+        for row in &mut self.options {
+            for input in [&mut row.name, &mut row.values] {
+                if let Some(v) = find(&input.name) {
+                    input.value = v;
+                }
+            }
+        }
+        self.categories = posted.iter().filter(|(k, _)| k == "categories").map(|(_, v)| v.clone()).collect();
+        // Which posted row is which variant: `variantN.sku` names it.
+        let rows: Vec<(&str, &str)> = posted.iter().filter_map(|(k, v)| Some((k.strip_prefix("variant")?.strip_suffix(".sku")?, v.as_str()))).collect();
+        for row in &mut self.variants {
+            let Some((n, _)) = rows.iter().find(|(_, sku)| *sku == row.sku.value) else { continue };
+            let prefix = format!("variant{n}");
+            for input in row.inputs().filter(|i| !i.name.ends_with(".sku")) {
+                let field = input.name.rsplit('.').next().unwrap_or_default().to_owned();
+                if let Some(v) = find(&format!("{prefix}.{field}")) {
+                    input.value = v;
+                }
+            }
+            row.removed = find(&format!("{prefix}.remove")).is_some();
+        }
+        for input in self.new.inputs() {
+            if let Some(v) = find(&input.name) {
+                input.value = v;
+            }
+        }
+        self
+    }
+
+    /// Every field with something wrong, in the form's order.
+    fn errors(&self) -> Vec<(String, String)> {
+        let mut all: Vec<&Input> = vec![&self.title, &self.status];
+        all.extend(self.options.iter().flat_map(|o| [&o.name, &o.values]));
+        all.extend(self.variants.iter().flat_map(VariantRow::errors));
+        all.extend(self.new.errors());
+        let mut errors: Vec<(String, String)> = all.into_iter().filter(|i| !i.error.is_empty()).map(|i| (i.id.clone(), i.error.clone())).collect();
+        if !self.categories_error.is_empty() {
+            errors.push(("categories".to_owned(), self.categories_error.clone()));
+        }
+        errors
+    }
+}
+
+/// The currency the shop's prices are typed in.
+fn shop_currency(site: &Site) -> Result<kernel::money::Currency, PageError> {
+    kernel::money::Currency::parse(&site.currency).map_err(|_| PageError(StatusCode::INTERNAL_SERVER_ERROR, "The shop's currency is not set up right.".into()))
+}
+
+/// An amount typed in the shop's currency, in minor units: `None` when
+/// left empty, and the field's error when it is not an amount.
+fn amount_in(currency: kernel::money::Currency, input: &mut Input, what: &str) -> Option<i64> {
+    let example = currency.format_decimal(6899);
+    if input.text().is_empty() {
+        return None;
+    }
+    match currency.parse_decimal(input.text()) {
+        Ok(a) if a <= MAX_PRICE => Some(a),
+        Ok(_) => {
+            input.error = format!("Enter {what} under {} {currency}.", currency.format_decimal(MAX_PRICE));
+            None
+        }
+        Err(_) => {
+            input.error = format!("Enter {what} as an amount in {currency}, like {example}.");
+            None
+        }
+    }
+}
+
+/// A whole number typed in a field, from 0 to `max`; `None` when left empty.
+fn count_in(input: &mut Input, max: i64, message: &str) -> Option<i64> {
+    if input.text().is_empty() {
+        return None;
+    }
+    match input.text().parse::<i64>() {
+        Ok(n) if (0..=max).contains(&n) => Some(n),
+        _ => {
+            input.error = message.to_owned();
+            None
+        }
+    }
+}
+
+/// The API calls a saved product form makes, in their order.
+#[derive(Debug, Default, PartialEq)]
+struct Plan {
+    /// Variants to remove first.
+    removed: Vec<String>,
+    /// The product's own fields (a PATCH).
+    product: serde_json::Map<String, Value>,
+    /// Options that offer both the old values and the new while the
+    /// variants move to the new ones, then the options as asked.
+    interim: Option<Value>,
+    options: Option<Value>,
+    /// Changed variants: (SKU, PATCH).
+    variants: Vec<(String, Value)>,
+    /// A new variant, and the units counted in for it.
+    new: Option<(Value, Option<i64>)>,
+}
+
+/// Checks the form against the product as it is now, and plans the calls
+/// that make it so; on a mistake, the fields say what is wrong (`None`).
+fn plan(site: &Site, currency: kernel::money::Currency, product: &Value, form: &mut ProductForm, known: &[CategoryChoice]) -> Option<Plan> {
+    let mut plan = Plan::default();
+    let mut body = serde_json::Map::new();
+    // The product's own fields.
+    if form.title.text().is_empty() {
+        form.title.error = "Give the product a title.".into();
+    }
+    if !STATUSES.iter().any(|(s, _)| *s == form.status.text()) {
+        form.status.error = "Choose whether the product is active, a draft or archived.".into();
+    }
+    let optional = |i: &Input| if i.text().is_empty() { Value::Null } else { Value::String(i.text().to_owned()) };
+    body.insert("title".into(), json!(form.title.text()));
+    body.insert("description".into(), json!(form.description.text()));
+    body.insert("status".into(), json!(form.status.text()));
+    body.insert("brand".into(), optional(&form.brand));
+    body.insert("tags".into(), json!(form.tags.text().split(',').map(str::trim).filter(|t| !t.is_empty()).collect::<Vec<_>>()));
+    body.insert("seo_title".into(), optional(&form.seo_title));
+    body.insert("seo_description".into(), optional(&form.seo_description));
+    if form.categories.iter().any(|c| !known.iter().any(|k| k.id == *c)) {
+        form.categories_error = "A category you chose is no longer in the shop: choose again.".into();
+    }
+    body.insert("categories".into(), json!(form.categories));
+
+    // The options: as typed, each with the values the variants' rows use.
+    let current = options_of(product);
+    let kept: Vec<&VariantRow> = form.variants.iter().filter(|r| !r.removed).collect();
+    let adding = !form.new.sku.text().is_empty();
+    let mut options: Vec<(String, Vec<String>)> = Vec::new();
+    // The form's row of each option, to tell what is wrong at it.
+    let mut rows_of: Vec<usize> = Vec::new();
+    let mut gap = false;
+    for (i, row) in form.options.iter_mut().enumerate() {
+        let name = row.name.text().to_owned();
+        let typed: Vec<&str> = row.values.text().split(',').map(str::trim).filter(|v| !v.is_empty()).collect();
+        if name.is_empty() {
+            if !typed.is_empty() {
+                row.name.error = "Name this option, e.g. Size.".into();
+            }
+            gap = true;
+            continue;
+        }
+        if gap {
+            // The variants' columns follow the options' rows, from the first.
+            row.name.error = "Fill in the options in order, from the first row.".into();
+        }
+        let mut values: Vec<String> = Vec::new();
+        let new = adding.then_some(&form.new);
+        let used = kept.iter().copied().chain(new).filter_map(|r| r.values.get(i)).map(Input::text);
+        for v in typed.into_iter().chain(used) {
+            if !v.is_empty() && !values.iter().any(|x| x.eq_ignore_ascii_case(v)) {
+                values.push(v.to_owned());
+            }
+        }
+        if values.is_empty() {
+            row.values.error = format!("Give {name} at least one value, e.g. S, M, L.");
+        } else if options.iter().any(|(n, _)| n.eq_ignore_ascii_case(&name)) {
+            row.name.error = format!("There is another option named {name}.");
+        }
+        options.push((name, values));
+        rows_of.push(i);
+    }
+    // The catalog keeps each variant's values in step with the options: their
+    // number changes only from none, or to none, while there is one variant.
+    let single = product["variants"].as_array().map_or(0, Vec::len) <= 1;
+    let (was, now) = (current.len(), options.len());
+    if was != now && !(single && (was == 0 || now == 0)) {
+        let (at, why) = if now > was {
+            (rows_of.get(was).copied(), "Options can be added only while the product has none and a single variant: the variants would have no value for this one.")
+        } else {
+            ((0..was).find(|i| form.options.get(*i).is_some_and(|o| o.name.text().is_empty())), "The variants have a value for this option: it can be taken away only with all the others, from a product with a single variant.")
+        };
+        if let Some(row) = form.options.get_mut(at.unwrap_or(0)) {
+            row.name.error = why.into();
+        }
+    }
+    let spelled = |i: usize, v: &str| options.get(i).and_then(|(_, vs)| vs.iter().find(|x| x.eq_ignore_ascii_case(v))).cloned().unwrap_or_else(|| v.to_owned());
+    let as_json = |o: &[(String, Vec<String>)]| json!(o.iter().map(|(n, v)| json!({"name": n, "values": v})).collect::<Vec<_>>());
+    if options != current {
+        // While variants move to new values, the options offer the old ones too.
+        let mut interim = options.clone();
+        if options.len() == current.len() {
+            for r in &kept {
+                for (i, (_, values)) in interim.iter_mut().enumerate() {
+                    let old = product["variants"].as_array().into_iter().flatten().find(|v| v["sku"] == r.sku.value.as_str()).map(|v| strings(&v["option_values"])).unwrap_or_default();
+                    if let Some(old) = old.get(i).filter(|o| !values.iter().any(|x| x.eq_ignore_ascii_case(o))) {
+                        values.push(old.clone());
+                    }
+                }
+            }
+        }
+        if interim != options {
+            plan.interim = Some(as_json(&interim));
+        }
+        plan.options = Some(as_json(&options));
+    }
+
+    // The variants: what changed in each row.
+    let columns = current.len();
+    let mut combinations: Vec<Vec<String>> = Vec::new();
+    let variants: Vec<&Value> = product["variants"].as_array().into_iter().flatten().collect();
+    if form.variants.iter().all(|r| r.removed)
+        && !adding
+        && let Some(r) = form.variants.first_mut()
+    {
+        r.sku.error = "A product keeps at least one variant.".into();
+    }
+    for row in form.variants.iter_mut() {
+        let Some(v) = variants.iter().find(|v| v["sku"] == row.sku.value.as_str()) else { continue };
+        if row.removed {
+            plan.removed.push(row.sku.value.clone());
+            continue;
+        }
+        let sku = row.sku.value.clone();
+        let price = amount_in(currency, &mut row.price, &format!("the price of {sku}"));
+        if price.is_none() && row.price.error.is_empty() {
+            row.price.error = format!("Enter the price of {sku}, like {}.", currency.format_decimal(6899));
+        }
+        let compare = amount_in(currency, &mut row.compare, "the price it was");
+        let weight = count_in(&mut row.weight, MAX_GRAMS, "Enter the weight in whole grams, e.g. 350.");
+        let mut values = Vec::new();
+        for (i, input) in row.values.iter_mut().enumerate().take(columns) {
+            if input.text().is_empty() && options.len() == columns {
+                input.error = format!("Give {sku} a value for {}.", options.get(i).map_or("this option", |o| o.0.as_str()));
+            }
+            values.push(spelled(i, input.text()));
+        }
+        if columns > 0 && options.len() == columns {
+            if combinations.iter().any(|c| c.iter().zip(&values).all(|(a, b)| a.eq_ignore_ascii_case(b)))
+                && let Some(first) = row.values.first_mut()
+            {
+                first.error = format!("Another variant is already {}.", variant_title(&values));
+            }
+            combinations.push(values.clone());
+        }
+        let mut patch = serde_json::Map::new();
+        if (price.is_some() && price != price_of(site, v, "prices")) || compare != price_of(site, v, "compare_at_prices") {
+            // Prices replace all of a variant's: the other currencies' go along unchanged.
+            let mut prices: serde_json::Map<String, Value> = v["prices"].as_object().into_iter().flatten().filter_map(|(c, p)| Some((c.clone(), json!(p["amount"].as_i64()?)))).collect();
+            let mut was: serde_json::Map<String, Value> = v["compare_at_prices"].as_object().into_iter().flatten().filter_map(|(c, p)| Some((c.clone(), json!(p["amount"].as_i64()?)))).collect();
+            if let Some(p) = price {
+                prices.insert(site.currency.clone(), json!(p));
+            }
+            match compare {
+                Some(c) => was.insert(site.currency.clone(), json!(c)),
+                None => was.remove(&site.currency),
+            };
+            patch.insert("prices".into(), Value::Object(prices));
+            patch.insert("compare_at_prices".into(), Value::Object(was));
+        }
+        if weight != v["weight_grams"].as_i64() && row.weight.error.is_empty() {
+            patch.insert("weight_grams".into(), json!(weight));
+        }
+        let old = strings(&v["option_values"]);
+        if columns > 0 && options.len() == columns && values != old {
+            patch.insert("option_values".into(), json!(values));
+            if v["title"].as_str() == Some(variant_title(&old).as_str()) {
+                patch.insert("title".into(), json!(variant_title(&values)));
+            }
+        }
+        if !patch.is_empty() {
+            plan.variants.push((sku, Value::Object(patch)));
+        }
+    }
+    if !adding {
+        let row = &mut form.new;
+        let typed = [&row.price, &row.compare, &row.weight, &row.stock].into_iter().chain(row.values.iter()).any(|i| !i.text().is_empty());
+        if typed {
+            row.sku.error = "Give the new variant a SKU, or leave its row empty.".into();
+        }
+    }
+    if adding {
+        let row = &mut form.new;
+        let sku = row.sku.text().to_owned();
+        if variants.iter().any(|v| v["sku"].as_str().is_some_and(|s| s.eq_ignore_ascii_case(&sku))) {
+            row.sku.error = format!("{sku} is already a variant of this product.");
+        } else if options.is_empty() {
+            row.sku.error = "A product with several variants needs an option, such as Size: add one above and save, then add the variant.".into();
+        } else if columns != options.len() {
+            row.sku.error = "Save the new options first, then add the variant with its values.".into();
+        }
+        let price = amount_in(currency, &mut row.price, &format!("the price of {sku}"));
+        if price.is_none() && row.price.error.is_empty() {
+            row.price.error = format!("Enter the price of {sku}, like {}.", currency.format_decimal(6899));
+        }
+        let compare = amount_in(currency, &mut row.compare, "the price it was");
+        let weight = count_in(&mut row.weight, MAX_GRAMS, "Enter the weight in whole grams, e.g. 350.");
+        let stock = count_in(&mut row.stock, MAX_UNITS, "Enter the units in stock as a whole number, 0 or more.");
+        let mut values = Vec::new();
+        for (i, input) in row.values.iter_mut().enumerate().take(columns) {
+            if input.text().is_empty() {
+                input.error = format!("Give {sku} a value for {}.", options.get(i).map_or("this option", |o| o.0.as_str()));
+            }
+            values.push(spelled(i, input.text()));
+        }
+        if combinations.iter().any(|c| c.iter().zip(&values).all(|(a, b)| a.eq_ignore_ascii_case(b)))
+            && let Some(first) = row.values.first_mut()
+        {
+            first.error = format!("Another variant is already {}.", variant_title(&values));
+        }
+        let mut variant = json!({"sku": sku, "prices": {site.currency.as_str(): price.unwrap_or(0)}, "option_values": values});
+        if let Some(c) = compare {
+            variant["compare_at_prices"] = json!({site.currency.as_str(): c});
+        }
+        if let Some(w) = weight {
+            variant["weight_grams"] = json!(w);
+        }
+        plan.new = Some((variant, stock));
+    }
+    plan.product = body;
+    if form.errors().is_empty() { Some(plan) } else { None }
+}
+
+impl ProductForm {
+    /// Names every field for its label: in the table, with its variant's SKU.
+    fn labelled(mut self, currency: &str) -> ProductForm {
+        for (input, label) in [
+            (&mut self.title, "Title"),
+            (&mut self.description, "Description (Markdown)"),
+            (&mut self.status, "Status"),
+            (&mut self.brand, "Brand"),
+            (&mut self.tags, "Tags, separated by commas"),
+            (&mut self.seo_title, "Title for search engines"),
+            (&mut self.seo_description, "Description for search engines"),
+        ] {
+            input.label = label.to_owned();
+        }
+        let names: Vec<String> = self.options.iter().enumerate().map(|(i, o)| if o.name.text().is_empty() { format!("Option {}", i + 1) } else { o.name.text().to_owned() }).collect();
+        for (i, o) in self.options.iter_mut().enumerate() {
+            o.name.label = format!("Name of option {}", i + 1);
+            o.values.label = format!("Values of option {}", i + 1);
+        }
+        let name_row = |row: &mut VariantRow, of: &str| {
+            for (i, v) in row.values.iter_mut().enumerate() {
+                v.label = format!("{} of {of}", names.get(i).map_or("Option", String::as_str));
+            }
+            row.price.label = format!("Price of {of} ({currency})");
+            row.compare.label = format!("Price {of} was before ({currency})");
+            row.weight.label = format!("Weight of {of} in grams");
+            row.stock.label = format!("Units of {of} in stock");
+            row.remove.label = format!("Remove {of}");
+        };
+        for row in &mut self.variants {
+            let sku = row.sku.value.clone();
+            row.sku.label = "SKU".into();
+            name_row(row, &sku);
+        }
+        self.new.sku.label = "SKU of a new variant".into();
+        name_row(&mut self.new, "the new variant");
+        self
+    }
+}
+
+/// The shop's categories, each named with those above it (`Clothing › Hats`), in the tree's order.
+fn category_choices(tree: &Value, chosen: &[String]) -> Vec<CategoryChoice> {
+    fn walk(nodes: &Value, above: &str, chosen: &[String], out: &mut Vec<CategoryChoice>) {
+        for node in nodes.as_array().into_iter().flatten() {
+            let name = node["name"].as_str().unwrap_or_default();
+            let label = if above.is_empty() { name.to_owned() } else { format!("{above} › {name}") };
+            let id = node["id"].as_str().unwrap_or_default().to_owned();
+            out.push(CategoryChoice { chosen: chosen.contains(&id), id, label: label.clone() });
+            walk(&node["children"], &label, chosen, out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(tree, "", chosen, &mut out);
+    out
+}
+
+#[derive(Template)]
+#[template(path = "admin/product.html")]
+struct ProductPage<'a> {
+    shop: &'a str,
+    staff: String,
+    nav: Nav,
+    csrf: String,
+    /// The product's console page, where its forms post.
+    base: String,
+    heading: String,
+    /// Its page in the shop, while it is for sale.
+    storefront: String,
+    currency: String,
+    form: ProductForm,
+    statuses: Vec<(&'static str, &'static str, bool)>,
+    categories: Vec<CategoryChoice>,
+    /// The options' names, over their columns of the variants' table.
+    columns: Vec<String>,
+    /// Its pictures, small, with their descriptions.
+    pictures: Vec<(crate::console::Thumb, String)>,
+    /// (field id, what is wrong) for every field to correct.
+    errors: Vec<(String, String)>,
+    /// Why the catalog refused the last save.
+    message: String,
+    done: &'static str,
+    /// Who edits may count new stock in too.
+    counts_stock: bool,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn product_page(site: &Site, headers: &HeaderMap, staff: &Staff, product: &Value, form: ProductForm, status: StatusCode, message: String, done: &'static str) -> Result<Response, PageError> {
+    let tree = site.staff_get(staff, "/api/v1/categories").await?;
+    let (csrf, set) = session::csrf(headers, site.secure());
+    let form = form.labelled(&site.currency);
+    let id = product["id"].as_str().unwrap_or_default();
+    let columns = options_of(product).len();
+    let page = ProductPage {
+        shop: &site.name,
+        staff: staff.name.clone(),
+        nav: staff.nav("/admin/products"),
+        csrf,
+        base: format!("/admin/products/{}", encode(id)),
+        heading: product["title"].as_str().unwrap_or(id).to_owned(),
+        storefront: if product["status"] == "active" { format!("/products/{}", encode(product["slug"].as_str().unwrap_or_default())) } else { String::new() },
+        currency: site.currency.clone(),
+        statuses: STATUSES.iter().map(|(value, label)| (*value, *label, form.status.text() == *value)).collect(),
+        categories: category_choices(&tree, &form.categories),
+        columns: form.options.iter().take(columns).enumerate().map(|(i, o)| if o.name.text().is_empty() { format!("Option {}", i + 1) } else { o.name.text().to_owned() }).collect(),
+        pictures: product["media"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| Some((crate::console::thumb(m, 96)?, m["alt"].as_str().unwrap_or_default().to_owned())))
+            .collect(),
+        errors: form.errors(),
+        form,
+        message,
+        done,
+        counts_stock: staff.may(Permission::InventoryWrite),
+    };
+    let mut response = no_store((status, render(&page)).into_response());
+    if let Some(c) = set {
+        response.headers_mut().append(header::SET_COOKIE, c);
+    }
+    Ok(response)
+}
+
+/// A product's page in the console: everything about it in one form.
+pub async fn product(State(site): State<Site>, headers: HeaderMap, uri: axum::http::Uri, Path(id): Path<String>, Query(q): Query<DoneQuery>) -> Result<Response, PageError> {
+    let staff = match catalog_staff(&site, &headers, Some(&uri)).await? {
+        Ok(s) => s,
+        Err(r) => return Ok(r),
+    };
+    let done = match q.done.as_str() {
+        "saved" => "The product is saved.",
+        _ => "",
+    };
+    let product = site.staff_get(&staff, &format!("/api/v1/admin/products/{}", encode(&id))).await?;
+    let form = ProductForm::of(&site, &product);
+    product_page(&site, &headers, &staff, &product, form, StatusCode::OK, String::new(), done).await
+}
+
+/// A refusal of one of a save's calls, in words: what was not done, and why.
+fn not_done(status: StatusCode, answer: &Value, what: &str) -> Result<(StatusCode, String), PageError> {
+    if status == StatusCode::FORBIDDEN {
+        return Err(forbidden());
+    }
+    let (status, why) = crate::console::refusal(status, answer);
+    Ok((status, format!("{what}: {why}")))
+}
+
+/// Makes a save's calls in their order; the first refused stops the rest.
+async fn carry_out(site: &Site, staff: &Staff, id: &str, plan: Plan) -> Result<Result<(), (StatusCode, String)>, PageError> {
+    let headers = staff.headers();
+    let product_path = format!("/api/v1/admin/products/{}", encode(id));
+    for sku in &plan.removed {
+        let (status, answer) = site.api.send_as(Method::DELETE, &format!("/api/v1/admin/variants/{}", encode(sku)), &headers, None).await?;
+        if !status.is_success() {
+            return Ok(Err(not_done(status, &answer, &format!("{sku} was not removed"))?));
+        }
+    }
+    let mut body = plan.product;
+    if let Some(options) = plan.interim.clone().or_else(|| plan.options.clone()) {
+        body.insert("options".into(), options);
+    }
+    let (status, answer) = site.api.send_as(Method::PATCH, &product_path, &headers, Some(Value::Object(body))).await?;
+    if !status.is_success() {
+        return Ok(Err(not_done(status, &answer, "The product was not saved")?));
+    }
+    for (sku, patch) in plan.variants {
+        let (status, answer) = site.api.send_as(Method::PATCH, &format!("/api/v1/admin/variants/{}", encode(&sku)), &headers, Some(patch)).await?;
+        if !status.is_success() {
+            return Ok(Err(not_done(status, &answer, &format!("The product is saved, but not {sku}"))?));
+        }
+    }
+    if let Some((variant, stock)) = plan.new {
+        let sku = variant["sku"].as_str().unwrap_or_default().to_owned();
+        let (status, answer) = site.api.send_as(Method::POST, &format!("{product_path}/variants"), &headers, Some(variant)).await?;
+        if !status.is_success() {
+            return Ok(Err(not_done(status, &answer, &format!("The product is saved, but {sku} was not added"))?));
+        }
+        if let Some(on_hand) = stock.filter(|_| staff.may(Permission::InventoryWrite)) {
+            let (status, answer) = site.api.send_as(Method::PUT, &format!("/api/v1/admin/inventory/{}", encode(&sku)), &headers, Some(json!({"on_hand": on_hand}))).await?;
+            if !status.is_success() {
+                return Ok(Err(not_done(status, &answer, &format!("{sku} was added, but not its stock"))?));
+            }
+        }
+    }
+    if plan.interim.is_some()
+        && let Some(options) = plan.options
+    {
+        let (status, answer) = site.api.send_as(Method::PATCH, &product_path, &headers, Some(json!({"options": options}))).await?;
+        if !status.is_success() {
+            return Ok(Err(not_done(status, &answer, "The product is saved, but not its options")?));
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// Saves a product's form (every change it makes, in order), or deletes the product.
+pub async fn save_product(State(site): State<Site>, headers: HeaderMap, Path(id): Path<String>, Form(posted): Form<Vec<(String, String)>>) -> Result<Response, PageError> {
+    let value = |k: &str| posted.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str()).unwrap_or_default();
+    if !session::csrf_ok(&headers, value("csrf")) {
+        return Err(PageError::expired_form());
+    }
+    let staff = match catalog_staff(&site, &headers, None).await? {
+        Ok(s) => s,
+        Err(r) => return Ok(r),
+    };
+    let path = format!("/api/v1/admin/products/{}", encode(&id));
+    match value("action") {
+        "save" | "update" => {}
+        "delete" => {
+            let (status, answer) = site.api.send_as(Method::DELETE, &path, &staff.headers(), None).await?;
+            if status.is_success() {
+                return Ok(Redirect::to("/admin/products?done=delete").into_response());
+            }
+            let (status, message) = not_done(status, &answer, "The product was not deleted")?;
+            let product = site.staff_get(&staff, &path).await?;
+            let form = ProductForm::of(&site, &product);
+            return product_page(&site, &headers, &staff, &product, form, status, message, "").await;
+        }
+        _ => return Err(PageError::unknown_action()),
+    }
+    let product = site.staff_get(&staff, &path).await?;
+    let tree = site.staff_get(&staff, "/api/v1/categories").await?;
+    let mut form = ProductForm::of(&site, &product).posted(&posted);
+    let Some(plan) = plan(&site, shop_currency(&site)?, &product, &mut form, &category_choices(&tree, &[])) else {
+        return product_page(&site, &headers, &staff, &product, form, StatusCode::UNPROCESSABLE_ENTITY, String::new(), "").await;
+    };
+    match carry_out(&site, &staff, &id, plan).await? {
+        Ok(()) => Ok(Redirect::to(&format!("/admin/products/{}?done=saved", encode(&id))).into_response()),
+        Err((status, message)) => {
+            // Some of it may be saved: the form is drawn over the product as it is now.
+            let product = site.staff_get(&staff, &path).await?;
+            let form = ProductForm::of(&site, &product).posted(&posted);
+            product_page(&site, &headers, &staff, &product, form, status, message, "").await
+        }
+    }
 }
 
 // Pictures
@@ -734,7 +1704,7 @@ struct PictureView {
 struct PicturesPage<'a> {
     shop: &'a str,
     staff: String,
-    nav: Vec<(&'static str, &'static str)>,
+    nav: Nav,
     csrf: String,
     /// The product's console page, and where the forms post.
     base: String,
@@ -744,9 +1714,14 @@ struct PicturesPage<'a> {
     done: &'static str,
 }
 
-/// The staff member allowed to change the catalog, or the answer for anyone else.
-async fn catalog_staff(site: &Site, headers: &HeaderMap) -> Result<Result<Staff, Response>, PageError> {
-    match staff(site, headers).await? {
+/// The staff member allowed to change the catalog, or the answer for anyone
+/// else (for a page `asked` for by its address, the way to sign in first).
+async fn catalog_staff(site: &Site, headers: &HeaderMap, asked: Option<&axum::http::Uri>) -> Result<Result<Staff, Response>, PageError> {
+    let gate = match asked {
+        Some(uri) => staff_asking(site, headers, uri).await?,
+        None => staff(site, headers).await?,
+    };
+    match gate {
         Gate::In(s) if s.may(Permission::CatalogWrite) => Ok(Ok(s)),
         Gate::In(_) => Err(forbidden()),
         Gate::Out(r) => Ok(Err(r)),
@@ -773,7 +1748,7 @@ async fn pictures_page(site: &Site, headers: &HeaderMap, staff: &Staff, id: &str
     let page = PicturesPage {
         shop: &site.name,
         staff: staff.name.clone(),
-        nav: staff.nav(),
+        nav: staff.nav("/admin/products"),
         csrf,
         base: format!("/admin/products/{}", encode(id)),
         title: product["title"].as_str().unwrap_or(id).to_owned(),
@@ -788,8 +1763,8 @@ async fn pictures_page(site: &Site, headers: &HeaderMap, staff: &Staff, id: &str
     Ok(response)
 }
 
-pub async fn pictures(State(site): State<Site>, headers: HeaderMap, Path(id): Path<String>, Query(q): Query<DoneQuery>) -> Result<Response, PageError> {
-    let staff = match catalog_staff(&site, &headers).await? {
+pub async fn pictures(State(site): State<Site>, headers: HeaderMap, uri: axum::http::Uri, Path(id): Path<String>, Query(q): Query<DoneQuery>) -> Result<Response, PageError> {
+    let staff = match catalog_staff(&site, &headers, Some(&uri)).await? {
         Ok(s) => s,
         Err(r) => return Ok(r),
     };
@@ -800,12 +1775,13 @@ pub async fn pictures(State(site): State<Site>, headers: HeaderMap, Path(id): Pa
         "removed" => "The picture is removed.",
         _ => "",
     };
-    pictures_page(&site, &headers, &staff, &id, StatusCode::OK, String::new(), done).await
+    let message = if q.done == "refused" { "The product is made, but its picture was not taken (a JPEG, PNG or WebP file is needed): please upload it here." } else { "" };
+    pictures_page(&site, &headers, &staff, &id, StatusCode::OK, message.to_owned(), done).await
 }
 
 /// Uploads a picture (with its description) to a product.
 pub async fn add_picture(State(site): State<Site>, headers: HeaderMap, Path(id): Path<String>, mut form: axum::extract::Multipart) -> Result<Response, PageError> {
-    let staff = match catalog_staff(&site, &headers).await? {
+    let staff = match catalog_staff(&site, &headers, None).await? {
         Ok(s) => s,
         Err(r) => return Ok(r),
     };
@@ -859,7 +1835,7 @@ pub async fn change_picture(State(site): State<Site>, headers: HeaderMap, Path((
     if !session::csrf_ok(&headers, &f.csrf) {
         return Err(PageError::expired_form());
     }
-    let staff = match catalog_staff(&site, &headers).await? {
+    let staff = match catalog_staff(&site, &headers, None).await? {
         Ok(s) => s,
         Err(r) => return Ok(r),
     };
@@ -885,7 +1861,7 @@ pub async fn change_picture(State(site): State<Site>, headers: HeaderMap, Path((
 struct ImportPage<'a> {
     shop: &'a str,
     staff: String,
-    nav: Vec<(&'static str, &'static str)>,
+    nav: Nav,
     csrf: String,
     currency: String,
     message: String,
@@ -905,8 +1881,8 @@ impl ImportPage<'_> {
     }
 }
 
-pub async fn import_form(State(site): State<Site>, headers: HeaderMap) -> Result<Response, PageError> {
-    let staff = match staff(&site, &headers).await? {
+pub async fn import_form(State(site): State<Site>, headers: HeaderMap, uri: axum::http::Uri) -> Result<Response, PageError> {
+    let staff = match staff_asking(&site, &headers, &uri).await? {
         Gate::In(s) => s,
         Gate::Out(r) => return Ok(r),
     };
@@ -914,7 +1890,7 @@ pub async fn import_form(State(site): State<Site>, headers: HeaderMap) -> Result
         return Err(forbidden());
     }
     let (csrf, set) = session::csrf(&headers, site.secure());
-    let page = ImportPage { shop: &site.name, staff: staff.name.clone(), nav: staff.nav(), csrf, currency: site.currency.clone(), message: String::new(), totals: None, errors: Vec::new() };
+    let page = ImportPage { shop: &site.name, staff: staff.name.clone(), nav: staff.nav("/admin/products"), csrf, currency: site.currency.clone(), message: String::new(), totals: None, errors: Vec::new() };
     Ok(page.respond(StatusCode::OK, set))
 }
 
@@ -941,7 +1917,7 @@ pub async fn import(State(site): State<Site>, headers: HeaderMap, mut form: axum
     if !session::csrf_ok(&headers, &csrf) {
         return Err(PageError::expired_form());
     }
-    let mut page = ImportPage { shop: &site.name, staff: staff.name.clone(), nav: staff.nav(), csrf, currency: currency.clone(), message: String::new(), totals: None, errors: Vec::new() };
+    let mut page = ImportPage { shop: &site.name, staff: staff.name.clone(), nav: staff.nav("/admin/products"), csrf, currency: currency.clone(), message: String::new(), totals: None, errors: Vec::new() };
     if file.is_empty() {
         page.message = "Choose a CSV file to import.".into();
         return Ok(page.respond(StatusCode::UNPROCESSABLE_ENTITY, None));
@@ -994,7 +1970,82 @@ mod tests {
     fn the_chart_has_a_bar_a_day_scaled_to_the_best() {
         let svg = sales_chart(&[("2026-11-24".into(), 0), ("2026-11-25".into(), 5000)], "USD");
         assert_eq!(svg.matches("<rect").count(), 2);
-        assert!(svg.contains(r#"height="160""#) && svg.contains("<title>2026-11-25: 50.00 USD</title>"));
+        assert!(svg.contains(r#"height="160""#) && svg.contains("<title>2026-11-25: $50.00</title>"));
         assert_eq!(last_days(30).len(), 30);
+    }
+
+    #[test]
+    fn only_this_shop_s_console_is_led_to_after_signing_in() {
+        for good in ["/admin", "/admin/orders?status=paid", "/admin/products/prd_1"] {
+            assert_eq!(console_path(good), Some(good));
+        }
+        for bad in ["/account", "//evil.example/admin", "/admin//evil.example", "/admin\\x", "/administrator", "/admin/a b", "https://evil.example/admin"] {
+            assert_eq!(console_path(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_shipping_paid_for_is_named_with_its_price_and_time() {
+        let (name, price, days) = shipping_of(&json!({"id": "shp_1", "name": "Express", "amount": 1995, "min_days": 1, "max_days": 2}), "USD").unwrap();
+        assert_eq!((name.as_str(), days.as_str()), ("Express", "1–2 days"));
+        assert!(price.contains("19.95"), "{price}");
+        let (_, price, days) = shipping_of(&json!({"name": "Pickup", "amount": 0, "min_days": 1, "max_days": 1}), "USD").unwrap();
+        assert_eq!((price.as_str(), days.as_str()), ("Free", "1 day"));
+        assert!(shipping_of(&Value::Null, "USD").is_none());
+    }
+
+    fn site() -> Site {
+        Site::new(crate::Api::default(), &kernel::config::Config::default())
+    }
+
+    fn cap() -> Value {
+        json!({"id": "prd_1", "title": "Cap", "status": "active", "options": [{"name": "Size", "values": ["S", "M"]}], "categories": [],
+            "variants": [
+                {"sku": "CAP-S", "title": "S", "option_values": ["S"], "prices": {"USD": {"amount": 6899, "currency": "USD"}, "EUR": {"amount": 6500, "currency": "EUR"}}},
+                {"sku": "CAP-M", "title": "M", "option_values": ["M"], "prices": {"USD": {"amount": 7199, "currency": "USD"}}, "weight_grams": 130}]})
+    }
+
+    fn posted(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    fn planned(product: &Value, pairs: &[(&str, &str)]) -> Result<Plan, Vec<(String, String)>> {
+        let site = site();
+        let mut form = ProductForm::of(&site, product).posted(&posted(pairs));
+        let Ok(currency) = shop_currency(&site) else { panic!("the shop has a currency") };
+        plan(&site, currency, product, &mut form, &[]).ok_or_else(|| form.errors())
+    }
+
+    #[test]
+    fn a_saved_form_sends_only_what_changed_and_keeps_other_currencies() {
+        let plan = planned(&cap(), &[("title", "Cap"), ("variant1.sku", "CAP-S"), ("variant1.price", "59.50"), ("variant2.sku", "CAP-M"), ("variant2.price", "71.99"), ("variant2.weight", "130")]).unwrap();
+        assert_eq!(plan.variants, vec![("CAP-S".to_owned(), json!({"prices": {"USD": 5950, "EUR": 6500}, "compare_at_prices": {}}))]);
+        assert_eq!((plan.options, plan.interim, plan.new), (None, None, None));
+        assert_eq!(plan.product["title"], "Cap");
+    }
+
+    #[test]
+    fn a_value_renamed_is_offered_alongside_the_old_one_while_the_variant_moves() {
+        let plan = planned(&cap(), &[("option1.name", "Size"), ("option1.values", "S, Medium"), ("variant2.sku", "CAP-M"), ("variant2.value1", "medium")]).unwrap();
+        assert_eq!(plan.interim, Some(json!([{"name": "Size", "values": ["S", "Medium", "M"]}])));
+        assert_eq!(plan.options, Some(json!([{"name": "Size", "values": ["S", "Medium"]}])));
+        assert_eq!(plan.variants, vec![("CAP-M".to_owned(), json!({"option_values": ["Medium"], "title": "Medium"}))], "spelled as the option spells it");
+    }
+
+    #[test]
+    fn mistakes_are_named_at_their_fields() {
+        let errors = planned(&cap(), &[("title", " "), ("variant1.sku", "CAP-S"), ("variant1.price", "1,5"), ("new.price", "3"), ("option2.name", "Colour"), ("option2.values", "Red")]).unwrap_err();
+        let ids: Vec<&str> = errors.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(ids, ["f-title", "f-option2-name", "f-variant1-price", "f-new-sku"], "{errors:?}");
+        let errors = planned(&cap(), &[("new.sku", "CAP-S"), ("new.value1", "S"), ("new.price", "1")]).unwrap_err();
+        assert!(errors.iter().any(|(id, e)| id == "f-new-sku" && e == "CAP-S is already a variant of this product."), "{errors:?}");
+    }
+
+    #[test]
+    fn a_list_shows_a_picture_s_smallest_sharp_copy_sized() {
+        let media = json!({"url": "/media/a.png", "width": 800, "height": 600, "thumbnails": [{"width": 80, "url": "/media/a-80.jpg"}, {"width": 160, "url": "/media/a-160.jpg"}, {"width": 480, "url": "/media/a-480.jpg"}]});
+        let t = crate::console::thumb(&media, 56).unwrap();
+        assert_eq!((t.url.as_str(), t.width, t.height), ("/media/a-160.jpg", 56, 42));
+        assert!(crate::console::thumb(&json!({"url": ""}), 56).is_none());
     }
 }

@@ -8,9 +8,10 @@
 use std::collections::HashMap;
 
 use askama::Template;
-use axum::Form;
+use crate::form::Form;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::Uri;
 use axum::response::{IntoResponse, Redirect, Response};
 use kernel::auth::Permission;
 use serde_json::{Map, Value, json};
@@ -23,6 +24,8 @@ use crate::session;
 
 /// A console section: one kind of record the staff API keeps.
 pub struct Section {
+    /// The group of the console's menu it is listed in.
+    pub menu: Menu,
     /// Where it lives in the console (`/admin/discounts`).
     pub path: &'static str,
     pub title: &'static str,
@@ -57,6 +60,41 @@ pub struct Section {
     pub related: &'static [Related],
 }
 
+/// The groups of the console's menu, in its order.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Menu {
+    Sales,
+    Catalog,
+    Customers,
+    Marketing,
+    Settings,
+}
+
+impl Menu {
+    pub const ALL: [Menu; 5] = [Menu::Sales, Menu::Catalog, Menu::Customers, Menu::Marketing, Menu::Settings];
+
+    pub fn heading(self) -> &'static str {
+        match self {
+            Menu::Sales => "Sales",
+            Menu::Catalog => "Catalog",
+            Menu::Customers => "Customers",
+            Menu::Marketing => "Marketing",
+            Menu::Settings => "Settings",
+        }
+    }
+
+    /// Its name in element ids.
+    pub fn id(self) -> &'static str {
+        match self {
+            Menu::Sales => "sales",
+            Menu::Catalog => "catalog",
+            Menu::Customers => "customers",
+            Menu::Marketing => "marketing",
+            Menu::Settings => "settings",
+        }
+    }
+}
+
 /// How a list's nested rows become rows of their own.
 #[derive(Clone, Copy)]
 pub enum Explode {
@@ -79,6 +117,8 @@ pub enum Record {
     InList,
     /// The record is its key alone; its page shows the related lists and forms.
     Key,
+    /// Records open in a page of their own: the product editor (`admin::product`).
+    Editor,
 }
 
 /// A column of a list.
@@ -100,6 +140,12 @@ pub enum Show {
     Flag,
     /// The row's link to its record.
     Link,
+    /// The first of a list of pictures (a product's `media`), as a thumbnail.
+    Picture,
+    /// The lowest to the highest price, in the shop's currency, of a list of variants.
+    PriceRange,
+    /// The units available over a list of variants (those whose stock is counted).
+    Stock,
 }
 
 /// A list under a record.
@@ -176,14 +222,10 @@ pub enum Kind {
     When,
     /// JSON as typed.
     Json,
-    /// Prices in the shop's currency, sent as `{"USD": 1999}`.
-    Prices,
     /// Not asked: the record's key.
     Id,
     /// Not asked: always this JSON.
     Const(&'static str),
-    /// Goes into the action's path where `{name}` stands, not into the body.
-    Path,
 }
 
 pub const fn field(name: &'static str, label: &'static str, kind: Kind) -> Field {
@@ -219,8 +261,63 @@ fn shown(site: &Site, value: &Value, show: Show) -> String {
         },
         (Show::When, Value::String(s)) => when(s),
         (Show::Flag, Value::Bool(b)) => if *b { "yes" } else { "no" }.to_owned(),
+        (Show::Picture, _) => String::new(),
+        (Show::PriceRange, Value::Array(variants)) => price_range(site, variants),
+        (Show::Stock, Value::Array(variants)) => stock_of(variants),
         _ => plain(value),
     }
+}
+
+/// A variant's price in the shop's currency, in minor units.
+fn price_in(site: &Site, variant: &Value) -> Option<i64> {
+    let price = variant.get("prices")?.get(&site.currency)?;
+    price.get("amount").and_then(Value::as_i64).or_else(|| price.as_i64())
+}
+
+/// What variants cost: one price, or the lowest to the highest.
+fn price_range(site: &Site, variants: &[Value]) -> String {
+    let prices: Vec<i64> = variants.iter().filter_map(|v| price_in(site, v)).collect();
+    match (prices.iter().min(), prices.iter().max()) {
+        (Some(low), Some(high)) if low == high => money(*low, &site.currency),
+        (Some(low), Some(high)) => format!("{} – {}", money(*low, &site.currency), money(*high, &site.currency)),
+        _ => format!("No price in {}", site.currency),
+    }
+}
+
+/// How many units of some variants can be sold, in words.
+fn stock_of(variants: &[Value]) -> String {
+    let counted: Vec<i64> = variants.iter().filter(|v| v["track_inventory"] != false).filter_map(|v| v["available"].as_i64()).collect();
+    if counted.is_empty() {
+        return "Not counted".to_owned();
+    }
+    match counted.iter().map(|n| (*n).max(0)).sum::<i64>() {
+        0 => "Sold out".to_owned(),
+        n => format!("{n} available"),
+    }
+}
+
+/// A picture shown small in a list: its smallest copy wide enough for
+/// sharp screens, sized so that the page does not move as it loads.
+pub struct Thumb {
+    pub url: String,
+    pub width: i64,
+    pub height: i64,
+}
+
+/// The width thumbnails are drawn at in lists, in CSS pixels.
+const THUMB: i64 = 56;
+
+/// The thumbnail of a picture of the catalog (`MediaView`), or `None` without one.
+pub fn thumb(media: &Value, width: i64) -> Option<Thumb> {
+    let original = media.get("url").and_then(Value::as_str).filter(|u| !u.is_empty())?;
+    let copies = media.get("thumbnails").and_then(Value::as_array).cloned().unwrap_or_default();
+    let wide_enough = copies.iter().find(|t| t["width"].as_i64().unwrap_or(0) >= width * 2).or(copies.last());
+    let url = wide_enough.and_then(|t| t["url"].as_str()).unwrap_or(original).to_owned();
+    let height = match (media["width"].as_i64(), media["height"].as_i64()) {
+        (Some(w), Some(h)) if w > 0 && h > 0 => (width * h + w / 2) / w,
+        _ => width,
+    };
+    Some(Thumb { url, width, height: height.clamp(1, width * 4) })
 }
 
 fn when(rfc3339: &str) -> String {
@@ -252,10 +349,6 @@ fn editable(site: &Site, value: &Value, kind: Kind) -> String {
             _ => String::new(),
         },
         (Kind::When, Value::String(s)) => s.chars().take(16).collect(),
-        (Kind::Prices, Value::Object(prices)) => match (currency_of(site), prices.get(&site.currency)) {
-            (Some(c), Some(p)) => c.format_decimal(p.get("amount").and_then(Value::as_i64).or_else(|| p.as_i64()).unwrap_or_default()),
-            _ => String::new(),
-        },
         (Kind::Groups, Value::Array(groups)) => groups.iter().map(plain).collect::<Vec<_>>().join("\n"),
         (Kind::Json, v) => serde_json::to_string_pretty(v).unwrap_or_default(),
         (_, v) => plain(v),
@@ -313,12 +406,6 @@ fn parse(site: &Site, f: &Field, posted: &[&str], id: &str) -> Result<Option<Val
             Value::String(at.assume_utc().format(&time::format_description::well_known::Rfc3339).map_err(|_| bad("must be a date and time"))?)
         }
         Kind::Json => serde_json::from_str(text).map_err(|e| bad(&format!("is not JSON: {e}")))?,
-        Kind::Prices => {
-            let currency = currency_of(site).ok_or_else(|| bad("has no currency to be read in"))?;
-            let amount = currency.parse_decimal(text).map_err(|_| bad("must be an amount, e.g. 19.99"))?;
-            json!({ currency.as_str(): amount })
-        }
-        Kind::Path => Value::String(text.to_owned()),
         Kind::Bool | Kind::Multi(_) | Kind::Id | Kind::Const(_) => Value::Null,
     };
     Ok(Some(value))
@@ -350,12 +437,10 @@ fn get<'a>(record: &'a Value, name: &str) -> &'a Value {
 /// A posted form as the API path and JSON body its action sends.
 fn request_of(site: &Site, action: &Action, posted: &[(String, String)], id: &str) -> Result<(String, Value), Bad> {
     let mut body = Map::new();
-    let mut path = with_id(action.path, id);
+    let path = with_id(action.path, id);
     for f in action.fields {
         let values: Vec<&str> = posted.iter().filter(|(k, _)| k == f.name).map(|(_, v)| v.as_str()).collect();
         match (f.kind, parse(site, f, &values, id)?) {
-            (Kind::Path, Some(v)) => path = path.replace(&format!("{{{}}}", f.name), &encode(&plain(&v))),
-            (Kind::Path, None) => return Err(Bad { field: f.label, reason: "is required".into() }),
             (_, Some(v)) => put(&mut body, f.name, v),
             // An edit form sent back with a field emptied clears it (a PATCH
             // leaves out what it does not change); a field not on the form stays.
@@ -412,7 +497,7 @@ fn field_view(site: &Site, form: &str, f: &Field, value: &Value, posted: Option<
         None => editable(site, value, f.kind),
     };
     let (input, step) = match f.kind {
-        Kind::Text | Kind::List | Kind::Path | Kind::Prices | Kind::Id | Kind::Const(_) => ("text", ""),
+        Kind::Text | Kind::List | Kind::Id | Kind::Const(_) => ("text", ""),
         Kind::Url => ("url", ""),
         Kind::Long | Kind::Groups | Kind::Json => ("textarea", ""),
         Kind::Int => ("number", "1"),
@@ -466,6 +551,11 @@ fn form_view(site: &Site, action: &Action, target: String, record: &Value, poste
 pub struct Cell {
     pub text: String,
     pub link: Option<String>,
+    pub picture: Option<Thumb>,
+    /// Its column's heading, named beside the value where rows are stacked (a phone).
+    pub heading: &'static str,
+    /// What it holds (`picture`, `link`, `value`), for the stacked layout.
+    pub role: &'static str,
 }
 
 pub struct RowView {
@@ -491,9 +581,20 @@ fn row_view(site: &Site, row: &Value, columns: &[Column], link: Option<String>) 
     columns
         .iter()
         .map(|c| {
-            let text = shown(site, row.pointer(c.pointer).unwrap_or(&Value::Null), c.show);
+            let value = row.pointer(c.pointer).unwrap_or(&Value::Null);
+            let text = match (c.show, value) {
+                // An amount in minor units is in the row's own currency where it names one.
+                (Show::Money, Value::Number(n)) => money(n.as_i64().unwrap_or_default(), row["currency"].as_str().unwrap_or(&site.currency)),
+                _ => shown(site, value, c.show),
+            };
             let link = if c.show == Show::Link { link.clone() } else { None };
-            Cell { text, link }
+            let picture = if c.show == Show::Picture { value.as_array().and_then(|m| m.first()).and_then(|m| thumb(m, THUMB)) } else { None };
+            let role = match c.show {
+                Show::Picture => "picture",
+                Show::Link => "link",
+                _ => "value",
+            };
+            Cell { text, link, picture, heading: c.heading, role }
         })
         .collect()
 }
@@ -506,13 +607,22 @@ pub struct Detail {
     pub html: bool,
 }
 
-fn details(site: &Site, record: &Value, rendered: bool) -> Vec<Detail> {
+/// The top-level keys a section's forms send as amounts of money.
+fn money_keys(section: &Section) -> Vec<&'static str> {
+    section.create.iter().chain(section.actions).flat_map(|a| a.fields).filter(|f| matches!(f.kind, Kind::Money) && !f.name.contains('.')).map(|f| f.name).collect()
+}
+
+/// A record's fields as its page shows them; the `money` keys hold minor
+/// units in the record's currency (or the shop's), shown as prices.
+fn details(site: &Site, record: &Value, rendered: bool, money_keys: &[&str]) -> Vec<Detail> {
     let Value::Object(fields) = record else { return Vec::new() };
+    let currency = record["currency"].as_str().filter(|c| kernel::money::Currency::parse(c).is_ok()).unwrap_or(&site.currency);
     fields
         .iter()
         .map(|(k, v)| {
             let html = rendered && (k == "html" || k.ends_with("_html"));
             let text = match v {
+                Value::Number(n) if money_keys.contains(&k.as_str()) => money(n.as_i64().unwrap_or_default(), currency),
                 Value::String(s) if html => s.clone(),
                 Value::String(s) if s.len() == 20 && s.ends_with('Z') && s.as_bytes().get(10) == Some(&b'T') => when(s),
                 Value::Object(_) | Value::Array(_) if plain(v).starts_with(['{', '[']) => serde_json::to_string_pretty(v).unwrap_or_default(),
@@ -531,7 +641,7 @@ fn details(site: &Site, record: &Value, rendered: bool) -> Vec<Detail> {
 struct ListPage<'a> {
     shop: &'a str,
     staff: String,
-    nav: Vec<(&'static str, &'static str)>,
+    nav: crate::admin::Nav,
     csrf: String,
     title: &'static str,
     intro: &'static str,
@@ -553,7 +663,7 @@ struct ListPage<'a> {
 struct RecordPage<'a> {
     shop: &'a str,
     staff: String,
-    nav: Vec<(&'static str, &'static str)>,
+    nav: crate::admin::Nav,
     csrf: String,
     section: &'static str,
     base: String,
@@ -633,7 +743,7 @@ async fn list_page(site: &Site, headers: &HeaderMap, staff: &Staff, section: &'s
             RowView { cells: row_view(site, row, section.columns, link), buttons }
         })
         .collect();
-    let single = if body.is_object() && body.get("data").is_none() { details(site, &body, false) } else { Vec::new() };
+    let single = if body.is_object() && body.get("data").is_none() { details(site, &body, false, &money_keys(section)) } else { Vec::new() };
     let next = match (body["has_more"].as_bool(), body["next_cursor"].as_str()) {
         (Some(true), Some(c)) => {
             let mut q = own.clone();
@@ -646,7 +756,7 @@ async fn list_page(site: &Site, headers: &HeaderMap, staff: &Staff, section: &'s
     let page = ListPage {
         shop: &site.name,
         staff: staff.name.clone(),
-        nav: staff.nav(),
+        nav: staff.nav(section.path),
         csrf,
         title: section.title,
         intro: section.intro,
@@ -660,7 +770,7 @@ async fn list_page(site: &Site, headers: &HeaderMap, staff: &Staff, section: &'s
         base,
         message: outcome.message,
         done: outcome.done,
-        answer: outcome.answer.map(|a| details(site, &a, true)).unwrap_or_default(),
+        answer: outcome.answer.map(|a| details(site, &a, true, &[])).unwrap_or_default(),
     };
     Ok(finish(status, &page, set))
 }
@@ -701,7 +811,7 @@ fn listed(section: &Section, body: &Value) -> Vec<Value> {
 async fn record_page(site: &Site, headers: &HeaderMap, staff: &Staff, section: &'static Section, id: &str, status: StatusCode, outcome: Outcome<'_>) -> Result<Response, PageError> {
     let missing = || PageError(StatusCode::NOT_FOUND, "This page does not exist.".into());
     let record = match section.record {
-        Record::None => return Err(missing()),
+        Record::None | Record::Editor => return Err(missing()),
         Record::Api(path) => site.staff_get(staff, &with_id(path, id)).await?,
         Record::InList => listed(section, &site.staff_get(staff, section.list).await?)
             .into_iter()
@@ -738,24 +848,30 @@ async fn record_page(site: &Site, headers: &HeaderMap, staff: &Staff, section: &
     let page = RecordPage {
         shop: &site.name,
         staff: staff.name.clone(),
-        nav: staff.nav(),
+        nav: staff.nav(section.path),
         csrf,
         section: section.title,
         title,
-        details: details(site, &record, section.rendered),
+        details: details(site, &record, section.rendered, &money_keys(section)),
         links: section.record_links.iter().map(|(path, label)| (with_id(path, id), *label)).collect(),
         related,
         forms: section.actions.iter().filter(|a| staff.may(a.permission)).map(|a| form_view(site, a, base.clone(), &record, outcome.posted)).collect(),
         base: section.path.to_owned(),
         message: outcome.message,
         done: outcome.done,
-        answer: outcome.answer.map(|a| details(site, &a, true)).unwrap_or_default(),
+        answer: outcome.answer.map(|a| details(site, &a, true, &[])).unwrap_or_default(),
     };
     Ok(finish(status, &page, set))
 }
 
-async fn open(site: &Site, headers: &HeaderMap, section: &Section) -> Result<Result<Staff, Response>, PageError> {
-    let staff = match staff(site, headers).await? {
+/// The staff member who may read `section`, or the answer for anyone else
+/// (for a page `asked` for by its address, the way to sign in first).
+async fn open(site: &Site, headers: &HeaderMap, section: &Section, asked: Option<&Uri>) -> Result<Result<Staff, Response>, PageError> {
+    let gate = match asked {
+        Some(uri) => crate::admin::staff_asking(site, headers, uri).await?,
+        None => staff(site, headers).await?,
+    };
+    let staff = match gate {
         Gate::In(s) => s,
         Gate::Out(r) => return Ok(Err(r)),
     };
@@ -765,8 +881,8 @@ async fn open(site: &Site, headers: &HeaderMap, section: &Section) -> Result<Res
     Ok(Ok(staff))
 }
 
-pub async fn list(site: Site, headers: HeaderMap, section: &'static Section, query: HashMap<String, String>) -> Result<Response, PageError> {
-    let staff = match open(&site, &headers, section).await? {
+pub async fn list(site: Site, headers: HeaderMap, uri: Uri, section: &'static Section, query: HashMap<String, String>) -> Result<Response, PageError> {
+    let staff = match open(&site, &headers, section, Some(&uri)).await? {
         Ok(s) => s,
         Err(r) => return Ok(r),
     };
@@ -774,8 +890,8 @@ pub async fn list(site: Site, headers: HeaderMap, section: &'static Section, que
     list_page(&site, &headers, &staff, section, &query, StatusCode::OK, Outcome { done, ..Default::default() }).await
 }
 
-pub async fn record(site: Site, headers: HeaderMap, section: &'static Section, id: String, query: HashMap<String, String>) -> Result<Response, PageError> {
-    let staff = match open(&site, &headers, section).await? {
+pub async fn record(site: Site, headers: HeaderMap, uri: Uri, section: &'static Section, id: String, query: HashMap<String, String>) -> Result<Response, PageError> {
+    let staff = match open(&site, &headers, section, Some(&uri)).await? {
         Ok(s) => s,
         Err(r) => return Ok(r),
     };
@@ -790,7 +906,7 @@ pub async fn act(site: Site, headers: HeaderMap, section: &'static Section, id: 
     if !session::csrf_ok(&headers, &value("csrf")) {
         return Err(PageError::expired_form());
     }
-    let staff = match open(&site, &headers, section).await? {
+    let staff = match open(&site, &headers, section, None).await? {
         Ok(s) => s,
         Err(r) => return Ok(r),
     };
@@ -812,7 +928,7 @@ pub async fn act(site: Site, headers: HeaderMap, section: &'static Section, id: 
         }
     };
     // A DELETE without fields sends no body; everything else sends its JSON object.
-    let send = (action.method != Method::DELETE || action.fields.iter().any(|f| !matches!(f.kind, Kind::Path))).then_some(body);
+    let send = (action.method != Method::DELETE || !action.fields.is_empty()).then_some(body);
     let (status, answer) = site.api.send_as(action.method.clone(), &path, &staff.headers(), send).await?;
     if status == StatusCode::FORBIDDEN {
         return Err(forbidden());
@@ -865,13 +981,16 @@ pub fn routes(mut router: axum::Router<Site>, sections: &'static [Section]) -> a
         router = router
             .route(
                 base,
-                get(move |State(site): State<Site>, headers: HeaderMap, Query(q): Query<HashMap<String, String>>| list(site, headers, section, q))
+                get(move |State(site): State<Site>, headers: HeaderMap, uri: Uri, Query(q): Query<HashMap<String, String>>| list(site, headers, uri, section, q))
                     .post(move |State(site): State<Site>, headers: HeaderMap, Form(f): Form<Vec<(String, String)>>| act(site, headers, section, None, f)),
             )
             .route(
                 &format!("{base}/{{id}}"),
-                get(move |State(site): State<Site>, headers: HeaderMap, Path(id): Path<String>, Query(q): Query<HashMap<String, String>>| record(site, headers, section, id, q))
-                    .post(move |State(site): State<Site>, headers: HeaderMap, Path(id): Path<String>, Form(f): Form<Vec<(String, String)>>| act(site, headers, section, Some(id), f)),
+                match section.record {
+                    Record::Editor => get(crate::admin::product).post(crate::admin::save_product),
+                    _ => get(move |State(site): State<Site>, headers: HeaderMap, uri: Uri, Path(id): Path<String>, Query(q): Query<HashMap<String, String>>| record(site, headers, uri, section, id, q))
+                        .post(move |State(site): State<Site>, headers: HeaderMap, Path(id): Path<String>, Form(f): Form<Vec<(String, String)>>| act(site, headers, section, Some(id), f)),
+                },
             );
     }
     router
@@ -918,12 +1037,10 @@ mod tests {
         key: "create",
         label: "Add",
         method: Method::POST,
-        path: "/api/v1/admin/things/{sku}",
+        path: "/api/v1/admin/things",
         fields: &[
-            field("sku", "SKU", Kind::Path),
             field("owner", "Owner", Kind::Id),
             field("restock", "Restock", Kind::Const("true")),
-            field("prices", "Price", Kind::Prices),
             required("code", "Code", Kind::Text),
             field("value.amount", "Amount", Kind::Money),
             field("active", "Active", Kind::Bool),
@@ -948,16 +1065,16 @@ mod tests {
     fn a_form_becomes_the_json_its_action_sends() {
         let (path, body) = request_of(&site(), &CREATE, &posted(&[
             ("code", " SAVE10 "), ("value.amount", "12.50"), ("active", "on"), ("countries", "US, CA,"),
-            ("kind", "fixed"), ("prices", "5"), ("roles", "support"), ("roles", "root"), ("groups", "tee, t-shirt\n\nsofa,couch"),
-            ("starts_at", "2026-12-01T09:30"), ("limit", ""), ("sku", "TEE/1"),
+            ("kind", "fixed"), ("roles", "support"), ("roles", "root"), ("groups", "tee, t-shirt\n\nsofa,couch"),
+            ("starts_at", "2026-12-01T09:30"), ("limit", ""),
         ]), "thg_1")
         .unwrap_or_else(|b| panic!("{} {}", b.field, b.reason));
         assert_eq!(body, json!({
             "code": "SAVE10", "value": {"amount": 1250}, "active": true, "countries": ["US", "CA"], "kind": "fixed",
             "roles": ["support"], "groups": [["tee", "t-shirt"], ["sofa", "couch"]], "starts_at": "2026-12-01T09:30:00Z",
-            "owner": "thg_1", "restock": true, "prices": {"USD": 500},
+            "owner": "thg_1", "restock": true,
         }));
-        assert_eq!(path, "/api/v1/admin/things/TEE%2F1");
+        assert_eq!(path, "/api/v1/admin/things");
     }
 
     #[test]
@@ -1004,8 +1121,8 @@ mod tests {
     #[test]
     fn values_are_shown_and_edited_in_the_shops_terms() {
         let s = site();
-        assert_eq!(shown(&s, &json!(1999), Show::Money), "19.99 USD");
-        assert_eq!(shown(&s, &json!({"amount": 500, "currency": "EUR"}), Show::Money), "5.00 EUR");
+        assert_eq!(shown(&s, &json!(1999), Show::Money), "$19.99");
+        assert_eq!(shown(&s, &json!({"amount": 500, "currency": "EUR"}), Show::Money), "€5.00");
         assert_eq!(shown(&s, &json!("2026-12-04T06:25:02Z"), Show::When), "2026-12-04 06:25");
         assert_eq!(editable(&s, &json!(1250), Kind::Money), "12.50");
         assert_eq!(editable(&s, &json!([["a", "b"], ["c"]]), Kind::Groups), "a, b\nc");

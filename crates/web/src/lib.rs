@@ -7,8 +7,10 @@
 mod account;
 mod admin;
 pub mod api;
+mod assets;
 mod cart;
 mod console;
+mod form;
 mod page_cache;
 mod pages;
 mod sections;
@@ -18,7 +20,7 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 
 pub use api::Api;
@@ -107,10 +109,13 @@ pub fn router(site: Site) -> Router {
         .route("/admin/products/{id}/pictures/{media}", post(admin::change_picture))
         .route("/robots.txt", get(pages::robots))
         .route("/sitemap.xml", get(pages::sitemap))
-        .route("/assets/site.css", get(stylesheet))
-        .route("/assets/search.js", get(script))
-        .route("/assets/stripe.js", get(stripe_script))
+        .route("/assets/{name}", get(assets::serve))
+        .fallback(pages::not_found)
+        .layer(middleware::from_fn_with_state(site.clone(), form::error_pages))
         .layer(middleware::from_fn_with_state(site.clone(), page_cache::layer))
+        // The header's cart count, for visitors holding a cart: outside the
+        // page cache, so a kept page never holds one (see `cart::show_count`).
+        .layer(middleware::from_fn_with_state(site.clone(), cart::show_count))
         .layer(middleware::from_fn_with_state(site.clone(), form_tokens))
         .layer(middleware::from_fn_with_state(site.clone(), account::renew_session))
         .layer(middleware::from_fn(no_store))
@@ -231,25 +236,6 @@ async fn security_headers(State(site): State<Site>, request: Request, next: Next
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("strict-origin-when-cross-origin"));
     response
-}
-
-async fn stylesheet() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "public, max-age=3600")],
-        include_str!("../assets/site.css"),
-    )
-}
-
-fn javascript(source: &'static str) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (header::CACHE_CONTROL, "public, max-age=3600")], source)
-}
-
-async fn script() -> impl IntoResponse {
-    javascript(include_str!("../assets/search.js"))
-}
-
-async fn stripe_script() -> impl IntoResponse {
-    javascript(include_str!("../assets/stripe.js"))
 }
 
 /// Text for an XML element.

@@ -3,7 +3,7 @@
 //! every value HTML-escaped unless a template says otherwise).
 
 use askama::Template;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use serde::Deserialize;
@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use crate::Site;
 use crate::api::{ApiError, encode};
+use crate::form::{Form, Query};
 
 /// A product in a list: what the search and recommendation answers hold.
 #[derive(Debug, Clone, Deserialize)]
@@ -19,11 +20,82 @@ struct Hit {
     title: String,
     brand: Option<String>,
     price: Option<i64>,
+    thumbnail: Option<Thumb>,
 }
 
 #[derive(Debug, Deserialize)]
 struct Hits {
     data: Vec<Hit>,
+}
+
+/// A product's picture as a list shows it (a card, a cart line): the
+/// catalog's copy sized for lists. Draw it with its `width` and `height`
+/// (the box is kept while it loads), `alt=""` beside the product's name,
+/// and `loading="lazy"` below the first screen; see `card.html`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Thumb {
+    pub url: String,
+    /// Pixels; a picture kept elsewhere may have no recorded size, and is
+    /// then drawn in a square box.
+    #[serde(default = "square")]
+    pub width: u32,
+    #[serde(default = "square")]
+    pub height: u32,
+}
+
+fn square() -> u32 {
+    LIST_WIDTH
+}
+
+/// Narrowest copy a list draws from: sharp in a phone's two columns at
+/// twice the pixels (the catalog picks alike for search).
+const LIST_WIDTH: u32 = 320;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+struct Thumbnail {
+    width: u32,
+    url: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Media {
+    url: String,
+    #[serde(default)]
+    alt: String,
+    width: Option<u32>,
+    height: Option<u32>,
+    /// Smaller copies, narrowest first.
+    #[serde(default)]
+    thumbnails: Vec<Thumbnail>,
+}
+
+impl Media {
+    /// The height of a copy `width` wide, when the picture's size is known.
+    fn height_at(&self, width: u32) -> Option<u32> {
+        let (w, h) = (self.width.filter(|w| *w > 0)?, self.height?);
+        u32::try_from((u64::from(h) * u64::from(width) / u64::from(w)).max(1)).ok()
+    }
+
+    /// The copy for lists: the narrowest at least [`LIST_WIDTH`] wide, else
+    /// the widest, else the picture itself (as the catalog picks for the
+    /// search's cards; checked here).
+    #[cfg(test)]
+    fn list_copy(&self) -> Thumb {
+        self.copy_at_least(LIST_WIDTH)
+    }
+
+    /// The narrowest copy at least `min` pixels wide, else the widest, else
+    /// the picture itself.
+    fn copy_at_least(&self, min: u32) -> Thumb {
+        let chosen = self.thumbnails.iter().filter(|t| t.width >= min).min_by_key(|t| t.width).or_else(|| self.thumbnails.iter().max_by_key(|t| t.width));
+        match chosen {
+            Some(t) => Thumb { url: t.url.clone(), width: t.width, height: self.height_at(t.width).unwrap_or(t.width) },
+            None => match (self.width, self.height) {
+                (Some(width), Some(height)) => Thumb { url: self.url.clone(), width, height },
+                _ => Thumb { url: self.url.clone(), width: LIST_WIDTH, height: LIST_WIDTH },
+            },
+        }
+    }
 }
 
 /// A product card as the templates show it.
@@ -32,7 +104,14 @@ pub struct Card {
     pub title: String,
     pub brand: String,
     pub price: String,
+    pub image: Option<Thumb>,
+    /// Drawn below the first screen: its picture loads when scrolled near.
+    pub lazy: bool,
 }
+
+/// Cards of a list whose pictures load at once (about one row of the
+/// grid); the rest wait until scrolled near.
+const EAGER_CARDS: usize = 4;
 
 /// `?done=…`: what a page that was redirected to after a change says was done.
 #[derive(Deserialize)]
@@ -47,31 +126,61 @@ pub(crate) fn item_name(title: &str, variant: &str) -> String {
     if variant.is_empty() || variant == "Default" { title.to_owned() } else { format!("{title} — {variant}") }
 }
 
+/// A price as every page shows it: `$68.99`, `€12.50`, `CHF 40.00`.
 pub(crate) fn money(amount: i64, currency: &str) -> String {
     match kernel::money::Currency::parse(currency) {
-        Ok(c) => c.format_with_code(amount),
+        Ok(c) => c.format_price(amount),
         Err(_) => amount.to_string(),
     }
 }
 
 impl Site {
-    fn card(&self, h: &Hit) -> Card {
+    /// The `index`th card of a list whose first `eager` pictures load at once.
+    fn card(&self, h: &Hit, index: usize, eager: usize) -> Card {
         Card {
             url: format!("/products/{}", encode(&h.slug)),
             title: h.title.clone(),
             brand: h.brand.clone().unwrap_or_default(),
             price: h.price.map(|p| money(p, &self.currency)).unwrap_or_default(),
+            image: h.thumbnail.clone(),
+            lazy: index >= eager,
         }
     }
 
-    async fn cards(&self, path: &str) -> Vec<Card> {
+    fn cards_of(&self, hits: &[Hit], eager: usize) -> Vec<Card> {
+        hits.iter().enumerate().map(|(i, h)| self.card(h, i, eager)).collect()
+    }
+
+    async fn cards(&self, path: &str, eager: usize) -> Vec<Card> {
         match self.api.get::<Hits>(path).await {
-            Ok(h) => h.data.iter().map(|h| self.card(h)).collect(),
+            Ok(h) => self.cards_of(&h.data, eager),
             Err(e) => {
                 tracing::warn!(path, error = %e, "a page left out a list it could not load");
                 Vec::new()
             }
         }
+    }
+
+}
+
+/// A product's pictures as the catalog's product answer holds them: read
+/// (`#[serde(flatten)]`) along with whatever else a page looks up about the
+/// product, so a cart or order line's picture costs no call of its own.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct Pictures {
+    #[serde(default)]
+    media: Vec<Media>,
+}
+
+/// Narrowest copy a cart or order line draws from: its picture is a small
+/// square beside the name, sharp at twice the pixels.
+const LINE_WIDTH: u32 = 128;
+
+impl Pictures {
+    /// The first picture, in the copy for a cart or order line: `None` when
+    /// the product has none.
+    pub(crate) fn line_thumbnail(&self) -> Option<Thumb> {
+        self.media.first().map(|m| m.copy_at_least(LINE_WIDTH))
     }
 }
 
@@ -116,13 +225,28 @@ struct ErrorPage<'a> {
     shop: &'a str,
     query: &'a str,
     message: &'a str,
+    /// The page of the form that failed, to go back to.
+    back: Option<&'a str>,
+}
+
+/// An error page of the shop `shop` (its status is the caller's).
+pub(crate) fn error_page(shop: &str, message: &str, back: Option<&str>) -> Response {
+    render(&ErrorPage { shop, query: "", message, back })
 }
 
 impl IntoResponse for PageError {
+    /// Drawn whole by [`crate::form::error_pages`], which knows the shop's
+    /// name; the page drawn here stands in where that layer is not.
     fn into_response(self) -> Response {
-        let page = ErrorPage { shop: "", query: "", message: &self.1 };
-        (self.0, render(&page)).into_response()
+        let mut response = (self.0, error_page("", &self.1, None)).into_response();
+        response.extensions_mut().insert(crate::form::Failure(self.1));
+        response
     }
+}
+
+/// An address no page has.
+pub async fn not_found() -> PageError {
+    PageError(StatusCode::NOT_FOUND, "This page does not exist.".into())
 }
 
 pub(crate) fn render(t: &impl Template) -> Response {
@@ -156,8 +280,9 @@ struct Home<'a> {
 pub async fn home(State(site): State<Site>) -> Result<Response, PageError> {
     let categories: Vec<Category> = site.api.get("/api/v1/categories").await?;
     let categories = categories.iter().map(|c| (format!("/categories/{}", encode(&c.slug)), c.name.clone())).collect();
-    let trending = site.cards("/api/v1/recommendations/trending?limit=8").await;
-    let newest = site.cards("/api/v1/search?sort=newest&limit=8").await;
+    let trending = site.cards("/api/v1/recommendations/trending?limit=8", EAGER_CARDS).await;
+    // Below the first list when there is one.
+    let newest = site.cards("/api/v1/search?sort=newest&limit=8", if trending.is_empty() { EAGER_CARDS } else { 0 }).await;
     Ok(render(&Home { shop: &site.name, query: "", categories, trending, newest }))
 }
 
@@ -348,7 +473,7 @@ async fn results(site: &Site, base: &str, heading: String, p: SearchParams, cate
         heading,
         description,
         total: found.total,
-        cards: found.data.iter().map(|h| site.card(h)).collect(),
+        cards: site.cards_of(&found.data, EAGER_CARDS),
         did_you_mean,
         categories,
         brands,
@@ -417,9 +542,8 @@ struct Variant {
 }
 
 #[derive(Debug, Deserialize)]
-struct Media {
-    url: String,
-    alt: String,
+struct ProductOption {
+    name: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -433,6 +557,8 @@ struct Product {
     seo_title: Option<String>,
     seo_description: Option<String>,
     #[serde(default)]
+    options: Vec<ProductOption>,
+    #[serde(default)]
     variants: Vec<Variant>,
     #[serde(default)]
     media: Vec<Media>,
@@ -443,11 +569,40 @@ struct Product {
 /// A variant as the product page offers it.
 pub struct Offer {
     pub sku: String,
+    /// Its option values ("M", "M / Red"), or its title without options.
     pub label: String,
     pub price: String,
-    /// "In stock", "Only 3 left", "Out of stock".
+    /// "Only 3 left", "Out of stock"; empty when plainly in stock.
     pub stock: String,
     pub in_stock: bool,
+    /// The one chosen when the page opens: the first that can be bought.
+    pub checked: bool,
+}
+
+/// A picture of the product as its page draws it: a copy the catalog
+/// sized, the others offered to the browser by width.
+pub struct Picture {
+    pub src: String,
+    /// `url 480w, url 960w`; empty when there are no copies.
+    pub srcset: String,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub alt: String,
+}
+
+/// The widest copy the product page draws by default (the catalog makes
+/// 160, 480 and 960 pixels wide).
+const PAGE_WIDTH: u32 = 960;
+
+impl Media {
+    fn picture(&self, fallback_alt: &str) -> Picture {
+        let alt = if self.alt.is_empty() { fallback_alt.to_owned() } else { self.alt.clone() };
+        let srcset = self.thumbnails.iter().map(|t| format!("{} {}w", t.url, t.width)).collect::<Vec<_>>().join(", ");
+        match self.thumbnails.iter().filter(|t| t.width <= PAGE_WIDTH).max_by_key(|t| t.width) {
+            Some(t) => Picture { src: t.url.clone(), srcset, width: Some(t.width), height: self.height_at(t.width), alt },
+            None => Picture { src: self.url.clone(), srcset: String::new(), width: self.width, height: self.height, alt },
+        }
+    }
 }
 
 /// Below this many, the page says how many are left.
@@ -463,8 +618,16 @@ struct ProductPage<'a> {
     description: String,
     brand: String,
     body_html: String,
-    images: Vec<(String, String)>,
+    pictures: Vec<Picture>,
     offers: Vec<Offer>,
+    /// What the variants differ by ("Size", "Size and colour"); empty when they differ by nothing named.
+    choose: String,
+    /// The product's price: one, or "From $12.00" when the variants' differ.
+    price: String,
+    /// Whether each variant shows its own price.
+    prices_differ: bool,
+    /// No variant can be bought: the page offers only to tell when it is back.
+    sold_out: bool,
     breadcrumbs: Vec<(String, String)>,
     json_ld: String,
     canonical: String,
@@ -473,7 +636,11 @@ struct ProductPage<'a> {
     /// Variants a shopper may ask to hear about: (sku, label).
     waiting: Vec<(String, String)>,
     slug: String,
+    /// The page's own path, sent back by its forms.
+    from: String,
     notice: String,
+    /// Why a form on this page was not taken, shown at the form.
+    message: String,
 }
 
 /// JSON for a `<script>` element: nothing in it can close the element.
@@ -509,6 +676,50 @@ fn plain(text: &str, max: usize) -> String {
     format!("{}…", cut.rsplit_once(' ').map_or(cut.as_str(), |(head, _)| head))
 }
 
+/// "Size", "Size and colour": the product's options as one phrase.
+fn options_phrase(options: &[ProductOption]) -> String {
+    let names: Vec<&str> = options.iter().map(|o| o.name.trim()).filter(|n| !n.is_empty()).collect();
+    let mut phrase = String::new();
+    for (i, name) in names.iter().enumerate() {
+        if i > 0 {
+            phrase += if i + 1 == names.len() { " and " } else { ", " };
+            phrase += &name.to_lowercase();
+        } else {
+            phrase += name;
+        }
+    }
+    phrase
+}
+
+/// "Please choose a size": what a shopper who sent no variant is told.
+fn choose_message(choose: &str) -> String {
+    if choose.is_empty() {
+        return "Please choose one of the options.".into();
+    }
+    let lower = choose.to_lowercase();
+    let article = if lower.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
+    format!("Please choose {article} {lower}.")
+}
+
+/// The variants as offers: the first that can be bought is chosen.
+fn offers_of(variants: &[Variant], currency: &str) -> Vec<Offer> {
+    let first_available = variants.iter().position(|v| v.in_stock);
+    variants
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let price = v.prices.get(currency).map(|m| money(m.amount, &m.currency)).unwrap_or_default();
+            let stock = match (v.in_stock, v.available) {
+                (false, _) => "Out of stock".to_owned(),
+                (true, Some(n)) if n <= FEW_LEFT => format!("Only {n} left"),
+                (true, _) => String::new(),
+            };
+            let label = if v.option_values.is_empty() { v.title.clone() } else { v.option_values.join(" / ") };
+            Offer { sku: v.sku.clone(), label, price, stock, in_stock: v.in_stock, checked: Some(i) == first_available }
+        })
+        .collect()
+}
+
 #[derive(Debug, Default, Deserialize)]
 pub struct ProductQuery {
     #[serde(default)]
@@ -523,29 +734,23 @@ impl ProductQuery {
 }
 
 pub async fn product(State(site): State<Site>, headers: axum::http::HeaderMap, Path(slug): Path<String>, Query(q): Query<ProductQuery>) -> Result<Response, PageError> {
-    let (csrf, set_csrf) = crate::session::csrf(&headers, site.secure());
-    let p: Product = site.api.get(&format!("/api/v1/products/{}", encode(&slug))).await?;
+    let notice = if q.notified.is_some() { "We will email you once, when it is back in stock." } else { "" };
+    product_page(&site, &headers, &slug, StatusCode::OK, notice, None).await
+}
+
+/// The product page again, after a form on it was not taken: `message`
+/// says why (by default, that no variant was chosen: "Please choose a size").
+pub(crate) async fn product_again(site: &Site, headers: &axum::http::HeaderMap, slug: &str, status: StatusCode, message: Option<String>) -> Result<Response, PageError> {
+    product_page(site, headers, slug, status, "", Some(message)).await
+}
+
+async fn product_page(site: &Site, headers: &axum::http::HeaderMap, slug: &str, status: StatusCode, notice: &str, message: Option<Option<String>>) -> Result<Response, PageError> {
+    let (csrf, set_csrf) = crate::session::csrf(headers, site.secure());
+    let p: Product = site.api.get(&format!("/api/v1/products/{}", encode(slug))).await?;
     let currency = site.currency.as_str();
-    let offers: Vec<Offer> = p
-        .variants
-        .iter()
-        .map(|v| {
-            let price = v.prices.get(currency).map(|m| money(m.amount, &m.currency)).unwrap_or_default();
-            let stock = match (v.in_stock, v.available) {
-                (false, _) => "Out of stock".to_owned(),
-                (true, Some(n)) if n <= FEW_LEFT => format!("Only {n} left"),
-                (true, _) => "In stock".to_owned(),
-            };
-            let label = if v.option_values.is_empty() { v.title.clone() } else { v.option_values.join(" / ") };
-            Offer { sku: v.sku.clone(), label, price, stock, in_stock: v.in_stock }
-        })
-        .collect();
+    let offers = offers_of(&p.variants, currency);
     let canonical = format!("{}/products/{}", site.public_url, encode(&p.slug));
-    let images: Vec<(String, String)> = p
-        .media
-        .iter()
-        .map(|m| (m.url.clone(), if m.alt.is_empty() { p.title.clone() } else { m.alt.clone() }))
-        .collect();
+    let pictures: Vec<Picture> = p.media.iter().map(|m| m.picture(&p.title)).collect();
     let ld_offers: Vec<Value> = p
         .variants
         .iter()
@@ -561,32 +766,48 @@ pub async fn product(State(site): State<Site>, headers: axum::http::HeaderMap, P
     if let Some(b) = &p.brand {
         ld["brand"] = json!({"@type": "Brand", "name": b});
     }
-    if !images.is_empty() {
-        ld["image"] = json!(images.iter().map(|(u, _)| u.clone()).collect::<Vec<_>>());
+    if !p.media.is_empty() {
+        // Search engines are given the pictures themselves.
+        ld["image"] = json!(p.media.iter().map(|m| m.url.clone()).collect::<Vec<_>>());
     }
-    let also_bought = site.cards(&format!("/api/v1/products/{}/recommendations?kind=also_bought&limit=4", encode(&p.id))).await;
-    let similar = site.cards(&format!("/api/v1/products/{}/recommendations?kind=similar&limit=4", encode(&p.id))).await;
+    let also_bought = site.cards(&format!("/api/v1/products/{}/recommendations?kind=also_bought&limit=4", encode(&p.id)), 0).await;
+    let similar = site.cards(&format!("/api/v1/products/{}/recommendations?kind=similar&limit=4", encode(&p.id)), 0).await;
     let waiting: Vec<(String, String)> = offers.iter().filter(|o| !o.in_stock).map(|o| (o.sku.clone(), o.label.clone())).collect();
+    let choose = if p.options.is_empty() && offers.len() > 1 { "Option".to_owned() } else { options_phrase(&p.options) };
+    let amounts: Vec<i64> = p.variants.iter().filter_map(|v| v.prices.get(currency).map(|m| m.amount)).collect();
+    let prices_differ = amounts.iter().any(|a| Some(a) != amounts.first());
+    let price = match amounts.iter().min() {
+        Some(min) if prices_differ => format!("From {}", money(*min, currency)),
+        Some(min) => money(*min, currency),
+        None => String::new(),
+    };
+    let message = message.map(|m| m.unwrap_or_else(|| choose_message(&choose))).unwrap_or_default();
     let page = ProductPage {
         shop: &site.name,
         query: "",
         csrf,
+        sold_out: !offers.iter().any(|o| o.in_stock),
         waiting,
         slug: p.slug.clone(),
-        notice: if q.notified.is_some() { "We will email you once, when it is back in stock.".into() } else { String::new() },
+        from: format!("/products/{}", encode(&p.slug)),
+        notice: notice.to_owned(),
+        message,
         title: p.seo_title.clone().unwrap_or_else(|| p.title.clone()),
         description: p.seo_description.clone().unwrap_or_else(|| plain(&text_of(&p.description_html), 160)),
         brand: p.brand.clone().unwrap_or_default(),
         body_html: p.description_html.clone(),
-        images,
+        pictures,
         offers,
+        choose,
+        price,
+        prices_differ,
         breadcrumbs: p.categories.iter().map(|c| (format!("/categories/{}", encode(&c.slug)), c.name.clone())).collect(),
         json_ld: script_json(&ld),
         canonical,
         also_bought,
         similar,
     };
-    let mut response = render(&page);
+    let mut response = (status, render(&page)).into_response();
     response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-cache"));
     if let Some(cookie) = set_csrf {
         response.headers_mut().append(header::SET_COOKIE, cookie);
@@ -603,7 +824,7 @@ pub struct NotifyForm {
 }
 
 /// "Email me when it is back": the notify API's alert for one SKU.
-pub async fn notify_me(State(site): State<Site>, headers: axum::http::HeaderMap, Path(slug): Path<String>, axum::Form(f): axum::Form<NotifyForm>) -> Result<Response, PageError> {
+pub async fn notify_me(State(site): State<Site>, headers: axum::http::HeaderMap, Path(slug): Path<String>, Form(f): Form<NotifyForm>) -> Result<Response, PageError> {
     if !crate::session::csrf_ok(&headers, &f.csrf) {
         return Err(PageError::expired_form());
     }
@@ -618,7 +839,11 @@ pub async fn notify_me(State(site): State<Site>, headers: axum::http::HeaderMap,
     if status.is_success() {
         return Ok(axum::response::Redirect::to(&format!("/products/{}?notified=1", encode(&slug))).into_response());
     }
-    Err(PageError(StatusCode::UNPROCESSABLE_ENTITY, body["error"]["message"].as_str().unwrap_or("That did not work.").to_owned()))
+    if status == StatusCode::UNPROCESSABLE_ENTITY {
+        // Shown at the form, on the product's page.
+        return product_again(&site, &headers, &slug, status, Some(message_of(&body))).await;
+    }
+    Err(PageError(status, message_of(&body)))
 }
 
 // For robots
@@ -692,6 +917,57 @@ mod tests {
     #[test]
     fn the_text_of_html() {
         assert_eq!(plain(&text_of("<p>A <strong>solid</strong> lamp &amp; shade</p>"), 100), "A solid lamp & shade");
+    }
+
+    fn variant(sku: &str, size: &str, in_stock: bool, available: Option<i64>) -> Variant {
+        let prices = [("USD".to_owned(), Price { amount: 6899, currency: "USD".into() })].into_iter().collect();
+        Variant { sku: sku.into(), title: size.into(), option_values: vec![size.into()], prices, in_stock, available }
+    }
+
+    #[test]
+    fn the_first_variant_that_can_be_bought_is_chosen() {
+        let offers = offers_of(&[variant("S", "S", false, Some(0)), variant("M", "M", true, Some(3)), variant("L", "L", true, None)], "USD");
+        let checked: Vec<&str> = offers.iter().filter(|o| o.checked).map(|o| o.sku.as_str()).collect();
+        assert_eq!(checked, ["M"], "never the sold-out first size");
+        assert_eq!((offers[0].stock.as_str(), offers[1].stock.as_str(), offers[2].stock.as_str()), ("Out of stock", "Only 3 left", ""));
+        assert_eq!(offers[1].price, "$68.99");
+        let none = offers_of(&[variant("S", "S", false, Some(0))], "USD");
+        assert!(!none[0].checked, "a sold-out product has nothing to choose");
+    }
+
+    #[test]
+    fn pickers_are_named_by_their_options() {
+        let named = |names: &[&str]| options_phrase(&names.iter().map(|n| ProductOption { name: (*n).into() }).collect::<Vec<_>>());
+        assert_eq!(named(&["Size"]), "Size");
+        assert_eq!(named(&["Size", "Colour"]), "Size and colour");
+        assert_eq!(named(&["Size", "Colour", "Fit"]), "Size, colour and fit");
+        assert_eq!(choose_message("Size"), "Please choose a size.");
+        assert_eq!(choose_message("Edition"), "Please choose an edition.");
+        assert_eq!(choose_message(""), "Please choose one of the options.");
+    }
+
+    #[test]
+    fn lists_and_pages_draw_the_sized_copies() {
+        let t = |width: u32| Thumbnail { width, url: format!("/media/p-{width}.jpg") };
+        let m = Media { url: "/media/p.png".into(), alt: String::new(), width: Some(1200), height: Some(900), thumbnails: vec![t(160), t(480), t(960)] };
+        let card = m.list_copy();
+        assert_eq!((card.url.as_str(), card.width, card.height), ("/media/p-480.jpg", 480, 360));
+        let page = m.picture("Lamp");
+        assert_eq!((page.src.as_str(), page.width, page.height, page.alt.as_str()), ("/media/p-960.jpg", Some(960), Some(720), "Lamp"));
+        assert_eq!(page.srcset, "/media/p-160.jpg 160w, /media/p-480.jpg 480w, /media/p-960.jpg 960w");
+        let small = Media { url: "/media/s.png".into(), alt: "A cup".into(), width: Some(200), height: Some(100), thumbnails: vec![t(160)] };
+        assert_eq!(small.list_copy().url, "/media/p-160.jpg", "the widest copy there is");
+        let elsewhere = Media { url: "https://cdn.example/x.jpg".into(), alt: String::new(), width: None, height: None, thumbnails: Vec::new() };
+        let card = elsewhere.list_copy();
+        assert_eq!((card.url.as_str(), card.width, card.height), ("https://cdn.example/x.jpg", LIST_WIDTH, LIST_WIDTH));
+        assert_eq!(elsewhere.picture("X").width, None);
+    }
+
+    #[test]
+    fn prices_are_shown_for_their_currency() {
+        assert_eq!(money(6899, "USD"), "$68.99");
+        assert_eq!(money(1250, "EUR"), "€12.50");
+        assert_eq!(money(999, "GBP"), "£9.99");
     }
 
     #[test]

@@ -6,8 +6,8 @@ use axum::http::Method;
 use kernel::auth::Permission::{self, *};
 
 use crate::console::Kind::*;
-use crate::console::Show::{Flag, Link, Money as Cash, Text as Plain, When as At};
-use crate::console::{Action, After, Column, Explode, Field, Kind, Record, Related, Section, column as col, field, hinted, required};
+use crate::console::Show::{Flag, Link, Money as Cash, Picture, PriceRange, Stock, Text as Plain, When as At};
+use crate::console::{Action, After, Column, Explode, Field, Kind, Menu, Record, Related, Section, column as col, field, hinted, required};
 
 const ROLES: &[&str] = &["customer", "admin", "catalog_manager", "order_manager", "support"];
 const STAFF_ROLES: &[&str] = &["admin", "catalog_manager", "order_manager", "support"];
@@ -29,8 +29,9 @@ const fn danger(key: &'static str, label: &'static str, method: Method, path: &'
     Action { key, label, method, path, fields, permission, danger: true, fill: true, after }
 }
 
-const fn section(path: &'static str, title: &'static str, read: Permission, list: &'static str, key: &'static str, columns: &'static [Column]) -> Section {
+const fn section(menu: Menu, path: &'static str, title: &'static str, read: Permission, list: &'static str, key: &'static str, columns: &'static [Column]) -> Section {
     Section {
+        menu,
         path,
         title,
         intro: "",
@@ -74,7 +75,7 @@ const RETURNS: Section = Section {
         act("refund_restock", "Refund and restock", Method::POST, "/api/v1/admin/returns/{id}/refund", &[field("restock", "Restock", Const("true"))], OrdersWrite, After::Stay),
         danger("reject", "Reject", Method::POST, "/api/v1/admin/returns/{id}/reject", &[], OrdersWrite, After::Stay),
     ],
-    ..section("/admin/returns", "Returns", OrdersRead, "/api/v1/admin/returns", "id", &[
+    ..section(Menu::Sales, "/admin/returns", "Returns", OrdersRead, "/api/v1/admin/returns", "id", &[
         col("Asked", "/created_at", At),
         col("Order", "/order_id", Plain),
         col("Status", "/status", Plain),
@@ -87,7 +88,6 @@ const RETURNS: Section = Section {
 
 const PRODUCTS: Section = Section {
     links: &[("/admin/products/new", "New product"), ("/admin/products/import", "Import a CSV"), ("/admin/products/export", "Export as CSV")],
-    record_links: &[("/admin/products/{id}/pictures", "Pictures")],
     filters: &[
         field("q", "Title or SKU", Text),
         field("status", "Status", Choice(&["draft", "active", "archived"])),
@@ -96,58 +96,16 @@ const PRODUCTS: Section = Section {
         field("in_stock", "In stock", Choice(&["true", "false"])),
         field("sort", "Sort", Choice(&["newest", "oldest", "title", "price_asc", "price_desc"])),
     ],
-    record: Record::Api("/api/v1/admin/products/{id}"),
-    related: &[Related {
-        title: "Variants",
-        path: "/api/v1/admin/products/{id}",
-        columns: &[
-            col("SKU", "/sku", Link),
-            col("Variant", "/title", Plain),
-            col("Options", "/option_values", Plain),
-            col("On hand", "/on_hand", Plain),
-            col("Reserved", "/reserved", Plain),
-        ],
-        rows: "/variants",
-        link: Some(("/admin/inventory/{id}", "sku")),
-    }],
-    actions: &[
-        act("update", "Save", Method::PATCH, "/api/v1/admin/products/{id}", &[
-            required("title", "Title", Text),
-            Field { hint: "Markdown", ..field("description", "Description", Long) },
-            required("status", "Status", Choice(&["draft", "active", "archived"])),
-            field("brand", "Brand", Text),
-            hinted("tags", "Tags", List, "Comma-separated"),
-            hinted("categories", "Categories", List, "Category ids or slugs, comma-separated"),
-            hinted("options", "Options", Json, r#"e.g. [{"name": "Size", "values": ["S", "M", "L"]}]; every variant's values must still be offered"#),
-            field("seo_title", "Title for search engines", Text),
-            field("seo_description", "Description for search engines", Text),
-        ], CatalogWrite, After::Stay),
-        add("variant", "Add a variant", Method::POST, "/api/v1/admin/products/{id}/variants", &[
-            required("sku", "SKU", Text),
-            field("title", "Name", Text),
-            Field { required: true, ..field("prices", "Price", Prices) },
-            hinted("option_values", "Option values", List, "One per option, in order, comma-separated"),
-            field("weight_grams", "Weight (grams)", Int),
-        ], CatalogWrite, After::Stay),
-        add("price", "Change a variant's price", Method::PATCH, "/api/v1/admin/variants/{sku}", &[
-            required("sku", "SKU", Path),
-            Field { required: true, ..field("prices", "Price", Prices) },
-        ], CatalogWrite, After::Stay),
-        Action {
-            key: "remove_variant",
-            label: "Remove a variant",
-            method: Method::DELETE,
-            path: "/api/v1/admin/variants/{sku}",
-            fields: &[required("sku", "SKU", Path)],
-            permission: CatalogWrite,
-            danger: true,
-            fill: false,
-            after: After::Stay,
-        },
-        danger("delete", "Delete the product", Method::DELETE, "/api/v1/admin/products/{id}", &[], CatalogWrite, After::List),
-    ],
-    ..section("/admin/products", "Products", CatalogWrite, "/api/v1/admin/products?limit=50", "id", &[
+    // A product opens in its editor (`admin::product`), which saves it
+    // through the product, variant and inventory routes; deleting it leads
+    // back to this list.
+    record: Record::Editor,
+    actions: &[danger("delete", "Delete the product", Method::DELETE, "/api/v1/admin/products/{id}", &[], CatalogWrite, After::List)],
+    ..section(Menu::Catalog, "/admin/products", "Products", CatalogWrite, "/api/v1/admin/products?limit=50", "id", &[
+        col("Picture", "/media", Picture),
         col("Product", "/title", Link),
+        col("Price", "/variants", PriceRange),
+        col("Stock", "/variants", Stock),
         col("Status", "/status", Plain),
         col("Brand", "/brand", Plain),
         col("Updated", "/updated_at", At),
@@ -199,7 +157,7 @@ const INVENTORY: Section = Section {
             hinted("location", "Location", Text, "A location id; the default location when empty"),
         ], InventoryWrite, After::Stay),
     ],
-    ..section("/admin/inventory", "Inventory", InventoryWrite, "/api/v1/admin/products?limit=50", "sku", &[
+    ..section(Menu::Catalog, "/admin/inventory", "Inventory", InventoryWrite, "/api/v1/admin/products?limit=50", "sku", &[
         col("SKU", "/sku", Link),
         col("Product", "/parent", Plain),
         col("Variant", "/title", Plain),
@@ -213,7 +171,7 @@ const INVENTORY: Section = Section {
 const LOCATIONS: Section = Section {
     create: &[add("create", "Add a location", Method::POST, "/api/v1/admin/stock-locations", &[required("name", "Name", Text)], InventoryWrite, After::Stay)],
     row: &[danger("delete", "Remove", Method::DELETE, "/api/v1/admin/stock-locations/{id}", &[], InventoryWrite, After::Stay)],
-    ..section("/admin/locations", "Locations", InventoryWrite, "/api/v1/admin/stock-locations", "id", &[
+    ..section(Menu::Catalog, "/admin/locations", "Locations", InventoryWrite, "/api/v1/admin/stock-locations", "id", &[
         col("Name", "/name", Plain),
         col("Id", "/id", Plain),
         col("Default", "/is_default", Flag),
@@ -239,7 +197,7 @@ const CATEGORIES: Section = Section {
         ], CatalogWrite, After::Stay),
         danger("delete", "Remove", Method::DELETE, "/api/v1/admin/categories/{id}", &[], CatalogWrite, After::List),
     ],
-    ..section("/admin/categories", "Categories", CatalogWrite, "/api/v1/categories", "id", &[
+    ..section(Menu::Catalog, "/admin/categories", "Categories", CatalogWrite, "/api/v1/categories", "id", &[
         col("Name", "/name", Link),
         col("Slug", "/slug", Plain),
         col("Id", "/id", Plain),
@@ -252,7 +210,7 @@ const SYNONYMS: Section = Section {
     create: &[act("save", "Save the synonyms", Method::PUT, "/api/v1/admin/search/synonyms", &[
         hinted("groups", "Groups", Groups, "One group per line, its words separated by commas, e.g. sofa, couch, settee"),
     ], CatalogWrite, After::Stay)],
-    ..section("/admin/synonyms", "Synonyms", CatalogWrite, "/api/v1/admin/search/synonyms", "groups", &[])
+    ..section(Menu::Catalog, "/admin/synonyms", "Synonyms", CatalogWrite, "/api/v1/admin/search/synonyms", "groups", &[])
 };
 
 const NO_RESULTS: Section = Section {
@@ -261,7 +219,7 @@ const NO_RESULTS: Section = Section {
         act("reindex", "Rebuild the search index", Method::POST, "/api/v1/admin/search/reindex", &[], CatalogWrite, After::Stay),
         act("recommendations", "Recount the recommendations", Method::POST, "/api/v1/admin/search/recommendations/rebuild", &[], CatalogWrite, After::Show),
     ],
-    ..section("/admin/searches", "Searches without results", CatalogWrite, "/api/v1/admin/search/no-results", "query", &[
+    ..section(Menu::Catalog, "/admin/searches", "Searches without results", CatalogWrite, "/api/v1/admin/search/no-results", "query", &[
         col("Query", "/query", Plain),
         col("Searches", "/searches", Plain),
     ])
@@ -293,7 +251,7 @@ const CUSTOMERS: Section = Section {
         danger("disable", "Disable the account", Method::PATCH, "/api/v1/admin/users/{id}", &[field("disabled", "Disabled", Const("true"))], StaffManage, After::Stay),
         act("enable", "Enable the account", Method::PATCH, "/api/v1/admin/users/{id}", &[field("disabled", "Disabled", Const("false"))], StaffManage, After::Stay),
     ],
-    ..section("/admin/customers", "Customers", CustomersRead, "/api/v1/admin/users?role=customer&limit=50", "id", USER_COLUMNS)
+    ..section(Menu::Customers, "/admin/customers", "Customers", CustomersRead, "/api/v1/admin/users?role=customer&limit=50", "id", USER_COLUMNS)
 };
 
 const STAFF: Section = Section {
@@ -301,7 +259,7 @@ const STAFF: Section = Section {
     filters: &[field("role", "Role", Choice(STAFF_ROLES)), field("email", "Email", Text)],
     record: Record::Api("/api/v1/admin/users/{id}"),
     actions: &[act("roles", "Save the roles", Method::PATCH, "/api/v1/admin/users/{id}", &[field("roles", "Roles", Multi(ROLES))], StaffManage, After::Stay)],
-    ..section("/admin/staff", "Staff", StaffManage, "/api/v1/admin/users?limit=50", "id", USER_COLUMNS)
+    ..section(Menu::Settings, "/admin/staff", "Staff", StaffManage, "/api/v1/admin/users?limit=50", "id", USER_COLUMNS)
 };
 
 const API_KEYS: Section = Section {
@@ -312,7 +270,7 @@ const API_KEYS: Section = Section {
         hinted("expires_at", "Expires", Kind::When, "UTC; never when empty"),
     ], StaffManage, After::Show)],
     row: &[danger("revoke", "Revoke", Method::DELETE, "/api/v1/admin/api-keys/{id}", &[], StaffManage, After::Stay)],
-    ..section("/admin/api-keys", "API keys", StaffManage, "/api/v1/admin/api-keys", "id", &[
+    ..section(Menu::Settings, "/admin/api-keys", "API keys", StaffManage, "/api/v1/admin/api-keys", "id", &[
         col("Name", "/name", Plain),
         col("Starts with", "/prefix", Plain),
         col("Permissions", "/permissions", Plain),
@@ -323,7 +281,7 @@ const API_KEYS: Section = Section {
     ])
 };
 
-const AUDIT: Section = section("/admin/audit", "Audit log", StaffManage, "/api/v1/admin/audit?limit=50", "id", &[
+const AUDIT: Section = section(Menu::Settings, "/admin/audit", "Audit log", StaffManage, "/api/v1/admin/audit?limit=50", "id", &[
     col("When", "/at", At),
     col("What", "/action", Plain),
     col("By", "/actor_id", Plain),
@@ -358,7 +316,7 @@ const DISCOUNTS: Section = Section {
         act("update", "Save", Method::PUT, "/api/v1/admin/discounts/{id}", DISCOUNT_FIELDS, MarketingWrite, After::Stay),
         danger("delete", "Remove", Method::DELETE, "/api/v1/admin/discounts/{id}", &[], MarketingWrite, After::List),
     ],
-    ..section("/admin/discounts", "Discounts", MarketingWrite, "/api/v1/admin/discounts?limit=50", "id", &[
+    ..section(Menu::Marketing, "/admin/discounts", "Discounts", MarketingWrite, "/api/v1/admin/discounts?limit=50", "id", &[
         col("Code", "/code", Link),
         col("Kind", "/kind", Plain),
         col("Percent", "/percent_off", Plain),
@@ -388,7 +346,7 @@ const SHIPPING: Section = Section {
         act("update", "Save", Method::PUT, "/api/v1/admin/shipping-methods/{id}", SHIPPING_FIELDS, SettingsWrite, After::Stay),
         danger("delete", "Remove", Method::DELETE, "/api/v1/admin/shipping-methods/{id}", &[], SettingsWrite, After::List),
     ],
-    ..section("/admin/shipping", "Shipping", SettingsWrite, "/api/v1/admin/shipping-methods", "id", &[
+    ..section(Menu::Settings, "/admin/shipping", "Shipping", SettingsWrite, "/api/v1/admin/shipping-methods", "id", &[
         col("Name", "/name", Link),
         col("Countries", "/countries", Plain),
         col("Price", "/flat_amount", Cash),
@@ -413,7 +371,7 @@ const TAXES: Section = Section {
         act("update", "Save", Method::PUT, "/api/v1/admin/tax-rates/{id}", TAX_FIELDS, SettingsWrite, After::Stay),
         danger("delete", "Remove", Method::DELETE, "/api/v1/admin/tax-rates/{id}", &[], SettingsWrite, After::List),
     ],
-    ..section("/admin/taxes", "Taxes", SettingsWrite, "/api/v1/admin/tax-rates", "id", &[
+    ..section(Menu::Settings, "/admin/taxes", "Taxes", SettingsWrite, "/api/v1/admin/tax-rates", "id", &[
         col("Name", "/name", Link),
         col("Country", "/country", Plain),
         col("Region", "/region", Plain),
@@ -435,7 +393,7 @@ const NOTIFICATIONS: Section = Section {
     record: Record::Api("/api/v1/admin/notifications/{id}"),
     row: &[act("retry", "Retry", Method::POST, "/api/v1/admin/notifications/{id}/retry", &[], CustomersWrite, After::Stay)],
     actions: &[act("retry", "Retry", Method::POST, "/api/v1/admin/notifications/{id}/retry", &[], CustomersWrite, After::Stay)],
-    ..section("/admin/notifications", "Notifications", CustomersRead, "/api/v1/admin/notifications?limit=50", "id", &[
+    ..section(Menu::Customers, "/admin/notifications", "Notifications", CustomersRead, "/api/v1/admin/notifications?limit=50", "id", &[
         col("Made", "/created_at", At),
         col("Channel", "/channel", Plain),
         col("To", "/recipient", Link),
@@ -451,7 +409,7 @@ const MAILBOX: Section = Section {
     filters: &[field("to", "To", Text), field("channel", "Channel", Choice(&["email", "sms"]))],
     record: Record::Api("/api/v1/admin/mailbox/{id}"),
     rendered: true,
-    ..section("/admin/mailbox", "Mailbox", CustomersRead, "/api/v1/admin/mailbox?limit=50", "id", &[
+    ..section(Menu::Customers, "/admin/mailbox", "Mailbox", CustomersRead, "/api/v1/admin/mailbox?limit=50", "id", &[
         col("Received", "/received_at", At),
         col("Channel", "/channel", Plain),
         col("To", "/to", Plain),
@@ -473,7 +431,7 @@ const TEMPLATES: Section = Section {
         act("save", "Save", Method::PUT, "/api/v1/admin/notification-templates/{id}", TEMPLATE_FIELDS, SettingsWrite, After::Stay),
         danger("reset", "Back to the shipped wording", Method::DELETE, "/api/v1/admin/notification-templates/{id}", &[], SettingsWrite, After::Stay),
     ],
-    ..section("/admin/templates", "Templates", SettingsWrite, "/api/v1/admin/notification-templates", "key", &[
+    ..section(Menu::Marketing, "/admin/templates", "Templates", SettingsWrite, "/api/v1/admin/notification-templates", "key", &[
         col("Message", "/key", Link),
         col("Channel", "/channel", Plain),
         col("About", "/description", Plain),
@@ -502,7 +460,7 @@ const WEBHOOKS: Section = Section {
         act("rotate", "New signing secret", Method::PATCH, "/api/v1/admin/webhooks/{id}", &[field("rotate_secret", "Rotate", Const("true"))], SettingsWrite, After::Stay),
         danger("delete", "Remove", Method::DELETE, "/api/v1/admin/webhooks/{id}", &[], SettingsWrite, After::List),
     ],
-    ..section("/admin/webhooks", "Webhooks", SettingsWrite, "/api/v1/admin/webhooks", "id", &[
+    ..section(Menu::Settings, "/admin/webhooks", "Webhooks", SettingsWrite, "/api/v1/admin/webhooks", "id", &[
         col("Address", "/url", Link),
         col("Events", "/event_types", Plain),
         col("Enabled", "/enabled", Flag),

@@ -193,3 +193,31 @@ async fn item_13_junk_parameters_do_not_grow_the_page_cache_past_its_budget() {
     let (entries, bytes) = site.page_cache_usage().unwrap();
     assert!(entries > 2 && bytes > 16 * 1024, "and it still keeps pages: {entries} kept, {bytes} bytes");
 }
+
+/// BREACH: a page for one person holds the visitor's form token and their
+/// data next to text the address chose (a console filter, a mailed link's
+/// token); it is never compressed, so its size tells an onlooker nothing.
+/// Shared pages still are.
+#[tokio::test]
+async fn pages_for_one_person_are_never_compressed() {
+    let shop = mug_shop(|_| {}).await;
+    let mut admin = staff_browser(&shop, "boss@example.com", Role::Admin).await;
+    admin.headers.push(("accept-encoding", "br, gzip".to_owned()));
+    for path in ["/admin/customers?q=csrf%3D", "/admin", "/account"] {
+        let (status, headers, body) = admin.request("GET", path, None).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        assert!(body.len() > 1000, "{path}: a page worth compressing");
+        assert!(headers.get("content-encoding").is_none(), "{path} was compressed");
+    }
+    let mut visitor = Browser::new(&shop);
+    visitor.headers.push(("accept-encoding", "gzip".to_owned()));
+    let (status, headers, body) = visitor.request("GET", "/account/reset-password?token=value%3D%22", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains(r#"name="csrf""#));
+    assert!(headers.get("content-encoding").is_none(), "the reset page was compressed");
+    // A shared page, for anyone, is.
+    use tower::ServiceExt as _;
+    let request = axum::http::Request::get("/search?q=mug").header("accept-encoding", "gzip").body(axum::body::Body::empty()).unwrap();
+    let response = shop.app.router().oneshot(request).await.unwrap();
+    assert_eq!(response.headers().get("content-encoding").and_then(|v| v.to_str().ok()), Some("gzip"));
+}

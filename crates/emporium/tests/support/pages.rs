@@ -127,6 +127,16 @@ impl<'a> Browser<'a> {
         panic!("too many redirects");
     }
 
+    /// Pays from the payment page `page` as its form does: `fields` and the
+    /// total the page showed (the only total the page will charge).
+    pub async fn pay(&mut self, page: &str, fields: &[(&str, &str)]) -> (StatusCode, String) {
+        let amount = between(page, r#"name="total_amount" id="total-amount" value=""#, "\"").to_owned();
+        let currency = between(page, r#"name="total_currency" id="total-currency" value=""#, "\"").to_owned();
+        let mut all = fields.to_vec();
+        all.extend([("total_amount", amount.as_str()), ("total_currency", currency.as_str())]);
+        self.submit(page, "/checkout/pay", &all).await
+    }
+
     /// Posts a form from `page` (its CSRF token added), following the redirect.
     pub async fn submit(&mut self, page: &str, action: &str, fields: &[(&str, &str)]) -> (StatusCode, String) {
         let csrf = between(page, r#"name="csrf" value=""#, "\"").to_owned();
@@ -167,7 +177,7 @@ pub async fn guest_order(shop: &Shop) -> (Browser<'_>, String) {
     let (_, pay) = browser.submit(&address, "/checkout/address", &[("email", "ada@example.com"), ("name", "Ada Lovelace"),
         ("line1", "1 Market St"), ("city", "San Francisco"), ("region", "CA"), ("postal_code", "94105"), ("country", "US")]).await;
     let method = between(&pay, r#"name="shipping_method" id="m1" value=""#, "\"").to_owned();
-    let (status, confirmation) = browser.submit(&pay, "/checkout/pay", &[("shipping_method", &method), ("token", "tok_visa")]).await;
+    let (status, confirmation) = browser.pay(&pay, &[("shipping_method", &method), ("token", "tok_visa")]).await;
     assert_eq!(status, StatusCode::OK, "{confirmation}");
     let (_, list) = shop.send("GET", "/api/v1/admin/orders", &shop.as_staff(), None).await;
     let id = list["data"][0]["id"].as_str().unwrap().to_owned();

@@ -163,10 +163,26 @@ impl Session<'_> {
         self.on_element(css, reqwest::Method::POST, "/click", Some(json!({}))).await;
     }
 
-    /// Types `text` into the field `css` (after clearing it).
+    /// Types `text` into the field `css` (after clearing it); a select (which
+    /// cannot be typed into) has the option of that value chosen instead.
     pub async fn fill(&self, css: &str, text: &str) {
+        let tag = self.on_element(css, reqwest::Method::GET, "/name", None).await;
+        if tag.as_str().is_some_and(|t| t.eq_ignore_ascii_case("select")) {
+            return self.choose(css, text).await;
+        }
         self.on_element(css, reqwest::Method::POST, "/clear", Some(json!({}))).await;
         self.on_element(css, reqwest::Method::POST, "/value", Some(json!({"text": text}))).await;
+    }
+
+    /// Chooses the option whose value is `value` in the select `css`, as a
+    /// person picking it would (the page sees `input` and `change`).
+    pub async fn choose(&self, css: &str, value: &str) {
+        let script = "const s = document.querySelector(arguments[0]); \
+            if (!s || !Array.from(s.options).some(o => o.value === arguments[1])) return false; \
+            s.value = arguments[1]; s.dispatchEvent(new Event('input', {bubbles: true})); s.dispatchEvent(new Event('change', {bubbles: true})); return true;";
+        self.find(css).await;
+        let chosen = self.execute(script, json!([css, value])).await;
+        assert_eq!(chosen, true, "{css} has no option {value}");
     }
 
     /// Chooses `path` in the file field `css`.
@@ -238,5 +254,46 @@ impl Session<'_> {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/screenshots");
         let _ = std::fs::create_dir_all(&dir);
         let _ = std::fs::write(dir.join(format!("{name}.png")), bytes);
+    }
+
+    /// Saves a PNG of the whole page (down to `max_height` CSS pixels, at
+    /// the window's width) to `path`, creating its folder; the window alone
+    /// when the browser cannot capture beyond it.
+    pub async fn page_screenshot(&self, path: &std::path::Path, max_height: u32) {
+        use base64::Engine;
+        let size = self.execute("return [window.innerWidth, document.documentElement.scrollHeight];", json!([])).await;
+        let (width, height) = (size[0].as_u64().unwrap_or(0), size[1].as_u64().unwrap_or(0).min(u64::from(max_height)));
+        let params = json!({"cmd": "Page.captureScreenshot", "params": {"format": "png", "captureBeyondViewport": true,
+            "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1}}});
+        let png = match self.driver.try_call(reqwest::Method::POST, &format!("/session/{}/goog/cdp/execute", self.id), Some(params)).await {
+            Ok(v) if v["data"].is_string() => v["data"].clone(),
+            _ => self.get("/screenshot").await,
+        };
+        let bytes = base64::engine::general_purpose::STANDARD.decode(png.as_str().unwrap_or_default()).unwrap_or_else(|e| panic!("a screenshot that is not base64: {e}"));
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        }
+        std::fs::write(path, bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+
+    /// Runs `script` like [`Session::execute`], or says why it could not
+    /// (a page still loading, a script error).
+    pub async fn try_execute(&self, script: &str, args: Value) -> Result<Value, String> {
+        self.driver.try_call(reqwest::Method::POST, &format!("/session/{}/execute/sync", self.id), Some(json!({"script": script, "args": args}))).await
+    }
+
+    /// Waits (up to 5 s) until the address, without its query, ends with
+    /// none of `paths`: the page has moved on. The address reached.
+    pub async fn wait_away_from(&self, paths: &[&str]) -> String {
+        let mut url = String::new();
+        for _ in 0..50 {
+            url = self.url().await;
+            let here = url.split(['?', '#']).next().unwrap_or_default();
+            if !paths.iter().any(|p| here.ends_with(p)) {
+                return url;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("still at {url}");
     }
 }

@@ -11,7 +11,7 @@ use futures::StreamExt;
 use kernel::Envelope;
 use tokio_util::sync::CancellationToken;
 
-use super::{BusError, EventBus, EventHandler};
+use super::{BusError, EventBus, EventHandler, Position};
 
 /// How long the server waits for an ack before redelivering.
 const ACK_WAIT: Duration = Duration::from_secs(30);
@@ -50,6 +50,30 @@ impl JetStreamBus {
             .await
             .map_err(|e| unavailable(&e))?;
         Ok(Self { client, js, stream, subject_prefix: subject_prefix.to_owned() })
+    }
+
+    /// Connects as the bus does and asks about JetStream and the stream,
+    /// changing nothing (`emporium doctor`): what it found, in a few words.
+    pub async fn probe(url: &str, stream_name: &str) -> Result<String, BusError> {
+        let client = async_nats::ConnectOptions::new()
+            .connection_timeout(Duration::from_secs(5))
+            .name("emporium-doctor")
+            .connect(url)
+            .await
+            .map_err(|e| BusError::Unavailable(e.to_string()))?;
+        let js = jetstream::new(client.clone());
+        let found = match js.get_stream(stream_name).await {
+            Ok(stream) => match stream.get_info().await {
+                Ok(info) => Ok(format!("JetStream on; the stream {stream_name} holds {} events", info.state.messages)),
+                Err(e) => Err(BusError::Unavailable(format!("the stream {stream_name}: {e}"))),
+            },
+            Err(e) if matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(j) if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) => {
+                Ok(format!("JetStream on; the stream {stream_name} is made at the first start"))
+            }
+            Err(e) => Err(BusError::Unavailable(format!("the server answers but JetStream does not ({e}); start nats-server with -js"))),
+        };
+        let _ = client.drain().await;
+        found
     }
 
     fn subject(&self, event_type: &str) -> String {
@@ -147,6 +171,22 @@ impl EventBus for JetStreamBus {
             .await
             .map_err(|_| BusError::Unavailable("flush timed out".into()))?
             .map_err(|e| BusError::Unavailable(e.to_string()))
+    }
+
+    async fn head(&self) -> Result<u64, BusError> {
+        let info = tokio::time::timeout(Duration::from_secs(2), self.stream.get_info())
+            .await
+            .map_err(|_| BusError::Unavailable("no answer about the stream within 2 s".into()))?
+            .map_err(|e| BusError::Unavailable(format!("the stream: {e}")))?;
+        Ok(info.state.last_sequence)
+    }
+
+    async fn position(&self, consumer: &str) -> Result<Position, BusError> {
+        let info = tokio::time::timeout(Duration::from_secs(2), self.stream.consumer_info(consumer))
+            .await
+            .map_err(|_| BusError::Unavailable(format!("no answer about the consumer {consumer} within 2 s")))?
+            .map_err(|e| BusError::Unavailable(format!("the consumer {consumer}: {e}")))?;
+        Ok(Position { applied_through: info.ack_floor.stream_sequence, in_flight: info.num_ack_pending as u64, waiting: info.num_pending })
     }
 
     fn kind(&self) -> &'static str {

@@ -51,6 +51,32 @@ pub struct PerProcess {
     pub event_type: &'static str,
 }
 
+/// How far a consumer has got in the stream (see [`EventBus::position`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Position {
+    /// Every event up to this stream position has been applied (JetStream:
+    /// the consumer's ack floor).
+    pub applied_through: u64,
+    /// Events handed to the consumer and not yet applied (a failing one
+    /// stays here while it is offered again).
+    pub in_flight: u64,
+    /// Events not yet handed to the consumer.
+    pub waiting: u64,
+}
+
+impl Position {
+    /// Whether everything up to the stream position `mark` has been applied.
+    pub fn reached(&self, mark: u64) -> bool {
+        self.applied_through >= mark || (self.in_flight == 0 && self.waiting == 0)
+    }
+}
+
+impl std::fmt::Display for Position {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "applied through {}, {} in flight, {} waiting", self.applied_through, self.in_flight, self.waiting)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
     #[error("cannot reach the event bus: {0}")]
@@ -80,6 +106,21 @@ pub trait EventBus: Send + Sync + 'static {
     /// Whether the transport is reachable, for `/readyz`.
     async fn check(&self) -> Result<(), BusError>;
 
+    /// Where the stream of events ends now: the position of the last event
+    /// published (0 when none). A process notes it at start and is caught
+    /// up once its consumer has applied everything up to it
+    /// ([`Position::reached`]); what is published later does not count.
+    /// A transport that keeps no positions is always caught up.
+    async fn head(&self) -> Result<u64, BusError> {
+        Ok(0)
+    }
+
+    /// How far the consumer named `consumer` has got in the stream.
+    async fn position(&self, consumer: &str) -> Result<Position, BusError> {
+        let _ = consumer;
+        Ok(Position::default())
+    }
+
     /// A short name for logs and readiness output.
     fn kind(&self) -> &'static str;
 
@@ -98,3 +139,22 @@ pub async fn connect(config: &NatsConfig) -> Result<Arc<dyn EventBus>, BusError>
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::Position;
+
+    #[test]
+    fn a_position_reaches_the_mark_by_its_floor_or_by_having_nothing_left() {
+        let at = |applied_through, in_flight, waiting| Position { applied_through, in_flight, waiting };
+        // Events published after the mark keep the consumer busy: still caught up.
+        assert!(at(10, 3, 50).reached(10));
+        assert!(at(12, 0, 1).reached(10));
+        // A failing event before the mark holds the floor back.
+        assert!(!at(9, 1, 0).reached(10));
+        assert!(!at(4, 0, 6).reached(10));
+        // Nothing left at all (the tail of the stream filtered away).
+        assert!(at(7, 0, 0).reached(10));
+        assert!(at(0, 0, 0).reached(0));
+    }
+}
