@@ -7,7 +7,6 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::http::StatusCode;
@@ -35,10 +34,7 @@ async fn served_shop() -> (Shop, String) {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let router = shop.app.router();
-    tokio::spawn(async move { axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>()).await });
+    let base = shop.serve().await;
     (shop, base)
 }
 
@@ -152,11 +148,7 @@ async fn a_catalog_manager_adds_a_product_with_two_variants_and_a_picture_that_s
     std::fs::write(&picture, catalog::media::placeholder(120, 600).unwrap()).unwrap();
     let window = driver.session(1280, 900).await;
 
-    window.goto(&format!("{base}/account/sign-in")).await;
-    window.fill("#email", "cm@example.com").await;
-    window.fill("#password", "a long passphrase").await;
-    window.click("form.stack button[type=submit]").await;
-    window.wait_url("/admin").await; // staff land on the console
+    window.sign_in(&base, "cm@example.com", "/admin").await; // staff land on the console
     window.goto(&format!("{base}/admin")).await;
     let nav = window.text("header nav").await;
     assert!(nav.contains("Products") && !nav.contains("Orders"), "a catalog manager's console: {nav}");
@@ -194,17 +186,6 @@ async fn a_catalog_manager_adds_a_product_with_two_variants_and_a_picture_that_s
     window.quit().await;
 }
 
-
-/// Signs in at `/account/sign-in` with the shared test password, landing
-/// on `lands` (a customer's account, or the console for staff).
-async fn sign_in(window: &Session<'_>, base: &str, email: &str, lands: &str) {
-    window.goto(&format!("{base}/account/sign-in")).await;
-    window.fill("#email", email).await;
-    window.fill("#password", "a long passphrase").await;
-    window.click("form.stack button[type=submit]").await;
-    window.wait_url(lands).await;
-}
-
 #[tokio::test]
 async fn a_shopper_with_two_step_sign_in_follows_the_order_an_order_manager_ships() {
     let Some(driver) = Driver::start().await else { return };
@@ -226,7 +207,7 @@ async fn a_shopper_with_two_step_sign_in_follows_the_order_an_order_manager_ship
     shopper.click("form.stack button[type=submit]").await;
     shopper.wait_text("main", "Your email address is confirmed.").await;
     // Signing up and confirming do not sign in: she signs in now.
-    sign_in(&shopper, &base, "grace@example.com", "/account").await;
+    shopper.sign_in(&base, "grace@example.com", "/account").await;
 
     // Two-step sign-in: the QR code is drawn in the page; the key beside it gives the first code.
     shopper.goto(&format!("{base}/account/security")).await;
@@ -263,10 +244,7 @@ async fn a_shopper_with_two_step_sign_in_follows_the_order_an_order_manager_ship
     shopper.goto(&format!("{base}/account")).await;
     shopper.click("form[action='/account/sign-out'] button").await;
     shopper.wait_title("Emporium").await;
-    shopper.goto(&format!("{base}/account/sign-in")).await;
-    shopper.fill("#email", "grace@example.com").await;
-    shopper.fill("#password", "a long passphrase").await;
-    shopper.click("form.stack button[type=submit]").await;
+    shopper.send_sign_in(&base, "grace@example.com").await;
     shopper.wait_text("main", "Enter the code from your authenticator app.").await;
     shopper.fill("#password", "a long passphrase").await;
     shopper.fill("#totp_code", &platform::testing::totp(&secret, now + 30)).await;
@@ -281,7 +259,7 @@ async fn a_shopper_with_two_step_sign_in_follows_the_order_an_order_manager_ship
 
     // An order manager ships it with a tracking number.
     let manager = driver.session(1280, 900).await;
-    sign_in(&manager, &base, "orders@example.com", "/admin").await;
+    manager.sign_in(&base, "orders@example.com", "/admin").await;
     manager.goto(&format!("{base}/admin")).await;
     manager.wait_text("main", "to fulfil").await;
     manager.screenshot("desktop-admin-dashboard").await;
@@ -298,14 +276,8 @@ async fn a_shopper_with_two_step_sign_in_follows_the_order_an_order_manager_ship
 
     // The console works on a phone too: nothing wider than the screen.
     let phone = driver.session(390, 844).await;
-    sign_in(&phone, &base, "orders@example.com", "/admin").await;
-    for (name, path) in [("dashboard", "/admin".to_owned()), ("orders", "/admin/orders".to_owned()), ("order", format!("/admin{order_path}")), ("inventory", "/admin/inventory".to_owned())] {
-        phone.goto(&format!("{base}{path}")).await;
-        phone.wait_text("main h1", "").await;
-        let overflow = phone.execute("return document.documentElement.scrollWidth - document.documentElement.clientWidth;", json!([])).await;
-        phone.screenshot(&format!("phone-admin-{name}")).await;
-        assert_eq!(overflow, 0, "the console's {name} page is wider than the phone");
-    }
+    phone.sign_in(&base, "orders@example.com", "/admin").await;
+    phone.console_pages_fit(&base, &[("dashboard", "/admin".to_owned()), ("orders", "/admin/orders".to_owned()), ("order", format!("/admin{order_path}")), ("inventory", "/admin/inventory".to_owned())]).await;
     phone.quit().await;
 
     // The customer's order page shows the parcel and its tracking link.
@@ -318,7 +290,7 @@ async fn a_shopper_with_two_step_sign_in_follows_the_order_an_order_manager_ship
 
     // A catalog manager has no orders in the console.
     let catalog = driver.session(1280, 900).await;
-    sign_in(&catalog, &base, "catalog@example.com", "/admin").await;
+    catalog.sign_in(&base, "catalog@example.com", "/admin").await;
     catalog.goto(&format!("{base}/admin")).await;
     let nav = catalog.text("header nav").await;
     assert!(nav.contains("Products") && !nav.contains("Orders"), "{nav}");

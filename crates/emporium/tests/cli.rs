@@ -1,38 +1,23 @@
 //! The `emporium` command as an operator uses it.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
+mod support;
+
 use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use platform::testing::Sandbox;
-
-fn emporium(sandbox: &Sandbox) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_emporium"));
-    cmd.current_dir(sandbox.dir.path())
-        .env_remove("EMPORIUM_DATABASE_URL")
-        .env_remove("EMPORIUM_NATS_URL")
-        .env_remove("EMPORIUM_REDIS_URL")
-        .env("EMPORIUM_DATA_DIR", sandbox.data_dir())
-        .env("EMPORIUM_LOG", "info");
-    if let Some(url) = &sandbox.database_url {
-        cmd.env("EMPORIUM_DATABASE_URL", url);
-    }
-    cmd
-}
-
-fn text(output: &Output) -> (String, String) {
-    (String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
-}
+use support::{emporium_command, output_text};
 
 #[tokio::test]
 async fn version_and_help() {
     let sandbox = Sandbox::new().await;
-    let out = emporium(&sandbox).arg("--version").output().unwrap();
+    let out = emporium_command(&sandbox).arg("--version").output().unwrap();
     assert!(out.status.success());
-    assert_eq!(text(&out).0.trim(), format!("emporium {}", env!("CARGO_PKG_VERSION")));
-    let out = emporium(&sandbox).args(["serve", "--help"]).output().unwrap();
-    let help = text(&out).0;
+    assert_eq!(output_text(&out).0.trim(), format!("emporium {}", env!("CARGO_PKG_VERSION")));
+    let out = emporium_command(&sandbox).args(["serve", "--help"]).output().unwrap();
+    let help = output_text(&out).0;
     for flag in ["--bind", "--data-dir", "--services", "--demo"] {
         assert!(help.contains(flag), "{flag} missing from:\n{help}");
     }
@@ -42,14 +27,14 @@ async fn version_and_help() {
 async fn config_shows_the_effective_values_with_secrets_masked() {
     let sandbox = Sandbox::new().await;
     std::fs::write(sandbox.dir.path().join("emporium.toml"), "[outbox]\nbatch_size = 42\n").unwrap();
-    let out = emporium(&sandbox)
+    let out = emporium_command(&sandbox)
         .arg("config")
         .env("EMPORIUM_DATABASE_URL", "postgres://shop:hunter2@db.internal/shop")
         .env("EMPORIUM_REDIS_URL", "redis://:redispass@cache:6379")
         .env("EMPORIUM_BIND", "0.0.0.0:9090")
         .output()
         .unwrap();
-    let (stdout, stderr) = text(&out);
+    let (stdout, stderr) = output_text(&out);
     assert!(out.status.success(), "{stderr}");
     assert!(stdout.contains("bind = \"0.0.0.0:9090\""), "{stdout}");
     assert!(stdout.contains("batch_size = 42"), "the file in the working folder is read: {stdout}");
@@ -66,26 +51,26 @@ async fn a_bad_value_stops_start_up_naming_its_key() {
         ("EMPORIUM_NATS_URL", "http://nats", "nats.url"),
         ("EMPORIUM_SERVICES", "catalog,warehouse", "services"),
     ] {
-        let out = emporium(&sandbox).arg("serve").env(var, value).output().unwrap();
-        let (_, stderr) = text(&out);
+        let out = emporium_command(&sandbox).arg("serve").env(var, value).output().unwrap();
+        let (_, stderr) = output_text(&out);
         assert_eq!(out.status.code(), Some(2), "{var}={value}: {stderr}");
         assert!(stderr.contains(key), "{var}={value} should name `{key}`: {stderr}");
     }
-    let out = emporium(&sandbox).args(["--config", "missing.toml", "config"]).output().unwrap();
+    let out = emporium_command(&sandbox).args(["--config", "missing.toml", "config"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out).1.contains("missing.toml"));
+    assert!(output_text(&out).1.contains("missing.toml"));
 }
 
 #[tokio::test]
 async fn migrate_is_safe_twice_and_from_two_processes_at_once() {
     let sandbox = Sandbox::new().await;
     let children: Vec<_> = (0..2)
-        .map(|_| emporium(&sandbox).arg("migrate").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap())
+        .map(|_| emporium_command(&sandbox).arg("migrate").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap())
         .collect();
     let mut applied = 0;
     for child in children {
         let out = child.wait_with_output().unwrap();
-        let (stdout, stderr) = text(&out);
+        let (stdout, stderr) = output_text(&out);
         assert!(out.status.success(), "{stdout}\n{stderr}");
         applied += stdout.lines().filter(|l| l.starts_with("applied ")).count();
     }
@@ -94,15 +79,15 @@ async fn migrate_is_safe_twice_and_from_two_processes_at_once() {
         .map(|s| platform::migrate::PLATFORM.sqlite.len() + s.migrations.sqlite.len())
         .sum();
     assert_eq!(applied, expected, "each service's migrations applied once");
-    let out = emporium(&sandbox).arg("migrate").output().unwrap();
+    let out = emporium_command(&sandbox).arg("migrate").output().unwrap();
     assert!(out.status.success());
-    assert_eq!(text(&out).0.trim(), "migrations: nothing to apply");
+    assert_eq!(output_text(&out).0.trim(), "migrations: nothing to apply");
 }
 
 /// Starts `emporium serve` for `services` on a free port; returns the child
 /// (its stderr piped) and the address it printed.
 fn serve(sandbox: &Sandbox, services: &str) -> (std::process::Child, String) {
-    spawn_server(emporium(sandbox).args(["serve", "--bind", "127.0.0.1:0", "--services", services]).stderr(Stdio::piped()))
+    spawn_server(emporium_command(sandbox).args(["serve", "--bind", "127.0.0.1:0", "--services", services]).stderr(Stdio::piped()))
 }
 
 /// Spawns a prepared `serve` command and reads the address it prints.
@@ -178,7 +163,7 @@ async fn the_first_admin_is_created_from_the_command_line_while_the_server_runs(
     let logs = server.stderr.take().unwrap();
     std::thread::spawn(move || std::io::copy(&mut BufReader::new(logs), &mut std::io::sink()));
 
-    let mut create = emporium(&sandbox)
+    let mut create = emporium_command(&sandbox)
         .args(["users", "create", "--email", "root@example.com", "--role", "admin", "--password-stdin"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -187,18 +172,18 @@ async fn the_first_admin_is_created_from_the_command_line_while_the_server_runs(
         .unwrap();
     create.stdin.take().unwrap().write_all(b"an operator passphrase\n").unwrap();
     let out = create.wait_with_output().unwrap();
-    assert!(out.status.success(), "{:?}", text(&out));
-    assert!(text(&out).0.starts_with("created usr_"), "{}", text(&out).0);
+    assert!(out.status.success(), "{:?}", output_text(&out));
+    assert!(output_text(&out).0.starts_with("created usr_"), "{}", output_text(&out).0);
 
-    let again = emporium(&sandbox)
+    let again = emporium_command(&sandbox)
         .args(["users", "create", "--email", "ROOT@example.com", "--role", "admin"])
         .output()
         .unwrap();
     assert_eq!(again.status.code(), Some(2));
-    assert!(text(&again).1.contains("exists"), "{}", text(&again).1);
-    let generated = emporium(&sandbox).args(["users", "create", "--email", "ops@example.com", "--role", "support"]).output().unwrap();
-    assert!(text(&generated).0.contains("password: "), "a password is generated and shown once");
-    let bad_role = emporium(&sandbox).args(["users", "create", "--email", "x@example.com", "--role", "wizard"]).output().unwrap();
+    assert!(output_text(&again).1.contains("exists"), "{}", output_text(&again).1);
+    let generated = emporium_command(&sandbox).args(["users", "create", "--email", "ops@example.com", "--role", "support"]).output().unwrap();
+    assert!(output_text(&generated).0.contains("password: "), "a password is generated and shown once");
+    let bad_role = emporium_command(&sandbox).args(["users", "create", "--email", "x@example.com", "--role", "wizard"]).output().unwrap();
     assert_eq!(bad_role.status.code(), Some(2));
 
     let (status, body) = http(&addr, "POST", "/api/v1/auth/login", None, Some(r#"{"email":"root@example.com","password":"an operator passphrase"}"#));
@@ -207,8 +192,8 @@ async fn the_first_admin_is_created_from_the_command_line_while_the_server_runs(
     let (status, body) = http(&addr, "GET", "/api/v1/admin/users", Some(&token), None);
     assert!(status.contains("200"), "{status} {body}");
 
-    let rotated = emporium(&sandbox).args(["keys", "rotate"]).output().unwrap();
-    assert!(rotated.status.success() && text(&rotated).0.starts_with("new signing key"), "{:?}", text(&rotated));
+    let rotated = emporium_command(&sandbox).args(["keys", "rotate"]).output().unwrap();
+    assert!(rotated.status.success() && output_text(&rotated).0.starts_with("new signing key"), "{:?}", output_text(&rotated));
     let (status, _) = http(&addr, "GET", "/api/v1/me", Some(&token), None);
     assert!(status.contains("200"), "tokens from the old key still verify: {status}");
 
@@ -221,28 +206,28 @@ async fn products_import_and_export_from_the_command_line() {
     let sandbox = Sandbox::new().await;
     let file = sandbox.dir.path().join("shopify.csv");
     std::fs::write(&file, include_bytes!("../../catalog/tests/fixtures/shopify_products.csv")).unwrap();
-    let out = emporium(&sandbox).args(["import", "products"]).arg(&file).output().unwrap();
-    let (stdout, stderr) = text(&out);
+    let out = emporium_command(&sandbox).args(["import", "products"]).arg(&file).output().unwrap();
+    let (stdout, stderr) = output_text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("13 rows: 4 products created, 0 updated"), "{stdout}");
     assert!(stdout.contains("line 5 (ocean-blue-shirt) [Variant Price]: `fifty` is not an amount in USD"), "{stdout}");
     assert!(stdout.contains("7 rows skipped"), "{stdout}");
 
-    let again = emporium(&sandbox).args(["import", "products"]).arg(&file).output().unwrap();
-    assert!(text(&again).0.contains("0 products created, 4 updated"), "{}", text(&again).0);
+    let again = emporium_command(&sandbox).args(["import", "products"]).arg(&file).output().unwrap();
+    assert!(output_text(&again).0.contains("0 products created, 4 updated"), "{}", output_text(&again).0);
 
     let exported = sandbox.dir.path().join("out.csv");
-    let out = emporium(&sandbox).args(["export", "products"]).arg(&exported).output().unwrap();
-    assert!(out.status.success(), "{:?}", text(&out));
-    assert!(text(&out).0.contains("exported 4 products"));
+    let out = emporium_command(&sandbox).args(["export", "products"]).arg(&exported).output().unwrap();
+    assert!(out.status.success(), "{:?}", output_text(&out));
+    assert!(output_text(&out).0.contains("exported 4 products"));
     let csv = std::fs::read_to_string(&exported).unwrap();
     assert!(csv.starts_with("Handle,Title,Body (HTML),Vendor"), "{csv}");
     assert!(csv.contains("ocean-blue-shirt,Ocean Blue Shirt"), "{csv}");
 
-    let out = emporium(&sandbox).args(["import", "products", "missing.csv"]).output().unwrap();
+    let out = emporium_command(&sandbox).args(["import", "products", "missing.csv"]).output().unwrap();
     assert!(!out.status.success());
-    assert!(text(&out).1.contains("missing.csv"), "{:?}", text(&out));
-    let out = emporium(&sandbox).args(["export", "products", "x.csv", "--currency", "dollars"]).output().unwrap();
+    assert!(output_text(&out).1.contains("missing.csv"), "{:?}", output_text(&out));
+    let out = emporium_command(&sandbox).args(["export", "products", "x.csv", "--currency", "dollars"]).output().unwrap();
     assert!(!out.status.success());
 }
 
@@ -271,7 +256,7 @@ fn demo_cart(addr: &str, sku: &str) -> (String, String) {
 
 fn serve_demo(sandbox: &Sandbox, fault: Option<&str>) -> (std::process::Child, String) {
     spawn_server(
-        emporium(sandbox)
+        emporium_command(sandbox)
             .args(["serve", "--demo", "--bind", "127.0.0.1:0"])
             .env("EMPORIUM_ORDERS_RECONCILE_AFTER_SECS", "1")
             .env("EMPORIUM_FAULT_POINT", fault.unwrap_or(""))
@@ -331,8 +316,8 @@ async fn a_checkout_cut_short_by_a_crash_is_finished_after_restart() {
 #[tokio::test]
 async fn the_search_index_is_rebuilt_from_the_command_line_while_the_server_serves() {
     let sandbox = Sandbox::new().await;
-    let seeded = emporium(&sandbox).args(["seed", "--demo"]).output().unwrap();
-    assert!(seeded.status.success(), "{:?}", text(&seeded));
+    let seeded = emporium_command(&sandbox).args(["seed", "--demo"]).output().unwrap();
+    assert!(seeded.status.success(), "{:?}", output_text(&seeded));
     let (mut server, addr) = serve(&sandbox, "catalog,search");
     let logs = server.stderr.take().unwrap();
     std::thread::spawn(move || std::io::copy(&mut BufReader::new(logs), &mut std::io::stderr()));
@@ -347,8 +332,8 @@ async fn the_search_index_is_rebuilt_from_the_command_line_while_the_server_serv
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(count(&addr), 240, "built at start");
-    let out = emporium(&sandbox).args(["search", "reindex"]).output().unwrap();
-    let (stdout, stderr) = text(&out);
+    let out = emporium_command(&sandbox).args(["search", "reindex"]).output().unwrap();
+    let (stdout, stderr) = output_text(&out);
     assert!(out.status.success(), "{stderr}");
     assert!(stdout.contains("indexed 240 products"), "{stdout}");
     for _ in 0..30 {
@@ -364,8 +349,8 @@ async fn the_search_index_is_rebuilt_from_the_command_line_while_the_server_serv
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(folders(), 1, "the old index is gone once the server switched");
-    let out = emporium(&sandbox).args(["search", "rebuild-recommendations"]).output().unwrap();
-    assert!(out.status.success() && text(&out).0.contains("recounted the statistics of 0 orders"), "{:?}", text(&out));
+    let out = emporium_command(&sandbox).args(["search", "rebuild-recommendations"]).output().unwrap();
+    assert!(out.status.success() && output_text(&out).0.contains("recounted the statistics of 0 orders"), "{:?}", output_text(&out));
     Command::new("kill").args(["-TERM", &server.id().to_string()]).status().unwrap();
     assert!(server.wait().unwrap().success());
 }

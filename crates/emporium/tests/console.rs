@@ -7,14 +7,11 @@
 
 mod support;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
+use axum::http::StatusCode;
 use kernel::auth::Role;
 use serde_json::json;
 use support::Shop;
-use support::pages::{Browser, between, create, guest_order, staff_browser, stock};
-use tower::ServiceExt;
+use support::pages::{between, create, guest_order, staff_browser, stock};
 
 async fn full_shop() -> Shop {
     Shop::with(|c| c.services.extend(["search".to_owned(), "notify".to_owned()])).await
@@ -244,32 +241,6 @@ async fn an_order_is_noted_and_refunded_from_its_page_and_a_refused_cancel_says_
     assert_eq!(api["status"], "partially_refunded");
 }
 
-/// A file posted as a browser posts it (`multipart/form-data`).
-async fn upload(browser: &mut Browser<'_>, path: &str, fields: &[(&str, &str)], file: (&str, &str, &[u8])) -> (StatusCode, String) {
-    let boundary = "emporium-test-boundary";
-    let mut body = Vec::new();
-    for (name, value) in fields {
-        body.extend(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").bytes());
-    }
-    let (name, file_name, bytes) = file;
-    let kind = if file_name.ends_with(".png") { "image/png" } else { "text/csv" };
-    body.extend(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{file_name}\"\r\nContent-Type: {kind}\r\n\r\n").bytes());
-    body.extend_from_slice(bytes);
-    body.extend(format!("\r\n--{boundary}--\r\n").bytes());
-    let jar: Vec<String> = browser.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let request = Request::builder()
-        .method("POST")
-        .uri(path)
-        .header("cookie", jar.join("; "))
-        .header("content-type", format!("multipart/form-data; boundary={boundary}"))
-        .body(Body::from(body))
-        .unwrap();
-    let response = browser.shop.app.router().oneshot(request).await.unwrap();
-    let status = response.status();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8(bytes.to_vec()).unwrap())
-}
-
 #[tokio::test]
 async fn a_shopify_csv_is_imported_with_a_report_of_each_refused_row_and_exported_again() {
     let shop = full_shop().await;
@@ -278,9 +249,9 @@ async fn a_shopify_csv_is_imported_with_a_report_of_each_refused_row_and_exporte
     let csrf = between(&form, r#"name="csrf" value=""#, "\"").to_owned();
     let csv = include_bytes!("../../catalog/tests/fixtures/shopify_products.csv");
 
-    let (status, _) = upload(&mut admin, "/admin/products/import", &[("csrf", "forged"), ("currency", "USD")], ("file", "products.csv", csv)).await;
+    let (status, _, _) = admin.post_multipart("/admin/products/import", &[("csrf", "forged"), ("currency", "USD")], Some(("file", "products.csv", csv))).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "no import without the form's token");
-    let (status, report) = upload(&mut admin, "/admin/products/import", &[("csrf", &csrf), ("currency", "USD")], ("file", "products.csv", csv)).await;
+    let (status, _, report) = admin.post_multipart("/admin/products/import", &[("csrf", &csrf), ("currency", "USD")], Some(("file", "products.csv", csv))).await;
     assert_eq!(status, StatusCode::OK, "{report}");
     assert!(report.contains("13 rows read: 4 products made, 0 updated;") && report.contains("7 rows refused."), "{report}");
     let refused = between(&report, "<tbody>", "</tbody>");
@@ -354,11 +325,11 @@ async fn a_product_s_pictures_are_uploaded_described_ordered_and_removed() {
     let csrf = between(&page, r#"name="csrf" value=""#, "\"").to_owned();
 
     let png = catalog::media::placeholder(120, 600).unwrap();
-    let (status, refused) = upload(&mut admin, &pictures, &[("csrf", &csrf), ("alt", "Not a picture")], ("image", "apron.png", b"plain text")).await;
+    let (status, _, refused) = admin.post_multipart(&pictures, &[("csrf", &csrf), ("alt", "Not a picture")], Some(("image", "apron.png", b"plain text"))).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
     assert!(alert(&refused).len() > 3, "the catalog's reason: {refused}");
     for alt in ["A sand apron, folded", "The apron, worn"] {
-        let (status, _) = upload(&mut admin, &pictures, &[("csrf", &csrf), ("alt", alt)], ("image", "apron.png", &png)).await;
+        let (status, _, _) = admin.post_multipart(&pictures, &[("csrf", &csrf), ("alt", alt)], Some(("image", "apron.png", &png))).await;
         assert_eq!(status, StatusCode::SEE_OTHER);
     }
     let (_, page) = admin.get(&format!("{pictures}?done=added")).await;

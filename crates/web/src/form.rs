@@ -33,6 +33,9 @@ pub(crate) struct FormFailed {
     pub field: Option<String>,
     /// The page the form was on, as its hidden [`FROM`] field said.
     pub from: Option<String>,
+    /// The form's CSRF token as posted (empty when it had none): only a
+    /// form of the visitor's own page has that page drawn again.
+    pub csrf: String,
 }
 
 impl<T, S> FromRequest<S> for Form<T>
@@ -64,8 +67,9 @@ where
         let (missing, field) = problem(&text);
         let pairs = axum::Form::<Vec<(String, String)>>::from_request(posted(bytes), &()).await.map(|f| f.0).unwrap_or_default();
         let from = pairs.iter().find(|(k, _)| k == FROM).map(|(_, v)| v.clone()).filter(|p| own_path(p));
+        let csrf = pairs.iter().find(|(k, _)| k == "csrf").map(|(_, v)| v.clone()).unwrap_or_default();
         let mut response = PageError(StatusCode::UNPROCESSABLE_ENTITY, message_for(missing, field.as_deref())).into_response();
-        response.extensions_mut().insert(FormFailed { field, from });
+        response.extensions_mut().insert(FormFailed { field, from, csrf });
         Err(response)
     }
 }
@@ -142,15 +146,17 @@ pub(crate) struct Failure(pub String);
 
 /// Draws every error page with the shop's name; a form that failed on a
 /// product page (its `from` field) draws that page again, the message at
-/// the form.
+/// the form — when it carries the visitor's CSRF token, so that a post
+/// from anywhere else costs no look-ups of the product.
 pub async fn error_pages(State(site): State<Site>, request: Request, next: Next) -> Response {
     // Only a posted form's failure draws its page again, with the visitor's cookies.
     let headers: Option<HeaderMap> = (request.method() == Method::POST).then(|| request.headers().clone());
     let response = next.run(request).await;
     let Some(Failure(message)) = response.extensions().get::<Failure>().cloned() else { return response };
     let failed = response.extensions().get::<FormFailed>().cloned();
-    if let Some(FormFailed { field, from: Some(from) }) = &failed
+    if let Some(FormFailed { field, from: Some(from), csrf }) = &failed
         && let Some(headers) = &headers
+        && crate::session::csrf_ok(headers, csrf)
     {
         let message = if field.as_deref() == Some("sku") { None } else { Some(message.clone()) };
         if let Some(page) = page_again(&site, headers, from, response.status(), message).await {

@@ -1,10 +1,13 @@
-//! What the black-box tests share: one request through a router, and a
-//! signed-in user of any role.
+//! What the black-box tests share: one request through a router, a
+//! signed-in user of any role, the shop on a real port, and the `emporium`
+//! binary as an operator runs it.
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)] // tests fail loudly; not every test file uses all
 
 pub mod pages;
 pub mod webdriver;
 
+use std::net::SocketAddr;
+use std::process::{Command, Output};
 use std::sync::Arc;
 
 use platform::on_db;
@@ -38,6 +41,9 @@ pub async fn call(app: &App, method: &str, path: &str, headers: &[(&str, String)
     (status, headers, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
 }
 
+/// The password every user the tests create signs in with.
+pub const PASSWORD: &str = "a long passphrase";
+
 /// Creates a user with `role` (as an operator would) and signs them in:
 /// their access token.
 pub async fn signed_in(app: &App, config: &Arc<kernel::config::Config>, email: &str, role: Role) -> String {
@@ -50,8 +56,8 @@ pub async fn signed_in(app: &App, config: &Arc<kernel::config::Config>, email: &
         ports: Default::default(),
     };
     let auth = auth::open(&ctx).unwrap();
-    auth::admin::create_user(&auth, email, "Person", "a long passphrase", &[role]).await.unwrap();
-    let login = json!({"email": email, "password": "a long passphrase"});
+    auth::admin::create_user(&auth, email, "Person", PASSWORD, &[role]).await.unwrap();
+    let login = json!({"email": email, "password": PASSWORD});
     let (_, _, body) = call(app, "POST", "/api/v1/auth/login", &[], Some(login)).await;
     body["access_token"].as_str().unwrap().to_owned()
 }
@@ -105,6 +111,17 @@ impl Shop {
             "country": "US", "region": "CA", "name": "California", "rate_bp": 725, "shipping_taxable": false}))).await;
         assert_eq!(s, StatusCode::CREATED);
         shop
+    }
+
+    /// The shop on a real loopback port, each request knowing its
+    /// connection's address as in `emporium serve`: its base URL
+    /// (`http://127.0.0.1:…`).
+    pub async fn serve(&self) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let router = self.app.router();
+        tokio::spawn(async move { axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>()).await });
+        base
     }
 
     pub fn as_staff(&self) -> Who {
@@ -183,6 +200,28 @@ impl Shop {
         let sql = sql.to_owned();
         on_db!(db, pool => sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql)).fetch_one(pool).await).unwrap()
     }
+}
+
+/// The `emporium` binary in the sandbox, as an operator's shell would run it:
+/// SQLite by default, the test's PostgreSQL when there is one.
+pub fn emporium_command(sandbox: &Sandbox) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_emporium"));
+    cmd.current_dir(sandbox.dir.path())
+        .env_remove("EMPORIUM_DATABASE_URL")
+        .env_remove("EMPORIUM_NATS_URL")
+        .env_remove("EMPORIUM_REDIS_URL")
+        .env_remove("EMPORIUM_CONFIG")
+        .env("EMPORIUM_DATA_DIR", sandbox.data_dir())
+        .env("EMPORIUM_LOG", "info");
+    if let Some(url) = &sandbox.database_url {
+        cmd.env("EMPORIUM_DATABASE_URL", url);
+    }
+    cmd
+}
+
+/// What a command wrote: its output and its errors, as text.
+pub fn output_text(output: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
 }
 
 /// A stand-in for Stripe that asks for 3-D Secure on every payment, so the

@@ -10,7 +10,7 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use super::Shop;
+use super::{PASSWORD, Shop};
 
 pub async fn page(shop: &Shop, path: &str) -> (StatusCode, HeaderMap, String) {
     let request = Request::builder().uri(path).body(Body::empty()).unwrap();
@@ -54,6 +54,46 @@ pub async fn searchable(shop: &Shop, q: &str) {
     panic!("{q} never became searchable");
 }
 
+/// A `multipart/form-data` body as a browser sends it: the text `fields`,
+/// then the file `(field, file name, bytes)` if any (a `.png` as
+/// `image/png`, anything else as `text/csv`). Its content type and bytes.
+pub fn multipart(fields: &[(&str, &str)], file: Option<(&str, &str, &[u8])>) -> (String, Vec<u8>) {
+    let boundary = "emporium-test-boundary";
+    let mut body = Vec::new();
+    for (name, value) in fields {
+        body.extend(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").bytes());
+    }
+    if let Some((name, file_name, bytes)) = file {
+        let kind = if file_name.ends_with(".png") { "image/png" } else { "text/csv" };
+        body.extend(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{file_name}\"\r\nContent-Type: {kind}\r\n\r\n").bytes());
+        body.extend_from_slice(bytes);
+        body.extend(b"\r\n");
+    }
+    body.extend(format!("--{boundary}--\r\n").bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+/// Uploads a generated 600×600 picture of product `id` in `hue` through the
+/// API, described by `alt` if given (the catalog makes 160 and 480 pixel
+/// copies): the media the API answers.
+pub async fn picture(shop: &Shop, id: &str, hue: u32, alt: Option<&str>) -> Value {
+    let png = catalog::media::placeholder(hue, 600).unwrap();
+    let fields: Vec<(&str, &str)> = alt.map(|a| ("alt", a)).into_iter().collect();
+    let (content_type, body) = multipart(&fields, Some(("file", "p.png", &png)));
+    let request = Request::builder()
+        .method("POST")
+        .uri(format!("/api/v1/admin/products/{id}/media"))
+        .header("authorization", format!("Bearer {}", shop.staff))
+        .header("content-type", content_type)
+        .body(Body::from(body))
+        .unwrap();
+    let response = shop.app.router().oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let media: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    assert_eq!(status, StatusCode::CREATED, "{media}");
+    media
+}
 
 /// A browser without a browser: it keeps cookies, reads a form's CSRF
 /// token and follows redirects, as the pages expect of one.
@@ -113,6 +153,24 @@ impl<'a> Browser<'a> {
         (status, headers, String::from_utf8(bytes.to_vec()).unwrap())
     }
 
+    /// Posts a [`multipart`] form with the browser's cookies, as a browser
+    /// posts a file; the answer, not followed.
+    pub async fn post_multipart(&self, path: &str, fields: &[(&str, &str)], file: Option<(&str, &str, &[u8])>) -> (StatusCode, HeaderMap, String) {
+        let (content_type, body) = multipart(fields, file);
+        let jar: Vec<String> = self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let request = Request::builder()
+            .method("POST")
+            .uri(path)
+            .header("cookie", jar.join("; "))
+            .header("content-type", content_type)
+            .body(Body::from(body))
+            .unwrap();
+        let response = self.shop.app.router().oneshot(request).await.unwrap();
+        let (status, headers) = (response.status(), response.headers().clone());
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (status, headers, String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
     /// GET, following redirects.
     pub async fn get(&mut self, path: &str) -> (StatusCode, String) {
         let mut path = path.to_owned();
@@ -125,6 +183,15 @@ impl<'a> Browser<'a> {
             return (status, body);
         }
         panic!("too many redirects");
+    }
+
+    /// Sends the sign-in form as `email` with the tests' password: the
+    /// answer's status and headers, not followed.
+    pub async fn post_sign_in(&mut self, email: &str) -> (StatusCode, HeaderMap) {
+        let (_, form) = self.get("/account/sign-in").await;
+        let csrf = between(&form, r#"name="csrf" value=""#, "\"").to_owned();
+        let (status, headers, _) = self.request("POST", "/account/sign-in", Some(&[("csrf", &csrf), ("email", email), ("password", PASSWORD)])).await;
+        (status, headers)
     }
 
     /// Pays from the payment page `page` as its form does: `fields` and the
@@ -188,7 +255,7 @@ pub async fn staff_browser<'a>(shop: &'a Shop, email: &str, role: kernel::auth::
     shop.user(email, role).await;
     let mut browser = Browser::new(shop);
     let (_, form) = browser.get("/account/sign-in").await;
-    let (status, _) = browser.submit(&form, "/account/sign-in", &[("email", email), ("password", "a long passphrase")]).await;
+    let (status, _) = browser.submit(&form, "/account/sign-in", &[("email", email), ("password", PASSWORD)]).await;
     assert_eq!(status, StatusCode::OK);
     browser
 }

@@ -215,6 +215,34 @@ impl Session<'_> {
         panic!("{css} never said “{needle}”: {text}");
     }
 
+    /// Sends the storefront's sign-in form at `base` as `email` with the
+    /// tests' password; where it leads is the caller's to wait for.
+    pub async fn send_sign_in(&self, base: &str, email: &str) {
+        self.goto(&format!("{base}/account/sign-in")).await;
+        self.fill("#email", email).await;
+        self.fill("#password", super::PASSWORD).await;
+        self.click("form.stack button[type=submit]").await;
+    }
+
+    /// Signs in at `base` as `email` through the storefront's form, landing
+    /// on `lands` (a customer's account, or the console for staff).
+    pub async fn sign_in(&self, base: &str, email: &str, lands: &str) {
+        self.send_sign_in(base, email).await;
+        self.wait_url(lands).await;
+    }
+
+    /// Opens each console page `(name, path)` under `base` and asserts that
+    /// none is wider than the window; a screenshot of each, `phone-admin-<name>`.
+    pub async fn console_pages_fit(&self, base: &str, pages: &[(&str, String)]) {
+        for (name, path) in pages {
+            self.goto(&format!("{base}{path}")).await;
+            self.wait_text("main h1", "").await;
+            let overflow = self.execute("return document.documentElement.scrollWidth - document.documentElement.clientWidth;", json!([])).await;
+            self.screenshot(&format!("phone-admin-{name}")).await;
+            assert_eq!(overflow, 0, "the console's {name} page is wider than the phone");
+        }
+    }
+
     /// Waits (up to 5 s) until the address ends with `suffix`.
     pub async fn wait_url(&self, suffix: &str) {
         for _ in 0..50 {

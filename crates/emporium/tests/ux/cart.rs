@@ -5,16 +5,12 @@
 //! counts the cart, adding says what was added; checkout has steps, a
 //! summary, a country list, errors at their fields and a full confirmation.
 
-use std::net::SocketAddr;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
+use axum::http::StatusCode;
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
 use crate::support::Shop;
-use crate::support::pages::{Browser, between, create, page, stock, storefront};
+use crate::support::pages::{Browser, between, create, page, picture, stock, storefront};
 use crate::support::webdriver::Driver;
 
 /// A lamp in two finishes: black (38 left) and brass (none on hand, sold on backorder).
@@ -305,27 +301,6 @@ async fn with_no_shipping_method_set_up_every_country_is_offered() {
     assert!(select.contains(r#"<option value="JP">Japan</option>"#));
 }
 
-/// Uploads a generated 600×600 picture of product `id` (the catalog makes 160 and 480 pixel copies).
-async fn picture(shop: &Shop, id: &str) -> Value {
-    let png = catalog::media::placeholder(200, 600).unwrap();
-    let boundary = "emporium-cart-test-boundary";
-    let mut body = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"p.png\"\r\nContent-Type: image/png\r\n\r\n").into_bytes();
-    body.extend_from_slice(&png);
-    body.extend(format!("\r\n--{boundary}--\r\n").bytes());
-    let request = Request::builder()
-        .method("POST")
-        .uri(format!("/api/v1/admin/products/{id}/media"))
-        .header("authorization", format!("Bearer {}", shop.staff))
-        .header("content-type", format!("multipart/form-data; boundary={boundary}"))
-        .body(Body::from(body))
-        .unwrap();
-    let response = shop.app.router().oneshot(request).await.unwrap();
-    let status = response.status();
-    let media: Value = serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap_or(Value::Null);
-    assert_eq!(status, StatusCode::CREATED, "{media}");
-    media
-}
-
 /// The picture a line of `html` draws, as it is written: `<img class="line-picture" …>`.
 fn line_picture(html: &str) -> String {
     format!("<img class=\"line-picture\"{}>", between(html, r#"<img class="line-picture""#, ">"))
@@ -335,7 +310,7 @@ fn line_picture(html: &str) -> String {
 async fn cart_payment_and_order_lines_show_the_products_picture_and_their_own_amount() {
     let shop = storefront().await;
     let lamp = lamp(&shop).await;
-    let media = picture(&shop, lamp["id"].as_str().unwrap()).await;
+    let media = picture(&shop, lamp["id"].as_str().unwrap(), 200, None).await;
     // The line's copy: the smallest that stays sharp at twice its 64 pixels (160 wide), not the 600 pixel original.
     let small = media["thumbnails"].as_array().unwrap().iter().find(|t| t["width"] == 160).unwrap_or_else(|| panic!("a 160 pixel copy: {media}"));
     let expected = format!(r#"<img class="line-picture" src="{}" width="160" height="160" alt="" decoding="async">"#, small["url"].as_str().unwrap());
@@ -391,6 +366,11 @@ async fn adding_with_no_size_chosen_shows_the_product_page_asking_for_one() {
     assert!(!again.contains("deserialize") && !again.contains("missing field") && !again.contains("Your cart"), "{again}");
     assert!(!browser.cookies.contains_key("cart_id"), "nothing was added, and no cart made");
 
+    // The same form without the visitor's token: refused, the product not looked up again.
+    let (status, _, forged) = browser.request("POST", "/cart/items", Some(&[("csrf", "forged"), ("quantity", "1"), ("from", &from)])).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{forged}");
+    assert!(forged.contains(r#"<a class="brand" href="/">"#) && !forged.contains("<h1>Harbour Hoodie</h1>"), "{forged}");
+
     // A quantity that is not one: the same page, saying so.
     let (status, again) = browser.submit(&product, "/cart/items", &[("sku", "HOOD-M"), ("quantity", "lots"), ("from", &from)]).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{again}");
@@ -429,15 +409,6 @@ async fn the_payment_page_links_stripes_script_by_its_fingerprinted_address() {
     assert!(headers["content-type"].to_str().unwrap().starts_with("text/javascript") && !body.is_empty());
 }
 
-/// The shop on a real port: its address.
-async fn served(shop: &Shop) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let router = shop.app.router();
-    tokio::spawn(async move { axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>()).await });
-    base
-}
-
 #[tokio::test]
 async fn in_a_browser_the_total_on_the_payment_page_is_the_amount_charged() {
     let Some(driver) = Driver::start().await else { return };
@@ -446,7 +417,7 @@ async fn in_a_browser_the_total_on_the_payment_page_is_the_amount_charged() {
         "variants": [{"sku": "LAMP-1", "prices": {"USD": 6899}, "weight_grams": 900}]})).await;
     stock(&shop, "LAMP-1", 38).await;
     express(&shop).await;
-    let base = served(&shop).await;
+    let base = shop.serve().await;
     let window = driver.session(1280, 900).await;
 
     window.goto(&format!("{base}/products/brass-desk-lamp")).await;

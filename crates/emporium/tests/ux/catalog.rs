@@ -5,7 +5,6 @@
 //! icon and fingerprinted assets, compressed answers; and, in a browser on
 //! a phone, the first product and the Add to cart button on the first screen.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -15,7 +14,7 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 use crate::support::Shop;
-use crate::support::pages::{Browser, between, create, page, searchable, staff_browser, stock, storefront};
+use crate::support::pages::{Browser, between, create, page, picture, searchable, staff_browser, stock, storefront};
 use crate::support::webdriver::Driver;
 
 /// The shop's header, as every page of the storefront starts.
@@ -35,29 +34,6 @@ async fn hoodie(shop: &Shop, categories: Value) -> Value {
     stock(shop, "HOOD-L", 20).await;
     stock(shop, "HOOD-XL", 20).await;
     p
-}
-
-/// Uploads a generated 600×600 picture of product `id` (the catalog makes 160 and 480 pixel copies).
-async fn picture(shop: &Shop, id: &str, hue: u32) -> Value {
-    let png = catalog::media::placeholder(hue, 600).unwrap();
-    let boundary = "emporium-test-boundary";
-    let mut body = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"alt\"\r\n\r\nThe product, from the front\r\n").into_bytes();
-    body.extend(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"p.png\"\r\nContent-Type: image/png\r\n\r\n").bytes());
-    body.extend_from_slice(&png);
-    body.extend(format!("\r\n--{boundary}--\r\n").bytes());
-    let request = Request::builder()
-        .method("POST")
-        .uri(format!("/api/v1/admin/products/{id}/media"))
-        .header("authorization", format!("Bearer {}", shop.staff))
-        .header("content-type", format!("multipart/form-data; boundary={boundary}"))
-        .body(Body::from(body))
-        .unwrap();
-    let response = shop.app.router().oneshot(request).await.unwrap();
-    let status = response.status();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    let media: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    assert_eq!(status, StatusCode::CREATED, "{media}");
-    media
 }
 
 /// Waits until the search's hit for `q` carries a picture (the index follows catalog events).
@@ -126,6 +102,10 @@ async fn the_first_size_that_can_be_bought_is_chosen_and_a_missing_size_is_asked
     let (status, again) = browser.submit(&product, "/products/harbour-hoodie/notify-me", &[("sku", "HOOD-S"), ("from", "/products/harbour-hoodie")]).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(again.contains("<h1>Harbour Hoodie</h1>") && again.contains("Please fill in your email address"), "{again}");
+    // The same form without the visitor's token: a plain page of the shop, the product not looked up again.
+    let (status, _, forged) = browser.request("POST", "/products/harbour-hoodie/notify-me", Some(&[("csrf", "forged"), ("sku", "HOOD-S"), ("from", "/products/harbour-hoodie")])).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(forged.contains(HEADER) && forged.contains("Please fill in your email address") && !forged.contains("<h1>Harbour Hoodie</h1>"), "{forged}");
     // A page that is not a product's is not drawn for a form that names it.
     let (status, elsewhere) = browser.submit(&product, "/products/harbour-hoodie/notify-me", &[("sku", "HOOD-S"), ("from", "//evil.example/x")]).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
@@ -213,7 +193,7 @@ async fn every_list_shows_the_products_pictures_and_the_product_page_a_sized_one
         let p = create(&shop, json!({"title": title, "status": "active", "brand": "Northwind", "categories": [cat["id"]],
             "variants": [{"sku": sku, "prices": {"USD": 4000 + i as i64 * 100}}]})).await;
         stock(&shop, &sku, 10).await;
-        picture(&shop, p["id"].as_str().unwrap(), i as u32 * 50).await;
+        picture(&shop, p["id"].as_str().unwrap(), i as u32 * 50, Some("The product, from the front")).await;
         ids.push(p["id"].as_str().unwrap().to_owned());
     }
     searchable(&shop, "socks").await;
@@ -301,15 +281,6 @@ async fn prices_read_as_money_the_icon_and_assets_are_fingerprinted_and_answers_
     assert!(headers.get("content-encoding").is_none(), "nothing the client did not ask for");
 }
 
-/// The shop on a real port.
-async fn served(shop: &Shop) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let router = shop.app.router();
-    tokio::spawn(async move { axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>()).await });
-    base
-}
-
 /// The top and bottom of the first element matching `css`, and the window's height.
 async fn place(window: &crate::support::webdriver::Session<'_>, css: &str) -> (f64, f64, f64) {
     let v = window
@@ -325,13 +296,13 @@ async fn on_a_phone_the_first_product_and_the_add_to_cart_button_are_on_the_firs
     let (s, cat) = shop.send("POST", "/api/v1/admin/categories", &shop.as_staff(), Some(json!({"name": "Hoodies"}))).await;
     assert_eq!(s, StatusCode::CREATED);
     let p = hoodie(&shop, json!([cat["id"]])).await;
-    picture(&shop, p["id"].as_str().unwrap(), 200).await;
+    picture(&shop, p["id"].as_str().unwrap(), 200, Some("The product, from the front")).await;
     for i in 0..6 {
         let sku = format!("HOOD-{i}");
         let other = create(&shop, json!({"title": format!("Fleece Hoodie No. {i}"), "status": "active", "brand": "Northwind", "categories": [cat["id"]],
             "variants": [{"sku": sku, "prices": {"USD": 5000}}]})).await;
         stock(&shop, &sku, 5).await;
-        picture(&shop, other["id"].as_str().unwrap(), i * 40).await;
+        picture(&shop, other["id"].as_str().unwrap(), i * 40, Some("The product, from the front")).await;
     }
     pictured(&shop, "harbour").await;
     for _ in 0..100 {
@@ -341,7 +312,7 @@ async fn on_a_phone_the_first_product_and_the_add_to_cart_button_are_on_the_firs
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let base = served(&shop).await;
+    let base = shop.serve().await;
     let phone = driver.session(390, 844).await;
 
     phone.goto(&format!("{base}/categories/hoodies")).await;
@@ -378,7 +349,7 @@ async fn in_a_browser_a_product_whose_first_size_is_sold_out_goes_into_the_cart(
     let Some(driver) = Driver::start().await else { return };
     let shop = storefront().await;
     hoodie(&shop, json!([])).await;
-    let base = served(&shop).await;
+    let base = shop.serve().await;
     let window = driver.session(1280, 900).await;
     window.goto(&format!("{base}/products/harbour-hoodie")).await;
     window.wait_title("Harbour Hoodie").await;

@@ -5,11 +5,8 @@
 //! stock, the order page's shipping method, staff landing on the console
 //! when they sign in, and the menu grouped by what each role may open.
 
-use std::net::SocketAddr;
-
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
 use kernel::auth::Role;
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -145,34 +142,6 @@ async fn post(browser: &mut Browser<'_>, action: &str, fields: &[(String, String
     (status, body)
 }
 
-/// Posts a `multipart/form-data` form (text fields, and a file if any), as a browser does; the answer, not followed.
-async fn post_multipart(browser: &Browser<'_>, path: &str, fields: &[(&str, &str)], file: Option<(&str, &str, &[u8])>) -> (StatusCode, String, String) {
-    let boundary = "console-test-boundary";
-    let mut body = Vec::new();
-    for (name, value) in fields {
-        body.extend(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").bytes());
-    }
-    if let Some((name, file_name, bytes)) = file {
-        body.extend(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{file_name}\"\r\nContent-Type: image/png\r\n\r\n").bytes());
-        body.extend_from_slice(bytes);
-        body.extend(b"\r\n");
-    }
-    body.extend(format!("--{boundary}--\r\n").bytes());
-    let jar: Vec<String> = browser.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let request = Request::builder()
-        .method("POST")
-        .uri(path)
-        .header("cookie", jar.join("; "))
-        .header("content-type", format!("multipart/form-data; boundary={boundary}"))
-        .body(Body::from(body))
-        .unwrap();
-    let response = browser.shop.app.router().oneshot(request).await.unwrap();
-    let status = response.status();
-    let location = response.headers().get("location").map(|l| l.to_str().unwrap().to_owned()).unwrap_or_default();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    (status, location, String::from_utf8(bytes.to_vec()).unwrap())
-}
-
 async fn category(shop: &Shop, name: &str) -> String {
     let (s, c) = shop.send("POST", "/api/v1/admin/categories", &shop.as_staff(), Some(json!({"name": name}))).await;
     assert_eq!(s, StatusCode::CREATED, "{c}");
@@ -197,6 +166,25 @@ async fn wool_cap(shop: &Shop, hats: &str) -> String {
                      {"sku": "CAP-M", "option_values": ["M"], "prices": {"USD": 7199}, "compare_at_prices": {"USD": 7999}, "weight_grams": 130}]})).await;
     stock(shop, "CAP-S", 5).await;
     p["id"].as_str().unwrap().to_owned()
+}
+
+/// A picture of the wool cap `id`, added on its pictures page in the console.
+async fn cap_picture(admin: &mut Browser<'_>, id: &str) {
+    let (_, page) = admin.get(&format!("/admin/products/{id}/pictures")).await;
+    let csrf = between(&page, r#"name="csrf" value=""#, "\"").to_owned();
+    let png = catalog::media::placeholder(40, 600).unwrap();
+    let (status, _, _) = admin.post_multipart(&format!("/admin/products/{id}/pictures"), &[("csrf", &csrf), ("alt", "A grey wool cap")], Some(("image", "cap.png", &png))).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+}
+
+/// A guest's paid order of two mugs: the order, and the shipping amount paid.
+async fn mug_order(shop: &Shop) -> (Value, i64) {
+    shop.product("MUG-1", 1200, 5).await;
+    let (cart, who) = shop.ready_cart(&[("MUG-1", 2)], None).await;
+    let (status, order) = shop.checkout(&cart, &who, "tok_visa").await;
+    assert!(status.is_success(), "{order}");
+    let paid = order["shipping_method"]["amount"].as_i64().or_else(|| order["totals"]["shipping"]["amount"].as_i64()).unwrap();
+    (order, paid)
 }
 
 /// The `value` of the input with id `id` on `page`.
@@ -353,7 +341,7 @@ async fn a_new_product_is_put_in_categories_and_a_bad_price_is_named_at_its_fiel
 
     let typed = [("csrf", csrf.as_str()), ("title", "Beret"), ("status", "active"), ("categories", hats.as_str()), ("categories", wool.as_str()),
         ("option", ""), ("sku1", "BERET-1"), ("price1", "twelve"), ("stock1", "3")];
-    let (status, _, refused) = post_multipart(&admin, "/admin/products/new", &typed, None).await;
+    let (status, _, refused) = admin.post_multipart("/admin/products/new", &typed, None).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
     assert_eq!(between(&refused, r#"<small class="field-error" id="price1-error">"#, "</small>"), "Enter the price of BERET-1 as an amount in USD, like 68.99.");
     assert!(refused.contains(r#"<input id="title" name="title" value="Beret" required>"#), "what was typed is kept: {refused}");
@@ -361,8 +349,8 @@ async fn a_new_product_is_put_in_categories_and_a_bad_price_is_named_at_its_fiel
 
     let typed = [("csrf", csrf.as_str()), ("title", "Beret"), ("status", "active"), ("categories", hats.as_str()), ("categories", wool.as_str()),
         ("option", ""), ("sku1", "BERET-1"), ("price1", "12.50"), ("stock1", "3")];
-    let (status, location, _) = post_multipart(&admin, "/admin/products/new", &typed, None).await;
-    assert_eq!((status, location.as_str()), (StatusCode::SEE_OTHER, "/admin/products"));
+    let (status, headers, _) = admin.post_multipart("/admin/products/new", &typed, None).await;
+    assert_eq!((status, headers.get("location").map(|l| l.to_str().unwrap())), (StatusCode::SEE_OTHER, Some("/admin/products")));
     let (_, list) = shop.send("GET", "/api/v1/admin/products?q=beret", &shop.as_staff(), None).await;
     let beret = &list["data"][0];
     let mut ids: Vec<&str> = beret["categories"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap()).collect();
@@ -381,11 +369,7 @@ async fn the_products_list_shows_each_product_s_picture_price_and_stock() {
     create(&shop, json!({"title": "Gift Card", "status": "active", "variants": [{"sku": "GIFT-1", "prices": {"USD": 2500}, "track_inventory": false}]})).await;
     create(&shop, json!({"title": "Silk Scarf", "status": "active", "variants": [{"sku": "SCARF-1", "prices": {"USD": 4000}}]})).await;
     let mut admin = staff_browser(&shop, "boss@example.com", Role::Admin).await;
-    let (_, pictures) = admin.get(&format!("/admin/products/{id}/pictures")).await;
-    let csrf = between(&pictures, r#"name="csrf" value=""#, "\"").to_owned();
-    let png = catalog::media::placeholder(40, 600).unwrap();
-    let (status, _, _) = post_multipart(&admin, &format!("/admin/products/{id}/pictures"), &[("csrf", &csrf), ("alt", "A grey wool cap")], Some(("image", "cap.png", &png))).await;
-    assert_eq!(status, StatusCode::SEE_OTHER);
+    cap_picture(&mut admin, &id).await;
 
     let (status, list) = admin.get("/admin/products").await;
     assert_eq!(status, StatusCode::OK, "{list}");
@@ -408,11 +392,7 @@ async fn the_products_list_shows_each_product_s_picture_price_and_stock() {
 #[tokio::test]
 async fn the_order_page_shows_the_shipping_method_the_customer_paid_for() {
     let shop = Shop::new().await;
-    shop.product("MUG-1", 1200, 5).await;
-    let (cart, who) = shop.ready_cart(&[("MUG-1", 2)], None).await;
-    let (status, order) = shop.checkout(&cart, &who, "tok_visa").await;
-    assert!(status.is_success(), "{order}");
-    let paid = order["shipping_method"]["amount"].as_i64().or_else(|| order["totals"]["shipping"]["amount"].as_i64()).unwrap();
+    let (order, paid) = mug_order(&shop).await;
     assert!(paid > 0, "{order}");
     let mut staff = staff_browser(&shop, "om@example.com", Role::OrderManager).await;
     let (status, page) = staff.get(&format!("/admin/orders/{}", order["id"].as_str().unwrap())).await;
@@ -430,10 +410,7 @@ async fn staff_land_on_the_console_and_customers_on_their_account() {
     let sign_in = |email: &'static str| {
         let shop = &shop;
         async move {
-            let mut browser = Browser::new(shop);
-            let (_, form) = browser.get("/account/sign-in").await;
-            let csrf = between(&form, r#"name="csrf" value=""#, "\"").to_owned();
-            let (status, headers, _) = browser.request("POST", "/account/sign-in", Some(&[("csrf", &csrf), ("email", email), ("password", "a long passphrase")])).await;
+            let (status, headers) = Browser::new(shop).post_sign_in(email).await;
             assert!(status.is_redirection(), "{status}");
             headers["location"].to_str().unwrap().to_owned()
         }
@@ -445,16 +422,12 @@ async fn staff_land_on_the_console_and_customers_on_their_account() {
     let mut browser = Browser::new(&shop);
     let (status, headers, _) = browser.request("GET", "/admin/orders?status=paid", None).await;
     assert_eq!((status.is_redirection(), headers["location"].to_str().unwrap()), (true, "/account/sign-in"));
-    let (_, form) = browser.get("/account/sign-in").await;
-    let csrf = between(&form, r#"name="csrf" value=""#, "\"").to_owned();
-    let (_, headers, _) = browser.request("POST", "/account/sign-in", Some(&[("csrf", &csrf), ("email", "om@example.com"), ("password", "a long passphrase")])).await;
+    let (_, headers) = browser.post_sign_in("om@example.com").await;
     assert_eq!(headers["location"], "/admin/orders?status=paid");
     let (status, orders) = browser.get("/admin").await;
     assert_eq!(status, StatusCode::OK, "{orders}");
     // Asked once: signing in again lands on the console's dashboard.
-    let (_, form) = browser.get("/account/sign-in").await;
-    let csrf = between(&form, r#"name="csrf" value=""#, "\"").to_owned();
-    let (_, headers, _) = browser.request("POST", "/account/sign-in", Some(&[("csrf", &csrf), ("email", "om@example.com"), ("password", "a long passphrase")])).await;
+    let (_, headers) = browser.post_sign_in("om@example.com").await;
     assert_eq!(headers["location"], "/admin");
 
     // A remembered page is never another site's, and a customer is never led into the console.
@@ -527,18 +500,11 @@ async fn a_catalog_manager_saves_a_product_edit_in_the_browser() {
     let scarves = category(&shop, "Scarves").await;
     let id = wool_cap(&shop, &hats).await;
     shop.user("cm@example.com", Role::CatalogManager).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let router = shop.app.router();
-    tokio::spawn(async move { axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>()).await });
+    let base = shop.serve().await;
     let window = driver.session(1280, 900).await;
 
     // Staff sign in where shoppers do, and land on the console.
-    window.goto(&format!("{base}/account/sign-in")).await;
-    window.fill("#email", "cm@example.com").await;
-    window.fill("#password", "a long passphrase").await;
-    window.click("form.stack button[type=submit]").await;
-    window.wait_url("/admin").await;
+    window.sign_in(&base, "cm@example.com", "/admin").await;
     window.wait_text("nav.menu", "Products").await;
     window.screenshot("desktop-admin-dashboard-menu").await;
 
@@ -578,29 +544,15 @@ async fn a_catalog_manager_saves_a_product_edit_in_the_browser() {
 
     // On a phone, the editor and the list fit the screen (their tables scroll in their box).
     let phone = driver.session(390, 844).await;
-    phone.goto(&format!("{base}/account/sign-in")).await;
-    phone.fill("#email", "cm@example.com").await;
-    phone.fill("#password", "a long passphrase").await;
-    phone.click("form.stack button[type=submit]").await;
-    phone.wait_url("/admin").await;
-    for (name, path) in [("dashboard-menu", "/admin".to_owned()), ("products", "/admin/products".to_owned()), ("product-editor", format!("/admin/products/{id}"))] {
-        phone.goto(&format!("{base}{path}")).await;
-        phone.wait_text("main h1", "").await;
-        let overflow = phone.execute("return document.documentElement.scrollWidth - document.documentElement.clientWidth;", json!([])).await;
-        phone.screenshot(&format!("phone-admin-{name}")).await;
-        assert_eq!(overflow, 0, "the console's {name} page is wider than the phone");
-    }
+    phone.sign_in(&base, "cm@example.com", "/admin").await;
+    phone.console_pages_fit(&base, &[("dashboard-menu", "/admin".to_owned()), ("products", "/admin/products".to_owned()), ("product-editor", format!("/admin/products/{id}"))]).await;
     phone.quit().await;
 
     // An admin's menu: every group, on a wide screen and on a phone.
     shop.user("boss@example.com", Role::Admin).await;
     for (name, width, height) in [("desktop", 1280, 900), ("phone", 390, 844)] {
         let window = driver.session(width, height).await;
-        window.goto(&format!("{base}/account/sign-in")).await;
-        window.fill("#email", "boss@example.com").await;
-        window.fill("#password", "a long passphrase").await;
-        window.click("form.stack button[type=submit]").await;
-        window.wait_url("/admin").await;
+        window.sign_in(&base, "boss@example.com", "/admin").await;
         let menu = window.text("nav.menu").await.to_uppercase();
         assert!(["SALES", "CATALOG", "CUSTOMERS", "MARKETING", "SETTINGS"].iter().all(|g| menu.contains(g)), "{menu}");
         let overflow = window.execute("return document.documentElement.scrollWidth - document.documentElement.clientWidth;", json!([])).await;
@@ -618,11 +570,7 @@ fn price(amount: i64) -> String {
 #[tokio::test]
 async fn the_console_shows_prices_in_the_shop_s_money_format() {
     let shop = Shop::new().await;
-    shop.product("MUG-1", 1200, 5).await;
-    let (cart, who) = shop.ready_cart(&[("MUG-1", 2)], None).await;
-    let (status, order) = shop.checkout(&cart, &who, "tok_visa").await;
-    assert!(status.is_success(), "{order}");
-    let paid = order["shipping_method"]["amount"].as_i64().or_else(|| order["totals"]["shipping"]["amount"].as_i64()).unwrap();
+    let (order, paid) = mug_order(&shop).await;
     let mut admin = staff_browser(&shop, "boss@example.com", Role::Admin).await;
     let (_, page) = admin.get(&format!("/admin/orders/{}", order["id"].as_str().unwrap())).await;
     let method = unescape(between(&page, r#"<p class="shipping-method">"#, "</p>"));
@@ -659,22 +607,11 @@ async fn on_a_phone_the_console_s_lists_order_and_dashboard_fit_and_labels_stay_
     let (status, order) = shop.checkout(&cart, &who, "tok_visa").await;
     assert!(status.is_success(), "{order}");
     let mut admin = staff_browser(&shop, "boss@example.com", Role::Admin).await;
-    let (_, page) = admin.get(&format!("/admin/products/{id}/pictures")).await;
-    let csrf = between(&page, r#"name="csrf" value=""#, "\"").to_owned();
-    let png = catalog::media::placeholder(40, 600).unwrap();
-    let (status, _, _) = post_multipart(&admin, &format!("/admin/products/{id}/pictures"), &[("csrf", &csrf), ("alt", "A grey wool cap")], Some(("image", "cap.png", &png))).await;
-    assert_eq!(status, StatusCode::SEE_OTHER);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let router = shop.app.router();
-    tokio::spawn(async move { axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>()).await });
+    cap_picture(&mut admin, &id).await;
+    let base = shop.serve().await;
 
     let phone = driver.session(390, 844).await;
-    phone.goto(&format!("{base}/account/sign-in")).await;
-    phone.fill("#email", "boss@example.com").await;
-    phone.fill("#password", "a long passphrase").await;
-    phone.click("form.stack button[type=submit]").await;
-    phone.wait_url("/admin").await;
+    phone.sign_in(&base, "boss@example.com", "/admin").await;
     let wide = "return document.documentElement.scrollWidth - document.documentElement.clientWidth;";
 
     // The products list: each filter's label on the line of its field; the picture, name, price and stock in view.
@@ -719,11 +656,7 @@ async fn on_a_phone_the_console_s_lists_order_and_dashboard_fit_and_labels_stay_
 
     // On a wide screen the menu's dividing line runs the page's whole height, past the first screen.
     let window = driver.session(1280, 600).await;
-    window.goto(&format!("{base}/account/sign-in")).await;
-    window.fill("#email", "boss@example.com").await;
-    window.fill("#password", "a long passphrase").await;
-    window.click("form.stack button[type=submit]").await;
-    window.wait_url("/admin").await;
+    window.sign_in(&base, "boss@example.com", "/admin").await;
     window.goto(&format!("{base}/admin/products/{id}")).await;
     window.wait_title("Wool Cap").await;
     let spans = window.execute(

@@ -4,32 +4,13 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use platform::testing::Sandbox;
 use serde_json::Value;
 
-/// The `emporium` binary in the sandbox, as an operator's shell would run it:
-/// SQLite by default, the test's PostgreSQL when there is one.
-fn emporium(sandbox: &Sandbox) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_emporium"));
-    cmd.current_dir(sandbox.dir.path())
-        .env_remove("EMPORIUM_DATABASE_URL")
-        .env_remove("EMPORIUM_NATS_URL")
-        .env_remove("EMPORIUM_REDIS_URL")
-        .env_remove("EMPORIUM_CONFIG")
-        .env("EMPORIUM_DATA_DIR", sandbox.data_dir())
-        .env("EMPORIUM_LOG", "info");
-    if let Some(url) = &sandbox.database_url {
-        cmd.env("EMPORIUM_DATABASE_URL", url);
-    }
-    cmd
-}
-
-fn text(output: &Output) -> (String, String) {
-    (String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
-}
+use crate::support::{emporium_command, output_text};
 
 /// A loopback port nothing listens on (bound, then let go).
 fn dead_port() -> u16 {
@@ -161,7 +142,7 @@ async fn search_shows_everything(http: &reqwest::Client, search: &Server, expect
 async fn the_demo_shop_says_it_is_ready_once_search_holds_the_whole_catalog() {
     let sandbox = Sandbox::new().await;
     let addr = format!("127.0.0.1:{}", dead_port());
-    let mut server = Server::start(emporium(&sandbox).args(["serve", "--demo", "--bind", &addr]), &addr);
+    let mut server = Server::start(emporium_command(&sandbox).args(["serve", "--demo", "--bind", &addr]), &addr);
     let http = client();
     let before = until_ready(&http, &server).await;
     // Right when it says ready, every category shows all of its products.
@@ -197,7 +178,7 @@ async fn search_in_a_process_of_its_own_on_nats_is_ready_once_it_holds_the_catal
             .env("EMPORIUM_CATALOG_SERVICE_TOKEN", TOKEN);
     };
     let catalog_addr = format!("127.0.0.1:{}", dead_port());
-    let mut cmd = emporium(&sandbox);
+    let mut cmd = emporium_command(&sandbox);
     cmd.args(["serve", "--demo", "--services", "auth,catalog", "--bind", &catalog_addr]);
     on_nats(&mut cmd);
     let mut catalog = Server::start(&mut cmd, &catalog_addr);
@@ -205,7 +186,7 @@ async fn search_in_a_process_of_its_own_on_nats_is_ready_once_it_holds_the_catal
     assert!(line.contains("ready"), "{line}");
 
     let search_addr = format!("127.0.0.1:{}", dead_port());
-    let mut cmd = emporium(&sandbox);
+    let mut cmd = emporium_command(&sandbox);
     cmd.args(["serve", "--services", "search", "--bind", &search_addr])
         .env("EMPORIUM_DATA_DIR", sandbox.data_dir().join("search-process"))
         .env("EMPORIUM_CATALOG_URL", format!("http://{catalog_addr}"))
@@ -224,7 +205,7 @@ async fn search_in_a_process_of_its_own_on_nats_is_ready_once_it_holds_the_catal
 async fn configuration_mistakes_are_named_with_their_value() {
     let sandbox = Sandbox::new().await;
     // A host name is a fine address to listen on.
-    let mut server = Server::start(emporium(&sandbox).args(["serve", "--services", "catalog"]).env("EMPORIUM_BIND", "localhost:0"), "");
+    let mut server = Server::start(emporium_command(&sandbox).args(["serve", "--services", "catalog"]).env("EMPORIUM_BIND", "localhost:0"), "");
     let line = server.ready_line();
     assert!(line.starts_with("Emporium is ready at http://127.0.0.1:"), "{line}");
     server.stop();
@@ -236,16 +217,16 @@ async fn configuration_mistakes_are_named_with_their_value() {
         ("EMPORIUM_HTTP_MAX_CONNECTIONS", "0", "http.max_connections"),
         ("EMPORIUM_ORDERS_CAPTURE", "later", "orders.capture"),
     ] {
-        let out = emporium(&sandbox).arg("serve").env(var, value).output().unwrap();
-        let (_, stderr) = text(&out);
+        let out = emporium_command(&sandbox).arg("serve").env(var, value).output().unwrap();
+        let (_, stderr) = output_text(&out);
         assert_eq!(out.status.code(), Some(2), "{var}={value}: {stderr}");
         for named in [var, key, &format!("`{value}`")] {
             assert!(stderr.contains(named), "{var}={value} should name {named}: {stderr}");
         }
     }
-    let out = emporium(&sandbox).args(["serve", "--bind", "localhost"]).output().unwrap();
+    let out = emporium_command(&sandbox).args(["serve", "--bind", "localhost"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out).1.contains("--bind") && text(&out).1.contains("`localhost`"), "{}", text(&out).1);
+    assert!(output_text(&out).1.contains("--bind") && output_text(&out).1.contains("`localhost`"), "{}", output_text(&out).1);
 }
 
 #[tokio::test]
@@ -254,8 +235,8 @@ async fn a_busy_port_is_reported_before_anything_is_migrated_or_loaded() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
     let started = Instant::now();
-    let out = emporium(&sandbox).args(["serve", "--demo", "--bind", &addr]).output().unwrap();
-    let (_, stderr) = text(&out);
+    let out = emporium_command(&sandbox).args(["serve", "--demo", "--bind", &addr]).output().unwrap();
+    let (_, stderr) = output_text(&out);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains(&addr) && stderr.contains("in use") && stderr.contains("--bind"), "{stderr}");
     assert!(!stderr.contains("demo data loaded") && !stderr.contains("migration"), "nothing ran first: {stderr}");
@@ -280,8 +261,8 @@ async fn a_busy_port_is_reported_before_anything_is_migrated_or_loaded() {
 async fn an_unreachable_postgresql_is_named_with_its_address_and_the_cause() {
     let sandbox = Sandbox::new().await;
     let port = dead_port();
-    let out = emporium(&sandbox).arg("migrate").env("EMPORIUM_DATABASE_URL", format!("postgres://postgres@127.0.0.1:{port}/shop")).output().unwrap();
-    let (_, stderr) = text(&out);
+    let out = emporium_command(&sandbox).arg("migrate").env("EMPORIUM_DATABASE_URL", format!("postgres://postgres@127.0.0.1:{port}/shop")).output().unwrap();
+    let (_, stderr) = output_text(&out);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains(&format!("127.0.0.1:{port}")), "{stderr}");
     assert!(stderr.to_lowercase().contains("connection refused"), "{stderr}");
@@ -291,7 +272,7 @@ async fn an_unreachable_postgresql_is_named_with_its_address_and_the_cause() {
 /// `emporium doctor`'s lines (stdout), whether it passed, and its stderr.
 fn doctor(cmd: &mut Command) -> (Vec<String>, bool, String) {
     let out = cmd.arg("doctor").output().unwrap();
-    let (stdout, stderr) = text(&out);
+    let (stdout, stderr) = output_text(&out);
     (stdout.lines().map(str::to_owned).collect(), out.status.success(), stderr)
 }
 
@@ -303,11 +284,11 @@ fn line_of<'a>(lines: &'a [String], part: &str) -> &'a str {
 #[tokio::test]
 async fn doctor_passes_a_healthy_shop_and_names_what_is_broken() {
     let sandbox = Sandbox::new().await;
-    let migrated = emporium(&sandbox).arg("migrate").output().unwrap();
-    assert!(migrated.status.success(), "{}", text(&migrated).1);
+    let migrated = emporium_command(&sandbox).arg("migrate").output().unwrap();
+    assert!(migrated.status.success(), "{}", output_text(&migrated).1);
     // As a shop that has run once has it.
     std::fs::create_dir_all(sandbox.data_dir().join("media")).unwrap();
-    let (lines, passed, stderr) = doctor(&mut emporium(&sandbox));
+    let (lines, passed, stderr) = doctor(&mut emporium_command(&sandbox));
     assert!(passed, "{lines:#?}\n{stderr}");
     assert!(lines.iter().all(|l| l.starts_with("ok ") || l.starts_with("note ")), "{lines:#?}");
     for part in ["configuration", "bind", "data_dir", "database", "media"] {
@@ -316,7 +297,7 @@ async fn doctor_passes_a_healthy_shop_and_names_what_is_broken() {
 
     let (redis, smtp) = (dead_port(), dead_port());
     let (lines, passed, _) = doctor(
-        emporium(&sandbox).env("EMPORIUM_REDIS_URL", format!("redis://127.0.0.1:{redis}")).env("EMPORIUM_SMTP_URL", format!("smtp://127.0.0.1:{smtp}")),
+        emporium_command(&sandbox).env("EMPORIUM_REDIS_URL", format!("redis://127.0.0.1:{redis}")).env("EMPORIUM_SMTP_URL", format!("smtp://127.0.0.1:{smtp}")),
     );
     assert!(!passed, "{lines:#?}");
     let line = line_of(&lines, "redis");
@@ -326,12 +307,12 @@ async fn doctor_passes_a_healthy_shop_and_names_what_is_broken() {
     assert!(line.starts_with("FAIL") && line.to_lowercase().contains("refused") && line.contains("EMPORIUM_SMTP_URL"), "{line}");
     assert!(line_of(&lines, "database").starts_with("ok "), "the rest is still checked: {lines:#?}");
 
-    let (lines, passed, _) = doctor(emporium(&sandbox).env("EMPORIUM_LOG", "loud"));
+    let (lines, passed, _) = doctor(emporium_command(&sandbox).env("EMPORIUM_LOG", "loud"));
     assert!(!passed);
     assert!(line_of(&lines, "configuration").contains("`loud`"), "{lines:#?}");
 
     // A process of its own for search must reach the catalog and the keys.
-    let (lines, passed, _) = doctor(emporium(&sandbox).env("EMPORIUM_SERVICES", "search"));
+    let (lines, passed, _) = doctor(emporium_command(&sandbox).env("EMPORIUM_SERVICES", "search"));
     assert!(!passed);
     assert!(line_of(&lines, "catalog.url").starts_with("FAIL") && line_of(&lines, "catalog.url").contains("EMPORIUM_CATALOG_URL"), "{lines:#?}");
     assert!(line_of(&lines, "auth.jwks_url").starts_with("FAIL"), "{lines:#?}");
@@ -339,10 +320,10 @@ async fn doctor_passes_a_healthy_shop_and_names_what_is_broken() {
     const TOKEN: &str = "a-service-token-of-at-least-32-characters";
     let addr = format!("127.0.0.1:{}", dead_port());
     let mut server =
-        Server::start(emporium(&sandbox).args(["serve", "--services", "auth,catalog", "--bind", &addr]).env("EMPORIUM_CATALOG_SERVICE_TOKEN", TOKEN), &addr);
+        Server::start(emporium_command(&sandbox).args(["serve", "--services", "auth,catalog", "--bind", &addr]).env("EMPORIUM_CATALOG_SERVICE_TOKEN", TOKEN), &addr);
     server.ready_line();
     let split = |token: &str| {
-        let mut cmd = emporium(&sandbox);
+        let mut cmd = emporium_command(&sandbox);
         cmd.env("EMPORIUM_SERVICES", "search")
             .env("EMPORIUM_BIND", "127.0.0.1:0")
             .env("EMPORIUM_CATALOG_URL", format!("http://{addr}"))
@@ -380,7 +361,7 @@ async fn doctor_changes_nothing_on_a_shop_not_started_yet() {
     let sandbox = Sandbox::new().await;
     let empty = sandbox.dir.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
-    let (lines, passed, stderr) = doctor(emporium(&sandbox).env("EMPORIUM_DATA_DIR", &empty));
+    let (lines, passed, stderr) = doctor(emporium_command(&sandbox).env("EMPORIUM_DATA_DIR", &empty));
     assert!(passed, "{lines:#?}\n{stderr}");
     assert!(tree(&empty).is_empty(), "doctor made {:?}", tree(&empty));
     assert!(line_of(&lines, "data_dir").starts_with("ok "), "{lines:#?}");
@@ -393,7 +374,7 @@ async fn doctor_changes_nothing_on_a_shop_not_started_yet() {
     // A data folder not made yet stays unmade.
     let before = tree(sandbox.dir.path());
     let missing = sandbox.dir.path().join("not-yet").join("data");
-    let (lines, passed, stderr) = doctor(emporium(&sandbox).env("EMPORIUM_DATA_DIR", &missing));
+    let (lines, passed, stderr) = doctor(emporium_command(&sandbox).env("EMPORIUM_DATA_DIR", &missing));
     assert!(passed, "{lines:#?}\n{stderr}");
     assert_eq!(tree(sandbox.dir.path()), before, "nothing made");
     let line = line_of(&lines, "data_dir");
@@ -409,12 +390,12 @@ async fn a_malformed_url_setting_never_shows_its_password() {
         ("EMPORIUM_NATS_URL", "S3cret@127.0.0.1:4222"),
         ("EMPORIUM_SMTP_URL", "smtp//mailer:S3cret@127.0.0.1"),
     ] {
-        let (lines, passed, stderr) = doctor(emporium(&sandbox).env(var, value));
+        let (lines, passed, stderr) = doctor(emporium_command(&sandbox).env(var, value));
         assert!(!passed, "{var}: {lines:#?}");
         let line = line_of(&lines, "configuration");
         assert!(line.starts_with("FAIL") && line.contains(var) && line.contains("****"), "{line}");
-        let out = emporium(&sandbox).arg("serve").env(var, value).output().unwrap();
-        let (stdout, serve_err) = text(&out);
+        let out = emporium_command(&sandbox).arg("serve").env(var, value).output().unwrap();
+        let (stdout, serve_err) = output_text(&out);
         assert_eq!(out.status.code(), Some(2), "{serve_err}");
         assert!(serve_err.contains(var), "{serve_err}");
         for said in [&lines.join("\n"), &stderr, &stdout, &serve_err] {
@@ -450,7 +431,7 @@ async fn doctor_reaches_postgresql_nats_redis_and_s3() {
         create_bucket(endpoint, &bucket);
     }
     let shop = |bucket: &str| {
-        let mut cmd = emporium(&sandbox);
+        let mut cmd = emporium_command(&sandbox);
         cmd.env("EMPORIUM_DATABASE_URL", sandbox.database_url.clone().unwrap_or(database.clone()))
             .env("EMPORIUM_NATS_URL", &nats)
             .env("EMPORIUM_NATS_STREAM", &stream)
@@ -484,17 +465,17 @@ async fn doctor_reaches_postgresql_nats_redis_and_s3() {
 #[tokio::test]
 async fn long_commands_keep_captured_output_clean_and_counts_readable() {
     let sandbox = Sandbox::new().await;
-    let out = emporium(&sandbox).args(["seed", "--products", "1200"]).output().unwrap();
-    let (stdout, stderr) = text(&out);
+    let out = emporium_command(&sandbox).args(["seed", "--products", "1200"]).output().unwrap();
+    let (stdout, stderr) = output_text(&out);
     assert!(out.status.success(), "{stderr}");
     assert_eq!(stdout, "added 1,200 products\n");
     let exported = sandbox.dir.path().join("all.csv");
-    let out = emporium(&sandbox).args(["export", "products"]).arg(&exported).output().unwrap();
-    let (stdout, stderr) = text(&out);
+    let out = emporium_command(&sandbox).args(["export", "products"]).arg(&exported).output().unwrap();
+    let (stdout, stderr) = output_text(&out);
     assert!(out.status.success(), "{stderr}");
     assert_eq!(stdout, format!("exported 1,200 products to {}\n", exported.display()));
-    let out = emporium(&sandbox).args(["search", "reindex"]).output().unwrap();
-    let (stdout, stderr) = text(&out);
+    let out = emporium_command(&sandbox).args(["search", "reindex"]).output().unwrap();
+    let (stdout, stderr) = output_text(&out);
     assert!(out.status.success(), "{stderr}");
     assert!(stdout.starts_with("indexed 1,200 products;"), "{stdout}");
     for (what, output) in [("stdout", &stdout), ("stderr", &stderr)] {

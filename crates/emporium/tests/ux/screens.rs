@@ -3,7 +3,6 @@
 //! picture of each is kept in `target/screenshots/<size>/<page>.png`, for
 //! people to look at.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,10 +42,7 @@ async fn demo_shop() -> (Shop, String) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(last > 0, "the demo catalog never became searchable");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let router = shop.app.router();
-    tokio::spawn(async move { axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>()).await });
+    let base = shop.serve().await;
     (shop, base)
 }
 
