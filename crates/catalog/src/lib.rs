@@ -58,7 +58,7 @@ fn mount(ctx: ServiceContext) -> BoxFuture<'static, Result<Mounted, BoxError>> {
         let media = media::MediaStore::from_config(&ctx.config)?;
         ctx.ports.provide(Arc::new(media.clone()));
         let router = http::router(http::Catalog::new(http::Parts { inventory, cache, media, public_url: ctx.config.public_url().into() })).merge(internal);
-        Ok(Mounted { router, handler: Some(consumer) })
+        Ok(Mounted { router, handlers: vec![consumer] })
     })
 }
 

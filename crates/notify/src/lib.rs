@@ -147,7 +147,7 @@ fn mount(ctx: ServiceContext) -> BoxFuture<'static, Result<Mounted, BoxError>> {
             async move { n.send_digest().await }
         }));
         let router = http::router(notify.clone());
-        Ok(Mounted { router, handler: Some(Arc::new(events::Consumer { notify })) })
+        Ok(Mounted { router, handlers: vec![Arc::new(events::Consumer { notify })] })
     })
 }
 

@@ -86,7 +86,7 @@ fn mount(ctx: ServiceContext) -> BoxFuture<'static, Result<Mounted, BoxError>> {
         let every = Duration::from_secs(ctx.config.orders.reconcile_after_secs.clamp(1, 10));
         tokio::spawn(orders.clone().run_reconciler(every, ctx.shutdown.clone()));
         let router = http::router(orders.clone()).merge(admin::router(orders.clone()));
-        Ok(Mounted { router, handler: Some(Arc::new(events::Consumer { orders })) })
+        Ok(Mounted { router, handlers: vec![Arc::new(events::Consumer { orders })] })
     })
 }
 

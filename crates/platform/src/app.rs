@@ -257,7 +257,7 @@ impl App {
                 .await
                 .map_err(|source| StartError::Mount { service: spec.name, source })?;
             api = api.merge(mounted.router);
-            handlers.extend(mounted.handler);
+            handlers.extend(mounted.handlers);
             dbs.push((spec.name, db));
             contexts.push((*spec, ctx));
         }

@@ -59,13 +59,15 @@ impl Ports {
 pub struct Mounted {
     /// Its routes, with their OpenAPI descriptions (full paths, `/api/v1/...`).
     pub router: OpenApiRouter,
-    /// Its consumer of other services' events, if it has one.
-    pub handler: Option<Arc<dyn EventHandler>>,
+    /// Its consumers of events: durable ones, whose work is done once per
+    /// shop however many replicas run, and per-process ones (see
+    /// [`EventHandler::per_process`]), which every replica runs for itself.
+    pub handlers: Vec<Arc<dyn EventHandler>>,
 }
 
 impl Mounted {
     pub fn routes(router: OpenApiRouter) -> Self {
-        Self { router, handler: None }
+        Self { router, handlers: Vec::new() }
     }
 }
 

@@ -96,8 +96,8 @@ pub struct Search {
     rebuilding: Arc<Mutex<Option<BTreeSet<String>>>>,
     /// Views of one product by one visitor count once per this window (zero: every view counts).
     pub(crate) view_dedup: Duration,
-    /// The index holds the whole catalog as of its last complete build (or
-    /// was kept from an earlier run); false from a fresh start until then.
+    /// The index holds the whole catalog as of a complete build by this
+    /// process; false from its start until then.
     built: Arc<AtomicBool>,
     pub(crate) limits: platform::limit::Limits,
 }
@@ -106,7 +106,7 @@ impl Search {
     pub fn open(db: Db, ports: Ports, data_dir: &std::path::Path) -> Result<(Search, bool), SearchError> {
         let (index, fresh) = SearchIndex::open(&data_dir.join("search"))?;
         let limits = platform::limit::Limits::from_ports(&ports);
-        let built = Arc::new(AtomicBool::new(!fresh));
+        let built = Arc::new(AtomicBool::new(false));
         let search = Search { index: Arc::new(index), db, ports, rebuilding: Arc::new(Mutex::new(None)), view_dedup: Duration::ZERO, limits, built };
         Ok((search, fresh))
     }
@@ -224,14 +224,16 @@ impl Search {
     }
 }
 
-/// Search is ready once its index holds the catalog: built (when it started
-/// empty), and every event in the stream when it was first asked (after
-/// this process published what was written before start) applied. Events
-/// published later do not count: under steady traffic the consumer is
-/// rarely idle, and that is not being behind.
+/// Search is ready once its index holds the catalog: rebuilt from the
+/// catalog at start, and every event in the stream when it was first asked
+/// (after this process published what was written before start) applied by
+/// this process's follower. Events published later do not count: under
+/// steady traffic the follower is rarely idle, and that is not being behind.
 struct CaughtUp {
     search: Search,
     bus: Arc<dyn platform::bus::EventBus>,
+    /// This process's index follower.
+    consumer: String,
     /// The stream's end when first asked.
     mark: std::sync::OnceLock<u64>,
 }
@@ -258,11 +260,11 @@ impl platform::service::StartupCheck for CaughtUp {
         if !self.search.built.load(Ordering::SeqCst) {
             return Err("building the index from the catalog".into());
         }
-        let position = self.bus.position(CONSUMER).await.map_err(|e| e.to_string())?;
+        let position = self.bus.position(&self.consumer).await.map_err(|e| e.to_string())?;
         if position.reached(mark) {
             Ok(())
         } else {
-            Err(format!("the consumer {CONSUMER} has not applied the events up to {mark} yet ({position})"))
+            Err(format!("the consumer {} has not applied the events up to {mark} yet ({position})", self.consumer))
         }
     }
 }
@@ -313,18 +315,22 @@ pub fn open(ctx: &ServiceContext) -> Result<Search, SearchError> {
 
 fn mount(ctx: ServiceContext) -> BoxFuture<'static, Result<Mounted, BoxError>> {
     Box::pin(async move {
-        let (mut search, fresh) = Search::open(ctx.db.clone(), ctx.ports.clone(), &ctx.config.data_dir)?;
+        let started = std::time::Instant::now();
+        let (mut search, _) = Search::open(ctx.db.clone(), ctx.ports.clone(), &ctx.config.data_dir)?;
         search.view_dedup = Duration::from_secs(ctx.config.limits.view_dedup_secs);
         ctx.ports.provide(Arc::new(search.clone()));
-        if fresh {
-            tokio::spawn(search.clone().first_build(ctx.shutdown.clone()));
-        }
+        // This replica's index is rebuilt from the catalog at every start
+        // (the one kept from the last run answers meanwhile): events it
+        // missed while the process was away are not replayed to it.
+        tokio::spawn(search.clone().first_build(ctx.shutdown.clone()));
+        let follower = events::IndexFollower::new(search.clone(), started);
         if let Some(checks) = ctx.ports.get::<platform::service::StartupChecks>() {
-            checks.add(Arc::new(CaughtUp { search: search.clone(), bus: ctx.bus.clone(), mark: std::sync::OnceLock::new() }));
+            let consumer = platform::bus::EventHandler::consumer(&follower).to_owned();
+            checks.add(Arc::new(CaughtUp { search: search.clone(), bus: ctx.bus.clone(), consumer, mark: std::sync::OnceLock::new() }));
         }
         tokio::spawn(search.clone().follow(ctx.shutdown.clone()));
         let router = http::router(search.clone());
-        Ok(Mounted { router, handler: Some(Arc::new(events::Consumer { search })) })
+        Ok(Mounted { router, handlers: vec![Arc::new(follower), Arc::new(events::Consumer { search })] })
     })
 }
 

@@ -201,6 +201,119 @@ async fn search_in_a_process_of_its_own_on_nats_is_ready_once_it_holds_the_catal
     catalog.stop();
 }
 
+/// The hits of `q` on one search process.
+async fn hits(http: &reqwest::Client, search: &Server, q: &str) -> u64 {
+    json(http, &search.url(&format!("/api/v1/search?q={q}&limit=1"))).await["total"].as_u64().unwrap()
+}
+
+/// Two search replicas on one NATS stream, each with its own index: every
+/// catalog change reaches both (not one of them), and a replica that was
+/// away while the catalog changed rebuilds its index at start and is ready
+/// only then. Sales statistics, kept in the shared database, stay once per
+/// shop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_search_replica_applies_every_catalog_change_to_its_own_index() {
+    let Some(nats) = platform::testing::nats_url() else {
+        eprintln!("EMPORIUM_TEST_NATS_URL unset: search replicas are checked in the run with NATS");
+        return;
+    };
+    const TOKEN: &str = "a-service-token-of-at-least-32-characters";
+    let sandbox = Sandbox::new().await;
+    let (stream, prefix) = sandbox.stream();
+    let on_nats = |cmd: &mut Command| {
+        cmd.env("EMPORIUM_NATS_URL", &nats)
+            .env("EMPORIUM_NATS_STREAM", &stream)
+            .env("EMPORIUM_NATS_SUBJECT_PREFIX", &prefix)
+            .env("EMPORIUM_CATALOG_SERVICE_TOKEN", TOKEN);
+    };
+    let catalog_addr = format!("127.0.0.1:{}", dead_port());
+    let mut cmd = emporium_command(&sandbox);
+    cmd.args(["serve", "--demo", "--services", "auth,catalog", "--bind", &catalog_addr]);
+    on_nats(&mut cmd);
+    let mut catalog = Server::start(&mut cmd, &catalog_addr);
+    assert!(catalog.ready_line().contains("ready"));
+    let replica = |n: u32| {
+        let addr = format!("127.0.0.1:{}", dead_port());
+        let mut cmd = emporium_command(&sandbox);
+        cmd.args(["serve", "--services", "search", "--bind", &addr])
+            .env("EMPORIUM_DATA_DIR", sandbox.data_dir().join(format!("search-{n}")))
+            .env("EMPORIUM_CATALOG_URL", format!("http://{catalog_addr}"))
+            .env("EMPORIUM_AUTH_JWKS_URL", format!("http://{catalog_addr}/.well-known/jwks.json"));
+        on_nats(&mut cmd);
+        Server::start(&mut cmd, &addr)
+    };
+    let http = client();
+    let (one, two) = (replica(1), replica(2));
+    until_ready(&http, &one).await;
+    until_ready(&http, &two).await;
+
+    let login = http
+        .post(catalog.url("/api/v1/auth/login"))
+        .header("content-type", "application/json")
+        .body(serde_json::json!({"email": "admin@example.com", "password": "emporium-demo"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let login: Value = serde_json::from_str(&login.text().await.unwrap()).unwrap();
+    let staff = login["access_token"].as_str().unwrap().to_owned();
+    let products = json(&http, &catalog.url("/api/v1/products?limit=8")).await;
+    let ids: Vec<String> = products["data"].as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap().to_owned()).collect();
+    let rename = |id: String, title: String| {
+        let request = http.patch(catalog.url(&format!("/api/v1/admin/products/{id}"))).bearer_auth(&staff)
+            .header("content-type", "application/json")
+            .body(serde_json::json!({"title": title}).to_string());
+        async move {
+            let response = request.send().await.unwrap();
+            assert!(response.status().is_success(), "{}", response.text().await.unwrap());
+        }
+    };
+    let until = |server: &Server, q: &'static str, n: u64| {
+        let url = server.url(&format!("/api/v1/search?q={q}&limit=1"));
+        let http = http.clone();
+        async move {
+            let started = Instant::now();
+            loop {
+                let found: Value = serde_json::from_str(&get(&http, &url).await.1).unwrap();
+                if found["total"].as_u64() == Some(n) {
+                    return;
+                }
+                assert!(started.elapsed() < Duration::from_secs(10), "{url}: {n} expected, {found}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    // Eight edits: each reaches both indexes.
+    for (i, id) in ids.iter().enumerate() {
+        rename(id.clone(), format!("Quokka Lantern {i}")).await;
+    }
+    until(&one, "quokka", 8).await;
+    until(&two, "quokka", 8).await;
+
+    // A replica away while the catalog changes has the change once ready again.
+    let dir = sandbox.data_dir().join("search-2");
+    two.stop();
+    rename(ids[0].clone(), "Wombat Teapot".into()).await;
+    until(&one, "wombat", 1).await;
+    let mut cmd = emporium_command(&sandbox);
+    let addr = format!("127.0.0.1:{}", dead_port());
+    cmd.args(["serve", "--services", "search", "--bind", &addr])
+        .env("EMPORIUM_DATA_DIR", &dir)
+        .env("EMPORIUM_CATALOG_URL", format!("http://{catalog_addr}"))
+        .env("EMPORIUM_AUTH_JWKS_URL", format!("http://{catalog_addr}/.well-known/jwks.json"));
+    on_nats(&mut cmd);
+    let back = Server::start(&mut cmd, &addr);
+    until_ready(&http, &back).await;
+    assert_eq!(hits(&http, &back, "wombat").await, 1, "rebuilt from the catalog before saying ready");
+    assert_eq!(hits(&http, &back, "quokka").await, 7);
+    // And it follows again.
+    rename(ids[1].clone(), "Wombat Kettle".into()).await;
+    until(&back, "wombat", 2).await;
+    until(&one, "wombat", 2).await;
+    back.stop();
+    one.stop();
+    catalog.stop();
+}
+
 #[tokio::test]
 async fn configuration_mistakes_are_named_with_their_value() {
     let sandbox = Sandbox::new().await;

@@ -30,8 +30,9 @@ pub trait EventHandler: Send + Sync + 'static {
 
     /// `Some` for a listener that every process needs for itself (not one
     /// replica among many sharing a durable consumer): it gets a consumer of
-    /// its own, which starts with the last `replay` of `event_type` and goes
-    /// away with the process. Its `consumer()` name must be unique per process.
+    /// its own, which starts with the last `replay` of the events it selects
+    /// and goes away with the process. Its `consumer()` name must be unique
+    /// per process. Asked when the process subscribes.
     fn per_process(&self) -> Option<PerProcess> {
         None
     }
@@ -47,8 +48,14 @@ pub trait EventHandler: Send + Sync + 'static {
 pub struct PerProcess {
     /// How far back a new subscription starts.
     pub replay: std::time::Duration,
-    /// The one event type it listens to.
+    /// The events it is offered: one event type, or [`PerProcess::ALL`]
+    /// (then `interested_in` chooses).
     pub event_type: &'static str,
+}
+
+impl PerProcess {
+    /// Every event type (a subject wildcard on JetStream).
+    pub const ALL: &'static str = ">";
 }
 
 /// How far a consumer has got in the stream (see [`EventBus::position`]).
