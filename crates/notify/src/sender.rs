@@ -78,6 +78,11 @@ impl Notify {
     }
 
     async fn deliver(&self, d: &Delivery) -> Result<(), NotifyError> {
+        // "Order received" goes only if the order is still unsettled now.
+        if d.event_type == "order.placed" && store::drop_if_settled(&self.db, &d.id).await? {
+            metrics::counter!("notifications_superseded_total", "channel" => d.channel.clone()).increment(1);
+            return Ok(());
+        }
         let started = Instant::now();
         let at_ms = now_ms();
         let result = match self.reveal(d) {

@@ -290,6 +290,21 @@ pub async fn supersede(tx: &mut Tx, dedupe_prefix: &str) -> Result<u64, DbError>
     Ok(n)
 }
 
+/// Drops the claimed message `id` when it is an "order received" (its
+/// dedupe key under `placed:<order id>:`) whose order was paid or
+/// cancelled meanwhile: decided when the message is due, from the order's
+/// state, whatever order its events were handled in (two replicas may
+/// handle `order.placed` and `order.paid` at the same moment, and the
+/// receipt's cleanup can run before the "order received" is queued).
+pub async fn drop_if_settled(db: &Db, id: &str) -> Result<bool, DbError> {
+    let n = on_db!(db, pool => sqlx::query(
+        "DELETE FROM deliveries WHERE id = $1 AND event_type = 'order.placed' AND status = 'queued' AND EXISTS ( \
+           SELECT 1 FROM order_facts f WHERE f.settled_ms IS NOT NULL \
+             AND substr(deliveries.dedupe_key, 1, length('placed:' || f.order_id || ':')) = 'placed:' || f.order_id || ':')")
+        .bind(id).execute(pool).await.map(|r| r.rows_affected()))?;
+    Ok(n > 0)
+}
+
 /// When the next message falls due, if any waits.
 pub async fn next_due(db: &Db) -> Result<Option<i64>, DbError> {
     let row: Option<(Option<i64>,)> = on_db!(db, pool => sqlx::query_as(
@@ -702,6 +717,33 @@ mod tests {
             send_at_ms: 0,
             secret: None,
         }
+    }
+
+    #[tokio::test]
+    async fn an_order_received_message_is_dropped_when_due_if_the_order_was_settled_meanwhile() {
+        let sandbox = platform::testing::Sandbox::new().await;
+        let db = sandbox.db("notify", &[&crate::MIGRATIONS]).await;
+        let received = |order: &str| NewDelivery {
+            dedupe_key: format!("placed:{order}:order.placed.email"),
+            event_type: "order.placed".into(),
+            ..message(0)
+        };
+        let (paid, open) = (received("ord_paid"), received("ord_open"));
+        let mut tx = db.begin().await.unwrap();
+        // Queued as if the receipt's cleanup had already run: nothing superseded it.
+        insert_delivery(&mut tx, &paid).await.unwrap();
+        insert_delivery(&mut tx, &open).await.unwrap();
+        // Another order's id that begins like this one's settles nothing here.
+        settle_order(&mut tx, "ord_pai", 1).await.unwrap();
+        tx.commit().await.unwrap();
+        assert!(!drop_if_settled(&db, &paid.id).await.unwrap(), "not settled yet: it goes");
+        let mut tx = db.begin().await.unwrap();
+        settle_order(&mut tx, "ord_paid", 2).await.unwrap();
+        tx.commit().await.unwrap();
+        assert!(drop_if_settled(&db, &paid.id).await.unwrap(), "paid meanwhile: dropped when due");
+        assert!(!drop_if_settled(&db, &open.id).await.unwrap(), "an open order's message stays");
+        let left: Vec<String> = claim_due(&db, now_ms(), 60_000, 16).await.unwrap().into_iter().map(|d| d.id).collect();
+        assert_eq!(left, std::slice::from_ref(&open.id));
     }
 
     #[tokio::test]
