@@ -162,43 +162,64 @@ async fn the_demo_shop_says_it_is_ready_once_search_holds_the_whole_catalog() {
     server.stop();
 }
 
+const SERVICE_TOKEN: &str = "a-service-token-of-at-least-32-characters";
+
+/// A split shop on NATS: auth and catalog, with the demo data, in one
+/// process; search processes join it.
+struct OnNats {
+    sandbox: Sandbox,
+    env: [(&'static str, String); 4],
+    catalog: Server,
+}
+
+impl OnNats {
+    /// `None` without NATS (the test says `what` is checked elsewhere).
+    async fn start(what: &str) -> Option<OnNats> {
+        let Some(nats) = platform::testing::nats_url() else {
+            eprintln!("EMPORIUM_TEST_NATS_URL unset: {what} is checked in the run with NATS");
+            return None;
+        };
+        let sandbox = Sandbox::new().await;
+        let (stream, prefix) = sandbox.stream();
+        let env = [
+            ("EMPORIUM_NATS_URL", nats),
+            ("EMPORIUM_NATS_STREAM", stream),
+            ("EMPORIUM_NATS_SUBJECT_PREFIX", prefix),
+            ("EMPORIUM_CATALOG_SERVICE_TOKEN", SERVICE_TOKEN.to_owned()),
+        ];
+        let addr = format!("127.0.0.1:{}", dead_port());
+        let mut cmd = emporium_command(&sandbox);
+        cmd.args(["serve", "--demo", "--services", "auth,catalog", "--bind", &addr]).envs(env.clone());
+        let mut catalog = Server::start(&mut cmd, &addr);
+        let line = catalog.ready_line();
+        assert!(line.contains("ready"), "{line}");
+        Some(OnNats { sandbox, env, catalog })
+    }
+
+    /// A search process keeping its index under `<data dir>/<dir>`.
+    fn search(&self, dir: &str) -> Server {
+        let addr = format!("127.0.0.1:{}", dead_port());
+        let catalog = &self.catalog.addr;
+        let mut cmd = emporium_command(&self.sandbox);
+        cmd.args(["serve", "--services", "search", "--bind", &addr])
+            .env("EMPORIUM_DATA_DIR", self.sandbox.data_dir().join(dir))
+            .env("EMPORIUM_CATALOG_URL", format!("http://{catalog}"))
+            .env("EMPORIUM_AUTH_JWKS_URL", format!("http://{catalog}/.well-known/jwks.json"))
+            .envs(self.env.clone());
+        Server::start(&mut cmd, &addr)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn search_in_a_process_of_its_own_on_nats_is_ready_once_it_holds_the_catalog() {
-    let Some(nats) = platform::testing::nats_url() else {
-        eprintln!("EMPORIUM_TEST_NATS_URL unset: search in its own process is checked in the run with NATS");
-        return;
-    };
-    const TOKEN: &str = "a-service-token-of-at-least-32-characters";
-    let sandbox = Sandbox::new().await;
-    let (stream, prefix) = sandbox.stream();
-    let on_nats = |cmd: &mut Command| {
-        cmd.env("EMPORIUM_NATS_URL", &nats)
-            .env("EMPORIUM_NATS_STREAM", &stream)
-            .env("EMPORIUM_NATS_SUBJECT_PREFIX", &prefix)
-            .env("EMPORIUM_CATALOG_SERVICE_TOKEN", TOKEN);
-    };
-    let catalog_addr = format!("127.0.0.1:{}", dead_port());
-    let mut cmd = emporium_command(&sandbox);
-    cmd.args(["serve", "--demo", "--services", "auth,catalog", "--bind", &catalog_addr]);
-    on_nats(&mut cmd);
-    let mut catalog = Server::start(&mut cmd, &catalog_addr);
-    let line = catalog.ready_line();
-    assert!(line.contains("ready"), "{line}");
-
-    let search_addr = format!("127.0.0.1:{}", dead_port());
-    let mut cmd = emporium_command(&sandbox);
-    cmd.args(["serve", "--services", "search", "--bind", &search_addr])
-        .env("EMPORIUM_DATA_DIR", sandbox.data_dir().join("search-process"))
-        .env("EMPORIUM_CATALOG_URL", format!("http://{catalog_addr}"))
-        .env("EMPORIUM_AUTH_JWKS_URL", format!("http://{catalog_addr}/.well-known/jwks.json"));
-    on_nats(&mut cmd);
-    let search = Server::start(&mut cmd, &search_addr);
+    let Some(shop) = OnNats::start("search in its own process").await else { return };
+    let search = shop.search("search-process");
     let http = client();
     until_ready(&http, &search).await;
-    let expected = catalog_by_category(&http, &catalog).await;
+    let expected = catalog_by_category(&http, &shop.catalog).await;
     search_shows_everything(&http, &search, &expected, false).await;
     search.stop();
-    catalog.stop();
+    shop.catalog.stop();
 }
 
 /// The hits of `q` on one search process.
@@ -213,35 +234,9 @@ async fn hits(http: &reqwest::Client, search: &Server, q: &str) -> u64 {
 /// shop.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_search_replica_applies_every_catalog_change_to_its_own_index() {
-    let Some(nats) = platform::testing::nats_url() else {
-        eprintln!("EMPORIUM_TEST_NATS_URL unset: search replicas are checked in the run with NATS");
-        return;
-    };
-    const TOKEN: &str = "a-service-token-of-at-least-32-characters";
-    let sandbox = Sandbox::new().await;
-    let (stream, prefix) = sandbox.stream();
-    let on_nats = |cmd: &mut Command| {
-        cmd.env("EMPORIUM_NATS_URL", &nats)
-            .env("EMPORIUM_NATS_STREAM", &stream)
-            .env("EMPORIUM_NATS_SUBJECT_PREFIX", &prefix)
-            .env("EMPORIUM_CATALOG_SERVICE_TOKEN", TOKEN);
-    };
-    let catalog_addr = format!("127.0.0.1:{}", dead_port());
-    let mut cmd = emporium_command(&sandbox);
-    cmd.args(["serve", "--demo", "--services", "auth,catalog", "--bind", &catalog_addr]);
-    on_nats(&mut cmd);
-    let mut catalog = Server::start(&mut cmd, &catalog_addr);
-    assert!(catalog.ready_line().contains("ready"));
-    let replica = |n: u32| {
-        let addr = format!("127.0.0.1:{}", dead_port());
-        let mut cmd = emporium_command(&sandbox);
-        cmd.args(["serve", "--services", "search", "--bind", &addr])
-            .env("EMPORIUM_DATA_DIR", sandbox.data_dir().join(format!("search-{n}")))
-            .env("EMPORIUM_CATALOG_URL", format!("http://{catalog_addr}"))
-            .env("EMPORIUM_AUTH_JWKS_URL", format!("http://{catalog_addr}/.well-known/jwks.json"));
-        on_nats(&mut cmd);
-        Server::start(&mut cmd, &addr)
-    };
+    let Some(shop) = OnNats::start("search replicas").await else { return };
+    let catalog = &shop.catalog;
+    let replica = |n: u32| shop.search(&format!("search-{n}"));
     let http = client();
     let (one, two) = (replica(1), replica(2));
     until_ready(&http, &one).await;
@@ -290,18 +285,10 @@ async fn every_search_replica_applies_every_catalog_change_to_its_own_index() {
     until(&two, "quokka", 8).await;
 
     // A replica away while the catalog changes has the change once ready again.
-    let dir = sandbox.data_dir().join("search-2");
     two.stop();
     rename(ids[0].clone(), "Wombat Teapot".into()).await;
     until(&one, "wombat", 1).await;
-    let mut cmd = emporium_command(&sandbox);
-    let addr = format!("127.0.0.1:{}", dead_port());
-    cmd.args(["serve", "--services", "search", "--bind", &addr])
-        .env("EMPORIUM_DATA_DIR", &dir)
-        .env("EMPORIUM_CATALOG_URL", format!("http://{catalog_addr}"))
-        .env("EMPORIUM_AUTH_JWKS_URL", format!("http://{catalog_addr}/.well-known/jwks.json"));
-    on_nats(&mut cmd);
-    let back = Server::start(&mut cmd, &addr);
+    let back = shop.search("search-2");
     until_ready(&http, &back).await;
     assert_eq!(hits(&http, &back, "wombat").await, 1, "rebuilt from the catalog before saying ready");
     assert_eq!(hits(&http, &back, "quokka").await, 7);
@@ -311,7 +298,7 @@ async fn every_search_replica_applies_every_catalog_change_to_its_own_index() {
     until(&one, "wombat", 2).await;
     back.stop();
     one.stop();
-    catalog.stop();
+    shop.catalog.stop();
 }
 
 #[tokio::test]
