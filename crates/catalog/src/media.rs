@@ -155,23 +155,27 @@ pub struct MediaStore {
     decodes: Arc<tokio::sync::Semaphore>,
 }
 
+/// The S3 (or S3-compatible) bucket `media.s3_*` names, as the catalog
+/// and `emporium doctor` reach it.
+pub fn s3_bucket(m: &kernel::config::MediaConfig) -> Result<object_store::aws::AmazonS3, object_store::Error> {
+    let mut builder = object_store::aws::AmazonS3Builder::new()
+        .with_bucket_name(m.s3_bucket.clone().unwrap_or_default())
+        .with_region(m.s3_region.clone())
+        .with_allow_http(m.s3_allow_http);
+    if let Some(endpoint) = &m.s3_endpoint {
+        builder = builder.with_endpoint(endpoint.clone());
+    }
+    if let (Some(id), Some(secret)) = (&m.s3_access_key_id, &m.s3_secret_access_key) {
+        builder = builder.with_access_key_id(id.clone()).with_secret_access_key(secret.clone());
+    }
+    builder.build()
+}
+
 impl MediaStore {
     pub fn from_config(config: &Config) -> Result<MediaStore, CatalogError> {
         let m = &config.media;
         let store: Arc<dyn ObjectStore> = match m.store.as_str() {
-            "s3" => {
-                let mut builder = object_store::aws::AmazonS3Builder::new()
-                    .with_bucket_name(m.s3_bucket.clone().unwrap_or_default())
-                    .with_region(m.s3_region.clone())
-                    .with_allow_http(m.s3_allow_http);
-                if let Some(endpoint) = &m.s3_endpoint {
-                    builder = builder.with_endpoint(endpoint.clone());
-                }
-                if let (Some(id), Some(secret)) = (&m.s3_access_key_id, &m.s3_secret_access_key) {
-                    builder = builder.with_access_key_id(id.clone()).with_secret_access_key(secret.clone());
-                }
-                Arc::new(builder.build().map_err(|e| CatalogError::Media(e.to_string()))?)
-            }
+            "s3" => Arc::new(s3_bucket(m).map_err(|e| CatalogError::Media(e.to_string()))?),
             _ => {
                 let dir = m.dir.clone().unwrap_or_else(|| config.data_dir.join("media"));
                 std::fs::create_dir_all(&dir).map_err(|e| CatalogError::Media(format!("{}: {e}", dir.display())))?;

@@ -244,17 +244,7 @@ async fn media(config: &Config) -> Verdict {
     }
     let bucket = m.s3_bucket.clone().unwrap_or_default();
     let fix = "check media.s3_bucket, media.s3_endpoint, media.s3_region and the access keys (EMPORIUM_MEDIA_S3_*)";
-    let mut builder = object_store::aws::AmazonS3Builder::new()
-        .with_bucket_name(bucket.clone())
-        .with_region(m.s3_region.clone())
-        .with_allow_http(m.s3_allow_http);
-    if let Some(endpoint) = &m.s3_endpoint {
-        builder = builder.with_endpoint(endpoint.clone());
-    }
-    if let (Some(id), Some(secret)) = (&m.s3_access_key_id, &m.s3_secret_access_key) {
-        builder = builder.with_access_key_id(id.clone()).with_secret_access_key(secret.clone());
-    }
-    let store = match builder.build() {
+    let store = match catalog::media::s3_bucket(m) {
         Ok(store) => store,
         Err(e) => return fail(format!("bucket {bucket}: {e}"), fix),
     };

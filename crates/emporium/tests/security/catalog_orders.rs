@@ -1,28 +1,12 @@
 //! Items 13 (the catalog half), 16, 17, 18 and 19: what an outsider or a
 //! customer could do through the catalog and the checkout.
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
+use axum::http::StatusCode;
 use serde_json::json;
-use tower::ServiceExt;
 
 use super::support::Shop;
 
-/// One request with a raw body; the answer as text.
-async fn raw(shop: &Shop, method: &str, path: &str, content_type: &str, body: Vec<u8>) -> (StatusCode, String) {
-    let request = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("authorization", format!("Bearer {}", shop.staff))
-        .header("content-type", content_type)
-        .body(Body::from(body))
-        .unwrap();
-    let response = shop.app.router().oneshot(request).await.unwrap();
-    let status = response.status();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&bytes).into_owned())
-}
+use super::support::pages::as_staff_raw as raw;
 
 /// The public catalog cache's weight now, in bytes.
 fn catalog_cache_bytes(shop: &Shop) -> u64 {

@@ -73,16 +73,11 @@ pub fn multipart(fields: &[(&str, &str)], file: Option<(&str, &str, &[u8])>) -> 
     (format!("multipart/form-data; boundary={boundary}"), body)
 }
 
-/// Uploads a generated 600×600 picture of product `id` in `hue` through the
-/// API, described by `alt` if given (the catalog makes 160 and 480 pixel
-/// copies): the media the API answers.
-pub async fn picture(shop: &Shop, id: &str, hue: u32, alt: Option<&str>) -> Value {
-    let png = catalog::media::placeholder(hue, 600).unwrap();
-    let fields: Vec<(&str, &str)> = alt.map(|a| ("alt", a)).into_iter().collect();
-    let (content_type, body) = multipart(&fields, Some(("file", "p.png", &png)));
+/// One staff request to the API with a raw body; the answer as text.
+pub async fn as_staff_raw(shop: &Shop, method: &str, path: &str, content_type: &str, body: Vec<u8>) -> (StatusCode, String) {
     let request = Request::builder()
-        .method("POST")
-        .uri(format!("/api/v1/admin/products/{id}/media"))
+        .method(method)
+        .uri(path)
         .header("authorization", format!("Bearer {}", shop.staff))
         .header("content-type", content_type)
         .body(Body::from(body))
@@ -90,7 +85,18 @@ pub async fn picture(shop: &Shop, id: &str, hue: u32, alt: Option<&str>) -> Valu
     let response = shop.app.router().oneshot(request).await.unwrap();
     let status = response.status();
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    let media: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Uploads a generated 600×600 picture of product `id` in `hue` through the
+/// API, described by `alt` if given (the catalog makes 160 and 480 pixel
+/// copies): the media the API answers.
+pub async fn picture(shop: &Shop, id: &str, hue: u32, alt: Option<&str>) -> Value {
+    let png = catalog::media::placeholder(hue, 600).unwrap();
+    let fields: Vec<(&str, &str)> = alt.map(|a| ("alt", a)).into_iter().collect();
+    let (content_type, body) = multipart(&fields, Some(("file", "p.png", &png)));
+    let (status, text) = as_staff_raw(shop, "POST", &format!("/api/v1/admin/products/{id}/media"), &content_type, body).await;
+    let media: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
     assert_eq!(status, StatusCode::CREATED, "{media}");
     media
 }
