@@ -94,7 +94,7 @@ impl From<&AuthError> for ApiError {
             AuthError::CannotGrant(_) => ApiError::forbidden("cannot_grant", e.to_string()).with_field("permissions"),
             AuthError::NotOnSelf => ApiError::conflict("not_on_self", e.to_string()),
             AuthError::MissingPermission(_) => ApiError::forbidden("missing_permission", e.to_string()),
-            AuthError::Store(cause) => ApiError::internal(cause),
+            AuthError::Store(cause) => ApiError::from(cause),
             AuthError::Crypto(cause) => ApiError::internal(cause),
             AuthError::Keys(cause) => ApiError::internal(cause),
             AuthError::Join(cause) => ApiError::internal(cause),

@@ -6,6 +6,7 @@ mod crypto;
 pub mod domain;
 mod error;
 mod http;
+mod internal;
 mod keys;
 mod service;
 mod store;
@@ -15,12 +16,43 @@ use std::sync::Arc;
 use kernel::auth::Role;
 use platform::auth::KeySource;
 use platform::migrate::Migrations;
+use platform::routes::Route;
 use platform::service::{BoxError, BoxFuture, Mounted, ServiceContext, ServiceSpec};
 
 pub use error::AuthError;
 pub use service::Auth;
 
 pub const NAME: &str = "auth";
+
+/// Every path the service answers, for the load balancer's route map
+/// (`emporium deploy nginx`); a test holds it to the router.
+pub const ROUTES: &[Route] = &[
+    Route::both("/.well-known/jwks.json"),
+    Route::public("/.well-known/openid-configuration"),
+    Route::public("/api/v1/admin/api-keys"),
+    Route::public("/api/v1/admin/api-keys/{id}"),
+    Route::public("/api/v1/admin/audit"),
+    Route::public("/api/v1/admin/users"),
+    Route::public("/api/v1/admin/users/{id}"),
+    Route::public("/api/v1/admin/users/{id}/mfa"),
+    Route::public("/api/v1/admin/users/{id}/unlock"),
+    Route::public("/api/v1/auth/login"),
+    Route::public("/api/v1/auth/logout"),
+    Route::public("/api/v1/auth/logout-all"),
+    Route::public("/api/v1/auth/password/change"),
+    Route::public("/api/v1/auth/password/forgot"),
+    Route::public("/api/v1/auth/password/reset"),
+    Route::public("/api/v1/auth/refresh"),
+    Route::public("/api/v1/auth/register"),
+    Route::public("/api/v1/auth/verify-email"),
+    Route::public("/api/v1/me"),
+    Route::public("/api/v1/me/addresses"),
+    Route::public("/api/v1/me/addresses/{id}"),
+    Route::public("/api/v1/me/export"),
+    Route::public("/api/v1/me/mfa/totp"),
+    Route::public("/api/v1/me/mfa/totp/confirm"),
+    Route::internal("/internal/v1/api-keys/resolve"),
+];
 
 /// This service's own tables, after the platform's.
 pub static MIGRATIONS: Migrations = platform::migrations!("auth", ["0001_accounts", "0002_mfa", "0003_addresses", "0004_api_keys", "0005_token_generation", "0006_sign_in_throttles", "0007_known_clients"]);
@@ -65,7 +97,10 @@ fn mount(ctx: ServiceContext) -> BoxFuture<'static, Result<Mounted, BoxError>> {
         auth.load_revocations().await?;
         ctx.ports.provide::<dyn KeySource>(auth.keys.clone());
         ctx.ports.provide::<dyn platform::auth::ApiKeyResolver>(Arc::new(service::ApiKeys(auth.clone())));
-        Ok(Mounted::routes(http::router(auth)))
+        // Processes without auth resolve API keys here, with the service token.
+        let token = ctx.config.auth.service_token.as_deref().map(Arc::from);
+        let internal = internal::router(internal::Internal { auth: auth.clone(), token });
+        Ok(Mounted::routes(http::router(auth).merge(internal)))
     })
 }
 

@@ -16,8 +16,11 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// The Redis channel replicas announce catalog changes on.
-const CHANNEL: &str = "emporium:catalog:changed";
+/// The Redis channel replicas announce catalog changes on, after the
+/// shop's `redis.prefix` (shops sharing a Redis hear only their own).
+fn channel(prefix: &str) -> String {
+    format!("{prefix}:catalog:changed")
+}
 
 #[derive(Clone)]
 pub struct Cached {
@@ -107,11 +110,14 @@ impl ResponseCache {
     }
 
     /// Shares changes with other replicas through Redis until `shutdown`:
-    /// publishes this process's changes and forgets on theirs. A lost
-    /// connection is retried; on reconnecting everything is forgotten once,
-    /// since news may have been missed meanwhile.
-    pub fn share_through_redis(self: &Arc<Self>, url: &str, shutdown: CancellationToken) -> Result<(), redis::RedisError> {
+    /// publishes this process's changes and forgets on theirs, on the
+    /// channel of `prefix` (`redis.prefix`). A lost connection is retried;
+    /// on reconnecting everything is forgotten once, since news may have
+    /// been missed meanwhile.
+    pub fn share_through_redis(self: &Arc<Self>, url: &str, prefix: &str, shutdown: CancellationToken) -> Result<(), redis::RedisError> {
         let client = redis::Client::open(url)?;
+        let channel = channel(prefix);
+        let publish_on = channel.clone();
         let (tx, mut rx) = mpsc::unbounded_channel::<()>();
         if let Ok(mut guard) = self.broadcast.lock() {
             *guard = Some(tx);
@@ -135,7 +141,7 @@ impl ResponseCache {
                     tracing::warn!("redis unreachable; other replicas learn of this change when it is back");
                     continue;
                 };
-                let sent: Result<i64, _> = redis::cmd("PUBLISH").arg(CHANNEL).arg(&origin).query_async(c).await;
+                let sent: Result<i64, _> = redis::cmd("PUBLISH").arg(&publish_on).arg(&origin).query_async(c).await;
                 if let Err(e) = sent {
                     tracing::warn!(error = %e, "could not announce a catalog change");
                     conn = None;
@@ -146,7 +152,7 @@ impl ResponseCache {
         tokio::spawn(async move {
             loop {
                 match client.get_async_pubsub().await {
-                    Ok(mut pubsub) => match pubsub.subscribe(CHANNEL).await {
+                    Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
                         Ok(()) => {
                             cache.generation.fetch_add(1, Ordering::SeqCst);
                             let mut messages = pubsub.on_message();

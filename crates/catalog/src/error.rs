@@ -70,7 +70,7 @@ impl From<&CatalogError> for ApiError {
             CatalogError::LocationInUse => ApiError::conflict("location_in_use", e.to_string()),
             CatalogError::TooLarge(limit) => ApiError::payload_too_large(*limit).with_field("file"),
             CatalogError::Media(cause) => ApiError::internal(cause),
-            CatalogError::Store(cause) => ApiError::internal(cause),
+            CatalogError::Store(cause) => ApiError::from(cause),
         }
     }
 }

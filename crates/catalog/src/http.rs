@@ -112,7 +112,7 @@ fn body_limit(
 
 pub fn router(catalog: Catalog) -> OpenApiRouter {
     // The picture and the multipart framing around it.
-    let upload_limit = catalog.media.max_upload_bytes + 64 * 1024;
+    let upload_limit = catalog.media.max_upload_bytes + platform::routes::UPLOAD_FRAMING_BYTES;
     OpenApiRouter::new()
         .routes(routes!(list_products))
         .routes(routes!(category_tree))
@@ -1126,7 +1126,7 @@ async fn serve_media(State(c): State<Catalog>, Path(key): Path<String>) -> Resul
 // Import and export
 
 /// The largest CSV file the import route reads.
-const IMPORT_LIMIT: usize = 32 * 1024 * 1024;
+pub(crate) const IMPORT_LIMIT: usize = 32 * 1024 * 1024;
 
 #[derive(Deserialize, IntoParams)]
 pub struct CurrencyParam {

@@ -4,13 +4,11 @@
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::http::header::AUTHORIZATION;
-use axum::http::request::Parts;
 use axum::response::IntoResponse;
-use kernel::ApiError;
 use kernel::error::ErrorBody;
+use platform::auth::Service;
 use platform::http::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -40,23 +38,10 @@ pub fn router(internal: Internal) -> OpenApiRouter {
         .with_state(internal)
 }
 
-/// A caller holding the service token.
-pub struct Service;
-
-impl FromRequestParts<Internal> for Service {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &Internal) -> Result<Self, Self::Rejection> {
-        let Some(expected) = &state.token else {
-            return Err(ApiError::not_found("route_not_found", "no such route"));
-        };
-        let presented = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or_default();
-        if platform::auth::constant_time_eq(presented.as_bytes(), expected.as_bytes()) { Ok(Service) } else { Err(ApiError::unauthenticated("invalid_service_token", "this needs the service token")) }
+/// The routes answer callers holding `catalog.service_token` (closed while it is unset).
+impl platform::auth::ServiceTokenGuarded for Internal {
+    fn service_token(&self) -> Option<&str> {
+        self.token.as_deref()
     }
 }
 

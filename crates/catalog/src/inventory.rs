@@ -366,3 +366,35 @@ async fn announce(
     }
     Ok(())
 }
+
+impl Inventory {
+    /// Reservations held now, and the age in seconds of the oldest (0 when none).
+    pub async fn held(&self) -> Result<(i64, f64), CatalogError> {
+        let (count, oldest) = store::held_reservations(&self.db).await?;
+        let age = oldest.map_or(0.0, |t| (time::OffsetDateTime::now_utc() - t).as_seconds_f64().max(0.0));
+        Ok((count, age))
+    }
+}
+
+/// `reservations_held` and `reservations_oldest_age_seconds`, read on the
+/// metrics timer (see [`platform::gauges`]).
+pub struct HeldReservations(pub Inventory);
+
+#[async_trait::async_trait]
+impl platform::gauges::Reading for HeldReservations {
+    fn name(&self) -> &str {
+        "catalog.reservations"
+    }
+
+    fn describe(&self) {
+        metrics::describe_gauge!("reservations_held", "Stock reservations held for checkouts that are neither paid (committed) nor released yet");
+        metrics::describe_gauge!("reservations_oldest_age_seconds", "Age in seconds of the oldest reservation still held (0 when none)");
+    }
+
+    async fn read(&self) -> Result<(), platform::service::BoxError> {
+        let (count, age) = self.0.held().await?;
+        metrics::gauge!("reservations_held").set(count as f64);
+        metrics::gauge!("reservations_oldest_age_seconds").set(age);
+        Ok(())
+    }
+}

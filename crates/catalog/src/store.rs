@@ -656,6 +656,14 @@ pub async fn expired_reservations(db: &Db, now_ms: i64, limit: i64) -> Result<Ve
     Ok(rows)
 }
 
+/// How many reservations are held, and when the oldest of them was made.
+pub async fn held_reservations(db: &Db) -> Result<(i64, Option<OffsetDateTime>), DbError> {
+    let row = on_db!(db, pool => sqlx::query_as(
+        "SELECT COUNT(*), MIN(created_at) FROM reservations WHERE state = 'held'")
+        .fetch_one(pool).await)?;
+    Ok(row)
+}
+
 // Categories
 
 #[derive(Debug, Clone)]

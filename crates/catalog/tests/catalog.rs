@@ -23,11 +23,24 @@ struct TestApp {
 
 const SERVICE_TOKEN: &str = "a-service-token-of-at-least-32-characters";
 
+/// The shop's public address: a process without every role must be given it.
+const PUBLIC_URL: &str = "http://shop.test";
+
+/// A process of the catalog alone, as a split shop runs it: auth elsewhere
+/// (at an address nothing answers: these tests present no token, so the
+/// keys are never fetched).
+fn catalog_alone(config: &mut kernel::config::Config) {
+    config.services = vec!["catalog".into()];
+    config.public_url = Some(PUBLIC_URL.into());
+    config.auth.url = Some("http://127.0.0.1:9".into());
+}
+
 impl TestApp {
     async fn new() -> TestApp {
         let sandbox = Sandbox::new().await;
         let mut config = (*sandbox.config()).clone();
         config.services = vec!["auth".into(), "catalog".into()];
+        config.public_url = Some(PUBLIC_URL.into());
         config.catalog.service_token = Some(SERVICE_TOKEN.into());
         let config = Arc::new(config);
         let app = App::start(config.clone(), &[auth::spec(), catalog::spec()], axum::Router::new(), false).await.unwrap();
@@ -367,7 +380,7 @@ async fn public_pages_carry_etags_and_change_when_the_catalog_does() {
 async fn the_demo_catalog_loads_once() {
     let sandbox = Sandbox::new().await;
     let mut config = (*sandbox.config()).clone();
-    config.services = vec!["catalog".into()];
+    catalog_alone(&mut config);
     let config = Arc::new(config);
     let app = App::start(config.clone(), &[catalog::spec()], axum::Router::new(), true).await.unwrap();
     let db = app.db("catalog").unwrap().clone();
@@ -531,7 +544,7 @@ async fn the_reservation_port_over_http_needs_the_service_token() {
 async fn internal_routes_are_closed_without_a_token() {
     let sandbox = Sandbox::new().await;
     let mut config = (*sandbox.config()).clone();
-    config.services = vec!["catalog".into()];
+    catalog_alone(&mut config);
     let app = App::start(Arc::new(config), &[catalog::spec()], axum::Router::new(), false).await.unwrap();
     let r = app.router().oneshot(Request::get("/internal/v1/reservations/ord_1").header("authorization", "Bearer x").body(Body::empty()).unwrap()).await.unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
@@ -720,6 +733,7 @@ async fn uploads_over_the_limit_are_refused() {
     let sandbox = Sandbox::new().await;
     let mut config = (*sandbox.config()).clone();
     config.services = vec!["auth".into(), "catalog".into()];
+    config.public_url = Some(PUBLIC_URL.into());
     config.media.max_upload_bytes = 20_000;
     let config = Arc::new(config);
     let app = App::start(config.clone(), &[auth::spec(), catalog::spec()], axum::Router::new(), false).await.unwrap();
@@ -874,6 +888,7 @@ async fn pictures_can_live_in_an_s3_bucket() {
     let sandbox = Sandbox::new().await;
     let mut config = (*sandbox.config()).clone();
     config.services = vec!["auth".into(), "catalog".into()];
+    config.public_url = Some(PUBLIC_URL.into());
     config.media.store = "s3".into();
     config.media.s3_bucket = Some(bucket.clone());
     config.media.s3_endpoint = Some(endpoint.clone());

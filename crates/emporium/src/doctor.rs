@@ -93,9 +93,13 @@ pub async fn run(file: Option<&PathBuf>, overrides: &Overrides, out: &mut dyn Wr
         lines.say(&part, database(&config, &services, &url).await);
     }
     let runs = |name: &str| config.services.iter().any(|s| s == name);
-    if let Some(url) = &config.nats.url {
+    // The API services here (`web` holds no data and hears no event).
+    let services = kernel::config::SERVICES.iter().filter(|s| runs(s)).count();
+    if services == 0 {
+        // Pages alone: no database, bus or token keys of their own.
+    } else if let Some(url) = &config.nats.url {
         lines.say("nats", nats(url, &config.nats.stream).await);
-    } else if config.services.len() < kernel::config::SERVICES.len() {
+    } else if services < kernel::config::SERVICES.len() {
         lines.say("nats", Verdict::Note("nats.url is unset: events stay inside this process, so services in other processes never hear of them".into()));
     }
     if let Some(url) = &config.redis.url {
@@ -103,6 +107,9 @@ pub async fn run(file: Option<&PathBuf>, overrides: &Overrides, out: &mut dyn Wr
     }
     if runs(catalog::NAME) {
         lines.say("media", media(&config).await);
+        if let Some(note) = local_media_on_a_shared_database(&config) {
+            lines.say("media.store", note);
+        }
     }
     if runs(notify::NAME) {
         match &config.notify.smtp_url {
@@ -114,8 +121,12 @@ pub async fn run(file: Option<&PathBuf>, overrides: &Overrides, out: &mut dyn Wr
     if needs_catalog {
         lines.say("catalog.url", catalog_url(&config).await);
     }
-    if !runs(auth::NAME) {
+    if !runs(auth::NAME) && services > 0 {
         lines.say("auth.jwks_url", jwks(&config).await);
+        lines.say("auth.url", api_keys(&config).await);
+    }
+    if runs(kernel::config::WEB) && services < kernel::config::SERVICES.len() {
+        lines.say("web.api_url", web_api(&config, services).await);
     }
     lines.report
 }
@@ -167,7 +178,7 @@ fn writable(dir: &Path, fix: &str) -> Verdict {
 /// services that share it.
 fn databases(config: &Config) -> Vec<(Vec<String>, String)> {
     let mut all: Vec<(Vec<String>, String)> = Vec::new();
-    for service in &config.services {
+    for service in config.services.iter().filter(|s| kernel::config::SERVICES.contains(&s.as_str())) {
         let url = config.database_url(service);
         match all.iter_mut().find(|(_, u)| *u == url) {
             Some((services, _)) => services.push(service.clone()),
@@ -256,6 +267,22 @@ async fn media(config: &Config) -> Verdict {
     }
 }
 
+/// Local pictures with the catalog on PostgreSQL: fine for one catalog
+/// process, wrong for replicas on several machines.
+fn local_media_on_a_shared_database(config: &Config) -> Option<Verdict> {
+    let url = config.database_url(catalog::NAME);
+    let shared = url.starts_with("postgres:") || url.starts_with("postgresql:");
+    (config.media.store == "local" && shared).then(|| {
+        let dir = config.media.dir.clone().unwrap_or_else(|| config.data_dir.join("media"));
+        Verdict::Note(format!(
+            "media.store is `local` ({}) with the catalog on PostgreSQL: catalog replicas on other machines would each keep their own pictures \
+             (a picture uploaded to one is missing on the others). With more than one catalog replica, set media.store = \"s3\" \
+             (EMPORIUM_MEDIA_STORE, with the EMPORIUM_MEDIA_S3_* settings), or give every replica the same folder in media.dir",
+            dir.display()
+        ))
+    })
+}
+
 async fn smtp(url: &str, ca_file: Option<&Path>) -> Verdict {
     use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
     use lettre::{AsyncSmtpTransport, Tokio1Executor};
@@ -314,13 +341,51 @@ async fn catalog_url(config: &Config) -> Verdict {
     }
 }
 
-async fn jwks(config: &Config) -> Verdict {
-    use platform::auth::KeySource;
-    let set = "set auth.jwks_url (EMPORIUM_AUTH_JWKS_URL) to the auth process's /.well-known/jwks.json";
-    let Some(url) = &config.auth.jwks_url else {
-        return fail("auth runs elsewhere but auth.jwks_url is unset, so tokens cannot be checked here and signed-in requests are refused", set);
+/// Where the pages of a process without every service reach the API: its `/healthz` must answer.
+async fn web_api(config: &Config, services: usize) -> Verdict {
+    let set = "set web.api_url (EMPORIUM_WEB_API_URL) to the address of the load balancer in front of the API services";
+    let Some(url) = &config.web.api_url else {
+        if services == 0 {
+            return fail("web runs without the API services but web.api_url is unset, so no page can be made", set);
+        }
+        return Verdict::Note("web.api_url is unset: the pages reach only the services in this process".into());
     };
     let shown = mask_url(url);
+    let probe = async {
+        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).no_proxy().build()?;
+        http.get(format!("{}/healthz", url.trim_end_matches('/'))).send().await
+    };
+    match within(15, probe).await {
+        Ok(Ok(answer)) if answer.status().is_success() => Verdict::Ok(format!("{shown} answers /healthz")),
+        Ok(Ok(answer)) => fail(format!("{shown}/healthz answered {}", answer.status()), "check that it is the address of the API (its load balancer), not of a page process"),
+        Ok(Err(e)) => fail(format!("{shown}: {}", causes(&e.without_url())), set),
+        Err(timeout) => fail(format!("{shown}: {timeout}"), set),
+    }
+}
+
+/// Where API keys are resolved for a process without auth: auth's internal
+/// route must take the service token.
+async fn api_keys(config: &Config) -> Verdict {
+    let set = "set auth.url (EMPORIUM_AUTH_URL) to the auth process's address and auth.service_token (EMPORIUM_AUTH_SERVICE_TOKEN) to the token that process has";
+    let (Some(url), Some(token)) = (&config.auth.url, &config.auth.service_token) else {
+        return Verdict::Note(format!("auth.url or auth.service_token is unset: API keys are refused here (401); to accept them, {set}"));
+    };
+    let shown = mask_url(url);
+    let keys = platform::auth::HttpApiKeys::new(url, token, Duration::ZERO);
+    match within(15, keys.probe()).await {
+        Ok(Ok(())) => Verdict::Ok(format!("{shown} resolves API keys with the service token")),
+        Ok(Err(e)) => fail(format!("{shown}: {e}"), set),
+        Err(timeout) => fail(format!("{shown}: {timeout}"), set),
+    }
+}
+
+async fn jwks(config: &Config) -> Verdict {
+    use platform::auth::KeySource;
+    let set = "set auth.url (EMPORIUM_AUTH_URL) to the auth process's address, or auth.jwks_url (EMPORIUM_AUTH_JWKS_URL) to its /.well-known/jwks.json";
+    let Some(url) = platform::auth::jwks_url(&config.auth) else {
+        return fail("auth runs elsewhere but neither auth.url nor auth.jwks_url is set, so tokens cannot be checked here and signed-in requests are refused", set);
+    };
+    let shown = mask_url(&url);
     match within(15, platform::auth::HttpKeySource::new(url.clone()).public_keys()).await {
         Ok(Ok(keys)) if keys.is_empty() => fail(format!("{shown} publishes no signing keys"), "check that it is the auth process's /.well-known/jwks.json"),
         Ok(Ok(keys)) => Verdict::Ok(format!("{shown} publishes {} signing keys", keys.len())),

@@ -12,18 +12,62 @@ use kernel::money::Currency;
 use platform::app::{self, App};
 use platform::service::ServiceSpec;
 
+pub mod deploy;
 pub mod doctor;
 pub mod ports;
 mod progress;
 
 /// Starts the services the configuration enables and wires their ports.
-/// The whole shop: every configured service, and the storefront over their API.
+/// The whole shop: every configured service, and with the `web` role the
+/// storefront and console over their API — in process when this process
+/// runs every service, else over HTTP at `web.api_url`. Without `web` no
+/// page is served (`/` is the API's 404).
 pub async fn start_shop(config: Arc<Config>, demo: bool) -> Result<App, app::StartError> {
     let config = demo_defaults(config, demo);
-    let api = web::Api::default();
+    let runs = |role: &str| config.services.iter().any(|s| s == role);
+    if !runs(config::WEB) {
+        return start(config.clone(), axum::Router::new().fallback(platform::http::not_found), demo).await;
+    }
+    let api = match pages_api(&config) {
+        Ok(api) => api,
+        Err(message) => return Err(app::StartError::Mount { service: config::WEB, source: message.into() }),
+    };
     let app = start(config.clone(), web::router(web::Site::new(api.clone(), &config)), demo).await?;
-    api.bind(app.internal_router());
+    match api.url() {
+        Some(url) => tracing::info!(api_url = %config::mask_url(url), "the pages call the API over HTTP"),
+        None => api.bind(app.internal_router()),
+    }
     Ok(app)
+}
+
+/// How the pages of a `web` process reach the API: in process when every
+/// service runs here; else over HTTP at `web.api_url`. A process with some
+/// services and no `web.api_url` keeps the in-process call (pages that need
+/// a service it lacks find no route); one with none of them cannot serve a
+/// page without `web.api_url`.
+fn pages_api(config: &Arc<Config>) -> Result<web::Api, String> {
+    let runs = |role: &str| config.services.iter().any(|s| s == role);
+    if config::SERVICES.iter().all(|s| runs(s)) {
+        return Ok(web::Api::default());
+    }
+    match &config.web.api_url {
+        Some(url) => {
+            let trust = config.clone();
+            let client_ip: web::api::ClientIp = Arc::new(move |peer, headers| platform::http::client_ip(&trust, peer, headers));
+            let timeout = std::time::Duration::from_secs(config.http.request_timeout_secs.clamp(1, 600));
+            web::Api::over_http(url, timeout, client_ip).map_err(|e| format!("web.api_url: {e}"))
+        }
+        None if config::SERVICES.iter().any(|s| runs(s)) => {
+            tracing::warn!(
+                services = ?config.services,
+                "web runs without every service and web.api_url is unset: the pages reach only the services in this process"
+            );
+            Ok(web::Api::default())
+        }
+        None => Err("web.api_url (EMPORIUM_WEB_API_URL) is unset: a `web` process without the API services reaches them there \
+                     (the load balancer in front of them, e.g. http://lb.internal:8080)"
+            .into()),
+    }
 }
 
 pub async fn start(config: Arc<Config>, pages: axum::Router, demo: bool) -> Result<App, app::StartError> {
@@ -100,7 +144,8 @@ pub enum Command {
     },
     /// Fill the catalog: the demo shop, or a synthetic catalog for benchmarks.
     Seed {
-        /// The demo catalog (skipped if the shop has products already).
+        /// The demo shop: its catalog (skipped if the shop has products
+        /// already), shipping methods, tax rates and discount code.
         #[arg(long, conflicts_with = "products")]
         demo: bool,
         /// This many synthetic products, added to what is there.
@@ -133,6 +178,34 @@ pub enum Command {
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
+    },
+    /// Files for running the shop scaled out.
+    Deploy {
+        #[command(subcommand)]
+        command: DeployCommand,
+    },
+    /// Ask a running process whether it is ready (`/readyz`); exits non-zero
+    /// when it is not (a container's health check).
+    Health {
+        /// The address to ask [default: /readyz on the port of `bind`, on loopback]
+        #[arg(long)]
+        url: Option<String>,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeployCommand {
+    /// Print the nginx configuration in front of a scaled-out shop: the
+    /// route map from the services' route tables, an upstream per role, a
+    /// public and an internal server. Body limits follow
+    /// `http.body_limit_bytes` and `media.max_upload_bytes`.
+    Nginx {
+        #[command(flatten)]
+        args: deploy::NginxArgs,
+        #[command(flatten)]
+        overrides: Overrides,
     },
 }
 
@@ -225,6 +298,8 @@ pub enum CliError {
     Service(platform::service::BoxError),
     #[error("{failed} of {checked} checks failed")]
     Doctor { failed: usize, checked: usize },
+    #[error(transparent)]
+    Deploy(#[from] deploy::DeployError),
 }
 
 /// What to do about an address that cannot be listened on.
@@ -335,6 +410,26 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             .map_err(|e| CliError::Service(Box::new(e)))?;
             bar.finish_and_clear();
             println!("added {} products", progress::count(made));
+            if demo && made > 0 {
+                // The pictures went where the catalog processes read them, or should.
+                match config.media.store.as_str() {
+                    "s3" => println!("pictures stored in the S3 bucket {}", config.media.s3_bucket.as_deref().unwrap_or_default()),
+                    _ => println!(
+                        "pictures stored in {} (media.dir): every catalog process must serve this same folder; with replicas on several machines use media.store = \"s3\"",
+                        config.media.dir.clone().unwrap_or_else(|| config.data_dir.join("media")).display()
+                    ),
+                }
+            }
+            if demo {
+                // The rest of the demo shop a checkout needs: shipping
+                // methods, tax rates, a discount code (each only once).
+                let spec = orders::spec();
+                if let Some(load) = spec.demo {
+                    let ctx = app::open_service(config.clone(), &spec).await?;
+                    load(ctx).await.map_err(CliError::Service)?;
+                    println!("the demo's shipping methods, tax rates and discount code are in place");
+                }
+            }
             Ok(())
         }
         Command::Search { command: SearchCommand::Reindex { overrides } } => {
@@ -399,6 +494,20 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             println!("exported {} products to {}", progress::count(count), file.display());
             Ok(())
         }
+        Command::Deploy { command: DeployCommand::Nginx { args, overrides } } => {
+            let config = load_config(cli.config.as_ref(), &overrides, None)?;
+            deploy::nginx(&args, &config, &mut std::io::stdout())?;
+            Ok(())
+        }
+        Command::Health { url, overrides } => {
+            let url = match url {
+                Some(url) => url,
+                None => deploy::ready_url(load_config(cli.config.as_ref(), &overrides, None)?.bind),
+            };
+            deploy::health(&url).await?;
+            println!("ready: {url}");
+            Ok(())
+        }
         Command::Keys { command: KeysCommand::Rotate { overrides } } => {
             let config = Arc::new(load_config(cli.config.as_ref(), &overrides, None)?);
             let auth = open_auth(config).await?;
@@ -434,7 +543,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             // Said on stdout for whoever started the server; a closed stdout does not stop it.
             let mut out = std::io::stdout();
             let _ = writeln!(out, "Emporium is ready at http://{addr}");
-            if demo && config.services.iter().any(|s| s == auth::NAME) {
+            if demo && config.services.iter().any(|s| s == auth::NAME) && config.services.iter().any(|s| s == config::WEB) {
                 let _ = writeln!(
                     out,
                     "The console is at http://{addr}/admin: sign in as admin@example.com (or catalog@… / orders@…) with the demo password `{}`",

@@ -9,12 +9,20 @@ use async_trait::async_trait;
 use catalog::{CatalogError, Inventory, Line};
 use kernel::config::Config;
 use orders::{CatalogPort, Offer, PortError};
-use platform::service::Ports;
+use platform::auth::{ApiKeyResolver, HttpApiKeys};
+use platform::service::{DependencyCheck, DependencyChecks, Ports};
 use serde_json::{Value, json};
 
 /// Offers orders and search their catalog ports: the in-process adapters
 /// when the catalog runs here, else the HTTP ones when `catalog.url` is set.
 pub fn wire(ports: &Ports, config: &Config) {
+    // What this process needs from elsewhere, as readiness checks it.
+    let depend = |check: Arc<dyn DependencyCheck>| {
+        if let Some(checks) = ports.get::<DependencyChecks>() {
+            checks.add(check);
+        }
+    };
+    let runs = |role: &str| config.services.iter().any(|s| s == role);
     let remote = || {
         let (url, token) = (config.catalog.url.as_ref()?, config.catalog.service_token.as_ref()?);
         Http::new(url, token, &config.orders.currency).map_err(|e| tracing::error!(error = %e, "cannot reach the catalog over HTTP")).ok()
@@ -28,9 +36,113 @@ pub fn wire(ports: &Ports, config: &Config) {
         let http = Arc::new(http);
         ports.provide::<dyn CatalogPort>(http.clone());
         ports.provide::<dyn search::CatalogFeed>(http.clone());
-        ports.provide::<dyn notify::Products>(Arc::new(Products(http)));
-    } else if config.services.iter().any(|s| s == "orders" || s == "search" || s == "notify") {
+        ports.provide::<dyn notify::Products>(Arc::new(Products(http.clone())));
+        depend(Arc::new(CatalogReachable(http)));
+    } else if runs("orders") || runs("search") || runs("notify") {
         tracing::warn!("the catalog is not in this process and catalog.url (with catalog.service_token) is unset: checkout, search and back-in-stock alerts will fail");
+        depend(Arc::new(Missing { name: "catalog", why: "the catalog is not in this process and catalog.url or catalog.service_token is unset".into() }));
+    }
+    // The pages without the services call the API at web.api_url.
+    if runs(kernel::config::WEB) && kernel::config::SERVICES.iter().any(|s| !runs(s)) {
+        match config.web.api_url.as_deref().map(ApiReachable::new) {
+            Some(Ok(api)) => depend(Arc::new(api)),
+            Some(Err(e)) => depend(Arc::new(Missing { name: "web.api", why: format!("web.api_url: {e}") })),
+            None => depend(Arc::new(Missing { name: "web.api", why: "the services are not all in this process and web.api_url is unset".into() })),
+        }
+    }
+    wire_api_keys(ports, config);
+}
+
+/// A part this process needs that it was not told where to find: never ready.
+struct Missing {
+    name: &'static str,
+    why: String,
+}
+
+#[async_trait]
+impl DependencyCheck for Missing {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    async fn check(&self) -> Result<(), String> {
+        Err(self.why.clone())
+    }
+}
+
+/// The catalog over HTTP, asked as search asks it (which also proves the service token).
+struct CatalogReachable(Arc<Http>);
+
+#[async_trait]
+impl DependencyCheck for CatalogReachable {
+    fn name(&self) -> &'static str {
+        "catalog"
+    }
+
+    async fn check(&self) -> Result<(), String> {
+        self.0.probe().await
+    }
+}
+
+/// The API behind the pages (`web.api_url`): its `/healthz` answers 2xx
+/// (a balancer with no live service behind it answers 502 or 503).
+struct ApiReachable {
+    client: reqwest::Client,
+    url: String,
+}
+
+impl ApiReachable {
+    fn new(base: &str) -> Result<ApiReachable, reqwest::Error> {
+        let client = reqwest::Client::builder().timeout(DependencyChecks::TIMEOUT).redirect(reqwest::redirect::Policy::none()).build()?;
+        Ok(ApiReachable { client, url: format!("{}/healthz", base.trim_end_matches('/')) })
+    }
+}
+
+#[async_trait]
+impl DependencyCheck for ApiReachable {
+    fn name(&self) -> &'static str {
+        "web.api"
+    }
+
+    async fn check(&self) -> Result<(), String> {
+        let response = self.client.get(&self.url).send().await.map_err(|e| causes(&e))?;
+        match response.status() {
+            status if status.is_success() => Ok(()),
+            status => Err(format!("{} answered {status}", kernel::config::mask_url(&self.url))),
+        }
+    }
+}
+
+/// An error with its causes: "error sending request: connection refused".
+fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        let said = inner.to_string();
+        if !text.contains(&said) {
+            text = format!("{text}: {said}");
+        }
+        source = inner.source();
+    }
+    text
+}
+
+/// API keys: auth resolves them in process; a process without auth asks
+/// auth's internal route (`auth.url`, with `auth.service_token`), keeping
+/// each answer `auth.api_key_cache_secs`.
+fn wire_api_keys(ports: &Ports, config: &Config) {
+    if ports.get::<dyn ApiKeyResolver>().is_some() {
+        return;
+    }
+    match (&config.auth.url, &config.auth.service_token) {
+        (Some(url), Some(token)) => {
+            let ttl = Duration::from_secs(config.auth.api_key_cache_secs);
+            ports.provide::<dyn ApiKeyResolver>(Arc::new(HttpApiKeys::new(url, token, ttl)));
+        }
+        _ if platform::service::runs_a_service(config) => {
+            tracing::warn!("auth is not in this process and auth.url (with auth.service_token) is unset: API keys are refused here (401)");
+        }
+        _ => {}
     }
 }
 

@@ -86,8 +86,15 @@ async fn migrate_is_safe_twice_and_from_two_processes_at_once() {
 
 /// Starts `emporium serve` for `services` on a free port; returns the child
 /// (its stderr piped) and the address it printed.
+/// A process of some of the services, given the shop's public address as
+/// such a process must be.
 fn serve(sandbox: &Sandbox, services: &str) -> (std::process::Child, String) {
-    spawn_server(emporium_command(sandbox).args(["serve", "--bind", "127.0.0.1:0", "--services", services]).stderr(Stdio::piped()))
+    spawn_server(
+        emporium_command(sandbox)
+            .args(["serve", "--bind", "127.0.0.1:0", "--services", services])
+            .env("EMPORIUM_PUBLIC_URL", "http://shop.test")
+            .stderr(Stdio::piped()),
+    )
 }
 
 /// Spawns a prepared `serve` command and reads the address it prints.
@@ -103,7 +110,7 @@ fn spawn_server(cmd: &mut Command) -> (std::process::Child, String) {
 #[tokio::test]
 async fn serve_answers_and_stops_cleanly_on_sigterm() {
     let sandbox = Sandbox::new().await;
-    let (child, addr) = serve(&sandbox, "catalog,search");
+    let (child, addr) = serve(&sandbox, "auth,catalog,search");
 
     let mut stream = std::net::TcpStream::connect(&addr).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -111,7 +118,7 @@ async fn serve_answers_and_stops_cleanly_on_sigterm() {
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    assert!(response.contains("database.catalog") && response.contains("database.search"));
+    assert!(response.contains("database.auth") && response.contains("database.catalog") && response.contains("database.search"));
     assert!(!response.contains("database.orders"), "only the chosen services run: {response}");
 
     let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
@@ -318,7 +325,7 @@ async fn the_search_index_is_rebuilt_from_the_command_line_while_the_server_serv
     let sandbox = Sandbox::new().await;
     let seeded = emporium_command(&sandbox).args(["seed", "--demo"]).output().unwrap();
     assert!(seeded.status.success(), "{:?}", output_text(&seeded));
-    let (mut server, addr) = serve(&sandbox, "catalog,search");
+    let (mut server, addr) = serve(&sandbox, "auth,catalog,search");
     let logs = server.stderr.take().unwrap();
     std::thread::spawn(move || std::io::copy(&mut BufReader::new(logs), &mut std::io::stderr()));
     let count = |addr: &str| {

@@ -24,6 +24,7 @@ impl Shop {
         let sandbox = Sandbox::new().await;
         let mut config = (*sandbox.config()).clone();
         config.services = vec!["auth".into(), "catalog".into(), "search".into()];
+        config.public_url = Some("http://shop.test".into());
         let config = Arc::new(config);
         let app = emporium::start(config.clone(), axum::Router::new(), false).await.unwrap();
         let staff = support::signed_in(&app, &config, "cm@example.com", Role::Admin).await;

@@ -10,6 +10,13 @@ use serde::{Deserialize, Serialize};
 /// The services of the platform, in start-up order.
 pub const SERVICES: [&str; 5] = ["auth", "catalog", "orders", "search", "notify"];
 
+/// The storefront and console: a role a process may take besides (or
+/// instead of) the services; it holds no data of its own.
+pub const WEB: &str = "web";
+
+/// Everything a process can run: the services, then the pages.
+pub const ROLES: [&str; 6] = ["auth", "catalog", "orders", "search", "notify", WEB];
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -19,7 +26,8 @@ pub struct Config {
     pub bind: SocketAddr,
     /// Where SQLite files, the search index and local media live.
     pub data_dir: PathBuf,
-    /// The services this process runs (all by default).
+    /// The services this process runs, and `web` for the storefront and
+    /// console (all of them by default).
     pub services: Vec<String>,
     /// The address shoppers and API clients use (`https://shop.example`);
     /// defaults to `http://<bind>`. It is the token issuer and the base of links.
@@ -38,6 +46,17 @@ pub struct Config {
     pub media: MediaConfig,
     pub orders: OrdersConfig,
     pub notify: NotifyConfig,
+    pub web: WebConfig,
+}
+
+/// The storefront and console tier.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebConfig {
+    /// Where a `web` process without the API services reaches the API
+    /// (`http://lb.internal`: the load balancer in front of the services);
+    /// the pages call it with the shopper's credentials.
+    pub api_url: Option<String>,
 }
 
 /// How the shop sells: its currency, taxes, payments and returns.
@@ -249,8 +268,20 @@ pub struct AuthConfig {
     /// trusted proxy (hops further left are the client's to write).
     pub trust_forwarded_for: bool,
     /// Where processes without the auth service fetch the token keys
-    /// (`http://auth.internal:8080/.well-known/jwks.json`).
+    /// (`http://auth.internal:8080/.well-known/jwks.json`); unset: the
+    /// JWKS under `auth.url`.
     pub jwks_url: Option<String>,
+    /// Where processes without the auth service reach it
+    /// (`http://auth.internal:8080`): the token keys, and the internal
+    /// route that resolves API keys.
+    pub url: Option<String>,
+    /// The bearer token (32+ characters) other processes present on auth's
+    /// `/internal/v1/…` routes (resolving API keys); unset: those routes
+    /// are closed.
+    pub service_token: Option<String>,
+    /// How long a process without auth trusts an API key it resolved;
+    /// a revoked key or a changed role takes effect within this.
+    pub api_key_cache_secs: u64,
 }
 
 impl Default for AuthConfig {
@@ -272,6 +303,9 @@ impl Default for AuthConfig {
             login_attempts_per_ip_per_minute: 30,
             trust_forwarded_for: false,
             jwks_url: None,
+            url: None,
+            service_token: None,
+            api_key_cache_secs: 30,
         }
     }
 }
@@ -293,13 +327,23 @@ pub enum LogFormat {
 }
 
 /// Where Prometheus scrapes `/metrics`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
     /// A listener of its own for `/metrics` (`127.0.0.1:9100`), kept off the
     /// public port; unset: `/metrics` is served on the main port.
     #[serde(deserialize_with = "optional_bind_address")]
     pub bind: Option<SocketAddr>,
+    /// How often the gauges that cost a query (consumer lag, held
+    /// reservations, queued deliveries, idempotency keys in flight) are
+    /// read; a scrape shows the last reading.
+    pub sample_interval_ms: u64,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { bind: None, sample_interval_ms: 10_000 }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -378,11 +422,20 @@ pub struct NatsConfig {
     pub subject_prefix: String,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
     /// `redis://host:6379`; unset means caches and limits live in process.
     pub url: Option<String>,
+    /// Put before every key and channel name this shop uses in Redis, so
+    /// shops sharing one Redis keep apart.
+    pub prefix: String,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self { url: None, prefix: "emporium".into() }
+    }
 }
 
 /// Request limits, per client and per target; shared through Redis when
@@ -416,9 +469,6 @@ pub struct LimitsConfig {
     /// A visitor's views of one product count once per this many seconds
     /// toward trending.
     pub view_dedup_secs: u64,
-    /// The prefix of limit keys in Redis, so shops sharing a Redis keep
-    /// their counts apart.
-    pub namespace: String,
 }
 
 impl Default for LimitsConfig {
@@ -434,7 +484,6 @@ impl Default for LimitsConfig {
             sign_ups_per_ip_per_hour: 20,
             carts_per_ip_per_hour: 100,
             view_dedup_secs: 1800,
-            namespace: "emporium".into(),
         }
     }
 }
@@ -472,7 +521,7 @@ impl Default for Config {
         Self {
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("./data"),
-            services: SERVICES.iter().map(|s| s.to_string()).collect(),
+            services: ROLES.iter().map(|s| s.to_string()).collect(),
             public_url: None,
             log: LogConfig::default(),
             http: HttpConfig::default(),
@@ -488,6 +537,7 @@ impl Default for Config {
             media: MediaConfig::default(),
             orders: OrdersConfig::default(),
             notify: NotifyConfig::default(),
+            web: WebConfig::default(),
         }
     }
 }
@@ -748,6 +798,7 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("EMPORIUM_HTTP_MAX_CONNECTIONS_PER_IP", "http.max_connections_per_ip", Kind::Int),
     ("EMPORIUM_HTTP_WRITE_TIMEOUT_SECS", "http.write_timeout_secs", Kind::Int),
     ("EMPORIUM_METRICS_BIND", "metrics.bind", Kind::Str),
+    ("EMPORIUM_METRICS_SAMPLE_INTERVAL_MS", "metrics.sample_interval_ms", Kind::Int),
     ("EMPORIUM_HTTP_PAGE_CACHE_MAX_BYTES", "http.page_cache_max_bytes", Kind::Int),
     ("EMPORIUM_HTTP_FORM_KEY", "http.form_key", Kind::Str),
     ("EMPORIUM_HTTP_TRUSTED_PROXIES", "http.trusted_proxies", Kind::List),
@@ -763,6 +814,7 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("EMPORIUM_NATS_STREAM", "nats.stream", Kind::Str),
     ("EMPORIUM_NATS_SUBJECT_PREFIX", "nats.subject_prefix", Kind::Str),
     ("EMPORIUM_REDIS_URL", "redis.url", Kind::Str),
+    ("EMPORIUM_REDIS_PREFIX", "redis.prefix", Kind::Str),
     ("EMPORIUM_LIMITS_PER_IP_PER_MINUTE", "limits.per_ip_per_minute", Kind::Int),
     ("EMPORIUM_LIMITS_PER_PRINCIPAL_PER_MINUTE", "limits.per_principal_per_minute", Kind::Int),
     ("EMPORIUM_LIMITS_PASSWORD_RESETS_PER_EMAIL_PER_HOUR", "limits.password_resets_per_email_per_hour", Kind::Int),
@@ -773,7 +825,6 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("EMPORIUM_LIMITS_SIGN_UPS_PER_IP_PER_HOUR", "limits.sign_ups_per_ip_per_hour", Kind::Int),
     ("EMPORIUM_LIMITS_CARTS_PER_IP_PER_HOUR", "limits.carts_per_ip_per_hour", Kind::Int),
     ("EMPORIUM_LIMITS_VIEW_DEDUP_SECS", "limits.view_dedup_secs", Kind::Int),
-    ("EMPORIUM_LIMITS_NAMESPACE", "limits.namespace", Kind::Str),
     ("EMPORIUM_OUTBOX_POLL_INTERVAL_MS", "outbox.poll_interval_ms", Kind::Int),
     ("EMPORIUM_OUTBOX_BATCH_SIZE", "outbox.batch_size", Kind::Int),
     ("EMPORIUM_OUTBOX_KEEP_PUBLISHED_HOURS", "outbox.keep_published_hours", Kind::Int),
@@ -795,6 +846,9 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("EMPORIUM_AUTH_LOGIN_ATTEMPTS_PER_IP_PER_MINUTE", "auth.login_attempts_per_ip_per_minute", Kind::Int),
     ("EMPORIUM_AUTH_TRUST_FORWARDED_FOR", "auth.trust_forwarded_for", Kind::Bool),
     ("EMPORIUM_AUTH_JWKS_URL", "auth.jwks_url", Kind::Str),
+    ("EMPORIUM_AUTH_URL", "auth.url", Kind::Str),
+    ("EMPORIUM_AUTH_SERVICE_TOKEN", "auth.service_token", Kind::Str),
+    ("EMPORIUM_AUTH_API_KEY_CACHE_SECS", "auth.api_key_cache_secs", Kind::Int),
     ("EMPORIUM_CATALOG_CACHE", "catalog.cache", Kind::Bool),
     ("EMPORIUM_CATALOG_CACHE_MAX_BYTES", "catalog.cache_max_bytes", Kind::Int),
     ("EMPORIUM_CATALOG_SERVICE_TOKEN", "catalog.service_token", Kind::Str),
@@ -835,6 +889,7 @@ const ENV_KEYS: &[(&str, &str, Kind)] = &[
     ("EMPORIUM_NOTIFY_CONCURRENCY", "notify.concurrency", Kind::Int),
     ("EMPORIUM_NOTIFY_SIGNING_KEY", "notify.signing_key", Kind::Str),
     ("EMPORIUM_NOTIFY_WEBHOOKS_ALLOW_PRIVATE", "notify.webhooks_allow_private", Kind::Bool),
+    ("EMPORIUM_WEB_API_URL", "web.api_url", Kind::Str),
 ];
 
 /// The variables `load` reads, with their keys, for documentation and `--help`.
@@ -932,15 +987,15 @@ impl Config {
             message: format!("is {} characters long; use at least 32 (e.g. the output of `openssl rand -hex 32`)", secret.chars().count()),
         };
         for s in &self.services {
-            if !SERVICES.contains(&s.as_str()) {
+            if !ROLES.contains(&s.as_str()) {
                 return Err(invalid(
                     "services",
-                    format!("unknown service `{s}`; known: {}", SERVICES.join(", ")),
+                    format!("unknown service `{s}`; known: {}", ROLES.join(", ")),
                 ));
             }
         }
         if self.services.is_empty() {
-            return Err(invalid("services", format!("is empty: at least one service must run (known: {})", SERVICES.join(", "))));
+            return Err(invalid("services", format!("is empty: at least one service must run (known: {})", ROLES.join(", "))));
         }
         if let Err(message) = check_log_filter(&self.log.filter) {
             return Err(invalid("log.filter", message));
@@ -990,6 +1045,9 @@ impl Config {
         if self.metrics.bind.is_some_and(|m| m == self.bind) {
             return Err(bad("metrics.bind", &self.bind, "is also `bind`: give /metrics a port of its own, or unset metrics.bind"));
         }
+        if !(100..=3_600_000).contains(&self.metrics.sample_interval_ms) {
+            return Err(bad("metrics.sample_interval_ms", &self.metrics.sample_interval_ms, "is out of range: use 100 to 3600000"));
+        }
         let a = &self.auth;
         if a.argon2_memory_kib < 8 * a.argon2_parallelism.max(1) || a.argon2_iterations == 0 || a.argon2_parallelism == 0 {
             return Err(invalid(
@@ -1027,7 +1085,19 @@ impl Config {
             ));
         }
         if let Some(url) = &a.jwks_url {
-            check_scheme("auth.jwks_url", url, &["http"])?;
+            check_scheme("auth.jwks_url", url, &["http", "https"])?;
+        }
+        if let Some(url) = &a.url {
+            check_scheme("auth.url", url, &["http", "https"])?;
+        }
+        if let Some(token) = a.service_token.as_ref().filter(|t| t.len() < 32) {
+            return Err(short("auth.service_token", token));
+        }
+        if a.api_key_cache_secs > 300 {
+            return Err(bad("auth.api_key_cache_secs", &a.api_key_cache_secs, "is too long: use 0 to 300 (a revoked key works for up to this long)"));
+        }
+        if let Some(url) = &self.web.api_url {
+            check_scheme("web.api_url", url, &["http", "https"])?;
         }
         let o = &self.orders;
         if crate::money::Currency::parse(&o.currency).is_err() {
@@ -1098,8 +1168,8 @@ impl Config {
         if self.limits.view_dedup_secs > 7 * 86_400 {
             return Err(bad("limits.view_dedup_secs", &self.limits.view_dedup_secs, "is too long: use at most 604800 (a week)"));
         }
-        if !self.limits.namespace.split(':').all(is_key_part) {
-            return Err(bad("limits.namespace", &self.limits.namespace, "is not a key prefix: use letters, digits, - and _, parts separated by :"));
+        if !self.redis.prefix.split(':').all(is_key_part) {
+            return Err(bad("redis.prefix", &self.redis.prefix, "is not a key prefix: use letters, digits, - and _, parts separated by :"));
         }
         if !(1..=10_000).contains(&self.outbox.batch_size) {
             return Err(bad("outbox.batch_size", &self.outbox.batch_size, "is out of range: use 1 to 10000"));
@@ -1118,6 +1188,51 @@ impl Config {
         }
         if !self.nats.subject_prefix.split('.').all(token_ok) {
             return Err(bad("nats.subject_prefix", &self.nats.subject_prefix, "is not a subject prefix: use dot-separated letters, digits, - and _"));
+        }
+        self.check_split()
+    }
+
+    /// A process of a split shop must be told where the parts it does not
+    /// run are: each refusal names the first key missing.
+    fn check_split(&self) -> Result<(), ConfigError> {
+        let runs = |role: &str| self.services.iter().any(|s| s == role);
+        let unset = |key: &str, why: String, fix: &str| {
+            let var = ENV_KEYS.iter().find(|(_, k, _)| *k == key).map(|(var, _, _)| format!(" ({var})")).unwrap_or_default();
+            ConfigError::Invalid { key: key.into(), message: format!("is unset{var}, and {why}: {fix}") }
+        };
+        let running = |names: &[&str]| names.iter().filter(|s| runs(s)).copied().collect::<Vec<_>>().join(", ");
+        let needs_catalog = running(&["orders", "search", "notify"]);
+        if !runs("catalog") && !needs_catalog.is_empty() {
+            let why = format!("this process runs {needs_catalog} without the catalog");
+            if self.catalog.url.is_none() {
+                return Err(unset("catalog.url", why, "set it to the catalog's address (`http://catalog.internal:8080`, or the balancer in front of the catalog replicas)"));
+            }
+            if self.catalog.service_token.is_none() {
+                return Err(unset("catalog.service_token", why, "set it to the token the catalog processes have (32+ characters, the same on every process)"));
+            }
+        }
+        let api = running(&SERVICES);
+        if !runs("auth") && !api.is_empty() && self.auth.url.is_none() && self.auth.jwks_url.is_none() {
+            return Err(unset(
+                "auth.url",
+                format!("so is auth.jwks_url, and this process runs {api} without auth, so it cannot check tokens"),
+                "set auth.url to the auth service's address (`http://auth.internal:8080`), or auth.jwks_url to its /.well-known/jwks.json",
+            ));
+        }
+        if runs(WEB) && SERVICES.iter().any(|s| !runs(s)) && self.web.api_url.is_none() {
+            let missing: Vec<&str> = SERVICES.iter().filter(|s| !runs(s)).copied().collect();
+            return Err(unset(
+                "web.api_url",
+                format!("this process serves the storefront and console without {}", missing.join(", ")),
+                "set it to the API's address (the balancer in front of the services, `http://lb.internal`)",
+            ));
+        }
+        if ROLES.iter().any(|r| !runs(r)) && self.public_url.is_none() {
+            return Err(unset(
+                "public_url",
+                format!("this process runs only {}", self.services.join(", ")),
+                "set it to the address shoppers use (`https://shop.example`), the same on every process of the shop: it is the issuer of the access tokens, so a process with another one refuses every token (and it is the base of links in mails and pages)",
+            ));
         }
         Ok(())
     }
@@ -1358,7 +1473,7 @@ mod tests {
             ("EMPORIUM_MEDIA_STORE", "ftp"),
             ("EMPORIUM_OUTBOX_BATCH_SIZE", "0"),
             ("EMPORIUM_NATS_STREAM", "my stream"),
-            ("EMPORIUM_LIMITS_NAMESPACE", "a b"),
+            ("EMPORIUM_REDIS_PREFIX", "a b"),
             ("EMPORIUM_NOTIFY_CONCURRENCY", "0"),
         ] {
             let e = load(None, false, env(&[(var, value)])).unwrap_err().to_string();
@@ -1422,6 +1537,56 @@ mod tests {
                 assert!(!shown.contains(part), "{url} shows {part}: {shown}");
             }
         }
+    }
+
+    #[test]
+    fn an_incomplete_split_process_is_refused_naming_the_key() {
+        let refused = |vars: &[(&str, &str)]| load(None, false, env(vars)).unwrap_err().to_string();
+        let public = ("EMPORIUM_PUBLIC_URL", "https://shop.example");
+        let token = ("EMPORIUM_CATALOG_SERVICE_TOKEN", "a-service-token-of-at-least-32-characters");
+        let catalog = ("EMPORIUM_CATALOG_URL", "http://catalog.internal:8080");
+        let auth = ("EMPORIUM_AUTH_URL", "http://auth.internal:8080");
+
+        // Every role in one process needs none of it.
+        assert!(load(None, false, env(&[])).is_ok());
+        assert!(load(None, false, env(&[("EMPORIUM_SERVICES", "auth,catalog,orders,search,notify,web")])).is_ok());
+
+        // orders, search or notify without the catalog: its address, then its token.
+        for services in ["orders", "search", "notify", "auth,orders,search,notify"] {
+            let e = refused(&[("EMPORIUM_SERVICES", services), public, auth]);
+            assert!(e.contains("`catalog.url`") && e.contains("EMPORIUM_CATALOG_URL") && e.contains("without the catalog"), "{services}: {e}");
+            let e = refused(&[("EMPORIUM_SERVICES", services), public, auth, catalog]);
+            assert!(e.contains("`catalog.service_token`") && e.contains("EMPORIUM_CATALOG_SERVICE_TOKEN"), "{services}: {e}");
+        }
+        assert!(load(None, false, env(&[("EMPORIUM_SERVICES", "orders,search"), public, auth, catalog, token])).is_ok());
+
+        // Any service without auth: where the token keys are, either way.
+        for services in ["catalog", "orders", "catalog,orders,search,notify,web"] {
+            let e = refused(&[("EMPORIUM_SERVICES", services), public, catalog, token]);
+            assert!(e.contains("`auth.url`") && e.contains("auth.jwks_url") && e.contains("EMPORIUM_AUTH_URL"), "{services}: {e}");
+        }
+        let e = refused(&[("EMPORIUM_SERVICES", "catalog,orders,search,notify,web"), public, catalog, token]);
+        assert!(e.contains("without auth"), "{e}");
+        assert!(load(None, false, env(&[("EMPORIUM_SERVICES", "catalog"), public, auth])).is_ok());
+        assert!(load(None, false, env(&[("EMPORIUM_SERVICES", "catalog"), public, ("EMPORIUM_AUTH_JWKS_URL", "https://auth.internal/.well-known/jwks.json")])).is_ok());
+
+        // The pages without all five services: where the API is.
+        for services in ["web", "auth,catalog,orders,search,web"] {
+            let e = refused(&[("EMPORIUM_SERVICES", services), public, auth, catalog, token]);
+            assert!(e.contains("`web.api_url`") && e.contains("EMPORIUM_WEB_API_URL"), "{services}: {e}");
+        }
+        let e = refused(&[("EMPORIUM_SERVICES", "web"), public]);
+        assert!(e.contains("without auth, catalog, orders, search, notify"), "{e}");
+        assert!(load(None, false, env(&[("EMPORIUM_SERVICES", "web"), public, ("EMPORIUM_WEB_API_URL", "http://lb.internal")])).is_ok());
+
+        // Anything short of all six roles: the one public address, said why.
+        for services in ["auth", "auth,catalog,orders,search,notify", "web"] {
+            let e = refused(&[("EMPORIUM_SERVICES", services), auth, catalog, token, ("EMPORIUM_WEB_API_URL", "http://lb.internal")]);
+            assert!(e.contains("`public_url`") && e.contains("EMPORIUM_PUBLIC_URL") && e.contains("same on every process") && e.contains("issuer"), "{services}: {e}");
+        }
+        // The same rules hold for a configuration made in code.
+        let c = Config { services: vec!["orders".into()], public_url: Some("https://shop.example".into()), ..Config::default() };
+        assert!(matches!(c.validate(), Err(ConfigError::Invalid { key, .. }) if key == "catalog.url"));
     }
 
     fn tempfile_dir() -> PathBuf {

@@ -21,6 +21,9 @@ pub enum ErrorType {
     Conflict,
     RateLimited,
     Internal,
+    /// 503: something the request needs (another service, the database)
+    /// cannot be reached now; `Retry-After` says when to try again.
+    Unavailable,
 }
 
 /// An error on its way to the client.
@@ -137,6 +140,22 @@ impl ApiError {
         )
     }
 
+    /// 503 `service_unavailable` with `Retry-After`: `what` (`the catalog`,
+    /// `the database`) cannot be reached now. The cause is logged here,
+    /// inside the span of the request, and never sent to the client.
+    pub fn unavailable(what: &str, cause: &dyn fmt::Display, retry_after_secs: u64) -> Self {
+        tracing::warn!(error = %cause, unavailable = what, "a dependency is unavailable");
+        let retry_after_secs = retry_after_secs.max(1);
+        let mut e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorType::Unavailable,
+            "service_unavailable",
+            format!("{what} cannot be reached right now; retry in {retry_after_secs} s"),
+        );
+        e.retry_after_secs = Some(retry_after_secs);
+        e
+    }
+
     /// Names the request field at fault (`items[0].quantity`).
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
         self.field = Some(field.into());
@@ -198,6 +217,18 @@ mod tests {
             response.headers().get(header::RETRY_AFTER).map(|v| v.as_bytes()),
             Some(&b"7"[..])
         );
+    }
+
+    #[test]
+    fn an_outage_is_503_with_retry_after_and_hides_its_cause() {
+        let response = ApiError::unavailable("the catalog", &"connect to 10.0.0.7:8080 refused", 5).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers().get(header::RETRY_AFTER).map(|v| v.as_bytes()), Some(&b"5"[..]));
+        let e = ApiError::unavailable("the database", &"10.0.0.7", 0);
+        assert_eq!((e.code.as_ref(), e.retry_after_secs), ("service_unavailable", Some(1)));
+        assert!(!e.message.contains("10.0.0.7") && e.message.contains("the database"), "{}", e.message);
+        let json = serde_json::to_value(e.body()).unwrap_or_default();
+        assert_eq!(json["error"]["type"], "unavailable");
     }
 
     #[test]

@@ -40,7 +40,9 @@ impl From<&NotifyError> for ApiError {
             NotifyError::Conflict(code, message) => ApiError::conflict(*code, message.clone()),
             NotifyError::Template(t) => ApiError::invalid("template_error", t.to_string()).with_field(t.part),
             NotifyError::RateLimited(limited) => ApiError::from(*limited),
-            NotifyError::Catalog(_) | NotifyError::Secret(_) | NotifyError::Store(_) => ApiError::internal(e),
+            NotifyError::Catalog(cause) => ApiError::unavailable("the catalog", cause, 5),
+            NotifyError::Store(cause) => ApiError::from(cause),
+            NotifyError::Secret(_) => ApiError::internal(e),
         }
     }
 }

@@ -23,6 +23,7 @@ use async_trait::async_trait;
 use kernel::config::Config;
 use platform::db::Db;
 use platform::migrate::Migrations;
+use platform::routes::Route;
 use platform::service::{BoxError, BoxFuture, Mounted, Ports, ServiceContext, ServiceSpec};
 use serde_json::Value;
 
@@ -33,6 +34,25 @@ use crate::channels::{DevMailbox, EmailTransport, HttpSms, Smtp, SmsTransport, W
 use crate::templates::Source;
 
 pub const NAME: &str = "notify";
+
+/// Every path the service answers, for the load balancer's route map
+/// (`emporium deploy nginx`); a test holds it to the router.
+pub const ROUTES: &[Route] = &[
+    Route::public("/api/v1/admin/mailbox"),
+    Route::public("/api/v1/admin/mailbox/{id}"),
+    Route::public("/api/v1/admin/notification-templates"),
+    Route::public("/api/v1/admin/notification-templates/{key}"),
+    Route::public("/api/v1/admin/notification-templates/{key}/preview"),
+    Route::public("/api/v1/admin/notifications"),
+    Route::public("/api/v1/admin/notifications/{id}"),
+    Route::public("/api/v1/admin/notifications/{id}/retry"),
+    Route::public("/api/v1/admin/webhooks"),
+    Route::public("/api/v1/admin/webhooks/{id}"),
+    Route::public("/api/v1/admin/webhooks/{id}/test"),
+    Route::public("/api/v1/me/notification-preferences"),
+    Route::public("/api/v1/products/{id}/notify-me"),
+    Route::public("/api/v1/unsubscribe"),
+];
 
 /// This service's own tables, after the platform's.
 pub static MIGRATIONS: Migrations = platform::migrations!("notify", ["0001_notify", "0002_private", "0003_webhook_reasons"]);
@@ -140,6 +160,9 @@ fn mount(ctx: ServiceContext) -> BoxFuture<'static, Result<Mounted, BoxError>> {
     Box::pin(async move {
         let notify = Notify::new(ctx.db.clone(), ctx.config.clone(), ctx.ports.clone()).await?;
         tokio::spawn(notify.clone().run_sender(ctx.shutdown.clone()));
+        if let Some(readings) = ctx.ports.get::<platform::gauges::Readings>() {
+            readings.add(Arc::new(sender::DeliveryGauges { db: ctx.db.clone() }));
+        }
         let digest = notify.clone();
         let every = Duration::from_secs(ctx.config.notify.digest_interval_secs.max(1));
         tokio::spawn(platform::worker::every("notify-low-stock-digest".into(), every, ctx.shutdown.clone(), move || {

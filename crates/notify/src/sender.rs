@@ -291,3 +291,31 @@ fn attempt_of(attempt: i32, at_ms: i64, started: Instant, result: &Result<Sent, 
         duration_ms: started.elapsed().as_millis() as i64,
     }
 }
+
+/// `notify_deliveries_queued{channel}` and `notify_deliveries_dead{channel}`,
+/// read on the metrics timer (see [`platform::gauges`]).
+pub(crate) struct DeliveryGauges {
+    pub db: platform::db::Db,
+}
+
+#[async_trait::async_trait]
+impl platform::gauges::Reading for DeliveryGauges {
+    fn name(&self) -> &str {
+        "notify.deliveries"
+    }
+
+    fn describe(&self) {
+        metrics::describe_gauge!("notify_deliveries_queued", "Messages and webhook deliveries waiting to be sent or retried");
+        metrics::describe_gauge!("notify_deliveries_dead", "Messages and webhook deliveries given up after their retries (until retried by hand)");
+    }
+
+    async fn read(&self) -> Result<(), platform::service::BoxError> {
+        let counts = store::queued_and_dead(&self.db).await?;
+        let count = |channel: &str, status: &str| counts.iter().find(|(c, s, _)| c == channel && s == status).map_or(0, |r| r.2);
+        for channel in ["email", "sms", "webhook"] {
+            metrics::gauge!("notify_deliveries_queued", "channel" => channel).set(count(channel, "queued") as f64);
+            metrics::gauge!("notify_deliveries_dead", "channel" => channel).set(count(channel, "dead") as f64);
+        }
+        Ok(())
+    }
+}

@@ -320,6 +320,15 @@ pub async fn queue_depth(db: &Db) -> Result<Vec<(String, i64)>, DbError> {
     Ok(rows)
 }
 
+/// Deliveries waiting to be sent or retried (`queued`) and given up
+/// (`dead`), by channel and status, for the delivery gauges.
+pub async fn queued_and_dead(db: &Db) -> Result<Vec<(String, String, i64)>, DbError> {
+    let rows = on_db!(db, pool => sqlx::query_as(
+        "SELECT channel, status, COUNT(*) FROM deliveries WHERE status IN ('queued', 'dead') GROUP BY channel, status")
+        .fetch_all(pool).await)?;
+    Ok(rows)
+}
+
 /// How an attempt went.
 #[derive(Debug, Clone)]
 pub struct Attempt {

@@ -96,6 +96,9 @@ impl From<PortError> for OrdersError {
     }
 }
 
+/// How long a client is asked to wait when the catalog cannot be reached.
+const CATALOG_RETRY_AFTER_SECS: u64 = 5;
+
 impl From<&OrdersError> for ApiError {
     fn from(e: &OrdersError) -> Self {
         let msg = e.to_string();
@@ -129,7 +132,10 @@ impl From<&OrdersError> for ApiError {
             OrdersError::Transition(_) => ApiError::conflict("invalid_transition", msg),
             OrdersError::Conflict(code, _) => ApiError::conflict(*code, msg),
             OrdersError::RefundTooLarge { .. } => ApiError::conflict("refund_exceeds_captured", msg),
-            OrdersError::Catalog(_) | OrdersError::Gateway(_) | OrdersError::Store(_) => ApiError::internal(e),
+            // The catalog out of reach (over HTTP, or its database in process): retry shortly.
+            OrdersError::Catalog(cause) => ApiError::unavailable("the catalog", cause, CATALOG_RETRY_AFTER_SECS),
+            OrdersError::Store(cause) => ApiError::from(cause),
+            OrdersError::Gateway(_) => ApiError::internal(e),
         }
     }
 }

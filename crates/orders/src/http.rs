@@ -13,7 +13,7 @@ use kernel::money::{Currency, Money};
 use kernel::page::{Page, PageParams};
 use platform::auth::Principal;
 use platform::http::Json;
-use platform::idempotency::{Idempotency, ShownOnce, idempotent};
+use platform::idempotency::{Idempotency, IdempotencyAttempt, ShownOnce, idempotent};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -443,20 +443,32 @@ pub struct CheckoutRequest {
 }
 
 /// Places the order and pays for it. Send an `Idempotency-Key`: a retry
-/// with the same key replays the answer and never charges twice. A
+/// with the same key replays the answer and never charges twice; if the
+/// server that took the first try died before answering, the retry gets
+/// the order that try made (201, without the lookup token shown once). A
 /// declined card answers 402 and leaves the order `payment_failed`; check
 /// out the same cart again with another card to retry.
 #[utoipa::path(post, path = "/api/v1/carts/{id}/checkout", tag = "checkout", params(("id" = String, Path)), request_body = CheckoutRequest,
     responses((status = 201, body = OrderView), (status = 402, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
-async fn checkout(State(o): State<Orders>, p: Option<Principal>, h: HeaderMap, Path(id): Path<String>, Json(b): Json<CheckoutRequest>) -> Result<Response, ApiError> {
+async fn checkout(
+    State(o): State<Orders>,
+    p: Option<Principal>,
+    h: HeaderMap,
+    attempt: Option<axum::Extension<IdempotencyAttempt>>,
+    Path(id): Path<String>,
+    Json(b): Json<CheckoutRequest>,
+) -> Result<Response, ApiError> {
     if let Some(p) = &p {
         p.require_verified_email(o.require_verified_email)?;
     }
-    checkout_as(&o, &p, &h, &id, b).await.map_err(|e| ApiError::from(&e))
+    let attempt = attempt.map(|a| a.0);
+    checkout_as(&o, &p, &h, attempt.as_ref(), &id, b).await.map_err(|e| ApiError::from(&e))
 }
 
-async fn checkout_as(o: &Orders, p: &Option<Principal>, h: &HeaderMap, id: &str, b: CheckoutRequest) -> Result<Response, OrdersError> {
-    let placed = o.checkout(id, &access(p, h), &b.payment.provider, &b.payment.token, b.expected_total).await?;
+async fn checkout_as(o: &Orders, p: &Option<Principal>, h: &HeaderMap, attempt: Option<&IdempotencyAttempt>, id: &str, b: CheckoutRequest) -> Result<Response, OrdersError> {
+    let placed = o
+        .checkout(id, &access(p, h), &b.payment.provider, &b.payment.token, b.expected_total, attempt.map(IdempotencyAttempt::as_str))
+        .await?;
     let mut body = order_view(o, placed.order, false).await?;
     body.lookup_token = placed.lookup_token;
     body.next_action = placed.next_action;

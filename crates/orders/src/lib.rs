@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use platform::migrate::Migrations;
+use platform::routes::Route;
 use platform::service::{BoxError, BoxFuture, Mounted, PersonalData, PersonalDataSources, ServiceContext, ServiceSpec};
 use serde::{Deserialize, Serialize};
 
@@ -27,8 +28,48 @@ pub use service::Orders;
 
 pub const NAME: &str = "orders";
 
+/// Every path the service answers, for the load balancer's route map
+/// (`emporium deploy nginx`); a test holds it to the router.
+pub const ROUTES: &[Route] = &[
+    Route::public("/api/v1/admin/discounts"),
+    Route::public("/api/v1/admin/discounts/{id}"),
+    Route::public("/api/v1/admin/orders"),
+    Route::public("/api/v1/admin/orders/{id}"),
+    Route::public("/api/v1/admin/orders/{id}/cancel"),
+    Route::public("/api/v1/admin/orders/{id}/delivered"),
+    Route::public("/api/v1/admin/orders/{id}/fulfilments"),
+    Route::public("/api/v1/admin/orders/{id}/notes"),
+    Route::public("/api/v1/admin/orders/{id}/refunds"),
+    Route::public("/api/v1/admin/returns"),
+    Route::public("/api/v1/admin/returns/{id}/{step}"),
+    Route::public("/api/v1/admin/shipping-methods"),
+    Route::public("/api/v1/admin/shipping-methods/{id}"),
+    Route::public("/api/v1/admin/tax-rates"),
+    Route::public("/api/v1/admin/tax-rates/{id}"),
+    Route::public("/api/v1/carts"),
+    Route::public("/api/v1/carts/{id}"),
+    Route::public("/api/v1/carts/{id}/billing-address"),
+    Route::public("/api/v1/carts/{id}/checkout"),
+    Route::public("/api/v1/carts/{id}/claim"),
+    Route::public("/api/v1/carts/{id}/discounts"),
+    Route::public("/api/v1/carts/{id}/email"),
+    Route::public("/api/v1/carts/{id}/items"),
+    Route::public("/api/v1/carts/{id}/items/{item_id}"),
+    Route::public("/api/v1/carts/{id}/shipping-address"),
+    Route::public("/api/v1/carts/{id}/shipping-method"),
+    Route::public("/api/v1/carts/{id}/shipping-options"),
+    Route::public("/api/v1/orders"),
+    Route::public("/api/v1/orders/{id}"),
+    Route::public("/api/v1/orders/{id}/cancel"),
+    Route::public("/api/v1/orders/{id}/returns"),
+    Route::public("/api/v1/payments/methods"),
+    Route::public("/api/v1/payments/webhooks/stripe"),
+    Route::public("/api/v1/shipping-countries"),
+    Route::public("/test-gateway/confirm"),
+];
+
 /// This service's own tables, after the platform's.
-pub static MIGRATIONS: Migrations = platform::migrations!("orders", ["0001_orders", "0002_payment_method"]);
+pub static MIGRATIONS: Migrations = platform::migrations!("orders", ["0001_orders", "0002_payment_method", "0003_checkout_intents"]);
 
 /// A SKU as checkout needs it: what it is called, what it costs in a
 /// currency, what it weighs, where it is filed and whether it can be sold.

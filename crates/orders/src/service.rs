@@ -22,7 +22,7 @@ use crate::carts::{Access, Priced, hash_secret, new_secret};
 use crate::domain::{self, Status};
 use crate::error::OrdersError;
 use crate::gateway::{Charge, GatewayError, Outcome, PaymentGateway, TestGateway};
-use crate::store::{self, LineCount, LineRow, OrderRow, PaymentRow, RefundRow, UseOutcome};
+use crate::store::{self, IntentRow, LineCount, LineRow, OrderRow, PaymentRow, RefundRow, UseOutcome};
 use crate::{CatalogPort, PortError};
 
 /// The orders service's state, shared by routes and background work.
@@ -63,6 +63,19 @@ fn reservation_key(order: &str, attempt: i64) -> String {
 
 fn capture_now(mode: &str) -> bool {
     mode == "on_authorise"
+}
+
+/// What a checkout reserves, as its intent records it.
+fn lines_json(lines: &[(String, i64)]) -> String {
+    serde_json::to_string(lines).unwrap_or_default()
+}
+
+/// The answer to a checkout whose intent the reconciler claimed while it
+/// was still running (it took longer than `orders.reconcile_after_secs`
+/// between holding the stock and writing the order): nothing was written
+/// and the stock goes back, so the same request may simply be sent again.
+fn given_up() -> OrdersError {
+    OrdersError::Catalog("the checkout took too long and the stock it held was given back; try again".into())
 }
 
 /// Every key a "once per customer" code is counted against: the account
@@ -177,7 +190,15 @@ impl Orders {
     /// The whole checkout of a cart (or a new payment attempt on its order).
     /// With `shown_total` (what the shopper was shown), nothing is charged
     /// unless that is exactly the amount.
-    pub async fn checkout(&self, cart_id: &str, access: &Access, provider: &str, token: &str, shown_total: Option<kernel::money::Money>) -> Result<Placed, OrdersError> {
+    ///
+    /// `attempt` names the idempotent request (caller, `Idempotency-Key`
+    /// and body) when there is one. It is recorded with the intent and the
+    /// payment attempt, so a retry of that request after its process died
+    /// finds the units its first try held, and, once the order exists, is
+    /// answered with it as the first try would have been (a payment cut off
+    /// before its answer is asked for again under the same payment id, which
+    /// the provider never charges twice). Anyone else meets the usual rules.
+    pub async fn checkout(&self, cart_id: &str, access: &Access, provider: &str, token: &str, shown_total: Option<kernel::money::Money>, attempt: Option<&str>) -> Result<Placed, OrdersError> {
         let cart = self.cart_for(cart_id, access).await?;
         let gateway = self.gateway(provider)?;
         let token = token.trim();
@@ -188,7 +209,12 @@ impl Orders {
             "open" => {}
             "ordered" => {
                 let order_id = cart.order_id.clone().ok_or(OrdersError::CartClosed)?;
-                return self.pay_again(&order_id, gateway, token, shown_total).await;
+                if let Some(attempt) = attempt
+                    && let Some(placed) = self.answer_again(&order_id, attempt, token).await?
+                {
+                    return Ok(placed);
+                }
+                return self.pay_again(&order_id, gateway, token, shown_total, attempt).await;
             }
             _ => return Err(OrdersError::CartClosed),
         }
@@ -196,18 +222,20 @@ impl Orders {
         self.ready(&priced).await?;
         same_total(priced.totals.total, shown_total, &priced.cart.currency)?;
 
-        let order_id = OrderId::new().to_string();
+        let catalog = self.catalog()?;
         let lines: Vec<(String, i64)> = priced.items.iter().map(|i| (i.item.sku.clone(), i.item.quantity)).collect();
-        self.catalog()?.reserve(&order_id, &lines).await.map_err(|e| named_shortfall(e, &priced))?;
+        let order_id = self.intend(&priced.cart.id, &lines, attempt).await?;
+        if let Err(e) = catalog.reserve(&order_id, &lines).await {
+            self.reserve_failed(&order_id, &e).await;
+            return Err(named_shortfall(e, &priced));
+        }
         fault::point("checkout.reserved");
         let lookup_token = new_secret();
-        let created = self.create_order(&priced, &order_id, &lookup_token, gateway.name(), token).await;
+        let created = self.create_order(&priced, &order_id, &lookup_token, gateway.name(), token, attempt).await;
         let (order, payment) = match created {
             Ok(done) => done,
             Err(e) => {
-                if let Err(release) = self.catalog()?.release(&order_id).await {
-                    tracing::warn!(order_id, error = %release, "releasing the stock of an order not created failed; the sweeper will");
-                }
+                self.give_back(catalog.as_ref(), &order_id).await;
                 return Err(e);
             }
         };
@@ -218,9 +246,102 @@ impl Orders {
         Ok(Placed { order, lookup_token: Some(lookup_token), next_action })
     }
 
+    /// Records that a new order of `cart` is about to hold `lines`, before
+    /// the catalog is asked: its order id to be. A retry of the same request
+    /// whose first try died after that goes on under the first try's order
+    /// id (the catalog's reservation is idempotent on it), so it finds the
+    /// units that try held rather than running short of them.
+    async fn intend(&self, cart: &str, lines: &[(String, i64)], attempt: Option<&str>) -> Result<String, OrdersError> {
+        let lines = lines_json(lines);
+        if let Some(attempt) = attempt
+            && let Some(intent) = store::open_intent_of(&self.db, cart, attempt).await?
+            && intent.lines == lines
+        {
+            return Ok(intent.order_id);
+        }
+        let order_id = OrderId::new().to_string();
+        let intent = IntentRow {
+            reservation_key: order_id.clone(),
+            order_id: order_id.clone(),
+            cart_id: cart.to_owned(),
+            attempt: 1,
+            lines,
+            checkout_attempt: attempt.map(str::to_owned),
+            state: "open".into(),
+            created_ms: now_ms(),
+        };
+        if !store::insert_intent(&self.db, &intent).await? {
+            return Err(OrdersError::Conflict("checkout_in_progress", "this cart is being checked out by another request".into()));
+        }
+        Ok(order_id)
+    }
+
+    /// The catalog did not hold the stock. Refused outright, nothing is held
+    /// and the intent goes; unanswered, something may be held, and the
+    /// reconciler releases it.
+    async fn reserve_failed(&self, key: &str, e: &PortError) {
+        if matches!(e, PortError::Unavailable(_)) {
+            return;
+        }
+        if let Err(e) = store::drop_intent(&self.db, key).await {
+            tracing::warn!(key, error = %e, "dropping the intent of a refused reservation failed; the reconciler will");
+        }
+    }
+
+    /// Gives back the stock a checkout holds that will not write its order
+    /// (or payment attempt), and its intent; the reconciler does it when the
+    /// catalog does not answer now.
+    async fn give_back(&self, catalog: &dyn CatalogPort, key: &str) {
+        match catalog.release(key).await {
+            Ok(()) => {
+                if let Err(e) = store::drop_intent(&self.db, key).await {
+                    tracing::warn!(key, error = %e, "dropping the intent of released stock failed; the reconciler will");
+                }
+            }
+            Err(e) => tracing::warn!(key, error = %e, "releasing the stock of an order not created failed; the reconciler will"),
+        }
+    }
+
+    /// A retry of the request that made `order_id`'s latest payment attempt
+    /// (the same caller, key and body), after that request's answer was lost
+    /// with its process: the answer it would have given. `None` when this
+    /// request made no payment attempt on the order.
+    async fn answer_again(&self, order_id: &str, attempt: &str, token: &str) -> Result<Option<Placed>, OrdersError> {
+        let Some(payment) = store::payment_of_attempt(&self.db, order_id, attempt).await? else {
+            return Ok(None);
+        };
+        let order = store::order(&self.db, order_id).await?.ok_or(OrdersError::OrderNotFound)?;
+        let next_action = match payment.status.as_str() {
+            // Cut off before the provider's answer was written down: ask
+            // again under the same payment id, which is never charged twice.
+            "pending" => {
+                let gateway = self.gateway(&payment.provider)?;
+                let token = payment.token.clone().unwrap_or_else(|| token.to_owned());
+                self.authorise(&order, &payment, gateway.as_ref(), &token).await?
+            }
+            "requires_action" => payment.next_action_url.clone(),
+            "failed" => {
+                return Err(OrdersError::PaymentDeclined {
+                    code: payment.failure_code.unwrap_or_else(|| "card_declined".into()),
+                    message: payment.failure_message.unwrap_or_else(|| "The payment was declined.".into()),
+                });
+            }
+            _ => {
+                // Paid: the stock step may have been cut off too.
+                if let Err(e) = self.settle_stock(order_id).await {
+                    tracing::warn!(order_id, error = %e, "settling the stock of a paid order failed; the reconciler will");
+                }
+                None
+            }
+        };
+        let order = store::order(&self.db, order_id).await?.ok_or(OrdersError::OrderNotFound)?;
+        Ok(Some(Placed { order, lookup_token: None, next_action }))
+    }
+
     /// Writes the order, its lines, its first payment attempt, the code's
-    /// use and the `order.placed` event, and closes the cart: all or nothing.
-    async fn create_order(&self, p: &Priced, id: &str, lookup: &str, provider: &str, token: &str) -> Result<(OrderRow, PaymentRow), OrdersError> {
+    /// use and the `order.placed` event, closes the cart and resolves the
+    /// checkout's intent: all or nothing.
+    async fn create_order(&self, p: &Priced, id: &str, lookup: &str, provider: &str, token: &str, attempt: Option<&str>) -> Result<(OrderRow, PaymentRow), OrdersError> {
         let cart = &p.cart;
         let email = cart.email.clone();
         // A guest is their mailbox, however its address is spelled; a
@@ -234,6 +355,10 @@ impl Orders {
         });
         let billing = cart.billing_address.clone().or_else(|| cart.shipping_address.clone());
         let mut tx = self.db.begin().await?;
+        if !store::resolve_intent(&mut tx, id).await? {
+            tx.rollback().await?;
+            return Err(given_up());
+        }
         let now = now_ms();
         let mut order = OrderRow {
             id: id.to_owned(),
@@ -308,6 +433,9 @@ impl Orders {
         }
         let payment = PaymentRow::attempt(id, 1, provider, token, order.total);
         store::insert_payment(&mut tx, &payment).await?;
+        if let Some(attempt) = attempt {
+            store::tag_payment(&mut tx, &payment.id, attempt).await?;
+        }
         store::record(&mut tx, id, "placed", order.user_id.as_deref(), &json!({"number": order.number, "total": order.total})).await?;
         let data = json!({"order_id": id, "number": order.number, "email": order.email, "user_id": order.user_id,
             "currency": order.currency, "subtotal": order.subtotal, "discount": order.discount_total,
@@ -469,7 +597,7 @@ impl Orders {
     }
 
     /// Another card on an order whose payment failed.
-    async fn pay_again(&self, order_id: &str, gateway: Arc<dyn PaymentGateway>, token: &str, shown_total: Option<kernel::money::Money>) -> Result<Placed, OrdersError> {
+    async fn pay_again(&self, order_id: &str, gateway: Arc<dyn PaymentGateway>, token: &str, shown_total: Option<kernel::money::Money>, attempt: Option<&str>) -> Result<Placed, OrdersError> {
         let order = store::order(&self.db, order_id).await?.ok_or(OrdersError::OrderNotFound)?;
         match order.status {
             Status::PaymentFailed => {}
@@ -484,19 +612,59 @@ impl Orders {
             _ => return Err(OrdersError::Conflict("order_already_paid", "this order is already paid".into())),
         }
         same_total(order.total, shown_total, &order.currency)?;
-        let attempt = order.attempt + 1;
-        let key = reservation_key(&order.id, attempt);
+        let catalog = self.catalog()?;
+        let number = order.attempt + 1;
+        let key = reservation_key(&order.id, number);
         let lines: Vec<(String, i64)> = store::lines(&self.db, order_id).await?.into_iter().map(|l| (l.sku, l.quantity)).collect();
-        self.catalog()?.reserve(&key, &lines).await?;
-        let payment = PaymentRow::attempt(&order.id, attempt, gateway.name(), token, order.total);
+        let busy = || OrdersError::Conflict("payment_in_progress", "another payment of this order is being processed".into());
+        // The intent under the attempt's reservation key admits one payment
+        // attempt at a time (or the same request again, after its first try died).
+        let intent = IntentRow {
+            reservation_key: key.clone(),
+            order_id: order.id.clone(),
+            cart_id: order.cart_id.clone(),
+            attempt: number,
+            lines: lines_json(&lines),
+            checkout_attempt: attempt.map(str::to_owned),
+            state: "open".into(),
+            created_ms: now_ms(),
+        };
+        if !store::insert_intent(&self.db, &intent).await? {
+            let ours = store::intent(&self.db, &key).await?.is_some_and(|i| i.state == "open" && attempt.is_some() && i.checkout_attempt.as_deref() == attempt);
+            if !ours {
+                return Err(busy());
+            }
+        }
+        let now = store::order(&self.db, order_id).await?.ok_or(OrdersError::OrderNotFound)?;
+        if now.attempt != order.attempt {
+            // Another attempt was written since the order was read: the key is its.
+            store::drop_intent(&self.db, &key).await?;
+            return Err(busy());
+        }
+        if now.status != Status::PaymentFailed {
+            self.give_back(catalog.as_ref(), &key).await;
+            return Err(busy());
+        }
+        if let Err(e) = catalog.reserve(&key, &lines).await {
+            self.reserve_failed(&key, &e).await;
+            return Err(e.into());
+        }
+        let payment = PaymentRow::attempt(&order.id, number, gateway.name(), token, order.total);
         let mut tx = self.db.begin().await?;
+        if !store::resolve_intent(&mut tx, &key).await? {
+            tx.rollback().await?;
+            return Err(given_up());
+        }
         if !store::retry_order(&mut tx, &order.id, order.attempt).await? {
             tx.rollback().await?;
-            let _ = self.catalog()?.release(&key).await;
-            return Err(OrdersError::Conflict("payment_in_progress", "another payment of this order is being processed".into()));
+            self.give_back(catalog.as_ref(), &key).await;
+            return Err(busy());
         }
         store::insert_payment(&mut tx, &payment).await?;
-        store::record(&mut tx, &order.id, "payment_retried", None, &json!({"payment_id": payment.id, "attempt": attempt})).await?;
+        if let Some(attempt) = attempt {
+            store::tag_payment(&mut tx, &payment.id, attempt).await?;
+        }
+        store::record(&mut tx, &order.id, "payment_retried", None, &json!({"payment_id": payment.id, "attempt": number})).await?;
         tx.commit().await?;
         let order = store::order(&self.db, order_id).await?.ok_or(OrdersError::OrderNotFound)?;
         let next_action = self.authorise(&order, &payment, gateway.as_ref(), token).await?;
@@ -888,12 +1056,14 @@ impl Orders {
     // Recovery
 
     /// Finishes or rolls back checkouts and refunds a crash interrupted,
-    /// and cancels orders left unpaid too long. Returns how many it touched.
+    /// releases the stock of checkouts that died before writing their
+    /// order, and cancels orders left unpaid too long. Returns how many it
+    /// touched. Safe to run in many processes at once.
     pub async fn reconcile(&self) -> Result<usize, OrdersError> {
         let now = now_ms();
         let stale = now - self.settings.reconcile_after_secs as i64 * 1000;
         let timeout = now - self.settings.payment_timeout_mins as i64 * 60_000;
-        let mut touched = 0;
+        let mut touched = self.release_orphans(now).await?;
         for id in store::stale_orders(&self.db, &["pending_payment"], None, stale, 100).await? {
             let Some(payment) = store::payments(&self.db, &id).await?.pop() else { continue };
             let Ok(gateway) = self.gateway(&payment.provider) else { continue };
@@ -963,6 +1133,60 @@ impl Orders {
             }
         }
         Ok(touched)
+    }
+
+    /// Releases what checkouts that died between holding stock and writing
+    /// their order (or new payment attempt) left held: each intent older
+    /// than `orders.reconcile_after_secs` (at least a second), claimed by
+    /// one reconciler with a conditional update.
+    async fn release_orphans(&self, now: i64) -> Result<usize, OrdersError> {
+        let after_ms = (self.settings.reconcile_after_secs as i64 * 1000).max(1000);
+        // A reconciler that dies while releasing leaves its claim to lapse.
+        let claim_ms = after_ms.max(30_000);
+        let mut touched = 0;
+        for intent in store::stale_intents(&self.db, now - after_ms, now, 100).await? {
+            if !store::claim_intent(&self.db, &intent.reservation_key, now - after_ms, now, now + claim_ms).await? {
+                continue;
+            }
+            touched += 1;
+            match self.release_orphan(&intent).await {
+                Ok(()) => tracing::info!(key = %intent.reservation_key, "released the stock of a checkout that did not write its order"),
+                Err(e) => tracing::warn!(key = %intent.reservation_key, error = %e, "releasing the stock of an interrupted checkout failed; will retry"),
+            }
+        }
+        Ok(touched)
+    }
+
+    async fn release_orphan(&self, intent: &IntentRow) -> Result<(), OrdersError> {
+        let order = store::order(&self.db, &intent.order_id).await?;
+        if order.as_ref().is_some_and(|o| o.attempt >= intent.attempt) {
+            // The attempt was written after all: its stock follows the order.
+            store::drop_intent(&self.db, &intent.reservation_key).await?;
+            return Ok(());
+        }
+        match self.catalog()?.release(&intent.reservation_key).await {
+            Ok(()) | Err(PortError::UnknownSku(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let mut tx = self.db.begin().await?;
+        if let Some(order) = &order {
+            // Another card's attempt that never got written: the next one
+            // takes a reservation key of its own.
+            store::skip_attempt(&mut tx, &order.id, intent.attempt).await?;
+        }
+        store::drop_intent_in(&mut tx, &intent.reservation_key).await?;
+        tx.commit().await?;
+        metrics::counter!("orders_abandoned_reservations_released_total").increment(1);
+        Ok(())
+    }
+
+    /// Checkouts holding stock (or about to) without their order written
+    /// yet, across every replica: how many, and how long the oldest has
+    /// been at it (ms). Those a crash left stay until the reconciler
+    /// releases them.
+    pub async fn checkouts_in_flight(&self) -> Result<(i64, Option<i64>), OrdersError> {
+        let (count, oldest) = store::intents_summary(&self.db).await?;
+        Ok((count, oldest.map(|t| (now_ms() - t).max(0))))
     }
 
     /// Runs [`Orders::reconcile`] every `every` until `shutdown`.

@@ -874,6 +874,140 @@ pub async fn add_payment_refunded(tx: &mut Tx, payment: &str, amount: i64) -> Re
     Ok(())
 }
 
+/// Which idempotent request made a payment attempt (see `checkout_intents`).
+pub async fn tag_payment(tx: &mut Tx, payment: &str, checkout_attempt: &str) -> Result<(), DbError> {
+    on_tx!(tx, c => sqlx::query("UPDATE payments SET checkout_attempt = $1 WHERE id = $2")
+        .bind(checkout_attempt).bind(payment).execute(c).await.map(|_| ()))?;
+    Ok(())
+}
+
+/// The latest payment attempt of `order` made by the idempotent request `checkout_attempt`.
+pub async fn payment_of_attempt(db: &Db, order: &str, checkout_attempt: &str) -> Result<Option<PaymentRow>, DbError> {
+    let sql = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE order_id = $1 AND checkout_attempt = $2 ORDER BY attempt DESC LIMIT 1");
+    let row = on_db!(db, pool => {
+        let r = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(order).bind(checkout_attempt).fetch_optional(pool).await?;
+        r.map(|r| -> Result<PaymentRow, sqlx::Error> { Ok(payment_row!(r)) }).transpose()
+    })?;
+    Ok(row)
+}
+
+/// A payment attempt given up before it was written (its reservation was
+/// released): the order's next attempt takes the number after it, and so a
+/// reservation key of its own. Only for an order still waiting for another card.
+pub async fn skip_attempt(tx: &mut Tx, order: &str, attempt: i64) -> Result<bool, DbError> {
+    let n = on_tx!(tx, c => sqlx::query(
+        "UPDATE orders SET attempt = $1, stock = 'released' WHERE id = $2 AND attempt = $3 AND status = 'payment_failed'")
+        .bind(attempt).bind(order).bind(attempt - 1).execute(c).await.map(|r| r.rows_affected()))?;
+    Ok(n == 1)
+}
+
+// Checkout intents
+
+/// A checkout about to hold stock (see the `checkout_intents` table).
+#[derive(Debug, Clone)]
+pub struct IntentRow {
+    pub reservation_key: String,
+    pub order_id: String,
+    pub cart_id: String,
+    pub attempt: i64,
+    /// What is reserved, as JSON.
+    pub lines: String,
+    pub checkout_attempt: Option<String>,
+    pub state: String,
+    pub created_ms: i64,
+}
+
+type IntentTuple = (String, String, String, i64, String, Option<String>, String, i64);
+
+const INTENT_COLUMNS: &str = "reservation_key, order_id, cart_id, attempt, lines, checkout_attempt, state, created_ms";
+
+fn intent_from(t: IntentTuple) -> IntentRow {
+    let (reservation_key, order_id, cart_id, attempt, lines, checkout_attempt, state, created_ms) = t;
+    IntentRow { reservation_key, order_id, cart_id, attempt, lines, checkout_attempt, state, created_ms }
+}
+
+/// Records a checkout about to reserve stock under its key; false when an
+/// intent with that key is already there (another checkout of the order
+/// is running, or one died and is not reconciled yet).
+pub async fn insert_intent(db: &Db, i: &IntentRow) -> Result<bool, DbError> {
+    let n = on_db!(db, pool => sqlx::query(
+        "INSERT INTO checkout_intents (reservation_key, order_id, cart_id, attempt, lines, checkout_attempt, state, created_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, 'open', $7) ON CONFLICT (reservation_key) DO NOTHING")
+        .bind(&i.reservation_key).bind(&i.order_id).bind(&i.cart_id).bind(i.attempt).bind(&i.lines)
+        .bind(&i.checkout_attempt).bind(i.created_ms).execute(pool).await.map(|r| r.rows_affected()))?;
+    Ok(n == 1)
+}
+
+pub async fn intent(db: &Db, key: &str) -> Result<Option<IntentRow>, DbError> {
+    let sql = format!("SELECT {INTENT_COLUMNS} FROM checkout_intents WHERE reservation_key = $1");
+    let row: Option<IntentTuple> = on_db!(db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(key).fetch_optional(pool).await)?;
+    Ok(row.map(intent_from))
+}
+
+/// The open intent a retried request left for the first checkout of `cart`.
+pub async fn open_intent_of(db: &Db, cart: &str, checkout_attempt: &str) -> Result<Option<IntentRow>, DbError> {
+    let sql = format!(
+        "SELECT {INTENT_COLUMNS} FROM checkout_intents WHERE cart_id = $1 AND checkout_attempt = $2 AND attempt = 1 \
+         AND state = 'open' ORDER BY created_ms DESC LIMIT 1"
+    );
+    let row: Option<IntentTuple> =
+        on_db!(db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(cart).bind(checkout_attempt).fetch_optional(pool).await)?;
+    Ok(row.map(intent_from))
+}
+
+/// The order (or its attempt) is being written: its intent goes in the
+/// same transaction. False when the reconciler claimed it first (and is
+/// releasing its stock): the checkout must not go on.
+pub async fn resolve_intent(tx: &mut Tx, key: &str) -> Result<bool, DbError> {
+    let n = on_tx!(tx, c => sqlx::query("DELETE FROM checkout_intents WHERE reservation_key = $1 AND state = 'open'")
+        .bind(key).execute(c).await.map(|r| r.rows_affected()))?;
+    Ok(n == 1)
+}
+
+/// An intent whose reservation was released (or never made).
+pub async fn drop_intent(db: &Db, key: &str) -> Result<(), DbError> {
+    on_db!(db, pool => sqlx::query("DELETE FROM checkout_intents WHERE reservation_key = $1")
+        .bind(key).execute(pool).await.map(|_| ()))?;
+    Ok(())
+}
+
+pub async fn drop_intent_in(tx: &mut Tx, key: &str) -> Result<(), DbError> {
+    on_tx!(tx, c => sqlx::query("DELETE FROM checkout_intents WHERE reservation_key = $1")
+        .bind(key).execute(c).await.map(|_| ()))?;
+    Ok(())
+}
+
+/// Intents left behind: open since before `before_ms`, or claimed by a
+/// reconciler whose claim ran out (it died) by `now`.
+pub async fn stale_intents(db: &Db, before_ms: i64, now: i64, limit: i64) -> Result<Vec<IntentRow>, DbError> {
+    let sql = format!(
+        "SELECT {INTENT_COLUMNS} FROM checkout_intents WHERE (state = 'open' AND created_ms < $1) \
+         OR (state = 'releasing' AND claimed_until_ms < $2) ORDER BY created_ms LIMIT $3"
+    );
+    let rows: Vec<IntentTuple> =
+        on_db!(db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(before_ms).bind(now).bind(limit).fetch_all(pool).await)?;
+    Ok(rows.into_iter().map(intent_from).collect())
+}
+
+/// Claims a stale intent for one reconciler until `until_ms`, with one
+/// conditional update: false when another reconciler has it, the checkout
+/// wrote its order meanwhile, or it is gone.
+pub async fn claim_intent(db: &Db, key: &str, before_ms: i64, now: i64, until_ms: i64) -> Result<bool, DbError> {
+    let n = on_db!(db, pool => sqlx::query(
+        "UPDATE checkout_intents SET state = 'releasing', claimed_until_ms = $1 WHERE reservation_key = $2 \
+         AND ((state = 'open' AND created_ms < $3) OR (state = 'releasing' AND claimed_until_ms < $4))")
+        .bind(until_ms).bind(key).bind(before_ms).bind(now).execute(pool).await.map(|r| r.rows_affected()))?;
+    Ok(n == 1)
+}
+
+/// How many checkouts hold (or are about to hold) stock without their
+/// order written yet, and since when the oldest.
+pub async fn intents_summary(db: &Db) -> Result<(i64, Option<i64>), DbError> {
+    let row: (i64, Option<i64>) = on_db!(db, pool => sqlx::query_as(
+        "SELECT COUNT(*), MIN(created_ms) FROM checkout_intents").fetch_one(pool).await)?;
+    Ok(row)
+}
+
 // Fulfilments, refunds, returns
 
 /// (id, carrier, tracking_number, tracking_url, lines JSON, created_ms, delivered_ms)

@@ -24,15 +24,19 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::{ApiKeyResolver, AuthLayer, HttpKeySource, KeySource, RevocationListener, Revocations, Verifier};
-use crate::bus::{self, BusError, EventBus};
+use crate::bus::{self, BusError, EventBus, EventHandler};
 use crate::db::{Db, DbError, DbOptions};
 use crate::migrate::{self, PLATFORM};
 use crate::outbox::Relay;
-use crate::service::{BoxError, PersonalDataSources, Ports, ServiceContext, ServiceSpec, StartupCheck, StartupChecks};
-use crate::{http, idempotency, limit, server, telemetry};
+use crate::service::{BoxError, DependencyCheck, DependencyChecks, PersonalDataSources, Ports, ServiceContext, ServiceSpec, StartupCheck, StartupChecks};
+use crate::{gauges, http, idempotency, limit, server, telemetry};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The configuration given in code is not one a process can run with
+    /// (`emporium serve` checks it as it loads it).
+    #[error(transparent)]
+    Config(#[from] kernel::config::ConfigError),
     #[error("database of {service}: {source}")]
     Db { service: &'static str, source: DbError },
     #[error(transparent)]
@@ -52,6 +56,8 @@ struct Readiness {
     bus: Arc<dyn EventBus>,
     redis: Option<redis::aio::ConnectionManager>,
     startup: Startup,
+    /// The parts elsewhere this process's roles need (probed, cached).
+    dependencies: DependencyChecks,
 }
 
 /// What a process finishes after start before it is ready: first the
@@ -214,10 +220,14 @@ impl App {
         demo: bool,
         wire: impl FnOnce(&Ports),
     ) -> Result<App, StartError> {
+        config.validate()?;
         http::set_body_limit(config.http.body_limit_bytes);
         telemetry::metrics_handle();
         let shutdown = CancellationToken::new();
-        let bus = bus::connect(&config.nats).await?;
+        // A process without any service (the pages alone) publishes and
+        // hears no event: it joins no bus.
+        let serves_api = specs.iter().any(|s| config.services.iter().any(|n| n == s.name));
+        let bus: Arc<dyn EventBus> = if serves_api { bus::connect(&config.nats).await? } else { Arc::new(bus::InProcessBus::new()) };
         let redis = match &config.redis.url {
             Some(url) => Some(connect_redis(url).await?),
             None => None,
@@ -233,8 +243,14 @@ impl App {
         ports.provide(Arc::new(PersonalDataSources::default()));
         let startup_checks = StartupChecks::default();
         ports.provide(Arc::new(startup_checks.clone()));
+        // The parts elsewhere this process needs while it runs: `/readyz` fails while one cannot be reached.
+        let dependencies = DependencyChecks::default();
+        ports.provide(Arc::new(dependencies.clone()));
+        // Gauges read on a timer: services add theirs when they mount.
+        let readings = gauges::Readings::default();
+        ports.provide(Arc::new(readings.clone()));
         // Rate limits: in Redis when configured, so replicas count together.
-        let limiter = limit::connect(&config.limits, redis.clone());
+        let limiter = limit::connect(&config.redis.prefix, redis.clone());
         ports.provide::<dyn limit::RateLimiter>(limiter.clone());
         // Revoked access tokens: auth (when in this process) raises the marks
         // directly; the bus tells every process, each on a consumer of its own.
@@ -262,11 +278,15 @@ impl App {
             contexts.push((*spec, ctx));
         }
         wire(&ports);
+        let mut consumers = Vec::new();
         for handler in handlers {
+            consumers.push(handler.consumer().to_owned());
             bus.subscribe(handler, shutdown.clone()).await?;
         }
         let replay = Duration::from_secs(config.auth.access_token_ttl_secs + 2 * crate::auth::LEEWAY_SECS as u64 + 60);
-        bus.subscribe(Arc::new(RevocationListener::new(revocations.clone(), replay)), shutdown.clone()).await?;
+        let revocation_listener = Arc::new(RevocationListener::new(revocations.clone(), replay));
+        consumers.push(revocation_listener.consumer().to_owned());
+        bus.subscribe(revocation_listener, shutdown.clone()).await?;
         if demo {
             for (spec, ctx) in &contexts {
                 match spec.demo {
@@ -292,17 +312,29 @@ impl App {
             relays.push(tokio::spawn(relay.noting_drained(drained).run(shutdown.clone())));
         }
         relays.extend(dbs.iter().map(|(_, db)| tokio::spawn(sweep(db.clone(), config.outbox.keep_published_hours, shutdown.clone()))));
+        readings.add(Arc::new(gauges::ConsumerLag { bus: bus.clone(), consumers }));
+        for (_, db) in &dbs {
+            readings.add(Arc::new(gauges::DatabaseBacklog::new(db.clone())));
+        }
+        let every = Duration::from_millis(config.metrics.sample_interval_ms);
+        relays.push(tokio::spawn(gauges::run(readings.all(), every, shutdown.clone())));
         let startup = Startup::new(outboxes, startup_checks.all(), Duration::from_secs(config.startup.ready_timeout_secs));
 
-        let readiness = Readiness { dbs: dbs.clone(), bus: bus.clone(), redis, startup: startup.clone() };
+        let readiness = Readiness { dbs: dbs.clone(), bus: bus.clone(), redis, startup: startup.clone(), dependencies: dependencies.clone() };
         // Tokens are verified locally with the keys the auth service publishes
         // (in process here; absent when auth runs elsewhere and no source is set).
         let key_source = ports.get::<dyn KeySource>().or_else(|| {
-            let url = config.auth.jwks_url.as_ref()?;
-            Some(Arc::new(HttpKeySource::new(url.clone())) as Arc<dyn KeySource>)
+            let url = crate::auth::jwks_url(&config.auth)?;
+            Some(Arc::new(HttpKeySource::new(url)) as Arc<dyn KeySource>)
         });
-        if key_source.is_none() {
-            tracing::warn!("auth is not in this process and auth.jwks_url is unset: signed-in requests will be refused");
+        if key_source.is_none() && serves_api {
+            tracing::warn!("auth is not in this process and neither auth.url nor auth.jwks_url is set: signed-in requests will be refused");
+        }
+        // Without auth here the token keys come over HTTP: readiness says
+        // whether they can (a service cannot serve signed-in calls without).
+        let runs_a_service = crate::service::runs_a_service(&config);
+        if !config.services.iter().any(|s| s == "auth") && (runs_a_service || key_source.is_some()) {
+            dependencies.add(Arc::new(TokenKeys(key_source.clone())));
         }
         let auth = AuthLayer {
             verifier: Arc::new(Verifier::new(
@@ -536,7 +568,9 @@ struct Ready {
 }
 
 /// The process can serve: its databases answer, NATS and Redis when
-/// configured, and it has caught up after start (`startup`: the events
+/// configured, the parts elsewhere its roles need answer (`catalog` for
+/// orders, search or notify without the catalog, `auth.jwks` without auth,
+/// `web.api` for the pages without the services), and it has caught up after start (`startup`: the events
 /// written before start are out, and the search index has applied them).
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, description = "ready", body = Ready),
@@ -572,10 +606,32 @@ async fn readyz(State(r): State<Readiness>) -> Response {
         let result = tokio::time::timeout(Duration::from_secs(2), ping.query_async::<String>(&mut conn)).await;
         record("redis".into(), flatten(result.map(|r| r.map(|_| ()).map_err(|e| e.to_string()))));
     }
+    for (name, result) in r.dependencies.results().await {
+        record(name.to_owned(), result);
+    }
     record("startup".into(), r.startup.state().await);
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = Ready { status: if ok { "ready" } else { "unavailable" }, checks };
     (status, axum::Json(body)).into_response()
+}
+
+/// The token keys, fetched as verification fetches them.
+struct TokenKeys(Option<Arc<dyn KeySource>>);
+
+#[async_trait::async_trait]
+impl DependencyCheck for TokenKeys {
+    fn name(&self) -> &'static str {
+        "auth.jwks"
+    }
+
+    async fn check(&self) -> Result<(), String> {
+        let source = self.0.as_ref().ok_or("auth is not in this process, and neither auth.url nor auth.jwks_url is set")?;
+        match source.public_keys().await {
+            Ok(keys) if keys.is_empty() => Err("the JWKS publishes no signing key".into()),
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
 }
 
 fn flatten<E>(r: Result<Result<(), String>, E>) -> Result<(), String> {

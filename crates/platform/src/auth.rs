@@ -84,7 +84,7 @@ impl From<&TokenError> for ApiError {
             | TokenError::NotYetValid
             | TokenError::WrongIssuer
             | TokenError::WrongAudience => ApiError::unauthenticated("invalid_token", e.to_string()),
-            TokenError::KeysUnavailable(cause) => ApiError::internal(&format!("verifying a token: {cause}")),
+            TokenError::KeysUnavailable(cause) => ApiError::unavailable("the token keys", &format!("verifying a token: {cause}"), 5),
         }
     }
 }
@@ -334,42 +334,88 @@ pub fn sign(claims: &Claims, kid: &str, key: &Ed25519KeyPair) -> Result<String, 
     Ok(token)
 }
 
-/// Fetches the published keys from the auth service's JWKS document, for
-/// processes that do not run auth themselves (the scaled-out shape).
+/// The most an answer of the auth service (a JWKS document, a resolved API
+/// key) may weigh.
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
+/// A client for calls to the auth service (`http` or `https`): short
+/// timeouts, no redirects followed. Should one not be made, each call says why.
+fn auth_client() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(Duration::from_secs(5))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| format!("cannot make an HTTP client: {}", describe(e)))
+}
+
+/// An answer's body, refused past `max` bytes.
+async fn read_capped(mut response: reqwest::Response, max: usize) -> Result<Vec<u8>, BoxError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > max {
+            return Err(format!("the answer is larger than {max} bytes").into());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// A transport error with its causes (`connection refused`), without the
+/// address it was sent to.
+fn describe(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(inner) = source {
+        let said = inner.to_string();
+        if !text.contains(&said) {
+            text = format!("{text}: {said}");
+        }
+        source = inner.source();
+    }
+    text
+}
+
+/// Where a process without the auth service fetches the token keys:
+/// `auth.jwks_url`, else the JWKS document under `auth.url`.
+pub fn jwks_url(config: &kernel::config::AuthConfig) -> Option<String> {
+    config
+        .jwks_url
+        .clone()
+        .or_else(|| config.url.as_ref().map(|url| format!("{}/.well-known/jwks.json", url.trim_end_matches('/'))))
+}
+
+/// Fetches the published keys from the auth service's JWKS document (over
+/// `http` or `https`), for processes that do not run auth themselves (the
+/// scaled-out shape).
 pub struct HttpKeySource {
+    client: Result<reqwest::Client, String>,
     url: String,
 }
 
 impl HttpKeySource {
     pub fn new(url: impl Into<String>) -> Self {
-        Self { url: url.into() }
+        Self { client: auth_client(), url: url.into() }
     }
 }
 
 #[async_trait]
 impl KeySource for HttpKeySource {
     async fn public_keys(&self) -> Result<Vec<PublicKey>, BoxError> {
-        use http_body_util::BodyExt;
-        let uri: axum::http::Uri = self.url.parse()?;
-        let host = uri.authority().ok_or("the JWKS URL has no host")?.clone();
-        let port = host.port_u16().unwrap_or(80);
-        let stream = tokio::time::timeout(
-            Duration::from_secs(5),
-            tokio::net::TcpStream::connect((host.host(), port)),
-        )
-        .await??;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-        tokio::spawn(conn);
-        let path = uri.path_and_query().map_or("/", |p| p.as_str());
-        let request = axum::http::Request::get(path)
-            .header("host", host.as_str())
-            .body(http_body_util::Empty::<bytes::Bytes>::new())?;
-        let response = tokio::time::timeout(Duration::from_secs(5), sender.send_request(request)).await??;
+        let response = self
+            .client
+            .as_ref()
+            .map_err(|e| e.clone())?
+            .get(&self.url)
+            .header(axum::http::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(describe)?;
         if !response.status().is_success() {
             return Err(format!("JWKS answered {}", response.status()).into());
         }
-        let body = response.into_body().collect().await?.to_bytes();
-        parse_jwks(&body)
+        parse_jwks(&read_capped(response, MAX_ANSWER_BYTES).await?)
     }
 }
 
@@ -452,10 +498,248 @@ impl Principal {
     }
 }
 
-/// Resolves `sk_…` API keys to principals (provided by the auth service).
+/// Resolves `sk_…` API keys to principals: the auth service in process, or
+/// [`HttpApiKeys`] in a process without it. An error that is
+/// [`AuthUnavailable`] answers 503 with `Retry-After`.
 #[async_trait]
 pub trait ApiKeyResolver: Send + Sync + 'static {
     async fn resolve(&self, secret: &str) -> Result<Option<Principal>, BoxError>;
+}
+
+/// The longest API key looked up; a longer one is refused unasked.
+pub const API_KEY_MAX_LEN: usize = 128;
+
+/// Whether `key` can be an API key at all (`sk_` and URL-safe characters,
+/// at most [`API_KEY_MAX_LEN`]): others are refused without a look-up.
+pub fn is_api_key_shaped(key: &str) -> bool {
+    key.len() <= API_KEY_MAX_LEN
+        && key.strip_prefix("sk_").is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
+}
+
+/// The auth service could not say whether an API key is good (unreachable,
+/// failing, or refusing this process's service token): 503, never 401.
+#[derive(Debug, thiserror::Error)]
+#[error("the auth service cannot check API keys now: {0}")]
+pub struct AuthUnavailable(pub String);
+
+/// How long a client is asked to wait when the auth service is unavailable.
+pub const AUTH_RETRY_AFTER_SECS: u64 = 5;
+
+
+/// What auth's `POST /internal/v1/api-keys/resolve` answers for an active
+/// key: the principal the key stands for, as [`ApiKeyResolver`] gives it.
+#[derive(Debug, Clone, serde::Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ResolvedApiKey {
+    /// The key's creator (`usr_…`), on whose behalf it acts.
+    pub user_id: String,
+    pub roles: Vec<Role>,
+    /// The key's permissions that its creator still holds.
+    pub permissions: Vec<Permission>,
+    /// The key's id (`key_…`).
+    pub key_id: String,
+    pub email_verified: bool,
+}
+
+impl From<&Principal> for ResolvedApiKey {
+    fn from(p: &Principal) -> Self {
+        ResolvedApiKey {
+            user_id: p.user_id.to_string(),
+            roles: p.roles.clone(),
+            permissions: p.permissions.clone(),
+            key_id: p.credential_id.clone(),
+            email_verified: p.email_verified,
+        }
+    }
+}
+
+/// Asked of auth's internal route, the body [`ResolvedApiKey`] answers.
+#[derive(Debug, serde::Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveApiKey {
+    /// The API key (`sk_…`), at most [`API_KEY_MAX_LEN`] characters.
+    pub key: String,
+}
+
+/// The error code auth's internal route answers (404) for a key that is
+/// unknown, revoked or expired, or whose creator is disabled.
+pub const API_KEY_INACTIVE: &str = "api_key_inactive";
+
+/// How many answers [`HttpApiKeys`] keeps, of found keys and of refused
+/// ones each (so refused guesses cannot push out good keys).
+const API_KEY_CACHE_CAPACITY: usize = 10_000;
+
+/// One remembered answer about an API key.
+struct KeyAnswers<T> {
+    entries: std::sync::Mutex<HashMap<[u8; 32], (Instant, T)>>,
+}
+
+impl<T: Clone> KeyAnswers<T> {
+    fn new() -> Self {
+        Self { entries: std::sync::Mutex::new(HashMap::new()) }
+    }
+
+    fn get(&self, digest: &[u8; 32], ttl: Duration) -> Option<T> {
+        let entries = self.entries.lock().ok()?;
+        entries.get(digest).filter(|(at, _)| at.elapsed() < ttl).map(|(_, answer)| answer.clone())
+    }
+
+    fn put(&self, digest: [u8; 32], answer: T, ttl: Duration) {
+        if ttl.is_zero() {
+            return;
+        }
+        let Ok(mut entries) = self.entries.lock() else { return };
+        if entries.len() >= API_KEY_CACHE_CAPACITY && !entries.contains_key(&digest) {
+            entries.retain(|_, (at, _)| at.elapsed() < ttl);
+            if entries.len() >= API_KEY_CACHE_CAPACITY {
+                entries.clear();
+            }
+        }
+        entries.insert(digest, (Instant::now(), answer));
+    }
+
+    fn remove(&self, digest: &[u8; 32]) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.remove(digest);
+        }
+    }
+}
+
+/// API keys resolved by the auth service over HTTP (its internal route,
+/// with the service token), for a process without auth. Each answer, found
+/// or refused, is kept for `ttl` under the key's SHA-256 (never the key),
+/// so a revoked key or a changed role takes effect within `ttl`.
+pub struct HttpApiKeys {
+    client: Result<reqwest::Client, String>,
+    endpoint: String,
+    token: String,
+    ttl: Duration,
+    found: KeyAnswers<Principal>,
+    refused: KeyAnswers<()>,
+}
+
+impl HttpApiKeys {
+    /// `auth_url`: where auth answers (`auth.url`); `token`: `auth.service_token`.
+    pub fn new(auth_url: &str, token: &str, ttl: Duration) -> Self {
+        Self {
+            client: auth_client(),
+            endpoint: format!("{}/internal/v1/api-keys/resolve", auth_url.trim_end_matches('/')),
+            token: token.to_owned(),
+            ttl,
+            found: KeyAnswers::new(),
+            refused: KeyAnswers::new(),
+        }
+    }
+
+    /// Asks auth about a key no one holds (`emporium doctor`): `Ok` when
+    /// auth answers and takes the service token, else what went wrong.
+    pub async fn probe(&self) -> Result<(), String> {
+        let nobodys = format!("sk_probe{}", uuid::Uuid::now_v7().simple());
+        match self.ask(&nobodys).await {
+            Ok(_) => Ok(()),
+            Err(AuthUnavailable(cause)) => Err(cause),
+        }
+    }
+
+    /// Asks auth; `Ok(None)` for a key it says is not active.
+    async fn ask(&self, secret: &str) -> Result<Option<Principal>, AuthUnavailable> {
+        let body = serde_json::to_vec(&ResolveApiKey { key: secret.to_owned() }).map_err(|e| AuthUnavailable(e.to_string()))?;
+        let response = self
+            .client
+            .as_ref()
+            .map_err(|e| AuthUnavailable(e.clone()))?
+            .post(&self.endpoint)
+            .header(AUTHORIZATION, format!("Bearer {}", self.token))
+            .header(axum::http::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| AuthUnavailable(describe(e)))?;
+        let status = response.status().as_u16();
+        let body = read_capped(response, MAX_ANSWER_BYTES).await.map_err(|e| AuthUnavailable(e.to_string()))?;
+        let code = serde_json::from_slice::<serde_json::Value>(&body).ok().and_then(|v| v["error"]["code"].as_str().map(str::to_owned));
+        match (status, code.as_deref()) {
+            (200, _) => {
+                let found: ResolvedApiKey = serde_json::from_slice(&body).map_err(|e| AuthUnavailable(format!("auth's answer: {e}")))?;
+                let user_id = UserId::parse(&found.user_id).map_err(|_| AuthUnavailable("auth's answer names no user".into()))?;
+                Ok(Some(Principal {
+                    user_id,
+                    roles: found.roles,
+                    permissions: found.permissions,
+                    credential_id: found.key_id,
+                    credential: Credential::ApiKey,
+                    email_verified: found.email_verified,
+                }))
+            }
+            (404, Some(API_KEY_INACTIVE)) | (422, _) => Ok(None),
+            (401, _) => Err(AuthUnavailable("auth refused auth.service_token: give every process the same one".into())),
+            (404, _) => Err(AuthUnavailable(
+                "auth has no such route: auth.url is not the auth process, or that process has no auth.service_token".into(),
+            )),
+            (status, code) => Err(AuthUnavailable(format!("auth answered {status} {}", code.unwrap_or_default()))),
+        }
+    }
+}
+
+#[async_trait]
+impl ApiKeyResolver for HttpApiKeys {
+    async fn resolve(&self, secret: &str) -> Result<Option<Principal>, BoxError> {
+        if !is_api_key_shaped(secret) {
+            return Ok(None);
+        }
+        use sha2::Digest;
+        let digest: [u8; 32] = sha2::Sha256::digest(secret.as_bytes()).into();
+        if let Some(principal) = self.found.get(&digest, self.ttl) {
+            return Ok(Some(principal));
+        }
+        if self.refused.get(&digest, self.ttl).is_some() {
+            return Ok(None);
+        }
+        match self.ask(secret).await? {
+            Some(principal) => {
+                self.refused.remove(&digest);
+                self.found.put(digest, principal.clone(), self.ttl);
+                Ok(Some(principal))
+            }
+            None => {
+                self.found.remove(&digest);
+                self.refused.put(digest, (), self.ttl);
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// The state of routes only other processes of the shop call
+/// (`/internal/v1/…`): the service token they must present.
+pub trait ServiceTokenGuarded {
+    /// `None`: the routes are closed (answered as if absent).
+    fn service_token(&self) -> Option<&str>;
+}
+
+/// A caller presenting the service token (`Authorization: Bearer <token>`,
+/// compared in constant time): 404 `route_not_found` while no token is
+/// configured, 401 `invalid_service_token` for any other credential.
+pub struct Service;
+
+impl<S: ServiceTokenGuarded + Send + Sync> FromRequestParts<S> for Service {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Some(expected) = state.service_token() else {
+            return Err(ApiError::not_found("route_not_found", "no such route"));
+        };
+        let presented = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        if constant_time_eq(presented.as_bytes(), expected.as_bytes()) {
+            Ok(Service)
+        } else {
+            Err(ApiError::unauthenticated("invalid_service_token", "this needs the service token"))
+        }
+    }
 }
 
 /// What the extractors need, put in the request extensions by the app.
@@ -465,19 +749,20 @@ pub struct AuthLayer {
     pub api_keys: Option<Arc<dyn ApiKeyResolver>>,
 }
 
-/// The caller a request was already found to be: the general rate limit,
-/// the idempotency store and the handler each ask, and an API key costs
-/// database reads, so the answer is kept with the request.
+/// The caller a request was already found to be (or why not): the general
+/// rate limit, the idempotency store and the handler each ask, and an API
+/// key costs a database read or a call to auth, so the answer is kept with
+/// the request.
 #[derive(Clone)]
-struct Authenticated(Option<Principal>);
+struct Authenticated(Result<Option<Principal>, ApiError>);
 
 async fn authenticate(parts: &mut Parts) -> Result<Option<Principal>, ApiError> {
     if let Some(Authenticated(known)) = parts.extensions.get::<Authenticated>() {
-        return Ok(known.clone());
+        return known.clone();
     }
-    let found = resolve(parts).await?;
+    let found = resolve(parts).await;
     parts.extensions.insert(Authenticated(found.clone()));
-    Ok(found)
+    found
 }
 
 async fn resolve(parts: &Parts) -> Result<Option<Principal>, ApiError> {
@@ -502,6 +787,7 @@ async fn resolve(parts: &Parts) -> Result<Option<Principal>, ApiError> {
         return match resolver.resolve(token).await {
             Ok(Some(principal)) => Ok(Some(principal)),
             Ok(None) => Err(ApiError::unauthenticated("invalid_api_key", "this API key is unknown, revoked or expired")),
+            Err(e) if e.is::<AuthUnavailable>() => Err(ApiError::unavailable("the auth service", &e, AUTH_RETRY_AFTER_SECS)),
             Err(e) => Err(ApiError::internal(&e)),
         };
     }
@@ -673,6 +959,59 @@ mod tests {
         let mut c = claims(now());
         c.aud = Audience::Many(vec!["other".into()]);
         assert_eq!(v.verify(&sign(&c, "k1", &key).unwrap()).await, Err(TokenError::WrongAudience));
+    }
+
+    #[tokio::test]
+    async fn https_jwks_urls_are_fetched_over_tls() {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let first = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut byte = [0u8; 1];
+            stream.read_exact(&mut byte).await.unwrap();
+            byte[0]
+        });
+        let fetched = HttpKeySource::new(format!("https://{addr}/.well-known/jwks.json")).public_keys().await;
+        assert!(fetched.is_err(), "no server answered it");
+        let first = tokio::time::timeout(Duration::from_secs(5), first).await.expect("the client connected for https");
+        assert_eq!(first.unwrap(), 0x16, "the client opened with a TLS handshake record");
+    }
+
+    #[test]
+    fn the_jwks_defaults_to_the_one_under_auth_url() {
+        let mut config = kernel::config::AuthConfig::default();
+        assert_eq!(jwks_url(&config), None);
+        config.url = Some("https://auth.internal:8443/".into());
+        assert_eq!(jwks_url(&config).as_deref(), Some("https://auth.internal:8443/.well-known/jwks.json"));
+        config.jwks_url = Some("http://keys.internal/jwks".into());
+        assert_eq!(jwks_url(&config).as_deref(), Some("http://keys.internal/jwks"), "an explicit one wins");
+    }
+
+    #[test]
+    fn only_api_key_shapes_are_looked_up() {
+        assert!(is_api_key_shaped("sk_AbC-12_x"));
+        for bad in ["sk_", "pk_abc", "sk_a b", "sk_a\n", "sk_é", &format!("sk_{}", "a".repeat(API_KEY_MAX_LEN))] {
+            assert!(!is_api_key_shaped(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn remembered_answers_expire_and_stay_bounded() {
+        let answers: KeyAnswers<u32> = KeyAnswers::new();
+        let ttl = Duration::from_secs(60);
+        answers.put([1; 32], 7, ttl);
+        assert_eq!(answers.get(&[1; 32], ttl), Some(7));
+        assert_eq!(answers.get(&[1; 32], Duration::ZERO), None, "past its time");
+        answers.put([2; 32], 8, Duration::ZERO);
+        assert_eq!(answers.get(&[2; 32], ttl), None, "a cache time of 0 keeps nothing");
+        for i in 0..=API_KEY_CACHE_CAPACITY as u32 {
+            let mut digest = [0u8; 32];
+            digest[..4].copy_from_slice(&i.to_be_bytes());
+            digest[31] = 9;
+            answers.put(digest, i, ttl);
+        }
+        assert!(answers.entries.lock().unwrap().len() <= API_KEY_CACHE_CAPACITY);
     }
 
     #[tokio::test]

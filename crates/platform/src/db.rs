@@ -63,6 +63,40 @@ impl DbError {
     pub fn is_unique_violation(&self) -> bool {
         matches!(self, DbError::Sql(sqlx::Error::Database(e)) if e.is_unique_violation())
     }
+
+    /// The database could not be reached or gave no connection in time
+    /// (refused, reset, the pool waited out its timeout, PostgreSQL at its
+    /// connection limit or shutting down, SQLite locked past its busy
+    /// timeout): worth retrying shortly, unlike a failing statement.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            DbError::Unreachable { .. } => true,
+            DbError::Sql(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_)) => true,
+            DbError::Sql(sqlx::Error::Database(e)) => {
+                let Some(code) = e.code() else { return false };
+                if e.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                    // SQLite: busy (5) or locked (6), with their extended codes.
+                    matches!(code.parse::<u32>().map(|c| c & 0xff), Ok(5 | 6))
+                } else {
+                    // PostgreSQL: connection exceptions (08…), too many
+                    // connections, shutting down or starting up.
+                    code.starts_with("08") || matches!(code.as_ref(), "53300" | "57P01" | "57P02" | "57P03")
+                }
+            }
+            _ => false,
+        }
+    }
+}
+
+/// How long a client is asked to wait when the database is unavailable.
+pub const RETRY_AFTER_SECS: u64 = 5;
+
+/// The one mapping of a database failure to an answer: an outage is 503
+/// with `Retry-After`; anything else is a 500 whose cause is only logged.
+impl From<&DbError> for kernel::ApiError {
+    fn from(e: &DbError) -> Self {
+        if e.is_unavailable() { kernel::ApiError::unavailable("the database", e, RETRY_AFTER_SECS) } else { kernel::ApiError::internal(e) }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -146,6 +146,10 @@ pub async fn request_id(mut request: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<RequestId>().ok())
         .unwrap_or_else(RequestId::generate);
+    // As found here, also for handlers that pass it on (the pages, to the API).
+    if let Ok(value) = HeaderValue::from_str(id.as_str()) {
+        request.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
     request.extensions_mut().insert(id.clone());
     let span = tracing::info_span!("request", request_id = id.as_str());
     let mut response = {

@@ -3,6 +3,16 @@
 //! replayed for a repeat with the same body; the same key with another body
 //! is a 409; concurrent requests with one key run the effect once.
 //!
+//! A running request holds its key with a short lease (10 s) that it renews
+//! in the background while its handler runs. A repeat that arrives
+//! meanwhile waits for the answer (then replays it) or is told to retry; a
+//! lease that lapsed belongs to a request that died with its process, and
+//! the next request with the same key and body takes the key over within
+//! seconds, whichever replica it reaches. The handler of a taken-over key
+//! finds what the dead request did in its own tables: [`IdempotencyAttempt`]
+//! names the attempt (caller, key and request) so it can recognise its own
+//! work and answer as the first request would have.
+//!
 //! Wrap a route with
 //! `.layer(axum::middleware::from_fn_with_state(Idempotency::new(db, "orders.checkout"), idempotent))`.
 
@@ -24,9 +34,12 @@ use crate::on_db;
 pub const HEADER: &str = "idempotency-key";
 pub const REPLAYED_HEADER: &str = "idempotent-replayed";
 const RETENTION_MS: i64 = 24 * 3600 * 1000;
-/// A request holding a key longer than this is presumed dead (its process
-/// crashed) and another request may take the key over.
-const LOCK_MS: i64 = 60 * 1000;
+/// How long a running request holds its key without renewing it: a lease
+/// not renewed for this long belongs to a dead request, and another request
+/// with the same key may take the key over.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
+/// A waiting repeat asks again after 25 ms, then ever less often, up to this.
+const MAX_POLL: Duration = Duration::from_millis(250);
 /// Response headers worth replaying.
 const KEPT_HEADERS: [&str; 3] = ["content-type", "location", "etag"];
 
@@ -52,25 +65,57 @@ impl ShownOnce {
     }
 }
 
+/// Put in a request's extensions for the handler: this attempt at the
+/// operation, the same for every retry by the same caller with the same key
+/// and body, and different for anyone else. A handler records it with its
+/// effect (hex, 32 characters) so that a retry that took over a dead
+/// request's key recognises that request's work as its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyAttempt(pub String);
+
+impl IdempotencyAttempt {
+    fn of(scope: &str, key: &str, request_hash: &str) -> Self {
+        let mut h = Sha256::new();
+        for part in ["attempt", scope, key, request_hash] {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+        IdempotencyAttempt(hex::encode(&h.finalize()[..16]))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 #[derive(Clone)]
 pub struct Idempotency {
     db: Db,
     scope: &'static str,
     body_limit: usize,
     wait: Duration,
+    lease: Duration,
 }
 
 impl Idempotency {
     /// `scope` names the operation (`orders.checkout`); keys are per scope and
     /// per caller.
     pub fn new(db: Db, scope: &'static str) -> Self {
-        Self { db, scope, body_limit: 1024 * 1024, wait: Duration::from_secs(10) }
+        Self { db, scope, body_limit: 1024 * 1024, wait: Duration::from_secs(10), lease: DEFAULT_LEASE }
     }
 
     /// How long a repeat waits for the first request to finish before it is
     /// told to retry (409 `idempotency_request_in_progress`).
     pub fn wait_for_first(mut self, wait: Duration) -> Self {
         self.wait = wait;
+        self
+    }
+
+    /// How long a running request's hold on its key lasts unless renewed
+    /// (renewed every third of it): after a crash, the key is taken over
+    /// this long after the last renewal at most. At least 100 ms.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease.max(Duration::from_millis(100));
         self
     }
 }
@@ -97,14 +142,21 @@ pub struct StoredResponse {
 
 type Row = (String, String, i64, i64, Option<i32>, Option<String>, Option<Vec<u8>>);
 
-/// Claims `key` for a request whose fingerprint is `hash`.
-pub async fn claim(db: &Db, scope: &str, key: &str, hash: &str) -> Result<Claim, DbError> {
+fn lease_ms(lease: Duration) -> i64 {
+    i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 4)
+}
+
+/// Claims `key` for a request whose fingerprint is `hash`; `holder` names
+/// the request (random, unique), which holds the key for `lease` unless it
+/// renews it ([`renew`]).
+pub async fn claim(db: &Db, scope: &str, key: &str, hash: &str, holder: &str, lease: Duration) -> Result<Claim, DbError> {
+    let lease = lease_ms(lease);
     for _ in 0..5 {
         let now = now_ms();
         let inserted = on_db!(db, pool => sqlx::query(
-            "INSERT INTO idempotency_keys (scope, idem_key, request_hash, state, locked_until_ms, expires_at_ms) \
-             VALUES ($1, $2, $3, 'running', $4, $5) ON CONFLICT (scope, idem_key) DO NOTHING")
-            .bind(scope).bind(key).bind(hash).bind(now + LOCK_MS).bind(now + RETENTION_MS)
+            "INSERT INTO idempotency_keys (scope, idem_key, request_hash, state, locked_until_ms, expires_at_ms, lease_holder) \
+             VALUES ($1, $2, $3, 'running', $4, $5, $6) ON CONFLICT (scope, idem_key) DO NOTHING")
+            .bind(scope).bind(key).bind(hash).bind(now + lease).bind(now + RETENTION_MS).bind(holder)
             .execute(pool).await.map(|r| r.rows_affected()))?;
         if inserted == 1 {
             return Ok(Claim::Run);
@@ -134,12 +186,15 @@ pub async fn claim(db: &Db, scope: &str, key: &str, hash: &str) -> Result<Claim,
             return Ok(Claim::Replay(StoredResponse { status, headers, body: body.unwrap_or_default() }));
         }
         if locked_until < now {
+            // The holder stopped renewing: it died. Take the key over, unless
+            // another request did first (the lease is no longer the one read).
             let taken = on_db!(db, pool => sqlx::query(
-                "UPDATE idempotency_keys SET locked_until_ms = $1 \
-                 WHERE scope = $2 AND idem_key = $3 AND state = 'running' AND locked_until_ms = $4")
-                .bind(now + LOCK_MS).bind(scope).bind(key).bind(locked_until)
+                "UPDATE idempotency_keys SET locked_until_ms = $1, lease_holder = $2 \
+                 WHERE scope = $3 AND idem_key = $4 AND state = 'running' AND locked_until_ms = $5")
+                .bind(now + lease).bind(holder).bind(scope).bind(key).bind(locked_until)
                 .execute(pool).await.map(|r| r.rows_affected()))?;
             if taken == 1 {
+                tracing::info!(scope, "took over an idempotency key whose request stopped renewing its lease");
                 return Ok(Claim::Run);
             }
             continue;
@@ -149,23 +204,77 @@ pub async fn claim(db: &Db, scope: &str, key: &str, hash: &str) -> Result<Claim,
     Ok(Claim::InProgress)
 }
 
-/// Stores the response of the request that ran the effect.
-pub async fn complete(db: &Db, scope: &str, key: &str, response: &StoredResponse) -> Result<(), DbError> {
+/// Extends `holder`'s lease on a running key; false when it no longer holds
+/// it (it lapsed and another request took the key over, or it finished).
+pub async fn renew(db: &Db, scope: &str, key: &str, holder: &str, lease: Duration) -> Result<bool, DbError> {
+    let n = on_db!(db, pool => sqlx::query(
+        "UPDATE idempotency_keys SET locked_until_ms = $1 \
+         WHERE scope = $2 AND idem_key = $3 AND state = 'running' AND lease_holder = $4")
+        .bind(now_ms() + lease_ms(lease)).bind(scope).bind(key).bind(holder)
+        .execute(pool).await.map(|r| r.rows_affected()))?;
+    Ok(n == 1)
+}
+
+/// Stores the response of the request that ran the effect; false when
+/// `holder` had lost the key meanwhile (the request that took it over
+/// stores its own answer).
+pub async fn complete(db: &Db, scope: &str, key: &str, holder: &str, response: &StoredResponse) -> Result<bool, DbError> {
     let headers = serde_json::to_string(&response.headers).map_err(|e| DbError::Corrupt(e.to_string()))?;
-    on_db!(db, pool => sqlx::query(
+    let n = on_db!(db, pool => sqlx::query(
         "UPDATE idempotency_keys SET state = 'done', response_status = $1, response_headers = $2, \
-         response_body = $3 WHERE scope = $4 AND idem_key = $5")
+         response_body = $3 WHERE scope = $4 AND idem_key = $5 AND state = 'running' AND lease_holder = $6")
         .bind(i32::from(response.status)).bind(headers).bind(&response.body)
-        .bind(scope).bind(key).execute(pool).await.map(|r| r.rows_affected()))?;
-    Ok(())
+        .bind(scope).bind(key).bind(holder).execute(pool).await.map(|r| r.rows_affected()))?;
+    Ok(n == 1)
 }
 
 /// Gives the key up after a failure on our side, so the client may retry.
-pub async fn release(db: &Db, scope: &str, key: &str) -> Result<(), DbError> {
+pub async fn release(db: &Db, scope: &str, key: &str, holder: &str) -> Result<(), DbError> {
     on_db!(db, pool => sqlx::query(
-        "DELETE FROM idempotency_keys WHERE scope = $1 AND idem_key = $2 AND state = 'running'")
-        .bind(scope).bind(key).execute(pool).await.map(|r| r.rows_affected()))?;
+        "DELETE FROM idempotency_keys WHERE scope = $1 AND idem_key = $2 AND state = 'running' AND lease_holder = $3")
+        .bind(scope).bind(key).bind(holder).execute(pool).await.map(|r| r.rows_affected()))?;
     Ok(())
+}
+
+/// How many keys are held by a running request whose lease is live: the
+/// requests with an `Idempotency-Key` in flight in this service, across
+/// every replica.
+pub async fn in_flight(db: &Db) -> Result<i64, DbError> {
+    let n: i64 = on_db!(db, pool => sqlx::query_scalar(
+        "SELECT COUNT(*) FROM idempotency_keys WHERE state = 'running' AND locked_until_ms >= $1")
+        .bind(now_ms()).fetch_one(pool).await)?;
+    Ok(n)
+}
+
+/// Renews a running request's lease in the background until dropped (the
+/// request finished, or its future was dropped; a process that dies takes
+/// it along).
+struct Lease(tokio::task::JoinHandle<()>);
+
+impl Lease {
+    fn start(db: Db, scope: String, key: String, holder: String, lease: Duration) -> Lease {
+        Lease(tokio::spawn(async move {
+            let every = lease / 3;
+            loop {
+                tokio::time::sleep(every).await;
+                match renew(&db, &scope, &key, &holder, lease).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(scope, "an idempotency lease lapsed and the key was taken over while its request ran");
+                        return;
+                    }
+                    // Tried again at the next beat; the lease outlives two missed ones.
+                    Err(e) => tracing::warn!(scope, error = %e, "renewing an idempotency lease failed"),
+                }
+            }
+        }))
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Deletes records past their 24 hours; returns how many.
@@ -202,10 +311,12 @@ async fn run(idem: &Idempotency, request: Request, next: Next) -> Result<Respons
         .await
         .map_err(|_| ApiError::payload_too_large(idem.body_limit))?;
     let hash = fingerprint(parts.method.as_str(), &parts.uri.to_string(), &bytes);
+    let holder = uuid::Uuid::now_v7().simple().to_string();
 
     let deadline = tokio::time::Instant::now() + idem.wait;
+    let mut poll = Duration::from_millis(25);
     loop {
-        match claim(&idem.db, &scope, &key, &hash).await.map_err(|e| ApiError::internal(&e))? {
+        match claim(&idem.db, &scope, &key, &hash, &holder, idem.lease).await.map_err(|e| ApiError::from(&e))? {
             Claim::Run => break,
             Claim::Replay(stored) => return Ok(replay(stored)),
             Claim::Mismatch => {
@@ -215,20 +326,26 @@ async fn run(idem: &Idempotency, request: Request, next: Next) -> Result<Respons
                 ));
             }
             Claim::InProgress if tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(25)).await;
+                tokio::time::sleep(poll).await;
+                poll = (poll * 2).min(MAX_POLL);
             }
             Claim::InProgress => {
-                return Err(ApiError::conflict(
+                let mut e = ApiError::conflict(
                     "idempotency_request_in_progress",
                     "a request with this Idempotency-Key is still being processed; retry shortly",
-                ));
+                );
+                e.retry_after_secs = Some(1);
+                return Err(e);
             }
         }
     }
 
+    parts.extensions.insert(IdempotencyAttempt::of(&scope, &key, &hash));
+    // Held until the answer is stored (or the key given up): every return below.
+    let _lease = Lease::start(idem.db.clone(), scope.clone(), key.clone(), holder.clone(), idem.lease);
     let response = next.run(Request::from_parts(parts, Body::from(bytes))).await;
     if response.status().is_server_error() {
-        if let Err(e) = release(&idem.db, &scope, &key).await {
+        if let Err(e) = release(&idem.db, &scope, &key, &holder).await {
             tracing::error!(error = %e, "releasing an idempotency key failed");
         }
         return Ok(response);
@@ -246,7 +363,9 @@ async fn run(idem: &Idempotency, request: Request, next: Next) -> Result<Respons
             None => body.to_vec(),
         },
     };
-    complete(&idem.db, &scope, &key, &stored).await.map_err(|e| ApiError::internal(&e))?;
+    if !complete(&idem.db, &scope, &key, &holder, &stored).await.map_err(|e| ApiError::from(&e))? {
+        tracing::warn!(scope, "an idempotent request finished after its key was taken over; its answer is not stored");
+    }
     Ok(Response::from_parts(parts, Body::from(body)))
 }
 

@@ -15,7 +15,6 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::clock::Clock;
 use kernel::ApiError;
-use kernel::config::LimitsConfig;
 use sha2::{Digest, Sha256};
 
 use crate::auth::Principal;
@@ -85,9 +84,9 @@ impl Limits {
 }
 
 /// The limiter of a process: in Redis when there is one, in process otherwise.
-pub fn connect(config: &LimitsConfig, redis: Option<redis::aio::ConnectionManager>) -> Arc<dyn RateLimiter> {
+pub fn connect(prefix: &str, redis: Option<redis::aio::ConnectionManager>) -> Arc<dyn RateLimiter> {
     match redis {
-        Some(conn) => Arc::new(RedisLimiter::new(conn, &config.namespace)),
+        Some(conn) => Arc::new(RedisLimiter::new(conn, prefix)),
         None => Arc::new(InProcessLimiter::default()),
     }
 }

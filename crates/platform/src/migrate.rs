@@ -48,7 +48,7 @@ macro_rules! migrations {
 
 /// The platform's own tables (outbox, processed events, idempotency keys),
 /// present in every service's database.
-pub static PLATFORM: Migrations = migrations!("platform", ["0001_platform"]);
+pub static PLATFORM: Migrations = migrations!("platform", ["0001_platform", "0002_idempotency_lease"]);
 
 impl Migrations {
     pub fn for_dialect(&self, dialect: Dialect) -> &'static [Migration] {

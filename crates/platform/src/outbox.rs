@@ -58,6 +58,16 @@ pub async fn begin_once(db: &Db, consumer: &str, event: &EventId) -> Result<Opti
     Ok(Some(tx))
 }
 
+/// Rows of `db`'s outbox not yet published and the age in seconds of the
+/// oldest (0 when none), for metrics.
+pub async fn backlog(db: &Db) -> Result<(i64, f64), DbError> {
+    let (count, oldest): (i64, Option<OffsetDateTime>) = on_db!(db, pool => sqlx::query_as(
+        "SELECT COUNT(*), MIN(created_at) FROM outbox WHERE published_at IS NULL")
+        .fetch_one(pool).await)?;
+    let lag = oldest.map_or(0.0, |t| (OffsetDateTime::now_utc() - t).as_seconds_f64().max(0.0));
+    Ok((count, lag))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
     #[error(transparent)]
@@ -147,11 +157,7 @@ impl Relay {
 
     /// Rows not yet published and the age in seconds of the oldest, for metrics.
     pub async fn backlog(&self) -> Result<(i64, f64), DbError> {
-        let (count, oldest): (i64, Option<OffsetDateTime>) = on_db!(self.db, pool => sqlx::query_as(
-            "SELECT COUNT(*), MIN(created_at) FROM outbox WHERE published_at IS NULL")
-            .fetch_one(pool).await)?;
-        let lag = oldest.map_or(0.0, |t| (OffsetDateTime::now_utc() - t).as_seconds_f64().max(0.0));
-        Ok((count, lag))
+        backlog(&self.db).await
     }
 
     /// Runs until `shutdown`: woken by commits that wrote events, and by a

@@ -170,3 +170,131 @@ impl StartupChecks {
         self.checks.read().map(|c| c.clone()).unwrap_or_default()
     }
 }
+
+/// Whether the process runs any of the API services (not only the pages).
+pub fn runs_a_service(config: &Config) -> bool {
+    kernel::config::SERVICES.iter().any(|s| config.services.iter().any(|n| n == s))
+}
+
+/// A part outside this process that one of its roles needs for as long as
+/// it runs (the catalog over HTTP, the token keys, the API behind the
+/// pages): `/readyz` fails while it cannot be reached, so a balancer sends
+/// no traffic to a process that would fail it.
+#[async_trait::async_trait]
+pub trait DependencyCheck: Send + Sync + 'static {
+    /// Its name in `/readyz` (`catalog`, `auth.jwks`, `web.api`).
+    fn name(&self) -> &'static str;
+    /// `Ok` when it answers; else what is wrong, for the log only.
+    async fn check(&self) -> Result<(), String>;
+}
+
+/// Every [`DependencyCheck`] of this process (a port of its own). Each is
+/// probed at most once per [`DependencyChecks::EVERY`], for at most
+/// [`DependencyChecks::TIMEOUT`]; readiness asked more often gets the last
+/// answer, so `/readyz` (public) costs the parts it checks next to nothing.
+#[derive(Clone, Default)]
+pub struct DependencyChecks {
+    checks: Arc<RwLock<Vec<Arc<Probed>>>>,
+}
+
+/// A check with its last answer and when it was had.
+struct Probed {
+    check: Arc<dyn DependencyCheck>,
+    last: tokio::sync::Mutex<Option<(std::time::Instant, Result<(), String>)>>,
+}
+
+impl DependencyChecks {
+    /// How long an answer is reused.
+    pub const EVERY: std::time::Duration = std::time::Duration::from_secs(3);
+    /// How long a probe may take before the part counts as unreachable.
+    pub const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+    pub fn add(&self, check: Arc<dyn DependencyCheck>) {
+        if let Ok(mut all) = self.checks.write() {
+            all.push(Arc::new(Probed { check, last: tokio::sync::Mutex::new(None) }));
+        }
+    }
+
+    /// The names of the checks, in the order they were added.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.checks.read().map(|c| c.iter().map(|p| p.check.name()).collect()).unwrap_or_default()
+    }
+
+    /// Each check's answer, probed now unless it was within [`Self::EVERY`]
+    /// (the checks run side by side; one probe at a time per check).
+    pub async fn results(&self) -> Vec<(&'static str, Result<(), String>)> {
+        let all = self.checks.read().map(|c| c.clone()).unwrap_or_default();
+        futures::future::join_all(all.iter().map(|p| p.result())).await
+    }
+}
+
+impl Probed {
+    async fn result(&self) -> (&'static str, Result<(), String>) {
+        let name = self.check.name();
+        let mut last = self.last.lock().await;
+        if let Some((at, result)) = last.as_ref()
+            && at.elapsed() < DependencyChecks::EVERY
+        {
+            return (name, result.clone());
+        }
+        let result = match tokio::time::timeout(DependencyChecks::TIMEOUT, self.check.check()).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("no answer within {} s", DependencyChecks::TIMEOUT.as_secs())),
+        };
+        *last = Some((std::time::Instant::now(), result.clone()));
+        (name, result)
+    }
+}
+
+#[cfg(test)]
+mod dependency_tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::{DependencyCheck, DependencyChecks};
+
+    /// Answers as `up` says, counting the probes; `slow` never answers in time.
+    struct Part {
+        up: AtomicBool,
+        probes: AtomicUsize,
+        slow: bool,
+    }
+
+    #[async_trait::async_trait]
+    impl DependencyCheck for Arc<Part> {
+        fn name(&self) -> &'static str {
+            if self.slow { "slow" } else { "part" }
+        }
+        async fn check(&self) -> Result<(), String> {
+            self.probes.fetch_add(1, Ordering::SeqCst);
+            if self.slow {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
+            if self.up.load(Ordering::SeqCst) { Ok(()) } else { Err("connection refused".into()) }
+        }
+    }
+
+    #[tokio::test]
+    async fn answers_are_reused_for_a_while_and_a_slow_part_times_out() {
+        let part = Arc::new(Part { up: AtomicBool::new(false), probes: AtomicUsize::new(0), slow: false });
+        let checks = DependencyChecks::default();
+        checks.add(Arc::new(part.clone()));
+        let asked = futures::future::join_all((0..20).map(|_| checks.results())).await;
+        assert!(asked.iter().all(|r| r == &vec![("part", Err("connection refused".to_owned()))]), "{asked:?}");
+        assert_eq!(part.probes.load(Ordering::SeqCst), 1, "twenty asks at once, one probe");
+        part.up.store(true, Ordering::SeqCst);
+        assert!(checks.results().await[0].1.is_err(), "the last answer holds for a while");
+        tokio::time::sleep(DependencyChecks::EVERY + Duration::from_millis(100)).await;
+        assert_eq!(checks.results().await, vec![("part", Ok(()))]);
+        assert_eq!(part.probes.load(Ordering::SeqCst), 2);
+
+        let slow = Arc::new(Part { up: AtomicBool::new(true), probes: AtomicUsize::new(0), slow: true });
+        checks.add(Arc::new(slow));
+        let started = std::time::Instant::now();
+        let results = checks.results().await;
+        assert!(started.elapsed() < DependencyChecks::TIMEOUT + Duration::from_secs(1));
+        assert_eq!(checks.names(), ["part", "slow"]);
+        assert!(results[1].1.as_ref().is_err_and(|e| e.contains("no answer within 2 s")), "{results:?}");
+    }
+}

@@ -136,6 +136,7 @@ impl Sandbox {
             config.nats.subject_prefix = prefix;
         }
         config.redis.url = redis_url();
+        config.redis.prefix = unique("t");
         // Tests pay with test cards; a shop takes them only when told to.
         config.orders.test_payments = Some(true);
         // Tests send many requests from one in-process "client" and reuse
@@ -152,7 +153,6 @@ impl Sandbox {
             sign_ups_per_ip_per_hour: 0,
             carts_per_ip_per_hour: 0,
             view_dedup_secs: 0,
-            namespace: unique("t"),
         };
         Arc::new(config)
     }

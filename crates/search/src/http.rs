@@ -23,7 +23,9 @@ impl From<&SearchError> for ApiError {
             SearchError::Invalid { field, code, message } => ApiError::invalid(*code, message.clone()).with_field(*field),
             SearchError::BadCursor => ApiError::bad_request("invalid_cursor", e.to_string()).with_field("starting_after"),
             SearchError::Busy => ApiError::conflict("reindex_running", e.to_string()),
-            SearchError::Index(_) | SearchError::Feed(_) | SearchError::Store(_) => ApiError::internal(e),
+            SearchError::Feed(cause) => ApiError::unavailable("the catalog", cause, 5),
+            SearchError::Store(cause) => ApiError::from(cause),
+            SearchError::Index(_) => ApiError::internal(e),
         }
     }
 }

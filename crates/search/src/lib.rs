@@ -17,6 +17,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use platform::db::Db;
 use platform::migrate::Migrations;
+use platform::routes::Route;
 use platform::service::{BoxError, BoxFuture, Mounted, Ports, ServiceContext, ServiceSpec};
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +26,21 @@ pub use query::{Request, Results};
 pub use recs::rebuild_statistics;
 
 pub const NAME: &str = "search";
+
+/// Every path the service answers, for the load balancer's route map
+/// (`emporium deploy nginx`); a test holds it to the router.
+pub const ROUTES: &[Route] = &[
+    Route::public("/api/v1/admin/search/no-results"),
+    Route::public("/api/v1/admin/search/recommendations/rebuild"),
+    Route::public("/api/v1/admin/search/reindex"),
+    Route::public("/api/v1/admin/search/synonyms"),
+    Route::public("/api/v1/events/view"),
+    Route::public("/api/v1/me/recommendations"),
+    Route::public("/api/v1/products/{id_or_slug}/recommendations"),
+    Route::public("/api/v1/recommendations/trending"),
+    Route::public("/api/v1/search"),
+    Route::public("/api/v1/search/suggest"),
+];
 
 /// The name of the service's event consumer (its durable consumer on NATS).
 pub(crate) const CONSUMER: &str = "search";

@@ -121,7 +121,26 @@ pub fn router(site: Site) -> Router {
         .layer(middleware::from_fn(no_store))
         .layer(middleware::from_fn_with_state(site.clone(), host_cookies))
         .layer(middleware::from_fn_with_state(site.clone(), security_headers))
+        .layer(middleware::from_fn(unavailable))
+        .layer(middleware::from_fn(api::on_behalf))
         .with_state(site)
+}
+
+/// How long a shopper is asked to wait while the API is away.
+const RETRY_AFTER_SECS: u64 = 5;
+
+/// A page that could not be made because the API is away (or a balancer in
+/// front of it said so with 502 or 504) is a 503 with `Retry-After`, never
+/// a 500: the shopper and any crawler come back shortly.
+async fn unavailable(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    if api::is_unavailable(response.status()) {
+        *response.status_mut() = axum::http::StatusCode::SERVICE_UNAVAILABLE;
+        if !response.headers().contains_key(header::RETRY_AFTER) {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
+    }
+    response
 }
 
 /// Over HTTPS, the pages see our cookies only as set under their `__Host-`

@@ -184,8 +184,12 @@ impl Pictures {
     }
 }
 
-/// What went wrong, as a page: 404 for what is not there, 500 otherwise.
+/// What went wrong, as a page: 404 for what is not there, 503 (with
+/// `Retry-After`) while the API is away, 500 otherwise.
 pub struct PageError(pub StatusCode, pub String);
+
+/// What a page says while the API cannot be reached.
+pub(crate) const UNAVAILABLE: &str = "The shop cannot answer just now. Please try again in a moment.";
 
 impl PageError {
     /// A form posted without its token, or with another browser's (403).
@@ -210,6 +214,10 @@ impl From<ApiError> for PageError {
             Some(StatusCode::NOT_FOUND) => PageError(StatusCode::NOT_FOUND, "This page does not exist.".into()),
             Some(StatusCode::TOO_MANY_REQUESTS) => {
                 PageError(StatusCode::TOO_MANY_REQUESTS, "Too many requests from here just now. Please wait a minute and try again.".into())
+            }
+            _ if e.unavailable() => {
+                tracing::warn!(error = %e, "the API is unavailable; the page asks the shopper to come back shortly");
+                PageError(StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE.into())
             }
             _ => {
                 tracing::error!(error = %e, "a page could not be made");

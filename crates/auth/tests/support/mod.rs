@@ -44,6 +44,9 @@ impl TestApp {
         let sandbox = Sandbox::new().await;
         let mut config = (*sandbox.config()).clone();
         config.services = vec!["auth".into()];
+        // A process of auth alone: the shop's public address is given, as
+        // every process of a split shop must have it (the token issuer).
+        config.public_url = Some("http://shop.test".into());
         tune(&mut config);
         let config = Arc::new(config);
         let app = App::start(config.clone(), &[auth::spec()], axum::Router::new(), false).await.unwrap();

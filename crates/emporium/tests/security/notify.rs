@@ -17,7 +17,7 @@ use super::support::{Shop, Who};
 
 fn notify_shop(tune: impl FnOnce(&mut kernel::config::Config) + Send + 'static) -> impl Future<Output = Shop> {
     Shop::with(move |c| {
-        c.services = vec!["auth".into(), "catalog".into(), "orders".into(), "notify".into()];
+        c.services = vec!["auth".into(), "catalog".into(), "orders".into(), "search".into(), "notify".into(), "web".into()];
         c.notify.retry_base_ms = 100;
         c.notify.order_placed_delay_secs = 1;
         tune(c);

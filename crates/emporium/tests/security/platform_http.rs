@@ -35,6 +35,7 @@ async fn served(tune: impl FnOnce(&mut kernel::config::Config), own_metrics_port
     let sandbox = Sandbox::new().await;
     let mut config = (*sandbox.config()).clone();
     config.services = vec!["auth".into()];
+    config.public_url = Some("http://shop.test".into());
     let metrics_listener = match own_metrics_port {
         true => Some(TcpListener::bind("127.0.0.1:0").await.unwrap()),
         false => None,

@@ -160,7 +160,7 @@ async fn item_22_personal_pages_say_no_store() {
 async fn item_13_junk_parameters_do_not_grow_the_page_cache_past_its_budget() {
     let sandbox = platform::testing::Sandbox::new().await;
     let mut config = (*sandbox.config()).clone();
-    config.services = vec!["auth".into(), "catalog".into(), "orders".into(), "search".into()];
+    config.services = kernel::config::ROLES.iter().map(|r| r.to_string()).collect();
     config.http.page_cache_secs = 600;
     config.http.page_cache_max_bytes = 64 * 1024;
     let config = Arc::new(config);

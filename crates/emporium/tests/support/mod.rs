@@ -91,7 +91,10 @@ impl Shop {
     pub async fn with(tune: impl FnOnce(&mut kernel::config::Config)) -> Shop {
         let sandbox = Sandbox::new().await;
         let mut config = (*sandbox.config()).clone();
-        config.services = vec!["auth".into(), "catalog".into(), "orders".into()];
+        // Every role: the pages call the API in process. A test that runs
+        // fewer has the shop's public address already, as such a process must.
+        config.services = kernel::config::ROLES.iter().map(|r| r.to_string()).collect();
+        config.public_url = Some("http://shop.test".into());
         tune(&mut config);
         platform::telemetry::init_logging(&config.log);
         let config = Arc::new(config);
@@ -217,6 +220,17 @@ pub fn emporium_command(sandbox: &Sandbox) -> Command {
         cmd.env("EMPORIUM_DATABASE_URL", url);
     }
     cmd
+}
+
+/// Makes an S3 bucket on the test's S3-compatible server (`EMPORIUM_TEST_S3_URL`).
+pub fn create_bucket(endpoint: &str, bucket: &str) {
+    use std::io::{Read, Write};
+    let host = endpoint.trim_start_matches("http://").trim_end_matches('/');
+    let mut stream = std::net::TcpStream::connect(host).unwrap();
+    write!(stream, "PUT /{bucket} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
 }
 
 /// What a command wrote: its output and its errors, as text.

@@ -101,6 +101,117 @@ pub async fn picture(shop: &Shop, id: &str, hue: u32, alt: Option<&str>) -> Valu
     media
 }
 
+/// `text` as it reads once the HTML escapes are undone.
+pub fn unescape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('&') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        let Some(end) = rest.find(';').filter(|e| *e <= 8) else {
+            out.push('&');
+            rest = &rest[1..];
+            continue;
+        };
+        let entity = &rest[1..end];
+        let c = match entity {
+            "amp" => Some('&'),
+            "lt" => Some('<'),
+            "gt" => Some('>'),
+            "quot" => Some('"'),
+            "apos" => Some('\''),
+            _ => entity
+                .strip_prefix("#x")
+                .and_then(|h| u32::from_str_radix(h, 16).ok())
+                .or_else(|| entity.strip_prefix('#').and_then(|d| d.parse().ok()))
+                .and_then(char::from_u32),
+        };
+        match c {
+            Some(c) => {
+                out.push(c);
+                rest = &rest[end + 1..];
+            }
+            None => {
+                out.push('&');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The attributes of the tag starting at `tag` (just after its name): (name, value).
+pub fn attributes(tag: &str) -> Vec<(String, String)> {
+    let end = tag.find('>').unwrap_or(tag.len());
+    let mut rest = &tag[..end];
+    let mut out = Vec::new();
+    loop {
+        rest = rest.trim_start();
+        let name_end = rest.find(|c: char| c == '=' || c.is_whitespace() || c == '/').unwrap_or(rest.len());
+        if name_end == 0 {
+            if rest.is_empty() {
+                return out;
+            }
+            rest = &rest[1..];
+            continue;
+        }
+        let name = rest[..name_end].to_ascii_lowercase();
+        rest = &rest[name_end..];
+        if let Some(quoted) = rest.strip_prefix("=\"") {
+            let close = quoted.find('"').unwrap();
+            out.push((name, unescape(&quoted[..close])));
+            rest = &quoted[close + 1..];
+        } else {
+            out.push((name, String::new()));
+        }
+    }
+}
+
+/// What a browser sends for the form on `page` holding `marker`: its
+/// inputs (checkboxes when checked, no files), the chosen option of each
+/// select, its textareas, in the page's order.
+pub fn form_fields(page: &str, marker: &str) -> Vec<(String, String)> {
+    let form = page
+        .split("<form")
+        .skip(1)
+        .map(|f| &f[..f.find("</form>").unwrap()])
+        .find(|f| f.contains(marker))
+        .unwrap_or_else(|| panic!("no form with {marker} in {page}"));
+    let mut fields = Vec::new();
+    let mut rest = form;
+    while let Some(at) = rest.find('<') {
+        rest = &rest[at + 1..];
+        let get = |attrs: &[(String, String)], key: &str| attrs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+        if let Some(tag) = rest.strip_prefix("input") {
+            let attrs = attributes(tag);
+            let Some(name) = get(&attrs, "name") else { continue };
+            match get(&attrs, "type").as_deref() {
+                Some("checkbox" | "radio") if get(&attrs, "checked").is_none() => {}
+                Some("file" | "submit") => {}
+                Some("checkbox" | "radio") => fields.push((name, get(&attrs, "value").unwrap_or_else(|| "on".into()))),
+                _ => fields.push((name, get(&attrs, "value").unwrap_or_default())),
+            }
+        } else if let Some(tag) = rest.strip_prefix("select") {
+            let attrs = attributes(tag);
+            let body = &tag[..tag.find("</select>").unwrap()];
+            let options: Vec<Vec<(String, String)>> = body.split("<option").skip(1).map(attributes).collect();
+            let chosen = options.iter().find(|o| get(o, "selected").is_some()).or(options.first());
+            if let (Some(name), Some(option)) = (get(&attrs, "name"), chosen) {
+                fields.push((name, get(option, "value").unwrap_or_default()));
+            }
+        } else if let Some(tag) = rest.strip_prefix("textarea") {
+            let attrs = attributes(tag);
+            let open = tag.find('>').unwrap() + 1;
+            let close = tag.find("</textarea>").unwrap();
+            if let Some(name) = get(&attrs, "name") {
+                fields.push((name, unescape(&tag[open..close])));
+            }
+        }
+    }
+    fields
+}
+
 /// A browser without a browser: it keeps cookies, reads a form's CSRF
 /// token and follows redirects, as the pages expect of one.
 pub struct Browser<'a> {
@@ -110,11 +221,35 @@ pub struct Browser<'a> {
     pub from: Option<std::net::SocketAddr>,
     /// Headers sent with every request (`X-Forwarded-For`, as a proxy adds it).
     pub headers: Vec<(&'static str, String)>,
+    /// Pages served on a port of their own (`http://127.0.0.1:…`): requests
+    /// go there over HTTP, not through the shop's router.
+    pub remote: Option<String>,
 }
 
 impl<'a> Browser<'a> {
     pub fn new(shop: &'a Shop) -> Self {
-        Browser { shop, cookies: Default::default(), from: None, headers: Vec::new() }
+        Browser { shop, cookies: Default::default(), from: None, headers: Vec::new(), remote: None }
+    }
+
+    /// A browser of the pages served at `base` over HTTP; `shop` is the
+    /// shop (its API) behind them.
+    pub fn through(shop: &'a Shop, base: &str) -> Self {
+        Browser { remote: Some(base.trim_end_matches('/').to_owned()), ..Browser::new(shop) }
+    }
+
+    /// Sends `request` to the pages, through the router or over HTTP.
+    async fn exchange(&self, request: Request<Body>) -> (StatusCode, HeaderMap, axum::body::Bytes) {
+        let Some(base) = &self.remote else {
+            let response = self.shop.app.router().oneshot(request).await.unwrap();
+            let (status, headers) = (response.status(), response.headers().clone());
+            return (status, headers, response.into_body().collect().await.unwrap().to_bytes());
+        };
+        let (parts, body) = request.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).no_proxy().build().unwrap();
+        let response = http.request(parts.method, format!("{base}{}", parts.uri)).headers(parts.headers).body(body).send().await.unwrap();
+        let (status, headers) = (response.status(), response.headers().clone());
+        (status, headers, response.bytes().await.unwrap())
     }
 
     /// A browser whose requests arrive from `from` (no traffic goes there).
@@ -143,8 +278,7 @@ impl<'a> Browser<'a> {
         if let Some(from) = self.from {
             r.extensions_mut().insert(axum::extract::ConnectInfo(from));
         }
-        let response = self.shop.app.router().oneshot(r).await.unwrap();
-        let (status, headers) = (response.status(), response.headers().clone());
+        let (status, headers, bytes) = self.exchange(r).await;
         for set in headers.get_all("set-cookie") {
             let text = set.to_str().unwrap();
             let (pair, attributes) = text.split_once(';').unwrap_or((text, ""));
@@ -155,7 +289,6 @@ impl<'a> Browser<'a> {
                 self.cookies.insert(name.to_owned(), value.to_owned());
             }
         }
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
         (status, headers, String::from_utf8(bytes.to_vec()).unwrap())
     }
 
@@ -171,9 +304,7 @@ impl<'a> Browser<'a> {
             .header("content-type", content_type)
             .body(Body::from(body))
             .unwrap();
-        let response = self.shop.app.router().oneshot(request).await.unwrap();
-        let (status, headers) = (response.status(), response.headers().clone());
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let (status, headers, bytes) = self.exchange(request).await;
         (status, headers, String::from_utf8(bytes.to_vec()).unwrap())
     }
 

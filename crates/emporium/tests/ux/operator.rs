@@ -168,7 +168,7 @@ const SERVICE_TOKEN: &str = "a-service-token-of-at-least-32-characters";
 /// process; search processes join it.
 struct OnNats {
     sandbox: Sandbox,
-    env: [(&'static str, String); 4],
+    env: [(&'static str, String); 5],
     catalog: Server,
 }
 
@@ -186,6 +186,8 @@ impl OnNats {
             ("EMPORIUM_NATS_STREAM", stream),
             ("EMPORIUM_NATS_SUBJECT_PREFIX", prefix),
             ("EMPORIUM_CATALOG_SERVICE_TOKEN", SERVICE_TOKEN.to_owned()),
+            // Every process of the shop has its one public address.
+            ("EMPORIUM_PUBLIC_URL", "http://shop.test".to_owned()),
         ];
         let addr = format!("127.0.0.1:{}", dead_port());
         let mut cmd = emporium_command(&sandbox);
@@ -305,7 +307,10 @@ async fn every_search_replica_applies_every_catalog_change_to_its_own_index() {
 async fn configuration_mistakes_are_named_with_their_value() {
     let sandbox = Sandbox::new().await;
     // A host name is a fine address to listen on.
-    let mut server = Server::start(emporium_command(&sandbox).args(["serve", "--services", "catalog"]).env("EMPORIUM_BIND", "localhost:0"), "");
+    let mut server = Server::start(
+        emporium_command(&sandbox).args(["serve", "--services", "auth,catalog"]).env("EMPORIUM_BIND", "localhost:0").env("EMPORIUM_PUBLIC_URL", "http://shop.test"),
+        "",
+    );
     let line = server.ready_line();
     assert!(line.starts_with("Emporium is ready at http://127.0.0.1:"), "{line}");
     server.stop();
@@ -411,16 +416,26 @@ async fn doctor_passes_a_healthy_shop_and_names_what_is_broken() {
     assert!(!passed);
     assert!(line_of(&lines, "configuration").contains("`loud`"), "{lines:#?}");
 
-    // A process of its own for search must reach the catalog and the keys.
+    // A process of its own for search must be told where the catalog and
+    // the keys are, and the shop's public address: the configuration names
+    // the first setting missing.
+    const TOKEN: &str = "a-service-token-of-at-least-32-characters";
     let (lines, passed, _) = doctor(emporium_command(&sandbox).env("EMPORIUM_SERVICES", "search"));
     assert!(!passed);
-    assert!(line_of(&lines, "catalog.url").starts_with("FAIL") && line_of(&lines, "catalog.url").contains("EMPORIUM_CATALOG_URL"), "{lines:#?}");
-    assert!(line_of(&lines, "auth.jwks_url").starts_with("FAIL"), "{lines:#?}");
+    let line = line_of(&lines, "configuration");
+    assert!(line.starts_with("FAIL") && line.contains("catalog.url") && line.contains("EMPORIUM_CATALOG_URL"), "{lines:#?}");
+    let (lines, _, _) = doctor(emporium_command(&sandbox).env("EMPORIUM_SERVICES", "search").env("EMPORIUM_CATALOG_URL", "http://127.0.0.1:9").env("EMPORIUM_CATALOG_SERVICE_TOKEN", TOKEN));
+    let line = line_of(&lines, "configuration");
+    assert!(line.starts_with("FAIL") && line.contains("auth.url") && line.contains("auth.jwks_url"), "{lines:#?}");
 
-    const TOKEN: &str = "a-service-token-of-at-least-32-characters";
     let addr = format!("127.0.0.1:{}", dead_port());
-    let mut server =
-        Server::start(emporium_command(&sandbox).args(["serve", "--services", "auth,catalog", "--bind", &addr]).env("EMPORIUM_CATALOG_SERVICE_TOKEN", TOKEN), &addr);
+    let mut server = Server::start(
+        emporium_command(&sandbox)
+            .args(["serve", "--services", "auth,catalog", "--bind", &addr])
+            .env("EMPORIUM_CATALOG_SERVICE_TOKEN", TOKEN)
+            .env("EMPORIUM_PUBLIC_URL", "http://shop.test"),
+        &addr,
+    );
     server.ready_line();
     let split = |token: &str| {
         let mut cmd = emporium_command(&sandbox);
@@ -428,7 +443,8 @@ async fn doctor_passes_a_healthy_shop_and_names_what_is_broken() {
             .env("EMPORIUM_BIND", "127.0.0.1:0")
             .env("EMPORIUM_CATALOG_URL", format!("http://{addr}"))
             .env("EMPORIUM_CATALOG_SERVICE_TOKEN", token)
-            .env("EMPORIUM_AUTH_JWKS_URL", format!("http://{addr}/.well-known/jwks.json"));
+            .env("EMPORIUM_AUTH_JWKS_URL", format!("http://{addr}/.well-known/jwks.json"))
+            .env("EMPORIUM_PUBLIC_URL", "http://shop.test");
         cmd
     };
     let (lines, passed, stderr) = doctor(&mut split(TOKEN));

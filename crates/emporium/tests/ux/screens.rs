@@ -23,7 +23,7 @@ const SHOT_HEIGHT: u32 = 6000;
 async fn demo_shop() -> (Shop, String) {
     let sandbox = Sandbox::new().await;
     let mut config = (*sandbox.config()).clone();
-    config.services = ["auth", "catalog", "orders", "search", "notify"].map(str::to_owned).to_vec();
+    config.services = ["auth", "catalog", "orders", "search", "notify", "web"].map(str::to_owned).to_vec();
     platform::telemetry::init_logging(&config.log);
     let config = Arc::new(config);
     let app = emporium::start_shop(config.clone(), true).await.unwrap();
