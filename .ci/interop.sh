@@ -13,7 +13,7 @@ fi
 data=$(mktemp -d)
 out="$data/stdout"
 cargo build --quiet -p emporium
-EMPORIUM_LOG=warn target/debug/emporium serve --bind 127.0.0.1:0 --data-dir "$data" --services auth >"$out" 2>"$data/stderr" &
+EMPORIUM_LOG=warn target/debug/emporium serve --bind 127.0.0.1:0 --data-dir "$data" >"$out" 2>"$data/stderr" &
 server=$!
 trap 'kill -TERM $server 2>/dev/null || true; wait $server 2>/dev/null || true; rm -rf "$data"' EXIT
 for _ in $(seq 1 100); do grep -q 'http://' "$out" 2>/dev/null && break; sleep 0.1; done
