@@ -15,6 +15,11 @@ use super::{BusError, EventBus, EventHandler, Position};
 
 /// How long the server waits for an ack before redelivering.
 const ACK_WAIT: Duration = Duration::from_secs(30);
+/// Messages handed to a consumer before it acknowledges them. A consumer
+/// handles its messages one at a time, so more in flight only wait: at 32,
+/// a handler may take up to ACK_WAIT / 32 (~1 s) per event before the last
+/// of them is redelivered while still waiting its turn.
+const MAX_ACK_PENDING: i64 = 32;
 /// The pause before a failed event is offered again.
 const RETRY_DELAY: Duration = Duration::from_secs(2);
 
@@ -118,7 +123,7 @@ impl EventBus for JetStreamBus {
                     },
                     ack_policy: jetstream::consumer::AckPolicy::Explicit,
                     ack_wait: ACK_WAIT,
-                    max_ack_pending: 256,
+                    max_ack_pending: MAX_ACK_PENDING,
                     inactive_threshold: Duration::from_secs(300),
                     ..Default::default()
                 })
@@ -133,7 +138,7 @@ impl EventBus for JetStreamBus {
                         filter_subject: format!("{}.>", self.subject_prefix),
                         ack_policy: jetstream::consumer::AckPolicy::Explicit,
                         ack_wait: ACK_WAIT,
-                        max_ack_pending: 256,
+                        max_ack_pending: MAX_ACK_PENDING,
                         ..Default::default()
                     },
                 )
