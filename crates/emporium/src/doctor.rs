@@ -50,19 +50,6 @@ impl Lines<'_> {
     }
 }
 
-/// The error and its causes, outermost first: "error sending request: connection refused".
-fn causes(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        let said = inner.to_string();
-        if !text.contains(&said) {
-            text = format!("{text}: {said}");
-        }
-        source = inner.source();
-    }
-    text
-}
 
 /// Runs `check` for at most `secs` seconds.
 async fn within<T>(secs: u64, check: impl std::future::Future<Output = T>) -> Result<T, String> {
@@ -212,7 +199,7 @@ async fn database(config: &Config, services: &[String], url: &str) -> Verdict {
             format!("start PostgreSQL there, or correct {setting}"),
         ),
         Ok(Err(e @ DbError::DataDir { .. })) => fail(format!("{shown}: {e}"), "make that folder writable, or point data_dir (EMPORIUM_DATA_DIR) elsewhere"),
-        Ok(Err(e)) => fail(format!("{shown}: {}", causes(&e)), format!("check the address, user, password and database name in {setting}")),
+        Ok(Err(e)) => fail(format!("{shown}: {}", kernel::error::causes(&e)), format!("check the address, user, password and database name in {setting}")),
         Err(timeout) => fail(format!("{shown}: {timeout}"), format!("check that the database server runs and {setting} points at it")),
     }
 }
@@ -237,7 +224,7 @@ async fn redis(url: &str) -> Verdict {
             platform::app::StartError::Redis(why) => why,
             other => other.to_string(),
         })?;
-        redis::cmd("PING").query_async::<String>(&mut conn).await.map_err(|e| format!("Redis at {shown}: {}", causes(&e)))
+        redis::cmd("PING").query_async::<String>(&mut conn).await.map_err(|e| format!("Redis at {shown}: {}", kernel::error::causes(&e)))
     })
     .await;
     match pinged {
@@ -262,7 +249,7 @@ async fn media(config: &Config) -> Verdict {
     let at = m.s3_endpoint.as_deref().map(mask_url).unwrap_or_else(|| "AWS".into());
     match within(15, object_store::ObjectStore::list_with_delimiter(&store, None)).await {
         Ok(Ok(_)) => Verdict::Ok(format!("S3 bucket {bucket} at {at} can be listed")),
-        Ok(Err(e)) => fail(format!("S3 bucket {bucket} at {at}: {}", causes(&e)), fix),
+        Ok(Err(e)) => fail(format!("S3 bucket {bucket} at {at}: {}", kernel::error::causes(&e)), fix),
         Err(timeout) => fail(format!("S3 bucket {bucket} at {at}: {timeout}"), fix),
     }
 }
@@ -290,7 +277,7 @@ async fn smtp(url: &str, ca_file: Option<&Path>) -> Verdict {
     let fix = "check notify.smtp_url (EMPORIUM_SMTP_URL): host, port, TLS mode (`smtps://` or `?tls=required`) and credentials";
     let mut builder = match AsyncSmtpTransport::<Tokio1Executor>::from_url(url) {
         Ok(builder) => builder.timeout(Some(Duration::from_secs(10))),
-        Err(e) => return fail(format!("{shown}: {}", causes(&e)), fix),
+        Err(e) => return fail(format!("{shown}: {}", kernel::error::causes(&e)), fix),
     };
     if let Some(path) = ca_file {
         let ca_fix = "point notify.smtp_ca_file (EMPORIUM_SMTP_CA_FILE) at a PEM file of CA certificates";
@@ -320,7 +307,7 @@ async fn smtp(url: &str, ca_file: Option<&Path>) -> Verdict {
     match within(20, transport.test_connection()).await {
         Ok(Ok(true)) => Verdict::Ok(format!("{shown} accepts a connection")),
         Ok(Ok(false)) => fail(format!("{shown} did not answer NOOP"), fix),
-        Ok(Err(e)) => fail(format!("{shown}: {}", causes(&e)), fix),
+        Ok(Err(e)) => fail(format!("{shown}: {}", kernel::error::causes(&e)), fix),
         Err(timeout) => fail(format!("{shown}: {timeout}"), fix),
     }
 }
@@ -332,7 +319,7 @@ async fn catalog_url(config: &Config) -> Verdict {
     };
     let http = match crate::ports::Http::new(url, token, &config.orders.currency) {
         Ok(http) => http,
-        Err(e) => return fail(causes(&e), set),
+        Err(e) => return fail(kernel::error::causes(&e), set),
     };
     match within(15, http.probe()).await {
         Ok(Ok(())) => Verdict::Ok(format!("{} answers with the service token", mask_url(url))),
@@ -358,7 +345,7 @@ async fn web_api(config: &Config, services: usize) -> Verdict {
     match within(15, probe).await {
         Ok(Ok(answer)) if answer.status().is_success() => Verdict::Ok(format!("{shown} answers /healthz")),
         Ok(Ok(answer)) => fail(format!("{shown}/healthz answered {}", answer.status()), "check that it is the address of the API (its load balancer), not of a page process"),
-        Ok(Err(e)) => fail(format!("{shown}: {}", causes(&e.without_url())), set),
+        Ok(Err(e)) => fail(format!("{shown}: {}", kernel::error::causes(&e.without_url())), set),
         Err(timeout) => fail(format!("{shown}: {timeout}"), set),
     }
 }
@@ -389,7 +376,7 @@ async fn jwks(config: &Config) -> Verdict {
     match within(15, platform::auth::HttpKeySource::new(url.clone()).public_keys()).await {
         Ok(Ok(keys)) if keys.is_empty() => fail(format!("{shown} publishes no signing keys"), "check that it is the auth process's /.well-known/jwks.json"),
         Ok(Ok(keys)) => Verdict::Ok(format!("{shown} publishes {} signing keys", keys.len())),
-        Ok(Err(e)) => fail(format!("{shown}: {}", causes(e.as_ref())), set),
+        Ok(Err(e)) => fail(format!("{shown}: {}", kernel::error::causes(e.as_ref())), set),
         Err(timeout) => fail(format!("{shown}: {timeout}"), set),
     }
 }

@@ -105,7 +105,7 @@ impl DependencyCheck for ApiReachable {
     }
 
     async fn check(&self) -> Result<(), String> {
-        let response = self.client.get(&self.url).send().await.map_err(|e| causes(&e))?;
+        let response = self.client.get(&self.url).send().await.map_err(|e| kernel::error::causes(&e))?;
         match response.status() {
             status if status.is_success() => Ok(()),
             status => Err(format!("{} answered {status}", kernel::config::mask_url(&self.url))),
@@ -113,19 +113,6 @@ impl DependencyCheck for ApiReachable {
     }
 }
 
-/// An error with its causes: "error sending request: connection refused".
-fn causes(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        let said = inner.to_string();
-        if !text.contains(&said) {
-            text = format!("{text}: {said}");
-        }
-        source = inner.source();
-    }
-    text
-}
 
 /// API keys: auth resolves them in process; a process without auth asks
 /// auth's internal route (`auth.url`, with `auth.service_token`), keeping

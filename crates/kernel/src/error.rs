@@ -194,6 +194,21 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// An error and its causes, outermost first, each said once: "error sending
+/// request: connection refused".
+pub fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        let said = inner.to_string();
+        if !text.contains(&said) {
+            text = format!("{text}: {said}");
+        }
+        source = inner.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

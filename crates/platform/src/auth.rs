@@ -364,17 +364,7 @@ async fn read_capped(mut response: reqwest::Response, max: usize) -> Result<Vec<
 /// A transport error with its causes (`connection refused`), without the
 /// address it was sent to.
 fn describe(e: reqwest::Error) -> String {
-    let e = e.without_url();
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(inner) = source {
-        let said = inner.to_string();
-        if !text.contains(&said) {
-            text = format!("{text}: {said}");
-        }
-        source = inner.source();
-    }
-    text
+    kernel::error::causes(&e.without_url())
 }
 
 /// Where a process without the auth service fetches the token keys:

@@ -151,7 +151,7 @@ impl Api {
             .no_proxy()
             .user_agent(concat!("emporium-web/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| ApiError::Request(causes(&e)))?;
+            .map_err(|e| ApiError::Request(kernel::error::causes(&e)))?;
         let remote = Remote { http, base: base_url.trim_end_matches('/').to_owned(), client_ip };
         Ok(Api { router: Arc::default(), remote: Some(Arc::new(remote)) })
     }
@@ -284,12 +284,12 @@ impl Remote {
         let response = request.send().await.map_err(|e| {
             // Without the address: a path may hold a token.
             let builder = e.is_builder();
-            let text = causes(&e.without_url());
+            let text = kernel::error::causes(&e.without_url());
             if builder { ApiError::Request(text) } else { ApiError::Transport(text) }
         })?;
         let status = response.status();
         let kind = content_type(response.headers());
-        let bytes = response.bytes().await.map_err(|e| ApiError::Transport(causes(&e.without_url())))?;
+        let bytes = response.bytes().await.map_err(|e| ApiError::Transport(kernel::error::causes(&e.without_url())))?;
         Ok((status, kind, bytes))
     }
 }
@@ -302,19 +302,6 @@ fn json_of(bytes: &Bytes) -> Value {
     serde_json::from_slice(bytes).unwrap_or(Value::Null)
 }
 
-/// An error and its causes: "error sending request: connection refused".
-fn causes(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        let said = inner.to_string();
-        if !text.contains(&said) {
-            text = format!("{text}: {said}");
-        }
-        source = inner.source();
-    }
-    text
-}
 
 /// A path segment or query value, percent-encoded.
 pub fn encode(text: &str) -> String {
