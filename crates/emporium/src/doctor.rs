@@ -328,7 +328,8 @@ async fn catalog_url(config: &Config) -> Verdict {
     }
 }
 
-/// Where the pages of a process without every service reach the API: its `/healthz` must answer.
+/// Where the pages of a process without every service reach the API: a
+/// route of the API ([`crate::ports::API_PROBE`]) must answer.
 async fn web_api(config: &Config, services: usize) -> Verdict {
     let set = "set web.api_url (EMPORIUM_WEB_API_URL) to the address of the load balancer in front of the API services";
     let Some(url) = &config.web.api_url else {
@@ -340,11 +341,12 @@ async fn web_api(config: &Config, services: usize) -> Verdict {
     let shown = mask_url(url);
     let probe = async {
         let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).no_proxy().build()?;
-        http.get(format!("{}/healthz", url.trim_end_matches('/'))).send().await
+        http.get(format!("{}{}", url.trim_end_matches('/'), crate::ports::API_PROBE)).send().await
     };
+    let probe_path = crate::ports::API_PROBE;
     match within(15, probe).await {
-        Ok(Ok(answer)) if answer.status().is_success() => Verdict::Ok(format!("{shown} answers /healthz")),
-        Ok(Ok(answer)) => fail(format!("{shown}/healthz answered {}", answer.status()), "check that it is the address of the API (its load balancer), not of a page process"),
+        Ok(Ok(answer)) if answer.status().is_success() => Verdict::Ok(format!("{shown} answers {probe_path}")),
+        Ok(Ok(answer)) => fail(format!("{shown}{probe_path} answered {}", answer.status()), "check that it is the address of the API (its load balancer) and that a catalog process runs behind it"),
         Ok(Err(e)) => fail(format!("{shown}: {}", kernel::error::causes(&e.without_url())), set),
         Err(timeout) => fail(format!("{shown}: {timeout}"), set),
     }

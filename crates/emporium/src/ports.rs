@@ -84,7 +84,13 @@ impl DependencyCheck for CatalogReachable {
     }
 }
 
-/// The API behind the pages (`web.api_url`): its `/healthz` answers 2xx
+/// What a web process asks of `web.api_url` to know the API answers: a
+/// route of the API itself, the first page of one product, which the
+/// balancer sends to a catalog process. (`/healthz` would not do: behind
+/// the balancer it is answered by a web process.)
+pub(crate) const API_PROBE: &str = "/api/v1/products?limit=1";
+
+/// The API behind the pages (`web.api_url`): [`API_PROBE`] answers 2xx
 /// (a balancer with no live service behind it answers 502 or 503).
 struct ApiReachable {
     client: reqwest::Client,
@@ -94,7 +100,7 @@ struct ApiReachable {
 impl ApiReachable {
     fn new(base: &str) -> Result<ApiReachable, reqwest::Error> {
         let client = reqwest::Client::builder().timeout(DependencyChecks::TIMEOUT).redirect(reqwest::redirect::Policy::none()).build()?;
-        Ok(ApiReachable { client, url: format!("{}/healthz", base.trim_end_matches('/')) })
+        Ok(ApiReachable { client, url: format!("{}{API_PROBE}", base.trim_end_matches('/')) })
     }
 }
 

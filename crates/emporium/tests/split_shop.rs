@@ -141,6 +141,19 @@ async fn a_web_process_is_ready_only_while_the_api_answers() {
     assert!(!body.contains("127.0.0.1") && !body.contains("healthz"), "{body}");
     assert!(checks.as_object().unwrap().keys().all(|k| !k.starts_with("database.")), "the pages hold no database: {body}");
 
+    // A page process at that address answers /healthz, but it is not the API.
+    let mut pages = process(&sandbox, &["web"]);
+    pages.web.api_url = Some(format!("http://127.0.0.1:{}", dead_port()));
+    let pages = emporium::start_shop(Arc::new(pages), false).await.unwrap();
+    let (stop, server) = serve_at(pages, api_at).await;
+    let answer = reqwest::get(format!("http://{api_at}/healthz")).await.unwrap();
+    assert!(answer.status().is_success(), "{answer:?}");
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    let (status, checks, body) = readyz(&web).await;
+    assert_eq!((status, checks["web.api"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("unavailable")), "{body}");
+    stop.send(()).unwrap();
+    server.await.unwrap();
+
     // The API (here a whole shop) comes up at that address.
     let api = emporium::start_shop(Arc::new(process(&sandbox, &kernel::config::ROLES)), false).await.unwrap();
     let (_stop, _server) = serve_at(api, api_at).await;

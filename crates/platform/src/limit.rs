@@ -332,9 +332,32 @@ pub struct GeneralLimit {
 /// Routes that probes and scrapers call on a schedule.
 const UNLIMITED_PATHS: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
 
+/// A call of another process of the shop: an `/internal/` route with one of
+/// the shop's service tokens (`catalog.service_token`, `auth.service_token`).
+/// Those calls are the shop's own traffic (every reservation of a sale comes
+/// from an orders replica's address), so they are not counted as that
+/// address's requests. A wrong token is counted like any other request.
+fn from_the_shop(config: &kernel::config::Config, request: &Request) -> bool {
+    if !request.uri().path().starts_with("/internal/") {
+        return false;
+    }
+    let Some(presented) = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    [config.catalog.service_token.as_deref(), config.auth.service_token.as_deref()]
+        .into_iter()
+        .flatten()
+        .any(|token| crate::auth::constant_time_eq(presented.as_bytes(), token.as_bytes()))
+}
+
 /// The middleware of [`GeneralLimit`]: 429 with `Retry-After` when over.
 pub async fn general(State(g): State<GeneralLimit>, request: Request, next: Next) -> Response {
-    if UNLIMITED_PATHS.contains(&request.uri().path()) {
+    if UNLIMITED_PATHS.contains(&request.uri().path()) || from_the_shop(&g.config, &request) {
         return next.run(request).await;
     }
     let (mut parts, body) = request.into_parts();

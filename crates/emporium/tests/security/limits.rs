@@ -228,6 +228,35 @@ async fn item_12_general_limit_per_ip_and_per_user_answers_429_with_retry_after(
     assert_limited(status, &headers, &body);
 }
 
+/// Another process of the shop calling an internal route with the service
+/// token is not one client among many (every reservation of a sale comes from
+/// an orders replica's address); a wrong token is counted as usual.
+#[tokio::test]
+async fn item_12_the_shops_own_internal_calls_are_not_counted_per_address() {
+    const TOKEN: &str = "a-service-token-of-at-least-32-bytes!";
+    let shop = Shop::with(|c| {
+        c.limits.per_ip_per_minute = 2;
+        c.catalog.service_token = Some(TOKEN.into());
+    })
+    .await;
+    let service = Who { token: Some(TOKEN.into()), ..Who::default() };
+    let offers = || Some(json!({"currency": "EUR", "skus": ["NO-SUCH-SKU"]}));
+    for _ in 0..6 {
+        let (status, _, body) = call_from(&shop, IP_A, "POST", "/internal/v1/offers", &service, offers()).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let wrong = Who { token: Some("not-the-service-token".into()), ..Who::default() };
+    for _ in 0..2 {
+        let (status, _, body) = call_from(&shop, IP_A, "POST", "/internal/v1/offers", &wrong, offers()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    }
+    let (status, headers, body) = call_from(&shop, IP_A, "POST", "/internal/v1/offers", &wrong, offers()).await;
+    assert_limited(status, &headers, &body);
+    // The token opens no public route's limit.
+    let (status, headers, body) = call_from(&shop, IP_A, "GET", "/api/v1/products", &service, None).await;
+    assert_limited(status, &headers, &body);
+}
+
 /// Two replicas on one Redis count one address's reset mails together.
 #[tokio::test]
 async fn item_12_replicas_share_limits_through_redis() {
