@@ -3,7 +3,7 @@
 use kernel::auth::Role;
 use kernel::id::UserId;
 use platform::db::{Db, DbError, Tx, now_ms};
-use platform::{on_db, on_tx};
+use platform::{on_db, on_tx, on_write};
 use time::OffsetDateTime;
 
 /// An account as stored.
@@ -138,7 +138,7 @@ pub async fn list_users(
 /// Replaces a password hash with a stronger one of the same password, unless
 /// the password changed since `old` was read.
 pub async fn rehash_password(db: &Db, id: &UserId, old: &str, hash: &str) -> Result<(), DbError> {
-    on_db!(db, pool => sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3 AND password_hash = $4")
+    on_write!(db, pool => sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3 AND password_hash = $4")
         .bind(hash).bind(OffsetDateTime::now_utc()).bind(id.to_string()).bind(old).execute(pool).await.map(|_| ()))?;
     Ok(())
 }
@@ -312,7 +312,7 @@ pub async fn refresh_token_by_hash(db: &Db, token_hash: &str) -> Result<Option<R
 /// Uses a refresh token up; false if it was used or revoked meanwhile (a
 /// concurrent refresh with the same token).
 pub async fn use_refresh_token(db: &Db, id: &str) -> Result<bool, DbError> {
-    let n = on_db!(db, pool => sqlx::query(
+    let n = on_write!(db, pool => sqlx::query(
         "UPDATE refresh_tokens SET used_at_ms = $1 WHERE id = $2 AND used_at_ms IS NULL AND revoked_at_ms IS NULL")
         .bind(now_ms()).bind(id).execute(pool).await.map(|r| r.rows_affected()))?;
     Ok(n == 1)
@@ -489,12 +489,12 @@ pub async fn sign_in_throttle(db: &Db, key_hash: &str) -> Result<Option<SignInTh
 pub async fn record_sign_in_attempt(db: &Db, key_hash: &str, email_hash: &str, seen: Option<SignInThrottle>, next: SignInThrottle) -> Result<bool, DbError> {
     let (failures, blocked_until, forget_at) = next;
     let n = match seen {
-        None => on_db!(db, pool => sqlx::query(
+        None => on_write!(db, pool => sqlx::query(
             "INSERT INTO sign_in_throttles (key_hash, email_hash, failures, blocked_until_ms, expires_at_ms) \
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT (key_hash) DO NOTHING")
             .bind(key_hash).bind(email_hash).bind(failures).bind(blocked_until).bind(forget_at)
             .execute(pool).await.map(|r| r.rows_affected()))?,
-        Some((was_failures, was_blocked_until, was_forget_at)) => on_db!(db, pool => sqlx::query(
+        Some((was_failures, was_blocked_until, was_forget_at)) => on_write!(db, pool => sqlx::query(
             "UPDATE sign_in_throttles SET failures = $1, blocked_until_ms = $2, expires_at_ms = $3 \
              WHERE key_hash = $4 AND failures = $5 AND blocked_until_ms = $6 AND expires_at_ms = $7")
             .bind(failures).bind(blocked_until).bind(forget_at)
@@ -506,21 +506,21 @@ pub async fn record_sign_in_attempt(db: &Db, key_hash: &str, email_hash: &str, s
 
 /// Forgets one pair (a successful sign-in from that address).
 pub async fn clear_sign_in_throttle(db: &Db, key_hash: &str) -> Result<(), DbError> {
-    on_db!(db, pool => sqlx::query("DELETE FROM sign_in_throttles WHERE key_hash = $1")
+    on_write!(db, pool => sqlx::query("DELETE FROM sign_in_throttles WHERE key_hash = $1")
         .bind(key_hash).execute(pool).await.map(|_| ()))?;
     Ok(())
 }
 
 /// Forgets every address's failures for one email; how many there were.
 pub async fn clear_sign_in_throttles_of(db: &Db, email_hash: &str) -> Result<u64, DbError> {
-    let n = on_db!(db, pool => sqlx::query("DELETE FROM sign_in_throttles WHERE email_hash = $1")
+    let n = on_write!(db, pool => sqlx::query("DELETE FROM sign_in_throttles WHERE email_hash = $1")
         .bind(email_hash).execute(pool).await.map(|r| r.rows_affected()))?;
     Ok(n)
 }
 
 /// Drops rows past their time, so the table stays as small as the last day's failures.
 pub async fn forget_old_sign_in_throttles(db: &Db, now: i64) -> Result<(), DbError> {
-    on_db!(db, pool => sqlx::query("DELETE FROM sign_in_throttles WHERE expires_at_ms <= $1")
+    on_write!(db, pool => sqlx::query("DELETE FROM sign_in_throttles WHERE expires_at_ms <= $1")
         .bind(now).execute(pool).await.map(|_| ()))?;
     Ok(())
 }
@@ -561,7 +561,7 @@ pub struct StoredKey {
 }
 
 pub async fn insert_signing_key(db: &Db, key: &StoredKey) -> Result<(), DbError> {
-    on_db!(db, pool => sqlx::query(
+    on_write!(db, pool => sqlx::query(
         "INSERT INTO signing_keys (kid, algorithm, private_key, encrypted, public_key, created_at_ms) \
          VALUES ($1, 'EdDSA', $2, $3, $4, $5)")
         .bind(&key.kid).bind(&key.private_key).bind(key.encrypted).bind(&key.public_key).bind(key.created_at_ms)
@@ -605,7 +605,7 @@ pub async fn plaintext_signing_keys(db: &Db) -> Result<Vec<(String, Vec<u8>)>, D
 }
 
 pub async fn seal_signing_key(db: &Db, kid: &str, sealed: &[u8]) -> Result<(), DbError> {
-    on_db!(db, pool => sqlx::query(
+    on_write!(db, pool => sqlx::query(
         "UPDATE signing_keys SET private_key = $1, encrypted = TRUE WHERE kid = $2 AND encrypted = FALSE")
         .bind(sealed).bind(kid).execute(pool).await.map(|_| ()))?;
     Ok(())
@@ -620,14 +620,14 @@ pub async fn plaintext_totp_secrets(db: &Db) -> Result<Vec<(String, String)>, Db
 
 /// Replaces a plaintext TOTP secret with its sealed form, if it is still the one read.
 pub async fn seal_totp_secret(db: &Db, id: &UserId, plain: &str, sealed: &str) -> Result<(), DbError> {
-    on_db!(db, pool => sqlx::query("UPDATE users SET totp_secret = $1 WHERE id = $2 AND totp_secret = $3")
+    on_write!(db, pool => sqlx::query("UPDATE users SET totp_secret = $1 WHERE id = $2 AND totp_secret = $3")
         .bind(sealed).bind(id.to_string()).bind(plain).execute(pool).await.map(|_| ()))?;
     Ok(())
 }
 
 /// Retires every active key except `keep`.
 pub async fn retire_keys_except(db: &Db, keep: &str) -> Result<u64, DbError> {
-    let n = on_db!(db, pool => sqlx::query(
+    let n = on_write!(db, pool => sqlx::query(
         "UPDATE signing_keys SET retired_at_ms = $1 WHERE retired_at_ms IS NULL AND kid <> $2")
         .bind(now_ms()).bind(keep).execute(pool).await.map(|r| r.rows_affected()))?;
     Ok(n)
@@ -645,7 +645,7 @@ pub struct AuditEntry<'a> {
 
 pub async fn audit(db: &Db, entry: AuditEntry<'_>) -> Result<(), DbError> {
     let id = format!("aud_{}", kernel::id::encode_base32(kernel::id::Uuid::now_v7().as_u128()));
-    on_db!(db, pool => sqlx::query(
+    on_write!(db, pool => sqlx::query(
         "INSERT INTO audit_log (id, at, actor_id, action, subject_id, ip, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)")
         .bind(id).bind(OffsetDateTime::now_utc())
         .bind(entry.actor.map(|a| a.to_string())).bind(entry.action)
@@ -668,7 +668,7 @@ pub async fn audit_entries(db: &Db, after: Option<&str>, limit: u32) -> Result<V
 
 /// Stores a secret awaiting confirmation; false if TOTP is already on.
 pub async fn set_pending_totp(db: &Db, id: &UserId, secret: &str) -> Result<bool, DbError> {
-    let n = on_db!(db, pool => sqlx::query(
+    let n = on_write!(db, pool => sqlx::query(
         "UPDATE users SET totp_secret = $1, totp_last_step = NULL WHERE id = $2 AND totp_enabled_at IS NULL")
         .bind(secret).bind(id.to_string()).execute(pool).await.map(|r| r.rows_affected()))?;
     Ok(n == 1)
@@ -694,14 +694,14 @@ pub async fn enable_totp(tx: &mut Tx, id: &UserId, step: i64, recovery_hashes: &
 
 /// Accepts a TOTP step once: a code seen before (or an older one) is refused.
 pub async fn accept_totp_step(db: &Db, id: &UserId, step: i64) -> Result<bool, DbError> {
-    let n = on_db!(db, pool => sqlx::query(
+    let n = on_write!(db, pool => sqlx::query(
         "UPDATE users SET totp_last_step = $1 WHERE id = $2 AND (totp_last_step IS NULL OR totp_last_step < $1)")
         .bind(step).bind(id.to_string()).execute(pool).await.map(|r| r.rows_affected()))?;
     Ok(n == 1)
 }
 
 pub async fn use_recovery_code(db: &Db, id: &UserId, code_hash: &str) -> Result<bool, DbError> {
-    let n = on_db!(db, pool => sqlx::query(
+    let n = on_write!(db, pool => sqlx::query(
         "UPDATE recovery_codes SET used_at_ms = $1 WHERE user_id = $2 AND code_hash = $3 AND used_at_ms IS NULL")
         .bind(now_ms()).bind(id.to_string()).bind(code_hash).execute(pool).await.map(|r| r.rows_affected()))?;
     Ok(n == 1)
@@ -804,7 +804,7 @@ pub async fn save_address(tx: &mut Tx, user: &UserId, a: &StoredAddress) -> Resu
 }
 
 pub async fn delete_address(db: &Db, user: &UserId, id: &str) -> Result<bool, DbError> {
-    let n = on_db!(db, pool => sqlx::query("DELETE FROM addresses WHERE user_id = $1 AND id = $2")
+    let n = on_write!(db, pool => sqlx::query("DELETE FROM addresses WHERE user_id = $1 AND id = $2")
         .bind(user.to_string()).bind(id).execute(pool).await.map(|r| r.rows_affected()))?;
     Ok(n == 1)
 }
@@ -887,7 +887,7 @@ fn api_key_from(t: ApiKeyTuple) -> Result<ApiKey, DbError> {
 
 pub async fn insert_api_key(db: &Db, key: &ApiKey, secret_hash: &str) -> Result<(), DbError> {
     let permissions: Vec<&str> = key.permissions.iter().map(|p| p.as_str()).collect();
-    on_db!(db, pool => sqlx::query(
+    on_write!(db, pool => sqlx::query(
         "INSERT INTO api_keys (id, name, prefix, secret_hash, permissions, created_by, created_at, expires_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
         .bind(&key.id).bind(&key.name).bind(&key.prefix).bind(secret_hash).bind(permissions.join(","))
@@ -910,13 +910,13 @@ pub async fn api_key_by_hash(db: &Db, secret_hash: &str) -> Result<Option<ApiKey
 }
 
 pub async fn touch_api_key(db: &Db, id: &str, at: OffsetDateTime) -> Result<(), DbError> {
-    on_db!(db, pool => sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE id = $2")
+    on_write!(db, pool => sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE id = $2")
         .bind(at).bind(id).execute(pool).await.map(|_| ()))?;
     Ok(())
 }
 
 pub async fn revoke_api_key(db: &Db, id: &str) -> Result<bool, DbError> {
-    let n = on_db!(db, pool => sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+    let n = on_write!(db, pool => sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
         .bind(OffsetDateTime::now_utc()).bind(id).execute(pool).await.map(|r| r.rows_affected()))?;
     Ok(n == 1)
 }

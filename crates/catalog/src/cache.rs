@@ -1,17 +1,22 @@
-//! Public responses, remembered until the catalog changes. Every write of
-//! the catalog (products, categories, stock) moves the generation on, which
-//! makes every remembered response stale at once: simple and always right.
+//! Public responses, remembered until what they show changes.
 //!
-//! With Redis configured, a change is also published on a channel every
+//! Each remembered response says what it shows: some products (a product's
+//! page, a listing's products) and whether it is a listing. A stock change of
+//! one product forgets only the responses that show that product, and every
+//! listing when the product came into or ran out of stock (a listing filtered
+//! on stock may gain or lose it). Any other change of the catalog (products
+//! edited, categories, imports) forgets everything: simple and always right.
+//!
+//! With Redis configured, changes are also published on a channel every
 //! replica listens to, so a write on one replica makes the others forget
-//! too. Bodies stay in each process; only the news of a change travels.
+//! the same. Bodies stay in each process; only the news of a change travels.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -29,14 +34,63 @@ pub struct Cached {
     pub etag: axum::http::HeaderValue,
 }
 
+/// What a remembered response shows, so a change forgets only what it touched.
+#[derive(Debug, Clone, Default)]
+pub struct Shows {
+    /// The products in it (their ids).
+    pub products: Vec<String>,
+    /// A listing: which products it holds can change with stock.
+    pub listing: bool,
+}
+
+/// A change of the catalog, as forgotten here and announced to replicas.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
+pub enum Change {
+    /// Anything may have changed.
+    Everything,
+    /// The stock of these products changed; `listings` when one of them came
+    /// into or ran out of stock.
+    Stock { products: Vec<String>, listings: bool },
+}
+
+impl Change {
+    /// Both changes at once (many changes travel as one message).
+    fn merge(self, other: Change) -> Change {
+        match (self, other) {
+            (Change::Stock { mut products, listings: a }, Change::Stock { products: more, listings: b }) => {
+                products.extend(more);
+                products.sort_unstable();
+                products.dedup();
+                Change::Stock { products, listings: a || b }
+            }
+            _ => Change::Everything,
+        }
+    }
+}
+
+/// The news on the channel: who changed what.
+#[derive(Serialize, Deserialize)]
+struct News {
+    from: String,
+    #[serde(flatten)]
+    change: Change,
+}
+
+/// When a response began to be built: a change after it makes it stale.
+#[derive(Debug, Clone, Copy)]
+pub struct Stamp {
+    generation: u64,
+    epoch: u64,
+}
+
 pub struct ResponseCache {
-    generation: AtomicU64,
     entries: Mutex<Entries>,
     enabled: bool,
     /// The most the remembered keys and bodies may weigh, in bytes.
     max_bytes: u64,
     /// Set when changes are shared through Redis.
-    broadcast: Mutex<Option<mpsc::UnboundedSender<()>>>,
+    broadcast: Mutex<Option<mpsc::UnboundedSender<Change>>>,
     /// This process's name on the channel, to skip its own news.
     origin: String,
     hits: metrics::Counter,
@@ -48,17 +102,38 @@ pub struct ResponseCache {
 /// slot, the queue slot, the validator.
 const ENTRY_OVERHEAD: u64 = 160;
 
+/// Products whose last stock change is remembered (to refuse responses
+/// built before it); past this many, everything is forgotten instead.
+const MAX_CHANGED_PRODUCTS: usize = 100_000;
+
 /// The remembered responses of one generation, forgotten oldest first
 /// once they weigh more than the budget.
 #[derive(Default)]
 struct Entries {
+    /// Moves on when everything is forgotten.
     generation: u64,
-    map: HashMap<String, (u64, Cached)>,
+    /// Moves on with every stock change.
+    epoch: u64,
+    map: HashMap<String, Entry>,
     /// Keys in the order they were remembered, with the sequence number
     /// that tells a replaced entry's old slot from its current one.
     order: VecDeque<(u64, String)>,
     next: u64,
     bytes: u64,
+    /// The keys of the responses that show a product.
+    by_product: HashMap<String, HashSet<String>>,
+    /// The keys of the listings.
+    listings: HashSet<String>,
+    /// The epoch of each product's last stock change in this generation.
+    changed: HashMap<String, u64>,
+    /// The epoch of the last change that touched every listing.
+    listings_changed: u64,
+}
+
+struct Entry {
+    seq: u64,
+    cached: Cached,
+    shows: Shows,
 }
 
 fn weight(key: &str, cached: &Cached) -> u64 {
@@ -67,20 +142,59 @@ fn weight(key: &str, cached: &Cached) -> u64 {
 
 impl Entries {
     fn remove(&mut self, key: &str) {
-        if let Some((_, old)) = self.map.remove(key) {
-            self.bytes = self.bytes.saturating_sub(weight(key, &old));
+        if let Some(old) = self.map.remove(key) {
+            self.bytes = self.bytes.saturating_sub(weight(key, &old.cached));
+            for product in &old.shows.products {
+                if let Some(keys) = self.by_product.get_mut(product) {
+                    keys.remove(key);
+                    if keys.is_empty() {
+                        self.by_product.remove(product);
+                    }
+                }
+            }
+            if old.shows.listing {
+                self.listings.remove(key);
+            }
         }
     }
 
-    fn clear(&mut self, generation: u64) {
-        *self = Entries { generation, next: self.next, ..Entries::default() };
+    fn forget_everything(&mut self) {
+        *self = Entries { generation: self.generation + 1, epoch: self.epoch, next: self.next, ..Entries::default() };
+    }
+
+    fn forget(&mut self, change: &Change) {
+        let Change::Stock { products, listings } = change else {
+            return self.forget_everything();
+        };
+        if self.changed.len() + products.len() > MAX_CHANGED_PRODUCTS {
+            return self.forget_everything();
+        }
+        self.epoch += 1;
+        for product in products {
+            self.changed.insert(product.clone(), self.epoch);
+            for key in self.by_product.remove(product).unwrap_or_default() {
+                self.remove(&key);
+            }
+        }
+        if *listings {
+            self.listings_changed = self.epoch;
+            for key in std::mem::take(&mut self.listings) {
+                self.remove(&key);
+            }
+        }
+    }
+
+    /// Whether a response built since `stamp` and showing `shows` is still true.
+    fn current(&self, stamp: Stamp, shows: &Shows) -> bool {
+        stamp.generation == self.generation
+            && !(shows.listing && self.listings_changed > stamp.epoch)
+            && shows.products.iter().all(|p| self.changed.get(p).is_none_or(|&at| at <= stamp.epoch))
     }
 }
 
 impl ResponseCache {
     pub fn new(enabled: bool, max_bytes: u64) -> Self {
         Self {
-            generation: AtomicU64::new(0),
             entries: Mutex::new(Entries::default()),
             enabled,
             max_bytes,
@@ -101,11 +215,24 @@ impl ResponseCache {
     /// The catalog changed: everything remembered is stale, here and (with
     /// Redis) on every replica.
     pub fn invalidate(&self) {
-        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.changed(Change::Everything);
+    }
+
+    /// `change` happened: what it touched is forgotten, here and (with
+    /// Redis) on every replica.
+    pub fn changed(&self, change: Change) {
+        self.forget_here(&change);
         if let Ok(guard) = self.broadcast.lock()
             && let Some(tx) = guard.as_ref()
         {
-            let _ = tx.send(());
+            let _ = tx.send(change);
+        }
+    }
+
+    fn forget_here(&self, change: &Change) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.forget(change);
+            self.bytes.set(entries.bytes as f64);
         }
     }
 
@@ -118,7 +245,7 @@ impl ResponseCache {
         let client = redis::Client::open(url)?;
         let channel = channel(prefix);
         let publish_on = channel.clone();
-        let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Change>();
         if let Ok(mut guard) = self.broadcast.lock() {
             *guard = Some(tx);
         }
@@ -128,12 +255,14 @@ impl ResponseCache {
         tokio::spawn(async move {
             let mut conn: Option<redis::aio::MultiplexedConnection> = None;
             loop {
-                tokio::select! {
+                let mut change = tokio::select! {
                     _ = stop.cancelled() => break,
-                    got = rx.recv() => if got.is_none() { break },
-                }
+                    got = rx.recv() => match got { Some(change) => change, None => break },
+                };
                 // Many changes at once travel as one message.
-                while rx.try_recv().is_ok() {}
+                while let Ok(more) = rx.try_recv() {
+                    change = change.merge(more);
+                }
                 if conn.is_none() {
                     conn = publisher.get_multiplexed_async_connection().await.ok();
                 }
@@ -141,7 +270,8 @@ impl ResponseCache {
                     tracing::warn!("redis unreachable; other replicas learn of this change when it is back");
                     continue;
                 };
-                let sent: Result<i64, _> = redis::cmd("PUBLISH").arg(&publish_on).arg(&origin).query_async(c).await;
+                let news = serde_json::to_string(&News { from: origin.clone(), change }).unwrap_or_default();
+                let sent: Result<i64, _> = redis::cmd("PUBLISH").arg(&publish_on).arg(news).query_async(c).await;
                 if let Err(e) = sent {
                     tracing::warn!(error = %e, "could not announce a catalog change");
                     conn = None;
@@ -154,16 +284,19 @@ impl ResponseCache {
                 match client.get_async_pubsub().await {
                     Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
                         Ok(()) => {
-                            cache.generation.fetch_add(1, Ordering::SeqCst);
+                            cache.forget_here(&Change::Everything);
                             let mut messages = pubsub.on_message();
                             loop {
                                 tokio::select! {
                                     _ = shutdown.cancelled() => return,
                                     m = messages.next() => match m {
                                         Some(m) => {
-                                            let from: String = m.get_payload().unwrap_or_default();
-                                            if from != cache.origin {
-                                                cache.generation.fetch_add(1, Ordering::SeqCst);
+                                            let payload: String = m.get_payload().unwrap_or_default();
+                                            match serde_json::from_str::<News>(&payload) {
+                                                Ok(news) if news.from == cache.origin => {}
+                                                Ok(news) => cache.forget_here(&news.change),
+                                                // News in a form this version does not know: forget everything.
+                                                Err(_) => cache.forget_here(&Change::Everything),
                                             }
                                         }
                                         None => break,
@@ -188,33 +321,39 @@ impl ResponseCache {
         if !self.enabled {
             return None;
         }
-        let generation = self.generation.load(Ordering::SeqCst);
         let entries = self.entries.lock().ok()?;
-        let hit = entries.map.get(key).filter(|_| entries.generation == generation).map(|(_, c)| c.clone());
+        let hit = entries.map.get(key).map(|e| e.cached.clone());
         if hit.is_some() { &self.hits } else { &self.misses }.increment(1);
         hit
     }
 
-    /// Remembers `body` for `key` if the catalog did not change since
-    /// `generation` (taken before the body was built). Responses of an
-    /// older generation are dropped at once; past the byte budget the
+    /// How many times everything was forgotten (a stock change of a few
+    /// products does not count).
+    pub fn generation(&self) -> u64 {
+        self.entries.lock().map_or(0, |e| e.generation)
+    }
+
+    /// When a response begins to be built (before it reads anything).
+    pub fn stamp(&self) -> Stamp {
+        self.entries.lock().map_or(Stamp { generation: u64::MAX, epoch: 0 }, |e| Stamp { generation: e.generation, epoch: e.epoch })
+    }
+
+    /// Remembers `body` for `key` unless what it `shows` changed since
+    /// `stamp` (taken before the body was built). Past the byte budget the
     /// oldest are forgotten, and a body heavier than the budget is never kept.
-    pub fn put(&self, key: String, generation: u64, body: bytes::Bytes) -> Cached {
+    pub fn put(&self, key: String, stamp: Stamp, shows: Shows, body: bytes::Bytes) -> Cached {
         let cached = Cached { etag: etag(&body), body };
         let size = weight(&key, &cached);
         if self.enabled
             && size <= self.max_bytes
-            && generation == self.generation.load(Ordering::SeqCst)
             && let Ok(mut entries) = self.entries.lock()
+            && entries.current(stamp, &shows)
         {
             let e = &mut *entries;
-            if e.generation != generation {
-                e.clear(generation);
-            }
             e.remove(&key);
             while e.bytes + size > self.max_bytes {
                 let Some((seq, oldest)) = e.order.pop_front() else { break };
-                if e.map.get(&oldest).is_some_and(|(s, _)| *s == seq) {
+                if e.map.get(&oldest).is_some_and(|entry| entry.seq == seq) {
                     e.remove(&oldest);
                 }
             }
@@ -222,19 +361,21 @@ impl ResponseCache {
             e.next += 1;
             e.bytes += size;
             e.order.push_back((seq, key.clone()));
-            e.map.insert(key, (seq, cached.clone()));
+            for product in &shows.products {
+                e.by_product.entry(product.clone()).or_default().insert(key.clone());
+            }
+            if shows.listing {
+                e.listings.insert(key.clone());
+            }
+            e.map.insert(key, Entry { seq, cached: cached.clone(), shows });
             // Replaced keys leave dead slots behind; sweep them before they add up.
             if e.order.len() > 2 * e.map.len() + 64 {
                 let live = &e.map;
-                e.order.retain(|(seq, k)| live.get(k).is_some_and(|(s, _)| s == seq));
+                e.order.retain(|(seq, k)| live.get(k).is_some_and(|entry| entry.seq == *seq));
             }
             self.bytes.set(e.bytes as f64);
         }
         cached
-    }
-
-    pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::SeqCst)
     }
 }
 
@@ -248,35 +389,95 @@ pub fn etag(body: &[u8]) -> axum::http::HeaderValue {
 mod tests {
     use super::*;
 
+    fn product(id: &str) -> Shows {
+        Shows { products: vec![id.into()], listing: false }
+    }
+
+    fn listing(ids: &[&str]) -> Shows {
+        Shows { products: ids.iter().map(|s| s.to_string()).collect(), listing: true }
+    }
+
+    fn stock(ids: &[&str], listings: bool) -> Change {
+        Change::Stock { products: ids.iter().map(|s| s.to_string()).collect(), listings }
+    }
+
     #[test]
-    fn a_change_makes_everything_stale() {
+    fn a_change_of_everything_makes_everything_stale() {
         let cache = ResponseCache::new(true, 1 << 20);
-        let g = cache.generation();
-        cache.put("/a".into(), g, bytes::Bytes::from_static(b"one"));
+        let g = cache.stamp();
+        cache.put("/a".into(), g, product("a"), bytes::Bytes::from_static(b"one"));
         assert!(cache.get("/a").is_some());
         cache.invalidate();
         assert!(cache.get("/a").is_none());
         // A body built before a change is not remembered after it.
-        cache.put("/a".into(), g, bytes::Bytes::from_static(b"old"));
+        cache.put("/a".into(), g, product("a"), bytes::Bytes::from_static(b"old"));
         assert!(cache.get("/a").is_none());
         assert!(ResponseCache::new(false, 1 << 20).get("/a").is_none());
     }
 
     #[test]
+    fn a_stock_change_forgets_only_what_shows_the_product() {
+        let cache = ResponseCache::new(true, 1 << 20);
+        let s = cache.stamp();
+        cache.put("product a".into(), s, product("a"), bytes::Bytes::from_static(b"a"));
+        cache.put("product b".into(), s, product("b"), bytes::Bytes::from_static(b"b"));
+        cache.put("list a,b".into(), s, listing(&["a", "b"]), bytes::Bytes::from_static(b"ab"));
+        cache.put("list c".into(), s, listing(&["c"]), bytes::Bytes::from_static(b"c"));
+        cache.put("categories".into(), s, Shows::default(), bytes::Bytes::from_static(b"t"));
+
+        cache.changed(stock(&["a"], false));
+        assert!(cache.get("product a").is_none());
+        assert!(cache.get("list a,b").is_none(), "a listing that shows it");
+        for kept in ["product b", "list c", "categories"] {
+            assert!(cache.get(kept).is_some(), "{kept}");
+        }
+        // A body of `a` built before its change is refused; one of `b` is kept.
+        cache.put("product a".into(), s, product("a"), bytes::Bytes::from_static(b"old"));
+        assert!(cache.get("product a").is_none());
+        let after = cache.stamp();
+        cache.put("product a".into(), after, product("a"), bytes::Bytes::from_static(b"new"));
+        assert_eq!(cache.get("product a").map(|c| c.body), Some(bytes::Bytes::from_static(b"new")));
+
+        // Into or out of stock: every listing goes, even one built before that did not show it.
+        cache.changed(stock(&["b"], true));
+        assert!(cache.get("list c").is_none());
+        assert!(cache.get("product b").is_none());
+        assert!(cache.get("product a").is_some() && cache.get("categories").is_some());
+        cache.put("list c".into(), after, listing(&["c"]), bytes::Bytes::from_static(b"old"));
+        assert!(cache.get("list c").is_none());
+        cache.put("product c".into(), after, product("c"), bytes::Bytes::from_static(b"c"));
+        assert!(cache.get("product c").is_some(), "a product page of another product built meanwhile is true");
+    }
+
+    #[test]
+    fn changes_merge_into_one_message_and_read_back() {
+        let merged = stock(&["b", "a"], false).merge(stock(&["a"], true));
+        assert_eq!(merged, Change::Stock { products: vec!["a".into(), "b".into()], listings: true });
+        assert_eq!(merged.clone().merge(Change::Everything), Change::Everything);
+        let text = serde_json::to_string(&News { from: "me".into(), change: merged.clone() }).unwrap();
+        let back: News = serde_json::from_str(&text).unwrap();
+        assert_eq!((back.from.as_str(), back.change), ("me", merged));
+        assert!(serde_json::from_str::<News>("01HOLDFORMAT").is_err(), "an older replica's bare name is not news of this form");
+    }
+
+    #[test]
     fn the_cache_never_weighs_more_than_its_budget() {
         let cache = ResponseCache::new(true, 10_000);
-        let g = cache.generation();
+        let g = cache.stamp();
         for i in 0..1000 {
-            cache.put(format!("/p?brand={i}"), g, bytes::Bytes::from(vec![b'x'; 300]));
+            cache.put(format!("/p?brand={i}"), g, product(&format!("p{i}")), bytes::Bytes::from(vec![b'x'; 300]));
             assert!(cache.weighted_size() <= 10_000);
         }
         assert!(cache.get("/p?brand=999").is_some(), "the newest stays");
         assert!(cache.get("/p?brand=0").is_none(), "the oldest went");
-        cache.put("/big".into(), g, bytes::Bytes::from(vec![b'x'; 20_000]));
+        cache.put("/big".into(), g, Shows::default(), bytes::Bytes::from(vec![b'x'; 20_000]));
         assert!(cache.get("/big").is_none());
         // Replacing a key does not count it twice.
         let before = cache.weighted_size();
-        cache.put("/p?brand=999".into(), g, bytes::Bytes::from(vec![b'x'; 300]));
+        cache.put("/p?brand=999".into(), g, product("p999"), bytes::Bytes::from(vec![b'x'; 300]));
         assert_eq!(cache.weighted_size(), before);
+        // Forgotten entries leave nothing in the product index.
+        let entries = cache.entries.lock().unwrap();
+        assert!(entries.by_product.len() <= entries.map.len());
     }
 }

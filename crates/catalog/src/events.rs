@@ -26,6 +26,20 @@ impl EventHandler for Consumer {
     }
 
     async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
+        if event.event_type.starts_with("inventory.") {
+            // The stock of one product: what shows it, and every listing when
+            // it may have come into or run out of stock.
+            let product = event.data.get("product_id").and_then(|v| v.as_str()).filter(|p| !p.is_empty());
+            let available = event.data.get("available").and_then(|v| v.as_i64());
+            match product {
+                Some(product) => {
+                    let listings = event.event_type == "inventory.back_in_stock" || available.is_none_or(|a| a <= 0);
+                    self.inventory.stock_changed(crate::inventory::Touched::of(product.to_owned(), listings));
+                }
+                None => self.inventory.changed(),
+            }
+            return Ok(());
+        }
         if event.event_type != "order.cancelled" {
             self.inventory.changed();
             return Ok(());

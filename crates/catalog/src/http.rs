@@ -16,7 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::cache::ResponseCache;
+use crate::cache::{ResponseCache, Shows};
 use crate::domain::{ProductOption, Status};
 use crate::error::CatalogError;
 use crate::inventory::Inventory;
@@ -69,21 +69,22 @@ fn cache_key(route: &str, params: &impl Serialize) -> String {
 #[serde(deny_unknown_fields)]
 struct NoParams {}
 
-/// Public, cacheable JSON: served from the cache when the catalog has not
-/// changed, with a strong `ETag`; `If-None-Match` gets a 304.
+/// Public, cacheable JSON: served from the cache while what it shows has
+/// not changed, with a strong `ETag`; `If-None-Match` gets a 304. `build`
+/// answers the body and what it shows.
 async fn cached<F, Fut, T>(c: &Catalog, key: String, headers: &HeaderMap, build: F) -> Result<Response, CatalogError>
 where
     F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = Result<T, CatalogError>>,
+    Fut: std::future::Future<Output = Result<(T, Shows), CatalogError>>,
     T: Serialize,
 {
     let entry = match c.cache.get(&key) {
         Some(hit) => hit,
         None => {
-            let generation = c.cache.generation();
-            let value = build().await?;
+            let stamp = c.cache.stamp();
+            let (value, shows) = build().await?;
             let body = serde_json::to_vec(&value).map_err(|e| platform::DbError::Corrupt(e.to_string()))?;
-            c.cache.put(key, generation, body.into())
+            c.cache.put(key, stamp, shows, body.into())
         }
     };
     let cache_control = (header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=60, stale-while-revalidate=300"));
@@ -352,7 +353,8 @@ async fn list_products(State(c): State<Catalog>, uri: Uri, headers: HeaderMap) -
     let result = cached(&c, cache_key("products", &filter), &headers, || async {
         let f = filter.list_filter(Some("active"));
         let rows = products::list(&c.inventory.db, &f, p.after.as_deref(), p.limit).await?;
-        Ok(page(rows, p.limit, false))
+        let shows = Shows { products: rows.iter().map(|(_, p)| p.row.id.clone()).collect(), listing: true };
+        Ok((page(rows, p.limit, false), shows))
     })
     .await;
     result.map_err(|e| kernel::ApiError::from(&e))
@@ -368,7 +370,12 @@ async fn get_product(
     Path(id): Path<String>,
 ) -> Result<Response, kernel::ApiError> {
     let params: NoParams = public_query(&uri)?;
-    let result = cached(&c, cache_key(&format!("product {id}"), &params), &headers, || async { Ok(view(products::find(&c.inventory.db, &id, false).await?, false)) }).await;
+    let result = cached(&c, cache_key(&format!("product {id}"), &params), &headers, || async {
+        let product = products::find(&c.inventory.db, &id, false).await?;
+        let shows = Shows { products: vec![product.row.id.clone()], listing: false };
+        Ok((view(product, false), shows))
+    })
+    .await;
     result.map_err(|e| kernel::ApiError::from(&e))
 }
 
@@ -743,7 +750,10 @@ async fn inventory_history(
     responses((status = 200, body = Vec<crate::categories::Node>)))]
 async fn category_tree(State(c): State<Catalog>, uri: Uri, headers: HeaderMap) -> Result<Response, kernel::ApiError> {
     let params: NoParams = public_query(&uri)?;
-    let result = cached(&c, cache_key("categories", &params), &headers, || async { Ok(crate::categories::tree(&store::categories(&c.inventory.db).await?)) }).await;
+    let result = cached(&c, cache_key("categories", &params), &headers, || async {
+        Ok((crate::categories::tree(&store::categories(&c.inventory.db).await?), Shows::default()))
+    })
+    .await;
     result.map_err(|e| kernel::ApiError::from(&e))
 }
 

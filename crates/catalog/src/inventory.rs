@@ -16,11 +16,42 @@ use crate::error::CatalogError;
 use crate::store::{self, DEFAULT_LOCATION, LedgerEntry};
 
 impl Inventory {
-    /// Stock or products changed: remembered public responses are stale.
+    /// Products changed: every remembered public response is stale.
     pub(crate) fn changed(&self) {
         if let Some(cache) = &self.cache {
             cache.invalidate();
         }
+    }
+
+    /// The stock of these products changed: the responses that show them
+    /// are stale, and every listing when one came into or ran out of stock.
+    pub(crate) fn stock_changed(&self, touched: Touched) {
+        if let Some(cache) = &self.cache
+            && !touched.products.is_empty()
+        {
+            cache.changed(crate::cache::Change::Stock { products: touched.products, listings: touched.listings });
+        }
+    }
+}
+
+/// The products a stock change touched, gathered in its transaction.
+#[derive(Debug, Default)]
+pub(crate) struct Touched {
+    products: Vec<String>,
+    /// One came into or ran out of stock.
+    listings: bool,
+}
+
+impl Touched {
+    pub(crate) fn of(product: String, listings: bool) -> Touched {
+        Touched { products: vec![product], listings }
+    }
+
+    fn add(&mut self, (product, flipped): (String, bool)) {
+        if !self.products.contains(&product) {
+            self.products.push(product);
+        }
+        self.listings |= flipped;
     }
 }
 
@@ -90,6 +121,7 @@ impl Inventory {
             return self.reservation(order_id).await;
         }
         let locations = store::location_order(&mut tx).await?;
+        let mut touched = Touched::default();
         for (sku, quantity) in &wanted {
             let sku = sku.as_str();
             let rules = store::stock_rules(&mut tx, sku).await?.ok_or_else(|| CatalogError::UnknownSku(sku.to_owned()))?;
@@ -115,26 +147,24 @@ impl Inventory {
                 return Err(CatalogError::OutOfStock { sku: sku.to_owned(), available: available.max(0) });
             };
             store::insert_reservation_line(&mut tx, order_id, sku, location, *quantity).await?;
-            announce(&mut tx, sku, location, on_hand, reserved, -quantity, rules.threshold).await?;
+            touched.add(announce(&mut tx, sku, location, on_hand, reserved, -quantity, rules.threshold).await?);
         }
         tx.commit().await?;
-        self.changed();
-        self.reservation(order_id).await
-    }
-
-    pub async fn reservation(&self, order_id: &str) -> Result<Reservation, CatalogError> {
-        let mut tx = self.db.begin().await?;
-        let (state, expires_at_ms) = store::reservation_state(&mut tx, order_id)
-            .await?
-            .ok_or_else(|| CatalogError::ReservationNotFound(order_id.to_owned()))?;
-        let lines = store::reservation_lines(&mut tx, order_id).await?;
-        tx.rollback().await?;
+        self.stock_changed(touched);
+        // What was just written: one line per SKU, held until `expires`.
         Ok(Reservation {
             order_id: order_id.to_owned(),
-            state,
-            expires_at_ms,
-            lines: lines.into_iter().map(|(sku, _, q)| (sku, q)).collect(),
+            state: "held".into(),
+            expires_at_ms: expires,
+            lines: wanted.into_iter().map(|(sku, q)| (sku.as_str().to_owned(), q)).collect(),
         })
+    }
+
+    /// A reservation as it stands, read without taking the write lock.
+    pub async fn reservation(&self, order_id: &str) -> Result<Reservation, CatalogError> {
+        let (state, expires_at_ms, lines) =
+            store::reservation(&self.db, order_id).await?.ok_or_else(|| CatalogError::ReservationNotFound(order_id.to_owned()))?;
+        Ok(Reservation { order_id: order_id.to_owned(), state, expires_at_ms, lines })
     }
 
     /// The order was paid: the held units leave the shelf. Idempotent.
@@ -150,6 +180,7 @@ impl Inventory {
         if !store::settle_reservation(&mut tx, order_id, "committed").await? {
             return Err(CatalogError::Contention);
         }
+        let mut touched = Touched::default();
         for (sku, location, quantity) in store::reservation_lines(&mut tx, order_id).await? {
             let Some(rules) = store::stock_rules(&mut tx, &sku).await? else { continue };
             if !rules.track {
@@ -168,10 +199,10 @@ impl Inventory {
             })
             .await?;
             // Available does not change when held units ship.
-            announce(&mut tx, &sku, &location, on_hand, reserved, 0, rules.threshold).await?;
+            touched.add(announce(&mut tx, &sku, &location, on_hand, reserved, 0, rules.threshold).await?);
         }
         tx.commit().await?;
-        self.changed();
+        self.stock_changed(touched);
         Ok(())
     }
 
@@ -185,16 +216,17 @@ impl Inventory {
                 Some(_) => Ok(()),
             };
         }
+        let mut touched = Touched::default();
         for (sku, location, quantity) in store::reservation_lines(&mut tx, order_id).await? {
             let Some(rules) = store::stock_rules(&mut tx, &sku).await? else { continue };
             if !rules.track {
                 continue;
             }
             let (on_hand, reserved) = store::unhold(&mut tx, &sku, &location, quantity).await?.ok_or(CatalogError::Contention)?;
-            announce(&mut tx, &sku, &location, on_hand, reserved, quantity, rules.threshold).await?;
+            touched.add(announce(&mut tx, &sku, &location, on_hand, reserved, quantity, rules.threshold).await?);
         }
         tx.commit().await?;
-        self.changed();
+        self.stock_changed(touched);
         Ok(())
     }
 
@@ -234,9 +266,10 @@ impl Inventory {
             reference: None,
         })
         .await?;
-        announce(&mut tx, sku.as_str(), location, on_hand, reserved, delta, rules.threshold).await?;
+        let mut touched = Touched::default();
+        touched.add(announce(&mut tx, sku.as_str(), location, on_hand, reserved, delta, rules.threshold).await?);
         tx.commit().await?;
-        self.changed();
+        self.stock_changed(touched);
         Ok((on_hand, reserved))
     }
 
@@ -315,9 +348,10 @@ impl Inventory {
             reference: Some(reference),
         })
         .await?;
-        announce(&mut tx, parsed.as_str(), DEFAULT_LOCATION, on_hand, reserved, q, rules.threshold).await?;
+        let mut touched = Touched::default();
+        touched.add(announce(&mut tx, parsed.as_str(), DEFAULT_LOCATION, on_hand, reserved, q, rules.threshold).await?);
         tx.commit().await?;
-        self.changed();
+        self.stock_changed(touched);
         Ok(())
     }
 
@@ -339,7 +373,8 @@ impl Inventory {
 /// available over all locations), and `low_stock` / `back_in_stock` when
 /// the total available crossed a line, in the transaction of the change.
 /// `change` is how far the change moved available: available is read once,
-/// after it, and what it was before follows.
+/// after it, and what it was before follows. Answers the product, and
+/// whether it came into or ran out of stock.
 async fn announce(
     tx: &mut Tx,
     sku: &str,
@@ -348,7 +383,7 @@ async fn announce(
     reserved: i64,
     change: i64,
     threshold: i64,
-) -> Result<(), CatalogError> {
+) -> Result<(String, bool), CatalogError> {
     let available = store::available(tx, sku).await?;
     let available_before = available - change;
     let names = store::sku_names(tx, sku).await?;
@@ -364,7 +399,7 @@ async fn announce(
     if signals.back_in_stock {
         outbox::enqueue(tx, &Envelope::new("inventory.back_in_stock", sku, data)).await?;
     }
-    Ok(())
+    Ok((product_id, (available_before > 0) != (available > 0)))
 }
 
 impl Inventory {

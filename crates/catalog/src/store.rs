@@ -1,7 +1,7 @@
 //! Every SQL statement of the catalog service.
 
 use platform::db::{Db, DbError, Tx};
-use platform::{on_db, on_tx};
+use platform::{on_db, on_tx, on_write};
 use time::OffsetDateTime;
 
 pub const DEFAULT_LOCATION: &str = "loc_default";
@@ -509,13 +509,13 @@ pub async fn location_exists(tx: &mut Tx, id: &str) -> Result<bool, DbError> {
 }
 
 pub async fn insert_location(db: &Db, id: &str, name: &str) -> Result<(), DbError> {
-    on_db!(db, pool => sqlx::query("INSERT INTO stock_locations (id, name, is_default, created_at) VALUES ($1, $2, FALSE, $3)")
+    on_write!(db, pool => sqlx::query("INSERT INTO stock_locations (id, name, is_default, created_at) VALUES ($1, $2, FALSE, $3)")
         .bind(id).bind(name).bind(OffsetDateTime::now_utc()).execute(pool).await.map(|_| ()))?;
     Ok(())
 }
 
 pub async fn rename_location(db: &Db, id: &str, name: &str) -> Result<bool, DbError> {
-    let n = on_db!(db, pool => sqlx::query("UPDATE stock_locations SET name = $1 WHERE id = $2")
+    let n = on_write!(db, pool => sqlx::query("UPDATE stock_locations SET name = $1 WHERE id = $2")
         .bind(name).bind(id).execute(pool).await.map(|r| r.rows_affected()))?;
     Ok(n == 1)
 }
@@ -619,6 +619,21 @@ pub async fn reservation_state(tx: &mut Tx, order: &str) -> Result<Option<(Strin
     Ok(row)
 }
 
+/// A reservation's state, expiry and lines (sku, quantity), read without
+/// a transaction (its lines never change once written).
+pub async fn reservation(db: &Db, order: &str) -> Result<Option<(String, i64, Vec<(String, i64)>)>, DbError> {
+    let head: Option<(String, i64)> = on_db!(db, pool => sqlx::query_as(
+        "SELECT state, expires_at_ms FROM reservations WHERE order_id = $1")
+        .bind(order).fetch_optional(pool).await)?;
+    let Some((state, expires_at_ms)) = head else { return Ok(None) };
+    let mut lines: Vec<(String, i64)> = on_db!(db, pool => sqlx::query_as(
+        "SELECT sku, quantity FROM reservation_lines WHERE order_id = $1")
+        .bind(order).fetch_all(pool).await)?;
+    // In the order of the SKUs' bytes, whatever the database's collation.
+    lines.sort();
+    Ok(Some((state, expires_at_ms, lines)))
+}
+
 pub async fn insert_reservation(tx: &mut Tx, order: &str, expires_at_ms: i64) -> Result<bool, DbError> {
     let n = on_tx!(tx, c => sqlx::query(
         "INSERT INTO reservations (order_id, state, expires_at_ms, created_at) VALUES ($1, 'held', $2, $3) \
@@ -686,7 +701,7 @@ pub async fn categories(db: &Db) -> Result<Vec<CategoryRow>, DbError> {
 }
 
 pub async fn insert_category(db: &Db, c: &CategoryRow) -> Result<(), DbError> {
-    on_db!(db, pool => sqlx::query(
+    on_write!(db, pool => sqlx::query(
         "INSERT INTO categories (id, parent_id, slug, name, position, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
         .bind(&c.id).bind(&c.parent_id).bind(&c.slug).bind(&c.name).bind(c.position).bind(OffsetDateTime::now_utc())
         .execute(pool).await.map(|_| ()))?;
@@ -694,7 +709,7 @@ pub async fn insert_category(db: &Db, c: &CategoryRow) -> Result<(), DbError> {
 }
 
 pub async fn update_category(db: &Db, c: &CategoryRow) -> Result<bool, DbError> {
-    let n = on_db!(db, pool => sqlx::query(
+    let n = on_write!(db, pool => sqlx::query(
         "UPDATE categories SET parent_id = $1, slug = $2, name = $3, position = $4 WHERE id = $5")
         .bind(&c.parent_id).bind(&c.slug).bind(&c.name).bind(c.position).bind(&c.id)
         .execute(pool).await.map(|r| r.rows_affected()))?;
@@ -702,7 +717,7 @@ pub async fn update_category(db: &Db, c: &CategoryRow) -> Result<bool, DbError> 
 }
 
 pub async fn delete_category(db: &Db, id: &str) -> Result<bool, DbError> {
-    let n = on_db!(db, pool => sqlx::query("DELETE FROM categories WHERE id = $1")
+    let n = on_write!(db, pool => sqlx::query("DELETE FROM categories WHERE id = $1")
         .bind(id).execute(pool).await.map(|r| r.rows_affected()))?;
     Ok(n == 1)
 }

@@ -27,7 +27,7 @@ use kernel::auth::Role;
 use platform::db::{Db, now_ms};
 use platform::idempotency::{Idempotency, idempotent, in_flight};
 use platform::migrate::{Migration, Migrations};
-use platform::on_db;
+use platform::{on_db, on_write};
 use platform::testing::Sandbox;
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -56,7 +56,7 @@ async fn charge(State(c): State<Charger>, headers: HeaderMap, axum::Json(body): 
         tokio::time::sleep(Duration::from_secs(3600)).await;
     }
     tokio::time::sleep(Duration::from_millis(body["sleep_ms"].as_u64().unwrap_or(0))).await;
-    let id: i64 = on_db!(c.db, pool => sqlx::query_scalar("INSERT INTO charges (amount) VALUES ($1) RETURNING id")
+    let id: i64 = on_write!(c.db, pool => sqlx::query_scalar("INSERT INTO charges (amount) VALUES ($1) RETURNING id")
         .bind(body["amount"].as_i64().unwrap()).fetch_one(pool).await).unwrap();
     (StatusCode::CREATED, axum::Json(json!({"charge": id}))).into_response()
 }
@@ -162,7 +162,7 @@ async fn a_dead_requests_key_is_taken_over_within_its_lease_and_a_live_ones_is_n
 /// nobody renews any more.
 async fn forget_answer(shop: &Shop, key: &str) {
     let db = shop.app.db("orders").unwrap();
-    let n = on_db!(db, pool => sqlx::query(
+    let n = on_write!(db, pool => sqlx::query(
         "UPDATE idempotency_keys SET state = 'running', response_status = NULL, response_headers = NULL, \
          response_body = NULL, locked_until_ms = $1 WHERE idem_key = $2")
         .bind(now_ms() - 1).bind(key).execute(pool).await.map(|r| r.rows_affected())).unwrap();
@@ -236,7 +236,7 @@ async fn a_charged_buyers_retry_gets_their_order_and_nobody_else_does() {
 /// and before writing its order: the intent, and the reservation.
 async fn die_after_reserving(shop: &Shop, key: &str, order: &str, cart: &str, attempt: i64, sku: &str) {
     let db = shop.app.db("orders").unwrap();
-    on_db!(db, pool => sqlx::query(
+    on_write!(db, pool => sqlx::query(
         "INSERT INTO checkout_intents (reservation_key, order_id, cart_id, attempt, lines, state, created_ms) \
          VALUES ($1, $2, $3, $4, $5, 'open', $6)")
         .bind(key).bind(order).bind(cart).bind(attempt).bind(json!([[sku, 1]]).to_string()).bind(now_ms())

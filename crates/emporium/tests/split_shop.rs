@@ -282,6 +282,27 @@ async fn shops_sharing_a_redis_keep_their_catalog_news_apart() {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(generation(&other), other_before, "the other shop's cache is left alone");
+
+    // A stock change travels as news of that product: the replica forgets its
+    // page (which shows what is available) and nothing else.
+    let available = |body: &serde_json::Value| body["variants"][0]["available"].as_i64();
+    let (status, _, page) = call(&replica, "GET", "/api/v1/products/shared-mug", &[], None).await;
+    assert_eq!((status, available(&page)), (StatusCode::OK, Some(0)), "{page}");
+    let (status, _, _) = call(&replica, "GET", "/api/v1/categories", &[], None).await;
+    assert_eq!(status, StatusCode::OK);
+    let replica_before = generation(&replica);
+    let (status, _, body) = call(&writer, "PUT", "/api/v1/admin/inventory/REDIS-1", &[("authorization", format!("Bearer {staff}"))], Some(json!({"on_hand": 7}))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let started = Instant::now();
+    loop {
+        let (_, _, page) = call(&replica, "GET", "/api/v1/products/shared-mug", &[], None).await;
+        if available(&page) == Some(7) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "the replica forgets the product's page: {page}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(generation(&replica), replica_before, "a stock change does not forget everything");
 }
 
 /// The line of `emporium doctor` about `part`, if any.

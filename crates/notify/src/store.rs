@@ -1,7 +1,7 @@
 //! Every SQL statement of the notify service.
 
 use platform::db::{Db, DbError, Tx, now_ms};
-use platform::{on_db, on_tx};
+use platform::{on_db, on_tx, on_write};
 use sqlx::Row;
 
 use crate::templates::Source;
@@ -79,7 +79,7 @@ pub async fn preferences(db: &Db, user_id: &str) -> Result<Option<Preferences>, 
 }
 
 pub async fn save_preferences(db: &Db, user_id: &str, p: &Preferences) -> Result<(), DbError> {
-    on_db!(db, pool => sqlx::query(
+    on_write!(db, pool => sqlx::query(
         "INSERT INTO notification_preferences (user_id, order_sms, phone, marketing_email, stock_digest, updated_ms) \
          VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (user_id) DO UPDATE SET order_sms = excluded.order_sms, \
          phone = excluded.phone, marketing_email = excluded.marketing_email, stock_digest = excluded.stock_digest, \
@@ -110,7 +110,7 @@ pub async fn template(db: &Db, key: &str) -> Result<Option<SavedTemplate>, DbErr
 }
 
 pub async fn save_template(db: &Db, key: &str, s: &Source, by: &str) -> Result<(), DbError> {
-    on_db!(db, pool => sqlx::query(
+    on_write!(db, pool => sqlx::query(
         "INSERT INTO notification_templates (key, subject, html, text, updated_ms, updated_by) VALUES ($1, $2, $3, $4, $5, $6) \
          ON CONFLICT (key) DO UPDATE SET subject = excluded.subject, html = excluded.html, text = excluded.text, \
          updated_ms = excluded.updated_ms, updated_by = excluded.updated_by")
@@ -120,7 +120,7 @@ pub async fn save_template(db: &Db, key: &str, s: &Source, by: &str) -> Result<(
 }
 
 pub async fn delete_template(db: &Db, key: &str) -> Result<bool, DbError> {
-    let n = on_db!(db, pool => sqlx::query("DELETE FROM notification_templates WHERE key = $1").bind(key)
+    let n = on_write!(db, pool => sqlx::query("DELETE FROM notification_templates WHERE key = $1").bind(key)
         .execute(pool).await.map(|r| r.rows_affected()))?;
     Ok(n > 0)
 }
@@ -272,7 +272,7 @@ pub async fn claim_due(db: &Db, now: i64, lease_ms: i64, limit: u32) -> Result<V
          WHERE id IN (SELECT id FROM deliveries WHERE status = 'queued' AND next_attempt_ms <= $2 AND lease_until_ms < $2 \
          ORDER BY next_attempt_ms LIMIT $3) AND status = 'queued' AND lease_until_ms < $2 RETURNING {DELIVERY_COLUMNS}"
     );
-    let rows = on_db!(db, pool => {
+    let rows = on_write!(db, pool => {
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now + lease_ms).bind(now).bind(i64::from(limit))
             .fetch_all(pool).await?;
         rows.iter().map(|r| -> Result<Delivery, sqlx::Error> { Ok(delivery_row!(r)) }).collect::<Result<Vec<_>, _>>()
@@ -297,7 +297,7 @@ pub async fn supersede(tx: &mut Tx, dedupe_prefix: &str) -> Result<u64, DbError>
 /// handle `order.placed` and `order.paid` at the same moment, and the
 /// receipt's cleanup can run before the "order received" is queued).
 pub async fn drop_if_settled(db: &Db, id: &str) -> Result<bool, DbError> {
-    let n = on_db!(db, pool => sqlx::query(
+    let n = on_write!(db, pool => sqlx::query(
         "DELETE FROM deliveries WHERE id = $1 AND event_type = 'order.placed' AND status = 'queued' AND EXISTS ( \
            SELECT 1 FROM order_facts f WHERE f.settled_ms IS NOT NULL \
              AND substr(deliveries.dedupe_key, 1, length('placed:' || f.order_id || ':')) = 'placed:' || f.order_id || ':')")
@@ -383,7 +383,7 @@ pub async fn attempts(db: &Db, delivery_id: &str) -> Result<Vec<Attempt>, DbErro
 /// Puts a failed or dead delivery back in the queue, with its retries afresh.
 pub async fn requeue(db: &Db, id: &str, give_up_ms: Option<i64>) -> Result<bool, DbError> {
     let now = now_ms();
-    let n = on_db!(db, pool => sqlx::query(
+    let n = on_write!(db, pool => sqlx::query(
         "UPDATE deliveries SET status = 'queued', attempts = 0, next_attempt_ms = $1, lease_until_ms = 0, \
          give_up_ms = CASE WHEN give_up_ms IS NULL THEN NULL ELSE $2 END, updated_ms = $1 \
          WHERE id = $3 AND status IN ('failed', 'dead') AND (secret IS NULL OR secret <> '')")
@@ -420,7 +420,7 @@ pub async fn deliveries(db: &Db, f: &DeliveryFilter<'_>) -> Result<Vec<Delivery>
 
 /// Marks every waiting delivery of an endpoint dead (the endpoint was switched off or deleted).
 pub async fn bury_endpoint_queue(db: &Db, endpoint_id: &str, why: &str) -> Result<u64, DbError> {
-    let n = on_db!(db, pool => sqlx::query(
+    let n = on_write!(db, pool => sqlx::query(
         "UPDATE deliveries SET status = 'dead', last_error = $1, lease_until_ms = 0, updated_ms = $2 \
          WHERE endpoint_id = $3 AND status = 'queued'")
         .bind(why).bind(now_ms()).bind(endpoint_id).execute(pool).await.map(|r| r.rows_affected()))?;
@@ -444,7 +444,7 @@ pub struct Mail {
 }
 
 pub async fn insert_mail(db: &Db, m: &Mail) -> Result<(), DbError> {
-    on_db!(db, pool => sqlx::query(
+    on_write!(db, pool => sqlx::query(
         "INSERT INTO mailbox (id, delivery_id, channel, sender, recipient, subject, text, html, headers, created_ms) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
         .bind(&m.id).bind(&m.delivery_id).bind(&m.channel).bind(&m.sender).bind(&m.recipient).bind(&m.subject)
@@ -490,7 +490,7 @@ pub struct StockAlert {
 
 /// Adds an alert, or re-arms one already sent.
 pub async fn add_alert(db: &Db, a: &StockAlert) -> Result<(), DbError> {
-    on_db!(db, pool => sqlx::query(
+    on_write!(db, pool => sqlx::query(
         "INSERT INTO stock_alerts (id, product_id, sku, email, user_id, title, slug, created_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
          ON CONFLICT (product_id, sku, email) DO UPDATE SET notified_ms = NULL, title = excluded.title, \
          user_id = COALESCE(excluded.user_id, stock_alerts.user_id)")
@@ -520,7 +520,7 @@ pub async fn mark_alert_sent(tx: &mut Tx, id: &str) -> Result<(), DbError> {
 }
 
 pub async fn drop_alerts_of(db: &Db, email: &str) -> Result<u64, DbError> {
-    let n = on_db!(db, pool => sqlx::query("DELETE FROM stock_alerts WHERE email = $1 AND notified_ms IS NULL")
+    let n = on_write!(db, pool => sqlx::query("DELETE FROM stock_alerts WHERE email = $1 AND notified_ms IS NULL")
         .bind(email).execute(pool).await.map(|r| r.rows_affected()))?;
     Ok(n)
 }
@@ -630,7 +630,7 @@ pub async fn endpoint(db: &Db, id: &str) -> Result<Option<Endpoint>, DbError> {
 
 pub async fn save_endpoint(db: &Db, e: &Endpoint) -> Result<(), DbError> {
     let types = serde_json::to_string(&e.event_types).map_err(|err| DbError::Corrupt(err.to_string()))?;
-    on_db!(db, pool => sqlx::query(
+    on_write!(db, pool => sqlx::query(
         "INSERT INTO webhook_endpoints (id, url, description, secret, event_types, enabled, disabled_reason, last_success_ms, created_ms, updated_ms) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (id) DO UPDATE SET url = excluded.url, \
          description = excluded.description, secret = excluded.secret, event_types = excluded.event_types, \
@@ -641,20 +641,20 @@ pub async fn save_endpoint(db: &Db, e: &Endpoint) -> Result<(), DbError> {
 }
 
 pub async fn delete_endpoint(db: &Db, id: &str) -> Result<bool, DbError> {
-    let n = on_db!(db, pool => sqlx::query("DELETE FROM webhook_endpoints WHERE id = $1").bind(id)
+    let n = on_write!(db, pool => sqlx::query("DELETE FROM webhook_endpoints WHERE id = $1").bind(id)
         .execute(pool).await.map(|r| r.rows_affected()))?;
     Ok(n > 0)
 }
 
 pub async fn endpoint_succeeded(db: &Db, id: &str, at_ms: i64) -> Result<(), DbError> {
-    on_db!(db, pool => sqlx::query("UPDATE webhook_endpoints SET last_success_ms = $1 WHERE id = $2 AND (last_success_ms IS NULL OR last_success_ms < $1)")
+    on_write!(db, pool => sqlx::query("UPDATE webhook_endpoints SET last_success_ms = $1 WHERE id = $2 AND (last_success_ms IS NULL OR last_success_ms < $1)")
         .bind(at_ms).bind(id).execute(pool).await.map(|_| ()))?;
     Ok(())
 }
 
 /// Switches an endpoint off unless it succeeded at or after `since_ms`; answers whether it did.
 pub async fn disable_endpoint_unless_recovered(db: &Db, id: &str, since_ms: i64, reason: &str) -> Result<bool, DbError> {
-    let n = on_db!(db, pool => sqlx::query(
+    let n = on_write!(db, pool => sqlx::query(
         "UPDATE webhook_endpoints SET enabled = FALSE, disabled_reason = $1, updated_ms = $2 \
          WHERE id = $3 AND enabled = TRUE AND (last_success_ms IS NULL OR last_success_ms < $4)")
         .bind(reason).bind(now_ms()).bind(id).bind(since_ms).execute(pool).await.map(|r| r.rows_affected()))?;
@@ -671,7 +671,7 @@ pub async fn setting(db: &Db, name: &str) -> Result<Option<String>, DbError> {
 
 /// Keeps the first value written under `name` (two processes starting at once agree).
 pub async fn setting_or_insert(db: &Db, name: &str, value: &str) -> Result<String, DbError> {
-    on_db!(db, pool => sqlx::query("INSERT INTO notify_settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+    on_write!(db, pool => sqlx::query("INSERT INTO notify_settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
         .bind(name).bind(value).execute(pool).await.map(|_| ()))?;
     Ok(setting(db, name).await?.unwrap_or_else(|| value.to_owned()))
 }

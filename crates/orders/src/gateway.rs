@@ -9,7 +9,7 @@
 use async_trait::async_trait;
 use axum::http::HeaderMap;
 use platform::db::{Db, DbError, now_ms};
-use platform::on_db;
+use platform::{on_db, on_write};
 
 /// One request to take money.
 #[derive(Debug, Clone)]
@@ -174,7 +174,7 @@ impl TestGateway {
     }
 
     async fn set_status(&self, reference: &str, from: &str, to: &str) -> Result<bool, DbError> {
-        let n = on_db!(&self.db, pool => sqlx::query(
+        let n = on_write!(&self.db, pool => sqlx::query(
             "UPDATE test_gateway_charges SET status = $1 WHERE reference = $2 AND status = $3")
             .bind(to).bind(reference).bind(from).execute(pool).await.map(|r| r.rows_affected()))?;
         Ok(n == 1)
@@ -264,7 +264,7 @@ impl PaymentGateway for TestGateway {
             Card::RequiresAction => "requires_action",
         };
         let captured = if matches!(kind, Card::Succeeds | Card::ProcessingError | Card::RequiresAction) && c.capture { c.amount } else { 0 };
-        let inserted = on_db!(&self.db, pool => sqlx::query(
+        let inserted = on_write!(&self.db, pool => sqlx::query(
             "INSERT INTO test_gateway_charges (reference, idempotency_key, token, amount, currency, status, captured, created_ms) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (idempotency_key) DO NOTHING")
             .bind(&reference).bind(c.payment_id).bind(c.token).bind(c.amount).bind(c.currency)
@@ -300,7 +300,7 @@ impl PaymentGateway for TestGateway {
         match status.as_str() {
             "succeeded" if captured == amount => Ok(()),
             "requires_capture" if amount <= held => {
-                on_db!(&self.db, pool => sqlx::query(
+                on_write!(&self.db, pool => sqlx::query(
                     "UPDATE test_gateway_charges SET status = 'succeeded', captured = $1 WHERE reference = $2 AND status = 'requires_capture'")
                     .bind(amount).bind(reference).execute(pool).await.map(|_| ()))?;
                 Ok(())

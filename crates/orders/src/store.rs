@@ -1,8 +1,8 @@
 //! Every SQL statement of the orders service. The same text runs on SQLite
 //! and PostgreSQL; times are Unix milliseconds, JSON is stored as text.
 
-use platform::db::{Db, DbError, Tx, now_ms};
-use platform::{on_db, on_tx};
+use platform::db::{Db, DbError, Dialect, Tx, now_ms};
+use platform::{on_db, on_tx, on_write};
 use sqlx::Row;
 
 use crate::domain::{Discount, DiscountValue, Rate, ShippingMethod, Status, TaxRule, WeightBand};
@@ -59,7 +59,7 @@ macro_rules! cart_row {
 
 pub async fn insert_cart(db: &Db, id: &str, secret_hash: Option<&str>, user: Option<&str>, currency: &str) -> Result<(), DbError> {
     let now = now_ms();
-    on_db!(db, pool => sqlx::query(
+    on_write!(db, pool => sqlx::query(
         "INSERT INTO carts (id, secret_hash, user_id, currency, status, created_ms, updated_ms) VALUES ($1, $2, $3, $4, 'open', $5, $5)")
         .bind(id).bind(secret_hash).bind(user).bind(currency).bind(now).execute(pool).await.map(|_| ()))?;
     Ok(())
@@ -93,7 +93,7 @@ pub async fn items(db: &Db, cart: &str) -> Result<Vec<ItemRow>, DbError> {
 
 /// Adds `quantity` of `sku` (or more of it, up to `max`); returns the item id.
 pub async fn add_item(db: &Db, cart: &str, id: &str, sku: &str, quantity: i64, unit_price: Option<i64>, max: i64) -> Result<String, DbError> {
-    let row: (String,) = on_db!(db, pool => sqlx::query_as(
+    let row: (String,) = on_write!(db, pool => sqlx::query_as(
         "INSERT INTO cart_items (id, cart_id, sku, quantity, unit_price) VALUES ($1, $2, $3, $4, $5) \
          ON CONFLICT (cart_id, sku) DO UPDATE SET quantity = CASE WHEN cart_items.quantity + excluded.quantity > $6 \
          THEN $6 ELSE cart_items.quantity + excluded.quantity END, unit_price = excluded.unit_price RETURNING id")
@@ -103,7 +103,7 @@ pub async fn add_item(db: &Db, cart: &str, id: &str, sku: &str, quantity: i64, u
 }
 
 pub async fn set_quantity(db: &Db, cart: &str, item: &str, quantity: i64, unit_price: Option<i64>) -> Result<bool, DbError> {
-    let n = on_db!(db, pool => sqlx::query(
+    let n = on_write!(db, pool => sqlx::query(
         "UPDATE cart_items SET quantity = $1, unit_price = $2 WHERE id = $3 AND cart_id = $4")
         .bind(quantity).bind(unit_price).bind(item).bind(cart).execute(pool).await.map(|r| r.rows_affected()))?;
     touch_cart(db, cart).await?;
@@ -111,7 +111,7 @@ pub async fn set_quantity(db: &Db, cart: &str, item: &str, quantity: i64, unit_p
 }
 
 pub async fn remove_item(db: &Db, cart: &str, item: &str) -> Result<bool, DbError> {
-    let n = on_db!(db, pool => sqlx::query("DELETE FROM cart_items WHERE id = $1 AND cart_id = $2")
+    let n = on_write!(db, pool => sqlx::query("DELETE FROM cart_items WHERE id = $1 AND cart_id = $2")
         .bind(item).bind(cart).execute(pool).await.map(|r| r.rows_affected()))?;
     touch_cart(db, cart).await?;
     Ok(n == 1)
@@ -120,14 +120,14 @@ pub async fn remove_item(db: &Db, cart: &str, item: &str) -> Result<bool, DbErro
 /// The shopper has now seen these prices.
 pub async fn acknowledge_prices(db: &Db, cart: &str, prices: &[(String, Option<i64>)]) -> Result<(), DbError> {
     for (sku, price) in prices {
-        on_db!(db, pool => sqlx::query("UPDATE cart_items SET unit_price = $1 WHERE cart_id = $2 AND sku = $3")
+        on_write!(db, pool => sqlx::query("UPDATE cart_items SET unit_price = $1 WHERE cart_id = $2 AND sku = $3")
             .bind(price).bind(cart).bind(sku).execute(pool).await.map(|_| ()))?;
     }
     Ok(())
 }
 
 async fn touch_cart(db: &Db, cart: &str) -> Result<(), DbError> {
-    on_db!(db, pool => sqlx::query("UPDATE carts SET updated_ms = $1 WHERE id = $2")
+    on_write!(db, pool => sqlx::query("UPDATE carts SET updated_ms = $1 WHERE id = $2")
         .bind(now_ms()).bind(cart).execute(pool).await.map(|_| ()))?;
     Ok(())
 }
@@ -157,7 +157,7 @@ impl CartField {
 /// Sets a field of an open cart; false when the cart is no longer open.
 pub async fn set_cart_field(db: &Db, cart: &str, field: CartField, value: Option<&str>) -> Result<bool, DbError> {
     let sql = format!("UPDATE carts SET {} = $1, updated_ms = $2 WHERE id = $3 AND status = 'open'", field.column());
-    let n = on_db!(db, pool => sqlx::query(sqlx::AssertSqlSafe(sql)).bind(value).bind(now_ms()).bind(cart)
+    let n = on_write!(db, pool => sqlx::query(sqlx::AssertSqlSafe(sql)).bind(value).bind(now_ms()).bind(cart)
         .execute(pool).await.map(|r| r.rows_affected()))?;
     Ok(n == 1)
 }
@@ -200,7 +200,7 @@ pub async fn merge_carts(db: &Db, from: &str, into: &str, max: i64) -> Result<bo
 
 /// A guest cart becomes the customer's own.
 pub async fn adopt_cart(db: &Db, cart: &str, user: &str) -> Result<bool, DbError> {
-    let n = on_db!(db, pool => sqlx::query(
+    let n = on_write!(db, pool => sqlx::query(
         "UPDATE carts SET user_id = $1, secret_hash = NULL, updated_ms = $2 WHERE id = $3 AND status = 'open' AND user_id IS NULL")
         .bind(user).bind(now_ms()).bind(cart).execute(pool).await.map(|r| r.rows_affected()))?;
     Ok(n == 1)
@@ -299,7 +299,7 @@ pub async fn save_discount(db: &Db, row: &DiscountRow) -> Result<(), DbError> {
     };
     let products = serde_json::to_string(&d.product_ids).map_err(|e| corrupt("discount products", e))?;
     let categories = serde_json::to_string(&d.category_ids).map_err(|e| corrupt("discount categories", e))?;
-    on_db!(db, pool => sqlx::query(
+    on_write!(db, pool => sqlx::query(
         "INSERT INTO discounts (id, code, kind, percent_off, amount_off, currency, product_ids, category_ids, min_subtotal, \
          free_shipping, starts_ms, ends_ms, usage_limit, per_customer_limit, active, created_ms) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
@@ -316,7 +316,7 @@ pub async fn save_discount(db: &Db, row: &DiscountRow) -> Result<(), DbError> {
 }
 
 pub async fn delete_discount(db: &Db, id: &str) -> Result<bool, DbError> {
-    let n = on_db!(db, pool => sqlx::query("DELETE FROM discounts WHERE id = $1").bind(id)
+    let n = on_write!(db, pool => sqlx::query("DELETE FROM discounts WHERE id = $1").bind(id)
         .execute(pool).await.map(|r| r.rows_affected()))?;
     Ok(n == 1)
 }
@@ -410,7 +410,7 @@ pub async fn save_shipping_method(db: &Db, row: &ShippingRow) -> Result<(), DbEr
         Rate::Flat(a) => (Some(*a), None),
         Rate::Weight(b) => (None, Some(serde_json::to_string(b).map_err(|e| corrupt("weight bands", e))?)),
     };
-    on_db!(db, pool => sqlx::query(
+    on_write!(db, pool => sqlx::query(
         "INSERT INTO shipping_methods (id, name, countries, currency, flat_amount, weight_bands, free_above, min_days, \
          max_days, active, created_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
          ON CONFLICT (id) DO UPDATE SET name = excluded.name, countries = excluded.countries, currency = excluded.currency, \
@@ -423,7 +423,7 @@ pub async fn save_shipping_method(db: &Db, row: &ShippingRow) -> Result<(), DbEr
 }
 
 pub async fn delete_shipping_method(db: &Db, id: &str) -> Result<bool, DbError> {
-    let n = on_db!(db, pool => sqlx::query("DELETE FROM shipping_methods WHERE id = $1").bind(id)
+    let n = on_write!(db, pool => sqlx::query("DELETE FROM shipping_methods WHERE id = $1").bind(id)
         .execute(pool).await.map(|r| r.rows_affected()))?;
     Ok(n == 1)
 }
@@ -448,7 +448,7 @@ pub async fn tax_for(db: &Db, country: &str, region: Option<&str>) -> Result<Tax
 }
 
 pub async fn save_tax_rate(db: &Db, row: &TaxRow) -> Result<(), DbError> {
-    on_db!(db, pool => sqlx::query(
+    on_write!(db, pool => sqlx::query(
         "INSERT INTO tax_rates (id, country, region, name, rate_bp, shipping_taxable) VALUES ($1, $2, $3, $4, $5, $6) \
          ON CONFLICT (id) DO UPDATE SET country = excluded.country, region = excluded.region, name = excluded.name, \
          rate_bp = excluded.rate_bp, shipping_taxable = excluded.shipping_taxable")
@@ -458,7 +458,7 @@ pub async fn save_tax_rate(db: &Db, row: &TaxRow) -> Result<(), DbError> {
 }
 
 pub async fn delete_tax_rate(db: &Db, id: &str) -> Result<bool, DbError> {
-    let n = on_db!(db, pool => sqlx::query("DELETE FROM tax_rates WHERE id = $1").bind(id)
+    let n = on_write!(db, pool => sqlx::query("DELETE FROM tax_rates WHERE id = $1").bind(id)
         .execute(pool).await.map(|r| r.rows_affected()))?;
     Ok(n == 1)
 }
@@ -555,9 +555,15 @@ pub struct LineRow {
     pub refunded: i64,
 }
 
+/// The next order number: PostgreSQL's sequence (no row lock, so checkouts
+/// never queue on it); on SQLite, whose writes are one at a time anyway, the
+/// `counters` row.
 pub async fn next_order_number(tx: &mut Tx) -> Result<i64, DbError> {
-    let n: i64 = on_tx!(tx, c => sqlx::query_scalar(
-        "UPDATE counters SET value = value + 1 WHERE name = 'order_number' RETURNING value").fetch_one(c).await)?;
+    let sql = match tx.dialect() {
+        Dialect::Postgres => "SELECT nextval('order_numbers')",
+        Dialect::Sqlite => "UPDATE counters SET value = value + 1 WHERE name = 'order_number' RETURNING value",
+    };
+    let n: i64 = on_tx!(tx, c => sqlx::query_scalar(sql).fetch_one(c).await)?;
     Ok(n)
 }
 
@@ -930,7 +936,7 @@ fn intent_from(t: IntentTuple) -> IntentRow {
 /// intent with that key is already there (another checkout of the order
 /// is running, or one died and is not reconciled yet).
 pub async fn insert_intent(db: &Db, i: &IntentRow) -> Result<bool, DbError> {
-    let n = on_db!(db, pool => sqlx::query(
+    let n = on_write!(db, pool => sqlx::query(
         "INSERT INTO checkout_intents (reservation_key, order_id, cart_id, attempt, lines, checkout_attempt, state, created_ms) \
          VALUES ($1, $2, $3, $4, $5, $6, 'open', $7) ON CONFLICT (reservation_key) DO NOTHING")
         .bind(&i.reservation_key).bind(&i.order_id).bind(&i.cart_id).bind(i.attempt).bind(&i.lines)
@@ -966,7 +972,7 @@ pub async fn resolve_intent(tx: &mut Tx, key: &str) -> Result<bool, DbError> {
 
 /// An intent whose reservation was released (or never made).
 pub async fn drop_intent(db: &Db, key: &str) -> Result<(), DbError> {
-    on_db!(db, pool => sqlx::query("DELETE FROM checkout_intents WHERE reservation_key = $1")
+    on_write!(db, pool => sqlx::query("DELETE FROM checkout_intents WHERE reservation_key = $1")
         .bind(key).execute(pool).await.map(|_| ()))?;
     Ok(())
 }
@@ -993,7 +999,7 @@ pub async fn stale_intents(db: &Db, before_ms: i64, now: i64, limit: i64) -> Res
 /// conditional update: false when another reconciler has it, the checkout
 /// wrote its order meanwhile, or it is gone.
 pub async fn claim_intent(db: &Db, key: &str, before_ms: i64, now: i64, until_ms: i64) -> Result<bool, DbError> {
-    let n = on_db!(db, pool => sqlx::query(
+    let n = on_write!(db, pool => sqlx::query(
         "UPDATE checkout_intents SET state = 'releasing', claimed_until_ms = $1 WHERE reservation_key = $2 \
          AND ((state = 'open' AND created_ms < $3) OR (state = 'releasing' AND claimed_until_ms < $4))")
         .bind(until_ms).bind(key).bind(before_ms).bind(now).execute(pool).await.map(|r| r.rows_affected()))?;

@@ -12,12 +12,27 @@ use sqlx::sqlite::{
 use sqlx::{Postgres, Sqlite, Transaction};
 use tokio::sync::Notify;
 
-/// Runs the same expression against whichever pool is live:
-/// `on_db!(db, pool => sqlx::query(SQL).execute(pool).await.map(|r| r.rows_affected()))`.
+/// Reads with the same expression from whichever pool is live:
+/// `on_db!(db, pool => sqlx::query_scalar(SQL).fetch_one(pool).await)`.
+/// On SQLite these are the reader connections, which may not write
+/// (`PRAGMA query_only`): a write is [`on_write!`] or a [`Db::begin`].
 #[macro_export]
 macro_rules! on_db {
     ($db:expr, $pool:ident => $body:expr) => {
         match $db.pool() {
+            $crate::db::Pool::Sqlite($pool) => $body,
+            $crate::db::Pool::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// One autocommitted write with the same expression on whichever database is
+/// live: `on_write!(db, pool => sqlx::query(SQL).execute(pool).await.map(|r| r.rows_affected()))`.
+/// On SQLite it waits its turn for the one writer connection, in arrival order.
+#[macro_export]
+macro_rules! on_write {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db.writer() {
             $crate::db::Pool::Sqlite($pool) => $body,
             $crate::db::Pool::Postgres($pool) => $body,
         }
@@ -111,11 +126,18 @@ pub enum Pool {
     Postgres(PgPool),
 }
 
-/// One service's database: its pool, its name (the PostgreSQL schema), and the
-/// bell its outbox relay listens to.
+/// One service's database: its pools, its name (the PostgreSQL schema), and
+/// the bell its outbox relay listens to.
+///
+/// On SQLite, which lets one connection write at a time, writes go through
+/// one writer connection: transactions and autocommitted writes take it in
+/// arrival order (the pool's fair queue) instead of sleeping in SQLite's busy
+/// handler, and reads have connections of their own that cannot write. On
+/// PostgreSQL both are the same pool.
 #[derive(Clone, Debug)]
 pub struct Db {
     pool: Pool,
+    writer: Pool,
     schema: Arc<str>,
     outbox_bell: Arc<Notify>,
 }
@@ -151,25 +173,17 @@ impl Db {
                     source,
                 })?;
             }
-            // A fresh file switched to WAL by several processes at once
-            // answers "database is locked" before the busy timeout applies:
-            // the loser waits a little and opens it again.
-            let mut tries = 0u64;
-            let pool = loop {
-                let opened = SqlitePoolOptions::new()
-                    .max_connections(options.max_connections)
-                    .min_connections(1)
-                    .connect_with(opts.clone())
-                    .await;
-                match opened {
-                    Err(e) if tries < 20 && e.as_database_error().and_then(|d| d.code()).is_some_and(|c| c == "5") => {
-                        tries += 1;
-                        tokio::time::sleep(Duration::from_millis(20 * tries)).await;
-                    }
-                    other => break other?,
-                }
-            };
-            Pool::Sqlite(pool)
+            // The writer first: it creates the file and switches it to WAL.
+            let writer = open_sqlite(SqlitePoolOptions::new().max_connections(1).min_connections(1), opts.clone()).await?;
+            // Readers never take the write lock: SQLite refuses them any write.
+            let readers = SqlitePoolOptions::new().max_connections(options.max_connections.max(1)).min_connections(1);
+            let readers = open_sqlite(readers, opts.pragma("query_only", "ON")).await?;
+            return Ok(Db {
+                pool: Pool::Sqlite(readers),
+                writer: Pool::Sqlite(writer),
+                schema: schema.into(),
+                outbox_bell: Arc::new(Notify::new()),
+            });
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let opts = PgConnectOptions::from_str(url)?
                 .options([("search_path", schema)])
@@ -190,7 +204,7 @@ impl Db {
         } else {
             return Err(DbError::UnsupportedUrl(kernel::config::mask_url(url)));
         };
-        Ok(Db { pool, schema: schema.into(), outbox_bell: Arc::new(Notify::new()) })
+        Ok(Db { writer: pool.clone(), pool, schema: schema.into(), outbox_bell: Arc::new(Notify::new()) })
     }
 
     /// Opens `url` to look, creating nothing (`emporium doctor`): a SQLite
@@ -207,12 +221,18 @@ impl Db {
         if !in_memory && !path.exists() {
             return Ok(None);
         }
-        let pool = SqlitePoolOptions::new().max_connections(options.max_connections).connect_with(opts).await?;
-        Ok(Some(Db { pool: Pool::Sqlite(pool), schema: schema.into(), outbox_bell: Arc::new(Notify::new()) }))
+        let pool = Pool::Sqlite(SqlitePoolOptions::new().max_connections(options.max_connections).connect_with(opts).await?);
+        Ok(Some(Db { writer: pool.clone(), pool, schema: schema.into(), outbox_bell: Arc::new(Notify::new()) }))
     }
 
+    /// The connections to read with ([`on_db!`]).
     pub fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    /// The connection to write with outside a transaction ([`on_write!`]).
+    pub fn writer(&self) -> &Pool {
+        &self.writer
     }
 
     pub fn dialect(&self) -> Dialect {
@@ -231,11 +251,14 @@ impl Db {
         &self.outbox_bell
     }
 
-    /// Starts a write transaction. On SQLite it takes the write lock at once
-    /// (`BEGIN IMMEDIATE`), so concurrent writers queue on the busy timeout
-    /// instead of failing when a read lock cannot be upgraded.
+    /// Starts a write transaction. On SQLite it waits its turn for the
+    /// writer connection and takes the write lock at once (`BEGIN
+    /// IMMEDIATE`; another process holding it is waited for up to the busy
+    /// timeout).
     pub async fn begin(&self) -> Result<Tx, DbError> {
-        let inner = match &self.pool {
+        // Counted by the checkout benchmark from the statement log.
+        tracing::debug!(target: "platform::db", service = &*self.schema, "transaction");
+        let inner = match &self.writer {
             Pool::Sqlite(p) => TxInner::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
             Pool::Postgres(p) => TxInner::Postgres(p.begin().await?),
         };
@@ -249,7 +272,24 @@ impl Db {
     }
 
     pub async fn close(&self) {
+        on_write!(self, pool => pool.close().await);
         on_db!(self, pool => pool.close().await);
+    }
+}
+
+/// Opens a SQLite pool. A fresh file switched to WAL by several processes at
+/// once answers "database is locked" before the busy timeout applies: the
+/// loser waits a little and opens it again.
+async fn open_sqlite(options: SqlitePoolOptions, connect: SqliteConnectOptions) -> Result<SqlitePool, DbError> {
+    let mut tries = 0u64;
+    loop {
+        match options.clone().connect_with(connect.clone()).await {
+            Err(e) if tries < 20 && e.as_database_error().and_then(|d| d.code()).is_some_and(|c| c == "5") => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(20 * tries)).await;
+            }
+            other => return Ok(other?),
+        }
     }
 }
 

@@ -29,7 +29,7 @@ use sha2::{Digest, Sha256};
 
 use crate::auth::{Credential, Principal};
 use crate::db::{Db, DbError, now_ms};
-use crate::on_db;
+use crate::{on_db, on_write};
 
 pub const HEADER: &str = "idempotency-key";
 pub const REPLAYED_HEADER: &str = "idempotent-replayed";
@@ -153,7 +153,7 @@ pub async fn claim(db: &Db, scope: &str, key: &str, hash: &str, holder: &str, le
     let lease = lease_ms(lease);
     for _ in 0..5 {
         let now = now_ms();
-        let inserted = on_db!(db, pool => sqlx::query(
+        let inserted = on_write!(db, pool => sqlx::query(
             "INSERT INTO idempotency_keys (scope, idem_key, request_hash, state, locked_until_ms, expires_at_ms, lease_holder) \
              VALUES ($1, $2, $3, 'running', $4, $5, $6) ON CONFLICT (scope, idem_key) DO NOTHING")
             .bind(scope).bind(key).bind(hash).bind(now + lease).bind(now + RETENTION_MS).bind(holder)
@@ -169,7 +169,7 @@ pub async fn claim(db: &Db, scope: &str, key: &str, hash: &str, holder: &str, le
             continue; // expired and deleted meanwhile: try to insert again
         };
         if expires_at <= now {
-            on_db!(db, pool => sqlx::query(
+            on_write!(db, pool => sqlx::query(
                 "DELETE FROM idempotency_keys WHERE scope = $1 AND idem_key = $2 AND expires_at_ms = $3")
                 .bind(scope).bind(key).bind(expires_at).execute(pool).await.map(|r| r.rows_affected()))?;
             continue;
@@ -188,7 +188,7 @@ pub async fn claim(db: &Db, scope: &str, key: &str, hash: &str, holder: &str, le
         if locked_until < now {
             // The holder stopped renewing: it died. Take the key over, unless
             // another request did first (the lease is no longer the one read).
-            let taken = on_db!(db, pool => sqlx::query(
+            let taken = on_write!(db, pool => sqlx::query(
                 "UPDATE idempotency_keys SET locked_until_ms = $1, lease_holder = $2 \
                  WHERE scope = $3 AND idem_key = $4 AND state = 'running' AND locked_until_ms = $5")
                 .bind(now + lease).bind(holder).bind(scope).bind(key).bind(locked_until)
@@ -207,7 +207,7 @@ pub async fn claim(db: &Db, scope: &str, key: &str, hash: &str, holder: &str, le
 /// Extends `holder`'s lease on a running key; false when it no longer holds
 /// it (it lapsed and another request took the key over, or it finished).
 pub async fn renew(db: &Db, scope: &str, key: &str, holder: &str, lease: Duration) -> Result<bool, DbError> {
-    let n = on_db!(db, pool => sqlx::query(
+    let n = on_write!(db, pool => sqlx::query(
         "UPDATE idempotency_keys SET locked_until_ms = $1 \
          WHERE scope = $2 AND idem_key = $3 AND state = 'running' AND lease_holder = $4")
         .bind(now_ms() + lease_ms(lease)).bind(scope).bind(key).bind(holder)
@@ -220,7 +220,7 @@ pub async fn renew(db: &Db, scope: &str, key: &str, holder: &str, lease: Duratio
 /// stores its own answer).
 pub async fn complete(db: &Db, scope: &str, key: &str, holder: &str, response: &StoredResponse) -> Result<bool, DbError> {
     let headers = serde_json::to_string(&response.headers).map_err(|e| DbError::Corrupt(e.to_string()))?;
-    let n = on_db!(db, pool => sqlx::query(
+    let n = on_write!(db, pool => sqlx::query(
         "UPDATE idempotency_keys SET state = 'done', response_status = $1, response_headers = $2, \
          response_body = $3 WHERE scope = $4 AND idem_key = $5 AND state = 'running' AND lease_holder = $6")
         .bind(i32::from(response.status)).bind(headers).bind(&response.body)
@@ -230,7 +230,7 @@ pub async fn complete(db: &Db, scope: &str, key: &str, holder: &str, response: &
 
 /// Gives the key up after a failure on our side, so the client may retry.
 pub async fn release(db: &Db, scope: &str, key: &str, holder: &str) -> Result<(), DbError> {
-    on_db!(db, pool => sqlx::query(
+    on_write!(db, pool => sqlx::query(
         "DELETE FROM idempotency_keys WHERE scope = $1 AND idem_key = $2 AND state = 'running' AND lease_holder = $3")
         .bind(scope).bind(key).bind(holder).execute(pool).await.map(|r| r.rows_affected()))?;
     Ok(())
@@ -279,7 +279,7 @@ impl Drop for Lease {
 
 /// Deletes records past their 24 hours; returns how many.
 pub async fn purge_expired(db: &Db) -> Result<u64, DbError> {
-    let n = on_db!(db, pool => sqlx::query("DELETE FROM idempotency_keys WHERE expires_at_ms < $1")
+    let n = on_write!(db, pool => sqlx::query("DELETE FROM idempotency_keys WHERE expires_at_ms < $1")
         .bind(now_ms()).execute(pool).await.map(|r| r.rows_affected()))?;
     Ok(n)
 }

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bus::EventBus;
 use crate::db::{Db, DbError, Tx};
-use crate::{on_db, on_tx};
+use crate::{on_db, on_tx, on_write};
 
 /// Writes `event` into the outbox inside `tx`: it is published if and only
 /// if `tx` commits.
@@ -32,7 +32,7 @@ pub async fn enqueue(tx: &mut Tx, event: &Envelope) -> Result<(), DbError> {
 /// Forgets events published before `before`; rows parked because they could
 /// not be read stay for operators. Returns how many went.
 pub async fn purge_published(db: &Db, before: OffsetDateTime) -> Result<u64, DbError> {
-    let gone = on_db!(db, pool => sqlx::query(
+    let gone = on_write!(db, pool => sqlx::query(
         "DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < $1 \
          AND (last_error IS NULL OR last_error NOT LIKE 'unreadable:%')")
         .bind(before)
@@ -128,7 +128,7 @@ impl Relay {
                         .increment(1);
                     return Err(e.into());
                 }
-                on_db!(self.db, pool => sqlx::query(
+                on_write!(self.db, pool => sqlx::query(
                     "UPDATE outbox SET published_at = $1 WHERE id = $2")
                     .bind(OffsetDateTime::now_utc()).bind(&id)
                     .execute(pool).await.map(|r| r.rows_affected())).map_err(DbError::from)?;
@@ -144,11 +144,11 @@ impl Relay {
         // A parked row gets a published_at so it no longer blocks the queue;
         // its last_error says why, and `emporium` shows it to operators.
         if park {
-            on_db!(self.db, pool => sqlx::query(
+            on_write!(self.db, pool => sqlx::query(
                 "UPDATE outbox SET attempts = attempts + 1, last_error = $1, published_at = $2 WHERE id = $3")
                 .bind(&error).bind(OffsetDateTime::now_utc()).bind(id).execute(pool).await.map(|r| r.rows_affected()))?;
         } else {
-            on_db!(self.db, pool => sqlx::query(
+            on_write!(self.db, pool => sqlx::query(
                 "UPDATE outbox SET attempts = attempts + 1, last_error = $1 WHERE id = $2")
                 .bind(&error).bind(id).execute(pool).await.map(|r| r.rows_affected()))?;
         }

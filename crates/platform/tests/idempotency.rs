@@ -16,7 +16,7 @@ use platform::db::Db;
 use platform::http::Json;
 use platform::idempotency::{Idempotency, idempotent};
 use platform::migrate::{Migration, Migrations};
-use platform::on_db;
+use platform::{on_db, on_write};
 use platform::testing::Sandbox;
 use tower::ServiceExt;
 
@@ -39,7 +39,7 @@ async fn charge(State(db): State<Db>, Json(body): Json<Charge>) -> axum::respons
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     }
     tokio::time::sleep(std::time::Duration::from_millis(150)).await;
-    let id: i64 = on_db!(db, pool => sqlx::query_scalar("INSERT INTO charges (amount) VALUES ($1) RETURNING id")
+    let id: i64 = on_write!(db, pool => sqlx::query_scalar("INSERT INTO charges (amount) VALUES ($1) RETURNING id")
         .bind(body.amount).fetch_one(pool).await).unwrap();
     (StatusCode::CREATED, axum::Json(serde_json::json!({"charge": id, "amount": body.amount}))).into_response()
 }

@@ -5,7 +5,7 @@
 use platform::db::{Db, DbOptions, Dialect};
 use platform::migrate::{self, Migration, Migrations, PLATFORM};
 use platform::testing::Sandbox;
-use platform::{on_db, testing};
+use platform::{on_db, on_write, testing};
 
 static SAMPLE: Migrations = Migrations {
     component: "sample",
@@ -93,14 +93,14 @@ async fn connections_have_the_documented_settings() {
 async fn conditional_updates_keep_stock_from_going_negative() {
     let sandbox = Sandbox::new().await;
     let db = sandbox.db("sample", &[&SAMPLE]).await;
-    on_db!(db, pool => sqlx::query("INSERT INTO items (id, qty) VALUES ('a', 10)").execute(pool).await.map(|_| ())).unwrap();
+    on_write!(db, pool => sqlx::query("INSERT INTO items (id, qty) VALUES ('a', 10)").execute(pool).await.map(|_| ())).unwrap();
     let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(16));
     let mut tasks = Vec::new();
     for _ in 0..16 {
         let (db, barrier) = (db.clone(), barrier.clone());
         tasks.push(tokio::spawn(async move {
             barrier.wait().await;
-            on_db!(db, pool => sqlx::query("UPDATE items SET qty = qty - $1 WHERE id = 'a' AND qty >= $1")
+            on_write!(db, pool => sqlx::query("UPDATE items SET qty = qty - $1 WHERE id = 'a' AND qty >= $1")
                 .bind(1i64).execute(pool).await.map(|r| r.rows_affected())).unwrap()
         }));
     }

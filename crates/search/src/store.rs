@@ -2,7 +2,7 @@
 //! searches that found nothing.
 
 use platform::db::{Db, DbError, Dialect, now_ms};
-use platform::{on_db, on_tx};
+use platform::{on_db, on_tx, on_write};
 
 pub async fn synonyms(db: &Db) -> Result<Vec<Vec<String>>, DbError> {
     let rows: Vec<(String,)> =
@@ -27,7 +27,7 @@ pub async fn set_synonyms(db: &Db, groups: &[Vec<String>]) -> Result<(), DbError
 
 /// Counts one more search for `query` that found nothing.
 pub async fn no_result(db: &Db, query: &str) -> Result<(), DbError> {
-    on_db!(db, pool => sqlx::query(
+    on_write!(db, pool => sqlx::query(
         "INSERT INTO no_results (query, searches, last_ms) VALUES ($1, 1, $2) \
          ON CONFLICT (query) DO UPDATE SET searches = no_results.searches + 1, last_ms = excluded.last_ms")
         .bind(query).bind(now_ms()).execute(pool).await.map(|_| ()))?;

@@ -290,7 +290,7 @@ async fn item_15_reset_links_die_with_an_email_change() {
     use sha2::Digest;
     let stray = "a-reset-token-sent-to-the-old-address";
     let db = shop.app.db("auth").unwrap().clone();
-    platform::on_db!(db, pool => sqlx::query(
+    platform::on_write!(db, pool => sqlx::query(
         "INSERT INTO one_time_tokens (token_hash, user_id, purpose, email, expires_at_ms, created_at) VALUES ($1, $2, 'reset_password', 'bo@example.com', $3, $4)")
         .bind(hex::encode(sha2::Sha256::digest(stray.as_bytes()))).bind(me["id"].as_str().unwrap())
         .bind(((now() + 3600) * 1000) as i64).bind(time::OffsetDateTime::now_utc())
@@ -435,13 +435,13 @@ async fn item_15_a_new_password_comes_with_its_sign_out_or_not_at_all() {
             "DROP TRIGGER refuse_sign_out ON refresh_tokens",
         ),
     };
-    platform::on_db!(db, pool => sqlx::raw_sql(refuse).execute(pool).await.map(|_| ())).unwrap();
+    platform::on_write!(db, pool => sqlx::raw_sql(refuse).execute(pool).await.map(|_| ())).unwrap();
     let (s, body) = shop.send("POST", "/api/v1/auth/password/change", &ada, Some(json!({
         "current_password": PASSWORD, "new_password": "the changed passphrase"}))).await;
     assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
     let (s, body) = shop.send("POST", "/api/v1/auth/password/reset", &Who::default(), Some(json!({"token": reset, "password": "the reset passphrase"}))).await;
     assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
-    platform::on_db!(db, pool => sqlx::raw_sql(allow).execute(pool).await.map(|_| ())).unwrap();
+    platform::on_write!(db, pool => sqlx::raw_sql(allow).execute(pool).await.map(|_| ())).unwrap();
     assert_eq!(login("the changed passphrase").await.0, StatusCode::UNAUTHORIZED, "a password change was kept without its sign-out");
     assert_eq!(login("the reset passphrase").await.0, StatusCode::UNAUTHORIZED, "a password reset was kept without its sign-out");
     assert_eq!(live_sessions_and_moves(&shop, "ada@example.com").await, (1, 1), "nothing else happened either");

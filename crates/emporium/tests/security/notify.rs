@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use kernel::auth::Role;
-use platform::on_db;
+use platform::{on_db, on_write};
 use serde_json::{Value, json};
 
 use super::support::pages::{mail_link, staff_browser};
@@ -168,13 +168,13 @@ async fn item_6_webhooks_never_reach_private_networks() {
     let (port, hits) = tripwire().await;
     let db = shop.app.db("notify").unwrap().clone();
     let url = format!("http://localhost:{port}/in");
-    on_db!(db, pool => sqlx::query("UPDATE webhook_endpoints SET url = $1, enabled = TRUE WHERE id = $2")
+    on_write!(db, pool => sqlx::query("UPDATE webhook_endpoints SET url = $1, enabled = TRUE WHERE id = $2")
         .bind(&url).bind(&id).execute(pool).await.map(|r| r.rows_affected())).unwrap();
     let (s, test) = shop.send("POST", &format!("/api/v1/admin/webhooks/{id}/test"), &shop.as_staff(), None).await;
     assert_eq!(s, StatusCode::OK, "{test}");
     assert_eq!(test, json!({"ok": false, "result": "failed"}), "delivered or failed, nothing more");
     // And a literal loopback address that got into the table the same way.
-    on_db!(db, pool => sqlx::query("UPDATE webhook_endpoints SET url = $1 WHERE id = $2")
+    on_write!(db, pool => sqlx::query("UPDATE webhook_endpoints SET url = $1 WHERE id = $2")
         .bind(format!("http://127.0.0.1:{port}/in")).bind(&id).execute(pool).await.map(|r| r.rows_affected())).unwrap();
     let (_, test) = shop.send("POST", &format!("/api/v1/admin/webhooks/{id}/test"), &shop.as_staff(), None).await;
     assert_eq!(test, json!({"ok": false, "result": "failed"}));

@@ -84,7 +84,7 @@ async fn reset_token(shop: &Shop, user: &str, email: &str) -> String {
     let hash = hex::encode(sha2::Sha256::digest(token.as_bytes()));
     let expires = (time::OffsetDateTime::now_utc().unix_timestamp() + 3600) * 1000;
     let db = shop.app.db("auth").unwrap();
-    platform::on_db!(db, pool => sqlx::query(
+    platform::on_write!(db, pool => sqlx::query(
         "INSERT INTO one_time_tokens (token_hash, user_id, purpose, email, expires_at_ms, created_at) VALUES ($1, $2, 'reset_password', $3, $4, $5)")
         .bind(&hash).bind(user).bind(email).bind(expires).bind(time::OffsetDateTime::now_utc())
         .execute(pool).await.map(|_| ())).unwrap();
@@ -225,9 +225,9 @@ async fn item_10_secrets_are_sealed_without_a_configured_key() {
 
     // What an older version left in plaintext is sealed at the next start.
     let legacy_id = user_id(&shop, &shop.staff).await;
-    platform::on_db!(db, pool => sqlx::query("UPDATE users SET totp_secret = 'raw:JBSWY3DPEHPK3PXP' WHERE id = $1")
+    platform::on_write!(db, pool => sqlx::query("UPDATE users SET totp_secret = 'raw:JBSWY3DPEHPK3PXP' WHERE id = $1")
         .bind(&legacy_id).execute(pool).await.map(|_| ())).unwrap();
-    platform::on_db!(db, pool => sqlx::query(
+    platform::on_write!(db, pool => sqlx::query(
         "INSERT INTO signing_keys (kid, algorithm, private_key, encrypted, public_key, created_at_ms, retired_at_ms) \
          VALUES ('legacy', 'EdDSA', $1, FALSE, $2, 1, 2)")
         .bind(b"plaintext key bytes".to_vec()).bind(vec![0u8; 32]).execute(pool).await.map(|_| ())).unwrap();
@@ -323,7 +323,7 @@ async fn item_5_a_refresh_racing_a_sign_out_gets_no_session() {
     let db = shop.app.db("auth").unwrap().clone();
     match db.dialect() {
         platform::db::Dialect::Sqlite => {
-            platform::on_db!(db, pool => sqlx::raw_sql(
+            platform::on_write!(db, pool => sqlx::raw_sql(
                 "CREATE TRIGGER race_logout AFTER UPDATE OF used_at_ms ON refresh_tokens FOR EACH ROW \
                  WHEN OLD.used_at_ms IS NULL AND NEW.used_at_ms IS NOT NULL BEGIN \
                  UPDATE users SET token_generation = token_generation + 1 WHERE id = NEW.user_id; \
@@ -331,7 +331,7 @@ async fn item_5_a_refresh_racing_a_sign_out_gets_no_session() {
                  END").execute(pool).await.map(|_| ())).unwrap();
         }
         platform::db::Dialect::Postgres => {
-            platform::on_db!(db, pool => sqlx::raw_sql(
+            platform::on_write!(db, pool => sqlx::raw_sql(
                 "CREATE FUNCTION race_logout() RETURNS trigger AS $$ BEGIN \
                  UPDATE users SET token_generation = token_generation + 1 WHERE id = NEW.user_id; \
                  UPDATE refresh_tokens SET revoked_at_ms = NEW.used_at_ms WHERE family_id = NEW.family_id AND revoked_at_ms IS NULL; \
@@ -369,7 +369,7 @@ async fn item_5_a_dead_refresh_token_signs_nothing_out() {
     assert_eq!(s, StatusCode::OK, "a revoked refresh token signed the user out again: {body}");
     let (_, expired) = login(&shop, email, PASSWORD).await;
     let db = shop.app.db("auth").unwrap().clone();
-    platform::on_db!(db, pool => sqlx::query("UPDATE refresh_tokens SET expires_at_ms = 1 WHERE token_hash = $1")
+    platform::on_write!(db, pool => sqlx::query("UPDATE refresh_tokens SET expires_at_ms = 1 WHERE token_hash = $1")
         .bind(stored_hash(&expired)).execute(pool).await.map(|_| ())).unwrap();
     assert_eq!(logout(expired).await.0, StatusCode::NO_CONTENT);
     let (s, body) = shop.send("GET", "/api/v1/me", &bearer(&access), None).await;
