@@ -23,6 +23,7 @@ use serde_json::Value;
 use tokio::sync::{Barrier, Semaphore};
 use tokio::task::JoinHandle;
 
+mod checkout_count;
 mod checkout_replay;
 mod checkout_report;
 
@@ -65,7 +66,7 @@ const PAYMENT: &str = r#"{"payment":{"provider":"test","token":"tok_visa"}}"#;
 #[tokio::main]
 async fn main() -> Result<(), String> {
     let args = Args::parse();
-    let place = Place::new(args.database_url.clone(), "checkout", &["server", "replay", "pgbench"])?;
+    let place = Place::new(args.database_url.clone(), "checkout", &["server", "replay", "pgbench", "count"])?;
     if let Err(e) = place.create().await {
         place.remove().await;
         return Err(e);
@@ -84,10 +85,12 @@ async fn main() -> Result<(), String> {
 
 async fn run(args: &Args, place: &Place) -> Result<(Measured, Reference), String> {
     let bins = std::env::current_exe().map_err(err)?.parent().map(Path::to_path_buf).ok_or("no folder for the binaries")?;
-    let server = start_server(&bins, place)?;
+    let server = start_server(&bins, place, "server", None)?;
     let measured = measure(&server.1, args).await;
     stop(server.0);
-    let measured = measured?;
+    let mut measured = measured?;
+    eprintln!("counting the statements of one checkout");
+    measured.counted = checkout_count::count(&bins, place).await?;
     eprintln!("reference: the checkout's statements, without HTTP or the service");
     Ok((measured, reference(args, place).await?))
 }
@@ -100,7 +103,7 @@ fn err(e: impl std::fmt::Display) -> String {
 
 /// `emporium --config <file>` (the file only turns test payments on), with
 /// no `EMPORIUM_*` setting from the caller's environment: only the run's own database.
-fn emporium(bins: &Path, place: &Place) -> Command {
+fn emporium(bins: &Path, place: &Place, part: &str) -> Command {
     let mut cmd = Command::new(bins.join("emporium"));
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("EMPORIUM_") {
@@ -108,18 +111,20 @@ fn emporium(bins: &Path, place: &Place) -> Command {
         }
     }
     if place.admin.is_some() {
-        cmd.env("EMPORIUM_DATABASE_URL", place.url("server", ""));
+        cmd.env("EMPORIUM_DATABASE_URL", place.url(part, ""));
     }
     cmd.arg("--config").arg(place.dir.join("emporium.toml"));
     cmd
 }
 
-/// Makes the admin, then starts `emporium serve`; returns it and its address.
-fn start_server(bins: &Path, place: &Place) -> Result<(Child, String), String> {
-    let data = place.dir.join("server");
+/// Makes the admin, then starts `emporium serve` on `place`'s `part`;
+/// returns it and its address. With `log`, its log lines go to that file,
+/// filtered with that filter.
+fn start_server(bins: &Path, place: &Place, part: &str, log: Option<(&Path, &str)>) -> Result<(Child, String), String> {
+    let data = place.dir.join(part);
     // The bench pays with test cards, which a shop takes only when told to.
     std::fs::write(place.dir.join("emporium.toml"), "[orders]\ntest_payments = true\n\n# A load generator is one client: no request limits.\n[limits]\nper_ip_per_minute = 0\nper_principal_per_minute = 0\ncarts_per_ip_per_hour = 0\nsign_ups_per_ip_per_hour = 0\ndiscount_attempts_per_cart_per_10_min = 0\n").map_err(err)?;
-    let mut create = emporium(bins, place)
+    let mut create = emporium(bins, place, part)
         .args(["users", "create", "--email", ADMIN_EMAIL, "--role", "admin", "--name", "Bench", "--password-stdin", "--data-dir"])
         .arg(&data)
         .stdin(Stdio::piped())
@@ -134,8 +139,11 @@ fn start_server(bins: &Path, place: &Place) -> Result<(Child, String), String> {
     if !out.status.success() {
         return Err(format!("emporium users create: {}", String::from_utf8_lossy(&out.stderr)));
     }
-    let mut serve = emporium(bins, place);
+    let mut serve = emporium(bins, place, part);
     serve.args(["serve", "--bind", "127.0.0.1:0", "--data-dir"]).arg(&data).stdout(Stdio::piped()).stderr(Stdio::null());
+    if let Some((file, filter)) = log {
+        serve.env("EMPORIUM_LOG", filter).stderr(std::fs::File::create(file).map_err(|e| format!("{}: {e}", file.display()))?);
+    }
     let mut child = serve.spawn().map_err(err)?;
     match read_address(&mut child) {
         Ok(addr) => Ok((child, addr)),
@@ -392,6 +400,7 @@ struct Measured {
     request: Stats,
     flow: Stats,
     flash: Flash,
+    counted: checkout_count::Counted,
 }
 
 async fn measure(addr: &str, args: &Args) -> Result<Measured, String> {
@@ -414,7 +423,7 @@ async fn measure(addr: &str, args: &Args) -> Result<Measured, String> {
     eprintln!("flash sale: {} buyers, {FLASH_STOCK} units", args.buyers);
     let flash = flash_sale(&api, &admin, &method, args.buyers).await?;
     let s = args.seconds;
-    Ok(Measured { add: stats(add, s), request: stats(request, s), flow: stats(flow, s), flash })
+    Ok(Measured { add: stats(add, s), request: stats(request, s), flow: stats(flow, s), flash, counted: Default::default() })
 }
 
 /// One shopper adding one unit at a time to its own cart, cycling over the SKUs.

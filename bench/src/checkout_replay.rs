@@ -12,9 +12,9 @@ use catalog::Inventory;
 use kernel::Envelope;
 use kernel::config::DatabaseConfig;
 use kernel::id::Uuid;
-use platform::db::{Db, DbOptions, Tx, now_ms};
+use platform::db::{Db, DbOptions, Dialect, Tx, now_ms};
 use platform::migrate::{self, PLATFORM};
-use platform::{on_db, on_tx};
+use platform::{on_db, on_tx, on_write};
 use serde_json::{Value, json};
 use sqlx::Row;
 
@@ -91,7 +91,8 @@ const HOLD: &str = "UPDATE inventory_levels SET reserved = reserved + $1 WHERE s
 const INSERT_RESERVATION_LINE: &str = "INSERT INTO reservation_lines (order_id, sku, location_id, quantity) VALUES ($1, $2, $3, $4)";
 const AVAILABLE: &str = "SELECT CAST(SUM(on_hand - reserved) AS BIGINT) FROM inventory_levels WHERE sku = $1";
 const OUTBOX: &str = "INSERT INTO outbox (id, event_type, payload, created_at) VALUES ($1, $2, $3, $4)";
-const NEXT_NUMBER: &str = "UPDATE counters SET value = value + 1 WHERE name = 'order_number' RETURNING value";
+const NEXT_NUMBER_SQLITE: &str = "UPDATE counters SET value = value + 1 WHERE name = 'order_number' RETURNING value";
+const NEXT_NUMBER_POSTGRES: &str = "SELECT nextval('order_numbers')";
 const CLOSE_CART: &str = "UPDATE carts SET status = 'ordered', order_id = $1, updated_ms = $2 WHERE id = $3 AND status = 'open'";
 const INSERT_ORDER: &str = "INSERT INTO orders (id, number, cart_id, user_id, email, lookup_hash, status, currency, subtotal, discount_total, shipping_total, tax_total, total, prices_include_tax, shipping_address, billing_address, shipping_method, discount_id, discount_code, customer_key, capture_mode, attempt, stock, captured, refunded, placed_ms, paid_ms, updated_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28)";
 const INSERT_LINE: &str = "INSERT INTO order_lines (order_id, line_no, sku, product_id, variant_id, title, variant_title, unit_price, quantity, discount, tax, total) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
@@ -107,8 +108,8 @@ const LEDGER: &str = "INSERT INTO inventory_ledger (id, sku, location_id, delta,
 const SET_STOCK: &str = "UPDATE orders SET stock = $1 WHERE id = $2 AND attempt = $3";
 
 /// Tables of the statements above, qualified with their schema in the pgbench script.
-const TABLES: [&str; 14] = [
-    "carts", "reservations", "stock_locations", "variants", "inventory_levels", "reservation_lines", "outbox", "counters",
+const TABLES: [&str; 15] = [
+    "carts", "reservations", "stock_locations", "variants", "inventory_levels", "reservation_lines", "outbox", "counters", "order_numbers",
     "orders", "order_lines", "payments", "order_timeline", "test_gateway_charges", "inventory_ledger",
 ];
 
@@ -130,6 +131,7 @@ impl Mode {
 
 struct Ids {
     mode: Mode,
+    dialect: Dialect,
     sku: Arg,
     cart: Arg,
     order: Arg,
@@ -147,9 +149,10 @@ const TOTAL: i64 = 2680;
 /// Every statement of one checkout, in its transactions, as `Orders::checkout`
 /// runs them: the cart the flow made, reserve, create_order, the test
 /// gateway's charge, apply_outcome (paid), the catalog's commit and the stock mark.
-fn checkout_units(sku: &str, mode: Mode) -> Vec<Unit> {
+fn checkout_units(sku: &str, mode: Mode, dialect: Dialect) -> Vec<Unit> {
     let ids = Ids {
         mode,
+        dialect,
         sku: text(sku),
         cart: mode.id("cart"),
         order: mode.id("ord"),
@@ -222,7 +225,7 @@ fn order_steps(ids: &Ids) -> Vec<Step> {
         "subtotal": SUBTOTAL, "discount": 0, "shipping": SHIPPING_TOTAL, "tax": TAX_TOTAL, "total": TOTAL,
         "lookup_token": "7".repeat(64), "lines": lines_json(&sku), "shipping_address": serde_json::from_str::<Value>(ADDRESS).unwrap_or_default()});
     vec![
-        step(NEXT_NUMBER, vec![]).number(),
+        step(if ids.dialect == Dialect::Postgres { NEXT_NUMBER_POSTGRES } else { NEXT_NUMBER_SQLITE }, vec![]).number(),
         step(CLOSE_CART, vec![o.clone(), now.clone(), ids.cart.clone()]).must(),
         step(INSERT_ORDER, order),
         step(INSERT_LINE, line),
@@ -333,13 +336,13 @@ impl Replay {
     }
 
     async fn checkout(&self) -> Result<(), String> {
-        for unit in checkout_units(&self.sku, Mode::Live) {
+        for unit in checkout_units(&self.sku, Mode::Live, self.orders.dialect()) {
             let db = if unit.orders { &self.orders } else { &self.catalog };
             if unit.transaction {
                 run_transaction(db, &unit.steps).await?;
             } else {
                 for step in &unit.steps {
-                    checked(step, on_db!(db, pool => execute!(pool, step, None::<i64>)))?;
+                    checked(step, on_write!(db, pool => execute!(pool, step, None::<i64>)))?;
                 }
             }
         }
@@ -407,7 +410,7 @@ fn installed(program: &str) -> bool {
 fn pgbench_script(sku: &str) -> String {
     let mut script = String::from("-- checkout-bench: the database work of one checkout\n");
     script += "\\set n :client_id * 1000000000000000 + random(1, 999999999999999)\n";
-    for unit in checkout_units(sku, Mode::Pgbench) {
+    for unit in checkout_units(sku, Mode::Pgbench, Dialect::Postgres) {
         let schema = if unit.orders { "orders" } else { "catalog" };
         script += if unit.transaction { "BEGIN;\n" } else { "" };
         for step in &unit.steps {

@@ -64,6 +64,21 @@ pub fn render(args: &Args, place: &Place, m: &Measured, r: &Reference) -> String
     out += &first_error("checkout", &flow.first_error);
     out += &first_error("replay", &rep.first_error);
     out += &flash_table(&m.flash);
+    let c = &m.counted;
+    out += &table("Database work of one checkout (counted from a server's statement log; see below)", &[
+        row("statements, request path", c.request_statements.to_string(), "-".into(), "-".into()),
+        row("transactions, request path", c.request_transactions.to_string(), "-".into(), "-".into()),
+        row("statements, with consumers and relays", c.total_statements.to_string(), "-".into(), "-".into()),
+        row("transactions, with consumers and relays", c.total_transactions.to_string(), "-".into(), "-".into()),
+    ]);
+    out += &format!(
+        "\nCounted on a server of its own started with `EMPORIUM_LOG=warn,sqlx::query=debug,platform::db=debug`: statements are sqlx's \
+         statement log lines less transaction control (BEGIN, COMMIT, ROLLBACK), transactions are `Db::begin`'s. The request path is the \
+         lines of the checkout request's id; the total is every line in the {} s after it less the idle shop's {} statements in as long \
+         a window just before (sweeps, gauges, relays' polls).\n",
+        super::checkout_count::SETTLE.as_secs(),
+        c.idle_statements
+    );
     out += "\nRatios: throughput, higher is better; latency, lower is better. The replay runs, per checkout, the statements of `Orders::checkout` \
             in their transactions (the cart row the flow made; the catalog's reserve; create_order; the test gateway's charge; apply_outcome's \
             paid transaction; the catalog's commit; the order's stock mark) with the same ids, values and outbox events, against freshly \

@@ -31,7 +31,7 @@ use platform::app::App;
 use platform::bus::EventBus;
 use platform::db::{Db, DbOptions, now_ms};
 use platform::migrate::{self, PLATFORM};
-use platform::on_db;
+use platform::{on_db, on_write};
 use serde_json::json;
 use tokio::io::AsyncBufReadExt;
 use tokio::task::JoinHandle;
@@ -480,19 +480,19 @@ impl Floor {
         let user = format!("usr_bench_{tag}_{n}");
         let recipient = format!("bench-{tag}-{n}@example.com");
         let now = now_ms();
-        on_db!(db, pool => sqlx::query(FLOOR_DELIVERY)
+        on_write!(db, pool => sqlx::query(FLOOR_DELIVERY)
             .bind(&id).bind(&dedupe).bind(&event).bind(EVENT).bind(TEMPLATE).bind(&recipient).bind(&user)
             .bind(&s.subject).bind(&s.body).bind(&s.html).bind(now)
             .execute(pool).await.map(|r| r.rows_affected()))
         .map_err(|e| format!("insert delivery: {e}"))?;
         let headers = json!({"From": self.from, "To": recipient, "Subject": s.subject, "Message-ID": format!("<{id}@mailbox.invalid>")});
         let headers = headers.to_string();
-        on_db!(db, pool => sqlx::query(FLOOR_MAIL)
+        on_write!(db, pool => sqlx::query(FLOOR_MAIL)
             .bind(&mail).bind(&id).bind(&self.from).bind(&recipient).bind(&s.subject).bind(&s.body).bind(&s.html)
             .bind(&headers).bind(now_ms())
             .execute(pool).await.map(|r| r.rows_affected()))
         .map_err(|e| format!("insert mail: {e}"))?;
-        let updated = on_db!(db, pool => sqlx::query(FLOOR_SENT).bind(&mail).bind(now_ms()).bind(&id)
+        let updated = on_write!(db, pool => sqlx::query(FLOOR_SENT).bind(&mail).bind(now_ms()).bind(&id)
             .execute(pool).await.map(|r| r.rows_affected()))
         .map_err(|e| format!("mark sent: {e}"))?;
         if updated == 1 { Ok(()) } else { Err(format!("mark sent: touched {updated} rows")) }
