@@ -72,10 +72,10 @@ pub fn render(args: &Args, place: &Place, m: &Measured, r: &Reference) -> String
         row("transactions, with consumers and relays", c.total_transactions.to_string(), "-".into(), "-".into()),
     ]);
     out += &format!(
-        "\nCounted on a server of its own started with `EMPORIUM_LOG=warn,sqlx::query=debug,platform::db=debug`: statements are sqlx's \
-         statement log lines less transaction control (BEGIN, COMMIT, ROLLBACK), transactions are `Db::begin`'s. The request path is the \
-         lines of the checkout request's id; the total is every line in the {} s after it less the idle shop's {} statements in as long \
-         a window just before (sweeps, gauges, relays' polls).\n",
+        "\nCounted on a server of its own started with `EMPORIUM_LOG=warn,platform::http=info,platform::db=debug` (the request span is at info): every statement the services run \
+         goes through `on_db!`, `on_write!` or `on_tx!`, which log it, and every transaction through `Db::begin`, which logs it. The \
+         request path is the lines of the checkout request's id (the Idempotency-Key's record included); the total is every line in the \
+         {} s after it less the idle shop's {} statements in as long a window just before (sweeps, gauges, relays' polls).\n",
         super::checkout_count::SETTLE.as_secs(),
         c.idle_statements
     );

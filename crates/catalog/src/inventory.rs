@@ -116,7 +116,8 @@ impl Inventory {
         }
         let expires = now_ms() + self.reservation_ttl.as_millis() as i64;
         let mut tx = self.db.begin().await?;
-        if store::reservation_state(&mut tx, order_id).await?.is_some() || !store::insert_reservation(&mut tx, order_id, expires).await? {
+        // Idempotent on the order id: a reservation already there is answered as it is.
+        if !store::insert_reservation(&mut tx, order_id, expires).await? {
             tx.rollback().await?;
             return self.reservation(order_id).await;
         }
@@ -170,15 +171,15 @@ impl Inventory {
     /// The order was paid: the held units leave the shelf. Idempotent.
     pub async fn commit(&self, order_id: &str) -> Result<(), CatalogError> {
         let mut tx = self.db.begin().await?;
-        let state = store::reservation_state(&mut tx, order_id).await?;
-        match state.as_ref().map(|s| s.0.as_str()) {
-            None => return Err(CatalogError::ReservationNotFound(order_id.to_owned())),
-            Some("committed") => return Ok(()),
-            Some("released") => return Err(CatalogError::ReservationReleased(order_id.to_owned())),
-            Some(_) => {}
-        }
         if !store::settle_reservation(&mut tx, order_id, "committed").await? {
-            return Err(CatalogError::Contention);
+            // It was not held: say why.
+            let state = store::reservation_state(&mut tx, order_id).await?;
+            return match state.as_ref().map(|s| s.0.as_str()) {
+                None => Err(CatalogError::ReservationNotFound(order_id.to_owned())),
+                Some("committed") => Ok(()),
+                Some("released") => Err(CatalogError::ReservationReleased(order_id.to_owned())),
+                Some(_) => Err(CatalogError::Contention),
+            };
         }
         let mut touched = Touched::default();
         for (sku, location, quantity) in store::reservation_lines(&mut tx, order_id).await? {
@@ -384,10 +385,8 @@ async fn announce(
     change: i64,
     threshold: i64,
 ) -> Result<(String, bool), CatalogError> {
-    let available = store::available(tx, sku).await?;
+    let (available, (product_id, variant_id, title, variant_title, slug)) = store::available_and_names(tx, sku).await?;
     let available_before = available - change;
-    let names = store::sku_names(tx, sku).await?;
-    let (product_id, variant_id, title, variant_title, slug) = names.unwrap_or_default();
     let data = json!({"sku": sku, "location": location, "on_hand": on_hand, "reserved": reserved,
                       "available": available, "product_id": product_id, "variant_id": variant_id,
                       "title": title, "variant_title": variant_title, "slug": slug});

@@ -434,13 +434,23 @@ pub async fn stock_rules(tx: &mut Tx, sku: &str) -> Result<Option<StockRules>, D
     Ok(row.map(|(track, backorder, threshold)| StockRules { track, backorder, threshold }))
 }
 
-/// What a SKU is, for the stock events: (product id, variant id, product
-/// title, variant title, product slug).
-pub async fn sku_names(tx: &mut Tx, sku: &str) -> Result<Option<(String, String, String, String, String)>, DbError> {
-    let row = on_tx!(tx, c => sqlx::query_as(
-        "SELECT v.product_id, v.id, p.title, v.title, p.slug FROM variants v JOIN products p ON p.id = v.product_id WHERE v.sku = $1")
-        .bind(sku).fetch_optional(c).await)?;
-    Ok(row)
+/// What is available of a SKU over all locations, and its names (product
+/// id, variant id, product title, variant title, slug; empty when the SKU
+/// has no variant), in one statement.
+pub async fn available_and_names(tx: &mut Tx, sku: &str) -> Result<(i64, (String, String, String, String, String)), DbError> {
+    let row: (Option<i64>, Option<String>, Option<String>, Option<String>, Option<String>, Option<String>) = on_tx!(tx, c => sqlx::query_as(
+        "SELECT (SELECT CAST(SUM(l.on_hand - l.reserved) AS BIGINT) FROM inventory_levels l WHERE l.sku = $1), \
+         v.product_id, v.id, p.title, v.title, p.slug \
+         FROM (SELECT 1 AS one) x LEFT JOIN variants v ON v.sku = $1 LEFT JOIN products p ON p.id = v.product_id")
+        .bind(sku).fetch_one(c).await)?;
+    let (available, product, variant, title, variant_title, slug) = row;
+    Ok((available.unwrap_or(0), (
+        product.unwrap_or_default(),
+        variant.unwrap_or_default(),
+        title.unwrap_or_default(),
+        variant_title.unwrap_or_default(),
+        slug.unwrap_or_default(),
+    )))
 }
 
 /// (location, on_hand, reserved) of a SKU at each location it has a level at.

@@ -222,6 +222,16 @@ impl Orders {
         self.ready(&priced).await?;
         same_total(priced.totals.total, shown_total, &priced.cart.currency)?;
 
+        // What the catalog just said is not there is refused before anything
+        // is written or held (in a sale, most buyers are refused here).
+        for item in &priced.items {
+            if let Some(offer) = &item.offer
+                && let Some(available) = offer.available.filter(|&a| a < item.item.quantity)
+            {
+                let shortfall = domain::Shortfall { available: available.max(0), in_cart: 0 };
+                return Err(OrdersError::NotEnoughStock { name: domain::item_name(&offer.title, &offer.variant_title), shortfall });
+            }
+        }
         let catalog = self.catalog()?;
         let lines: Vec<(String, i64)> = priced.items.iter().map(|i| (i.item.sku.clone(), i.item.quantity)).collect();
         let order_id = self.intend(&priced.cart.id, &lines, attempt).await?;
@@ -432,10 +442,7 @@ impl Orders {
             }
         }
         let payment = PaymentRow::attempt(id, 1, provider, token, order.total);
-        store::insert_payment(&mut tx, &payment).await?;
-        if let Some(attempt) = attempt {
-            store::tag_payment(&mut tx, &payment.id, attempt).await?;
-        }
+        store::insert_payment(&mut tx, &payment, attempt).await?;
         store::record(&mut tx, id, "placed", order.user_id.as_deref(), &json!({"number": order.number, "total": order.total})).await?;
         let data = json!({"order_id": id, "number": order.number, "email": order.email, "user_id": order.user_id,
             "currency": order.currency, "subtotal": order.subtotal, "discount": order.discount_total,
@@ -480,18 +487,24 @@ impl Orders {
             }
         };
         fault::point("checkout.authorised");
-        self.apply_outcome(&order.id, &payment.id, outcome).await
+        // The rows as this request wrote or read them: no need to read them again.
+        self.apply_outcome_to(order.clone(), payment.clone(), outcome).await
     }
 
     /// Records a gateway's answer about one payment attempt (from checkout,
     /// a confirmation, a webhook or the reconciler). Idempotent.
     pub async fn apply_outcome(&self, order_id: &str, payment_id: &str, outcome: Outcome) -> Result<Option<String>, OrdersError> {
         let order = store::order(&self.db, order_id).await?.ok_or(OrdersError::OrderNotFound)?;
-        let mut payment = store::payments(&self.db, order_id)
+        let payment = store::payments(&self.db, order_id)
             .await?
             .into_iter()
             .find(|p| p.id == payment_id)
             .ok_or(OrdersError::NotFound("payment"))?;
+        self.apply_outcome_to(order, payment, outcome).await
+    }
+
+    /// [`Self::apply_outcome`] to an order and payment attempt already read.
+    async fn apply_outcome_to(&self, mut order: OrderRow, mut payment: PaymentRow, outcome: Outcome) -> Result<Option<String>, OrdersError> {
         let key = reservation_key(&order.id, payment.attempt);
         if matches!(payment.status.as_str(), "captured" | "authorized" | "failed" | "voided") {
             // Settled before (a repeated webhook): only finish the stock step.
@@ -514,7 +527,8 @@ impl Orders {
                 let lines = self.event_lines(&order.id).await?;
                 let mut tx = self.db.begin().await?;
                 store::settle_payment(&mut tx, &payment).await?;
-                if store::mark_paid(&mut tx, &order.id, payment.captured).await? {
+                let marked = store::mark_paid(&mut tx, &order.id, payment.captured).await?;
+                if marked {
                     store::record(&mut tx, &order.id, "paid", None, &json!({"payment_id": payment.id, "captured": payment.captured})).await?;
                     let data = json!({"order_id": order.id, "number": order.number, "email": order.email,
                         "user_id": order.user_id, "currency": order.currency, "subtotal": order.subtotal,
@@ -526,7 +540,13 @@ impl Orders {
                 tx.commit().await?;
                 metrics::counter!("orders_paid_total").increment(1);
                 fault::point("checkout.paid");
-                self.settle_stock(&order.id).await?;
+                if marked {
+                    // This request made it paid: its stock step follows from the row it has.
+                    order.status = Status::Paid;
+                    self.settle_stock_of(&order).await?;
+                } else {
+                    self.settle_stock(&order.id).await?;
+                }
                 Ok(None)
             }
             Outcome::RequiresAction { reference, url } => {
@@ -570,15 +590,18 @@ impl Orders {
     /// one's comes back. Safe to repeat.
     pub(crate) async fn settle_stock(&self, order_id: &str) -> Result<(), OrdersError> {
         let order = store::order(&self.db, order_id).await?.ok_or(OrdersError::OrderNotFound)?;
+        self.settle_stock_of(&order).await
+    }
+
+    /// [`Self::settle_stock`] of an order already read.
+    async fn settle_stock_of(&self, order: &OrderRow) -> Result<(), OrdersError> {
         if order.stock != "held" {
             return Ok(());
         }
         let key = reservation_key(&order.id, order.attempt);
         if order.status.is_paid() || order.status == Status::PartiallyFulfilled || order.status == Status::Fulfilled {
             self.catalog()?.commit(&key).await?;
-            let mut tx = self.db.begin().await?;
-            store::set_stock(&mut tx, &order.id, order.attempt, "committed").await?;
-            tx.commit().await?;
+            store::set_stock(&self.db, &order.id, order.attempt, "committed").await?;
         } else if matches!(order.status, Status::PaymentFailed | Status::Cancelled) {
             self.release_stock(&order.id, &key, order.attempt).await?;
         }
@@ -590,9 +613,7 @@ impl Orders {
             Ok(()) | Err(PortError::UnknownSku(_)) => {}
             Err(e) => return Err(e.into()),
         }
-        let mut tx = self.db.begin().await?;
-        store::set_stock(&mut tx, order, attempt, "released").await?;
-        tx.commit().await?;
+        store::set_stock(&self.db, order, attempt, "released").await?;
         Ok(())
     }
 
@@ -660,10 +681,7 @@ impl Orders {
             self.give_back(catalog.as_ref(), &key).await;
             return Err(busy());
         }
-        store::insert_payment(&mut tx, &payment).await?;
-        if let Some(attempt) = attempt {
-            store::tag_payment(&mut tx, &payment.id, attempt).await?;
-        }
+        store::insert_payment(&mut tx, &payment, attempt).await?;
         store::record(&mut tx, &order.id, "payment_retried", None, &json!({"payment_id": payment.id, "attempt": number})).await?;
         tx.commit().await?;
         let order = store::order(&self.db, order_id).await?.ok_or(OrdersError::OrderNotFound)?;

@@ -683,9 +683,10 @@ pub async fn set_status(tx: &mut Tx, order: &str, from: Status, to: Status) -> R
     Ok(n == 1)
 }
 
-pub async fn set_stock(tx: &mut Tx, order: &str, attempt: i64, stock: &str) -> Result<(), DbError> {
-    on_tx!(tx, c => sqlx::query("UPDATE orders SET stock = $1 WHERE id = $2 AND attempt = $3")
-        .bind(stock).bind(order).bind(attempt).execute(c).await.map(|_| ()))?;
+/// Where the stock of the order's attempt `attempt` stands (one statement, no transaction).
+pub async fn set_stock(db: &Db, order: &str, attempt: i64, stock: &str) -> Result<(), DbError> {
+    on_write!(db, pool => sqlx::query("UPDATE orders SET stock = $1 WHERE id = $2 AND attempt = $3")
+        .bind(stock).bind(order).bind(attempt).execute(pool).await.map(|_| ()))?;
     Ok(())
 }
 
@@ -833,13 +834,14 @@ macro_rules! payment_row {
     };
 }
 
-pub async fn insert_payment(tx: &mut Tx, p: &PaymentRow) -> Result<(), DbError> {
+/// A new payment attempt, made by the idempotent request `checkout_attempt` when there is one.
+pub async fn insert_payment(tx: &mut Tx, p: &PaymentRow, checkout_attempt: Option<&str>) -> Result<(), DbError> {
     let now = now_ms();
     on_tx!(tx, c => sqlx::query(
-        "INSERT INTO payments (id, order_id, attempt, provider, token, status, amount, created_ms, updated_ms, method) \
-         VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $7, $8)")
+        "INSERT INTO payments (id, order_id, attempt, provider, token, status, amount, created_ms, updated_ms, method, checkout_attempt) \
+         VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $7, $8, $9)")
         .bind(&p.id).bind(&p.order_id).bind(p.attempt).bind(&p.provider).bind(&p.token).bind(p.amount).bind(now).bind(&p.method)
-        .execute(c).await.map(|_| ()))?;
+        .bind(checkout_attempt).execute(c).await.map(|_| ()))?;
     Ok(())
 }
 
@@ -877,13 +879,6 @@ pub async fn settle_payment(tx: &mut Tx, p: &PaymentRow) -> Result<(), DbError> 
 pub async fn add_payment_refunded(tx: &mut Tx, payment: &str, amount: i64) -> Result<(), DbError> {
     on_tx!(tx, c => sqlx::query("UPDATE payments SET refunded = refunded + $1, updated_ms = $2 WHERE id = $3")
         .bind(amount).bind(now_ms()).bind(payment).execute(c).await.map(|_| ()))?;
-    Ok(())
-}
-
-/// Which idempotent request made a payment attempt (see `checkout_intents`).
-pub async fn tag_payment(tx: &mut Tx, payment: &str, checkout_attempt: &str) -> Result<(), DbError> {
-    on_tx!(tx, c => sqlx::query("UPDATE payments SET checkout_attempt = $1 WHERE id = $2")
-        .bind(checkout_attempt).bind(payment).execute(c).await.map(|_| ()))?;
     Ok(())
 }
 

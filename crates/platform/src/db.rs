@@ -18,12 +18,13 @@ use tokio::sync::Notify;
 /// (`PRAGMA query_only`): a write is [`on_write!`] or a [`Db::begin`].
 #[macro_export]
 macro_rules! on_db {
-    ($db:expr, $pool:ident => $body:expr) => {
+    ($db:expr, $pool:ident => $body:expr) => {{
+        $crate::db::statement();
         match $db.pool() {
             $crate::db::Pool::Sqlite($pool) => $body,
             $crate::db::Pool::Postgres($pool) => $body,
         }
-    };
+    }};
 }
 
 /// One autocommitted write with the same expression on whichever database is
@@ -31,19 +32,21 @@ macro_rules! on_db {
 /// On SQLite it waits its turn for the one writer connection, in arrival order.
 #[macro_export]
 macro_rules! on_write {
-    ($db:expr, $pool:ident => $body:expr) => {
+    ($db:expr, $pool:ident => $body:expr) => {{
+        $crate::db::statement();
         match $db.writer() {
             $crate::db::Pool::Sqlite($pool) => $body,
             $crate::db::Pool::Postgres($pool) => $body,
         }
-    };
+    }};
 }
 
 /// Runs the same expression inside whichever transaction is live:
 /// `on_tx!(tx, conn => sqlx::query(SQL).execute(conn).await.map(|r| r.rows_affected()))`.
 #[macro_export]
 macro_rules! on_tx {
-    ($tx:expr, $conn:ident => $body:expr) => {
+    ($tx:expr, $conn:ident => $body:expr) => {{
+        $crate::db::statement();
         match $tx.inner_mut() {
             $crate::db::TxInner::Sqlite(t) => {
                 let $conn = &mut **t;
@@ -54,7 +57,16 @@ macro_rules! on_tx {
                 $body
             }
         }
-    };
+    }};
+}
+
+/// Notes one statement (every [`on_db!`], [`on_write!`] and [`on_tx!`]) in
+/// the log at debug level (`platform::db`), in the span of the request
+/// that ran it: the checkout benchmark counts them.
+#[inline]
+#[track_caller]
+pub fn statement() {
+    tracing::debug!(target: "platform::db", at = %std::panic::Location::caller(), "statement");
 }
 
 #[derive(Debug, thiserror::Error)]
