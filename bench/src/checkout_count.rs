@@ -59,6 +59,20 @@ fn tally(lines: &str, request: Option<&str>) -> Tally {
     t
 }
 
+/// How many statements of `request` each place in the code ran, most first.
+fn places(lines: &str, request: &str) -> String {
+    let mut at: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    for line in lines.lines() {
+        let Ok(v) = serde_json::from_str::<Value>(line) else { continue };
+        if v["span"]["request_id"] == request && v["target"] == "platform::db" && v["message"] == "statement" {
+            *at.entry(v["at"].as_str().unwrap_or("?").to_owned()).or_default() += 1;
+        }
+    }
+    let mut at: Vec<(String, usize)> = at.into_iter().collect();
+    at.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    at.iter().map(|(place, n)| format!("  {n:>3}  {place}")).collect::<Vec<_>>().join("\n")
+}
+
 fn read_from(log: &Path, offset: usize) -> Result<(String, usize), String> {
     let text = std::fs::read_to_string(log).map_err(|e| format!("{}: {e}", log.display()))?;
     let from = offset.min(text.len());
@@ -94,6 +108,7 @@ async fn count_on(addr: &str, log: &Path) -> Result<Counted, String> {
     tokio::time::sleep(SETTLE).await;
     let (after, _) = read_from(log, start)?;
     let request = tally(&after, Some(REQUEST_ID));
+    eprintln!("statements of the checkout request, by place:\n{}", places(&after, REQUEST_ID));
     let all = tally(&after, None);
     if request.statements == 0 {
         return Err(format!("no statement of the counted checkout in {} (is `{FILTER}` honoured?)", log.display()));

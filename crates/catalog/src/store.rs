@@ -438,7 +438,8 @@ pub async fn stock_rules(tx: &mut Tx, sku: &str) -> Result<Option<StockRules>, D
 /// id, variant id, product title, variant title, slug; empty when the SKU
 /// has no variant), in one statement.
 pub async fn available_and_names(tx: &mut Tx, sku: &str) -> Result<(i64, (String, String, String, String, String)), DbError> {
-    let row: (Option<i64>, Option<String>, Option<String>, Option<String>, Option<String>, Option<String>) = on_tx!(tx, c => sqlx::query_as(
+    type Row = (Option<i64>, Option<String>, Option<String>, Option<String>, Option<String>, Option<String>);
+    let row: Row = on_tx!(tx, c => sqlx::query_as(
         "SELECT (SELECT CAST(SUM(l.on_hand - l.reserved) AS BIGINT) FROM inventory_levels l WHERE l.sku = $1), \
          v.product_id, v.id, p.title, v.title, p.slug \
          FROM (SELECT 1 AS one) x LEFT JOIN variants v ON v.sku = $1 LEFT JOIN products p ON p.id = v.product_id")
