@@ -225,11 +225,8 @@ impl Orders {
         // What the catalog just said is not there is refused before anything
         // is written or held (in a sale, most buyers are refused here).
         for item in &priced.items {
-            if let Some(offer) = &item.offer
-                && let Some(available) = offer.available.filter(|&a| a < item.item.quantity)
-            {
-                let shortfall = domain::Shortfall { available: available.max(0), in_cart: 0 };
-                return Err(OrdersError::NotEnoughStock { name: domain::item_name(&offer.title, &offer.variant_title), shortfall });
+            if let Some(available) = item.offer.as_ref().and_then(|o| o.available).filter(|&a| a < item.item.quantity) {
+                return Err(named_shortfall(PortError::OutOfStock { sku: item.item.sku.clone(), available }, &priced));
             }
         }
         let catalog = self.catalog()?;
