@@ -865,18 +865,6 @@ async fn replicas_forget_together_through_redis() {
     replica.shutdown().await;
 }
 
-/// Creates a bucket on an S3-compatible server (path-style, unsigned, as
-/// local test servers accept).
-fn create_bucket(endpoint: &str, bucket: &str) {
-    use std::io::{Read, Write};
-    let host = endpoint.trim_start_matches("http://").trim_end_matches('/');
-    let mut stream = std::net::TcpStream::connect(host).unwrap();
-    write!(stream, "PUT /{bucket} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-}
-
 #[tokio::test]
 async fn pictures_can_live_in_an_s3_bucket() {
     let Some(endpoint) = platform::testing::s3_url() else {
@@ -884,7 +872,7 @@ async fn pictures_can_live_in_an_s3_bucket() {
         return;
     };
     let bucket = platform::testing::unique("emporium-t").to_lowercase().replace('_', "-");
-    create_bucket(&endpoint, &bucket);
+    platform::testing::create_bucket(&endpoint, &bucket);
     let sandbox = Sandbox::new().await;
     let mut config = (*sandbox.config()).clone();
     config.services = vec!["auth".into(), "catalog".into()];

@@ -405,7 +405,7 @@ async fn seed_demo_uploads_the_pictures_to_the_bucket_a_catalog_serves_them_from
         return;
     };
     let bucket = platform::testing::unique("emporium-t").to_lowercase().replace('_', "-");
-    support::create_bucket(&endpoint, &bucket);
+    platform::testing::create_bucket(&endpoint, &bucket);
     let sandbox = Sandbox::new().await;
     let out = emporium_command(&sandbox)
         .args(["seed", "--demo"])

@@ -21,12 +21,25 @@ pub fn nats_url() -> Option<String> {
     non_empty("EMPORIUM_TEST_NATS_URL")
 }
 
-/// The Redis server tests use, when set (CI sets it).
 /// An S3-compatible server for object-store tests (path-style, any keys).
 pub fn s3_url() -> Option<String> {
     non_empty("EMPORIUM_TEST_S3_URL")
 }
 
+/// Makes `bucket` on the S3-compatible server at `endpoint` (path-style,
+/// unsigned, as local test servers accept); panics unless it answers 200.
+pub fn create_bucket(endpoint: &str, bucket: &str) {
+    use std::io::{Read, Write};
+    let host = endpoint.trim_start_matches("http://").trim_end_matches('/');
+    let mut stream = std::net::TcpStream::connect(host).unwrap_or_else(|e| panic!("cannot reach {host}: {e}"));
+    write!(stream, "PUT /{bucket} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        .unwrap_or_else(|e| panic!("cannot ask {host} for a bucket: {e}"));
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap_or_else(|e| panic!("no answer from {host}: {e}"));
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+}
+
+/// The Redis server tests use, when set (CI sets it).
 pub fn redis_url() -> Option<String> {
     non_empty("EMPORIUM_TEST_REDIS_URL")
 }

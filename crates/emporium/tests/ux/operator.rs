@@ -520,17 +520,6 @@ async fn a_malformed_url_setting_never_shows_its_password() {
     }
 }
 
-/// Makes an S3 bucket on the test's S3-compatible server.
-fn create_bucket(endpoint: &str, bucket: &str) {
-    use std::io::{Read, Write};
-    let host = endpoint.trim_start_matches("http://").trim_end_matches('/');
-    let mut stream = std::net::TcpStream::connect(host).unwrap();
-    write!(stream, "PUT /{bucket} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-}
-
 #[tokio::test]
 async fn doctor_reaches_postgresql_nats_redis_and_s3() {
     let (Some(database), Some(nats), Some(redis)) =
@@ -544,7 +533,7 @@ async fn doctor_reaches_postgresql_nats_redis_and_s3() {
     let s3 = platform::testing::s3_url();
     let bucket = platform::testing::unique("emporium-t").to_lowercase().replace('_', "-");
     if let Some(endpoint) = &s3 {
-        create_bucket(endpoint, &bucket);
+        platform::testing::create_bucket(endpoint, &bucket);
     }
     let shop = |bucket: &str| {
         let mut cmd = emporium_command(&sandbox);
