@@ -112,31 +112,51 @@ impl Relay {
             if rows.is_empty() {
                 break;
             }
+            let mut ids = Vec::with_capacity(rows.len());
+            let mut events = Vec::with_capacity(rows.len());
             for (id, payload) in rows {
-                let event: Envelope = match serde_json::from_str(&payload) {
-                    Ok(e) => e,
-                    Err(e) => {
-                        // Written by us, so unreadable means a bug or a hand
-                        // edit: park it with its error rather than block all.
-                        self.record_failure(&id, &format!("unreadable: {e}"), true).await?;
-                        continue;
+                match serde_json::from_str::<Envelope>(&payload) {
+                    Ok(event) => {
+                        ids.push(id);
+                        events.push(event);
                     }
-                };
-                if let Err(e) = self.bus.publish(&event).await {
-                    self.record_failure(&id, &e.to_string(), false).await?;
-                    metrics::counter!("outbox_publish_failures_total", "service" => service.clone())
-                        .increment(1);
-                    return Err(e.into());
+                    // Written by us, so unreadable means a bug or a hand
+                    // edit: park it with its error rather than block all.
+                    Err(e) => self.record_failure(&id, &format!("unreadable: {e}"), true).await?,
                 }
-                on_write!(self.db, pool => sqlx::query(
-                    "UPDATE outbox SET published_at = $1 WHERE id = $2")
-                    .bind(OffsetDateTime::now_utc()).bind(&id)
-                    .execute(pool).await.map(|r| r.rows_affected())).map_err(DbError::from)?;
-                published += 1;
-                metrics::counter!("outbox_published_total", "service" => service.clone()).increment(1);
+            }
+            // Published together (the in-process bus hands each consumer
+            // its share at once), marked together.
+            let (sent, failure) = self.bus.publish_all(&events).await;
+            self.mark_published(&ids[..sent]).await?;
+            published += sent;
+            metrics::counter!("outbox_published_total", "service" => service.clone()).increment(sent as u64);
+            if let Some(e) = failure {
+                if let Some(id) = ids.get(sent) {
+                    self.record_failure(id, &e.to_string(), false).await?;
+                }
+                metrics::counter!("outbox_publish_failures_total", "service" => service.clone()).increment(1);
+                return Err(e.into());
             }
         }
         Ok(published)
+    }
+
+    /// Marks the rows `ids` published, in one statement.
+    async fn mark_published(&self, ids: &[String]) -> Result<(), DbError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let places: Vec<String> = (2..ids.len() + 2).map(|i| format!("${i}")).collect();
+        let sql = format!("UPDATE outbox SET published_at = $1 WHERE id IN ({})", places.join(", "));
+        on_write!(self.db, pool => {
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.clone())).bind(OffsetDateTime::now_utc());
+            for id in ids {
+                query = query.bind(id);
+            }
+            query.execute(pool).await.map(|r| r.rows_affected())
+        })?;
+        Ok(())
     }
 
     async fn record_failure(&self, id: &str, error: &str, park: bool) -> Result<(), DbError> {

@@ -8,7 +8,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use platform::bus::{EventBus, InProcessBus, JetStreamBus};
+use platform::bus::{BatchFailure, EventBus, EventHandler, HandlerError, InProcessBus, JetStreamBus};
 use platform::outbox::Relay;
 use platform::testing::{self, Sandbox};
 use support::{EFFECTS, Recorder, commit, event};
@@ -96,6 +96,22 @@ macro_rules! bus_contract_tests {
             }
 
             #[tokio::test]
+            async fn events_that_arrive_together_reach_a_batching_consumer_together_each_once_in_order() {
+                let Some(rig) = rig().await else { return };
+                let batcher = Batcher::new(None);
+                rig.bus.subscribe(batcher.clone(), rig.stop.clone()).await.unwrap();
+                let events: Vec<_> = (0..20).map(|_| event("product.updated")).collect();
+                let mut tx = rig.producer.begin().await.unwrap();
+                for e in &events {
+                    platform::outbox::enqueue(&mut tx, e).await.unwrap();
+                }
+                tx.commit().await.unwrap();
+                let (seen, batches) = batcher.wait_for(events.len()).await;
+                assert_eq!(seen, events.iter().map(|e| e.id.to_string()).collect::<Vec<_>>());
+                assert!(batches < events.len(), "{batches} batches for {} events committed together", events.len());
+            }
+
+            #[tokio::test]
             async fn a_stopped_consumer_gets_nothing_more() {
                 let Some(rig) = rig().await else { return };
                 let mine = CancellationToken::new();
@@ -125,6 +141,83 @@ async fn jetstream_bus(sandbox: &Sandbox) -> Option<Arc<dyn EventBus>> {
         .await
         .unwrap_or_else(|e| panic!("EMPORIUM_TEST_NATS_URL is set but: {e}"));
     Some(Arc::new(bus))
+}
+
+/// A consumer that applies what it is given as one batch, after a pause
+/// (so that what follows arrives meanwhile), failing every time on the
+/// event `poison` names.
+struct Batcher {
+    applied: tokio::sync::Mutex<(Vec<String>, usize)>,
+    poison: Option<String>,
+}
+
+impl Batcher {
+    fn new(poison: Option<String>) -> Arc<Batcher> {
+        Arc::new(Batcher { applied: tokio::sync::Mutex::new((Vec::new(), 0)), poison })
+    }
+
+    /// The ids applied, in order, and how many batches they came in, once
+    /// there are `n` (panics after 15 s).
+    async fn wait_for(&self, n: usize) -> (Vec<String>, usize) {
+        for _ in 0..300 {
+            let applied = self.applied.lock().await;
+            if applied.0.len() >= n {
+                return applied.clone();
+            }
+            drop(applied);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{} events applied, expected {n}", self.applied.lock().await.0.len());
+    }
+}
+
+#[async_trait::async_trait]
+impl EventHandler for Batcher {
+    fn consumer(&self) -> &str {
+        "search"
+    }
+
+    fn interested_in(&self, event_type: &str) -> bool {
+        event_type.starts_with("product.")
+    }
+
+    async fn handle(&self, event: &kernel::Envelope) -> Result<(), HandlerError> {
+        self.handle_batch(std::slice::from_ref(event)).await.map_err(|f| f.error)
+    }
+
+    async fn handle_batch(&self, events: &[kernel::Envelope]) -> Result<(), BatchFailure> {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut applied = self.applied.lock().await;
+        applied.1 += 1;
+        for (i, event) in events.iter().enumerate() {
+            if self.poison.as_deref() == Some(event.id.to_string().as_str()) {
+                return Err(BatchFailure { applied: i, error: "this event always fails".into() });
+            }
+            applied.0.push(event.id.to_string());
+        }
+        Ok(())
+    }
+}
+
+/// JetStream: an event that keeps failing is offered again on its own, and
+/// the events that came with it and after it are applied meanwhile.
+#[tokio::test]
+async fn an_event_that_keeps_failing_holds_up_no_other() {
+    let sandbox = Sandbox::new().await;
+    let Some(bus) = jetstream_bus(&sandbox).await else { return };
+    let rig = Rig::new(sandbox, bus).await;
+    let events: Vec<_> = (0..10).map(|_| event("product.updated")).collect();
+    let poison = events[3].id.to_string();
+    let batcher = Batcher::new(Some(poison.clone()));
+    rig.bus.subscribe(batcher.clone(), rig.stop.clone()).await.unwrap();
+    let mut tx = rig.producer.begin().await.unwrap();
+    for e in &events {
+        platform::outbox::enqueue(&mut tx, e).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    let (seen, _) = batcher.wait_for(events.len() - 1).await;
+    let others: Vec<String> = events.iter().map(|e| e.id.to_string()).filter(|id| *id != poison).collect();
+    assert_eq!(seen, others);
 }
 
 bus_contract_tests!(in_process, in_process_bus);

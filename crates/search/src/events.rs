@@ -11,11 +11,12 @@
 //! Replacing a document is idempotent (the product is read again as it is
 //! now), so an event applied twice, or during the rebuild, changes nothing.
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use kernel::Envelope;
-use platform::bus::{EventHandler, HandlerError, PerProcess};
+use platform::bus::{BatchFailure, EventHandler, HandlerError, PerProcess};
 
 use crate::Search;
 
@@ -80,15 +81,41 @@ impl EventHandler for IndexFollower {
     }
 
     async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
-        let product = if event.event_type == "inventory.changed" {
-            let Some(sku) = event.data.get("sku").and_then(|v| v.as_str()) else { return Ok(()) };
+        self.apply(std::slice::from_ref(event)).await
+    }
+
+    /// Events that arrived together cost one index commit.
+    async fn handle_batch(&self, events: &[Envelope]) -> Result<(), BatchFailure> {
+        self.apply(events).await.map_err(|error| BatchFailure { applied: 0, error })
+    }
+}
+
+impl IndexFollower {
+    /// Reads the products `events` touched again and puts them in the index
+    /// with one commit.
+    async fn apply(&self, events: &[Envelope]) -> Result<(), HandlerError> {
+        let mut products = BTreeSet::new();
+        let mut skus = BTreeSet::new();
+        for event in events {
+            if event.event_type == "inventory.changed" {
+                if let Some(sku) = event.data.get("sku").and_then(|v| v.as_str()) {
+                    skus.insert(sku.to_owned());
+                }
+            } else {
+                let id = event.data.get("product_id").and_then(|v| v.as_str()).unwrap_or(&event.aggregate_id);
+                products.insert(id.to_owned());
+            }
+        }
+        if !skus.is_empty() {
             let feed = self.search.feed().map_err(Box::new)?;
-            feed.product_of_sku(sku).await.map_err(Box::new)?
-        } else {
-            event.data.get("product_id").and_then(|v| v.as_str()).map(str::to_owned).or(Some(event.aggregate_id.clone()))
-        };
-        if let Some(id) = product {
-            self.search.refresh(&[id]).await.map_err(Box::new)?;
+            for sku in &skus {
+                if let Some(id) = feed.product_of_sku(sku).await.map_err(Box::new)? {
+                    products.insert(id);
+                }
+            }
+        }
+        if !products.is_empty() {
+            self.search.refresh(&products.into_iter().collect::<Vec<_>>()).await.map_err(Box::new)?;
         }
         Ok(())
     }

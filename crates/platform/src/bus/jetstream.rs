@@ -16,9 +16,10 @@ use super::{BusError, EventBus, EventHandler, Position};
 /// How long the server waits for an ack before redelivering.
 const ACK_WAIT: Duration = Duration::from_secs(30);
 /// Messages handed to a consumer before it acknowledges them. A consumer
-/// handles its messages one at a time, so more in flight only wait: at 32,
-/// a handler may take up to ACK_WAIT / 32 (~1 s) per event before the last
-/// of them is redelivered while still waiting its turn.
+/// takes what has arrived (up to this many) as one batch, and a handler
+/// that applies a batch one event at a time makes the rest wait: at 32, it
+/// may take up to ACK_WAIT / 32 (~1 s) per event before the last of them is
+/// redelivered while still waiting its turn.
 const MAX_ACK_PENDING: i64 = 32;
 /// The pause before a failed event is offered again.
 const RETRY_DELAY: Duration = Duration::from_secs(2);
@@ -145,7 +146,9 @@ impl EventBus for JetStreamBus {
                 .await
                 .map_err(|e| fail(e.to_string()))?,
         };
-        let mut messages = consumer.messages().await.map_err(|e| fail(e.to_string()))?;
+        let messages = consumer.messages().await.map_err(|e| fail(e.to_string()))?;
+        // What has arrived together is handled together (up to the window).
+        let mut messages = messages.ready_chunks(MAX_ACK_PENDING as usize);
         tokio::spawn(async move {
             let up = metrics::gauge!("worker_up", "worker" => format!("consumer_{name}"));
             up.set(1.0);
@@ -154,16 +157,18 @@ impl EventBus for JetStreamBus {
                     _ = shutdown.cancelled() => break,
                     next = messages.next() => next,
                 };
-                let Some(message) = next else { break };
-                let message = match message {
-                    Ok(m) => m,
-                    Err(e) => {
-                        tracing::warn!(consumer = %name, error = %e, "jetstream delivery error");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                        continue;
+                let Some(arrived) = next else { break };
+                let mut batch = Vec::with_capacity(arrived.len());
+                for message in arrived {
+                    match message {
+                        Ok(m) => batch.push(m),
+                        Err(e) => {
+                            tracing::warn!(consumer = %name, error = %e, "jetstream delivery error");
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
                     }
-                };
-                deliver(handler.as_ref(), &message).await;
+                }
+                deliver(handler.as_ref(), batch).await;
             }
             up.set(0.0);
             tracing::info!(consumer = %name, "jetstream consumer stopped");
@@ -205,38 +210,63 @@ impl EventBus for JetStreamBus {
     }
 }
 
-/// Applies one message and acks it; a failure asks for redelivery later.
-async fn deliver(handler: &dyn EventHandler, message: &jetstream::Message) {
+/// Applies messages that arrived together, in order, and acks each one
+/// applied; what failed is offered again later.
+async fn deliver(handler: &dyn EventHandler, messages: Vec<jetstream::Message>) {
     let consumer = handler.consumer().to_owned();
-    let event: Envelope = match serde_json::from_slice(&message.payload) {
-        Ok(e) => e,
-        Err(e) => {
-            // A message no version of us can read would be redelivered
-            // forever; terminate it and say so.
-            tracing::error!(consumer = %consumer, subject = %message.subject, error = %e,
-                "unreadable event terminated");
-            metrics::counter!("events_unreadable_total", "consumer" => consumer).increment(1);
-            let _ = message.ack_with(AckKind::Term).await;
-            return;
+    let mut wanted = Vec::with_capacity(messages.len());
+    for message in messages {
+        let event: Envelope = match serde_json::from_slice(&message.payload) {
+            Ok(e) => e,
+            Err(e) => {
+                // A message no version of us can read would be redelivered
+                // forever; terminate it and say so.
+                tracing::error!(consumer = %consumer, subject = %message.subject, error = %e,
+                    "unreadable event terminated");
+                metrics::counter!("events_unreadable_total", "consumer" => consumer.clone()).increment(1);
+                let _ = message.ack_with(AckKind::Term).await;
+                continue;
+            }
+        };
+        if handler.interested_in(&event.event_type) {
+            wanted.push((message, event));
+        } else {
+            let _ = message.ack().await;
         }
-    };
-    if !handler.interested_in(&event.event_type) {
-        let _ = message.ack().await;
+    }
+    if wanted.is_empty() {
         return;
     }
-    match handler.handle(&event).await {
-        Ok(()) => {
-            metrics::counter!("events_handled_total", "consumer" => consumer.clone()).increment(1);
+    let (messages, events): (Vec<jetstream::Message>, Vec<Envelope>) = wanted.into_iter().unzip();
+    // A failed event is offered again later on its own; the events after it
+    // are tried now, so one that keeps failing holds up no other.
+    let mut from = 0;
+    while from < events.len() {
+        let rest = &events[from..];
+        let (applied, failed) = match handler.handle_batch(rest).await {
+            Ok(()) => (rest.len(), None),
+            Err(failure) => {
+                let applied = failure.applied.min(rest.len() - 1);
+                let event = &rest[applied];
+                tracing::warn!(consumer = %consumer, event_id = %event.id, event_type = %event.event_type,
+                    error = %failure.error, "consumer failed; will be redelivered");
+                metrics::counter!("events_handler_failures_total", "consumer" => consumer.clone()).increment(1);
+                (applied, Some(from + applied))
+            }
+        };
+        metrics::counter!("events_handled_total", "consumer" => consumer.clone()).increment(applied as u64);
+        for (message, event) in messages[from..from + applied].iter().zip(rest) {
             if let Err(e) = message.ack().await {
                 // Not fatal: the event is redelivered and the inbox skips it.
                 tracing::warn!(consumer = %consumer, event_id = %event.id, error = %e, "ack failed");
             }
         }
-        Err(e) => {
-            tracing::warn!(consumer = %consumer, event_id = %event.id, event_type = %event.event_type,
-                error = %e, "consumer failed; will be redelivered");
-            metrics::counter!("events_handler_failures_total", "consumer" => consumer).increment(1);
-            let _ = message.ack_with(AckKind::Nak(Some(RETRY_DELAY))).await;
+        match failed {
+            Some(at) => {
+                let _ = messages[at].ack_with(AckKind::Nak(Some(RETRY_DELAY))).await;
+                from = at + 1;
+            }
+            None => break,
         }
     }
 }

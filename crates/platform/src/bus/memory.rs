@@ -59,41 +59,58 @@ impl InProcessBus {
         Some(Delivering { sequence: self.sequence.clone(), at })
     }
 
-    fn live_handlers(&self, event_type: &str) -> Vec<Arc<dyn EventHandler>> {
+    fn live_handlers(&self, wanted: impl Fn(&dyn EventHandler) -> bool) -> Vec<Arc<dyn EventHandler>> {
         let Ok(mut handlers) = self.handlers.write() else { return Vec::new() };
         handlers.retain(|(_, token)| !token.is_cancelled());
-        handlers
-            .iter()
-            .filter(|(h, _)| h.interested_in(event_type))
-            .map(|(h, _)| h.clone())
-            .collect()
+        handlers.iter().filter(|(h, _)| wanted(h.as_ref())).map(|(h, _)| h.clone()).collect()
     }
 }
 
 #[async_trait]
 impl EventBus for InProcessBus {
     async fn publish(&self, event: &Envelope) -> Result<(), BusError> {
-        // Every consumer gets its turn even if an earlier one fails; the first
-        // failure is reported so the relay retries (the ones that succeeded
-        // will see a duplicate and skip it).
-        let _delivering = self.take_position();
-        let mut first_error = None;
-        for handler in self.live_handlers(&event.event_type) {
-            if let Err(e) = handler.handle(event).await {
-                tracing::warn!(consumer = handler.consumer(), event_id = %event.id,
-                    event_type = %event.event_type, error = %e, "consumer failed; will retry");
-                metrics::counter!("events_handler_failures_total", "consumer" => handler.consumer().to_owned()).increment(1);
-                first_error.get_or_insert(BusError::Handler {
-                    consumer: handler.consumer().to_owned(),
-                    event_type: event.event_type.clone(),
-                    event_id: event.id.to_string(),
-                    reason: e.to_string(),
-                });
-            } else {
-                metrics::counter!("events_handled_total", "consumer" => handler.consumer().to_owned()).increment(1);
-            }
+        match self.publish_all(std::slice::from_ref(event)).await {
+            (_, Some(e)) => Err(e),
+            (_, None) => Ok(()),
         }
-        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Each consumer gets the events it is interested in as one batch, and
+    /// every consumer gets its turn even if an earlier one fails. The events
+    /// before the first one some consumer failed on count as published; the
+    /// relay publishes the rest again (the consumers that applied them will
+    /// see duplicates and skip them).
+    async fn publish_all(&self, events: &[Envelope]) -> (usize, Option<BusError>) {
+        let _delivering: Vec<Delivering> = events.iter().filter_map(|_| self.take_position()).collect();
+        let mut published = events.len();
+        let mut first_error = None;
+        for handler in self.live_handlers(|h| events.iter().any(|e| h.interested_in(&e.event_type))) {
+            let (places, share): (Vec<usize>, Vec<Envelope>) =
+                events.iter().enumerate().filter(|(_, e)| handler.interested_in(&e.event_type)).map(|(i, e)| (i, e.clone())).unzip();
+            let consumer = handler.consumer().to_owned();
+            let applied = match handler.handle_batch(&share).await {
+                Ok(()) => share.len(),
+                Err(failure) => {
+                    let failed = &share[failure.applied.min(share.len() - 1)];
+                    tracing::warn!(consumer = %consumer, event_id = %failed.id, event_type = %failed.event_type,
+                        error = %failure.error, "consumer failed; will retry");
+                    metrics::counter!("events_handler_failures_total", "consumer" => consumer.clone()).increment(1);
+                    let at = places[failure.applied.min(places.len() - 1)];
+                    if at < published {
+                        published = at;
+                        first_error = Some(BusError::Handler {
+                            consumer: consumer.clone(),
+                            event_type: failed.event_type.clone(),
+                            event_id: failed.id.to_string(),
+                            reason: failure.error.to_string(),
+                        });
+                    }
+                    failure.applied
+                }
+            };
+            metrics::counter!("events_handled_total", "consumer" => consumer).increment(applied as u64);
+        }
+        (published, first_error)
     }
 
     async fn subscribe(

@@ -41,6 +41,26 @@ pub trait EventHandler: Send + Sync + 'static {
     /// once delivery): record its id in the same transaction as the effect
     /// (see [`crate::outbox::begin_once`]).
     async fn handle(&self, event: &Envelope) -> Result<(), HandlerError>;
+
+    /// Applies several events, in order, that arrived together (all of the
+    /// types this consumer is interested in). A consumer whose work costs
+    /// per batch more than per event (an index commit) applies them at
+    /// once; by default each is handled in turn. On failure, says how many
+    /// of the first events were applied: the rest are offered again.
+    async fn handle_batch(&self, events: &[Envelope]) -> Result<(), BatchFailure> {
+        for (applied, event) in events.iter().enumerate() {
+            self.handle(event).await.map_err(|error| BatchFailure { applied, error })?;
+        }
+        Ok(())
+    }
+}
+
+/// How a batch failed: its first `applied` events took effect, the one after
+/// them failed with `error`.
+#[derive(Debug)]
+pub struct BatchFailure {
+    pub applied: usize,
+    pub error: HandlerError,
 }
 
 /// How a per-process listener subscribes (see [`EventHandler::per_process`]).
@@ -102,6 +122,19 @@ pub trait EventBus: Send + Sync + 'static {
     /// Returns once the transport has taken responsibility for the event: a
     /// JetStream ack, or every in-process consumer having applied it.
     async fn publish(&self, event: &Envelope) -> Result<(), BusError>;
+
+    /// Publishes `events` in order, stopping at the first failure; answers
+    /// how many were published, and the failure if one stopped it. A
+    /// transport that can deliver several at once (the in-process one hands
+    /// each consumer its share as one batch) does so.
+    async fn publish_all(&self, events: &[Envelope]) -> (usize, Option<BusError>) {
+        for (published, event) in events.iter().enumerate() {
+            if let Err(e) = self.publish(event).await {
+                return (published, Some(e));
+            }
+        }
+        (events.len(), None)
+    }
 
     /// Starts delivering events to `handler` until `shutdown` fires.
     async fn subscribe(
