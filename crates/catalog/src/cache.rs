@@ -34,40 +34,7 @@ pub struct Cached {
     pub etag: axum::http::HeaderValue,
 }
 
-/// What a remembered response shows, so a change forgets only what it touched.
-#[derive(Debug, Clone, Default)]
-pub struct Shows {
-    /// The products in it (their ids).
-    pub products: Vec<String>,
-    /// A listing: which products it holds can change with stock.
-    pub listing: bool,
-}
-
-/// A change of the catalog, as forgotten here and announced to replicas.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "change", rename_all = "snake_case")]
-pub enum Change {
-    /// Anything may have changed.
-    Everything,
-    /// The stock of these products changed; `listings` when one of them came
-    /// into or ran out of stock.
-    Stock { products: Vec<String>, listings: bool },
-}
-
-impl Change {
-    /// Both changes at once (many changes travel as one message).
-    fn merge(self, other: Change) -> Change {
-        match (self, other) {
-            (Change::Stock { mut products, listings: a }, Change::Stock { products: more, listings: b }) => {
-                products.extend(more);
-                products.sort_unstable();
-                products.dedup();
-                Change::Stock { products, listings: a || b }
-            }
-            _ => Change::Everything,
-        }
-    }
-}
+pub use kernel::news::{CatalogChange as Change, Shows};
 
 /// The news on the channel: who changed what.
 #[derive(Serialize, Deserialize)]
@@ -93,6 +60,9 @@ pub struct ResponseCache {
     broadcast: Mutex<Option<mpsc::UnboundedSender<Change>>>,
     /// This process's name on the channel, to skip its own news.
     origin: String,
+    /// Told of every change forgotten here, this process's and the other
+    /// replicas' alike (the storefront's page cache listens).
+    news: kernel::news::CatalogNews,
     hits: metrics::Counter,
     misses: metrics::Counter,
     bytes: metrics::Gauge,
@@ -200,6 +170,7 @@ impl ResponseCache {
             max_bytes,
             broadcast: Mutex::new(None),
             origin: kernel::id::encode_base32(kernel::id::Uuid::now_v7().as_u128()),
+            news: kernel::news::CatalogNews::default(),
             hits: metrics::counter!("catalog_cache_total", "result" => "hit"),
             misses: metrics::counter!("catalog_cache_total", "result" => "miss"),
             bytes: metrics::gauge!("catalog_cache_bytes"),
@@ -234,6 +205,12 @@ impl ResponseCache {
             entries.forget(change);
             self.bytes.set(entries.bytes as f64);
         }
+        self.news.announce(change);
+    }
+
+    /// Where the changes forgotten here are announced in this process.
+    pub fn news(&self) -> &kernel::news::CatalogNews {
+        &self.news
     }
 
     /// Shares changes with other replicas through Redis until `shutdown`:
@@ -279,41 +256,8 @@ impl ResponseCache {
             }
         });
         let cache = Arc::clone(self);
-        tokio::spawn(async move {
-            loop {
-                match client.get_async_pubsub().await {
-                    Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
-                        Ok(()) => {
-                            cache.forget_here(&Change::Everything);
-                            let mut messages = pubsub.on_message();
-                            loop {
-                                tokio::select! {
-                                    _ = shutdown.cancelled() => return,
-                                    m = messages.next() => match m {
-                                        Some(m) => {
-                                            let payload: String = m.get_payload().unwrap_or_default();
-                                            match serde_json::from_str::<News>(&payload) {
-                                                Ok(news) if news.from == cache.origin => {}
-                                                Ok(news) => cache.forget_here(&news.change),
-                                                // News in a form this version does not know: forget everything.
-                                                Err(_) => cache.forget_here(&Change::Everything),
-                                            }
-                                        }
-                                        None => break,
-                                    },
-                                }
-                            }
-                        }
-                        Err(e) => tracing::warn!(error = %e, "could not subscribe to catalog changes"),
-                    },
-                    Err(e) => tracing::warn!(error = %e, "redis unreachable for catalog changes"),
-                }
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            }
-        });
+        let origin = self.origin.clone();
+        tokio::spawn(hear(client, channel, Some(origin), move |change| cache.forget_here(change), shutdown));
         Ok(())
     }
 
@@ -383,6 +327,55 @@ pub fn etag(body: &[u8]) -> axum::http::HeaderValue {
     let text = format!("\"{}\"", hex::encode(&Sha256::digest(body)[..16]));
     // Quotes and hex digits are always a valid header value.
     axum::http::HeaderValue::from_str(&text).unwrap_or_else(|_| axum::http::HeaderValue::from_static("\"\""))
+}
+
+/// Follows the catalog's news on Redis (`redis.prefix`) until `shutdown`
+/// and announces it on `news`: for a process that keeps copies of catalog
+/// data without running the catalog (a storefront of its own).
+pub fn follow_through_redis(url: &str, prefix: &str, news: kernel::news::CatalogNews, shutdown: CancellationToken) -> Result<(), redis::RedisError> {
+    let client = redis::Client::open(url)?;
+    tokio::spawn(hear(client, channel(prefix), None, move |change| news.announce(change), shutdown));
+    Ok(())
+}
+
+/// Hears the news on `channel` until `shutdown`, skipping what `origin`
+/// sent, and passes each change to `forget`. A lost connection is retried;
+/// on (re)subscribing everything is forgotten once, since news may have
+/// been missed meanwhile; news in a form this version does not know
+/// forgets everything too.
+async fn hear(client: redis::Client, channel: String, origin: Option<String>, forget: impl Fn(&Change) + Send + 'static, shutdown: CancellationToken) {
+    loop {
+        match client.get_async_pubsub().await {
+            Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
+                Ok(()) => {
+                    forget(&Change::Everything);
+                    let mut messages = pubsub.on_message();
+                    loop {
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            m = messages.next() => match m {
+                                Some(m) => {
+                                    let payload: String = m.get_payload().unwrap_or_default();
+                                    match serde_json::from_str::<News>(&payload) {
+                                        Ok(news) if Some(&news.from) == origin.as_ref() => {}
+                                        Ok(news) => forget(&news.change),
+                                        Err(_) => forget(&Change::Everything),
+                                    }
+                                }
+                                None => break,
+                            },
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "could not subscribe to catalog changes"),
+            },
+            Err(e) => tracing::warn!(error = %e, "redis unreachable for catalog changes"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use platform::migrate::Migrations;
 use platform::routes::Route;
 use platform::service::{BoxError, BoxFuture, Mounted, ServiceContext, ServiceSpec};
 
-pub use cache::ResponseCache;
+pub use cache::{ResponseCache, follow_through_redis};
 pub use error::CatalogError;
 pub use inventory::{Inventory, Line, Offer, Reservation};
 

@@ -32,12 +32,32 @@ pub async fn start_shop(config: Arc<Config>, demo: bool) -> Result<App, app::Sta
         Ok(api) => api,
         Err(message) => return Err(app::StartError::Mount { service: config::WEB, source: message.into() }),
     };
-    let app = start(config.clone(), web::router(web::Site::new(api.clone(), &config)), demo).await?;
+    let site = web::Site::new(api.clone(), &config);
+    let app = start(config.clone(), web::router(site.clone()), demo).await?;
+    follow_the_catalog(&site, &app, &config);
     match api.url() {
         Some(url) => tracing::info!(api_url = %config::mask_url(url), "the pages call the API over HTTP"),
         None => api.bind(app.internal_router()),
     }
     Ok(app)
+}
+
+/// The storefront's page cache hears the catalog's changes: from the
+/// catalog's response cache in this process, or else from the other
+/// replicas' news on Redis. Without either it keeps pages for its few
+/// seconds only.
+fn follow_the_catalog(site: &web::Site, app: &App, config: &Config) {
+    if let Some(inventory) = app.ports().get::<catalog::Inventory>()
+        && let Some(cache) = &inventory.cache
+    {
+        site.follow(cache.news());
+    } else if let Some(url) = &config.redis.url {
+        let news = kernel::news::CatalogNews::default();
+        match catalog::follow_through_redis(url, &config.redis.prefix, news.clone(), app.stopping()) {
+            Ok(()) => site.follow(&news),
+            Err(e) => tracing::warn!(error = %e, "cannot follow the catalog's changes on redis; pages are kept for http.page_cache_secs"),
+        }
+    }
 }
 
 /// How the pages of a `web` process reach the API: in process when every

@@ -10,6 +10,7 @@ pub mod error;
 pub mod event;
 pub mod id;
 pub mod money;
+pub mod news;
 pub mod net;
 pub mod page;
 

@@ -381,6 +381,11 @@ impl App {
     }
 
     /// The ports the running services provide (for tests and tools).
+    /// Fires when the process begins to stop, for tasks started beside it.
+    pub fn stopping(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
     pub fn ports(&self) -> &Ports {
         &self.ports
     }

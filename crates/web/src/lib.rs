@@ -58,6 +58,15 @@ impl Site {
         }
     }
 
+    /// Follows the catalog's `news`: kept pages are forgotten when it
+    /// announces a change of what they show, and product pages are kept
+    /// until it does (see `page_cache`).
+    pub fn follow(&self, news: &kernel::news::CatalogNews) {
+        if let Some(pages) = &self.pages {
+            pages.follow(news);
+        }
+    }
+
     /// How many shared pages are kept and what they weigh in bytes (for
     /// operators' tools and tests); `None` when the page cache is off.
     pub fn page_cache_usage(&self) -> Option<(usize, usize)> {

@@ -10,10 +10,17 @@
 //! (`http.page_cache_max_bytes`). A signed-in shopper, a cart, any method
 //! but GET, and any answer but a plain 200 go past it untouched. What is
 //! kept is at most a few seconds old (`http.page_cache_secs`, 0 turns it
-//! off); the catalog's own response cache keeps the pages' data exact.
+//! off), except that a product page lives until the catalog announces a
+//! change of its product (up to [`FOLLOWED_MAX_AGE`]) once the cache follows
+//! the catalog's news ([`PageCache::follow`]). Any announced change forgets
+//! the pages showing what it touched: a stock change the product's pages
+//! (and the listings when a product came into or ran out of stock), any
+//! other change every page. Listings keep their few seconds: they show
+//! search's answers, which follow the catalog a moment later.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
@@ -22,6 +29,8 @@ use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, SET_COOKIE};
 use axum::http::{HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+
+use kernel::news::{CatalogChange, CatalogNews, Shows};
 
 use crate::Site;
 use crate::account::{ACCESS, REFRESH};
@@ -37,6 +46,14 @@ const MAX_BODY: usize = 512 * 1024;
 /// What a kept page costs beyond its text (its key, headers, bookkeeping).
 const OVERHEAD: usize = 256;
 
+/// The longest a product page is kept while the cache follows the
+/// catalog's news: what else it shows (recommendations) moves slowly.
+pub const FOLLOWED_MAX_AGE: Duration = Duration::from_secs(60);
+
+/// Products whose last change is remembered (to refuse pages drawn before
+/// it); past this many, the cache counts the change as one of everything.
+const MAX_CHANGED_PRODUCTS: usize = 100_000;
+
 struct Page {
     at: Instant,
     content_type: HeaderValue,
@@ -44,6 +61,8 @@ struct Page {
     /// The page cut where the form token was: the visitor's own token goes
     /// between each two parts, and nowhere else.
     parts: Vec<String>,
+    /// What the page shows, when its handler said (see [`shows`]).
+    shows: Option<Shows>,
 }
 
 impl Page {
@@ -61,10 +80,65 @@ impl Page {
 struct Store {
     pages: HashMap<String, Page>,
     bytes: usize,
+    /// Moves on with every change heard.
+    epoch: u64,
+    /// The epoch of the last change of everything.
+    everything_at: u64,
+    /// The epoch of the last change that touched the listings.
+    listings_at: u64,
+    /// The epoch of each product's last change since `everything_at`.
+    changed: HashMap<String, u64>,
+}
+
+impl Store {
+    fn forget(&mut self, change: &CatalogChange) {
+        self.epoch += 1;
+        let epoch = self.epoch;
+        match change {
+            CatalogChange::Stock { products, listings } if self.changed.len() + products.len() <= MAX_CHANGED_PRODUCTS => {
+                for product in products {
+                    self.changed.insert(product.clone(), epoch);
+                }
+                if *listings {
+                    self.listings_at = epoch;
+                }
+            }
+            _ => {
+                self.everything_at = epoch;
+                self.changed.clear();
+            }
+        }
+        let mut gone = 0;
+        self.pages.retain(|k, p| {
+            // A page that does not say what it shows goes with any change.
+            let touched = p.shows.as_ref().is_none_or(|s| s.touched_by(change));
+            if touched {
+                gone += p.weight(k);
+            }
+            !touched
+        });
+        self.bytes -= gone;
+    }
+
+    /// Whether a page drawn from epoch `since` on, showing `shows`, missed
+    /// no change.
+    fn current(&self, since: u64, shows: Option<&Shows>) -> bool {
+        let Some(shows) = shows else { return self.epoch == since };
+        self.everything_at <= since
+            && !(shows.listing && self.listings_at > since)
+            && shows.products.iter().all(|p| self.changed.get(p).is_none_or(|&at| at <= since))
+    }
+}
+
+/// Marks a page's response with what it shows, for the page cache.
+pub fn shows(response: &mut Response, shows: Shows) {
+    response.extensions_mut().insert(shows);
 }
 
 pub struct PageCache {
     ttl: Duration,
+    /// Set once the cache hears the catalog's news.
+    following: AtomicBool,
     max_bytes: usize,
     store: Mutex<Store>,
     hits: metrics::Counter,
@@ -75,6 +149,7 @@ impl PageCache {
     pub fn new(ttl: Duration, max_bytes: usize) -> Self {
         PageCache {
             ttl,
+            following: AtomicBool::new(false),
             max_bytes,
             store: Mutex::new(Store::default()),
             hits: metrics::counter!("web_page_cache_total", "result" => "hit"),
@@ -87,27 +162,56 @@ impl PageCache {
         self.store.lock().map_or((0, 0), |s| (s.pages.len(), s.bytes))
     }
 
+    /// Hears `news` from now on: a product page lives until its product
+    /// changes (up to [`FOLLOWED_MAX_AGE`]), and every page goes when a
+    /// change touches what it shows.
+    pub fn follow(self: &std::sync::Arc<Self>, news: &CatalogNews) {
+        let cache = std::sync::Arc::downgrade(self);
+        news.listen(move |change| {
+            if let Some(cache) = cache.upgrade()
+                && let Ok(mut store) = cache.store.lock()
+            {
+                store.forget(change);
+            }
+        });
+        self.following.store(true, Ordering::Relaxed);
+    }
+
+    /// How long `page` may be kept.
+    fn lifetime(&self, page: &Page) -> Duration {
+        let product_page = page.shows.as_ref().is_some_and(|s| !s.listing && !s.products.is_empty());
+        if product_page && self.following.load(Ordering::Relaxed) { FOLLOWED_MAX_AGE.max(self.ttl) } else { self.ttl }
+    }
+
+    /// Where the news has got to: a page drawn from now on is kept only if
+    /// no change it shows is heard before it is put.
+    fn epoch(&self) -> u64 {
+        self.store.lock().map_or(0, |s| s.epoch)
+    }
+
     fn get(&self, key: &str, token: &str) -> Option<(HeaderValue, Option<HeaderValue>, String)> {
         let store = self.store.lock().ok()?;
-        let page = store.pages.get(key).filter(|p| p.at.elapsed() < self.ttl)?;
+        let page = store.pages.get(key).filter(|p| p.at.elapsed() < self.lifetime(p))?;
         Some((page.content_type.clone(), page.cache_control.clone(), page.with_token(token)))
     }
 
-    fn put(&self, key: String, page: Page) {
+    fn put(&self, key: String, page: Page, since: u64) {
         let weight = page.weight(&key);
         if weight > self.max_bytes {
             return;
         }
         let Ok(mut store) = self.store.lock() else { return };
         let store = &mut *store;
+        if !store.current(since, page.shows.as_ref()) {
+            return;
+        }
         if let Some(old) = store.pages.remove(&key) {
             store.bytes -= old.weight(&key);
         }
         if store.pages.len() >= CAPACITY || store.bytes + weight > self.max_bytes {
-            let ttl = self.ttl;
             let mut gone = 0;
             store.pages.retain(|k, p| {
-                let fresh = p.at.elapsed() < ttl;
+                let fresh = p.at.elapsed() < self.lifetime(p);
                 if !fresh {
                     gone += p.weight(k);
                 }
@@ -188,6 +292,7 @@ pub async fn layer(State(site): State<Site>, request: Request, next: Next) -> Re
     }
     cache.misses.increment(1);
 
+    let since = cache.epoch();
     let response = next.run(request).await;
     let keep = response.status() == StatusCode::OK && !response.headers().contains_key(SET_COOKIE);
     if !keep {
@@ -203,8 +308,14 @@ pub async fn layer(State(site): State<Site>, request: Request, next: Next) -> Re
         }
     };
     if let (Ok(text), Some(content_type)) = (std::str::from_utf8(&bytes), parts.headers.get(CONTENT_TYPE).cloned()) {
-        let page = Page { at: Instant::now(), content_type, cache_control: parts.headers.get(CACHE_CONTROL).cloned(), parts: text.split(token.as_str()).map(str::to_owned).collect() };
-        cache.put(key, page);
+        let page = Page {
+            at: Instant::now(),
+            content_type,
+            cache_control: parts.headers.get(CACHE_CONTROL).cloned(),
+            parts: text.split(token.as_str()).map(str::to_owned).collect(),
+            shows: parts.extensions.get::<Shows>().cloned(),
+        };
+        cache.put(key, page, since);
     }
     Response::from_parts(parts, Body::from(bytes))
 }
@@ -230,13 +341,13 @@ mod tests {
     #[test]
     fn stale_pages_are_not_served_and_the_store_stays_bounded() {
         let cache = PageCache::new(Duration::from_millis(50), 64 * 1024);
-        let page = |body: &str| Page { at: Instant::now(), content_type: HeaderValue::from_static("text/html"), cache_control: None, parts: vec![body.to_owned()] };
-        cache.put("/".into(), page("home"));
+        let page = |body: &str| Page { at: Instant::now(), content_type: HeaderValue::from_static("text/html"), cache_control: None, parts: vec![body.to_owned()], shows: None };
+        cache.put("/".into(), page("home"), 0);
         assert_eq!(cache.get("/", "t").map(|p| p.2).as_deref(), Some("home"));
         std::thread::sleep(Duration::from_millis(60));
         assert!(cache.get("/", "t").is_none(), "too old");
         for i in 0..CAPACITY + 10 {
-            cache.put(format!("/products/p{i}"), page(&"p".repeat(1000)));
+            cache.put(format!("/products/p{i}"), page(&"p".repeat(1000)), 0);
             let (entries, bytes) = cache.usage();
             assert!(entries <= CAPACITY && bytes <= 64 * 1024, "{entries} pages, {bytes} bytes");
         }
@@ -246,8 +357,51 @@ mod tests {
 
     #[test]
     fn the_token_goes_only_where_it_was() {
-        let page = Page { at: Instant::now(), content_type: HeaderValue::from_static("text/html"), cache_control: None, parts: vec!["<a>".into(), "</a> csrf".into()] };
+        let page = Page { at: Instant::now(), content_type: HeaderValue::from_static("text/html"), cache_control: None, parts: vec!["<a>".into(), "</a> csrf".into()], shows: None };
         assert_eq!(page.with_token("ab.cd"), "<a>ab.cd</a> csrf");
         assert_eq!(page.with_token("<x>"), "<a>&lt;x&gt;</a> csrf");
+    }
+
+    #[test]
+    fn a_cache_following_the_news_keeps_product_pages_until_their_product_changes() {
+        let cache = std::sync::Arc::new(PageCache::new(Duration::from_millis(50), 64 * 1024));
+        let news = CatalogNews::default();
+        cache.follow(&news);
+        let page = |body: &str, shows: Shows| Page {
+            at: Instant::now(),
+            content_type: HeaderValue::from_static("text/html"),
+            cache_control: None,
+            parts: vec![body.to_owned()],
+            shows: Some(shows),
+        };
+        let product = |id: &str| Shows { products: vec![id.to_owned()], listing: false };
+        let listing = Shows { products: Vec::new(), listing: true };
+        cache.put("/products/a".into(), page("a", product("p_a")), 0);
+        cache.put("/products/b".into(), page("b", product("p_b")), 0);
+        cache.put("/".into(), page("home", listing.clone()), 0);
+        std::thread::sleep(Duration::from_millis(60));
+        // Past the few seconds: the listing is gone, the product pages stay.
+        assert!(cache.get("/", "t").is_none());
+        assert!(cache.get("/products/a", "t").is_some() && cache.get("/products/b", "t").is_some());
+        // A's stock changes: its page goes, B's stays.
+        news.announce(&CatalogChange::Stock { products: vec!["p_a".into()], listings: false });
+        assert!(cache.get("/products/a", "t").is_none());
+        assert!(cache.get("/products/b", "t").is_some());
+        // A page drawn before a change of what it shows and put after it is not kept.
+        let since = cache.epoch();
+        news.announce(&CatalogChange::Stock { products: vec!["p_a".into()], listings: false });
+        cache.put("/products/a".into(), page("a, stale", product("p_a")), since);
+        assert!(cache.get("/products/a", "t").is_none());
+        cache.put("/products/a".into(), page("a", product("p_a")), cache.epoch());
+        assert!(cache.get("/products/a", "t").is_some());
+        // A listing drawn before a change of the listings is not kept either.
+        let since = cache.epoch();
+        news.announce(&CatalogChange::Stock { products: vec!["p_z".into()], listings: true });
+        cache.put("/".into(), page("home", listing), since);
+        assert!(cache.get("/", "t").is_none());
+        assert!(cache.get("/products/b", "t").is_some(), "untouched");
+        // Any other change: everything goes.
+        news.announce(&CatalogChange::Everything);
+        assert_eq!(cache.usage().0, 0);
     }
 }

@@ -291,7 +291,15 @@ pub async fn home(State(site): State<Site>) -> Result<Response, PageError> {
     let trending = site.cards("/api/v1/recommendations/trending?limit=8", EAGER_CARDS).await;
     // Below the first list when there is one.
     let newest = site.cards("/api/v1/search?sort=newest&limit=8", if trending.is_empty() { EAGER_CARDS } else { 0 }).await;
-    Ok(render(&Home { shop: &site.name, query: "", categories, trending, newest }))
+    Ok(listing(render(&Home { shop: &site.name, query: "", categories, trending, newest })))
+}
+
+/// A page of lists (search's answers): kept by the page cache for its few
+/// seconds, and forgotten sooner when a product comes into or runs out of
+/// stock.
+fn listing(mut response: Response) -> Response {
+    crate::page_cache::shows(&mut response, kernel::news::Shows { products: Vec::new(), listing: true });
+    response
 }
 
 // Search and categories
@@ -526,7 +534,7 @@ pub async fn category(State(site): State<Site>, Path(slug): Path<String>, Query(
     // The page is the category; other categories are links to their own pages.
     p.category = Some(id);
     let base = format!("/categories/{}", encode(&slug));
-    results(&site, &base, name, p, &names).await
+    results(&site, &base, name, p, &names).await.map(listing)
 }
 
 // Product
@@ -816,6 +824,8 @@ async fn product_page(site: &Site, headers: &axum::http::HeaderMap, slug: &str, 
         similar,
     };
     let mut response = (status, render(&page)).into_response();
+    // The page cache keeps it until the catalog announces a change of it.
+    crate::page_cache::shows(&mut response, kernel::news::Shows { products: vec![p.id.clone()], listing: false });
     response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-cache"));
     if let Some(cookie) = set_csrf {
         response.headers_mut().append(header::SET_COOKIE, cookie);
