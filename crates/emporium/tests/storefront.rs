@@ -467,33 +467,59 @@ async fn with_stripe_set_up_the_payment_page_takes_cards_through_stripe_elements
 }
 
 #[tokio::test]
-async fn shared_pages_are_kept_a_moment_for_visitors_without_a_session_each_with_their_own_form_token() {
+async fn shared_pages_are_kept_for_visitors_without_a_session_each_with_their_own_form_token_until_the_catalog_changes() {
+    // The catalog's own response cache off, so that what the pages show
+    // comes from the database each time they are drawn.
     let shop = Shop::with(|c| {
         c.services.extend(["search".to_owned()]);
         c.http.page_cache_secs = 1;
+        c.catalog.cache = false;
     })
     .await;
     create(&shop, json!({"title": "Mug", "status": "active", "variants": [{"sku": "MUG-9", "prices": {"USD": 1200}}]})).await;
+    create(&shop, json!({"title": "Jug", "status": "active", "variants": [{"sku": "JUG-1", "prices": {"USD": 900}}]})).await;
     stock(&shop, "MUG-9", 3).await;
+    stock(&shop, "JUG-1", 4).await;
+    // Stock changed behind the catalog's back: no news, so a kept page shows what it showed.
+    let quietly = |sku: &'static str, on_hand: i64| {
+        let db = shop.app.db("catalog").unwrap().clone();
+        async move {
+            platform::on_write!(db, pool => sqlx::query("UPDATE inventory_levels SET on_hand = $1 WHERE sku = $2").bind(on_hand).bind(sku).execute(pool).await).unwrap();
+        }
+    };
 
     let mut first = Browser::new(&shop);
     let (_, drawn) = first.get("/products/mug").await;
     assert!(drawn.contains("Only 3 left"));
-    stock(&shop, "MUG-9", 2).await;
+    quietly("MUG-9", 1).await;
     let mut second = Browser::new(&shop);
     let (_, kept) = second.get("/products/mug").await;
     assert!(kept.contains("Only 3 left"), "the page drawn a moment ago: {kept}");
     let (first_token, second_token) = (between(&drawn, r#"name="csrf" value=""#, "\""), between(&kept, r#"name="csrf" value=""#, "\""));
     assert_ne!(first_token, second_token, "each visitor's own token");
     assert_eq!(second.cookies.get("csrf").map(String::as_str), Some(second_token));
+
+    // The catalog announces a stock change: the page goes at once.
+    stock(&shop, "MUG-9", 2).await;
+    let (_, redrawn) = Browser::new(&shop).get("/products/mug").await;
+    assert!(redrawn.contains("Only 2 left"), "drawn again after the change: {redrawn}");
     let (status, cart) = second.submit(&kept, "/cart/items", &[("sku", "MUG-9")]).await;
     assert_eq!(status, StatusCode::OK, "a kept page's form posts: {cart}");
     assert!(cart.contains("Mug"));
     let (_, with_cart) = second.get("/products/mug").await;
     assert!(with_cart.contains("Only 2 left"), "a shopper with a cart sees the page drawn for them: {with_cart}");
 
+    // A product page outlives the few seconds of the lists while nothing changes its product.
+    let (_, jug) = first.get("/products/jug").await;
+    assert!(jug.contains("Only 4 left"), "{jug}");
+    quietly("JUG-1", 1).await;
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    let (_, later) = first.get("/products/mug").await;
-    assert!(later.contains("Only 2 left"), "kept no longer than configured: {later}");
+    let (_, later) = first.get("/products/jug").await;
+    assert!(later.contains("Only 4 left"), "still kept past http.page_cache_secs: {later}");
     assert_eq!(between(&later, r#"name="csrf" value=""#, "\""), first_token, "a visitor keeps their token");
+    // Another product's change leaves it; its own makes it go.
+    stock(&shop, "MUG-9", 5).await;
+    assert!(first.get("/products/jug").await.1.contains("Only 4 left"), "another product's change leaves it kept");
+    stock(&shop, "JUG-1", 3).await;
+    assert!(first.get("/products/jug").await.1.contains("Only 3 left"), "drawn again after its own change");
 }
