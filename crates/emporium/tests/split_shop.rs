@@ -270,6 +270,20 @@ async fn shops_sharing_a_redis_keep_their_catalog_news_apart() {
         assert!(started.elapsed() < Duration::from_secs(20), "subscribed to catalog news");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // A storefront of its own (no catalog in its process) hears the same news.
+    let storefront = kernel::news::CatalogNews::default();
+    let heard = Arc::new(std::sync::Mutex::new(Vec::new()));
+    storefront.listen({
+        let heard = heard.clone();
+        move |change| heard.lock().unwrap().push(change.clone())
+    });
+    let stop = tokio_util::sync::CancellationToken::new();
+    catalog::follow_through_redis(&platform::testing::redis_url().unwrap(), &shared, storefront, stop.clone()).unwrap();
+    let started = Instant::now();
+    while heard.lock().unwrap().is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(10), "the storefront subscribed (and forgot everything once)");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let (replica_before, other_before) = (generation(&replica), generation(&other));
     let staff = signed_in(&writer, &first, "cm@example.com", Role::Admin).await;
     let (status, _, body) = call(&writer, "POST", "/api/v1/admin/products", &[("authorization", format!("Bearer {staff}"))], Some(json!({
@@ -303,6 +317,13 @@ async fn shops_sharing_a_redis_keep_their_catalog_news_apart() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(generation(&replica), replica_before, "a stock change does not forget everything");
+    let product = page["id"].as_str().unwrap().to_owned();
+    let started = Instant::now();
+    while !heard.lock().unwrap().iter().any(|c| matches!(c, kernel::news::CatalogChange::Stock { products, .. } if products.contains(&product))) {
+        assert!(started.elapsed() < Duration::from_secs(10), "the storefront hears which product's stock changed: {:?}", heard.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.cancel();
 }
 
 /// The line of `emporium doctor` about `part`, if any.

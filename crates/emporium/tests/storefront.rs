@@ -484,7 +484,7 @@ async fn shared_pages_are_kept_for_visitors_without_a_session_each_with_their_ow
     let quietly = |sku: &'static str, on_hand: i64| {
         let db = shop.app.db("catalog").unwrap().clone();
         async move {
-            platform::on_write!(db, pool => sqlx::query("UPDATE inventory_levels SET on_hand = $1 WHERE sku = $2").bind(on_hand).bind(sku).execute(pool).await).unwrap();
+            platform::on_write!(db, pool => sqlx::query("UPDATE inventory_levels SET on_hand = $1 WHERE sku = $2").bind(on_hand).bind(sku).execute(pool).await.map(|r| r.rows_affected())).unwrap();
         }
     };
 
