@@ -253,17 +253,23 @@ pub async fn find(db: &Db, id_or_slug: &str, staff: bool) -> Result<Product, Cat
     if !staff && row.status != "active" {
         return Err(CatalogError::ProductNotFound);
     }
-    let mut all = assemble(db, vec![row]).await?;
+    let mut all = assemble(db, vec![row], None).await?;
     all.pop().ok_or(CatalogError::ProductNotFound)
 }
 
 /// Attaches variants and categories to product rows (two queries for all).
-async fn assemble(db: &Db, rows: Vec<ProductRow>) -> Result<Vec<Product>, CatalogError> {
+/// `rows` with their variants, categories and media, in a fixed number of
+/// queries; `categories` is every category when the caller has read them.
+async fn assemble(db: &Db, rows: Vec<ProductRow>, categories: Option<Vec<CategoryRow>>) -> Result<Vec<Product>, CatalogError> {
     let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
     let mut variants = store::variants(db, &ids).await?;
     let links = store::product_categories(db, &ids).await?;
     let mut media = store::media(db, &ids).await?;
-    let all_categories = if links.is_empty() { Vec::new() } else { store::categories(db).await? };
+    let all_categories = match categories {
+        _ if links.is_empty() => Vec::new(),
+        Some(all) => all,
+        None => store::categories(db).await?,
+    };
     Ok(rows
         .into_iter()
         .map(|row| {
@@ -298,13 +304,13 @@ pub struct ListFilter<'a> {
 
 /// A page of products: `limit + 1` of them with their cursors.
 pub async fn list(db: &Db, f: &ListFilter<'_>, after: Option<&str>, limit: u32) -> Result<Vec<(String, Product)>, CatalogError> {
-    let categories = match f.category {
+    let (categories, all_categories) = match f.category {
         Some(c) => {
             let all = store::categories(db).await?;
             let root = all.iter().find(|x| x.id == c || x.slug == c).ok_or(CatalogError::CategoryNotFound)?;
-            Some(categories::descendants(&all, &root.id))
+            (Some(categories::descendants(&all, &root.id)), Some(all))
         }
-        None => None,
+        None => (None, None),
     };
     let currency = match f.currency {
         Some(c) => kernel::money::Currency::parse(c)
@@ -332,7 +338,7 @@ pub async fn list(db: &Db, f: &ListFilter<'_>, after: Option<&str>, limit: u32) 
     })
     .await?;
     let keys: Vec<String> = listed.iter().map(|l| l.key.clone()).collect();
-    let products = assemble(db, listed.into_iter().map(|l| l.row).collect()).await?;
+    let products = assemble(db, listed.into_iter().map(|l| l.row).collect(), all_categories).await?;
     Ok(keys.into_iter().zip(products).collect())
 }
 

@@ -371,10 +371,9 @@ pub async fn variants(db: &Db, product_ids: &[String]) -> Result<Vec<VariantRow>
     let sql = format!(
         "SELECT v.id, v.product_id, v.sku, v.title, v.barcode, v.weight_grams, v.track_inventory, \
          v.low_stock_threshold, \
-         CAST(COALESCE((SELECT SUM(l.on_hand) FROM inventory_levels l WHERE l.sku = v.sku), 0) AS BIGINT), \
-         CAST(COALESCE((SELECT SUM(l.reserved) FROM inventory_levels l WHERE l.sku = v.sku), 0) AS BIGINT), \
-         v.option_values, v.allow_backorder FROM variants v \
-         WHERE v.product_id IN ({}) ORDER BY v.product_id, v.position, v.id",
+         CAST(COALESCE(SUM(l.on_hand), 0) AS BIGINT), CAST(COALESCE(SUM(l.reserved), 0) AS BIGINT), \
+         v.option_values, v.allow_backorder FROM variants v LEFT JOIN inventory_levels l ON l.sku = v.sku \
+         WHERE v.product_id IN ({}) GROUP BY v.id ORDER BY v.product_id, v.position, v.id",
         placeholders.join(", ")
     );
     type Row = (String, String, String, String, Option<String>, Option<i64>, bool, i64, i64, i64, String, bool);
