@@ -60,6 +60,12 @@ macro_rules! on_tx {
     }};
 }
 
+/// `count` numbered parameters from `$first` on, for an `IN (…)` list:
+/// `placeholders(2, 3)` is `"$2, $3, $4"`.
+pub fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
 /// Notes one statement (every [`on_db!`], [`on_write!`] and [`on_tx!`]) in
 /// the log at debug level (`platform::db`), in the span of the request
 /// that ran it: the checkout benchmark counts them.

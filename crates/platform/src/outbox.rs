@@ -147,8 +147,7 @@ impl Relay {
         if ids.is_empty() {
             return Ok(());
         }
-        let places: Vec<String> = (2..ids.len() + 2).map(|i| format!("${i}")).collect();
-        let sql = format!("UPDATE outbox SET published_at = $1 WHERE id IN ({})", places.join(", "));
+        let sql = format!("UPDATE outbox SET published_at = $1 WHERE id IN ({})", crate::db::placeholders(2, ids.len()));
         on_write!(self.db, pool => {
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.clone())).bind(OffsetDateTime::now_utc());
             for id in ids {

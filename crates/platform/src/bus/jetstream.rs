@@ -246,11 +246,7 @@ async fn deliver(handler: &dyn EventHandler, messages: Vec<jetstream::Message>) 
         let (applied, failed) = match handler.handle_batch(rest).await {
             Ok(()) => (rest.len(), None),
             Err(failure) => {
-                let applied = failure.applied.min(rest.len() - 1);
-                let event = &rest[applied];
-                tracing::warn!(consumer = %consumer, event_id = %event.id, event_type = %event.event_type,
-                    error = %failure.error, "consumer failed; will be redelivered");
-                metrics::counter!("events_handler_failures_total", "consumer" => consumer.clone()).increment(1);
+                let applied = failure.noted(&consumer, rest, "will be redelivered");
                 (applied, Some(from + applied))
             }
         };

@@ -59,10 +59,10 @@ impl InProcessBus {
         Some(Delivering { sequence: self.sequence.clone(), at })
     }
 
-    fn live_handlers(&self, wanted: impl Fn(&dyn EventHandler) -> bool) -> Vec<Arc<dyn EventHandler>> {
+    fn live_handlers(&self) -> Vec<Arc<dyn EventHandler>> {
         let Ok(mut handlers) = self.handlers.write() else { return Vec::new() };
         handlers.retain(|(_, token)| !token.is_cancelled());
-        handlers.iter().filter(|(h, _)| wanted(h.as_ref())).map(|(h, _)| h.clone()).collect()
+        handlers.iter().map(|(h, _)| h.clone()).collect()
     }
 }
 
@@ -84,18 +84,18 @@ impl EventBus for InProcessBus {
         let _delivering: Vec<Delivering> = events.iter().filter_map(|_| self.take_position()).collect();
         let mut published = events.len();
         let mut first_error = None;
-        for handler in self.live_handlers(|h| events.iter().any(|e| h.interested_in(&e.event_type))) {
+        for handler in self.live_handlers() {
             let (places, share): (Vec<usize>, Vec<Envelope>) =
                 events.iter().enumerate().filter(|(_, e)| handler.interested_in(&e.event_type)).map(|(i, e)| (i, e.clone())).unzip();
+            if share.is_empty() {
+                continue;
+            }
             let consumer = handler.consumer().to_owned();
             let applied = match handler.handle_batch(&share).await {
                 Ok(()) => share.len(),
                 Err(failure) => {
-                    let failed = &share[failure.applied.min(share.len() - 1)];
-                    tracing::warn!(consumer = %consumer, event_id = %failed.id, event_type = %failed.event_type,
-                        error = %failure.error, "consumer failed; will retry");
-                    metrics::counter!("events_handler_failures_total", "consumer" => consumer.clone()).increment(1);
-                    let at = places[failure.applied.min(places.len() - 1)];
+                    let place = failure.noted(&consumer, &share, "will retry");
+                    let (at, failed) = (places[place], &share[place]);
                     if at < published {
                         published = at;
                         first_error = Some(BusError::Handler {
@@ -105,7 +105,7 @@ impl EventBus for InProcessBus {
                             reason: failure.error.to_string(),
                         });
                     }
-                    failure.applied
+                    place
                 }
             };
             metrics::counter!("events_handled_total", "consumer" => consumer).increment(applied as u64);

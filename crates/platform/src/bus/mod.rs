@@ -63,6 +63,21 @@ pub struct BatchFailure {
     pub error: HandlerError,
 }
 
+impl BatchFailure {
+    /// The place in `events` (a batch `consumer` was given) of the event
+    /// that failed, noted in the log and the failure count, which says the
+    /// transport's remedy (`then`).
+    fn noted(&self, consumer: &str, events: &[Envelope], then: &str) -> usize {
+        let at = self.applied.min(events.len().saturating_sub(1));
+        if let Some(event) = events.get(at) {
+            tracing::warn!(consumer = %consumer, event_id = %event.id, event_type = %event.event_type,
+                error = %self.error, "consumer failed; {then}");
+        }
+        metrics::counter!("events_handler_failures_total", "consumer" => consumer.to_owned()).increment(1);
+        at
+    }
+}
+
 /// How a per-process listener subscribes (see [`EventHandler::per_process`]).
 #[derive(Debug, Clone, Copy)]
 pub struct PerProcess {
