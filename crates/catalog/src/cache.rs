@@ -46,10 +46,7 @@ struct News {
 
 /// When a response began to be built: a change after it makes it stale.
 #[derive(Debug, Clone, Copy)]
-pub struct Stamp {
-    generation: u64,
-    epoch: u64,
-}
+pub struct Stamp(u64);
 
 pub struct ResponseCache {
     entries: Mutex<Entries>,
@@ -72,18 +69,13 @@ pub struct ResponseCache {
 /// slot, the queue slot, the validator.
 const ENTRY_OVERHEAD: u64 = 160;
 
-/// Products whose last stock change is remembered (to refuse responses
-/// built before it); past this many, everything is forgotten instead.
-const MAX_CHANGED_PRODUCTS: usize = 100_000;
-
-/// The remembered responses of one generation, forgotten oldest first
-/// once they weigh more than the budget.
+/// The remembered responses since everything was last forgotten, forgotten
+/// oldest first once they weigh more than the budget.
 #[derive(Default)]
 struct Entries {
-    /// Moves on when everything is forgotten.
-    generation: u64,
-    /// Moves on with every stock change.
-    epoch: u64,
+    /// The changes heard (to refuse responses built before a change of what
+    /// they show).
+    log: kernel::news::ChangeLog,
     map: HashMap<String, Entry>,
     /// Keys in the order they were remembered, with the sequence number
     /// that tells a replaced entry's old slot from its current one.
@@ -94,10 +86,6 @@ struct Entries {
     by_product: HashMap<String, HashSet<String>>,
     /// The keys of the listings.
     listings: HashSet<String>,
-    /// The epoch of each product's last stock change in this generation.
-    changed: HashMap<String, u64>,
-    /// The epoch of the last change that touched every listing.
-    listings_changed: u64,
 }
 
 struct Entry {
@@ -128,37 +116,22 @@ impl Entries {
         }
     }
 
-    fn forget_everything(&mut self) {
-        *self = Entries { generation: self.generation + 1, epoch: self.epoch, next: self.next, ..Entries::default() };
-    }
-
     fn forget(&mut self, change: &Change) {
-        let Change::Stock { products, listings } = change else {
-            return self.forget_everything();
-        };
-        if self.changed.len() + products.len() > MAX_CHANGED_PRODUCTS {
-            return self.forget_everything();
+        if self.log.record(change) {
+            *self = Entries { log: std::mem::take(&mut self.log), next: self.next, ..Entries::default() };
+            return;
         }
-        self.epoch += 1;
+        let Change::Stock { products, listings } = change else { return };
         for product in products {
-            self.changed.insert(product.clone(), self.epoch);
             for key in self.by_product.remove(product).unwrap_or_default() {
                 self.remove(&key);
             }
         }
         if *listings {
-            self.listings_changed = self.epoch;
             for key in std::mem::take(&mut self.listings) {
                 self.remove(&key);
             }
         }
-    }
-
-    /// Whether a response built since `stamp` and showing `shows` is still true.
-    fn current(&self, stamp: Stamp, shows: &Shows) -> bool {
-        stamp.generation == self.generation
-            && !(shows.listing && self.listings_changed > stamp.epoch)
-            && shows.products.iter().all(|p| self.changed.get(p).is_none_or(|&at| at <= stamp.epoch))
     }
 }
 
@@ -274,12 +247,13 @@ impl ResponseCache {
     /// How many times everything was forgotten (a stock change of a few
     /// products does not count).
     pub fn generation(&self) -> u64 {
-        self.entries.lock().map_or(0, |e| e.generation)
+        self.entries.lock().map_or(0, |e| e.log.everything())
     }
 
-    /// When a response begins to be built (before it reads anything).
+    /// When a response begins to be built (before it reads anything). A
+    /// poisoned lock stays poisoned, so `put` keeps nothing whatever the stamp.
     pub fn stamp(&self) -> Stamp {
-        self.entries.lock().map_or(Stamp { generation: u64::MAX, epoch: 0 }, |e| Stamp { generation: e.generation, epoch: e.epoch })
+        Stamp(self.entries.lock().map_or(0, |e| e.log.epoch()))
     }
 
     /// Remembers `body` for `key` unless what it `shows` changed since
@@ -291,7 +265,7 @@ impl ResponseCache {
         if self.enabled
             && size <= self.max_bytes
             && let Ok(mut entries) = self.entries.lock()
-            && entries.current(stamp, &shows)
+            && entries.log.current(stamp.0, &shows)
         {
             let e = &mut *entries;
             e.remove(&key);

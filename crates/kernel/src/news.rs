@@ -3,6 +3,7 @@
 //! whatever keeps copies of catalog data (the storefront's page cache)
 //! listens and forgets the same.
 
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
@@ -53,6 +54,71 @@ impl Shows {
     }
 }
 
+/// The changes a cache has heard, as far as it needs them to refuse a copy
+/// drawn before a change of what the copy shows: every change moves the
+/// epoch on, and a copy drawn from epoch `since` is current while no change
+/// after `since` touched it.
+#[derive(Debug, Default)]
+pub struct ChangeLog {
+    epoch: u64,
+    /// How many changes counted as changes of everything, and the epoch of
+    /// the last.
+    everything: u64,
+    everything_at: u64,
+    /// The epoch of the last change that touched the listings.
+    listings_at: u64,
+    /// The epoch of each product's last change since the last change of
+    /// everything.
+    changed: HashMap<String, u64>,
+}
+
+impl ChangeLog {
+    /// Products whose last change is remembered; past this many, a change
+    /// counts as one of everything.
+    pub const MAX_PRODUCTS: usize = 100_000;
+
+    /// Where the log has got to: a copy drawn from now on is stamped with it.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// How many changes counted as changes of everything.
+    pub fn everything(&self) -> u64 {
+        self.everything
+    }
+
+    /// Notes `change`; answers whether it counts as a change of everything
+    /// (it is one, or it names more products than the log keeps).
+    pub fn record(&mut self, change: &CatalogChange) -> bool {
+        self.epoch += 1;
+        match change {
+            CatalogChange::Stock { products, listings } if self.changed.len() + products.len() <= Self::MAX_PRODUCTS => {
+                for product in products {
+                    self.changed.insert(product.clone(), self.epoch);
+                }
+                if *listings {
+                    self.listings_at = self.epoch;
+                }
+                false
+            }
+            _ => {
+                self.everything += 1;
+                self.everything_at = self.epoch;
+                self.changed.clear();
+                true
+            }
+        }
+    }
+
+    /// Whether a copy drawn from epoch `since`, showing `shows`, missed no
+    /// change of what it shows.
+    pub fn current(&self, since: u64, shows: &Shows) -> bool {
+        self.everything_at <= since
+            && !(shows.listing && self.listings_at > since)
+            && shows.products.iter().all(|p| self.changed.get(p).is_none_or(|&at| at <= since))
+    }
+}
+
 type Listener = Arc<dyn Fn(&CatalogChange) + Send + Sync>;
 
 /// Where catalog changes are announced in a process. Listeners are called
@@ -98,6 +164,25 @@ mod tests {
         assert!(page.touched_by(&CatalogChange::Everything) && list.touched_by(&CatalogChange::Everything));
         assert_eq!(p1.clone().merge(p9_out), CatalogChange::Stock { products: vec!["p1".into(), "p9".into()], listings: true });
         assert_eq!(p1.merge(CatalogChange::Everything), CatalogChange::Everything);
+    }
+
+    #[test]
+    fn a_copy_is_current_until_a_change_after_it_touches_what_it_shows() {
+        let mut log = ChangeLog::default();
+        let page = Shows { products: vec!["p1".into()], listing: false };
+        let list = Shows { products: Vec::new(), listing: true };
+        let since = log.epoch();
+        assert!(!log.record(&CatalogChange::Stock { products: vec!["p2".into()], listings: false }));
+        assert!(log.current(since, &page) && log.current(since, &list), "another product");
+        assert!(!log.record(&CatalogChange::Stock { products: vec!["p1".into()], listings: true }));
+        assert!(!log.current(since, &page) && !log.current(since, &list));
+        assert!(log.current(log.epoch(), &page) && log.current(log.epoch(), &list), "drawn after it");
+        let since = log.epoch();
+        assert!(log.record(&CatalogChange::Everything));
+        assert!(!log.current(since, &Shows::default()) && log.everything() == 1);
+        let many: Vec<String> = (0..=ChangeLog::MAX_PRODUCTS).map(|i| format!("p{i}")).collect();
+        assert!(log.record(&CatalogChange::Stock { products: many, listings: false }), "more than it keeps");
+        assert_eq!(log.everything(), 2);
     }
 
     #[test]

@@ -30,7 +30,7 @@ use axum::http::{HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use kernel::news::{CatalogChange, CatalogNews, Shows};
+use kernel::news::{CatalogChange, CatalogNews, ChangeLog, Shows};
 
 use crate::Site;
 use crate::account::{ACCESS, REFRESH};
@@ -50,9 +50,6 @@ const OVERHEAD: usize = 256;
 /// catalog's news: what else it shows (recommendations) moves slowly.
 pub const FOLLOWED_MAX_AGE: Duration = Duration::from_secs(60);
 
-/// Products whose last change is remembered (to refuse pages drawn before
-/// it); past this many, the cache counts the change as one of everything.
-const MAX_CHANGED_PRODUCTS: usize = 100_000;
 
 struct Page {
     at: Instant,
@@ -80,34 +77,14 @@ impl Page {
 struct Store {
     pages: HashMap<String, Page>,
     bytes: usize,
-    /// Moves on with every change heard.
-    epoch: u64,
-    /// The epoch of the last change of everything.
-    everything_at: u64,
-    /// The epoch of the last change that touched the listings.
-    listings_at: u64,
-    /// The epoch of each product's last change since `everything_at`.
-    changed: HashMap<String, u64>,
+    /// The changes heard (to refuse pages drawn before a change of what
+    /// they show).
+    log: ChangeLog,
 }
 
 impl Store {
     fn forget(&mut self, change: &CatalogChange) {
-        self.epoch += 1;
-        let epoch = self.epoch;
-        match change {
-            CatalogChange::Stock { products, listings } if self.changed.len() + products.len() <= MAX_CHANGED_PRODUCTS => {
-                for product in products {
-                    self.changed.insert(product.clone(), epoch);
-                }
-                if *listings {
-                    self.listings_at = epoch;
-                }
-            }
-            _ => {
-                self.everything_at = epoch;
-                self.changed.clear();
-            }
-        }
+        self.log.record(change);
         let mut gone = 0;
         self.pages.retain(|k, p| {
             // A page that does not say what it shows goes with any change.
@@ -123,10 +100,7 @@ impl Store {
     /// Whether a page drawn from epoch `since` on, showing `shows`, missed
     /// no change.
     fn current(&self, since: u64, shows: Option<&Shows>) -> bool {
-        let Some(shows) = shows else { return self.epoch == since };
-        self.everything_at <= since
-            && !(shows.listing && self.listings_at > since)
-            && shows.products.iter().all(|p| self.changed.get(p).is_none_or(|&at| at <= since))
+        shows.map_or(self.log.epoch() == since, |shows| self.log.current(since, shows))
     }
 }
 
@@ -186,7 +160,7 @@ impl PageCache {
     /// Where the news has got to: a page drawn from now on is kept only if
     /// no change it shows is heard before it is put.
     fn epoch(&self) -> u64 {
-        self.store.lock().map_or(0, |s| s.epoch)
+        self.store.lock().map_or(0, |s| s.log.epoch())
     }
 
     fn get(&self, key: &str, token: &str) -> Option<(HeaderValue, Option<HeaderValue>, String)> {
