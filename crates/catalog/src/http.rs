@@ -6,7 +6,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use kernel::error::ErrorBody;
-use kernel::money::{Currency, Money};
+use kernel::money::Currency;
 use kernel::page::{Page, PageParams};
 use platform::auth::{RequirePermission, perm};
 use platform::http::Json;
@@ -20,8 +20,9 @@ use crate::cache::{ResponseCache, Shows};
 use crate::domain::{ProductOption, Status};
 use crate::error::CatalogError;
 use crate::inventory::Inventory;
-use crate::products::{self, Change, ListFilter, NewProduct, NewVariantInput, Product};
+use crate::products::{self, Change, ListFilter, NewProduct, NewVariantInput};
 use crate::store;
+use crate::views::{self, ProductView, view};
 
 /// The routes' state: one shared value, so that a request clones one
 /// pointer rather than every handle inside.
@@ -139,139 +140,9 @@ pub fn router(catalog: Catalog) -> OpenApiRouter {
         .with_state(catalog)
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct VariantView {
-    pub id: String,
-    pub sku: String,
-    pub title: String,
-    /// One value per option of the product, in its order.
-    pub option_values: Vec<String>,
-    /// Price per currency.
-    pub prices: BTreeMap<String, Money>,
-    /// The "was" price per currency, where one is set.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub compare_at_prices: BTreeMap<String, Money>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub barcode: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub weight_grams: Option<i64>,
-    /// Can be bought now: in stock, not tracked, or open to backorders.
-    pub in_stock: bool,
-    /// Units free to sell over all locations, for "only 3 left"; absent when
-    /// stock is not tracked.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub available: Option<i64>,
-    pub track_inventory: bool,
-    /// Sells on when nothing is available; the units arrive later.
-    pub allow_backorder: bool,
-    /// Staff only: units on hand and held for orders, over all locations.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub on_hand: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reserved: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub low_stock_threshold: Option<i64>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ProductView {
-    pub id: String,
-    pub slug: String,
-    pub title: String,
-    /// Markdown, as written.
-    pub description: String,
-    /// The description rendered to HTML that is safe to show as is.
-    pub description_html: String,
-    pub status: Status,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub brand: Option<String>,
-    pub tags: Vec<String>,
-    pub categories: Vec<CategoryRef>,
-    /// Free-form attributes, e.g. `{"material": "cotton"}`.
-    #[schema(value_type = Object)]
-    pub attributes: serde_json::Value,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub seo_title: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub seo_description: Option<String>,
-    /// e.g. `[{"name": "Size", "values": ["S", "M", "L"]}]`; empty for a
-    /// product with one default variant.
-    pub options: Vec<ProductOption>,
-    pub variants: Vec<VariantView>,
-    pub media: Vec<crate::media::MediaView>,
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    pub created_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    pub updated_at: OffsetDateTime,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct CategoryRef {
-    pub id: String,
-    pub slug: String,
-    pub name: String,
-}
-
-fn money(prices: &[store::Price], compare: bool) -> BTreeMap<String, Money> {
-    prices
-        .iter()
-        .filter_map(|(c, amount, compare_at)| {
-            let value = if compare { (*compare_at)? } else { *amount };
-            Some((c.clone(), Money::new(value, Currency::parse(c).ok()?)))
-        })
-        .collect()
-}
-
-fn view(p: Product, staff: bool) -> ProductView {
-    ProductView {
-        categories: p.categories.into_iter().map(|c| CategoryRef { id: c.id, slug: c.slug, name: c.name }).collect(),
-        attributes: serde_json::from_str(&p.row.attributes).unwrap_or_else(|_| serde_json::json!({})),
-        seo_title: p.row.seo_title,
-        seo_description: p.row.seo_description,
-        options: serde_json::from_str(&p.row.options).unwrap_or_default(),
-        media: p.media.into_iter().map(crate::media::MediaView::from).collect(),
-        variants: p
-            .variants
-            .into_iter()
-            .map(|v| {
-                let available = v.on_hand - v.reserved;
-                VariantView {
-                    id: v.id,
-                    sku: v.sku,
-                    title: v.title,
-                    option_values: v.option_values,
-                    prices: money(&v.prices, false),
-                    compare_at_prices: money(&v.prices, true),
-                    barcode: v.barcode,
-                    weight_grams: v.weight_grams,
-                    in_stock: !v.track_inventory || v.allow_backorder || available > 0,
-                    available: v.track_inventory.then_some(available),
-                    track_inventory: v.track_inventory,
-                    allow_backorder: v.allow_backorder,
-                    on_hand: staff.then_some(v.on_hand),
-                    reserved: staff.then_some(v.reserved),
-                    low_stock_threshold: staff.then_some(v.low_stock_threshold),
-                }
-            })
-            .collect(),
-        id: p.row.id,
-        slug: p.row.slug,
-        title: p.row.title,
-        description_html: crate::markdown::render(&p.row.description),
-        description: p.row.description,
-        status: Status::parse(&p.row.status).unwrap_or(Status::Draft),
-        brand: p.row.brand,
-        tags: p.row.tags,
-        created_at: p.row.created_at,
-        updated_at: p.row.updated_at,
-    }
-}
-
-fn page(products: Vec<(String, Product)>, limit: u32, staff: bool) -> Page<ProductView> {
+fn page(products: Vec<(String, ProductView)>, limit: u32) -> Page<ProductView> {
     let page = Page::from_rows(products, limit, |(key, _)| key.clone());
-    Page { data: page.data.into_iter().map(|(_, p)| view(p, staff)).collect(), has_more: page.has_more, next_cursor: page.next_cursor }
+    Page { data: page.data.into_iter().map(|(_, p)| p).collect(), has_more: page.has_more, next_cursor: page.next_cursor }
 }
 
 #[derive(Deserialize, Serialize, Clone, Copy, Default, ToSchema)]
@@ -352,9 +223,9 @@ async fn list_products(State(c): State<Catalog>, uri: Uri, headers: HeaderMap) -
     let p = filter.page().parse()?;
     let result = cached(&c, cache_key("products", &filter), &headers, || async {
         let f = filter.list_filter(Some("active"));
-        let rows = products::list(&c.inventory.db, &f, p.after.as_deref(), p.limit).await?;
-        let shows = Shows { products: rows.iter().map(|(_, p)| p.row.id.clone()).collect(), listing: true };
-        Ok((page(rows, p.limit, false), shows))
+        let rows = views::list(&c.inventory.db, &f, p.after.as_deref(), p.limit, false).await?;
+        let shows = Shows { products: rows.iter().map(|(_, p)| p.id.clone()).collect(), listing: true };
+        Ok((page(rows, p.limit), shows))
     })
     .await;
     result.map_err(|e| kernel::ApiError::from(&e))
@@ -371,9 +242,9 @@ async fn get_product(
 ) -> Result<Response, kernel::ApiError> {
     let params: NoParams = public_query(&uri)?;
     let result = cached(&c, cache_key(&format!("product {id}"), &params), &headers, || async {
-        let product = products::find(&c.inventory.db, &id, false).await?;
-        let shows = Shows { products: vec![product.row.id.clone()], listing: false };
-        Ok((view(product, false), shows))
+        let product = views::find(&c.inventory.db, &id, false).await?;
+        let shows = Shows { products: vec![product.id.clone()], listing: false };
+        Ok((product, shows))
     })
     .await;
     result.map_err(|e| kernel::ApiError::from(&e))
@@ -426,8 +297,8 @@ async fn admin_list_products(
     let (own, filter) = AdminProductFilter::parse(&uri)?;
     let p = filter.page().parse()?;
     let f = ListFilter { text: own.q.as_deref(), low_stock: own.low_stock, ..filter.list_filter(own.status.map(Status::as_str)) };
-    let rows = products::list(&c.inventory.db, &f, p.after.as_deref(), p.limit).await.map_err(|e| kernel::ApiError::from(&e))?;
-    Ok(Json(page(rows, p.limit, true)))
+    let rows = views::list(&c.inventory.db, &f, p.after.as_deref(), p.limit, true).await.map_err(|e| kernel::ApiError::from(&e))?;
+    Ok(Json(page(rows, p.limit)))
 }
 
 fn default_track() -> bool {
@@ -537,7 +408,7 @@ async fn admin_get_product(
     _: RequirePermission<perm::CatalogWrite>,
     Path(id): Path<String>,
 ) -> Result<Json<ProductView>, CatalogError> {
-    Ok(Json(view(products::find(&c.inventory.db, &id, true).await?, true)))
+    Ok(Json(views::find(&c.inventory.db, &id, true).await?))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -1096,7 +967,7 @@ async fn update_media(
 ) -> Result<Json<ProductView>, CatalogError> {
     crate::media::update(&c.inventory.db, &id, &media_id, b.alt.as_deref(), b.position).await?;
     c.cache.invalidate();
-    Ok(Json(view(products::find(&c.inventory.db, &id, true).await?, true)))
+    Ok(Json(views::find(&c.inventory.db, &id, true).await?))
 }
 
 /// Staff: remove a picture (`catalog:write`).

@@ -17,6 +17,7 @@ pub mod media;
 mod products;
 pub mod shopify;
 mod store;
+mod views;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,7 +68,7 @@ pub const ROUTES: &[Route] = &[
 ];
 
 /// This service's own tables, after the platform's.
-pub static MIGRATIONS: Migrations = platform::migrations!("catalog", ["0001_catalog", "0002_categories", "0003_options_locations_media"]);
+pub static MIGRATIONS: Migrations = platform::migrations!("catalog", ["0001_catalog", "0002_categories", "0003_options_locations_media", "0004_product_views"]);
 
 /// How long a reservation holds stock unless checkout commits it.
 pub const RESERVATION_TTL: Duration = Duration::from_secs(15 * 60);

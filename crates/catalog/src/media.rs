@@ -388,13 +388,13 @@ pub async fn delete(db: &Db, media: &MediaStore, product: &str, id: &str) -> Res
     Ok(())
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, serde::Deserialize, ToSchema)]
 pub struct ThumbnailView {
     pub width: u32,
     pub url: String,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, serde::Deserialize, ToSchema)]
 pub struct MediaView {
     pub id: String,
     /// `/media/…` for stored pictures, or the recorded address.

@@ -257,10 +257,9 @@ pub async fn find(db: &Db, id_or_slug: &str, staff: bool) -> Result<Product, Cat
     all.pop().ok_or(CatalogError::ProductNotFound)
 }
 
-/// Attaches variants and categories to product rows (two queries for all).
 /// `rows` with their variants, categories and media, in a fixed number of
 /// queries; `categories` is every category when the caller has read them.
-async fn assemble(db: &Db, rows: Vec<ProductRow>, categories: Option<Vec<CategoryRow>>) -> Result<Vec<Product>, CatalogError> {
+pub(crate) async fn assemble(db: &Db, rows: Vec<ProductRow>, categories: Option<Vec<CategoryRow>>) -> Result<Vec<Product>, CatalogError> {
     let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
     let mut variants = store::variants(db, &ids).await?;
     let links = store::product_categories(db, &ids).await?;
@@ -302,43 +301,62 @@ pub struct ListFilter<'a> {
     pub sort: Sort,
 }
 
+/// What a list asks of the store, checked: the categories under the one
+/// named, and the currency of its prices.
+pub(crate) struct Asked {
+    categories: Option<Vec<String>>,
+    /// Every category, when they were read to find those under the one named.
+    all_categories: Option<Vec<CategoryRow>>,
+    currency: String,
+}
+
+impl Asked {
+    pub(crate) async fn of(db: &Db, f: &ListFilter<'_>) -> Result<Asked, CatalogError> {
+        let (categories, all_categories) = match f.category {
+            Some(c) => {
+                let all = store::categories(db).await?;
+                let root = all.iter().find(|x| x.id == c || x.slug == c).ok_or(CatalogError::CategoryNotFound)?;
+                (Some(categories::descendants(&all, &root.id)), Some(all))
+            }
+            None => (None, None),
+        };
+        let currency = match f.currency {
+            Some(c) => kernel::money::Currency::parse(c)
+                .map_err(|_| domain::invalid("currency", "invalid_currency", "an ISO 4217 code"))?
+                .to_string(),
+            None => "USD".to_owned(),
+        };
+        if f.min_price.is_some_and(|p| p < 0) || f.max_price.is_some_and(|p| p < 0) {
+            return Err(domain::invalid("min_price", "invalid_amount", "minor units, 0 or more").into());
+        }
+        Ok(Asked { categories, all_categories, currency })
+    }
+
+    pub(crate) fn query<'a>(&'a self, f: &ListFilter<'a>, after: Option<&'a str>, limit: u32) -> ProductQuery<'a> {
+        ProductQuery {
+            status: f.status,
+            text: f.text,
+            low_stock: f.low_stock,
+            brand: f.brand,
+            tag: f.tag,
+            categories: self.categories.as_deref(),
+            currency: &self.currency,
+            min_price: f.min_price,
+            max_price: f.max_price,
+            in_stock: f.in_stock,
+            sort: f.sort,
+            after,
+            limit,
+        }
+    }
+}
+
 /// A page of products: `limit + 1` of them with their cursors.
 pub async fn list(db: &Db, f: &ListFilter<'_>, after: Option<&str>, limit: u32) -> Result<Vec<(String, Product)>, CatalogError> {
-    let (categories, all_categories) = match f.category {
-        Some(c) => {
-            let all = store::categories(db).await?;
-            let root = all.iter().find(|x| x.id == c || x.slug == c).ok_or(CatalogError::CategoryNotFound)?;
-            (Some(categories::descendants(&all, &root.id)), Some(all))
-        }
-        None => (None, None),
-    };
-    let currency = match f.currency {
-        Some(c) => kernel::money::Currency::parse(c)
-            .map_err(|_| domain::invalid("currency", "invalid_currency", "an ISO 4217 code"))?
-            .to_string(),
-        None => "USD".to_owned(),
-    };
-    if f.min_price.is_some_and(|p| p < 0) || f.max_price.is_some_and(|p| p < 0) {
-        return Err(domain::invalid("min_price", "invalid_amount", "minor units, 0 or more").into());
-    }
-    let listed = store::products(db, &ProductQuery {
-        status: f.status,
-        text: f.text,
-        low_stock: f.low_stock,
-        brand: f.brand,
-        tag: f.tag,
-        categories: categories.as_deref(),
-        currency: &currency,
-        min_price: f.min_price,
-        max_price: f.max_price,
-        in_stock: f.in_stock,
-        sort: f.sort,
-        after,
-        limit,
-    })
-    .await?;
+    let mut asked = Asked::of(db, f).await?;
+    let listed = store::products(db, &asked.query(f, after, limit)).await?;
     let keys: Vec<String> = listed.iter().map(|l| l.key.clone()).collect();
-    let products = assemble(db, listed.into_iter().map(|l| l.row).collect(), all_categories).await?;
+    let products = assemble(db, listed.into_iter().map(|l| l.row).collect(), asked.all_categories.take()).await?;
     Ok(keys.into_iter().zip(products).collect())
 }
 

@@ -195,9 +195,11 @@ enum Bind {
     Int(i64),
 }
 
-/// Products matching `q`, in its order, `limit + 1` of them. The SQL is
-/// assembled from fixed fragments; every value is bound.
-pub async fn products(db: &Db, q: &ProductQuery<'_>) -> Result<Vec<ListedProduct>, DbError> {
+/// The SQL of a product list and its bound values: `columns` (of `p`, the
+/// products table) and the sort key of the rows matching `q`, in its order,
+/// `limit + 1` of them. The SQL is assembled from fixed fragments; every
+/// value is bound.
+fn product_list_sql(q: &ProductQuery<'_>, columns: &[&str]) -> (String, Vec<Bind>) {
     let mut binds: Vec<Bind> = Vec::new();
     let next = |b: Bind, binds: &mut Vec<Bind>| {
         binds.push(b);
@@ -286,11 +288,43 @@ pub async fn products(db: &Db, q: &ProductQuery<'_>) -> Result<Vec<ListedProduct
         }
     }
     let limit = next(Bind::Int(i64::from(q.limit) + 1), &mut binds);
-    let inner_cols = PRODUCT_COLUMNS.split(", ").map(|c| format!("p.{c}")).collect::<Vec<_>>().join(", ");
+    let inner_cols = columns.iter().map(|c| format!("p.{c}")).collect::<Vec<_>>().join(", ");
+    let outer_cols = columns.iter().map(|c| format!("x.{c}")).collect::<Vec<_>>().join(", ");
     let sql = format!(
-        "SELECT {PRODUCT_COLUMNS}, CAST(k AS TEXT) FROM (SELECT {inner_cols}, {key} AS k FROM products p WHERE 1 = 1{filters}) x \
+        "SELECT {outer_cols}, CAST(x.k AS TEXT) FROM (SELECT {inner_cols}, {key} AS k FROM products p WHERE 1 = 1{filters}) x \
          WHERE x.k IS NOT NULL{cursor} ORDER BY x.k {direction}, x.id {direction} LIMIT {limit}"
     );
+    (sql, binds)
+}
+
+/// The cursor of a listed row under `sort`, from its id and sort key.
+fn list_key(sort: Sort, id: &str, k: &str) -> String {
+    match sort {
+        Sort::Oldest | Sort::Newest => id.to_owned(),
+        _ => format!("{k}\u{1f}{id}"),
+    }
+}
+
+/// Runs a list's SQL with its values bound, as rows of type `$row`.
+macro_rules! fetch_list {
+    ($db:expr, $sql:expr, $binds:expr) => {
+        on_db!($db, pool => {
+            let mut query = sqlx::query_as(sqlx::AssertSqlSafe($sql.clone()));
+            for b in $binds {
+                query = match b {
+                    Bind::Text(t) => query.bind(t.clone()),
+                    Bind::Int(i) => query.bind(*i),
+                };
+            }
+            query.fetch_all(pool).await
+        })
+    };
+}
+
+/// Products matching `q`, in its order, `limit + 1` of them.
+pub async fn products(db: &Db, q: &ProductQuery<'_>) -> Result<Vec<ListedProduct>, DbError> {
+    let columns: Vec<&str> = PRODUCT_COLUMNS.split(", ").collect();
+    let (sql, binds) = product_list_sql(q, &columns);
     type Row = (
         String,
         String,
@@ -307,26 +341,104 @@ pub async fn products(db: &Db, q: &ProductQuery<'_>) -> Result<Vec<ListedProduct
         OffsetDateTime,
         String,
     );
-    let rows: Vec<Row> = on_db!(db, pool => {
-        let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()));
-        for b in &binds {
-            query = match b {
-                Bind::Text(t) => query.bind(t.clone()),
-                Bind::Int(i) => query.bind(*i),
-            };
-        }
-        query.fetch_all(pool).await
-    })?;
+    let rows: Vec<Row> = fetch_list!(db, sql, &binds)?;
     Ok(rows
         .into_iter()
         .map(|r| {
-            let key = match q.sort {
-                Sort::Oldest | Sort::Newest => r.0.clone(),
-                _ => format!("{}\u{1f}{}", r.13, r.0),
-            };
+            let key = list_key(q.sort, &r.0, &r.13);
             ListedProduct { row: product_from((r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7, r.8, r.9, r.10, r.11, r.12)), key }
         })
         .collect())
+}
+
+/// A product as pages show it: its kept view, when that is current.
+#[derive(Debug, Clone)]
+pub struct KeptView {
+    pub id: String,
+    pub status: String,
+    /// The product's revision when this was read: a view drawn from data
+    /// read after this may be kept under it (see [`keep_view`]).
+    pub revision: i64,
+    /// The kept view, `None` when there is none or the product has changed
+    /// since it was drawn.
+    pub view: Option<String>,
+}
+
+const KEPT_VIEW_COLUMNS: [&str; 5] = ["id", "status", "revision", "view", "view_revision"];
+
+type KeptViewRow = (String, String, i64, Option<String>, Option<i64>);
+
+fn kept_view((id, status, revision, view, view_revision): KeptViewRow) -> KeptView {
+    KeptView { id, status, revision, view: view.filter(|_| view_revision == Some(revision)) }
+}
+
+/// The kept views of the products matching `q`, with their cursors: the
+/// rows [`products`] reads, one narrow row each.
+pub async fn product_views(db: &Db, q: &ProductQuery<'_>) -> Result<Vec<(String, KeptView)>, DbError> {
+    let (sql, binds) = product_list_sql(q, &KEPT_VIEW_COLUMNS);
+    type Row = (String, String, i64, Option<String>, Option<i64>, String);
+    let rows: Vec<Row> = fetch_list!(db, sql, &binds)?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, status, revision, view, view_revision, k)| {
+            (list_key(q.sort, &id, &k), kept_view((id, status, revision, view, view_revision)))
+        })
+        .collect())
+}
+
+/// A product's kept view, by id or slug.
+pub async fn product_view(db: &Db, id_or_slug: &str) -> Result<Option<KeptView>, DbError> {
+    let row: Option<KeptViewRow> = on_db!(db, pool => sqlx::query_as(
+        "SELECT id, status, revision, view, view_revision FROM products WHERE id = $1 OR slug = $1")
+        .bind(id_or_slug).fetch_optional(pool).await)?;
+    Ok(row.map(kept_view))
+}
+
+/// Keeps `view`, drawn from data read after the product was at `revision`,
+/// unless the product has changed since: a view is never kept over newer
+/// data.
+pub async fn keep_view(db: &Db, id: &str, revision: i64, view: &str) -> Result<(), DbError> {
+    on_write!(db, pool => sqlx::query(
+        "UPDATE products SET view = $1, view_revision = $2 WHERE id = $3 AND revision = $2")
+        .bind(view).bind(revision).bind(id).execute(pool).await.map(|_| ()))?;
+    Ok(())
+}
+
+/// Products by id, in no particular order.
+pub async fn products_by_id(db: &Db, ids: &[String]) -> Result<Vec<ProductRow>, DbError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!("SELECT {PRODUCT_COLUMNS} FROM products WHERE id IN ({})", platform::db::placeholders(1, ids.len()));
+    let rows: Vec<ProductTuple> = on_db!(db, pool => {
+        let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()));
+        for id in ids {
+            q = q.bind(id);
+        }
+        q.fetch_all(pool).await
+    })?;
+    Ok(rows.into_iter().map(product_from).collect())
+}
+
+/// Units on hand and reserved per SKU, summed over stock locations; a SKU
+/// without a level is left out.
+pub async fn stock_of(db: &Db, skus: &[String]) -> Result<Vec<(String, i64, i64)>, DbError> {
+    if skus.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT sku, CAST(SUM(on_hand) AS BIGINT), CAST(SUM(reserved) AS BIGINT) FROM inventory_levels \
+         WHERE sku IN ({}) GROUP BY sku",
+        platform::db::placeholders(1, skus.len())
+    );
+    let rows = on_db!(db, pool => {
+        let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()));
+        for sku in skus {
+            q = q.bind(sku);
+        }
+        q.fetch_all(pool).await
+    })?;
+    Ok(rows)
 }
 
 pub struct ProductChange<'a> {

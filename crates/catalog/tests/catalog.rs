@@ -9,7 +9,7 @@ use catalog::{CatalogError, Inventory, Line};
 use http_body_util::BodyExt;
 use kernel::auth::Role;
 use platform::app::App;
-use platform::on_db;
+use platform::{on_db, on_write};
 use platform::service::ServiceContext;
 use platform::testing::Sandbox;
 use serde_json::{Value, json};
@@ -37,8 +37,13 @@ fn catalog_alone(config: &mut kernel::config::Config) {
 
 impl TestApp {
     async fn new() -> TestApp {
+        TestApp::with(|_| {}).await
+    }
+
+    async fn with(change: impl FnOnce(&mut kernel::config::Config)) -> TestApp {
         let sandbox = Sandbox::new().await;
         let mut config = (*sandbox.config()).clone();
+        change(&mut config);
         config.services = vec!["auth".into(), "catalog".into()];
         config.public_url = Some(PUBLIC_URL.into());
         config.catalog.service_token = Some(SERVICE_TOKEN.into());
@@ -374,6 +379,96 @@ async fn public_pages_carry_etags_and_change_when_the_catalog_does() {
     t.send("PATCH", &format!("/api/v1/admin/products/{id}"), Some(&cm), Some(json!({"title": "Renamed Tee"}))).await;
     let (_, fresh) = t.send("GET", &format!("/api/v1/products/{id}"), None, None).await;
     assert_eq!(fresh["title"], "Renamed Tee", "writes invalidate the cache");
+}
+
+/// The product's kept view and whether it is current, read from its row.
+async fn kept_view(t: &TestApp, id: &str) -> (Option<String>, bool) {
+    let db = t.app.db("catalog").unwrap();
+    let (view, current): (Option<String>, bool) = on_db!(db, pool => sqlx::query_as(
+        "SELECT view, COALESCE(view_revision = revision, FALSE) FROM products WHERE id = $1")
+        .bind(id).fetch_one(pool).await).unwrap();
+    (view, current)
+}
+
+#[tokio::test]
+async fn kept_views_follow_every_change_to_what_they_show() {
+    // Without the response cache, every read below comes from the rows.
+    let t = TestApp::with(|c| c.catalog.cache = false).await;
+    let cm = t.user("cm@example.com", Role::CatalogManager).await;
+    let (_, men) = t.send("POST", "/api/v1/admin/categories", Some(&cm), Some(json!({"name": "Men"}))).await;
+    let men_id = men["id"].as_str().unwrap().to_owned();
+    let mut body = tee("KV-M");
+    body["categories"] = json!([men_id]);
+    body["options"] = json!([{"name": "Size", "values": ["M", "L"]}]);
+    body["variants"][0]["option_values"] = json!(["M"]);
+    let (status, created) = t.send("POST", "/api/v1/admin/products", Some(&cm), Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let public = format!("/api/v1/products/{id}");
+    let get = || async { t.send("GET", &public, None, None).await.1 };
+
+    let first = get().await;
+    assert_eq!(first["title"], "Organic Cotton Tee");
+    let (view, current) = kept_view(&t, &id).await;
+    assert!(view.is_some() && current, "the first reader keeps the view");
+    assert_eq!(get().await, first, "the kept view answers the same");
+
+    // Each kind of change moves the product on, and the next read shows it.
+    t.send("PATCH", &format!("/api/v1/admin/products/{id}"), Some(&cm), Some(json!({"title": "Renamed Tee"}))).await;
+    assert!(!kept_view(&t, &id).await.1, "a change makes the kept view stale");
+    assert_eq!(get().await["title"], "Renamed Tee");
+    let (status, _) = t.send("POST", &format!("/api/v1/admin/products/{id}/variants"), Some(&cm),
+        Some(json!({"sku": "KV-L", "option_values": ["L"], "prices": {"USD": 2700}}))).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(get().await["variants"].as_array().unwrap().len(), 2);
+    t.send("POST", "/api/v1/admin/prices/bulk", Some(&cm), Some(json!({"updates": [{"sku": "KV-L", "prices": {"USD": 2100}}]}))).await;
+    assert_eq!(get().await["variants"][1]["prices"]["USD"]["amount"], 2100);
+    t.send("PATCH", "/api/v1/admin/variants/KV-L", Some(&cm), Some(json!({"barcode": "0123456789012"}))).await;
+    assert_eq!(get().await["variants"][1]["barcode"], "0123456789012");
+    t.send("PATCH", &format!("/api/v1/admin/categories/{men_id}"), Some(&cm), Some(json!({"name": "Gentlemen"}))).await;
+    assert_eq!(get().await["categories"][0]["name"], "Gentlemen", "a category's new name shows on its products");
+    let png = catalog::media::placeholder(30, 200).unwrap();
+    let (ct, upload) = multipart(&[("file", Some("tee.png"), &png), ("alt", None, b"Folded")]);
+    let (status, picture, _) = t.send_raw("POST", &format!("/api/v1/admin/products/{id}/media"), Some(&cm), &ct, upload).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(get().await["media"][0]["alt"], "Folded");
+    let picture: Value = serde_json::from_slice(&picture).unwrap();
+    let media_path = format!("/api/v1/admin/products/{id}/media/{}", picture["id"].as_str().unwrap());
+    t.send("PATCH", &media_path, Some(&cm), Some(json!({"alt": "Unfolded"}))).await;
+    assert_eq!(get().await["media"][0]["alt"], "Unfolded");
+    t.send("DELETE", &media_path, Some(&cm), None).await;
+    assert_eq!(get().await["media"], json!([]));
+
+    // Stock is not kept: it is read beside the view, so it shows at once
+    // without drawing the view again.
+    assert!(kept_view(&t, &id).await.1);
+    t.inventory().adjust("KV-M", None, 2, "received", "test").await.unwrap();
+    assert!(kept_view(&t, &id).await.1, "stock leaves the kept view current");
+    let shown = get().await;
+    assert_eq!((shown["variants"][0]["in_stock"].as_bool(), shown["variants"][0]["available"].as_i64()), (Some(true), Some(2)));
+    assert!(shown["variants"][0].get("on_hand").is_none() && shown["variants"][0].get("low_stock_threshold").is_none(), "staff figures stay hidden");
+    let (_, staff_view) = t.send("GET", &format!("/api/v1/admin/products/{id}"), Some(&cm), None).await;
+    assert_eq!((staff_view["variants"][0]["on_hand"].as_i64(), staff_view["variants"][0]["low_stock_threshold"].as_i64()), (Some(2), Some(3)));
+    let (_, listed) = t.send("GET", &format!("/api/v1/products?category={men_id}"), None, None).await;
+    assert_eq!(listed["data"][0], shown, "a list shows the same view");
+
+    // A view kept under an older revision, or one that does not read, is
+    // never served: the product is read again and its view kept anew.
+    let db = t.app.db("catalog").unwrap();
+    let forged = first.to_string();
+    on_write!(db, pool => sqlx::query("UPDATE products SET view = $1, view_revision = revision - 1 WHERE id = $2")
+        .bind(&forged).bind(&id).execute(pool).await.map(|_| ())).unwrap();
+    assert_eq!(get().await, shown);
+    on_write!(db, pool => sqlx::query("UPDATE products SET view = 'not json', view_revision = revision WHERE id = $1")
+        .bind(&id).execute(pool).await.map(|_| ())).unwrap();
+    assert_eq!(get().await, shown);
+    let (view, current) = kept_view(&t, &id).await;
+    assert!(current && view.is_some_and(|v| v != "not json"), "the view is kept again");
+
+    // Drafts stay hidden whatever is kept.
+    t.send("PATCH", &format!("/api/v1/admin/products/{id}"), Some(&cm), Some(json!({"status": "draft"}))).await;
+    assert_eq!(t.send("GET", &public, None, None).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(t.send("GET", "/api/v1/products", None, None).await.1["data"], json!([]));
 }
 
 #[tokio::test]
