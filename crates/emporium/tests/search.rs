@@ -94,6 +94,9 @@ async fn stocked_shop() -> (Shop, String, String) {
     shop.product(item("Striped T-Shirts", "TSH-0043", "Northwind", 2900, &[&shirts], "blue"), 3).await;
     shop.product(item("Rain Jacket", "JKT-0100", "Drizzle", 15900, &[&clothing], "yellow"), 2).await;
     shop.until_first("q=rain", Some("Rain Jacket"), Duration::from_secs(5)).await;
+    // Stock reaches the index a moment after the products (gathered, then
+    // applied together); the last product's stock comes with all before it.
+    shop.until_first("q=rain&in_stock=true", Some("Rain Jacket"), Duration::from_secs(5)).await;
     (shop, clothing, shirts)
 }
 

@@ -239,7 +239,7 @@ impl Orders {
         fault::point("checkout.reserved");
         let lookup_token = new_secret();
         let created = self.create_order(&priced, &order_id, &lookup_token, gateway.name(), token, attempt).await;
-        let (order, payment) = match created {
+        let (order, payment, lines) = match created {
             Ok(done) => done,
             Err(e) => {
                 self.give_back(catalog.as_ref(), &order_id).await;
@@ -248,7 +248,7 @@ impl Orders {
         };
         metrics::counter!("orders_placed_total").increment(1);
         fault::point("checkout.placed");
-        let next_action = self.authorise(&order, &payment, gateway.as_ref(), token).await?;
+        let next_action = self.authorise(&order, &payment, gateway.as_ref(), token, Some(lines)).await?;
         let order = store::order(&self.db, &order.id).await?.ok_or(OrdersError::OrderNotFound)?;
         Ok(Placed { order, lookup_token: Some(lookup_token), next_action })
     }
@@ -324,7 +324,7 @@ impl Orders {
             "pending" => {
                 let gateway = self.gateway(&payment.provider)?;
                 let token = payment.token.clone().unwrap_or_else(|| token.to_owned());
-                self.authorise(&order, &payment, gateway.as_ref(), &token).await?
+                self.authorise(&order, &payment, gateway.as_ref(), &token, None).await?
             }
             "requires_action" => payment.next_action_url.clone(),
             "failed" => {
@@ -348,7 +348,7 @@ impl Orders {
     /// Writes the order, its lines, its first payment attempt, the code's
     /// use and the `order.placed` event, closes the cart and resolves the
     /// checkout's intent: all or nothing.
-    async fn create_order(&self, p: &Priced, id: &str, lookup: &str, provider: &str, token: &str, attempt: Option<&str>) -> Result<(OrderRow, PaymentRow), OrdersError> {
+    async fn create_order(&self, p: &Priced, id: &str, lookup: &str, provider: &str, token: &str, attempt: Option<&str>) -> Result<(OrderRow, PaymentRow, Vec<serde_json::Value>), OrdersError> {
         let cart = &p.cart;
         let email = cart.email.clone();
         // A guest is their mailbox, however its address is spelled; a
@@ -444,17 +444,26 @@ impl Orders {
         let data = json!({"order_id": id, "number": order.number, "email": order.email, "user_id": order.user_id,
             "currency": order.currency, "subtotal": order.subtotal, "discount": order.discount_total,
             "shipping": order.shipping_total, "tax": order.tax_total, "total": order.total,
-            "lookup_token": lookup, "lines": event_lines,
+            "lookup_token": lookup, "lines": &event_lines,
             "shipping_address": p.shipping_address});
         outbox::enqueue(&mut tx, &Envelope::new("order.placed", id, data)).await?;
         tx.commit().await?;
         order.status = Status::PendingPayment;
-        Ok((order, payment))
+        Ok((order, payment, event_lines))
     }
 
     /// Asks the gateway, retrying what is worth retrying, and records the
     /// answer. Returns the confirmation URL when the shopper must act.
-    async fn authorise(&self, order: &OrderRow, payment: &PaymentRow, gateway: &dyn PaymentGateway, token: &str) -> Result<Option<String>, OrdersError> {
+    /// `lines` are the order's lines as its events carry them, when the
+    /// caller has them at hand.
+    async fn authorise(
+        &self,
+        order: &OrderRow,
+        payment: &PaymentRow,
+        gateway: &dyn PaymentGateway,
+        token: &str,
+        lines: Option<Vec<serde_json::Value>>,
+    ) -> Result<Option<String>, OrdersError> {
         let charge = Charge {
             payment_id: &payment.id,
             order_id: &order.id,
@@ -485,7 +494,7 @@ impl Orders {
         };
         fault::point("checkout.authorised");
         // The rows as this request wrote or read them: no need to read them again.
-        self.apply_outcome_to(order.clone(), payment.clone(), outcome).await
+        self.apply_outcome_to(order.clone(), payment.clone(), outcome, lines).await
     }
 
     /// Records a gateway's answer about one payment attempt (from checkout,
@@ -497,11 +506,18 @@ impl Orders {
             .into_iter()
             .find(|p| p.id == payment_id)
             .ok_or(OrdersError::NotFound("payment"))?;
-        self.apply_outcome_to(order, payment, outcome).await
+        self.apply_outcome_to(order, payment, outcome, None).await
     }
 
     /// [`Self::apply_outcome`] to an order and payment attempt already read.
-    async fn apply_outcome_to(&self, mut order: OrderRow, mut payment: PaymentRow, outcome: Outcome) -> Result<Option<String>, OrdersError> {
+    /// `lines` as [`Self::authorise`] takes them.
+    async fn apply_outcome_to(
+        &self,
+        mut order: OrderRow,
+        mut payment: PaymentRow,
+        outcome: Outcome,
+        lines: Option<Vec<serde_json::Value>>,
+    ) -> Result<Option<String>, OrdersError> {
         let key = reservation_key(&order.id, payment.attempt);
         if matches!(payment.status.as_str(), "captured" | "authorized" | "failed" | "voided") {
             // Settled before (a repeated webhook): only finish the stock step.
@@ -521,7 +537,10 @@ impl Orders {
                 payment.captured = if captured { payment.amount } else { 0 };
                 // Read before the transaction: on SQLite it holds the only
                 // write lock, and must not wait for a pooled connection.
-                let lines = self.event_lines(&order.id).await?;
+                let lines = match lines {
+                    Some(lines) => lines,
+                    None => self.event_lines(&order.id).await?,
+                };
                 let mut tx = self.db.begin().await?;
                 store::settle_payment(&mut tx, &payment).await?;
                 let marked = store::mark_paid(&mut tx, &order.id, payment.captured).await?;
@@ -682,7 +701,7 @@ impl Orders {
         store::record(&mut tx, &order.id, "payment_retried", None, &json!({"payment_id": payment.id, "attempt": number})).await?;
         tx.commit().await?;
         let order = store::order(&self.db, order_id).await?.ok_or(OrdersError::OrderNotFound)?;
-        let next_action = self.authorise(&order, &payment, gateway.as_ref(), token).await?;
+        let next_action = self.authorise(&order, &payment, gateway.as_ref(), token, None).await?;
         let order = store::order(&self.db, order_id).await?.ok_or(OrdersError::OrderNotFound)?;
         Ok(Placed { order, lookup_token: None, next_action })
     }

@@ -10,13 +10,23 @@
 //!
 //! Replacing a document is idempotent (the product is read again as it is
 //! now), so an event applied twice, or during the rebuild, changes nothing.
+//!
+//! Stock moves with every sale, so its changes are gathered and applied
+//! together at most every [`STOCK_EVERY`]: in a sale the index is read and
+//! committed a few times a second instead of twice per checkout, and the
+//! bus never waits on an index commit for them. A stock change gathered but
+//! not applied when the process stops is not lost: the next process
+//! rebuilds its index from the catalog.
 
 use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use kernel::Envelope;
 use platform::bus::{BatchFailure, EventHandler, HandlerError, PerProcess};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use crate::Search;
 
@@ -45,20 +55,84 @@ impl EventHandler for Consumer {
 /// before it, is applied again.
 const REPLAY_MARGIN: Duration = Duration::from_secs(10);
 
+/// How often stock changes gathered meanwhile are applied to the index.
+pub const STOCK_EVERY: Duration = Duration::from_millis(200);
+
 /// This replica's index, kept up with the catalog.
 pub struct IndexFollower {
     search: Search,
     name: String,
     started: Instant,
+    stock: Arc<Gathered>,
+}
+
+/// SKUs whose stock changed, waiting to be applied.
+#[derive(Default)]
+struct Gathered {
+    skus: Mutex<BTreeSet<String>>,
+    more: Notify,
+}
+
+impl Gathered {
+    fn add(&self, skus: BTreeSet<String>) {
+        if let Ok(mut pending) = self.skus.lock() {
+            pending.extend(skus);
+        }
+        self.more.notify_one();
+    }
+
+    fn take(&self) -> BTreeSet<String> {
+        self.skus.lock().map(|mut pending| std::mem::take(&mut *pending)).unwrap_or_default()
+    }
 }
 
 impl IndexFollower {
     /// A follower for a process that began at `started` (before its index
-    /// rebuild started).
-    pub fn new(search: Search, started: Instant) -> Self {
+    /// rebuild started); it applies stock changes until `shutdown`.
+    pub fn new(search: Search, started: Instant, shutdown: CancellationToken) -> Self {
         let name = format!("{}_index_{}", crate::CONSUMER, uuid::Uuid::now_v7().simple());
-        IndexFollower { search, name, started }
+        let stock = Arc::new(Gathered::default());
+        tokio::spawn(apply_stock(search.clone(), stock.clone(), shutdown));
+        IndexFollower { search, name, started, stock }
     }
+}
+
+/// Applies the stock changes gathered, at most every [`STOCK_EVERY`]; a
+/// batch that fails is gathered again and tried at the next turn.
+async fn apply_stock(search: Search, stock: Arc<Gathered>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = stock.more.notified() => {}
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(STOCK_EVERY) => {}
+        }
+        let skus = stock.take();
+        if skus.is_empty() {
+            continue;
+        }
+        if let Err(e) = refresh_skus(&search, &skus).await {
+            tracing::warn!(error = %e, skus = skus.len(), "applying stock changes to the index failed; trying again");
+            stock.add(skus);
+        }
+    }
+}
+
+/// Reads the products of `skus` again and puts them in the index.
+async fn refresh_skus(search: &Search, skus: &BTreeSet<String>) -> Result<(), crate::SearchError> {
+    let feed = search.feed()?;
+    let mut products = BTreeSet::new();
+    for sku in skus {
+        if let Some(id) = feed.product_of_sku(sku).await? {
+            products.insert(id);
+        }
+    }
+    if products.is_empty() {
+        return Ok(());
+    }
+    search.refresh(&products.into_iter().collect::<Vec<_>>()).await
 }
 
 /// Whether search's index follows events of this type.
@@ -91,8 +165,9 @@ impl EventHandler for IndexFollower {
 }
 
 impl IndexFollower {
-    /// Reads the products `events` touched again and puts them in the index
-    /// with one commit.
+    /// Reads the products `events` changed again and puts them in the index
+    /// with one commit; their stock changes are gathered for the next turn
+    /// of [`apply_stock`].
     async fn apply(&self, events: &[Envelope]) -> Result<(), HandlerError> {
         let mut products = BTreeSet::new();
         let mut skus = BTreeSet::new();
@@ -107,12 +182,7 @@ impl IndexFollower {
             }
         }
         if !skus.is_empty() {
-            let feed = self.search.feed().map_err(Box::new)?;
-            for sku in &skus {
-                if let Some(id) = feed.product_of_sku(sku).await.map_err(Box::new)? {
-                    products.insert(id);
-                }
-            }
+            self.stock.add(skus);
         }
         if !products.is_empty() {
             self.search.refresh(&products.into_iter().collect::<Vec<_>>()).await.map_err(Box::new)?;
