@@ -1140,3 +1140,21 @@ pub async fn ledger_has(tx: &mut Tx, sku: &str, reference: &str, reason: &str) -
         .bind(sku).bind(reference).bind(reason).fetch_one(c).await)?;
     Ok(n > 0)
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every column a product's view shows moves its revision when it
+    /// changes (the `UPDATE OF` lists of both databases' triggers).
+    #[test]
+    fn the_revision_triggers_name_every_column_the_view_shows() {
+        for migration in [crate::MIGRATIONS.sqlite, crate::MIGRATIONS.postgres] {
+            let sql = migration.iter().find(|m| m.name == "0004_product_views").map(|m| m.sql).unwrap_or_default();
+            let start = sql.find("UPDATE OF ").map(|i| i + "UPDATE OF ".len()).unwrap_or(0);
+            let end = sql[start..].find(" ON products").map(|i| start + i).unwrap_or(start);
+            let listed: Vec<&str> = sql[start..end].split(',').map(str::trim).collect();
+            for column in super::PRODUCT_COLUMNS.split(", ").filter(|c| *c != "id") {
+                assert!(listed.contains(&column), "{column} is not in {listed:?}");
+            }
+        }
+    }
+}

@@ -152,13 +152,27 @@ pub fn view(p: Product, staff: bool) -> ProductView {
     }
 }
 
-/// The form a view is kept in; a view kept in another form (by an older
-/// release) is drawn again.
+/// The form a view is kept in: raise it when [`view`] changes what it
+/// draws from the same rows.
 const FORMAT: u32 = 1;
+
+/// What a kept view was drawn by: its form, this crate's version and every
+/// locked dependency (the Markdown renderer and the HTML cleaner among
+/// them). A view drawn by another release is drawn again, so a fix in how
+/// descriptions are cleaned reaches every product without an edit.
+fn drawn_by() -> &'static str {
+    static DRAWN_BY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        (FORMAT, env!("CARGO_PKG_VERSION"), include_str!("../../../Cargo.lock")).hash(&mut h);
+        format!("{FORMAT}-{:016x}", h.finish())
+    });
+    &DRAWN_BY
+}
 
 #[derive(Serialize, Deserialize)]
 struct Kept {
-    format: u32,
+    drawn_by: String,
     product: ProductView,
 }
 
@@ -194,13 +208,13 @@ fn with_stock(mut v: ProductView, stock: &HashMap<String, (i64, i64)>, staff: bo
 /// The stockless views of `kept`, in its order: kept ones as they are, the
 /// others drawn from the product's rows (a fixed number of queries for all
 /// of them) and kept for the next reader. A product deleted meanwhile is
-/// left out.
-async fn resolve(db: &Db, kept: Vec<KeptView>) -> Result<Vec<ProductView>, CatalogError> {
+/// left out, and for the public one no longer active.
+async fn resolve(db: &Db, kept: Vec<KeptView>, staff: bool) -> Result<Vec<ProductView>, CatalogError> {
     let mut views: Vec<Option<ProductView>> = Vec::with_capacity(kept.len());
     let mut stale: Vec<String> = Vec::new();
     for k in &kept {
         let current = k.view.as_deref().and_then(|body| match serde_json::from_str::<Kept>(body) {
-            Ok(v) if v.format == FORMAT => Some(v.product),
+            Ok(v) if v.drawn_by == drawn_by() => Some(v.product),
             Ok(_) => None,
             Err(e) => {
                 tracing::warn!(product = %k.id, error = %e, "a kept product view does not read; drawing it again");
@@ -212,26 +226,36 @@ async fn resolve(db: &Db, kept: Vec<KeptView>) -> Result<Vec<ProductView>, Catal
         }
         views.push(current);
     }
-    if !stale.is_empty() {
-        let rows = store::products_by_id(db, &stale).await?;
-        let mut drawn: HashMap<String, ProductView> = HashMap::with_capacity(rows.len());
-        for p in products::assemble(db, rows, None).await? {
-            let v = stockless(p);
-            let revision = kept.iter().find(|k| k.id == v.id).map(|k| k.revision);
-            if let Some(revision) = revision {
-                let kept = Kept { format: FORMAT, product: v };
-                let body = serde_json::to_string(&kept).map_err(|e| platform::DbError::Corrupt(e.to_string()))?;
-                // Keeping is for the next reader: this one is answered anyway.
-                if let Err(e) = store::keep_view(db, &kept.product.id, revision, &body).await {
-                    tracing::warn!(product = %kept.product.id, error = %e, "could not keep a product view");
-                }
-                drawn.insert(kept.product.id.clone(), kept.product);
+    if stale.is_empty() {
+        return Ok(views.into_iter().flatten().collect());
+    }
+    let rows = store::products_by_id(db, &stale).await?;
+    let mut drawn: HashMap<String, ProductView> = HashMap::with_capacity(rows.len());
+    let mut to_keep: Vec<(String, i64, String)> = Vec::with_capacity(rows.len());
+    for p in products::assemble(db, rows, None).await? {
+        let v = stockless(p);
+        let Some(revision) = kept.iter().find(|k| k.id == v.id).map(|k| k.revision) else { continue };
+        let kept = Kept { drawn_by: drawn_by().to_owned(), product: v };
+        let body = serde_json::to_string(&kept).map_err(|e| platform::DbError::Corrupt(e.to_string()))?;
+        to_keep.push((kept.product.id.clone(), revision, body));
+        // Read again after the status was checked: it may have left the shop since.
+        if staff || kept.product.status == Status::Active {
+            drawn.insert(kept.product.id.clone(), kept.product);
+        }
+    }
+    // Keeping is for the next reader: this one is answered without waiting
+    // for the writer.
+    let db = db.clone();
+    tokio::spawn(async move {
+        for (id, revision, body) in to_keep {
+            if let Err(e) = store::keep_view(&db, &id, revision, &body).await {
+                tracing::warn!(product = %id, error = %e, "could not keep a product view");
             }
         }
-        for (slot, k) in views.iter_mut().zip(&kept) {
-            if slot.is_none() {
-                *slot = drawn.remove(&k.id);
-            }
+    });
+    for (slot, k) in views.iter_mut().zip(&kept) {
+        if slot.is_none() {
+            *slot = drawn.remove(&k.id);
         }
     }
     Ok(views.into_iter().flatten().collect())
@@ -250,7 +274,7 @@ pub async fn find(db: &Db, id_or_slug: &str, staff: bool) -> Result<ProductView,
     if !staff && kept.status != Status::Active.as_str() {
         return Err(CatalogError::ProductNotFound);
     }
-    let views = resolve(db, vec![kept]).await?;
+    let views = resolve(db, vec![kept], staff).await?;
     let stock = stock(db, &views).await?;
     views.into_iter().next().map(|v| with_stock(v, &stock, staff)).ok_or(CatalogError::ProductNotFound)
 }
@@ -268,7 +292,7 @@ pub async fn list(
     let asked = products::Asked::of(db, f).await?;
     let rows = store::product_views(db, &asked.query(f, after, limit)).await?;
     let keys: HashMap<String, String> = rows.iter().map(|(key, k)| (k.id.clone(), key.clone())).collect();
-    let views = resolve(db, rows.into_iter().map(|(_, k)| k).collect()).await?;
+    let views = resolve(db, rows.into_iter().map(|(_, k)| k).collect(), staff).await?;
     let stock = stock(db, &views).await?;
     Ok(views
         .into_iter()

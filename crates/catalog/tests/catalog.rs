@@ -390,6 +390,19 @@ async fn kept_view(t: &TestApp, id: &str) -> (Option<String>, bool) {
     (view, current)
 }
 
+/// The product's kept view once it is current: the reader that drew it
+/// keeps it in the background (at most 5 s).
+async fn kept_view_current(t: &TestApp, id: &str) -> String {
+    let start = std::time::Instant::now();
+    loop {
+        if let (Some(view), true) = kept_view(t, id).await {
+            return view;
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(5), "no current view of {id} was kept");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test]
 async fn kept_views_follow_every_change_to_what_they_show() {
     // Without the response cache, every read below comes from the rows.
@@ -409,8 +422,7 @@ async fn kept_views_follow_every_change_to_what_they_show() {
 
     let first = get().await;
     assert_eq!(first["title"], "Organic Cotton Tee");
-    let (view, current) = kept_view(&t, &id).await;
-    assert!(view.is_some() && current, "the first reader keeps the view");
+    kept_view_current(&t, &id).await;
     assert_eq!(get().await, first, "the kept view answers the same");
 
     // Each kind of change moves the product on, and the next read shows it.
@@ -441,7 +453,7 @@ async fn kept_views_follow_every_change_to_what_they_show() {
 
     // Stock is not kept: it is read beside the view, so it shows at once
     // without drawing the view again.
-    assert!(kept_view(&t, &id).await.1);
+    kept_view_current(&t, &id).await;
     t.inventory().adjust("KV-M", None, 2, "received", "test").await.unwrap();
     assert!(kept_view(&t, &id).await.1, "stock leaves the kept view current");
     let shown = get().await;
@@ -455,15 +467,39 @@ async fn kept_views_follow_every_change_to_what_they_show() {
     // A view kept under an older revision, or one that does not read, is
     // never served: the product is read again and its view kept anew.
     let db = t.app.db("catalog").unwrap();
-    let forged = first.to_string();
-    on_write!(db, pool => sqlx::query("UPDATE products SET view = $1, view_revision = revision - 1 WHERE id = $2")
-        .bind(&forged).bind(&id).execute(pool).await.map(|_| ())).unwrap();
+    let kept = kept_view_current(&t, &id).await;
+    let forged = kept.replace("\"title\":\"Renamed Tee\"", "\"title\":\"Forged\"");
+    assert_ne!(forged, kept);
+    let keep = |view: String, behind: i64| {
+        let db = db.clone();
+        let id = id.clone();
+        async move {
+            on_write!(db, pool => sqlx::query("UPDATE products SET view = $1, view_revision = revision - $2 WHERE id = $3")
+                .bind(&view).bind(behind).bind(&id).execute(pool).await.map(|_| ())).unwrap();
+        }
+    };
+    keep(forged.clone(), 0).await;
+    assert_eq!(get().await["title"], "Forged", "reads answer the kept view while it is current");
+    let (app, product) = (&t, id.as_str());
+    let redrawn = |was: String| async move {
+        let start = std::time::Instant::now();
+        while kept_view(app, product).await.0.as_deref() == Some(was.as_str()) {
+            assert!(start.elapsed() < std::time::Duration::from_secs(5), "the view was not kept again");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    };
+    keep(forged.clone(), 1).await;
     assert_eq!(get().await, shown);
+    redrawn(forged.clone()).await;
+    let other_release = forged.replacen("\"drawn_by\":\"", "\"drawn_by\":\"0", 1);
+    assert_ne!(other_release, forged);
+    keep(other_release.clone(), 0).await;
+    assert_eq!(get().await, shown, "a view drawn by another release is drawn again");
+    redrawn(other_release).await;
     on_write!(db, pool => sqlx::query("UPDATE products SET view = 'not json', view_revision = revision WHERE id = $1")
         .bind(&id).execute(pool).await.map(|_| ())).unwrap();
     assert_eq!(get().await, shown);
-    let (view, current) = kept_view(&t, &id).await;
-    assert!(current && view.is_some_and(|v| v != "not json"), "the view is kept again");
+    assert_ne!(kept_view_current(&t, &id).await, "not json", "the view is kept again");
 
     // Drafts stay hidden whatever is kept.
     t.send("PATCH", &format!("/api/v1/admin/products/{id}"), Some(&cm), Some(json!({"status": "draft"}))).await;

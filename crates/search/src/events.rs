@@ -97,9 +97,14 @@ impl IndexFollower {
     }
 }
 
-/// Applies the stock changes gathered, at most every [`STOCK_EVERY`]; a
-/// batch that fails is gathered again and tried at the next turn.
+/// The longest wait between tries while stock changes keep failing.
+const STOCK_RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// Applies the stock changes gathered, at most every [`STOCK_EVERY`]. What
+/// fails is gathered again and tried later, waiting twice as long each time
+/// (up to [`STOCK_RETRY_MAX`]); a product that fails holds up no other.
 async fn apply_stock(search: Search, stock: Arc<Gathered>, shutdown: CancellationToken) {
+    let mut wait = STOCK_EVERY;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -107,32 +112,57 @@ async fn apply_stock(search: Search, stock: Arc<Gathered>, shutdown: Cancellatio
         }
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(STOCK_EVERY) => {}
+            () = tokio::time::sleep(wait) => {}
         }
         let skus = stock.take();
         if skus.is_empty() {
             continue;
         }
-        if let Err(e) = refresh_skus(&search, &skus).await {
-            tracing::warn!(error = %e, skus = skus.len(), "applying stock changes to the index failed; trying again");
-            stock.add(skus);
+        let failed = refresh_skus(&search, skus).await;
+        if failed.is_empty() {
+            wait = STOCK_EVERY;
+        } else {
+            wait = (wait * 2).min(STOCK_RETRY_MAX);
+            tracing::warn!(skus = failed.len(), retry_in_ms = wait.as_millis() as u64, "stock changes did not reach the index; trying again");
+            stock.add(failed);
         }
     }
 }
 
-/// Reads the products of `skus` again and puts them in the index.
-async fn refresh_skus(search: &Search, skus: &BTreeSet<String>) -> Result<(), crate::SearchError> {
-    let feed = search.feed()?;
-    let mut products = BTreeSet::new();
+/// Reads the products of `skus` again and puts them in the index: all of
+/// them with one commit, or, when that fails, one product at a time.
+/// Answers the SKUs that did not make it.
+async fn refresh_skus(search: &Search, skus: BTreeSet<String>) -> BTreeSet<String> {
+    let feed = match search.feed() {
+        Ok(feed) => feed,
+        Err(e) => {
+            tracing::warn!(error = %e, "no catalog to read stock changes from");
+            return skus;
+        }
+    };
+    let mut failed = BTreeSet::new();
+    let mut products: std::collections::BTreeMap<String, Vec<String>> = std::collections::BTreeMap::new();
     for sku in skus {
-        if let Some(id) = feed.product_of_sku(sku).await? {
-            products.insert(id);
+        match feed.product_of_sku(&sku).await {
+            Ok(Some(id)) => products.entry(id).or_default().push(sku),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(sku, error = %e, "reading the product of a SKU failed");
+                failed.insert(sku);
+            }
         }
     }
-    if products.is_empty() {
-        return Ok(());
+    let ids: Vec<String> = products.keys().cloned().collect();
+    if ids.is_empty() || search.refresh(&ids).await.is_ok() {
+        return failed;
     }
-    search.refresh(&products.into_iter().collect::<Vec<_>>()).await
+    for (id, skus) in products {
+        if let Err(e) = search.refresh(std::slice::from_ref(&id)).await {
+            tracing::warn!(product = %id, error = %e, "a product's stock change did not reach the index");
+            failed.extend(skus);
+        }
+    }
+    failed
 }
 
 /// Whether search's index follows events of this type.

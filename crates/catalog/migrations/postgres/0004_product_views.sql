@@ -32,8 +32,23 @@ CREATE TRIGGER variants_changed AFTER INSERT OR UPDATE OR DELETE ON variants
 FOR EACH ROW EXECUTE FUNCTION product_part_changed();
 CREATE TRIGGER product_media_changed AFTER INSERT OR UPDATE OR DELETE ON product_media
 FOR EACH ROW EXECUTE FUNCTION product_part_changed();
+
+-- A product's view names its categories. A new link waits for a rename of
+-- its category in flight (FOR SHARE against the rename's row lock), so a
+-- reader never keeps, as current, a view with the name from before it.
+CREATE FUNCTION product_categories_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        UPDATE products SET revision = revision + 1 WHERE id = OLD.product_id;
+    END IF;
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        PERFORM 1 FROM categories WHERE id = NEW.category_id FOR SHARE;
+        UPDATE products SET revision = revision + 1 WHERE id = NEW.product_id;
+    END IF;
+    RETURN NULL;
+END $$;
 CREATE TRIGGER product_categories_changed AFTER INSERT OR UPDATE OR DELETE ON product_categories
-FOR EACH ROW EXECUTE FUNCTION product_part_changed();
+FOR EACH ROW EXECUTE FUNCTION product_categories_changed();
 
 CREATE FUNCTION variant_prices_changed() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
