@@ -339,7 +339,7 @@ fn mount(ctx: ServiceContext) -> BoxFuture<'static, Result<Mounted, BoxError>> {
         // (the one kept from the last run answers meanwhile): events it
         // missed while the process was away are not replayed to it.
         tokio::spawn(search.clone().first_build(ctx.shutdown.clone()));
-        let follower = events::IndexFollower::new(search.clone(), started, ctx.shutdown.clone());
+        let follower = events::IndexFollower::new(search.clone(), started);
         if let Some(checks) = ctx.ports.get::<platform::service::StartupChecks>() {
             let consumer = platform::bus::EventHandler::consumer(&follower).to_owned();
             checks.add(Arc::new(CaughtUp { search: search.clone(), bus: ctx.bus.clone(), consumer, mark: std::sync::OnceLock::new() }));
