@@ -107,6 +107,21 @@ fn money(prices: &[store::Price], compare: bool) -> BTreeMap<String, Money> {
         .collect()
 }
 
+impl VariantView {
+    /// Shows `on_hand` and `reserved` (summed over stock locations): what
+    /// can be bought to everyone, the figures and the threshold to staff.
+    fn show_stock(&mut self, on_hand: i64, reserved: i64, staff: bool) {
+        let available = on_hand - reserved;
+        self.in_stock = !self.track_inventory || self.allow_backorder || available > 0;
+        self.available = self.track_inventory.then_some(available);
+        self.on_hand = staff.then_some(on_hand);
+        self.reserved = staff.then_some(reserved);
+        if !staff {
+            self.low_stock_threshold = None;
+        }
+    }
+}
+
 pub fn view(p: Product, staff: bool) -> ProductView {
     ProductView {
         categories: p.categories.into_iter().map(|c| CategoryRef { id: c.id, slug: c.slug, name: c.name }).collect(),
@@ -119,8 +134,7 @@ pub fn view(p: Product, staff: bool) -> ProductView {
             .variants
             .into_iter()
             .map(|v| {
-                let available = v.on_hand - v.reserved;
-                VariantView {
+                let mut shown = VariantView {
                     id: v.id,
                     sku: v.sku,
                     title: v.title,
@@ -129,14 +143,16 @@ pub fn view(p: Product, staff: bool) -> ProductView {
                     compare_at_prices: money(&v.prices, true),
                     barcode: v.barcode,
                     weight_grams: v.weight_grams,
-                    in_stock: !v.track_inventory || v.allow_backorder || available > 0,
-                    available: v.track_inventory.then_some(available),
+                    in_stock: false,
+                    available: None,
                     track_inventory: v.track_inventory,
                     allow_backorder: v.allow_backorder,
-                    on_hand: staff.then_some(v.on_hand),
-                    reserved: staff.then_some(v.reserved),
-                    low_stock_threshold: staff.then_some(v.low_stock_threshold),
-                }
+                    on_hand: None,
+                    reserved: None,
+                    low_stock_threshold: Some(v.low_stock_threshold),
+                };
+                shown.show_stock(v.on_hand, v.reserved, staff);
+                shown
             })
             .collect(),
         id: p.row.id,
@@ -189,18 +205,11 @@ fn stockless(p: Product) -> ProductView {
 }
 
 /// Sets each variant's stock from `stock` (on hand, reserved per SKU), as
-/// [`view`] does, and hides what only staff see.
+/// [`view`] does.
 fn with_stock(mut v: ProductView, stock: &HashMap<String, (i64, i64)>, staff: bool) -> ProductView {
     for variant in &mut v.variants {
         let (on_hand, reserved) = stock.get(&variant.sku).copied().unwrap_or((0, 0));
-        let available = on_hand - reserved;
-        variant.in_stock = !variant.track_inventory || variant.allow_backorder || available > 0;
-        variant.available = variant.track_inventory.then_some(available);
-        variant.on_hand = staff.then_some(on_hand);
-        variant.reserved = staff.then_some(reserved);
-        if !staff {
-            variant.low_stock_threshold = None;
-        }
+        variant.show_stock(on_hand, reserved, staff);
     }
     v
 }
