@@ -754,7 +754,9 @@ async fn create_webhook(State(n): State<Notify>, _: RequirePermission<perm::Sett
         created_ms: now,
         updated_ms: now,
     };
-    store::save_endpoint(&n.db, &e).await?;
+    let mut tx = n.db.begin().await?;
+    store::save_endpoint(&mut tx, &e).await?;
+    tx.commit().await?;
     Ok((StatusCode::CREATED, Json(webhook_view(&e, true))).into_response())
 }
 
@@ -804,10 +806,12 @@ async fn update_webhook(State(n): State<Notify>, _: RequirePermission<perm::Sett
         e.secret = new_secret()?;
     }
     e.updated_ms = now_ms();
-    store::save_endpoint(&n.db, &e).await?;
+    let mut tx = n.db.begin().await?;
+    store::save_endpoint(&mut tx, &e).await?;
     if !e.enabled {
-        store::bury_endpoint_queue(&n.db, &e.id, "the endpoint was switched off").await?;
+        store::bury_endpoint_queue(&mut tx, &e.id, "the endpoint was switched off").await?;
     }
+    tx.commit().await?;
     Ok(Json(webhook_view(&e, true)))
 }
 
@@ -815,8 +819,10 @@ async fn update_webhook(State(n): State<Notify>, _: RequirePermission<perm::Sett
     responses((status = 204), (status = 404, body = ErrorBody)))]
 async fn delete_webhook(State(n): State<Notify>, _: RequirePermission<perm::SettingsWrite>, Path(id): Path<String>) -> Result<StatusCode, NotifyError> {
     let e = found_endpoint(&n, &id).await?;
-    store::bury_endpoint_queue(&n.db, &e.id, "the endpoint was deleted").await?;
-    store::delete_endpoint(&n.db, &e.id).await?;
+    let mut tx = n.db.begin().await?;
+    store::bury_endpoint_queue(&mut tx, &e.id, "the endpoint was deleted").await?;
+    store::delete_endpoint(&mut tx, &e.id).await?;
+    tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -97,10 +97,12 @@ impl Notify {
         let channel = d.channel.clone();
         match result {
             Ok(Sent { provider_message_id, .. }) => {
-                store::finish_attempt(&self.db, d, &attempt, "sent", d.next_attempt_ms, provider_message_id.as_deref()).await?;
+                let mut tx = self.db.begin().await?;
+                store::record_attempt(&mut tx, d, &attempt, "sent", d.next_attempt_ms, provider_message_id.as_deref()).await?;
                 if let Some(endpoint) = &d.endpoint_id {
-                    store::endpoint_succeeded(&self.db, endpoint, at_ms).await?;
+                    store::endpoint_succeeded(&mut tx, endpoint, at_ms).await?;
                 }
+                tx.commit().await?;
                 metrics::counter!("notifications_sent_total", "channel" => channel).increment(1);
                 metrics::histogram!("notification_delivery_seconds", "channel" => d.channel.clone())
                     .record((now_ms() - d.created_ms) as f64 / 1000.0);
@@ -116,11 +118,11 @@ impl Notify {
                     None => d.attempts >= n.max_attempts as i32,
                 };
                 if exhausted {
-                    store::finish_attempt(&self.db, d, &attempt, "dead", d.next_attempt_ms, None).await?;
-                    metrics::counter!("notifications_failed_total", "channel" => channel, "final" => "dead").increment(1);
-                    if let Some(endpoint) = &d.endpoint_id {
-                        self.endpoint_gave_up(endpoint, d).await?;
+                    match &d.endpoint_id {
+                        Some(endpoint) => self.endpoint_gave_up(endpoint, d, &attempt).await?,
+                        None => store::finish_attempt(&self.db, d, &attempt, "dead", d.next_attempt_ms, None).await?,
                     }
+                    metrics::counter!("notifications_failed_total", "channel" => channel, "final" => "dead").increment(1);
                 } else {
                     let wait = domain::backoff_ms(n.retry_base_ms, d.attempts.max(1) as u32, domain::jitter());
                     let next = match d.give_up_ms {
@@ -170,43 +172,41 @@ impl Notify {
     /// A delivery to `endpoint_id` died: unless the endpoint succeeded since
     /// that delivery was made, it is switched off, its queue buried, and
     /// staff who manage settings are told.
-    async fn endpoint_gave_up(&self, endpoint_id: &str, d: &Delivery) -> Result<(), NotifyError> {
+    async fn endpoint_gave_up(&self, endpoint_id: &str, d: &Delivery, attempt: &Attempt) -> Result<(), NotifyError> {
         let failing_for = humanise_ms(now_ms() - d.created_ms);
         // Shown to and mailed to `settings:write`: what failed (a name that
         // does not resolve, one resolving to a private address, a status)
         // would map the inside network, so it stays in the delivery log,
         // which only `staff:manage` reads.
         let reason = domain::endpoint_disabled_reason(&failing_for);
-        if !store::disable_endpoint_unless_recovered(&self.db, endpoint_id, d.created_ms, &reason).await? {
-            return Ok(());
-        }
-        let buried = store::bury_endpoint_queue(&self.db, endpoint_id, "the endpoint was switched off").await?;
-        tracing::warn!(endpoint = endpoint_id, buried, "switched off a webhook endpoint that kept failing");
-        let Some(endpoint) = store::endpoint(&self.db, endpoint_id).await? else { return Ok(()) };
-        let staff = store::staff_with(&self.db, "settings:write", false).await?;
-        let mut queued = Vec::new();
-        for person in staff {
-            let ctx = json!({"shop": self.shop(), "staff": {"name": person.name, "email": person.email},
-                "endpoint": {"id": endpoint.id, "url": endpoint.url, "reason": reason, "failing_for": failing_for}});
-            let dedupe = format!("webhook-disabled:{}:{}:{}", endpoint.id, endpoint.updated_ms, person.user_id);
-            if let Some(msg) = self.compose("webhook.disabled.email", &ctx, &person.email, Some(&person.user_id), dedupe, None, "webhook.disabled", None).await? {
-                queued.push(msg);
+        let mut notices = Vec::new();
+        if let Some(endpoint) = store::endpoint(&self.db, endpoint_id).await?.filter(|e| e.enabled) {
+            for person in store::staff_with(&self.db, "settings:write", false).await? {
+                let ctx = json!({"shop": self.shop(), "staff": {"name": person.name, "email": person.email},
+                    "endpoint": {"id": endpoint.id, "url": endpoint.url, "reason": reason, "failing_for": failing_for}});
+                let dedupe = format!("webhook-disabled:{}:{}:{}", endpoint.id, d.id, person.user_id);
+                if let Some(msg) = self.compose("webhook.disabled.email", &ctx, &person.email, Some(&person.user_id), dedupe, None, "webhook.disabled", None).await? {
+                    notices.push(msg);
+                }
             }
         }
-        self.queue(&queued).await
-    }
-
-    /// Queues messages made outside an event (digests, staff notices).
-    async fn queue(&self, messages: &[store::NewDelivery]) -> Result<(), NotifyError> {
-        if messages.is_empty() {
-            return Ok(());
-        }
+        // The delivery's death, the switch-off, the queue buried behind it
+        // and staff's notices are one write: a crash between them would
+        // leave a dead endpoint switched on, or switched off unannounced.
         let mut tx = self.db.begin().await?;
-        for m in messages {
-            store::insert_delivery(&mut tx, m).await?;
+        store::record_attempt(&mut tx, d, attempt, "dead", d.next_attempt_ms, None).await?;
+        let switched_off = store::disable_endpoint_unless_recovered(&mut tx, endpoint_id, d.created_ms, &reason).await?;
+        if switched_off {
+            let buried = store::bury_endpoint_queue(&mut tx, endpoint_id, "the endpoint was switched off").await?;
+            for m in &notices {
+                store::insert_delivery(&mut tx, m).await?;
+            }
+            tracing::warn!(endpoint = endpoint_id, buried, "switched off a webhook endpoint that kept failing");
         }
         tx.commit().await?;
-        self.wake();
+        if switched_off && !notices.is_empty() {
+            self.wake();
+        }
         Ok(())
     }
 
@@ -253,12 +253,14 @@ impl Notify {
         let result = self.post_webhook(&d).await;
         let attempt = attempt_of(d.attempts, at_ms, started, &result);
         let status = if result.is_ok() { "sent" } else { "failed" };
-        store::finish_attempt(&self.db, &d, &attempt, status, d.next_attempt_ms, None).await?;
+        let mut tx = self.db.begin().await?;
+        store::record_attempt(&mut tx, &d, &attempt, status, d.next_attempt_ms, None).await?;
         if result.is_ok()
             && let Some(endpoint) = &d.endpoint_id
         {
-            store::endpoint_succeeded(&self.db, endpoint, at_ms).await?;
+            store::endpoint_succeeded(&mut tx, endpoint, at_ms).await?;
         }
+        tx.commit().await?;
         Ok(result)
     }
 

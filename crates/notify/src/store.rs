@@ -350,21 +350,34 @@ pub async fn finish_attempt(
     next_attempt_ms: i64,
     provider_message_id: Option<&str>,
 ) -> Result<(), DbError> {
-    let now = now_ms();
     let mut tx = db.begin().await?;
-    on_tx!(&mut tx, c => sqlx::query(
+    record_attempt(&mut tx, d, a, status, next_attempt_ms, provider_message_id).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Writes an attempt and the delivery's new status in `tx`.
+pub async fn record_attempt(
+    tx: &mut Tx,
+    d: &Delivery,
+    a: &Attempt,
+    status: &str,
+    next_attempt_ms: i64,
+    provider_message_id: Option<&str>,
+) -> Result<(), DbError> {
+    let now = now_ms();
+    on_tx!(tx, c => sqlx::query(
         "INSERT INTO delivery_attempts (delivery_id, attempt, at_ms, ok, status_code, error, duration_ms) \
          VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (delivery_id, attempt) DO UPDATE SET at_ms = excluded.at_ms, \
          ok = excluded.ok, status_code = excluded.status_code, error = excluded.error, duration_ms = excluded.duration_ms")
         .bind(&d.id).bind(a.attempt).bind(a.at_ms).bind(a.ok).bind(a.status_code).bind(&a.error).bind(a.duration_ms)
         .execute(c).await.map(|_| ()))?;
-    on_tx!(&mut tx, c => sqlx::query(
+    on_tx!(tx, c => sqlx::query(
         "UPDATE deliveries SET status = $1, next_attempt_ms = $2, lease_until_ms = 0, last_error = $3, \
          provider_message_id = COALESCE($4, provider_message_id), sent_ms = CASE WHEN $1 = 'sent' THEN $5 ELSE sent_ms END, \
          secret = CASE WHEN $1 = 'queued' OR secret IS NULL THEN secret ELSE '' END, updated_ms = $5 WHERE id = $6")
         .bind(status).bind(next_attempt_ms).bind(if a.ok { None } else { a.error.clone() }).bind(provider_message_id)
         .bind(now).bind(&d.id).execute(c).await.map(|_| ()))?;
-    tx.commit().await?;
     Ok(())
 }
 
@@ -419,11 +432,11 @@ pub async fn deliveries(db: &Db, f: &DeliveryFilter<'_>) -> Result<Vec<Delivery>
 }
 
 /// Marks every waiting delivery of an endpoint dead (the endpoint was switched off or deleted).
-pub async fn bury_endpoint_queue(db: &Db, endpoint_id: &str, why: &str) -> Result<u64, DbError> {
-    let n = on_write!(db, pool => sqlx::query(
+pub async fn bury_endpoint_queue(tx: &mut Tx, endpoint_id: &str, why: &str) -> Result<u64, DbError> {
+    let n = on_tx!(tx, c => sqlx::query(
         "UPDATE deliveries SET status = 'dead', last_error = $1, lease_until_ms = 0, updated_ms = $2 \
          WHERE endpoint_id = $3 AND status = 'queued'")
-        .bind(why).bind(now_ms()).bind(endpoint_id).execute(pool).await.map(|r| r.rows_affected()))?;
+        .bind(why).bind(now_ms()).bind(endpoint_id).execute(c).await.map(|r| r.rows_affected()))?;
     Ok(n)
 }
 
@@ -628,36 +641,36 @@ pub async fn endpoint(db: &Db, id: &str) -> Result<Option<Endpoint>, DbError> {
     Ok(row.map(endpoint_of))
 }
 
-pub async fn save_endpoint(db: &Db, e: &Endpoint) -> Result<(), DbError> {
+pub async fn save_endpoint(tx: &mut Tx, e: &Endpoint) -> Result<(), DbError> {
     let types = serde_json::to_string(&e.event_types).map_err(|err| DbError::Corrupt(err.to_string()))?;
-    on_write!(db, pool => sqlx::query(
+    on_tx!(tx, c => sqlx::query(
         "INSERT INTO webhook_endpoints (id, url, description, secret, event_types, enabled, disabled_reason, last_success_ms, created_ms, updated_ms) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (id) DO UPDATE SET url = excluded.url, \
          description = excluded.description, secret = excluded.secret, event_types = excluded.event_types, \
          enabled = excluded.enabled, disabled_reason = excluded.disabled_reason, updated_ms = excluded.updated_ms")
         .bind(&e.id).bind(&e.url).bind(&e.description).bind(&e.secret).bind(types).bind(e.enabled).bind(&e.disabled_reason)
-        .bind(e.last_success_ms).bind(e.created_ms).bind(e.updated_ms).execute(pool).await.map(|_| ()))?;
+        .bind(e.last_success_ms).bind(e.created_ms).bind(e.updated_ms).execute(c).await.map(|_| ()))?;
     Ok(())
 }
 
-pub async fn delete_endpoint(db: &Db, id: &str) -> Result<bool, DbError> {
-    let n = on_write!(db, pool => sqlx::query("DELETE FROM webhook_endpoints WHERE id = $1").bind(id)
-        .execute(pool).await.map(|r| r.rows_affected()))?;
+pub async fn delete_endpoint(tx: &mut Tx, id: &str) -> Result<bool, DbError> {
+    let n = on_tx!(tx, c => sqlx::query("DELETE FROM webhook_endpoints WHERE id = $1").bind(id)
+        .execute(c).await.map(|r| r.rows_affected()))?;
     Ok(n > 0)
 }
 
-pub async fn endpoint_succeeded(db: &Db, id: &str, at_ms: i64) -> Result<(), DbError> {
-    on_write!(db, pool => sqlx::query("UPDATE webhook_endpoints SET last_success_ms = $1 WHERE id = $2 AND (last_success_ms IS NULL OR last_success_ms < $1)")
-        .bind(at_ms).bind(id).execute(pool).await.map(|_| ()))?;
+pub async fn endpoint_succeeded(tx: &mut Tx, id: &str, at_ms: i64) -> Result<(), DbError> {
+    on_tx!(tx, c => sqlx::query("UPDATE webhook_endpoints SET last_success_ms = $1 WHERE id = $2 AND (last_success_ms IS NULL OR last_success_ms < $1)")
+        .bind(at_ms).bind(id).execute(c).await.map(|_| ()))?;
     Ok(())
 }
 
 /// Switches an endpoint off unless it succeeded at or after `since_ms`; answers whether it did.
-pub async fn disable_endpoint_unless_recovered(db: &Db, id: &str, since_ms: i64, reason: &str) -> Result<bool, DbError> {
-    let n = on_write!(db, pool => sqlx::query(
+pub async fn disable_endpoint_unless_recovered(tx: &mut Tx, id: &str, since_ms: i64, reason: &str) -> Result<bool, DbError> {
+    let n = on_tx!(tx, c => sqlx::query(
         "UPDATE webhook_endpoints SET enabled = FALSE, disabled_reason = $1, updated_ms = $2 \
          WHERE id = $3 AND enabled = TRUE AND (last_success_ms IS NULL OR last_success_ms < $4)")
-        .bind(reason).bind(now_ms()).bind(id).bind(since_ms).execute(pool).await.map(|r| r.rows_affected()))?;
+        .bind(reason).bind(now_ms()).bind(id).bind(since_ms).execute(c).await.map(|r| r.rows_affected()))?;
     Ok(n == 1)
 }
 
