@@ -64,6 +64,9 @@ async fn a_guest_checks_out_and_pays() {
     let (status, seen) = shop.send("GET", &format!("/api/v1/orders/{id}?token={token}"), &stranger, None).await;
     assert_eq!((status, seen["number"].as_i64()), (StatusCode::OK, Some(1001)));
     assert!(seen.get("lookup_token").is_none());
+    let mut answered = order.clone();
+    answered.as_object_mut().unwrap().remove("lookup_token");
+    assert_eq!(seen, answered, "the checkout answers the order as it is kept");
     assert_eq!(shop.send("GET", "/api/v1/orders/prod_01J0000000000000000000000", &stranger, None).await.0, StatusCode::NOT_FOUND);
     assert_eq!(shop.count("orders", "SELECT COUNT(*) FROM outbox WHERE event_type IN ('order.placed', 'order.paid')").await, 2);
 }
@@ -100,6 +103,10 @@ async fn every_test_card_behaves_as_documented() {
     let url = order["next_action"].as_str().unwrap();
     let path = url.split_once("/test-gateway").map(|(_, p)| format!("/test-gateway{p}")).unwrap();
     assert_eq!(shop.available("TEE-1").await, (2, 1), "held while the shopper confirms");
+    let (_, seen) = shop.send("GET", &format!("/api/v1/orders/{}?token={}", order["id"].as_str().unwrap(), order["lookup_token"].as_str().unwrap()), &Who::default(), None).await;
+    let mut answered = order.clone();
+    answered.as_object_mut().unwrap().retain(|k, _| k != "lookup_token" && k != "next_action");
+    assert_eq!(seen, answered, "the checkout answers the order as it is kept");
     let page = shop.app.router().oneshot(Request::get(&path).body(Body::empty()).unwrap()).await.unwrap();
     assert_eq!(page.status(), StatusCode::OK);
     let html = String::from_utf8(page.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();

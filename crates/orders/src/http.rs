@@ -22,7 +22,7 @@ use utoipa_axum::routes;
 use crate::carts::{Access, Notice, Priced};
 use crate::error::OrdersError;
 use crate::gateway::{Outcome, WebhookEvent};
-use crate::service::{ItemCount, Orders};
+use crate::service::{ItemCount, OrderParts, Orders};
 use crate::store::{self, OrderRow};
 
 pub fn router(orders: Orders) -> OpenApiRouter {
@@ -469,7 +469,10 @@ async fn checkout_as(o: &Orders, p: &Option<Principal>, h: &HeaderMap, attempt: 
     let placed = o
         .checkout(id, &access(p, h), &b.payment.provider, &b.payment.token, b.expected_total, attempt.map(IdempotencyAttempt::as_str))
         .await?;
-    let mut body = order_view(o, placed.order, false).await?;
+    let mut body = match placed.parts {
+        Some(parts) => order_view_of(placed.order, parts, false)?,
+        None => order_view(o, placed.order, false).await?,
+    };
     body.lookup_token = placed.lookup_token;
     body.next_action = placed.next_action;
     let mut response = (StatusCode::CREATED, Json(body)).into_response();
@@ -597,13 +600,14 @@ pub(crate) fn return_view(r: store::ReturnRow) -> ReturnView {
 
 /// Everything about an order; `staff` adds notes and who did what.
 pub(crate) async fn order_view(o: &Orders, order: OrderRow, staff: bool) -> Result<OrderView, OrdersError> {
+    let parts = OrderParts::read(&o.db, &order.id).await?;
+    order_view_of(order, parts, staff)
+}
+
+/// An order's view from its row and parts, read or as a request wrote them.
+pub(crate) fn order_view_of(order: OrderRow, parts: OrderParts, staff: bool) -> Result<OrderView, OrdersError> {
+    let OrderParts { lines, payments, fulfilments, refunds, returns, timeline } = parts;
     let c = order.currency.clone();
-    let lines = store::lines(&o.db, &order.id).await?;
-    let payments = store::payments(&o.db, &order.id).await?;
-    let fulfilments = store::fulfilments(&o.db, &order.id).await?;
-    let refunds = store::refunds(&o.db, &order.id).await?;
-    let returns = store::returns_of(&o.db, &order.id).await?;
-    let timeline = store::timeline(&o.db, &order.id).await?;
     Ok(OrderView {
         number: order.number,
         status: order.status,

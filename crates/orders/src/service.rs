@@ -51,10 +51,52 @@ pub struct ItemCount {
 /// What a checkout answered.
 pub struct Placed {
     pub order: OrderRow,
+    /// The order's lines, payments and the rest, as this request wrote
+    /// them; `None` when they are to be read.
+    pub parts: Option<OrderParts>,
     /// Shown once, to reach a guest order (and in the receipt email).
     pub lookup_token: Option<String>,
     /// The shopper must confirm the payment here first.
     pub next_action: Option<String>,
+}
+
+/// What an order's view shows beside the order's row.
+#[derive(Debug, Default)]
+pub struct OrderParts {
+    pub lines: Vec<LineRow>,
+    pub payments: Vec<PaymentRow>,
+    pub fulfilments: Vec<store::FulfilmentRow>,
+    pub refunds: Vec<store::RefundRow>,
+    pub returns: Vec<store::ReturnRow>,
+    pub timeline: Vec<store::TimelineRow>,
+}
+
+impl OrderParts {
+    pub async fn read(db: &Db, order: &str) -> Result<OrderParts, platform::db::DbError> {
+        Ok(OrderParts {
+            lines: store::lines(db, order).await?,
+            payments: store::payments(db, order).await?,
+            fulfilments: store::fulfilments(db, order).await?,
+            refunds: store::refunds(db, order).await?,
+            returns: store::returns_of(db, order).await?,
+            timeline: store::timeline(db, order).await?,
+        })
+    }
+}
+
+/// What recording a gateway's answer left: the confirmation URL when the
+/// shopper must act, and the order and payment as this request wrote them
+/// with the timeline entries it added (`None` when another request had
+/// recorded the answer first).
+pub(crate) struct Applied {
+    pub next_action: Option<String>,
+    pub written: Option<(OrderRow, PaymentRow, Vec<store::TimelineRow>)>,
+}
+
+/// An order's line as its events carry it.
+fn event_line(l: &LineRow) -> serde_json::Value {
+    json!({"sku": l.sku, "product_id": l.product_id, "title": l.title, "variant_title": l.variant_title,
+           "quantity": l.quantity, "unit_price": l.unit_price, "total": l.total})
 }
 
 fn reservation_key(order: &str, attempt: i64) -> String {
@@ -239,7 +281,7 @@ impl Orders {
         fault::point("checkout.reserved");
         let lookup_token = new_secret();
         let created = self.create_order(&priced, &order_id, &lookup_token, gateway.name(), token, attempt).await;
-        let (order, payment, lines) = match created {
+        let (order, payment, lines, placed) = match created {
             Ok(done) => done,
             Err(e) => {
                 self.give_back(catalog.as_ref(), &order_id).await;
@@ -248,9 +290,23 @@ impl Orders {
         };
         metrics::counter!("orders_placed_total").increment(1);
         fault::point("checkout.placed");
-        let next_action = self.authorise(&order, &payment, gateway.as_ref(), token, Some(lines)).await?;
-        let order = store::order(&self.db, &order.id).await?.ok_or(OrdersError::OrderNotFound)?;
-        Ok(Placed { order, lookup_token: Some(lookup_token), next_action })
+        let event_lines = lines.iter().map(event_line).collect();
+        let applied = self.authorise(&order, &payment, gateway.as_ref(), token, Some(event_lines)).await?;
+        let lookup_token = Some(lookup_token);
+        let next_action = applied.next_action;
+        // The answer is what this request wrote: the order is a moment old,
+        // nothing is fulfilled, refunded or returned yet.
+        Ok(match applied.written {
+            Some((order, payment, noted)) => {
+                let timeline = std::iter::once(placed).chain(noted).collect();
+                let parts = OrderParts { lines, payments: vec![payment], timeline, ..OrderParts::default() };
+                Placed { order, parts: Some(parts), lookup_token, next_action }
+            }
+            None => {
+                let order = store::order(&self.db, &order.id).await?.ok_or(OrdersError::OrderNotFound)?;
+                Placed { order, parts: None, lookup_token, next_action }
+            }
+        })
     }
 
     /// Records that a new order of `cart` is about to hold `lines`, before
@@ -324,7 +380,7 @@ impl Orders {
             "pending" => {
                 let gateway = self.gateway(&payment.provider)?;
                 let token = payment.token.clone().unwrap_or_else(|| token.to_owned());
-                self.authorise(&order, &payment, gateway.as_ref(), &token, None).await?
+                self.authorise(&order, &payment, gateway.as_ref(), &token, None).await?.next_action
             }
             "requires_action" => payment.next_action_url.clone(),
             "failed" => {
@@ -342,13 +398,21 @@ impl Orders {
             }
         };
         let order = store::order(&self.db, order_id).await?.ok_or(OrdersError::OrderNotFound)?;
-        Ok(Some(Placed { order, lookup_token: None, next_action }))
+        Ok(Some(Placed { order, parts: None, lookup_token: None, next_action }))
     }
 
     /// Writes the order, its lines, its first payment attempt, the code's
     /// use and the `order.placed` event, closes the cart and resolves the
     /// checkout's intent: all or nothing.
-    async fn create_order(&self, p: &Priced, id: &str, lookup: &str, provider: &str, token: &str, attempt: Option<&str>) -> Result<(OrderRow, PaymentRow, Vec<serde_json::Value>), OrdersError> {
+    async fn create_order(
+        &self,
+        p: &Priced,
+        id: &str,
+        lookup: &str,
+        provider: &str,
+        token: &str,
+        attempt: Option<&str>,
+    ) -> Result<(OrderRow, PaymentRow, Vec<LineRow>, store::TimelineRow), OrdersError> {
         let cart = &p.cart;
         let email = cart.email.clone();
         // A guest is their mailbox, however its address is spelled; a
@@ -402,7 +466,7 @@ impl Orders {
             return Err(OrdersError::Conflict("checkout_in_progress", "this cart is being checked out by another request".into()));
         }
         store::insert_order(&mut tx, &order).await?;
-        let mut event_lines = Vec::new();
+        let mut lines = Vec::with_capacity(p.items.len());
         for (n, (item, t)) in p.items.iter().zip(&p.totals.lines).enumerate() {
             let offer = item.offer.as_ref().ok_or_else(|| OrdersError::UnknownSku(item.item.sku.clone()))?;
             let line = LineRow {
@@ -422,8 +486,7 @@ impl Orders {
                 refunded: 0,
             };
             store::insert_line(&mut tx, id, &line).await?;
-            event_lines.push(json!({"sku": line.sku, "product_id": line.product_id, "title": line.title,
-                "variant_title": line.variant_title, "quantity": line.quantity, "unit_price": line.unit_price, "total": line.total}));
+            lines.push(line);
         }
         if let Some(d) = &p.discount {
             match store::use_discount(&mut tx, &d.id, &customer_keys, d.per_customer_limit).await? {
@@ -440,7 +503,8 @@ impl Orders {
         }
         let payment = PaymentRow::attempt(id, 1, provider, token, order.total);
         store::insert_payment(&mut tx, &payment, attempt).await?;
-        store::record(&mut tx, id, "placed", order.user_id.as_deref(), &json!({"number": order.number, "total": order.total})).await?;
+        let placed = store::record(&mut tx, id, "placed", order.user_id.as_deref(), &json!({"number": order.number, "total": order.total})).await?;
+        let event_lines: Vec<serde_json::Value> = lines.iter().map(event_line).collect();
         let data = json!({"order_id": id, "number": order.number, "email": order.email, "user_id": order.user_id,
             "currency": order.currency, "subtotal": order.subtotal, "discount": order.discount_total,
             "shipping": order.shipping_total, "tax": order.tax_total, "total": order.total,
@@ -449,7 +513,7 @@ impl Orders {
         outbox::enqueue(&mut tx, &Envelope::new("order.placed", id, data)).await?;
         tx.commit().await?;
         order.status = Status::PendingPayment;
-        Ok((order, payment, event_lines))
+        Ok((order, payment, lines, placed))
     }
 
     /// Asks the gateway, retrying what is worth retrying, and records the
@@ -463,7 +527,7 @@ impl Orders {
         gateway: &dyn PaymentGateway,
         token: &str,
         lines: Option<Vec<serde_json::Value>>,
-    ) -> Result<Option<String>, OrdersError> {
+    ) -> Result<Applied, OrdersError> {
         let charge = Charge {
             payment_id: &payment.id,
             order_id: &order.id,
@@ -506,7 +570,7 @@ impl Orders {
             .into_iter()
             .find(|p| p.id == payment_id)
             .ok_or(OrdersError::NotFound("payment"))?;
-        self.apply_outcome_to(order, payment, outcome, None).await
+        Ok(self.apply_outcome_to(order, payment, outcome, None).await?.next_action)
     }
 
     /// [`Self::apply_outcome`] to an order and payment attempt already read.
@@ -517,7 +581,7 @@ impl Orders {
         mut payment: PaymentRow,
         outcome: Outcome,
         lines: Option<Vec<serde_json::Value>>,
-    ) -> Result<Option<String>, OrdersError> {
+    ) -> Result<Applied, OrdersError> {
         let key = reservation_key(&order.id, payment.attempt);
         if matches!(payment.status.as_str(), "captured" | "authorized" | "failed" | "voided") {
             // Settled before (a repeated webhook): only finish the stock step.
@@ -527,7 +591,7 @@ impl Orders {
                     code: payment.failure_code.unwrap_or_else(|| "card_declined".into()),
                     message: payment.failure_message.unwrap_or_else(|| "The payment was declined.".into()),
                 }),
-                _ => Ok(None),
+                _ => Ok(Applied { next_action: None, written: None }),
             };
         }
         match outcome {
@@ -543,9 +607,10 @@ impl Orders {
                 };
                 let mut tx = self.db.begin().await?;
                 store::settle_payment(&mut tx, &payment).await?;
-                let marked = store::mark_paid(&mut tx, &order.id, payment.captured).await?;
-                if marked {
-                    store::record(&mut tx, &order.id, "paid", None, &json!({"payment_id": payment.id, "captured": payment.captured})).await?;
+                let paid_ms = store::mark_paid(&mut tx, &order.id, payment.captured).await?;
+                let mut noted = Vec::new();
+                if paid_ms.is_some() {
+                    noted.push(store::record(&mut tx, &order.id, "paid", None, &json!({"payment_id": payment.id, "captured": payment.captured})).await?);
                     let data = json!({"order_id": order.id, "number": order.number, "email": order.email,
                         "user_id": order.user_id, "currency": order.currency, "subtotal": order.subtotal,
                         "discount": order.discount_total, "shipping": order.shipping_total, "tax": order.tax_total,
@@ -556,14 +621,18 @@ impl Orders {
                 tx.commit().await?;
                 metrics::counter!("orders_paid_total").increment(1);
                 fault::point("checkout.paid");
-                if marked {
-                    // This request made it paid: its stock step follows from the row it has.
-                    order.status = Status::Paid;
-                    self.settle_stock_of(&order).await?;
-                } else {
+                let Some(paid_ms) = paid_ms else {
                     self.settle_stock(&order.id).await?;
-                }
-                Ok(None)
+                    return Ok(Applied { next_action: None, written: None });
+                };
+                // This request made it paid: its stock step follows from the row it has.
+                order.status = Status::Paid;
+                order.captured = payment.captured;
+                order.paid_ms = Some(paid_ms);
+                order.updated_ms = paid_ms;
+                payment.token = None;
+                self.settle_stock_of(&order).await?;
+                Ok(Applied { next_action: None, written: Some((order, payment, noted)) })
             }
             Outcome::RequiresAction { reference, url } => {
                 payment.provider_ref = Some(reference);
@@ -571,9 +640,9 @@ impl Orders {
                 payment.next_action_url = Some(url.clone());
                 let mut tx = self.db.begin().await?;
                 store::settle_payment(&mut tx, &payment).await?;
-                store::record(&mut tx, &order.id, "payment_action_required", None, &json!({"payment_id": payment.id})).await?;
+                let noted = store::record(&mut tx, &order.id, "payment_action_required", None, &json!({"payment_id": payment.id})).await?;
                 tx.commit().await?;
-                Ok(Some(url))
+                Ok(Applied { next_action: Some(url), written: Some((order, payment, vec![noted])) })
             }
             Outcome::Declined { reference, code, message } => {
                 payment.provider_ref = reference;
@@ -594,12 +663,7 @@ impl Orders {
     }
 
     async fn event_lines(&self, order: &str) -> Result<Vec<serde_json::Value>, OrdersError> {
-        Ok(store::lines(&self.db, order)
-            .await?
-            .into_iter()
-            .map(|l| json!({"sku": l.sku, "product_id": l.product_id, "title": l.title, "variant_title": l.variant_title,
-                            "quantity": l.quantity, "unit_price": l.unit_price, "total": l.total}))
-            .collect())
+        Ok(store::lines(&self.db, order).await?.iter().map(event_line).collect())
     }
 
     /// A paid order's held stock leaves the shelf; a failed or cancelled
@@ -641,7 +705,7 @@ impl Orders {
             Status::PendingPayment => {
                 let latest = store::payments(&self.db, order_id).await?.pop();
                 if let Some(p) = latest.filter(|p| p.status == "requires_action") {
-                    return Ok(Placed { order, lookup_token: None, next_action: p.next_action_url });
+                    return Ok(Placed { order, parts: None, lookup_token: None, next_action: p.next_action_url });
                 }
                 return Err(OrdersError::Conflict("payment_in_progress", "this order's payment is being processed".into()));
             }
@@ -701,9 +765,9 @@ impl Orders {
         store::record(&mut tx, &order.id, "payment_retried", None, &json!({"payment_id": payment.id, "attempt": number})).await?;
         tx.commit().await?;
         let order = store::order(&self.db, order_id).await?.ok_or(OrdersError::OrderNotFound)?;
-        let next_action = self.authorise(&order, &payment, gateway.as_ref(), token, None).await?;
+        let next_action = self.authorise(&order, &payment, gateway.as_ref(), token, None).await?.next_action;
         let order = store::order(&self.db, order_id).await?.ok_or(OrdersError::OrderNotFound)?;
-        Ok(Placed { order, lookup_token: None, next_action })
+        Ok(Placed { order, parts: None, lookup_token: None, next_action })
     }
 
     /// A provider's word about a payment (webhook or confirmation page).

@@ -690,12 +690,13 @@ pub async fn set_stock(db: &Db, order: &str, attempt: i64, stock: &str) -> Resul
     Ok(())
 }
 
-pub async fn mark_paid(tx: &mut Tx, order: &str, captured: i64) -> Result<bool, DbError> {
+/// Marks a pending order paid; answers when (`None` when it was not pending).
+pub async fn mark_paid(tx: &mut Tx, order: &str, captured: i64) -> Result<Option<i64>, DbError> {
     let now = now_ms();
     let n = on_tx!(tx, c => sqlx::query(
         "UPDATE orders SET status = 'paid', captured = $1, paid_ms = $2, updated_ms = $2 WHERE id = $3 AND status = 'pending_payment'")
         .bind(captured).bind(now).bind(order).execute(c).await.map(|r| r.rows_affected()))?;
-    Ok(n == 1)
+    Ok((n == 1).then_some(now))
 }
 
 pub async fn add_captured(tx: &mut Tx, order: &str, amount: i64) -> Result<(), DbError> {
@@ -749,17 +750,21 @@ pub async fn line_totals(tx: &mut Tx, order: &str) -> Result<(i64, i64), DbError
 }
 
 /// One entry on an order's timeline.
-pub async fn record(tx: &mut Tx, order: &str, kind: &str, actor: Option<&str>, data: &serde_json::Value) -> Result<(), DbError> {
+/// Notes on an order's timeline; answers the entry as written.
+pub async fn record(tx: &mut Tx, order: &str, kind: &str, actor: Option<&str>, data: &serde_json::Value) -> Result<TimelineRow, DbError> {
     let id = kernel::id::EventId::new().to_string();
+    let entry: TimelineRow = (now_ms(), kind.to_owned(), actor.map(str::to_owned), data.to_string());
     on_tx!(tx, c => sqlx::query(
         "INSERT INTO order_timeline (id, order_id, at_ms, kind, actor, data) VALUES ($1, $2, $3, $4, $5, $6)")
-        .bind(id).bind(order).bind(now_ms()).bind(kind).bind(actor).bind(data.to_string())
+        .bind(id).bind(order).bind(entry.0).bind(&entry.1).bind(&entry.2).bind(&entry.3)
         .execute(c).await.map(|_| ()))?;
-    Ok(())
+    Ok(entry)
 }
 
-/// (at_ms, kind, actor, data)
-pub async fn timeline(db: &Db, order: &str) -> Result<Vec<(i64, String, Option<String>, String)>, DbError> {
+/// An order's timeline entry: (at_ms, kind, actor, data).
+pub type TimelineRow = (i64, String, Option<String>, String);
+
+pub async fn timeline(db: &Db, order: &str) -> Result<Vec<TimelineRow>, DbError> {
     let rows = on_db!(db, pool => sqlx::query_as(
         "SELECT at_ms, kind, actor, data FROM order_timeline WHERE order_id = $1 ORDER BY id")
         .bind(order).fetch_all(pool).await)?;
