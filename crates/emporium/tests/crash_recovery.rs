@@ -334,9 +334,13 @@ impl Drop for Server {
 /// `emporium serve --demo` (reconciling after 1 s), optionally aborting at
 /// a fault point: the process and its address.
 fn serve_demo(sandbox: &Sandbox, fault: Option<&str>) -> (Server, String) {
+    serve_demo_reconciling_after(sandbox, fault, 1)
+}
+
+fn serve_demo_reconciling_after(sandbox: &Sandbox, fault: Option<&str>, secs: u64) -> (Server, String) {
     let mut child = support::emporium_command(sandbox)
         .args(["serve", "--demo", "--bind", "127.0.0.1:0"])
-        .env("EMPORIUM_ORDERS_RECONCILE_AFTER_SECS", "1")
+        .env("EMPORIUM_ORDERS_RECONCILE_AFTER_SECS", secs.to_string())
         .env("EMPORIUM_FAULT_POINT", fault.unwrap_or(""))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -382,6 +386,55 @@ async fn checkout_until_answered(client: &reqwest::Client, base: &str, cart: &st
     panic!("the key was never taken over");
 }
 
+/// A guest cart of the demo shop's oldest product, ready to check out:
+/// its id and secret.
+async fn ready_demo_cart(client: &reqwest::Client, base: &str) -> (String, String) {
+    let get = reqwest::Method::GET;
+    let (_, products) = request(client, get.clone(), &format!("{base}/api/v1/products?limit=1&sort=oldest"), &[], None).await;
+    let sku = products["data"][0]["variants"][0]["sku"].as_str().unwrap().to_owned();
+    let (_, cart) = request(client, reqwest::Method::POST, &format!("{base}/api/v1/carts"), &[], None).await;
+    let (id, secret) = (cart["id"].as_str().unwrap().to_owned(), cart["secret"].as_str().unwrap().to_owned());
+    let h = [("X-Cart-Secret", secret.as_str())];
+    for (method, step, body) in [
+        (reqwest::Method::POST, "items", json!({"sku": sku, "quantity": 1})),
+        (reqwest::Method::PUT, "email", json!({"email": "guest@example.com"})),
+        (reqwest::Method::PUT, "shipping-address", json!({"name": "G", "line1": "1 Main St", "city": "Austin", "region": "TX", "postal_code": "78701", "country": "US"})),
+    ] {
+        let (status, answer) = request(client, method, &format!("{base}/api/v1/carts/{id}/{step}"), &h, Some(body)).await;
+        assert_eq!(status, 200, "{step}: {answer}");
+    }
+    let (_, options) = request(client, get, &format!("{base}/api/v1/carts/{id}/shipping-options"), &h, None).await;
+    let method = options["data"][0]["id"].clone();
+    request(client, reqwest::Method::PUT, &format!("{base}/api/v1/carts/{id}/shipping-method"), &h, Some(json!({"id": method}))).await;
+    (id, secret)
+}
+
+#[tokio::test]
+async fn a_retry_before_the_reconciler_goes_on_with_the_stock_its_first_try_held() {
+    let sandbox = Sandbox::new().await;
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+    let (mut server, base) = serve_demo(&sandbox, Some("checkout.reserved"));
+    let (id, secret) = ready_demo_cart(&client, &base).await;
+    let paying = [("X-Cart-Secret", secret.as_str()), ("Idempotency-Key", "pay-once")];
+    let (status, _) = checkout_until_answered(&client, &base, &id, &paying).await;
+    assert_eq!(status, 0, "the server died with the stock held");
+    assert!(!server.exited_cleanly());
+    let orders = sandbox.db("orders", &[]).await;
+    let first: String = on_db!(&orders, pool => sqlx::query_scalar("SELECT order_id FROM checkout_intents").fetch_one(pool).await).unwrap();
+
+    // Back before the reconciler's time: the retry finds its first try's
+    // intent and goes on under that order id, with the units it held.
+    let (server, base) = serve_demo_reconciling_after(&sandbox, None, 600);
+    let (status, order) = checkout_until_answered(&client, &base, &id, &paying).await;
+    assert_eq!((status, order["status"].as_str(), order["id"].as_str()), (201, Some("paid"), Some(first.as_str())), "{order}");
+    let catalog = sandbox.db("catalog", &[]).await;
+    let holds: i64 = on_db!(&catalog, pool => sqlx::query_scalar("SELECT COUNT(*) FROM reservations").fetch_one(pool).await).unwrap();
+    assert_eq!(holds, 1, "one hold, the first try's");
+    orders.close().await;
+    catalog.close().await;
+    assert!(server.stop());
+}
+
 #[tokio::test]
 async fn a_buyer_whose_checkout_died_with_its_process_gets_their_order_on_retry() {
     let sandbox = Sandbox::new().await;
@@ -389,23 +442,8 @@ async fn a_buyer_whose_checkout_died_with_its_process_gets_their_order_on_retry(
     let get = reqwest::Method::GET;
     for point in ["checkout.reserved", "checkout.placed", "checkout.paid"] {
         let (mut server, base) = serve_demo(&sandbox, Some(point));
-        let (_, products) = request(&client, get.clone(), &format!("{base}/api/v1/products?limit=1&sort=oldest"), &[], None).await;
-        let sku = products["data"][0]["variants"][0]["sku"].as_str().unwrap().to_owned();
-        let (_, cart) = request(&client, reqwest::Method::POST, &format!("{base}/api/v1/carts"), &[], None).await;
-        let (id, secret) = (cart["id"].as_str().unwrap().to_owned(), cart["secret"].as_str().unwrap().to_owned());
+        let (id, secret) = ready_demo_cart(&client, &base).await;
         let h = [("X-Cart-Secret", secret.as_str())];
-        for (method, step, body) in [
-            (reqwest::Method::POST, "items", json!({"sku": sku, "quantity": 1})),
-            (reqwest::Method::PUT, "email", json!({"email": "guest@example.com"})),
-            (reqwest::Method::PUT, "shipping-address", json!({"name": "G", "line1": "1 Main St", "city": "Austin", "region": "TX", "postal_code": "78701", "country": "US"})),
-        ] {
-            let (status, answer) = request(&client, method, &format!("{base}/api/v1/carts/{id}/{step}"), &h, Some(body)).await;
-            assert_eq!(status, 200, "{step}: {answer}");
-        }
-        let (_, options) = request(&client, get.clone(), &format!("{base}/api/v1/carts/{id}/shipping-options"), &h, None).await;
-        let method = options["data"][0]["id"].clone();
-        request(&client, reqwest::Method::PUT, &format!("{base}/api/v1/carts/{id}/shipping-method"), &h, Some(json!({"id": method}))).await;
-
         let paying = [("X-Cart-Secret", secret.as_str()), ("Idempotency-Key", "pay-once")];
         let (status, _) = checkout_until_answered(&client, &base, &id, &paying).await;
         assert_eq!(status, 0, "{point}: the server died mid-checkout");

@@ -316,12 +316,6 @@ impl Orders {
     /// units that try held rather than running short of them.
     async fn intend(&self, cart: &str, lines: &[(String, i64)], attempt: Option<&str>) -> Result<String, OrdersError> {
         let lines = lines_json(lines);
-        if let Some(attempt) = attempt
-            && let Some(intent) = store::open_intent_of(&self.db, cart, attempt).await?
-            && intent.lines == lines
-        {
-            return Ok(intent.order_id);
-        }
         let order_id = OrderId::new().to_string();
         let intent = IntentRow {
             reservation_key: order_id.clone(),
@@ -333,7 +327,22 @@ impl Orders {
             state: "open".into(),
             created_ms: now_ms(),
         };
-        if !store::insert_intent(&self.db, &intent).await? {
+        let written = match attempt {
+            None => store::insert_intent(&self.db, &intent).await?,
+            // A retry of a request whose first try died goes on where it was,
+            // unless the cart's lines have changed since.
+            Some(attempt) => {
+                store::insert_intent_unless_open(&self.db, &intent).await? || {
+                    if let Some(open) = store::open_intent_of(&self.db, cart, attempt).await?
+                        && open.lines == intent.lines
+                    {
+                        return Ok(open.order_id);
+                    }
+                    store::insert_intent(&self.db, &intent).await?
+                }
+            }
+        };
+        if !written {
             return Err(OrdersError::Conflict("checkout_in_progress", "this cart is being checked out by another request".into()));
         }
         Ok(order_id)

@@ -944,6 +944,20 @@ pub async fn insert_intent(db: &Db, i: &IntentRow) -> Result<bool, DbError> {
     Ok(n == 1)
 }
 
+/// [`insert_intent`] unless its request left an open intent for the
+/// cart's first checkout (see [`open_intent_of`]): false then, and when
+/// the key is taken. One statement for the usual first try.
+pub async fn insert_intent_unless_open(db: &Db, i: &IntentRow) -> Result<bool, DbError> {
+    let n = on_write!(db, pool => sqlx::query(
+        "INSERT INTO checkout_intents (reservation_key, order_id, cart_id, attempt, lines, checkout_attempt, state, created_ms) \
+         SELECT $1, $2, $3, $4, $5, $6, 'open', $7 WHERE NOT EXISTS (SELECT 1 FROM checkout_intents \
+         WHERE cart_id = $3 AND checkout_attempt = $6 AND attempt = 1 AND state = 'open') \
+         ON CONFLICT (reservation_key) DO NOTHING")
+        .bind(&i.reservation_key).bind(&i.order_id).bind(&i.cart_id).bind(i.attempt).bind(&i.lines)
+        .bind(&i.checkout_attempt).bind(i.created_ms).execute(pool).await.map(|r| r.rows_affected()))?;
+    Ok(n == 1)
+}
+
 pub async fn intent(db: &Db, key: &str) -> Result<Option<IntentRow>, DbError> {
     let sql = format!("SELECT {INTENT_COLUMNS} FROM checkout_intents WHERE reservation_key = $1");
     let row: Option<IntentTuple> = on_db!(db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(key).fetch_optional(pool).await)?;
