@@ -121,7 +121,7 @@ impl Inventory {
             tx.rollback().await?;
             return self.reservation(order_id).await;
         }
-        let locations = store::location_order(&mut tx).await?;
+        let mut locations = None;
         let mut touched = Touched::default();
         for (sku, quantity) in &wanted {
             let sku = sku.as_str();
@@ -130,16 +130,23 @@ impl Inventory {
                 store::insert_reservation_line(&mut tx, order_id, sku, DEFAULT_LOCATION, *quantity).await?;
                 continue;
             }
-            // The first location that has them all: one conditional update each.
-            let mut held = None;
-            for location in &locations {
-                if let Some(level) = store::hold(&mut tx, sku, location, *quantity).await? {
-                    held = Some((location.as_str(), level));
-                    break;
+            // The first location that has them all, in one statement; when
+            // it found none, one conditional update per location decides.
+            let mut held = store::hold_first_fit(&mut tx, sku, *quantity).await?.map(|(l, on_hand, reserved)| (l, (on_hand, reserved)));
+            if held.is_none() {
+                let locations = match &mut locations {
+                    Some(l) => l,
+                    None => locations.insert(store::location_order(&mut tx).await?),
+                };
+                for location in locations.iter() {
+                    if let Some(level) = store::hold(&mut tx, sku, location, *quantity).await? {
+                        held = Some((location.clone(), level));
+                        break;
+                    }
                 }
             }
             if held.is_none() && rules.backorder {
-                held = store::hold_backorder(&mut tx, sku, DEFAULT_LOCATION, *quantity).await?.map(|l| (DEFAULT_LOCATION, l));
+                held = store::hold_backorder(&mut tx, sku, DEFAULT_LOCATION, *quantity).await?.map(|l| (DEFAULT_LOCATION.to_owned(), l));
             }
             let Some((location, (on_hand, reserved))) = held else {
                 // What is left now, after the holds that won.
@@ -147,8 +154,8 @@ impl Inventory {
                 tx.rollback().await?;
                 return Err(CatalogError::OutOfStock { sku: sku.to_owned(), available: available.max(0) });
             };
-            store::insert_reservation_line(&mut tx, order_id, sku, location, *quantity).await?;
-            touched.add(announce(&mut tx, sku, location, on_hand, reserved, -quantity, rules.threshold).await?);
+            store::insert_reservation_line(&mut tx, order_id, sku, &location, *quantity).await?;
+            touched.add(announce(&mut tx, sku, &location, on_hand, reserved, -quantity, rules.threshold).await?);
         }
         tx.commit().await?;
         self.stock_changed(touched);
@@ -182,11 +189,8 @@ impl Inventory {
             };
         }
         let mut touched = Touched::default();
-        for (sku, location, quantity) in store::reservation_lines(&mut tx, order_id).await? {
-            let Some(rules) = store::stock_rules(&mut tx, &sku).await? else { continue };
-            if !rules.track {
-                continue;
-            }
+        for (sku, location, quantity, rules) in store::reservation_lines(&mut tx, order_id).await? {
+            let Some(rules) = rules.filter(|r| r.track) else { continue };
             let (on_hand, reserved) =
                 store::ship(&mut tx, &sku, &location, quantity, rules.backorder).await?.ok_or(CatalogError::Contention)?;
             store::record(&mut tx, &LedgerEntry {
@@ -218,11 +222,8 @@ impl Inventory {
             };
         }
         let mut touched = Touched::default();
-        for (sku, location, quantity) in store::reservation_lines(&mut tx, order_id).await? {
-            let Some(rules) = store::stock_rules(&mut tx, &sku).await? else { continue };
-            if !rules.track {
-                continue;
-            }
+        for (sku, location, quantity, rules) in store::reservation_lines(&mut tx, order_id).await? {
+            let Some(rules) = rules.filter(|r| r.track) else { continue };
             let (on_hand, reserved) = store::unhold(&mut tx, &sku, &location, quantity).await?.ok_or(CatalogError::Contention)?;
             touched.add(announce(&mut tx, &sku, &location, on_hand, reserved, quantity, rules.threshold).await?);
         }

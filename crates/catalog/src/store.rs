@@ -663,6 +663,22 @@ pub async fn level_in(tx: &mut Tx, sku: &str, location: &str) -> Result<Option<(
 /// Holds `quantity` units if that many are available: one conditional
 /// update, so concurrent holds can never take more than there is.
 /// Returns (on_hand, reserved) after, or `None` if there was not enough.
+/// Holds `quantity` at the first location (in [`location_order`]) that
+/// has them all, in one statement: the location, on hand and reserved
+/// after. `None` when none had them as the statement saw it (on PostgreSQL
+/// a concurrent hold may have taken the chosen location's units first:
+/// try each location then).
+pub async fn hold_first_fit(tx: &mut Tx, sku: &str, quantity: i64) -> Result<Option<(String, i64, i64)>, DbError> {
+    let row: Option<(String, i64, i64)> = on_tx!(tx, c => sqlx::query_as(
+        "UPDATE inventory_levels SET reserved = reserved + $1 \
+         WHERE sku = $2 AND on_hand - reserved >= $1 AND location_id = (\
+           SELECT l.location_id FROM inventory_levels l JOIN stock_locations s ON s.id = l.location_id \
+           WHERE l.sku = $2 AND l.on_hand - l.reserved >= $1 ORDER BY s.is_default DESC, s.name, s.id LIMIT 1) \
+         RETURNING location_id, on_hand, reserved")
+        .bind(quantity).bind(sku).fetch_optional(c).await)?;
+    Ok(row)
+}
+
 pub async fn hold(tx: &mut Tx, sku: &str, location: &str, quantity: i64) -> Result<Option<(i64, i64)>, DbError> {
     let row: Option<(i64, i64)> = on_tx!(tx, c => sqlx::query_as(
         "UPDATE inventory_levels SET reserved = reserved + $1 \
@@ -772,11 +788,24 @@ pub async fn insert_reservation_line(tx: &mut Tx, order: &str, sku: &str, locati
     Ok(())
 }
 
-pub async fn reservation_lines(tx: &mut Tx, order: &str) -> Result<Vec<(String, String, i64)>, DbError> {
-    let rows: Vec<(String, String, i64)> = on_tx!(tx, c => sqlx::query_as(
-        "SELECT sku, location_id, quantity FROM reservation_lines WHERE order_id = $1 ORDER BY sku")
+/// A reservation's lines with their SKU's stock rules (`None` when the
+/// SKU is gone).
+pub async fn reservation_lines(tx: &mut Tx, order: &str) -> Result<Vec<(String, String, i64, Option<StockRules>)>, DbError> {
+    type Row = (String, String, i64, Option<bool>, Option<bool>, Option<i64>);
+    let rows: Vec<Row> = on_tx!(tx, c => sqlx::query_as(
+        "SELECT r.sku, r.location_id, r.quantity, v.track_inventory, v.allow_backorder, v.low_stock_threshold \
+         FROM reservation_lines r LEFT JOIN variants v ON v.sku = r.sku WHERE r.order_id = $1 ORDER BY r.sku")
         .bind(order).fetch_all(c).await)?;
-    Ok(rows)
+    Ok(rows
+        .into_iter()
+        .map(|(sku, location, quantity, track, backorder, threshold)| {
+            let rules = match (track, backorder, threshold) {
+                (Some(track), Some(backorder), Some(threshold)) => Some(StockRules { track, backorder, threshold }),
+                _ => None,
+            };
+            (sku, location, quantity, rules)
+        })
+        .collect())
 }
 
 /// Moves a reservation from `held` to `to`; false if it was not held.

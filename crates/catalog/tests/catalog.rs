@@ -763,6 +763,15 @@ async fn options_backorders_and_stock_locations() {
     let (_, levels) = t.send("GET", "/api/v1/admin/inventory?sku=RJ-S", Some(&staff), None).await;
     let at_b = levels.as_array().unwrap().iter().find(|l| l["location"] == b.as_str()).unwrap().clone();
     assert_eq!((at_b["on_hand"].as_i64(), at_b["reserved"].as_i64()), (Some(2), Some(0)));
+    // Where both have them, the default location's go first.
+    inv.adjust("RJ-S", None, 2, "received", "test").await.unwrap();
+    inv.reserve("ord_loc3", &[Line { sku: "RJ-S".into(), quantity: 2 }]).await.unwrap();
+    let (_, levels) = t.send("GET", "/api/v1/admin/inventory?sku=RJ-S", Some(&staff), None).await;
+    let reserved: Vec<(String, i64)> =
+        levels.as_array().unwrap().iter().map(|l| (l["location"].as_str().unwrap().to_owned(), l["reserved"].as_i64().unwrap())).collect();
+    assert!(reserved.contains(&("loc_default".to_owned(), 2)) && reserved.contains(&(b.clone(), 0)), "{levels}");
+    inv.release("ord_loc3").await.unwrap();
+    inv.adjust("RJ-S", None, -2, "correction", "test").await.unwrap();
     let (status, _) = t.send("DELETE", &format!("/api/v1/admin/stock-locations/{b}"), Some(&staff), None).await;
     assert_eq!(status, StatusCode::CONFLICT, "it holds stock");
     let (status, _) = t.send("DELETE", "/api/v1/admin/stock-locations/loc_default", Some(&staff), None).await;
