@@ -125,14 +125,14 @@ impl Inventory {
         let mut touched = Touched::default();
         for (sku, quantity) in &wanted {
             let sku = sku.as_str();
-            let rules = store::stock_rules(&mut tx, sku).await?.ok_or_else(|| CatalogError::UnknownSku(sku.to_owned()))?;
-            if !rules.track {
+            let facts = store::stock_facts(&mut tx, sku).await?.ok_or_else(|| CatalogError::UnknownSku(sku.to_owned()))?;
+            if !facts.rules.track {
                 store::insert_reservation_line(&mut tx, order_id, sku, DEFAULT_LOCATION, *quantity).await?;
                 continue;
             }
             // The first location that has them all, in one statement; when
             // it found none, one conditional update per location decides.
-            let mut held = store::hold_first_fit(&mut tx, sku, *quantity).await?.map(|(l, on_hand, reserved)| (l, (on_hand, reserved)));
+            let mut held = store::hold_first_fit(&mut tx, sku, *quantity).await?;
             if held.is_none() {
                 let locations = match &mut locations {
                     Some(l) => l,
@@ -145,17 +145,17 @@ impl Inventory {
                     }
                 }
             }
-            if held.is_none() && rules.backorder {
+            if held.is_none() && facts.rules.backorder {
                 held = store::hold_backorder(&mut tx, sku, DEFAULT_LOCATION, *quantity).await?.map(|l| (DEFAULT_LOCATION.to_owned(), l));
             }
-            let Some((location, (on_hand, reserved))) = held else {
+            let Some((location, level)) = held else {
                 // What is left now, after the holds that won.
                 let available = store::available(&mut tx, sku).await?;
                 tx.rollback().await?;
                 return Err(CatalogError::OutOfStock { sku: sku.to_owned(), available: available.max(0) });
             };
             store::insert_reservation_line(&mut tx, order_id, sku, &location, *quantity).await?;
-            touched.add(announce(&mut tx, sku, &location, on_hand, reserved, -quantity, rules.threshold).await?);
+            touched.add(announce(&mut tx, sku, &location, level, -quantity, &facts).await?);
         }
         tx.commit().await?;
         self.stock_changed(touched);
@@ -189,22 +189,22 @@ impl Inventory {
             };
         }
         let mut touched = Touched::default();
-        for (sku, location, quantity, rules) in store::reservation_lines(&mut tx, order_id).await? {
-            let Some(rules) = rules.filter(|r| r.track) else { continue };
-            let (on_hand, reserved) =
-                store::ship(&mut tx, &sku, &location, quantity, rules.backorder).await?.ok_or(CatalogError::Contention)?;
+        for (sku, location, quantity, facts) in store::reservation_lines(&mut tx, order_id).await? {
+            let Some(facts) = facts.filter(|f| f.rules.track) else { continue };
+            let level =
+                store::ship(&mut tx, &sku, &location, quantity, facts.rules.backorder).await?.ok_or(CatalogError::Contention)?;
             store::record(&mut tx, &LedgerEntry {
                 sku: &sku,
                 location: &location,
                 delta: -quantity,
-                on_hand_after: on_hand,
+                on_hand_after: level.on_hand,
                 reason: "sold",
                 actor: None,
                 reference: Some(order_id),
             })
             .await?;
             // Available does not change when held units ship.
-            touched.add(announce(&mut tx, &sku, &location, on_hand, reserved, 0, rules.threshold).await?);
+            touched.add(announce(&mut tx, &sku, &location, level, 0, &facts).await?);
         }
         tx.commit().await?;
         self.stock_changed(touched);
@@ -222,10 +222,10 @@ impl Inventory {
             };
         }
         let mut touched = Touched::default();
-        for (sku, location, quantity, rules) in store::reservation_lines(&mut tx, order_id).await? {
-            let Some(rules) = rules.filter(|r| r.track) else { continue };
-            let (on_hand, reserved) = store::unhold(&mut tx, &sku, &location, quantity).await?.ok_or(CatalogError::Contention)?;
-            touched.add(announce(&mut tx, &sku, &location, on_hand, reserved, quantity, rules.threshold).await?);
+        for (sku, location, quantity, facts) in store::reservation_lines(&mut tx, order_id).await? {
+            let Some(facts) = facts.filter(|f| f.rules.track) else { continue };
+            let level = store::unhold(&mut tx, &sku, &location, quantity).await?.ok_or(CatalogError::Contention)?;
+            touched.add(announce(&mut tx, &sku, &location, level, quantity, &facts).await?);
         }
         tx.commit().await?;
         self.stock_changed(touched);
@@ -251,10 +251,10 @@ impl Inventory {
         if !store::location_exists(&mut tx, location).await? {
             return Err(domain::invalid("location", "unknown_location", "no such stock location").into());
         }
-        let rules = store::stock_rules(&mut tx, sku.as_str())
+        let facts = store::stock_facts(&mut tx, sku.as_str())
             .await?
             .ok_or_else(|| CatalogError::UnknownSku(sku.as_str().to_owned()))?;
-        let Some((on_hand, reserved)) = store::adjust(&mut tx, sku.as_str(), location, delta).await? else {
+        let Some(level) = store::adjust(&mut tx, sku.as_str(), location, delta).await? else {
             let reserved = store::level_in(&mut tx, sku.as_str(), location).await?.map_or(0, |l| l.1);
             return Err(CatalogError::BelowReserved { reserved });
         };
@@ -262,17 +262,17 @@ impl Inventory {
             sku: sku.as_str(),
             location,
             delta,
-            on_hand_after: on_hand,
+            on_hand_after: level.on_hand,
             reason,
             actor: Some(actor),
             reference: None,
         })
         .await?;
         let mut touched = Touched::default();
-        touched.add(announce(&mut tx, sku.as_str(), location, on_hand, reserved, delta, rules.threshold).await?);
+        touched.add(announce(&mut tx, sku.as_str(), location, level, delta, &facts).await?);
         tx.commit().await?;
         self.stock_changed(touched);
-        Ok((on_hand, reserved))
+        Ok((level.on_hand, level.reserved))
     }
 
     /// Staff: a stocktake sets the count at a location; the difference goes
@@ -331,27 +331,26 @@ impl Inventory {
         let parsed = Sku::parse(sku, "sku")?;
         let q = domain::parse_quantity(quantity, "quantity")?;
         let mut tx = self.db.begin().await?;
-        let rules = store::stock_rules(&mut tx, parsed.as_str())
+        let facts = store::stock_facts(&mut tx, parsed.as_str())
             .await?
             .ok_or_else(|| CatalogError::UnknownSku(parsed.as_str().to_owned()))?;
-        if !rules.track || store::ledger_has(&mut tx, parsed.as_str(), reference, "restocked").await? {
+        if !facts.rules.track || store::ledger_has(&mut tx, parsed.as_str(), reference, "restocked").await? {
             tx.rollback().await?;
             return Ok(());
         }
-        let (on_hand, reserved) =
-            store::adjust(&mut tx, parsed.as_str(), DEFAULT_LOCATION, q).await?.ok_or(CatalogError::Contention)?;
+        let level = store::adjust(&mut tx, parsed.as_str(), DEFAULT_LOCATION, q).await?.ok_or(CatalogError::Contention)?;
         store::record(&mut tx, &LedgerEntry {
             sku: parsed.as_str(),
             location: DEFAULT_LOCATION,
             delta: q,
-            on_hand_after: on_hand,
+            on_hand_after: level.on_hand,
             reason: "restocked",
             actor: None,
             reference: Some(reference),
         })
         .await?;
         let mut touched = Touched::default();
-        touched.add(announce(&mut tx, parsed.as_str(), DEFAULT_LOCATION, on_hand, reserved, q, rules.threshold).await?);
+        touched.add(announce(&mut tx, parsed.as_str(), DEFAULT_LOCATION, level, q, &facts).await?);
         tx.commit().await?;
         self.stock_changed(touched);
         Ok(())
@@ -374,32 +373,32 @@ impl Inventory {
 /// Writes `inventory.changed` (the level at `location`, and what is
 /// available over all locations), and `low_stock` / `back_in_stock` when
 /// the total available crossed a line, in the transaction of the change.
-/// `change` is how far the change moved available: available is read once,
-/// after it, and what it was before follows. Answers the product, and
-/// whether it came into or ran out of stock.
+/// `level` is as the change's statement left it; `change` is how far the
+/// change moved available, so what it was before follows. Answers the
+/// product, and whether it came into or ran out of stock.
 async fn announce(
     tx: &mut Tx,
     sku: &str,
     location: &str,
-    on_hand: i64,
-    reserved: i64,
+    level: store::Level,
     change: i64,
-    threshold: i64,
+    facts: &store::StockFacts,
 ) -> Result<(String, bool), CatalogError> {
-    let (available, (product_id, variant_id, title, variant_title, slug)) = store::available_and_names(tx, sku).await?;
+    let (product_id, variant_id, title, variant_title, slug) = &facts.names;
+    let available = level.available();
     let available_before = available - change;
-    let data = json!({"sku": sku, "location": location, "on_hand": on_hand, "reserved": reserved,
+    let data = json!({"sku": sku, "location": location, "on_hand": level.on_hand, "reserved": level.reserved,
                       "available": available, "product_id": product_id, "variant_id": variant_id,
                       "title": title, "variant_title": variant_title, "slug": slug});
     outbox::enqueue(tx, &Envelope::new("inventory.changed", sku, data.clone())).await?;
-    let signals = domain::stock_signals(available_before, available, threshold);
+    let signals = domain::stock_signals(available_before, available, facts.rules.threshold);
     if signals.low_stock {
         outbox::enqueue(tx, &Envelope::new("inventory.low_stock", sku, data.clone())).await?;
     }
     if signals.back_in_stock {
         outbox::enqueue(tx, &Envelope::new("inventory.back_in_stock", sku, data)).await?;
     }
-    Ok((product_id, (available_before > 0) != (available > 0)))
+    Ok((product_id.clone(), (available_before > 0) != (available > 0)))
 }
 
 impl Inventory {

@@ -538,31 +538,59 @@ pub struct StockRules {
     pub threshold: i64,
 }
 
-pub async fn stock_rules(tx: &mut Tx, sku: &str) -> Result<Option<StockRules>, DbError> {
-    let row: Option<(bool, bool, i64)> = on_tx!(tx, c => sqlx::query_as(
-        "SELECT track_inventory, allow_backorder, low_stock_threshold FROM variants WHERE sku = $1")
-        .bind(sku).fetch_optional(c).await)?;
-    Ok(row.map(|(track, backorder, threshold)| StockRules { track, backorder, threshold }))
+/// The names a SKU's stock events carry: product id, variant id, product
+/// title, variant title, slug.
+pub type Names = (String, String, String, String, String);
+
+/// How a SKU's stock is kept, and its names.
+#[derive(Debug, Clone)]
+pub struct StockFacts {
+    pub rules: StockRules,
+    pub names: Names,
 }
 
-/// What is available of a SKU over all locations, and its names (product
-/// id, variant id, product title, variant title, slug; empty when the SKU
-/// has no variant), in one statement.
-pub async fn available_and_names(tx: &mut Tx, sku: &str) -> Result<(i64, (String, String, String, String, String)), DbError> {
-    type Row = (Option<i64>, Option<String>, Option<String>, Option<String>, Option<String>, Option<String>);
-    let row: Row = on_tx!(tx, c => sqlx::query_as(
-        "SELECT (SELECT CAST(SUM(l.on_hand - l.reserved) AS BIGINT) FROM inventory_levels l WHERE l.sku = $1), \
-         v.product_id, v.id, p.title, v.title, p.slug \
-         FROM (SELECT 1 AS one) x LEFT JOIN variants v ON v.sku = $1 LEFT JOIN products p ON p.id = v.product_id")
-        .bind(sku).fetch_one(c).await)?;
-    let (available, product, variant, title, variant_title, slug) = row;
-    Ok((available.unwrap_or(0), (
-        product.unwrap_or_default(),
-        variant.unwrap_or_default(),
-        title.unwrap_or_default(),
-        variant_title.unwrap_or_default(),
-        slug.unwrap_or_default(),
-    )))
+type FactsRow = (bool, bool, i64, String, String, String, String, String);
+
+fn facts_of((track, backorder, threshold, product, variant, title, variant_title, slug): FactsRow) -> StockFacts {
+    StockFacts { rules: StockRules { track, backorder, threshold }, names: (product, variant, title, variant_title, slug) }
+}
+
+pub async fn stock_facts(tx: &mut Tx, sku: &str) -> Result<Option<StockFacts>, DbError> {
+    let row: Option<FactsRow> = on_tx!(tx, c => sqlx::query_as(
+        "SELECT v.track_inventory, v.allow_backorder, v.low_stock_threshold, v.product_id, v.id, p.title, v.title, p.slug \
+         FROM variants v JOIN products p ON p.id = v.product_id WHERE v.sku = $1")
+        .bind(sku).fetch_optional(c).await)?;
+    Ok(row.map(facts_of))
+}
+
+/// A SKU's level at one location just after a change, and what is
+/// available at its other locations as the same statement saw them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Level {
+    pub on_hand: i64,
+    pub reserved: i64,
+    pub elsewhere: i64,
+}
+
+impl From<(i64, i64, i64)> for Level {
+    fn from((on_hand, reserved, elsewhere): (i64, i64, i64)) -> Level {
+        Level { on_hand, reserved, elsewhere }
+    }
+}
+
+impl Level {
+    /// Available over all locations.
+    pub fn available(&self) -> i64 {
+        self.on_hand - self.reserved + self.elsewhere
+    }
+}
+
+/// The `RETURNING` of a statement that changes one level: a [`Level`].
+macro_rules! returning_level {
+    () => {
+        " RETURNING on_hand, reserved, (SELECT CAST(COALESCE(SUM(o.on_hand - o.reserved), 0) AS BIGINT) \
+         FROM inventory_levels o WHERE o.sku = inventory_levels.sku AND o.location_id <> inventory_levels.location_id) AS elsewhere"
+    };
 }
 
 /// (location, on_hand, reserved) of a SKU at each location it has a level at.
@@ -600,13 +628,12 @@ pub async fn ensure_level(tx: &mut Tx, sku: &str, location: &str) -> Result<(), 
 }
 
 /// Holds units whether or not they are on hand (a backorder).
-pub async fn hold_backorder(tx: &mut Tx, sku: &str, location: &str, quantity: i64) -> Result<Option<(i64, i64)>, DbError> {
+pub async fn hold_backorder(tx: &mut Tx, sku: &str, location: &str, quantity: i64) -> Result<Option<Level>, DbError> {
     ensure_level(tx, sku, location).await?;
-    let row: Option<(i64, i64)> = on_tx!(tx, c => sqlx::query_as(
-        "UPDATE inventory_levels SET reserved = reserved + $1 WHERE sku = $2 AND location_id = $3 \
-         RETURNING on_hand, reserved")
+    let row: Option<(i64, i64, i64)> = on_tx!(tx, c => sqlx::query_as(concat!(
+        "UPDATE inventory_levels SET reserved = reserved + $1 WHERE sku = $2 AND location_id = $3", returning_level!()))
         .bind(quantity).bind(sku).bind(location).fetch_optional(c).await)?;
-    Ok(row)
+    Ok(row.map(Level::from))
 }
 
 // Stock locations
@@ -668,53 +695,54 @@ pub async fn level_in(tx: &mut Tx, sku: &str, location: &str) -> Result<Option<(
 /// after. `None` when none had them as the statement saw it (on PostgreSQL
 /// a concurrent hold may have taken the chosen location's units first:
 /// try each location then).
-pub async fn hold_first_fit(tx: &mut Tx, sku: &str, quantity: i64) -> Result<Option<(String, i64, i64)>, DbError> {
-    let row: Option<(String, i64, i64)> = on_tx!(tx, c => sqlx::query_as(
+pub async fn hold_first_fit(tx: &mut Tx, sku: &str, quantity: i64) -> Result<Option<(String, Level)>, DbError> {
+    type Row = (i64, i64, i64, String);
+    let row: Option<Row> = on_tx!(tx, c => sqlx::query_as(concat!(
         "UPDATE inventory_levels SET reserved = reserved + $1 \
          WHERE sku = $2 AND on_hand - reserved >= $1 AND location_id = (\
            SELECT l.location_id FROM inventory_levels l JOIN stock_locations s ON s.id = l.location_id \
-           WHERE l.sku = $2 AND l.on_hand - l.reserved >= $1 ORDER BY s.is_default DESC, s.name, s.id LIMIT 1) \
-         RETURNING location_id, on_hand, reserved")
+           WHERE l.sku = $2 AND l.on_hand - l.reserved >= $1 ORDER BY s.is_default DESC, s.name, s.id LIMIT 1)",
+        returning_level!(), ", location_id"))
         .bind(quantity).bind(sku).fetch_optional(c).await)?;
-    Ok(row)
+    Ok(row.map(|(on_hand, reserved, elsewhere, location)| (location, Level { on_hand, reserved, elsewhere })))
 }
 
-pub async fn hold(tx: &mut Tx, sku: &str, location: &str, quantity: i64) -> Result<Option<(i64, i64)>, DbError> {
-    let row: Option<(i64, i64)> = on_tx!(tx, c => sqlx::query_as(
+pub async fn hold(tx: &mut Tx, sku: &str, location: &str, quantity: i64) -> Result<Option<Level>, DbError> {
+    let row: Option<(i64, i64, i64)> = on_tx!(tx, c => sqlx::query_as(concat!(
         "UPDATE inventory_levels SET reserved = reserved + $1 \
-         WHERE sku = $2 AND location_id = $3 AND on_hand - reserved >= $1 RETURNING on_hand, reserved")
+         WHERE sku = $2 AND location_id = $3 AND on_hand - reserved >= $1", returning_level!()))
         .bind(quantity).bind(sku).bind(location).fetch_optional(c).await)?;
-    Ok(row)
+    Ok(row.map(Level::from))
 }
 
 /// Held units leave: on hand and reserved both drop (below zero on hand
 /// only for a backorder).
-pub async fn ship(tx: &mut Tx, sku: &str, location: &str, quantity: i64, backorder: bool) -> Result<Option<(i64, i64)>, DbError> {
-    let row: Option<(i64, i64)> = on_tx!(tx, c => sqlx::query_as(
+pub async fn ship(tx: &mut Tx, sku: &str, location: &str, quantity: i64, backorder: bool) -> Result<Option<Level>, DbError> {
+    let row: Option<(i64, i64, i64)> = on_tx!(tx, c => sqlx::query_as(concat!(
         "UPDATE inventory_levels SET on_hand = on_hand - $1, reserved = reserved - $1 \
-         WHERE sku = $2 AND location_id = $3 AND reserved >= $1 AND ($4 OR on_hand >= $1) RETURNING on_hand, reserved")
+         WHERE sku = $2 AND location_id = $3 AND reserved >= $1 AND ($4 OR on_hand >= $1)", returning_level!()))
         .bind(quantity).bind(sku).bind(location).bind(backorder).fetch_optional(c).await)?;
-    Ok(row)
+    Ok(row.map(Level::from))
 }
 
 /// Held units go back to available.
-pub async fn unhold(tx: &mut Tx, sku: &str, location: &str, quantity: i64) -> Result<Option<(i64, i64)>, DbError> {
-    let row: Option<(i64, i64)> = on_tx!(tx, c => sqlx::query_as(
+pub async fn unhold(tx: &mut Tx, sku: &str, location: &str, quantity: i64) -> Result<Option<Level>, DbError> {
+    let row: Option<(i64, i64, i64)> = on_tx!(tx, c => sqlx::query_as(concat!(
         "UPDATE inventory_levels SET reserved = reserved - $1 \
-         WHERE sku = $2 AND location_id = $3 AND reserved >= $1 RETURNING on_hand, reserved")
+         WHERE sku = $2 AND location_id = $3 AND reserved >= $1", returning_level!()))
         .bind(quantity).bind(sku).bind(location).fetch_optional(c).await)?;
-    Ok(row)
+    Ok(row.map(Level::from))
 }
 
 /// Adds `delta` to on hand; units taken away never leave less on hand than
 /// is reserved (units received always count, even against a backorder).
-pub async fn adjust(tx: &mut Tx, sku: &str, location: &str, delta: i64) -> Result<Option<(i64, i64)>, DbError> {
+pub async fn adjust(tx: &mut Tx, sku: &str, location: &str, delta: i64) -> Result<Option<Level>, DbError> {
     ensure_level(tx, sku, location).await?;
-    let row: Option<(i64, i64)> = on_tx!(tx, c => sqlx::query_as(
+    let row: Option<(i64, i64, i64)> = on_tx!(tx, c => sqlx::query_as(concat!(
         "UPDATE inventory_levels SET on_hand = on_hand + $1 \
-         WHERE sku = $2 AND location_id = $3 AND ($1 > 0 OR on_hand + $1 >= reserved) RETURNING on_hand, reserved")
+         WHERE sku = $2 AND location_id = $3 AND ($1 > 0 OR on_hand + $1 >= reserved)", returning_level!()))
         .bind(delta).bind(sku).bind(location).fetch_optional(c).await)?;
-    Ok(row)
+    Ok(row.map(Level::from))
 }
 
 pub struct LedgerEntry<'a> {
@@ -788,22 +816,24 @@ pub async fn insert_reservation_line(tx: &mut Tx, order: &str, sku: &str, locati
     Ok(())
 }
 
-/// A reservation's lines with their SKU's stock rules (`None` when the
+/// A reservation's lines with their SKU's stock facts (`None` when the
 /// SKU is gone).
-pub async fn reservation_lines(tx: &mut Tx, order: &str) -> Result<Vec<(String, String, i64, Option<StockRules>)>, DbError> {
-    type Row = (String, String, i64, Option<bool>, Option<bool>, Option<i64>);
+pub async fn reservation_lines(tx: &mut Tx, order: &str) -> Result<Vec<(String, String, i64, Option<StockFacts>)>, DbError> {
+    type Row = (String, String, i64, Option<bool>, Option<bool>, Option<i64>, Option<String>, Option<String>, Option<String>, Option<String>, Option<String>);
     let rows: Vec<Row> = on_tx!(tx, c => sqlx::query_as(
-        "SELECT r.sku, r.location_id, r.quantity, v.track_inventory, v.allow_backorder, v.low_stock_threshold \
-         FROM reservation_lines r LEFT JOIN variants v ON v.sku = r.sku WHERE r.order_id = $1 ORDER BY r.sku")
+        "SELECT r.sku, r.location_id, r.quantity, v.track_inventory, v.allow_backorder, v.low_stock_threshold, \
+         v.product_id, v.id, p.title, v.title, p.slug \
+         FROM reservation_lines r LEFT JOIN variants v ON v.sku = r.sku LEFT JOIN products p ON p.id = v.product_id \
+         WHERE r.order_id = $1 ORDER BY r.sku")
         .bind(order).fetch_all(c).await)?;
     Ok(rows
         .into_iter()
-        .map(|(sku, location, quantity, track, backorder, threshold)| {
-            let rules = match (track, backorder, threshold) {
-                (Some(track), Some(backorder), Some(threshold)) => Some(StockRules { track, backorder, threshold }),
+        .map(|(sku, location, quantity, track, backorder, threshold, product, variant, title, variant_title, slug)| {
+            let facts = match (track, backorder, threshold, product, variant, title, variant_title, slug) {
+                (Some(t), Some(b), Some(th), Some(p), Some(v), Some(ti), Some(vt), Some(sl)) => Some(facts_of((t, b, th, p, v, ti, vt, sl))),
                 _ => None,
             };
-            (sku, location, quantity, rules)
+            (sku, location, quantity, facts)
         })
         .collect())
 }

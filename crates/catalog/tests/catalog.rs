@@ -88,6 +88,14 @@ impl TestApp {
         (*self.app.ports().get::<Inventory>().unwrap()).clone()
     }
 
+    /// The data of the newest event of `event_type` in the outbox.
+    async fn last_event(&self, event_type: &str) -> Value {
+        let db = self.app.db("catalog").unwrap();
+        let payload: String = on_db!(db, pool => sqlx::query_scalar("SELECT payload FROM outbox WHERE event_type = $1 ORDER BY id DESC LIMIT 1")
+            .bind(event_type).fetch_one(pool).await).unwrap();
+        serde_json::from_str::<Value>(&payload).unwrap()["data"].clone()
+    }
+
     async fn events(&self, event_type: &str) -> i64 {
         let db = self.app.db("catalog").unwrap();
         on_db!(db, pool => sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE event_type = $1")
@@ -757,6 +765,8 @@ async fn options_backorders_and_stock_locations() {
     assert_eq!(levels.as_array().unwrap().len(), 2, "{levels}");
     let inv = t.inventory();
     inv.reserve("ord_loc", &[Line { sku: "RJ-S".into(), quantity: 3 }]).await.unwrap();
+    let changed = t.last_event("inventory.changed").await;
+    assert_eq!((&changed["location"], &changed["on_hand"], &changed["reserved"], &changed["available"]), (&json!(b), &json!(5), &json!(3), &json!(2)), "{changed}");
     let err = inv.reserve("ord_loc2", &[Line { sku: "RJ-S".into(), quantity: 3 }]).await.unwrap_err();
     assert!(matches!(err, CatalogError::OutOfStock { available: 2, .. }), "{err:?}");
     inv.commit("ord_loc").await.unwrap();
@@ -766,6 +776,8 @@ async fn options_backorders_and_stock_locations() {
     // Where both have them, the default location's go first.
     inv.adjust("RJ-S", None, 2, "received", "test").await.unwrap();
     inv.reserve("ord_loc3", &[Line { sku: "RJ-S".into(), quantity: 2 }]).await.unwrap();
+    let changed = t.last_event("inventory.changed").await;
+    assert_eq!((&changed["location"], &changed["reserved"], &changed["available"]), (&json!("loc_default"), &json!(2), &json!(2)), "counted over both locations: {changed}");
     let (_, levels) = t.send("GET", "/api/v1/admin/inventory?sku=RJ-S", Some(&staff), None).await;
     let reserved: Vec<(String, i64)> =
         levels.as_array().unwrap().iter().map(|l| (l["location"].as_str().unwrap().to_owned(), l["reserved"].as_i64().unwrap())).collect();
