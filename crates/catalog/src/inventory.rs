@@ -305,12 +305,10 @@ impl Inventory {
     /// (unknown SKUs are left out).
     pub async fn offers(&self, skus: &[String], currency: &str) -> Result<Vec<Offer>, CatalogError> {
         let rows = store::offers(&self.db, skus, currency).await?;
-        let products: Vec<String> = rows.iter().map(|r| r.2.clone()).collect();
-        let categories = store::product_categories(&self.db, &products).await?;
         Ok(rows
             .into_iter()
-            .map(|(sku, variant_id, product_id, title, variant_title, status, weight_grams, track, backorder, available, price)| Offer {
-                category_ids: categories.iter().filter(|c| c.0 == product_id).map(|c| c.1.clone()).collect(),
+            .map(|(sku, variant_id, product_id, title, variant_title, status, weight_grams, track, backorder, available, price, category_ids)| Offer {
+                category_ids,
                 sku,
                 variant_id,
                 product_id,

@@ -1,6 +1,6 @@
 //! Every SQL statement of the catalog service.
 
-use platform::db::{Db, DbError, Tx};
+use platform::db::{Db, DbError, Dialect, Tx};
 use platform::{on_db, on_tx, on_write};
 use time::OffsetDateTime;
 
@@ -1167,29 +1167,45 @@ pub async fn touch_product(tx: &mut Tx, product: &str) -> Result<(), DbError> {
 
 /// (sku, variant id, product id, product title, variant title, product status,
 /// grams, tracked, backorder, available, price in the currency).
-pub type OfferRow = (String, String, String, String, String, String, i64, bool, bool, i64, Option<i64>);
+/// (sku, variant id, product id, title, variant title, status, weight,
+/// track, backorder, available, price, the product's category ids).
+pub type OfferRow = (String, String, String, String, String, String, i64, bool, bool, i64, Option<i64>, Vec<String>);
+
+type OfferTuple = (String, String, String, String, String, String, i64, bool, bool, i64, Option<i64>, Option<String>);
 
 pub async fn offers(db: &Db, skus: &[String], currency: &str) -> Result<Vec<OfferRow>, DbError> {
     if skus.is_empty() {
         return Ok(Vec::new());
     }
+    // The product's categories as one list (ids never hold a comma).
+    let categories = match db.dialect() {
+        Dialect::Sqlite => "(SELECT group_concat(c.category_id, ',') FROM (SELECT category_id FROM product_categories \
+                            WHERE product_id = v.product_id ORDER BY category_id) c)",
+        Dialect::Postgres => "(SELECT string_agg(c.category_id, ',' ORDER BY c.category_id) FROM product_categories c \
+                              WHERE c.product_id = v.product_id)",
+    };
     let placeholders = platform::db::placeholders(2, skus.len());
     let sql = format!(
         "SELECT v.sku, v.id, v.product_id, p.title, v.title, p.status, CAST(COALESCE(v.weight_grams, 0) AS BIGINT), \
          v.track_inventory, v.allow_backorder, \
          CAST(COALESCE((SELECT SUM(l.on_hand - l.reserved) FROM inventory_levels l WHERE l.sku = v.sku), 0) AS BIGINT), \
-         (SELECT pr.amount FROM variant_prices pr WHERE pr.variant_id = v.id AND pr.currency = $1) \
-         FROM variants v JOIN products p ON p.id = v.product_id WHERE v.sku IN ({})",
-        placeholders
+         (SELECT pr.amount FROM variant_prices pr WHERE pr.variant_id = v.id AND pr.currency = $1), {categories} \
+         FROM variants v JOIN products p ON p.id = v.product_id WHERE v.sku IN ({placeholders})"
     );
-    let rows: Vec<OfferRow> = on_db!(db, pool => {
+    let rows: Vec<OfferTuple> = on_db!(db, pool => {
         let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone())).bind(currency);
         for sku in skus {
             q = q.bind(sku);
         }
         q.fetch_all(pool).await
     })?;
-    Ok(rows)
+    Ok(rows
+        .into_iter()
+        .map(|(sku, variant, product, title, variant_title, status, weight, track, backorder, available, price, categories)| {
+            let categories = categories.map(|c| c.split(',').filter(|id| !id.is_empty()).map(str::to_owned).collect()).unwrap_or_default();
+            (sku, variant, product, title, variant_title, status, weight, track, backorder, available, price, categories)
+        })
+        .collect())
 }
 
 /// Whether the ledger already holds a change of `sku` for `reference` with `reason`.

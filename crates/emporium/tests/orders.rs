@@ -168,6 +168,28 @@ async fn make_code(shop: &Shop, body: Value) -> Value {
 }
 
 #[tokio::test]
+async fn a_code_for_categories_discounts_only_their_products() {
+    let shop = Shop::new().await;
+    let (status, outer) = shop.send("POST", "/api/v1/admin/categories", &shop.as_staff(), Some(json!({"name": "Outerwear"}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{outer}");
+    let (_, hats) = shop.send("POST", "/api/v1/admin/categories", &shop.as_staff(), Some(json!({"name": "Hats"}))).await;
+    for (sku, categories) in [("COAT-1", json!([outer["id"], hats["id"]])), ("MUG-9", json!([]))] {
+        let (status, p) = shop.send("POST", "/api/v1/admin/products", &shop.as_staff(), Some(json!({
+            "title": sku, "status": "active", "categories": categories,
+            "variants": [{"sku": sku, "prices": {"USD": 1000}, "weight_grams": 100}]}))).await;
+        assert_eq!(status, StatusCode::CREATED, "{p}");
+        shop.send("PUT", &format!("/api/v1/admin/inventory/{sku}"), &shop.as_staff(), Some(json!({"on_hand": 5}))).await;
+    }
+    make_code(&shop, json!({"code": "coats", "kind": "percentage", "percent_off": 50, "category_ids": [hats["id"]]})).await;
+    let (cart, who) = shop.ready_cart(&[("COAT-1", 1), ("MUG-9", 1)], None).await;
+    let (status, view) = shop.send("POST", &format!("/api/v1/carts/{cart}/discounts"), &who, Some(json!({"code": "coats"}))).await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    assert_eq!(view["totals"]["discount"]["amount"], 500, "half of the coat in the second of its categories, none of the mug: {view}");
+    let (status, order) = shop.checkout(&cart, &who, "tok_visa").await;
+    assert_eq!((status, order["totals"]["discount"]["amount"].as_i64()), (StatusCode::CREATED, Some(500)), "{order}");
+}
+
+#[tokio::test]
 async fn discount_limits_hold_under_concurrency() {
     let shop = Arc::new(Shop::new().await);
     shop.product("SOCK-1", 1000, 100).await;
