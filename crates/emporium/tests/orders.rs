@@ -127,6 +127,10 @@ async fn every_test_card_behaves_as_documented() {
     assert_eq!((status, err["error"]["code"].as_str()), (StatusCode::PAYMENT_REQUIRED, Some("invalid_token")));
     let (status, err) = shop.send("POST", &format!("/api/v1/carts/{cart}/checkout"), &who, Some(json!({"payment": {"provider": "bitcoin", "token": "x"}}))).await;
     assert_eq!((status, err["error"]["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("payment.provider")));
+    // Every order took the next number in its own INSERT.
+    let orders = shop.count("orders", "SELECT COUNT(*) FROM orders").await;
+    assert_eq!(shop.count("orders", "SELECT MIN(number) FROM orders").await, 1001);
+    assert_eq!(shop.count("orders", "SELECT MAX(number) FROM orders").await, 1000 + orders);
 }
 
 #[tokio::test]

@@ -69,7 +69,7 @@ pub const ROUTES: &[Route] = &[
 ];
 
 /// This service's own tables, after the platform's.
-pub static MIGRATIONS: Migrations = platform::migrations!("orders", ["0001_orders", "0002_payment_method", "0003_checkout_intents", "0004_order_number_sequence"]);
+pub static MIGRATIONS: Migrations = platform::migrations!("orders", ["0001_orders", "0002_payment_method", "0003_checkout_intents", "0004_order_number_sequence", "0005_order_number_on_insert"]);
 
 /// A SKU as checkout needs it: what it is called, what it costs in a
 /// currency, what it weighs, where it is filed and whether it can be sold.

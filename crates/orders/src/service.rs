@@ -442,7 +442,7 @@ impl Orders {
         let now = now_ms();
         let mut order = OrderRow {
             id: id.to_owned(),
-            number: store::next_order_number(&mut tx).await?,
+            number: 0, // numbered by `insert_order`
             cart_id: cart.id.clone(),
             user_id: cart.user_id.clone(),
             email,
@@ -474,7 +474,7 @@ impl Orders {
             tx.rollback().await?;
             return Err(OrdersError::Conflict("checkout_in_progress", "this cart is being checked out by another request".into()));
         }
-        store::insert_order(&mut tx, &order).await?;
+        order.number = store::insert_order(&mut tx, &order).await?;
         let mut lines = Vec::with_capacity(p.items.len());
         for (n, (item, t)) in p.items.iter().zip(&p.totals.lines).enumerate() {
             let offer = item.offer.as_ref().ok_or_else(|| OrdersError::UnknownSku(item.item.sku.clone()))?;

@@ -558,28 +558,26 @@ pub struct LineRow {
 /// The next order number: PostgreSQL's sequence (no row lock, so checkouts
 /// never queue on it); on SQLite, whose writes are one at a time anyway, the
 /// `counters` row.
-pub async fn next_order_number(tx: &mut Tx) -> Result<i64, DbError> {
-    let sql = match tx.dialect() {
-        Dialect::Postgres => "SELECT nextval('order_numbers')",
-        Dialect::Sqlite => "UPDATE counters SET value = value + 1 WHERE name = 'order_number' RETURNING value",
+/// Writes a new order, numbered in the same statement (the next of the
+/// `order_numbers` sequence on PostgreSQL, of the `counters` row that a
+/// trigger moves on on SQLite); answers its number (`o.number` is not written).
+pub async fn insert_order(tx: &mut Tx, o: &OrderRow) -> Result<i64, DbError> {
+    let next = match tx.dialect() {
+        Dialect::Postgres => "nextval('order_numbers')",
+        Dialect::Sqlite => "(SELECT value + 1 FROM counters WHERE name = 'order_number')",
     };
-    let n: i64 = on_tx!(tx, c => sqlx::query_scalar(sql).fetch_one(c).await)?;
-    Ok(n)
-}
-
-pub async fn insert_order(tx: &mut Tx, o: &OrderRow) -> Result<(), DbError> {
     let sql = format!(
-        "INSERT INTO orders ({ORDER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
-         $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28)"
+        "INSERT INTO orders ({ORDER_COLUMNS}) VALUES ($1, {next}, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
+         $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27) RETURNING number"
     );
-    on_tx!(tx, c => sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(&o.id).bind(o.number).bind(&o.cart_id).bind(&o.user_id).bind(&o.email).bind(&o.lookup_hash)
+    let number: i64 = on_tx!(tx, c => sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(&o.id).bind(&o.cart_id).bind(&o.user_id).bind(&o.email).bind(&o.lookup_hash)
         .bind(o.status.as_str()).bind(&o.currency).bind(o.subtotal).bind(o.discount_total).bind(o.shipping_total)
         .bind(o.tax_total).bind(o.total).bind(o.prices_include_tax).bind(&o.shipping_address).bind(&o.billing_address)
         .bind(&o.shipping_method).bind(&o.discount_id).bind(&o.discount_code).bind(&o.customer_key).bind(&o.capture_mode)
         .bind(o.attempt).bind(&o.stock).bind(o.captured).bind(o.refunded).bind(o.placed_ms).bind(o.paid_ms).bind(o.updated_ms)
-        .execute(c).await.map(|_| ()))?;
-    Ok(())
+        .fetch_one(c).await)?;
+    Ok(number)
 }
 
 pub async fn insert_line(tx: &mut Tx, order: &str, l: &LineRow) -> Result<(), DbError> {
