@@ -386,7 +386,7 @@ async fn announce(
     let available = level.available();
     let available_before = available - change;
     let data = json!({"sku": sku, "location": location, "on_hand": level.on_hand, "reserved": level.reserved,
-                      "available": available, "product_id": product_id, "variant_id": variant_id,
+                      "available": available, "available_before": available_before, "product_id": product_id, "variant_id": variant_id,
                       "title": title, "variant_title": variant_title, "slug": slug});
     outbox::enqueue(tx, &Envelope::new("inventory.changed", sku, data.clone())).await?;
     let signals = domain::stock_signals(available_before, available, facts.rules.threshold);

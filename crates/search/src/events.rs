@@ -61,6 +61,16 @@ impl IndexFollower {
     }
 }
 
+/// Whether a stock change can change what the index holds of its product:
+/// only when the SKU came into or ran out of stock (a product is in stock
+/// while any of its SKUs is), or when the event does not say.
+fn stock_may_show(data: &serde_json::Value) -> bool {
+    match (data.get("available_before").and_then(|v| v.as_i64()), data.get("available").and_then(|v| v.as_i64())) {
+        (Some(before), Some(after)) => (before > 0) != (after > 0),
+        _ => true,
+    }
+}
+
 /// Whether search's index follows events of this type.
 pub(crate) fn changes_the_index(event_type: &str) -> bool {
     event_type.starts_with("product.") || event_type == "inventory.changed"
@@ -98,7 +108,9 @@ impl IndexFollower {
         let mut skus = BTreeSet::new();
         for event in events {
             if event.event_type == "inventory.changed" {
-                if let Some(sku) = event.data.get("sku").and_then(|v| v.as_str()) {
+                if let Some(sku) = event.data.get("sku").and_then(|v| v.as_str())
+                    && stock_may_show(&event.data)
+                {
                     skus.insert(sku.to_owned());
                 }
             } else {
@@ -118,5 +130,21 @@ impl IndexFollower {
             self.search.refresh(&products.into_iter().collect::<Vec<_>>()).await.map_err(Box::new)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::stock_may_show;
+
+    #[test]
+    fn only_a_sku_coming_into_or_running_out_of_stock_touches_the_index() {
+        assert!(!stock_may_show(&json!({"available_before": 5, "available": 4})));
+        assert!(!stock_may_show(&json!({"available_before": 0, "available": -2})), "a backorder stays out of stock");
+        assert!(stock_may_show(&json!({"available_before": 1, "available": 0})));
+        assert!(stock_may_show(&json!({"available_before": 0, "available": 3})));
+        assert!(stock_may_show(&json!({"available": 3})), "an event that does not say is followed");
     }
 }
