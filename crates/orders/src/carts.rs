@@ -105,15 +105,14 @@ impl Orders {
     pub async fn cart_for(&self, id: &str, access: &Access) -> Result<CartRow, OrdersError> {
         CartId::parse(id).map_err(|_| OrdersError::CartNotFound)?;
         let cart = store::cart(&self.db, id).await?.ok_or(OrdersError::CartNotFound)?;
-        let allowed = match (&cart.user_id, &cart.secret_hash) {
-            (Some(owner), _) => access.user.as_deref() == Some(owner.as_str()),
-            (None, Some(hash)) => access
-                .secret
-                .as_deref()
-                .is_some_and(|s| constant_time_eq(hash_secret(s).as_bytes(), hash.as_bytes())),
-            (None, None) => false,
-        };
-        if allowed { Ok(cart) } else { Err(OrdersError::CartNotFound) }
+        if allowed(&cart, access) { Ok(cart) } else { Err(OrdersError::CartNotFound) }
+    }
+
+    /// [`Self::cart_for`] with the cart's items, read together (for [`Self::price_items`]).
+    pub async fn cart_and_items_for(&self, id: &str, access: &Access) -> Result<(CartRow, Vec<ItemRow>), OrdersError> {
+        CartId::parse(id).map_err(|_| OrdersError::CartNotFound)?;
+        let (cart, items) = store::cart_with_items(&self.db, id).await?.ok_or(OrdersError::CartNotFound)?;
+        if allowed(&cart, access) { Ok((cart, items)) } else { Err(OrdersError::CartNotFound) }
     }
 
     fn open(cart: &CartRow) -> Result<(), OrdersError> {
@@ -255,6 +254,11 @@ impl Orders {
     /// problem the shopper can fix (those become notices).
     pub async fn price(&self, cart: CartRow) -> Result<Priced, OrdersError> {
         let rows = store::items(&self.db, &cart.id).await?;
+        self.price_items(cart, rows).await
+    }
+
+    /// [`Self::price`] of a cart whose items were read with it.
+    pub async fn price_items(&self, cart: CartRow, rows: Vec<ItemRow>) -> Result<Priced, OrdersError> {
         let skus: Vec<String> = rows.iter().map(|r| r.sku.clone()).collect();
         let offers: BTreeMap<String, Offer> = if skus.is_empty() {
             BTreeMap::new()
@@ -372,6 +376,15 @@ impl Orders {
                 Some((m, price))
             })
             .collect())
+    }
+}
+
+/// Whether `access` reaches `cart`: its owner, or for a guest cart its secret.
+fn allowed(cart: &CartRow, access: &Access) -> bool {
+    match (&cart.user_id, &cart.secret_hash) {
+        (Some(owner), _) => access.user.as_deref() == Some(owner.as_str()),
+        (None, Some(hash)) => access.secret.as_deref().is_some_and(|s| constant_time_eq(hash_secret(s).as_bytes(), hash.as_bytes())),
+        (None, None) => false,
     }
 }
 

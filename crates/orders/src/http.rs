@@ -181,8 +181,8 @@ pub(crate) fn cart_view(p: Priced, prices_include_tax: bool) -> CartView {
 }
 
 async fn view(o: &Orders, id: &str, a: &Access) -> Result<Json<CartView>, OrdersError> {
-    let cart = o.cart_for(id, a).await?;
-    Ok(Json(cart_view(o.price(cart).await?, o.settings.prices_include_tax)))
+    let (cart, items) = o.cart_and_items_for(id, a).await?;
+    Ok(Json(cart_view(o.price_items(cart, items).await?, o.settings.prices_include_tax)))
 }
 
 /// A new cart. Signed in, the customer's open cart is returned (200) if they

@@ -241,7 +241,7 @@ impl Orders {
     /// before its answer is asked for again under the same payment id, which
     /// the provider never charges twice). Anyone else meets the usual rules.
     pub async fn checkout(&self, cart_id: &str, access: &Access, provider: &str, token: &str, shown_total: Option<kernel::money::Money>, attempt: Option<&str>) -> Result<Placed, OrdersError> {
-        let cart = self.cart_for(cart_id, access).await?;
+        let (cart, items) = self.cart_and_items_for(cart_id, access).await?;
         let gateway = self.gateway(provider)?;
         let token = token.trim();
         if token.is_empty() || token.len() > 255 {
@@ -260,7 +260,7 @@ impl Orders {
             }
             _ => return Err(OrdersError::CartClosed),
         }
-        let priced = self.price(cart).await?;
+        let priced = self.price_items(cart, items).await?;
         self.ready(&priced).await?;
         same_total(priced.totals.total, shown_total, &priced.cart.currency)?;
 

@@ -74,6 +74,31 @@ pub async fn cart(db: &Db, id: &str) -> Result<Option<CartRow>, DbError> {
     Ok(row)
 }
 
+/// A cart with its items, in one statement.
+pub async fn cart_with_items(db: &Db, id: &str) -> Result<Option<(CartRow, Vec<ItemRow>)>, DbError> {
+    let cart_columns: Vec<String> = CART_COLUMNS.split(", ").map(|c| format!("c.{}", c.trim())).collect();
+    let sql = format!(
+        "SELECT {}, i.id, i.sku, i.quantity, i.unit_price FROM carts c LEFT JOIN cart_items i ON i.cart_id = c.id \
+         WHERE c.id = $1 ORDER BY i.id",
+        cart_columns.join(", ")
+    );
+    let found = on_db!(db, pool => {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_all(pool).await?;
+        let mut found: Option<(CartRow, Vec<ItemRow>)> = None;
+        for r in &rows {
+            if found.is_none() {
+                found = Some((cart_row!(r), Vec::new()));
+            }
+            let item: (Option<String>, Option<String>, Option<i64>, Option<i64>) = (r.try_get(11)?, r.try_get(12)?, r.try_get(13)?, r.try_get(14)?);
+            if let (Some((_, items)), (Some(id), Some(sku), Some(quantity), unit_price)) = (found.as_mut(), item) {
+                items.push(ItemRow { id, sku, quantity, unit_price });
+            }
+        }
+        Ok::<_, sqlx::Error>(found)
+    })?;
+    Ok(found)
+}
+
 /// A customer's open cart, the newest if there are several.
 pub async fn open_cart_of(db: &Db, user: &str) -> Result<Option<CartRow>, DbError> {
     let sql = format!("SELECT {CART_COLUMNS} FROM carts WHERE user_id = $1 AND status = 'open' ORDER BY id DESC LIMIT 1");
