@@ -172,6 +172,26 @@ async fn make_code(shop: &Shop, body: Value) -> Value {
 }
 
 #[tokio::test]
+async fn the_regions_tax_rate_wins_over_the_countrys_with_the_shipping_chosen() {
+    let shop = Shop::new().await;
+    let (s, _) = shop.send("POST", "/api/v1/admin/tax-rates", &shop.as_staff(), Some(json!({
+        "country": "US", "region": "", "name": "Elsewhere in the US", "rate_bp": 500, "shipping_taxable": true}))).await;
+    assert_eq!(s, StatusCode::CREATED);
+    shop.product("PEN-2", 1000, 5).await;
+    // California: its own 7.25 % of the goods only (72.5, kept as 72), shipping untaxed.
+    let (cart, who) = shop.ready_cart(&[("PEN-2", 1)], None).await;
+    let (_, view) = shop.send("GET", &format!("/api/v1/carts/{cart}"), &who, None).await;
+    assert_eq!((view["totals"]["tax"]["amount"].as_i64(), view["totals"]["shipping"]["amount"].as_i64()), (Some(72), Some(500)), "{view}");
+    // Texas: the country's 5 %, shipping taxed too; (1000 + 500) × 5 % = 75.
+    let (s, view) = shop.send("PUT", &format!("/api/v1/carts/{cart}/shipping-address"), &who, Some(address("US", Some("TX")))).await;
+    assert_eq!(s, StatusCode::OK, "{view}");
+    let (_, view) = shop.send("GET", &format!("/api/v1/carts/{cart}"), &who, None).await;
+    assert_eq!((view["totals"]["tax"]["amount"].as_i64(), view["shipping_method"]["name"].as_str()), (Some(75), Some("Ground")), "{view}");
+    let (status, order) = shop.checkout(&cart, &who, "tok_visa").await;
+    assert_eq!((status, order["totals"]["tax"]["amount"].as_i64()), (StatusCode::CREATED, Some(75)), "{order}");
+}
+
+#[tokio::test]
 async fn a_code_for_categories_discounts_only_their_products() {
     let shop = Shop::new().await;
     let (status, outer) = shop.send("POST", "/api/v1/admin/categories", &shop.as_staff(), Some(json!({"name": "Outerwear"}))).await;

@@ -316,9 +316,11 @@ impl Orders {
                 None => notices.push(notice("discount_removed", None, format!("{code} no longer exists"))),
             }
         }
-        let tax = match &shipping_address {
-            Some(a) => store::tax_for(&self.db, &a.country, a.region.as_deref()).await?,
-            None => domain::TaxRule::default(),
+        let (tax, chosen) = match (&shipping_address, &cart.shipping_method_id) {
+            (Some(a), Some(id)) => store::tax_and_method(&self.db, &a.country, a.region.as_deref(), id).await?,
+            (Some(a), None) => (store::tax_for(&self.db, &a.country, a.region.as_deref()).await?, None),
+            (None, Some(id)) => (domain::TaxRule::default(), store::shipping_method(&self.db, id).await?),
+            (None, None) => (domain::TaxRule::default(), None),
         };
         // The goods' price after discount decides free shipping.
         let goods = domain::totals(&TotalsInput {
@@ -330,8 +332,8 @@ impl Orders {
         });
         let mut method = None;
         let mut shipping_quote = None;
-        if let Some(id) = &cart.shipping_method_id {
-            method = store::shipping_method(&self.db, id).await?.filter(|m| m.active);
+        if cart.shipping_method_id.is_some() {
+            method = chosen.filter(|m| m.active);
             shipping_quote = match (&method, &shipping_address) {
                 (Some(m), Some(a)) => m.method.quote(&a.country, &cart.currency, goods.subtotal - goods.discount, weight_grams),
                 _ => None,

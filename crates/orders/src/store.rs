@@ -472,6 +472,33 @@ pub async fn tax_for(db: &Db, country: &str, region: Option<&str>) -> Result<Tax
     Ok(row.map(|(rate_bp, shipping_taxable)| TaxRule { rate_bp, shipping_taxable }).unwrap_or_default())
 }
 
+/// [`tax_for`] and [`shipping_method`] in one statement.
+pub async fn tax_and_method(db: &Db, country: &str, region: Option<&str>, method: &str) -> Result<(TaxRule, Option<ShippingRow>), DbError> {
+    type Row = (
+        Option<String>, Option<String>, Option<String>, Option<String>, Option<i64>, Option<String>, Option<i64>, Option<i64>,
+        Option<i64>, Option<bool>, Option<i64>, Option<bool>,
+    );
+    let row: Row = on_db!(db, pool => sqlx::query_as(
+        "SELECT m.id, m.name, m.countries, m.currency, m.flat_amount, m.weight_bands, m.free_above, m.min_days, m.max_days, \
+         m.active, t.rate_bp, t.shipping_taxable FROM (SELECT 1 AS one) x \
+         LEFT JOIN shipping_methods m ON m.id = $1 \
+         LEFT JOIN (SELECT rate_bp, shipping_taxable FROM tax_rates WHERE country = $2 AND (region = $3 OR region = '') \
+                    ORDER BY region DESC LIMIT 1) t ON TRUE")
+        .bind(method).bind(country).bind(region.unwrap_or("")).fetch_one(pool).await)?;
+    let (id, name, countries, currency, flat, bands, free_above, min_days, max_days, active, rate_bp, shipping_taxable) = row;
+    let tax = match (rate_bp, shipping_taxable) {
+        (Some(rate_bp), Some(shipping_taxable)) => TaxRule { rate_bp, shipping_taxable },
+        _ => TaxRule::default(),
+    };
+    let method = match (id, name, countries, currency, min_days, max_days, active) {
+        (Some(id), Some(name), Some(countries), Some(currency), Some(min_days), Some(max_days), Some(active)) => {
+            Some(shipping_from((id, name, countries, currency, flat, bands, free_above, min_days, max_days, active))?)
+        }
+        _ => None,
+    };
+    Ok((tax, method))
+}
+
 pub async fn save_tax_rate(db: &Db, row: &TaxRow) -> Result<(), DbError> {
     on_write!(db, pool => sqlx::query(
         "INSERT INTO tax_rates (id, country, region, name, rate_bp, shipping_taxable) VALUES ($1, $2, $3, $4, $5, $6) \
