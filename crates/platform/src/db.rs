@@ -299,6 +299,10 @@ impl Db {
 /// once answers "database is locked" before the busy timeout applies: the
 /// loser waits a little and opens it again.
 async fn open_sqlite(options: SqlitePoolOptions, connect: SqliteConnectOptions) -> Result<SqlitePool, DbError> {
+    // A file in this process cannot hang up: testing the connection before
+    // each use would cost one more round trip to its worker thread per
+    // statement (the pool still tests it once more as it takes it back).
+    let options = options.test_before_acquire(false);
     let mut tries = 0u64;
     loop {
         match options.clone().connect_with(connect.clone()).await {
