@@ -109,7 +109,7 @@ async fn a_dead_requests_key_is_taken_over_within_its_lease_and_a_live_ones_is_n
     while charger.started.load(Ordering::SeqCst) == 0 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert_eq!(in_flight(&db).await.unwrap(), 1, "its key is held while it runs");
+    assert_eq!(in_flight(db.keys().await.unwrap()).await.unwrap(), 1, "its key is held while it runs");
     dying.abort();
     let died = Instant::now();
     let (status, headers, answer) = send(&app, charge_request("dies", &body, false)).await;
@@ -119,7 +119,7 @@ async fn a_dead_requests_key_is_taken_over_within_its_lease_and_a_live_ones_is_n
     assert!(took >= LEASE / 2, "the dead request's lease was waited out: {took:?}");
     assert!(took < Duration::from_secs(3), "taken over within seconds of the lease lapsing: {took:?}");
     assert_eq!(charges(&db).await, 1, "the effect ran once");
-    assert_eq!(in_flight(&db).await.unwrap(), 0);
+    assert_eq!(in_flight(db.keys().await.unwrap()).await.unwrap(), 0);
 
     // A live request slower than four leases keeps renewing its own: a
     // repeat waits for its answer rather than running the effect again.
@@ -136,7 +136,7 @@ async fn a_dead_requests_key_is_taken_over_within_its_lease_and_a_live_ones_is_n
         async move { send(&app, charge_request("slow", &slow, false)).await }
     });
     tokio::time::sleep(LEASE * 2).await;
-    assert_eq!(in_flight(&db).await.unwrap(), 1, "still held by the live request after two leases");
+    assert_eq!(in_flight(db.keys().await.unwrap()).await.unwrap(), 1, "still held by the live request after two leases");
     // A repeat that may not wait is told to come back.
     let impatient = charges_app(&charger, Duration::ZERO);
     let (status, headers, body) = send(&impatient, charge_request("slow", &slow, false)).await;
@@ -152,7 +152,7 @@ async fn a_dead_requests_key_is_taken_over_within_its_lease_and_a_live_ones_is_n
     assert_eq!(repeat_body, first_body, "the repeat got the first answer");
     assert_eq!(charges(&db).await, 2, "the slow effect ran once");
     assert_eq!(charger.started.load(Ordering::SeqCst), 3, "the repeats never reached the handler");
-    assert_eq!(in_flight(&db).await.unwrap(), 0);
+    assert_eq!(in_flight(db.keys().await.unwrap()).await.unwrap(), 0);
 }
 
 // A charged buyer's retry
@@ -161,7 +161,7 @@ async fn a_dead_requests_key_is_taken_over_within_its_lease_and_a_live_ones_is_n
 /// before storing its answer, leaves of the key: running, with a lease
 /// nobody renews any more.
 async fn forget_answer(shop: &Shop, key: &str) {
-    let db = shop.app.db("orders").unwrap();
+    let db = shop.app.db("orders").unwrap().keys().await.unwrap();
     let n = on_write!(db, pool => sqlx::query(
         "UPDATE idempotency_keys SET state = 'running', response_status = NULL, response_headers = NULL, \
          response_body = NULL, locked_until_ms = $1 WHERE idem_key = $2")

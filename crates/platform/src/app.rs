@@ -461,7 +461,11 @@ async fn sweep(db: Db, keep_published_hours: u32, shutdown: CancellationToken) {
     let name = format!("idempotency_sweeper_{}", db.schema());
     let keep = time::Duration::hours(i64::from(keep_published_hours));
     crate::worker::every(name, Duration::from_secs(600), shutdown, || async {
-        let expired = idempotency::purge_expired(&db).await?;
+        // The records' own store, once the service has opened it.
+        let expired = match db.keys_if_open() {
+            Some(keys) => idempotency::purge_expired(keys).await?,
+            None => 0,
+        };
         let published = crate::outbox::purge_published(&db, time::OffsetDateTime::now_utc() - keep).await?;
         Ok::<usize, crate::db::DbError>((expired + published) as usize)
     })

@@ -158,6 +158,17 @@ pub struct Db {
     writer: Pool,
     schema: Arc<str>,
     outbox_bell: Arc<Notify>,
+    keys: Arc<Keys>,
+}
+
+/// Where a service's idempotency records are kept (see [`Db::keys`]).
+#[derive(Debug, Default)]
+struct Keys {
+    /// The store once opened.
+    opened: tokio::sync::OnceCell<Db>,
+    /// How to open it on SQLite: the file beside the service's, and the
+    /// service's options; `None` keeps them in the service's database.
+    apart: Option<(SqliteConnectOptions, DbOptions)>,
 }
 
 #[derive(Debug, Clone)]
@@ -185,6 +196,7 @@ impl Db {
                 .foreign_keys(true)
                 .busy_timeout(options.busy_timeout);
             let path = opts.get_filename();
+            let keys_opts = opts.clone().filename(keys_file(path));
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).map_err(|source| DbError::DataDir {
                     path: dir.display().to_string(),
@@ -196,11 +208,14 @@ impl Db {
             // Readers never take the write lock: SQLite refuses them any write.
             let readers = SqlitePoolOptions::new().max_connections(options.max_connections.max(1)).min_connections(1);
             let readers = open_sqlite(readers, opts.pragma("query_only", "ON")).await?;
+            let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+            let keys = Keys { opened: Default::default(), apart: (!in_memory).then(|| (keys_opts, options.clone())) };
             return Ok(Db {
                 pool: Pool::Sqlite(readers),
                 writer: Pool::Sqlite(writer),
                 schema: schema.into(),
                 outbox_bell: Arc::new(Notify::new()),
+                keys: Arc::new(keys),
             });
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let opts = PgConnectOptions::from_str(url)?
@@ -222,7 +237,7 @@ impl Db {
         } else {
             return Err(DbError::UnsupportedUrl(kernel::config::mask_url(url)));
         };
-        Ok(Db { writer: pool.clone(), pool, schema: schema.into(), outbox_bell: Arc::new(Notify::new()) })
+        Ok(Db { writer: pool.clone(), pool, schema: schema.into(), outbox_bell: Arc::new(Notify::new()), keys: Default::default() })
     }
 
     /// Opens `url` to look, creating nothing (`emporium doctor`): a SQLite
@@ -240,7 +255,7 @@ impl Db {
             return Ok(None);
         }
         let pool = Pool::Sqlite(SqlitePoolOptions::new().max_connections(options.max_connections).connect_with(opts).await?);
-        Ok(Some(Db { writer: pool.clone(), pool, schema: schema.into(), outbox_bell: Arc::new(Notify::new()) }))
+        Ok(Some(Db { writer: pool.clone(), pool, schema: schema.into(), outbox_bell: Arc::new(Notify::new()), keys: Default::default() }))
     }
 
     /// The connections to read with ([`on_db!`]).
@@ -263,6 +278,42 @@ impl Db {
     /// The service this database belongs to (its PostgreSQL schema).
     pub fn schema(&self) -> &str {
         &self.schema
+    }
+
+    /// Where this service's idempotency records are kept. On SQLite, a file
+    /// of their own beside the service's (`orders.db` → `orders-keys.db`),
+    /// opened and migrated on first use: a request's key is claimed and its
+    /// answer stored by that file's writer, instead of queueing for the
+    /// service's one writer with the writes the requests make (in a sale,
+    /// most requests are refusals whose only writes are their key's). On
+    /// PostgreSQL, which has no single writer, this database.
+    pub async fn keys(&self) -> Result<&Db, DbError> {
+        let Some((opts, options)) = &self.keys.apart else { return Ok(self) };
+        self.keys
+            .opened
+            .get_or_try_init(|| async {
+                let writer = open_sqlite(SqlitePoolOptions::new().max_connections(1).min_connections(1), opts.clone()).await?;
+                let readers = SqlitePoolOptions::new().max_connections(options.max_connections.max(1)).min_connections(1);
+                let readers = open_sqlite(readers, opts.clone().pragma("query_only", "ON")).await?;
+                let db = Db {
+                    pool: Pool::Sqlite(readers),
+                    writer: Pool::Sqlite(writer),
+                    schema: format!("{}_keys", self.schema).into(),
+                    outbox_bell: Arc::new(Notify::new()),
+                    keys: Default::default(),
+                };
+                crate::migrate::migrate(&db, &[&crate::migrate::PLATFORM]).await?;
+                Ok(db)
+            })
+            .await
+    }
+
+    /// [`Db::keys`] if opened (or kept here), without opening it.
+    pub fn keys_if_open(&self) -> Option<&Db> {
+        match &self.keys.apart {
+            None => Some(self),
+            Some(_) => self.keys.opened.get(),
+        }
     }
 
     pub(crate) fn outbox_bell(&self) -> &Arc<Notify> {
@@ -290,9 +341,22 @@ impl Db {
     }
 
     pub async fn close(&self) {
+        if let Some(keys) = self.keys.opened.get() {
+            Box::pin(keys.close()).await;
+        }
         on_write!(self, pool => pool.close().await);
         on_db!(self, pool => pool.close().await);
     }
+}
+
+/// The file of a service's idempotency records: `orders.db` → `orders-keys.db`.
+fn keys_file(service_file: &std::path::Path) -> std::path::PathBuf {
+    let stem = service_file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = match service_file.extension() {
+        Some(ext) => format!("{stem}-keys.{}", ext.to_string_lossy()),
+        None => format!("{stem}-keys"),
+    };
+    service_file.with_file_name(name)
 }
 
 /// Opens a SQLite pool. A fresh file switched to WAL by several processes at

@@ -161,7 +161,10 @@ impl Reading for DatabaseBacklog {
     async fn read(&self) -> Result<(), BoxError> {
         let service = self.db.schema().to_owned();
         let (pending, lag) = outbox::backlog(&self.db).await?;
-        let running = idempotency::in_flight(&self.db).await?;
+        let running = match self.db.keys_if_open() {
+            Some(keys) => idempotency::in_flight(keys).await?,
+            None => 0,
+        };
         metrics::gauge!("outbox_pending", "service" => service.clone()).set(pending as f64);
         metrics::gauge!("outbox_lag_seconds", "service" => service.clone()).set(lag);
         metrics::gauge!("idempotency_in_flight", "service" => service).set(running as f64);

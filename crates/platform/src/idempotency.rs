@@ -99,7 +99,7 @@ pub struct Idempotency {
 
 impl Idempotency {
     /// `scope` names the operation (`orders.checkout`); keys are per scope and
-    /// per caller.
+    /// per caller. The records are kept in `db`'s [`Db::keys`].
     pub fn new(db: Db, scope: &'static str) -> Self {
         Self { db, scope, body_limit: 1024 * 1024, wait: Duration::from_secs(10), lease: DEFAULT_LEASE }
     }
@@ -312,11 +312,12 @@ async fn run(idem: &Idempotency, request: Request, next: Next) -> Result<Respons
         .map_err(|_| ApiError::payload_too_large(idem.body_limit))?;
     let hash = fingerprint(parts.method.as_str(), &parts.uri.to_string(), &bytes);
     let holder = uuid::Uuid::now_v7().simple().to_string();
+    let keys = idem.db.keys().await.map_err(|e| ApiError::from(&e))?.clone();
 
     let deadline = tokio::time::Instant::now() + idem.wait;
     let mut poll = Duration::from_millis(25);
     loop {
-        match claim(&idem.db, &scope, &key, &hash, &holder, idem.lease).await.map_err(|e| ApiError::from(&e))? {
+        match claim(&keys, &scope, &key, &hash, &holder, idem.lease).await.map_err(|e| ApiError::from(&e))? {
             Claim::Run => break,
             Claim::Replay(stored) => return Ok(replay(stored)),
             Claim::Mismatch => {
@@ -342,10 +343,10 @@ async fn run(idem: &Idempotency, request: Request, next: Next) -> Result<Respons
 
     parts.extensions.insert(IdempotencyAttempt::of(&scope, &key, &hash));
     // Held until the answer is stored (or the key given up): every return below.
-    let _lease = Lease::start(idem.db.clone(), scope.clone(), key.clone(), holder.clone(), idem.lease);
+    let _lease = Lease::start(keys.clone(), scope.clone(), key.clone(), holder.clone(), idem.lease);
     let response = next.run(Request::from_parts(parts, Body::from(bytes))).await;
     if response.status().is_server_error() {
-        if let Err(e) = release(&idem.db, &scope, &key, &holder).await {
+        if let Err(e) = release(&keys, &scope, &key, &holder).await {
             tracing::error!(error = %e, "releasing an idempotency key failed");
         }
         return Ok(response);
@@ -363,7 +364,7 @@ async fn run(idem: &Idempotency, request: Request, next: Next) -> Result<Respons
             None => body.to_vec(),
         },
     };
-    if !complete(&idem.db, &scope, &key, &holder, &stored).await.map_err(|e| ApiError::from(&e))? {
+    if !complete(&keys, &scope, &key, &holder, &stored).await.map_err(|e| ApiError::from(&e))? {
         tracing::warn!(scope, "an idempotent request finished after its key was taken over; its answer is not stored");
     }
     Ok(Response::from_parts(parts, Body::from(body)))

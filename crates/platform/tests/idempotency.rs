@@ -98,6 +98,22 @@ async fn concurrent_requests_with_one_key_run_the_effect_once() {
     }
     let replays = results.iter().filter(|r| r.1.as_deref() == Some("true")).count();
     assert_eq!(replays, 15);
+
+    // On SQLite the keys have a writer of their own, in a file beside the
+    // service's; on PostgreSQL they stay in the service's schema.
+    let keys = db.keys().await.unwrap();
+    let count = |db: &Db| {
+        let db = db.clone();
+        async move { on_db!(db, pool => sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM idempotency_keys").fetch_one(pool).await).unwrap() }
+    };
+    assert_eq!(count(keys).await, 1);
+    match db.dialect() {
+        platform::db::Dialect::Sqlite => {
+            assert_eq!(count(&db).await, 0, "not in the service's file");
+            assert_eq!(keys.schema(), "orders_keys");
+        }
+        platform::db::Dialect::Postgres => assert_eq!(keys.schema(), db.schema()),
+    }
 }
 
 #[tokio::test]

@@ -213,7 +213,7 @@ async fn item_20_guest_lookup_tokens_are_kept_nowhere_in_clear() {
     for row in rows {
         assert!(!row.contains(&token), "a notify row holds the lookup token: {row}");
     }
-    let orders = shop.app.db("orders").unwrap().clone();
+    let orders = shop.app.db("orders").unwrap().keys().await.unwrap().clone();
     let stored: Vec<(String, Option<Vec<u8>>)> = on_db!(orders, pool => sqlx::query_as(
         "SELECT idem_key, response_body FROM idempotency_keys").fetch_all(pool).await).unwrap();
     assert!(!stored.is_empty());
