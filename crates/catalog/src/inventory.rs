@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use kernel::Envelope;
-use platform::db::{Db, Tx, now_ms};
+use platform::db::{Db, Dialect, Tx, now_ms};
 use platform::outbox;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -125,15 +125,18 @@ impl Inventory {
         let mut touched = Touched::default();
         for (sku, quantity) in &wanted {
             let sku = sku.as_str();
-            let facts = store::stock_facts(&mut tx, sku).await?.ok_or_else(|| CatalogError::UnknownSku(sku.to_owned()))?;
+            let (facts, available) = store::stock_facts(&mut tx, sku).await?.ok_or_else(|| CatalogError::UnknownSku(sku.to_owned()))?;
             if !facts.rules.track {
                 store::insert_reservation_line(&mut tx, order_id, sku, DEFAULT_LOCATION, *quantity).await?;
                 continue;
             }
-            // The first location that has them all, in one statement; when
-            // it found none, one conditional update per location decides.
+            // The first location that has them all, in one statement. On
+            // SQLite, whose writes run one at a time, its answer is final;
+            // on PostgreSQL a concurrent hold may have taken the units of
+            // the location it chose, so one conditional update per location
+            // decides.
             let mut held = store::hold_first_fit(&mut tx, sku, *quantity).await?;
-            if held.is_none() {
+            if held.is_none() && tx.dialect() == Dialect::Postgres {
                 let locations = match &mut locations {
                     Some(l) => l,
                     None => locations.insert(store::location_order(&mut tx).await?),
@@ -149,8 +152,12 @@ impl Inventory {
                 held = store::hold_backorder(&mut tx, sku, DEFAULT_LOCATION, *quantity).await?.map(|l| (DEFAULT_LOCATION.to_owned(), l));
             }
             let Some((location, level)) = held else {
-                // What is left now, after the holds that won.
-                let available = store::available(&mut tx, sku).await?;
+                // What is left, after the holds that won: on SQLite as the
+                // facts were read in this transaction, on PostgreSQL read again.
+                let available = match tx.dialect() {
+                    Dialect::Sqlite => available,
+                    Dialect::Postgres => store::available(&mut tx, sku).await?,
+                };
                 tx.rollback().await?;
                 return Err(CatalogError::OutOfStock { sku: sku.to_owned(), available: available.max(0) });
             };
@@ -251,7 +258,7 @@ impl Inventory {
         if !store::location_exists(&mut tx, location).await? {
             return Err(domain::invalid("location", "unknown_location", "no such stock location").into());
         }
-        let facts = store::stock_facts(&mut tx, sku.as_str())
+        let (facts, _) = store::stock_facts(&mut tx, sku.as_str())
             .await?
             .ok_or_else(|| CatalogError::UnknownSku(sku.as_str().to_owned()))?;
         let Some(level) = store::adjust(&mut tx, sku.as_str(), location, delta).await? else {
@@ -329,7 +336,7 @@ impl Inventory {
         let parsed = Sku::parse(sku, "sku")?;
         let q = domain::parse_quantity(quantity, "quantity")?;
         let mut tx = self.db.begin().await?;
-        let facts = store::stock_facts(&mut tx, parsed.as_str())
+        let (facts, _) = store::stock_facts(&mut tx, parsed.as_str())
             .await?
             .ok_or_else(|| CatalogError::UnknownSku(parsed.as_str().to_owned()))?;
         if !facts.rules.track || store::ledger_has(&mut tx, parsed.as_str(), reference, "restocked").await? {

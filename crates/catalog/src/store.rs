@@ -555,12 +555,16 @@ fn facts_of((track, backorder, threshold, product, variant, title, variant_title
     StockFacts { rules: StockRules { track, backorder, threshold }, names: (product, variant, title, variant_title, slug) }
 }
 
-pub async fn stock_facts(tx: &mut Tx, sku: &str) -> Result<Option<StockFacts>, DbError> {
-    let row: Option<FactsRow> = on_tx!(tx, c => sqlx::query_as(
-        "SELECT v.track_inventory, v.allow_backorder, v.low_stock_threshold, v.product_id, v.id, p.title, v.title, p.slug \
+/// A SKU's stock facts, and what is available of it over all locations
+/// as the same statement saw them.
+pub async fn stock_facts(tx: &mut Tx, sku: &str) -> Result<Option<(StockFacts, i64)>, DbError> {
+    type Row = (bool, bool, i64, String, String, String, String, String, i64);
+    let row: Option<Row> = on_tx!(tx, c => sqlx::query_as(
+        "SELECT v.track_inventory, v.allow_backorder, v.low_stock_threshold, v.product_id, v.id, p.title, v.title, p.slug, \
+         CAST(COALESCE((SELECT SUM(l.on_hand - l.reserved) FROM inventory_levels l WHERE l.sku = v.sku), 0) AS BIGINT) \
          FROM variants v JOIN products p ON p.id = v.product_id WHERE v.sku = $1")
         .bind(sku).fetch_optional(c).await)?;
-    Ok(row.map(facts_of))
+    Ok(row.map(|(t, b, th, p, v, ti, vt, sl, available)| (facts_of((t, b, th, p, v, ti, vt, sl)), available)))
 }
 
 /// A SKU's level at one location just after a change, and what is
