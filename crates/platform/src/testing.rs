@@ -85,9 +85,37 @@ pub struct Sandbox {
     streams: std::sync::Mutex<Vec<String>>,
 }
 
+/// One JetStream stream that no test deletes. nats-server (2.9) removes an
+/// account's folder of file streams when its last stream is deleted, and a
+/// stream created at that moment fails ("could not create storage
+/// directory", 10049/10077); tests create and delete streams all the time,
+/// so this one keeps the folder.
+async fn keep_the_stream_folder() {
+    static KEPT: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    KEPT.get_or_init(|| async {
+        let Some(url) = nats_url() else { return };
+        let Ok(client) = async_nats::connect(url).await else { return };
+        let js = async_nats::jetstream::new(client);
+        let keeper = async_nats::jetstream::stream::Config {
+            name: "EMPORIUM_TEST_KEEPER".into(),
+            subjects: vec!["emporium_test_keeper".into()],
+            storage: async_nats::jetstream::stream::StorageType::File,
+            ..Default::default()
+        };
+        for _ in 0..20 {
+            if js.get_or_create_stream(keeper.clone()).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+}
+
 impl Sandbox {
     /// A fresh folder and, on PostgreSQL, a fresh database.
     pub async fn new() -> Sandbox {
+        keep_the_stream_folder().await;
         let dir = tempfile::Builder::new()
             .prefix("emporium-test-")
             .tempdir()
