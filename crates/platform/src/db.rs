@@ -221,7 +221,13 @@ impl Db {
             let opts = PgConnectOptions::from_str(url)?
                 .options([("search_path", schema)])
                 .application_name(&format!("emporium-{schema}"));
+            // No test before each use: it is one more round trip to the
+            // server per statement. A connection that broke while idle (a
+            // restart, a failover) fails its next statement, which answers
+            // 503 with Retry-After, and the pool drops it (it also tests
+            // each connection as it takes it back).
             let opened = PgPoolOptions::new()
+                .test_before_acquire(false)
                 .max_connections(options.max_connections)
                 .acquire_timeout(Duration::from_secs(10))
                 .connect_with(opts.clone())
