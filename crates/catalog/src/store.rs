@@ -691,12 +691,9 @@ pub async fn level_in(tx: &mut Tx, sku: &str, location: &str) -> Result<Option<(
     Ok(row)
 }
 
-/// Holds `quantity` units if that many are available: one conditional
-/// update, so concurrent holds can never take more than there is.
-/// Returns (on_hand, reserved) after, or `None` if there was not enough.
 /// Holds `quantity` at the first location (in [`location_order`]) that
-/// has them all, in one statement: the location, on hand and reserved
-/// after. `None` when none had them as the statement saw it (on PostgreSQL
+/// has them all, in one statement: the location and its level after.
+/// `None` when none had them as the statement saw it (on PostgreSQL
 /// a concurrent hold may have taken the chosen location's units first:
 /// try each location then).
 pub async fn hold_first_fit(tx: &mut Tx, sku: &str, quantity: i64) -> Result<Option<(String, Level)>, DbError> {
@@ -711,6 +708,9 @@ pub async fn hold_first_fit(tx: &mut Tx, sku: &str, quantity: i64) -> Result<Opt
     Ok(row.map(|(on_hand, reserved, elsewhere, location)| (location, Level { on_hand, reserved, elsewhere })))
 }
 
+/// Holds `quantity` units at `location` if that many are available there:
+/// one conditional update, so concurrent holds can never take more than
+/// there is. Returns the level after, or `None` if there was not enough.
 pub async fn hold(tx: &mut Tx, sku: &str, location: &str, quantity: i64) -> Result<Option<Level>, DbError> {
     let row: Option<(i64, i64, i64)> = on_tx!(tx, c => sqlx::query_as(concat!(
         "UPDATE inventory_levels SET reserved = reserved + $1 \

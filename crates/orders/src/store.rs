@@ -464,10 +464,13 @@ pub async fn tax_rates(db: &Db) -> Result<Vec<TaxRow>, DbError> {
 }
 
 /// The rate for an address: its region's if set, else its country's.
+/// The tax rate for country `$1` and region `$2` (`''` for none): the
+/// region's own, else the country's.
+const TAX_RATE: &str = "SELECT rate_bp, shipping_taxable FROM tax_rates WHERE country = $1 AND (region = $2 OR region = '') \
+     ORDER BY region DESC LIMIT 1";
+
 pub async fn tax_for(db: &Db, country: &str, region: Option<&str>) -> Result<TaxRule, DbError> {
-    let row: Option<(i64, bool)> = on_db!(db, pool => sqlx::query_as(
-        "SELECT rate_bp, shipping_taxable FROM tax_rates WHERE country = $1 AND (region = $2 OR region = '') \
-         ORDER BY region DESC LIMIT 1")
+    let row: Option<(i64, bool)> = on_db!(db, pool => sqlx::query_as(TAX_RATE)
         .bind(country).bind(region.unwrap_or("")).fetch_optional(pool).await)?;
     Ok(row.map(|(rate_bp, shipping_taxable)| TaxRule { rate_bp, shipping_taxable }).unwrap_or_default())
 }
@@ -478,13 +481,13 @@ pub async fn tax_and_method(db: &Db, country: &str, region: Option<&str>, method
         Option<String>, Option<String>, Option<String>, Option<String>, Option<i64>, Option<String>, Option<i64>, Option<i64>,
         Option<i64>, Option<bool>, Option<i64>, Option<bool>,
     );
-    let row: Row = on_db!(db, pool => sqlx::query_as(
+    let sql = format!(
         "SELECT m.id, m.name, m.countries, m.currency, m.flat_amount, m.weight_bands, m.free_above, m.min_days, m.max_days, \
          m.active, t.rate_bp, t.shipping_taxable FROM (SELECT 1 AS one) x \
-         LEFT JOIN shipping_methods m ON m.id = $1 \
-         LEFT JOIN (SELECT rate_bp, shipping_taxable FROM tax_rates WHERE country = $2 AND (region = $3 OR region = '') \
-                    ORDER BY region DESC LIMIT 1) t ON TRUE")
-        .bind(method).bind(country).bind(region.unwrap_or("")).fetch_one(pool).await)?;
+         LEFT JOIN shipping_methods m ON m.id = $3 LEFT JOIN ({TAX_RATE}) t ON TRUE"
+    );
+    let row: Row = on_db!(db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
+        .bind(country).bind(region.unwrap_or("")).bind(method).fetch_one(pool).await)?;
     let (id, name, countries, currency, flat, bands, free_above, min_days, max_days, active, rate_bp, shipping_taxable) = row;
     let tax = match (rate_bp, shipping_taxable) {
         (Some(rate_bp), Some(shipping_taxable)) => TaxRule { rate_bp, shipping_taxable },

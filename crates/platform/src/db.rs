@@ -203,20 +203,10 @@ impl Db {
                     source,
                 })?;
             }
-            // The writer first: it creates the file and switches it to WAL.
-            let writer = open_sqlite(SqlitePoolOptions::new().max_connections(1).min_connections(1), opts.clone()).await?;
-            // Readers never take the write lock: SQLite refuses them any write.
-            let readers = SqlitePoolOptions::new().max_connections(options.max_connections.max(1)).min_connections(1);
-            let readers = open_sqlite(readers, opts.pragma("query_only", "ON")).await?;
             let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-            let keys = Keys { opened: Default::default(), apart: (!in_memory).then(|| (keys_opts, options.clone())) };
-            return Ok(Db {
-                pool: Pool::Sqlite(readers),
-                writer: Pool::Sqlite(writer),
-                schema: schema.into(),
-                outbox_bell: Arc::new(Notify::new()),
-                keys: Arc::new(keys),
-            });
+            let mut db = Db::open_sqlite_file(opts, schema, options).await?;
+            db.keys = Arc::new(Keys { opened: Default::default(), apart: (!in_memory).then(|| (keys_opts, options.clone())) });
+            return Ok(db);
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let opts = PgConnectOptions::from_str(url)?
                 .options([("search_path", schema)])
@@ -244,6 +234,23 @@ impl Db {
             return Err(DbError::UnsupportedUrl(kernel::config::mask_url(url)));
         };
         Ok(Db { writer: pool.clone(), pool, schema: schema.into(), outbox_bell: Arc::new(Notify::new()), keys: Default::default() })
+    }
+
+    /// A SQLite file's pools: one writer connection and readers that may
+    /// not write. Its records stay in it ([`Db::keys`] is this database).
+    async fn open_sqlite_file(opts: SqliteConnectOptions, schema: &str, options: &DbOptions) -> Result<Db, DbError> {
+        // The writer first: it creates the file and switches it to WAL.
+        let writer = open_sqlite(SqlitePoolOptions::new().max_connections(1).min_connections(1), opts.clone()).await?;
+        // Readers never take the write lock: SQLite refuses them any write.
+        let readers = SqlitePoolOptions::new().max_connections(options.max_connections.max(1)).min_connections(1);
+        let readers = open_sqlite(readers, opts.pragma("query_only", "ON")).await?;
+        Ok(Db {
+            pool: Pool::Sqlite(readers),
+            writer: Pool::Sqlite(writer),
+            schema: schema.into(),
+            outbox_bell: Arc::new(Notify::new()),
+            keys: Default::default(),
+        })
     }
 
     /// Opens `url` to look, creating nothing (`emporium doctor`): a SQLite
@@ -298,16 +305,7 @@ impl Db {
         self.keys
             .opened
             .get_or_try_init(|| async {
-                let writer = open_sqlite(SqlitePoolOptions::new().max_connections(1).min_connections(1), opts.clone()).await?;
-                let readers = SqlitePoolOptions::new().max_connections(options.max_connections.max(1)).min_connections(1);
-                let readers = open_sqlite(readers, opts.clone().pragma("query_only", "ON")).await?;
-                let db = Db {
-                    pool: Pool::Sqlite(readers),
-                    writer: Pool::Sqlite(writer),
-                    schema: format!("{}_keys", self.schema).into(),
-                    outbox_bell: Arc::new(Notify::new()),
-                    keys: Default::default(),
-                };
+                let db = Db::open_sqlite_file(opts.clone(), &format!("{}_keys", self.schema), options).await?;
                 crate::migrate::migrate(&db, &[&crate::migrate::PLATFORM]).await?;
                 Ok(db)
             })
